@@ -1,0 +1,33 @@
+# Crier's entry points. `make demo` runs the product on its defaults; `make test` runs the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench services venv migrate schema run-web run-worker run-beat run-emulator clean
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	./scripts/services.sh
+
+migrate: venv services
+	CRIER_ENV=development $(PY) manage.py migrate --noinput
+
+demo: venv services
+	$(PY) scripts/demo.py
+
+test: venv services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+schema: venv
+	DJANGO_SETTINGS_MODULE=settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file /tmp/crier-schema.yaml
+
+clean:
+	rm -rf $(VENV) var staticfiles

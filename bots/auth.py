@@ -1,0 +1,100 @@
+"""Validating the Bot Framework token on activities POSTed to the messaging endpoint.
+
+Keys come from the OpenID metadata at ``BOT_OPENID_METADATA_URL`` (its ``jwks_uri``), are kept for a
+day, and fetched again when a token names a key we do not know (at most every few minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import jwt
+from django.conf import settings
+
+from . import http
+
+KEYS_MAX_AGE_SECONDS = 24 * 3600
+UNKNOWN_KID_REFRESH_SECONDS = 300
+CLOCK_SKEW_SECONDS = 300
+
+
+class InboundAuthError(Exception):
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SigningKeys:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at = 0.0
+
+    def _fetch(self) -> None:
+        try:
+            metadata = http.request("GET", settings.BOT_OPENID_METADATA_URL, timeout=10).json()
+            keys = http.request("GET", metadata["jwks_uri"], timeout=10).json()["keys"]
+        except (http.HttpTimeout, KeyError, TypeError, ValueError) as exc:
+            raise InboundAuthError(f"Cannot load the Bot Framework signing keys: {exc}", status=503) from exc
+        self._keys = {key["kid"]: key for key in keys if "kid" in key}
+        self._fetched_at = time.monotonic()
+
+    def get(self, kid: str) -> dict[str, Any]:
+        with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if not self._keys or age > KEYS_MAX_AGE_SECONDS or (kid not in self._keys and age > UNKNOWN_KID_REFRESH_SECONDS):
+                self._fetch()
+            key = self._keys.get(kid)
+        if key is None:
+            raise InboundAuthError("The token is signed with an unknown key.")
+        return key
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys, self._fetched_at = {}, 0.0
+
+
+signing_keys = SigningKeys()
+
+
+def validate_inbound(authorization: str, activity: dict[str, Any]) -> dict[str, Any]:
+    """Returns the token's claims, or raises InboundAuthError (401 bad token, 403 wrong channel)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme != "Bearer" or not token:
+        raise InboundAuthError("Missing bearer token.")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        raise InboundAuthError(f"Malformed token: {exc}") from exc
+    if header.get("alg") != "RS256":
+        raise InboundAuthError("Tokens must be signed with RS256.")
+    key = signing_keys.get(str(header.get("kid", "")))
+    channel = activity.get("channelId")
+    if channel not in (key.get("endorsements") or []):
+        raise InboundAuthError(f"The signing key is not endorsed for channel {channel!r}.", status=403)
+    try:
+        claims = jwt.decode(
+            token,
+            key=jwt.PyJWK(key).key,
+            algorithms=["RS256"],
+            audience=settings.BOT_APP_ID,
+            issuer=settings.BOT_TOKEN_ISSUER,
+            leeway=CLOCK_SKEW_SECONDS,
+            options={"require": ["exp", "iss", "aud"]},
+        )
+    except jwt.InvalidTokenError as exc:
+        raise InboundAuthError(f"Invalid token: {exc}") from exc
+    service_url = str(activity.get("serviceUrl") or "")
+    if str(claims.get("serviceurl", "")).rstrip("/") != service_url.rstrip("/"):
+        raise InboundAuthError("The token's serviceurl does not match the activity's serviceUrl.", status=403)
+    return claims
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError("an activity is a JSON object")
+    return data

@@ -1,0 +1,32 @@
+"""Where a person can be reached in Teams, learned from the activities Teams sends the bot."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class TeamsAddress(models.Model):
+    """A person's one-to-one chat with the bot. Keyed by Entra object id, the identity Teams and the
+    HR directory share, so it exists whether Teams or HR told us about the person first."""
+
+    class State(models.TextChoices):
+        UNKNOWN = "unknown", "Not installed yet"
+        INSTALLED = "installed", "Installed"
+        UNINSTALLED = "uninstalled", "Uninstalled"
+        BLOCKED = "blocked", "Blocked the bot"
+
+    aad_object_id = models.UUIDField("Entra object id", unique=True)
+    tenant_id = models.CharField(max_length=64, blank=True)
+    user_id = models.CharField("Teams user id (29:)", max_length=500, blank=True)
+    conversation_id = models.CharField(max_length=500, blank=True)
+    service_url = models.URLField(max_length=500, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.UNKNOWN)
+    installed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Teams address"
+        verbose_name_plural = "Teams addresses"
+
+    def __str__(self) -> str:
+        return f"{self.aad_object_id} ({self.get_state_display()})"

@@ -1,0 +1,37 @@
+"""The bot's messaging endpoint, ``POST /api/messages``: where Teams delivers activities."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from .auth import InboundAuthError, parse_body, validate_inbound
+from .services import activity_handle
+from .tasks import send_reply
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt
+@require_POST
+def messages_endpoint(request: HttpRequest) -> HttpResponse:
+    try:
+        data = parse_body(request.body)
+    except ValueError:
+        return JsonResponse({"error": {"code": "invalid_json", "message": "The body must be a JSON activity."}}, status=400)
+    try:
+        validate_inbound(request.headers.get("Authorization", ""), data)
+    except InboundAuthError as exc:
+        logger.warning("rejected an activity: %s", exc)
+        return JsonResponse({"error": {"code": "unauthorized", "message": str(exc)}}, status=exc.status)
+    with transaction.atomic():
+        replies = activity_handle(data=data)
+        conversation_id = (data.get("conversation") or {}).get("id")
+        service_url = data.get("serviceUrl")
+        for text in replies if conversation_id and service_url else []:
+            transaction.on_commit(lambda text=text: send_reply.delay(service_url, conversation_id, text))
+    return HttpResponse(status=200)

@@ -1,0 +1,229 @@
+"""People, audiences, message templates, campaigns and opt-outs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+
+class Recipient(models.Model):
+    """A person as the HR system knows them. Their Teams address lives in ``bots.TeamsAddress``,
+    joined on ``aad_object_id``, because Teams may tell us about a person before HR does."""
+
+    external_id = models.CharField(max_length=255, unique=True, help_text="The HR system's id.")
+    email = models.EmailField(blank=True)
+    upn = models.CharField("UPN", max_length=255, blank=True)
+    aad_object_id = models.UUIDField("Entra object id", null=True, blank=True, unique=True)
+    tenant_id = models.CharField(max_length=64, blank=True)
+    first_name = models.CharField(max_length=150, blank=True)
+    last_name = models.CharField(max_length=150, blank=True)
+    display_name = models.CharField(max_length=300, blank=True)
+    department = models.CharField(max_length=200, blank=True, db_index=True)
+    job_title = models.CharField(max_length=200, blank=True)
+    location = models.CharField(max_length=200, blank=True)
+    country = models.CharField(max_length=2, blank=True, db_index=True, help_text="ISO 3166-1 alpha-2.")
+    time_zone = models.CharField(max_length=64, blank=True)
+    locale = models.CharField(max_length=35, blank=True)
+    start_date = models.DateField(null=True, blank=True, db_index=True)
+    is_active = models.BooleanField(default=True, db_index=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.display_name or f"{self.first_name} {self.last_name}".strip() or self.external_id
+
+
+class Category(models.Model):
+    """What a campaign is about, for opt-outs. Nobody can opt out of a mandatory category."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=150)
+    description = models.TextField(blank=True)
+    mandatory = models.BooleanField(
+        default=False, help_text="Sent even to people who opted out (not to people who blocked the bot)."
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Audience(models.Model):
+    class Kind(models.TextChoices):
+        EVERYONE = "everyone", "Everyone active"
+        STATIC = "static", "A static list"
+        RULES = "rules", "Attribute rules"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.EVERYONE)
+    rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='All must hold, e.g. [{"field": "department", "op": "eq", "value": "Sales"}, '
+        '{"field": "country", "op": "in", "value": ["FR", "DE"]}].',
+    )
+    members = models.ManyToManyField(Recipient, blank=True, related_name="audiences")
+    excluded = models.ManyToManyField(Recipient, blank=True, related_name="excluded_from_audiences")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from .rules import validate_rules
+
+        if self.kind == self.Kind.RULES:
+            try:
+                validate_rules(self.rules)
+            except ValidationError as exc:
+                raise ValidationError({"rules": exc.messages}) from exc
+            if not self.rules:
+                raise ValidationError({"rules": "A rules audience needs at least one rule."})
+        elif self.rules:
+            raise ValidationError({"rules": "Only a rules audience has rules."})
+
+
+class MessageTemplate(models.Model):
+    """A message with per-recipient placeholders such as ``{{first_name}}``."""
+
+    class Kind(models.TextChoices):
+        MARKDOWN = "markdown", "Markdown text"
+        ADAPTIVE_CARD = "adaptive_card", "Adaptive Card"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MARKDOWN)
+    text = models.TextField(blank=True, help_text="Markdown body (markdown templates) or notification summary.")
+    card = models.JSONField(null=True, blank=True, help_text="Adaptive Card JSON (adaptive card templates).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from .rendering import validate_template
+
+        validate_template(kind=self.kind, text=self.text or "", card=self.card)
+
+
+class Campaign(models.Model):
+    class Kind(models.TextChoices):
+        ANNOUNCEMENT = "announcement", "Announcement"
+        WELCOME = "welcome", "Welcome"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ANNOUNCEMENT)
+    template = models.ForeignKey(MessageTemplate, on_delete=models.PROTECT, related_name="campaigns")
+    audience = models.ForeignKey(
+        Audience,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        null=True,
+        blank=True,
+        help_text="Who receives it. A welcome campaign without one welcomes every new starter.",
+    )
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="campaigns")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    send_at = models.DateTimeField(null=True, blank=True, help_text="When a scheduled campaign starts.")
+    launched_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "send_at"], name="campaign_due_idx")]
+        constraints = [
+            # One welcome campaign runs at a time, so a new starter gets exactly one welcome.
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(kind="welcome", status="running"),
+                name="one_running_welcome_campaign",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status in (self.Status.DRAFT, self.Status.SCHEDULED)
+
+
+class OptOut(models.Model):
+    """A person who asked not to receive a category (or anything, when ``category`` is empty)."""
+
+    class Source(models.TextChoices):
+        TYPED_STOP = "typed_stop", 'Typed "stop"'
+        CARD_BUTTON = "card_button", "Card button"
+        BLOCKED = "blocked", "Blocked or uninstalled the bot"
+        API = "api", "API"
+        ADMIN = "admin", "Admin"
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="opt_outs")
+    category = models.ForeignKey(
+        Category, on_delete=models.CASCADE, null=True, blank=True, related_name="opt_outs",
+        help_text="Empty means every non-mandatory category.",
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recipient", "category"], nulls_distinct=False, name="one_opt_out_per_category"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient} opted out of {self.category or 'everything'}"
+
+
+class ApiKey(models.Model):
+    """A key an HR system sends as ``Authorization: Bearer <key>``. Only its SHA-256 is stored."""
+
+    name = models.CharField(max_length=150, unique=True)
+    prefix = models.CharField(max_length=16, db_index=True, help_text="The first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,93 @@
+"""Writes for people, audiences, templates and opt-outs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from .models import Category, OptOut, Recipient
+
+RECIPIENT_FIELDS = (
+    "email",
+    "upn",
+    "aad_object_id",
+    "tenant_id",
+    "first_name",
+    "last_name",
+    "display_name",
+    "department",
+    "job_title",
+    "location",
+    "country",
+    "time_zone",
+    "locale",
+    "start_date",
+    "is_active",
+    "attributes",
+)
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    deactivated: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def recipients_bulk_upsert(*, rows: list[dict[str, Any]]) -> UpsertResult:
+    """Creates or updates people by ``external_id`` in one statement. Each row is a full record:
+    a field left out is reset to its empty value. A row whose Entra object id already belongs to
+    someone else is reported (with its index) and the others are still saved."""
+    result = UpsertResult()
+    external_ids = [row["external_id"] for row in rows]
+    aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
+    owners = dict(
+        Recipient.objects.filter(aad_object_id__in=aad_ids).values_list("aad_object_id", "external_id")
+    )
+    valid: list[Recipient] = []
+    for index, row in enumerate(rows):
+        aad = row.get("aad_object_id")
+        if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
+            result.errors.append(
+                {"index": index, "field": "aad_object_id", "message": f"Already used by recipient {owners[aad]!r}."}
+            )
+            continue
+        valid.append(Recipient(external_id=row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}))
+    with transaction.atomic():
+        before = dict(
+            Recipient.objects.filter(external_id__in=external_ids).values_list("external_id", "is_active")
+        )
+        Recipient.objects.bulk_create(
+            valid,
+            update_conflicts=True,
+            unique_fields=["external_id"],
+            update_fields=[*RECIPIENT_FIELDS, "updated_at"],
+        )
+    for recipient in valid:
+        if recipient.external_id not in before:
+            result.created += 1
+        else:
+            result.updated += 1
+            if before[recipient.external_id] and not recipient.is_active:
+                result.deactivated += 1
+    return result
+
+
+def opt_out_record(
+    *, recipient: Recipient, source: str, category: Category | None = None, note: str = ""
+) -> tuple[OptOut, bool]:
+    """Idempotent: recording the same opt-out twice keeps the first (and its source)."""
+    return OptOut.objects.get_or_create(
+        recipient=recipient, category=category, defaults={"source": source, "note": note[:500]}
+    )
+
+
+def opt_out_remove_all(*, recipient: Recipient) -> int:
+    """The person opted back in ("start", or installed the bot again)."""
+    deleted, _ = OptOut.objects.filter(recipient=recipient).delete()
+    return deleted
+
+

@@ -1,0 +1,102 @@
+"""The Teams transport: reach one person, and decide what each Teams answer means.
+
+Every decision about which answers are permanent lives in ``classify`` below, following
+Microsoft's table of Bot Connector status codes (see the protocol reference in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bots.connector import BotConnectorClient, ConnectorError, connector
+
+# The user blocked the bot or removed it: Teams will refuse until they come back. An opt-out signal.
+BLOCKED_CODES = {"ConversationBlockedByUser", "MessageWritesBlocked", "209"}
+# Microsoft lists these as worth retrying; everything else is not (500 included, per its table).
+RETRYABLE_STATUSES = {412, 429, 502, 503, 504}
+
+
+@dataclass
+class Address:
+    member_id: str  # the 29: id, or the Entra object id
+    tenant_id: str
+    service_url: str
+    conversation_id: str = ""
+
+
+@dataclass
+class SendResult:
+    activity_id: str
+    conversation_id: str
+
+
+class TransportError(Exception):
+    def __init__(
+        self,
+        *,
+        code: str,
+        message: str,
+        status: int | None,
+        permanent: bool,
+        retry_after: float | None = None,
+        opt_out: bool = False,
+        conversation_id: str = "",
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.opt_out = opt_out
+        # A conversation created during the failed call, worth keeping for the next attempt.
+        self.conversation_id = conversation_id
+
+
+def classify(error: ConnectorError, *, conversation_id: str = "") -> TransportError:
+    status = error.status
+    if status is None:
+        # Timeout or broken connection: the call may have gone through. Retry (the policy for this
+        # ambiguous case is in the README, "Delivery guarantees").
+        permanent = False
+    else:
+        permanent = status not in RETRYABLE_STATUSES
+    opt_out = status == 403 and error.code in BLOCKED_CODES
+    return TransportError(
+        code=error.code,
+        message=error.message,
+        status=status,
+        permanent=permanent,
+        retry_after=error.retry_after,
+        opt_out=opt_out,
+        conversation_id=conversation_id,
+    )
+
+
+class TeamsTransport:
+    def __init__(self, client: BotConnectorClient = connector) -> None:
+        self.client = client
+
+    def send(self, *, address: Address, activity_json: bytes) -> SendResult:
+        conversation_id = address.conversation_id
+        stored = bool(conversation_id)
+        for _ in range(2):
+            if not conversation_id:
+                try:
+                    conversation_id = self.client.create_conversation(
+                        service_url=address.service_url, tenant_id=address.tenant_id, member_id=address.member_id
+                    )
+                except ConnectorError as exc:
+                    raise classify(exc) from exc
+            try:
+                activity_id = self.client.send(
+                    service_url=address.service_url, conversation_id=conversation_id, activity_json=activity_json
+                )
+                return SendResult(activity_id=activity_id, conversation_id=conversation_id)
+            except ConnectorError as exc:
+                if exc.status == 404 and exc.code == "ConversationNotFound" and stored:
+                    # The person deleted the chat: the stored id is stale. Create a new one, once.
+                    conversation_id, stored = "", False
+                    continue
+                raise classify(exc, conversation_id=conversation_id) from exc
+        raise AssertionError("unreachable")

@@ -1,0 +1,186 @@
+"""Crier's Django settings. Every value that varies between deployments is read here, from the
+environment, through the helpers in ``settings.env``; the README lists each variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+from .env import ConfigurationError, env_bool, env_float, env_int, env_list, env_required, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# "production" (the default), "development" (make demo) or "test" (make test).
+CRIER_ENV = env_str("CRIER_ENV", "production")
+if CRIER_ENV not in {"production", "development", "test"}:
+    raise ConfigurationError(f"CRIER_ENV={CRIER_ENV!r}: use production, development or test")
+PRODUCTION = CRIER_ENV == "production"
+
+if PRODUCTION:
+    SECRET_KEY = env_required("SECRET_KEY")
+else:
+    SECRET_KEY = env_str("SECRET_KEY") or f"insecure-{CRIER_ENV}-only-key"
+DEBUG = env_bool("DEBUG", default=False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "campaigns",
+    "delivery",
+    "bots",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "settings.urls"
+WSGI_APPLICATION = "settings.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crier")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"msal": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["campaigns.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "campaigns.api.pagination.IdCursorPagination",
+    "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "campaigns.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Crier API",
+    "DESCRIPTION": "Proactive one-to-one Microsoft Teams messages for a whole organisation.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Redis and Celery ------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH_MULTIPLIER", 8)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Separate queues so a large fan-out never delays a scheduled launch or a bot reply.
+CELERY_TASK_ROUTES = {
+    "delivery.tasks.deliver": {"queue": "deliveries"},
+    "delivery.tasks.campaign_fan_out": {"queue": "control"},
+    "delivery.tasks.*": {"queue": "control"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "launch-due-campaigns": {
+        "task": "delivery.tasks.launch_due_campaigns",
+        "schedule": env_float("SCHEDULER_INTERVAL_SECONDS", 5.0),
+    },
+    "complete-finished-campaigns": {
+        "task": "delivery.tasks.complete_finished_campaigns",
+        "schedule": env_float("COMPLETION_INTERVAL_SECONDS", 5.0),
+    },
+    "welcome-new-starters": {
+        "task": "delivery.tasks.welcome_new_starters",
+        "schedule": env_float("WELCOME_INTERVAL_SECONDS", 60.0),
+    },
+}
+
+# --- Teams / Bot Framework -------------------------------------------------------------------
+BOT_APP_ID = env_str("BOT_APP_ID", "")
+BOT_NAME = env_str("BOT_NAME", "Crier")
+if PRODUCTION:
+    BOT_APP_PASSWORD = env_required("BOT_APP_PASSWORD")
+else:
+    BOT_APP_PASSWORD = env_str("BOT_APP_PASSWORD", "")
+BOT_TENANT_ID = env_str("BOT_TENANT_ID", "")
+BOT_AUTHORITY = env_str(
+    "BOT_AUTHORITY", f"https://login.microsoftonline.com/{BOT_TENANT_ID or 'botframework.com'}"
+)
+BOT_TOKEN_SCOPE = env_str("BOT_TOKEN_SCOPE", "https://api.botframework.com/.default")
+BOT_OPENID_METADATA_URL = env_str(
+    "BOT_OPENID_METADATA_URL", "https://login.botframework.com/v1/.well-known/openidconfiguration"
+)
+BOT_TOKEN_ISSUER = env_str("BOT_TOKEN_ISSUER", "https://api.botframework.com")
+TEAMS_SERVICE_URL = env_str("TEAMS_SERVICE_URL", "https://smba.trafficmanager.net/teams/")
+# Hosts whose authority is Microsoft's own; any other authority skips msal's instance discovery.
+BOT_AUTHORITY_IS_MICROSOFT = urlsplit(BOT_AUTHORITY).hostname in {
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+}
+BOT_HTTP_TIMEOUT_SECONDS = env_float("BOT_HTTP_TIMEOUT_SECONDS", 15.0)
+
+# --- Delivery --------------------------------------------------------------------------------
+DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
+DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
+DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)
+FAN_OUT_BATCH_SIZE = env_int("FAN_OUT_BATCH_SIZE", 1000)

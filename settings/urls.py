@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from bots.views import messages_endpoint
+
+admin.site.site_header = "Crier"
+admin.site.site_title = "Crier"
+admin.site.index_title = "Teams announcements"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/messages", messages_endpoint, name="bot-messages"),
+    path("api/v1/", include("campaigns.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", include("bots.health_urls")),
+]
