@@ -1,0 +1,490 @@
+"""The API's serializers: thin shapes over the models. Validation that the models already know
+(template and rule checks) goes through the models' ``clean()``; writes with logic go through
+``campaigns.services`` and ``delivery.services`` from the views."""
+
+from __future__ import annotations
+
+import functools
+import re
+import uuid
+import zoneinfo
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import EmailValidator
+from django.db import transaction
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient
+from campaigns.selectors import audience_count, campaign_counts
+from delivery.models import Delivery
+
+MAX_BULK_ROWS = 10_000
+
+
+def django_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
+    """A Django ValidationError as DRF field errors, keyed by field."""
+    if hasattr(exc, "error_dict"):
+        return exc.message_dict
+    return {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
+
+
+class RejectUnknownFieldsMixin:
+    """Refuses a body that names a field the serializer does not have, or one it does not accept
+    (read-only), instead of silently ignoring it: a typo should not look like success."""
+
+    def to_internal_value(self, data):
+        refused = {}
+        if isinstance(data, Mapping):
+            for name in data:
+                field = self.fields.get(name)
+                if field is None:
+                    refused[name] = ["Unknown field."]
+                elif field.read_only:
+                    refused[name] = ["This field is read-only."]
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if refused and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **refused}) from exc
+            raise
+        if refused:
+            raise serializers.ValidationError(refused)
+        return value
+
+
+# --- Errors ----------------------------------------------------------------------------------
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, invalid_state.")
+    message = serializers.CharField(help_text="One sentence for a person.")
+    fields = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="Messages per field name (a list of strings, nested for nested fields), when the error "
+        "is about the request's fields.",
+    )
+
+
+@extend_schema_serializer(many=False)
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer has this shape."""
+
+    error = ErrorDetailSerializer()
+
+
+# --- Recipients ------------------------------------------------------------------------------
+
+class OptionalTextField(serializers.CharField):
+    """Text the HR system may leave out, send empty or send as null (all stored empty)."""
+
+    def __init__(self, *, check=None, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+        self.check = check
+
+    def run_validation(self, data=serializers.empty):
+        if data is None:
+            return ""
+        if type(data) is not str:
+            value = super().run_validation(data)
+        else:
+            # The common case, checked inline: DRF's validator chain costs more than the rest of a
+            # 10,000-row upload together. Same rules: trimmed, max_length, no NUL, no surrogates.
+            value = data.strip()
+            if self.max_length is not None and len(value) > self.max_length:
+                self.fail("max_length", max_length=self.max_length)
+            if "\x00" in value:
+                raise serializers.ValidationError("Null characters are not allowed.")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise serializers.ValidationError("Surrogate characters are not allowed.") from exc
+        if value and self.check is not None:
+            try:
+                self.check(value)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.messages) from exc
+        return value
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+            "nullable": True,
+        },
+        "description": "Free attributes for rules and placeholders: a flat object of strings, numbers and booleans.",
+    }
+)
+class AttributesField(serializers.JSONField):
+    pass
+
+
+_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """One person in a bulk upsert. A plain serializer (no database access), so thousands of
+    rows validate in a fraction of a second; uniqueness is checked across the batch by the view
+    and against the database by ``recipients_bulk_upsert``."""
+
+    external_id = serializers.CharField(max_length=255, help_text="The HR system's id.")
+    email = OptionalTextField(max_length=254, check=EmailValidator())
+    upn = OptionalTextField(max_length=255)
+    aad_object_id = serializers.UUIDField(required=False, allow_null=True, help_text="Entra object id.")
+    tenant_id = OptionalTextField(max_length=64)
+    first_name = OptionalTextField(max_length=150)
+    last_name = OptionalTextField(max_length=150)
+    display_name = OptionalTextField(max_length=300)
+    department = OptionalTextField(max_length=200)
+    job_title = OptionalTextField(max_length=200)
+    location = OptionalTextField(max_length=200)
+    country = OptionalTextField(max_length=2, help_text="ISO 3166-1 alpha-2, any case.")
+    time_zone = OptionalTextField(max_length=64, help_text="An IANA zone such as Europe/Paris.")
+    locale = OptionalTextField(max_length=35)
+    start_date = serializers.DateField(required=False, allow_null=True)
+    is_active = serializers.BooleanField(required=False, help_text="false deactivates a leaver.")
+    attributes = AttributesField(required=False, allow_null=True)
+
+    def validate_country(self, value: str) -> str:
+        if value and not _COUNTRY.match(value):
+            raise serializers.ValidationError("Use a two-letter ISO 3166-1 country code, such as FR.")
+        return value.upper()
+
+    def validate_time_zone(self, value: str) -> str:
+        if value and value not in _time_zones():
+            raise serializers.ValidationError(f"Unknown time zone {value!r}; use an IANA name such as Europe/Paris.")
+        return value
+
+    def validate_attributes(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Attributes are a JSON object.")
+        for key, item in value.items():
+            if item is not None and not isinstance(item, (str, int, float, bool)):
+                raise serializers.ValidationError(f"Attribute {key!r} must be a string, number, boolean or null.")
+        return value
+
+
+def recipient_rows_validate(rows: list[Any]) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]:
+    """Validates every row on its own. Returns the valid rows, the index each came from, and
+    ``{"index", "field", "message"}`` for every problem. A row repeating an earlier row's
+    external_id or Entra object id is refused: the earlier row is the one considered."""
+    child = RecipientRowSerializer()
+    valid: list[dict[str, Any]] = []
+    indexes: list[int] = []
+    errors: list[dict[str, Any]] = []
+    seen_external: dict[str, int] = {}
+    seen_aad: dict[uuid.UUID, int] = {}
+    for index, row in enumerate(rows):
+        row_errors: list[dict[str, Any]] = []
+        try:
+            data = child.run_validation(row)
+        except serializers.ValidationError as exc:
+            data = None
+            detail = exc.detail if isinstance(exc.detail, dict) else {api_settings.NON_FIELD_ERRORS_KEY: exc.detail}
+            for name, messages in detail.items():
+                for message in messages if isinstance(messages, list) else [messages]:
+                    row_errors.append({"index": index, "field": name, "message": str(message)})
+        source = data if data is not None else (row if isinstance(row, dict) else {})
+        external_id = source.get("external_id")
+        if isinstance(external_id, str) and external_id.strip():
+            external_id = external_id.strip()
+            if external_id in seen_external:
+                row_errors.append(
+                    {"index": index, "field": "external_id", "message": f"Repeats row {seen_external[external_id]}."}
+                )
+            else:
+                seen_external[external_id] = index
+        aad = source.get("aad_object_id")
+        if aad and not isinstance(aad, uuid.UUID):
+            try:
+                aad = uuid.UUID(str(aad))
+            except ValueError:
+                aad = None
+        if aad:
+            if aad in seen_aad:
+                row_errors.append(
+                    {"index": index, "field": "aad_object_id", "message": f"Repeats row {seen_aad[aad]}."}
+                )
+            else:
+                seen_aad[aad] = index
+        if row_errors:
+            errors.extend(row_errors)
+        else:
+            valid.append(data)
+            indexes.append(index)
+    return valid, indexes, errors
+
+
+class RecipientBulkSerializer(serializers.Serializer):
+    """Up to 10,000 people. (Documents the body: the view validates row by row, so one bad row
+    does not cost the others.)"""
+
+    recipients = RecipientRowSerializer(many=True, max_length=MAX_BULK_ROWS)
+
+
+class RecipientBulkErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="The row's position in the request, from 0.")
+    field = serializers.CharField(help_text="The field at fault, or non_field_errors for the whole row.")
+    message = serializers.CharField()
+
+
+class RecipientBulkResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    deactivated = serializers.IntegerField(help_text="Updated people who were active and are not any more.")
+    errors = RecipientBulkErrorSerializer(many=True, help_text="Rows not saved, and why.")
+
+
+class RecipientSerializer(serializers.ModelSerializer):
+    """A person as the HR system sent them."""
+
+    attributes = AttributesField(read_only=True)
+
+    class Meta:
+        model = Recipient
+        fields = [
+            "id", "external_id", "email", "upn", "aad_object_id", "tenant_id", "first_name", "last_name",
+            "display_name", "department", "job_title", "location", "country", "time_zone", "locale",
+            "start_date", "is_active", "attributes", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+
+# --- Templates and categories ----------------------------------------------------------------
+
+@extend_schema_field({"type": "object", "nullable": True, "description": "Adaptive Card JSON."})
+class CardField(serializers.JSONField):
+    pass
+
+
+class MessageTemplateSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """A message with placeholders such as {{first_name}}; checked as it would be sent."""
+
+    card = CardField(required=False, allow_null=True)
+
+    class Meta:
+        model = MessageTemplate
+        fields = ["id", "name", "kind", "text", "card", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        current = self.instance
+        candidate = MessageTemplate(
+            kind=attrs.get("kind", current.kind if current else MessageTemplate.Kind.MARKDOWN),
+            text=attrs.get("text", current.text if current else ""),
+            card=attrs.get("card", current.card if current else None),
+        )
+        try:
+            candidate.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(django_errors(exc)) from exc
+        return attrs
+
+
+class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """What a campaign is about; people opt out per category."""
+
+    class Meta:
+        model = Category
+        fields = ["slug", "name", "description", "mandatory"]
+
+
+# --- Audiences -------------------------------------------------------------------------------
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "field": {"type": "string", "description": "A recipient field or attributes.<key>."},
+                "op": {"type": "string", "enum": ["eq", "neq", "in", "not_in", "gte", "lte"]},
+                "value": {"description": "A string, or a list of strings for in and not_in."},
+            },
+            "required": ["field", "op", "value"],
+        },
+        "description": 'All must hold, e.g. [{"field": "department", "op": "eq", "value": "Sales"}].',
+    }
+)
+class RulesField(serializers.JSONField):
+    pass
+
+
+class ExternalIdsField(serializers.ListField):
+    """People by their HR ids, both ways; the serializer resolves them to rows in one query."""
+
+    child = serializers.CharField(max_length=255)
+
+    def to_representation(self, manager):
+        return [person.external_id for person in manager.all()]
+
+
+class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """Who a campaign goes to. People are named by their external ids, as the HR system knows them."""
+
+    rules = RulesField(required=False)
+    members = ExternalIdsField(required=False, help_text="External ids of the people in a static audience.")
+    excluded = ExternalIdsField(required=False, help_text="External ids of people never selected.")
+    count = serializers.SerializerMethodField(help_text="How many active people it selects now.")
+
+    class Meta:
+        model = Audience
+        fields = ["id", "name", "kind", "rules", "members", "excluded", "count", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def get_count(self, audience: Audience) -> int:
+        return audience_count(audience=audience)
+
+    def validate(self, attrs):
+        current = self.instance
+        candidate = Audience(
+            kind=attrs.get("kind", current.kind if current else Audience.Kind.EVERYONE),
+            rules=attrs.get("rules", current.rules if current else []),
+        )
+        try:
+            candidate.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(django_errors(exc)) from exc
+        if attrs.get("members") and candidate.kind != Audience.Kind.STATIC:
+            raise serializers.ValidationError({"members": ["Only a static audience has members."]})
+        wanted = {*attrs.get("members", []), *attrs.get("excluded", [])}
+        ids = dict(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", "id")) if wanted else {}
+        errors = {}
+        for name in ("members", "excluded"):
+            if name not in attrs:
+                continue
+            unknown = sorted({e for e in attrs[name] if e not in ids})
+            if unknown:
+                shown = ", ".join(unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+                errors[name] = [f"Unknown external ids: {shown}."]
+            attrs[name] = [ids[e] for e in attrs[name] if e in ids]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def create(self, validated_data):
+        return self._save(Audience(), validated_data)
+
+    def update(self, instance, validated_data):
+        return self._save(instance, validated_data)
+
+    @staticmethod
+    def _save(audience: Audience, data: dict[str, Any]) -> Audience:
+        members, excluded = data.pop("members", None), data.pop("excluded", None)
+        with transaction.atomic():
+            for name, value in data.items():
+                setattr(audience, name, value)
+            audience.save()
+            if members is not None:
+                audience.members.set(members)
+            if excluded is not None:
+                audience.excluded.set(excluded)
+        return audience
+
+
+class AudienceCountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+
+
+# --- Campaigns and deliveries ----------------------------------------------------------------
+
+CampaignCountsSerializer = type(
+    "CampaignCountsSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "Deliveries per state, and their total.",
+        **{status: serializers.IntegerField() for status in Delivery.Status.values},
+        "total": serializers.IntegerField(),
+    },
+)
+
+
+class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """A message to an audience. status and the dates change through the launch, schedule and cancel actions."""
+
+    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all())
+    counts = serializers.SerializerMethodField(
+        help_text="Deliveries per state. Given for a single campaign; null in lists."
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "public_id", "name", "kind", "template", "audience", "category", "status", "send_at",
+            "launched_at", "completed_at", "cancelled_at", "counts",
+        ]
+        read_only_fields = ["id", "public_id", "status", "send_at", "launched_at", "completed_at", "cancelled_at"]
+        extra_kwargs = {"send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."}}
+
+    @extend_schema_field(CampaignCountsSerializer(allow_null=True))
+    def get_counts(self, campaign: Campaign) -> dict[str, int] | None:
+        if not self.context.get("with_counts"):
+            return None
+        return campaign_counts(campaign=campaign)
+
+    def validate_kind(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.kind:
+            raise serializers.ValidationError("The kind is chosen when the campaign is created.")
+        return value
+
+
+class CampaignScheduleSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """When a scheduled campaign starts."""
+
+    send_at = serializers.DateTimeField(help_text="When to start, in the future (ISO 8601).")
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    """What happened to one person in a campaign."""
+
+    recipient = serializers.CharField(source="recipient.external_id", read_only=True, help_text="External id.")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
+            "attempts", "activity_id", "created_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+# --- Opt-outs --------------------------------------------------------------------------------
+
+class OptOutSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """A person who asked not to receive a category, or anything (category null)."""
+
+    recipient = serializers.SlugRelatedField(
+        slug_field="external_id", queryset=Recipient.objects.all(), help_text="The person's external id."
+    )
+    category = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=Category.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="A category slug, or null for every non-mandatory category.",
+    )
+
+    class Meta:
+        model = OptOut
+        fields = ["id", "recipient", "category", "source", "note", "created_at"]
+        read_only_fields = ["id", "source", "created_at"]
+        validators = []  # recording an existing opt-out again is not an error: the view answers 200
+
+    def validate_category(self, category: Category | None) -> Category | None:
+        if category is not None and category.mandatory:
+            raise serializers.ValidationError(f"{category.slug} is mandatory: nobody can opt out of it.")
+        return category

@@ -1,0 +1,342 @@
+"""The REST API's views: thin interfaces over the selectors and services. Every answer that is
+not a success has the one error shape of ``campaigns.api.errors``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Prefetch, ProtectedError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.response import Response
+from rest_framework.utils import json
+
+from campaigns.errors import ApplicationError
+from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient
+from campaigns.selectors import audience_count
+from campaigns.services import opt_out_record, recipients_bulk_upsert
+from delivery.models import Delivery
+from delivery.services import campaign_cancel, campaign_launch, campaign_schedule
+
+from .filters import CampaignFilter, DeliveryFilter, OptOutFilter, RecipientFilter
+from .serializers import (
+    MAX_BULK_ROWS,
+    AudienceCountSerializer,
+    AudienceSerializer,
+    CampaignScheduleSerializer,
+    CampaignSerializer,
+    CategorySerializer,
+    DeliverySerializer,
+    ErrorSerializer,
+    MessageTemplateSerializer,
+    OptOutSerializer,
+    RecipientBulkSerializer,
+    RecipientBulkResultSerializer,
+    RecipientSerializer,
+    recipient_rows_validate,
+)
+
+
+class CrierAutoSchema(AutoSchema):
+    """Documents the error answers (in the one error shape) next to each operation's own."""
+
+    def get_tags(self):
+        resource = next((part for part in self._tokenize_path() if part != "v1" and "{" not in part), "api")
+        return [resource]
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        errors = {"401": "No API key, or an unknown or revoked one."}
+        if self.method in ("POST", "PUT", "PATCH") or self._is_list_view():
+            errors["400"] = "Invalid input; `fields` says which and why."
+        if "{" in self.path:
+            errors["404"] = "No such object."
+        if getattr(self.view, "action", None) in getattr(self.view, "conflict_actions", ()):
+            errors["409"] = "Not possible in the object's current state."
+        for code, description in sorted(errors.items()):
+            error = OpenApiResponse(ErrorSerializer, description=description)
+            responses.setdefault(code, self._get_response_for_code(error, code, direction=direction))
+        return responses
+
+
+class ApiViewSet(viewsets.GenericViewSet):
+    schema = CrierAutoSchema()
+    parser_classes = [JSONParser]
+    conflict_actions: frozenset[str] = frozenset()
+
+
+class ProtectedDestroyMixin(mixins.DestroyModelMixin):
+    """Deleting something campaigns still use is a conflict, not a server error."""
+
+    conflict_actions = frozenset({"destroy"})
+
+    def perform_destroy(self, instance):
+        try:
+            instance.delete()
+        except ProtectedError as exc:
+            raise ApplicationError(
+                f"{instance} is used by campaigns; it cannot be deleted.", code="in_use", status=409
+            ) from exc
+
+
+# --- Recipients ------------------------------------------------------------------------------
+
+MAX_BULK_BYTES = 32 * 1024 * 1024  # 10,000 full rows with attributes: about 5 to 15 MB
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = f"The body is over {MAX_BULK_BYTES // (1024 * 1024)} MB; send fewer people per call."
+
+
+class BulkJSONParser(BaseParser):
+    """JSON for the bulk upload. DRF's JSONParser goes through ``request.body``, capped by Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default: about 5,000 full rows); this one reads the
+    stream itself, up to MAX_BULK_BYTES, so the other endpoints keep the small cap."""
+
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > MAX_BULK_BYTES:
+            raise PayloadTooLarge()
+        raw = stream.read(MAX_BULK_BYTES + 1)
+        if len(raw) > MAX_BULK_BYTES:
+            raise PayloadTooLarge()
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json.loads(raw.decode(encoding))
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise ParseError(f"JSON parse error - {exc}") from exc
+
+
+class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """The people Crier can message, as the HR system sent them."""
+
+    queryset = Recipient.objects.all()
+    serializer_class = RecipientSerializer
+    filterset_class = RecipientFilter
+
+    @extend_schema(
+        request=RecipientBulkSerializer,
+        responses={
+            200: RecipientBulkResultSerializer,
+            413: OpenApiResponse(ErrorSerializer, description=f"The body is over {MAX_BULK_BYTES} bytes."),
+        },
+        description=(
+            f"Creates or updates up to {MAX_BULK_ROWS} people by external_id. Each row is a full record "
+            "(a field left out is reset); is_active=false deactivates a leaver. Invalid rows are reported "
+            "in `errors` with their index and the valid ones are still saved."
+        ),
+    )
+    @action(detail=False, methods=["post"], parser_classes=[BulkJSONParser])
+    def bulk(self, request):
+        body = request.data
+        if not isinstance(body, dict):
+            raise ValidationError('Send a JSON object: {"recipients": [...]}.')
+        unknown = sorted(set(body) - {"recipients"})
+        if unknown:
+            raise ValidationError({name: ["Unknown field."] for name in unknown})
+        rows = body.get("recipients")
+        if not isinstance(rows, list):
+            raise ValidationError({"recipients": ["A list of people is required."]})
+        if len(rows) > MAX_BULK_ROWS:
+            raise ValidationError(
+                {"recipients": [f"At most {MAX_BULK_ROWS} people per call; this one has {len(rows)}. Split it."]}
+            )
+        valid, indexes, errors = recipient_rows_validate(rows)
+        result = recipients_bulk_upsert(rows=valid)
+        errors.extend({**error, "index": indexes[error["index"]]} for error in result.errors)
+        errors.sort(key=lambda error: error["index"])
+        return Response(
+            {"created": result.created, "updated": result.updated, "deactivated": result.deactivated, "errors": errors}
+        )
+
+
+# --- Templates, categories, audiences --------------------------------------------------------
+
+class MessageTemplateViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    ProtectedDestroyMixin,
+    ApiViewSet,
+):
+    """Messages with placeholders such as {{first_name}}, in Markdown or as an Adaptive Card."""
+
+    queryset = MessageTemplate.objects.all()
+    serializer_class = MessageTemplateSerializer
+
+
+class CategoryViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    ProtectedDestroyMixin,
+    ApiViewSet,
+):
+    """What campaigns are about, for opt-outs. Nobody can opt out of a mandatory category."""
+
+    queryset = Category.objects.all()
+    serializer_class = CategorySerializer
+    lookup_field = "slug"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+
+
+class AudienceViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    ProtectedDestroyMixin,
+    ApiViewSet,
+):
+    """Who a campaign goes to: everyone active, a static list, or attribute rules."""
+
+    serializer_class = AudienceSerializer
+
+    def get_queryset(self):
+        if self.action == "count":
+            return Audience.objects.all()
+        people = Recipient.objects.only("id", "external_id").order_by("id")
+        return Audience.objects.prefetch_related(
+            Prefetch("members", queryset=people), Prefetch("excluded", queryset=people)
+        )
+
+    @extend_schema(responses=AudienceCountSerializer)
+    @action(detail=True, methods=["get"])
+    def count(self, request, pk=None):
+        return Response({"count": audience_count(audience=self.get_object())})
+
+
+# --- Campaigns -------------------------------------------------------------------------------
+
+class CampaignViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    ApiViewSet,
+):
+    """Announcements and welcome messages. Only a draft or scheduled campaign can be edited."""
+
+    queryset = Campaign.objects.select_related("category")
+    serializer_class = CampaignSerializer
+    filterset_class = CampaignFilter
+    conflict_actions = frozenset({"update", "partial_update", "launch", "schedule", "cancel"})
+
+    def get_serializer_context(self):
+        # Counts cost a query per campaign: given for one campaign, null in lists.
+        return {**super().get_serializer_context(), "with_counts": self.action != "list"}
+
+    def update(self, request, *args, **kwargs):
+        _require_editable(self.get_object())  # a conflict is reported before any field error
+        return super().update(request, *args, **kwargs)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            locked = Campaign.objects.select_for_update().select_related("category").get(pk=serializer.instance.pk)
+            _require_editable(locked)  # it may have been launched since the check above
+            serializer.instance = locked
+            serializer.save()
+
+    def _answer(self, campaign: Campaign) -> Response:
+        return Response(self.get_serializer(self.get_queryset().get(pk=campaign.pk)).data)
+
+    @extend_schema(request=None, responses=CampaignSerializer, description="Starts sending now.")
+    @action(detail=True, methods=["post"])
+    def launch(self, request, pk=None):
+        return self._answer(campaign_launch(campaign_id=self.get_object().pk))
+
+    @extend_schema(
+        request=CampaignScheduleSerializer,
+        responses=CampaignSerializer,
+        description="Sends it at send_at (in the future); scheduling again moves it.",
+    )
+    @action(detail=True, methods=["post"])
+    def schedule(self, request, pk=None):
+        campaign = self.get_object()
+        body = CampaignScheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._answer(campaign_schedule(campaign_id=campaign.pk, send_at=body.validated_data["send_at"]))
+
+    @extend_schema(
+        request=None, responses=CampaignSerializer, description="Stops it; whoever was not sent to yet is skipped."
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._answer(campaign_cancel(campaign_id=self.get_object().pk))
+
+
+def _require_editable(campaign: Campaign) -> None:
+    if not campaign.is_editable:
+        raise ApplicationError(
+            f"Campaign {campaign.pk} is {campaign.status}; only a draft or scheduled campaign can be edited.",
+            code="invalid_state",
+            status=409,
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[OpenApiParameter("campaign_id", int, OpenApiParameter.PATH, description="The campaign's id.")],
+        description="What happened to each person a campaign selected.",
+    )
+)
+class CampaignDeliveryViewSet(mixins.ListModelMixin, ApiViewSet):
+    serializer_class = DeliverySerializer
+    filterset_class = DeliveryFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Delivery.objects.none()
+        return Delivery.objects.filter(campaign_id=self.kwargs["campaign_id"]).select_related("recipient").only(
+            *(name for name in DeliverySerializer.Meta.fields if name != "recipient"), "recipient__external_id"
+        )
+
+    def list(self, request, *args, **kwargs):
+        get_object_or_404(Campaign.objects.only("id"), pk=kwargs["campaign_id"])
+        return super().list(request, *args, **kwargs)
+
+
+# --- Opt-outs --------------------------------------------------------------------------------
+
+class OptOutViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    ApiViewSet,
+):
+    """People who asked not to receive a category, or anything. Deleting one opts the person back in."""
+
+    queryset = OptOut.objects.select_related("recipient", "category")
+    serializer_class = OptOutSerializer
+    filterset_class = OptOutFilter
+
+    @extend_schema(
+        responses={201: OptOutSerializer, 200: OptOutSerializer},
+        description="Records an opt-out (source api). 201 when new; 200 with the existing one when already recorded.",
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        opt_out, created = opt_out_record(
+            recipient=data["recipient"],
+            category=data.get("category"),
+            source=OptOut.Source.API,
+            note=data.get("note", ""),
+        )
+        return Response(
+            self.get_serializer(opt_out).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )

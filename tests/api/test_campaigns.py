@@ -1,0 +1,168 @@
+import datetime
+
+import pytest
+from django.utils import timezone
+
+from campaigns.models import Campaign
+from delivery.models import Delivery
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+
+
+def campaign_body(**fields):
+    return {
+        "name": "All hands",
+        "template": factories.template().pk,
+        "category": factories.category(slug="news").slug,
+        **fields,
+    }
+
+
+def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capture_on_commit_callbacks):
+    factories.recipient()
+    factories.recipient()
+    factories.recipient(aad_object_id=None)
+
+    created = api.post("/api/v1/campaigns/", campaign_body(), format="json")
+    campaign_id = created.json()["id"]
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        launched = api.post(f"/api/v1/campaigns/{campaign_id}/launch/")
+    retrieved = api.get(f"/api/v1/campaigns/{campaign_id}/")
+
+    assert created.status_code == 201, created.json()
+    assert (created.json()["status"], created.json()["category"], created.json()["audience"]) == ("draft", "news", None)
+    assert launched.status_code == 200
+    assert launched.json()["status"] == "running" and launched.json()["launched_at"]
+    assert len(queued) == 1  # the fan-out, queued for after the commit (not run here)
+    assert retrieved.json()["counts"] == {
+        "pending": 2, "sending": 0, "retrying": 0, "sent": 0, "failed": 0, "skipped": 1, "total": 3,
+    }
+
+
+def test_campaigns_list_leaves_counts_out(api):
+    factories.campaign()
+
+    results = api.get("/api/v1/campaigns/").json()["results"]
+
+    assert [c["counts"] for c in results] == [None]
+
+
+def test_launching_twice_is_a_conflict(api):
+    campaign = factories.campaign()
+    api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+
+    response = api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+
+    assert response.status_code == 409
+    assert error_of(response)["code"] == "invalid_state"
+
+
+def test_scheduling_in_the_past_is_refused_naming_send_at(api):
+    campaign = factories.campaign()
+
+    response = api.post(
+        f"/api/v1/campaigns/{campaign.pk}/schedule/", {"send_at": "2020-01-01T09:00:00Z"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "send_at" in error_of(response)["fields"]
+    campaign.refresh_from_db()
+    assert campaign.status == "draft"
+
+
+def test_scheduling_without_a_date_is_refused_naming_send_at(api):
+    campaign = factories.campaign()
+
+    response = api.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {}, format="json")
+
+    assert response.status_code == 400
+    assert "send_at" in error_of(response)["fields"]
+
+
+def test_a_scheduled_campaign_can_be_cancelled(api):
+    campaign = factories.campaign()
+    send_at = timezone.now() + datetime.timedelta(days=1)
+
+    scheduled = api.post(f"/api/v1/campaigns/{campaign.pk}/schedule/", {"send_at": send_at.isoformat()}, format="json")
+    cancelled = api.post(f"/api/v1/campaigns/{campaign.pk}/cancel/")
+    again = api.post(f"/api/v1/campaigns/{campaign.pk}/cancel/")
+
+    assert scheduled.status_code == 200
+    assert scheduled.json()["status"] == "scheduled"
+    assert datetime.datetime.fromisoformat(scheduled.json()["send_at"]) == send_at
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancelled_at"]
+    assert again.status_code == 409
+
+
+def test_a_draft_campaign_can_be_edited(api):
+    campaign = factories.campaign()
+    audience = factories.audience()
+
+    response = api.patch(
+        f"/api/v1/campaigns/{campaign.pk}/", {"name": "Renamed", "audience": audience.pk}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.audience_id) == ("Renamed", audience.pk)
+
+
+def test_editing_a_running_campaign_is_a_conflict(api):
+    campaign = factories.campaign()
+    api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+
+    response = api.patch(f"/api/v1/campaigns/{campaign.pk}/", {"name": "Too late"}, format="json")
+
+    assert response.status_code == 409
+    assert error_of(response)["code"] == "invalid_state"
+    campaign.refresh_from_db()
+    assert campaign.name != "Too late"
+
+
+def test_status_cannot_be_set_directly(api):
+    campaign = factories.campaign()
+
+    response = api.patch(f"/api/v1/campaigns/{campaign.pk}/", {"status": "cancelled"}, format="json")
+
+    assert response.status_code == 400
+    assert error_of(response)["fields"] == {"status": ["This field is read-only."]}
+    assert Campaign.objects.get(pk=campaign.pk).status == "draft"
+
+
+def test_campaign_with_an_unknown_category_is_refused_naming_it(api):
+    response = api.post("/api/v1/campaigns/", campaign_body() | {"category": "nope"}, format="json")
+
+    assert response.status_code == 400
+    assert list(error_of(response)["fields"]) == ["category"]
+    assert not Campaign.objects.exists()
+
+
+def test_deliveries_are_listed_per_recipient_and_filtered_by_status(api, django_assert_max_num_queries):
+    reachable = [factories.recipient(), factories.recipient()]
+    unreachable = factories.recipient(aad_object_id=None)
+    campaign = factories.campaign()
+    api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+    Delivery.objects.filter(recipient=reachable[0]).update(
+        status="failed", error_code="ConversationBlockedByUser", last_status_code=403, attempts=1
+    )
+    url = f"/api/v1/campaigns/{campaign.pk}/deliveries/"
+
+    with django_assert_max_num_queries(5):
+        everyone = api.get(url).json()["results"]
+    skipped = api.get(url, {"status": "skipped"}).json()["results"]
+    blocked = api.get(url, {"error_code": "ConversationBlockedByUser"}).json()["results"]
+
+    assert len(everyone) == 3
+    assert [(d["recipient"], d["skip_reason"]) for d in skipped] == [(unreachable.external_id, "no_teams_identity")]
+    assert [(d["recipient"], d["status"], d["last_status_code"]) for d in blocked] == [
+        (reachable[0].external_id, "failed", 403)
+    ]
+
+
+def test_deliveries_of_an_unknown_campaign_are_not_found(api):
+    response = api.get("/api/v1/campaigns/999999/deliveries/")
+
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"

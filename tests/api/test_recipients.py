@@ -1,0 +1,192 @@
+import json
+import uuid
+
+import pytest
+from django.conf import settings
+
+from campaigns.models import Recipient
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+BULK = "/api/v1/recipients/bulk/"
+
+
+def person(external_id, **fields):
+    return {"external_id": external_id, "email": f"{external_id}@example.com", **fields}
+
+
+def test_bulk_upsert_creates_updates_and_deactivates_leavers(api):
+    factories.recipient(external_id="stays", first_name="Old")
+    factories.recipient(external_id="leaves", is_active=True)
+
+    response = api.post(
+        BULK,
+        {
+            "recipients": [
+                person("new", first_name="Ann", country="fr", time_zone="Europe/Paris", attributes={"site": "paris"}),
+                person("stays", first_name="Renamed"),
+                person("leaves", is_active=False),
+            ]
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == {"created": 1, "updated": 2, "deactivated": 1, "errors": []}
+    new = Recipient.objects.get(external_id="new")
+    assert (new.first_name, new.country, new.time_zone) == ("Ann", "FR", "Europe/Paris")
+    assert new.attributes == {"site": "paris"}
+    assert Recipient.objects.get(external_id="stays").first_name == "Renamed"
+    assert Recipient.objects.get(external_id="leaves").is_active is False
+
+
+def test_bulk_upsert_reports_bad_rows_and_keeps_good_ones(api):
+    response = api.post(
+        BULK,
+        {
+            "recipients": [
+                person("ok-0"),
+                person("bad-country", country="France"),
+                {"email": "no-id@example.com"},
+                person("ok-3", aad_object_id=str(uuid.uuid4())),
+                person("bad-zone", time_zone="Mars/Olympus"),
+                person("bad-aad", aad_object_id="not-a-uuid"),
+                person("bad-attrs", attributes={"nested": {"no": 1}}),
+                "not an object",
+                person("ok-0"),
+                person("unknown-key", shoe_size=44),
+            ]
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["created"], body["updated"]) == (2, 0)
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (1, "country"),
+        (2, "external_id"),
+        (4, "time_zone"),
+        (5, "aad_object_id"),
+        (6, "attributes"),
+        (7, "non_field_errors"),
+        (8, "external_id"),
+        (9, "shoe_size"),
+    ]
+    assert "Repeats row 0" in body["errors"][6]["message"]
+    assert set(Recipient.objects.values_list("external_id", flat=True)) == {"ok-0", "ok-3"}
+
+
+def test_bulk_upsert_refuses_a_repeated_entra_id_in_the_later_row(api):
+    aad = str(uuid.uuid4())
+
+    body = api.post(
+        BULK, {"recipients": [person("a", aad_object_id=aad), person("b", aad_object_id=aad.upper())]}, format="json"
+    ).json()
+
+    assert body["created"] == 1
+    assert body["errors"] == [{"index": 1, "field": "aad_object_id", "message": "Repeats row 0."}]
+
+
+def test_bulk_upsert_maps_errors_from_the_save_back_to_request_indexes(api):
+    owner = factories.recipient(external_id="owner")
+
+    body = api.post(
+        BULK,
+        {
+            "recipients": [
+                person("bad", country="123"),
+                person("fine"),
+                person("thief", aad_object_id=str(owner.aad_object_id)),
+            ]
+        },
+        format="json",
+    ).json()
+
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "country"), (2, "aad_object_id")]
+    assert "owner" in body["errors"][1]["message"]
+    assert body["created"] == 1
+    assert not Recipient.objects.filter(external_id="thief").exists()
+
+
+def test_bulk_upsert_does_not_query_the_database_per_row(api, django_assert_max_num_queries):
+    rows = [
+        person(f"emp-{i}", aad_object_id=str(uuid.uuid4()), country="de", start_date="2024-05-01") for i in range(500)
+    ]
+
+    with django_assert_max_num_queries(10):
+        response = api.post(BULK, {"recipients": rows}, format="json")
+
+    assert response.json()["created"] == 500
+
+
+def test_bulk_upsert_refuses_more_than_10000_rows(api):
+    response = api.post(BULK, {"recipients": [{"external_id": str(i)} for i in range(10_001)]}, format="json")
+
+    assert response.status_code == 400
+    assert "At most 10000" in error_of(response)["fields"]["recipients"][0]
+    assert not Recipient.objects.exists()
+
+
+@pytest.mark.parametrize("body", [[{"external_id": "a"}], {"people": []}, {"recipients": {"external_id": "a"}}])
+def test_bulk_upsert_refuses_a_malformed_body(api, body):
+    response = api.post(BULK, body, format="json")
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid"
+
+
+def test_recipients_list_filters_by_department_country_and_active(api):
+    match = factories.recipient(department="Sales", country="FR")
+    factories.recipient(department="Sales", country="DE")
+    factories.recipient(department="Sales", country="FR", is_active=False)
+    factories.recipient(department="Legal", country="FR")
+
+    response = api.get("/api/v1/recipients/", {"department": "Sales", "country": "fr", "is_active": "true"})
+
+    assert response.status_code == 200
+    assert [r["external_id"] for r in response.json()["results"]] == [match.external_id]
+
+
+def test_recipients_list_is_cursor_paginated(api):
+    people = [factories.recipient() for _ in range(3)]
+
+    first = api.get("/api/v1/recipients/", {"page_size": 2}).json()
+    second = api.get(first["next"]).json()
+
+    assert [r["external_id"] for r in first["results"] + second["results"]] == [p.external_id for p in people]
+    assert second["next"] is None
+
+
+def test_recipient_can_be_found_by_entra_object_id_and_retrieved(api):
+    someone = factories.recipient()
+    factories.recipient()
+
+    listed = api.get("/api/v1/recipients/", {"aad_object_id": str(someone.aad_object_id)}).json()["results"]
+    retrieved = api.get(f"/api/v1/recipients/{someone.pk}/").json()
+
+    assert [r["id"] for r in listed] == [someone.pk]
+    assert retrieved["external_id"] == someone.external_id
+
+
+def test_bulk_upsert_accepts_a_body_larger_than_djangos_default_upload_cap(api):
+    padding = "x" * 900
+    rows = [
+        person(f"emp-{i}", job_title=padding[:200], location=padding[:200], attributes={"note": padding})
+        for i in range(3000)
+    ]
+    body = json.dumps({"recipients": rows})
+    assert len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    response = api.post(BULK, body, content_type="application/json")
+
+    assert response.status_code == 200
+    assert response.json()["created"] == 3000
+
+
+def test_bulk_upsert_reports_malformed_json_in_the_error_shape(api):
+    response = api.post(BULK, '{"recipients": [', content_type="application/json")
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "parse_error"

@@ -1,0 +1,82 @@
+import pytest
+
+from campaigns.models import Category, MessageTemplate
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+CARD = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "Hi {{first_name|there}}"}]}
+
+
+def test_template_is_created_read_and_edited(api):
+    created = api.post(
+        "/api/v1/templates/",
+        {"name": "Welcome", "kind": "adaptive_card", "text": "Welcome", "card": CARD},
+        format="json",
+    )
+    assert created.status_code == 201, created.json()
+    url = f"/api/v1/templates/{created.json()['id']}/"
+
+    edited = api.patch(url, {"text": "Welcome aboard"}, format="json")
+
+    assert edited.status_code == 200
+    assert api.get(url).json() | {"created_at": None, "updated_at": None} == {
+        "id": created.json()["id"], "name": "Welcome", "kind": "adaptive_card", "text": "Welcome aboard", "card": CARD,
+        "created_at": None, "updated_at": None,
+    }
+
+
+def test_template_with_a_bad_card_is_refused_naming_card(api):
+    response = api.post(
+        "/api/v1/templates/", {"name": "Broken", "kind": "adaptive_card", "card": {"type": "Card"}}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "AdaptiveCard" in error_of(response)["fields"]["card"][0]
+    assert not MessageTemplate.objects.exists()
+
+
+def test_template_with_an_unknown_placeholder_is_refused_naming_text(api):
+    response = api.post("/api/v1/templates/", {"name": "Typo", "text": "Hello {{frist_name}}"}, format="json")
+
+    assert response.status_code == 400
+    assert "Unknown placeholder {{frist_name}}" in error_of(response)["fields"]["text"][0]
+
+
+def test_template_edit_is_checked_against_the_stored_kind(api):
+    template = factories.template(kind="markdown", text="Hello")
+
+    response = api.patch(f"/api/v1/templates/{template.pk}/", {"card": CARD}, format="json")
+
+    assert response.status_code == 400
+    assert "card" in error_of(response)["fields"]
+    template.refresh_from_db()
+    assert template.card is None
+
+
+def test_template_used_by_a_campaign_cannot_be_deleted(api):
+    campaign = factories.campaign()
+    unused = factories.template()
+
+    in_use = api.delete(f"/api/v1/templates/{campaign.template_id}/")
+    deleted = api.delete(f"/api/v1/templates/{unused.pk}/")
+
+    assert in_use.status_code == 409
+    assert error_of(in_use)["code"] == "in_use"
+    assert deleted.status_code == 204
+    assert list(MessageTemplate.objects.values_list("pk", flat=True)) == [campaign.template_id]
+
+
+def test_categories_are_managed_by_slug(api):
+    created = api.post(
+        "/api/v1/categories/", {"slug": "it-outages", "name": "IT outages", "mandatory": True}, format="json"
+    )
+    duplicate = api.post("/api/v1/categories/", {"slug": "it-outages", "name": "Again"}, format="json")
+    renamed = api.patch("/api/v1/categories/it-outages/", {"description": "When things break"}, format="json")
+
+    assert created.status_code == 201
+    assert created.json() == {"slug": "it-outages", "name": "IT outages", "description": "", "mandatory": True}
+    assert duplicate.status_code == 400 and "slug" in error_of(duplicate)["fields"]
+    assert renamed.json()["description"] == "When things break"
+    assert api.delete("/api/v1/categories/it-outages/").status_code == 204
+    assert not Category.objects.exists()
