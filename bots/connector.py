@@ -18,7 +18,7 @@ from django.conf import settings
 
 from . import http
 from .schema import conversation_parameters
-from .tokens import TokenProvider, token_provider
+from .tokens import TokenError, TokenProvider, token_provider
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,12 @@ class BotConnectorClient:
     def _call(self, method: str, url: str, payload: bytes | None) -> Any:
         """One call, with one token refresh on 401 (an expired or revoked token)."""
         for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self.tokens.get()}"}
+            try:
+                token = self.tokens.get()
+            except TokenError as exc:
+                # Refused credentials read like Teams' own 401; an unreachable authority like a timeout.
+                raise ConnectorError(status=None if exc.transient else 401, code=exc.code, message=str(exc)) from exc
+            headers = {"Authorization": f"Bearer {token}"}
             if payload is not None:
                 headers["Content-Type"] = "application/json; charset=utf-8"
             try:

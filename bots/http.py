@@ -83,3 +83,10 @@ def request(
 
 def _without_query(url: str) -> str:
     return url.split("?", 1)[0]
+
+
+def reset_pool() -> None:
+    """Drops the pool so the next request builds one with the current CA bundle."""
+    global _pool, _pool_pid
+    with _lock:
+        _pool, _pool_pid = None, None

@@ -5,11 +5,18 @@ from __future__ import annotations
 import threading
 
 import msal
+import requests
 from django.conf import settings
 
 
 class TokenError(Exception):
-    """The authority refused to issue a token (wrong credentials, unknown tenant...)."""
+    """No token: the authority refused (wrong credentials, unknown tenant: ``transient`` is False)
+    or could not be reached (``transient`` is True)."""
+
+    def __init__(self, message: str, *, code: str, transient: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
 
 
 class TokenProvider:
@@ -31,12 +38,20 @@ class TokenProvider:
         )
 
     def get(self) -> str:
-        with self._lock:
-            if self._app is None:
-                self._app = self._build_app()
-            result = self._app.acquire_token_for_client(scopes=[settings.BOT_TOKEN_SCOPE])
+        try:
+            with self._lock:
+                if self._app is None:
+                    self._app = self._build_app()
+                result = self._app.acquire_token_for_client(scopes=[settings.BOT_TOKEN_SCOPE])
+        except (requests.RequestException, ValueError) as exc:
+            # The authority is unreachable or answered nonsense (msal raises ValueError for a bad
+            # discovery document): worth trying again later.
+            with self._lock:
+                self._app = None
+            raise TokenError(f"token authority unavailable: {type(exc).__name__}", code="TokenUnavailable", transient=True) from exc
         if "access_token" not in result:
-            raise TokenError(f"{result.get('error', 'unknown_error')}: {result.get('error_description', '')}")
+            code = str(result.get("error") or "token_error")
+            raise TokenError(f"{code}: {result.get('error_description', '')}"[:500], code=code, transient=False)
         return result["access_token"]
 
     def invalidate(self) -> None:

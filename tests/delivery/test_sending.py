@@ -1,0 +1,204 @@
+"""Delivering to one person, against the Teams emulator over real HTTPS."""
+
+import json
+
+import pytest
+
+from bots.models import TeamsAddress
+from campaigns.models import Campaign, MessageTemplate, OptOut
+from delivery import services
+from delivery.models import Delivery
+from delivery.sending import delivery_send
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def launched(person, **fields):
+    campaign = factories.campaign(**fields)
+    services.campaign_launch(campaign_id=campaign.pk)
+    return Delivery.objects.get(campaign=campaign, recipient=person)
+
+
+def messages_for(teams, person):
+    return teams.client.messages(user=str(person.aad_object_id))
+
+
+def test_it_sends_renders_and_records_activity_and_conversation(teams):
+    person = factories.recipient(first_name='Zoë "Z" <b>')
+    card = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "Hi {{first_name}}"}]}
+    delivery = launched(person, template=factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD, card=card, text=""))
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert outcome.status == delivery.status == Delivery.Status.SENT
+    assert delivery.activity_id and delivery.conversation_id.startswith("a:")
+    address = TeamsAddress.objects.get(aad_object_id=person.aad_object_id)
+    assert address.conversation_id == delivery.conversation_id
+    [message] = messages_for(teams, person)
+    assert message["activity_id"] == delivery.activity_id
+    assert message["activity"]["attachments"][0]["content"]["body"][0]["text"] == 'Hi Zoë "Z" <b>'
+
+
+def test_a_second_task_for_the_same_delivery_sends_nothing(teams):
+    person = factories.recipient()
+    delivery = launched(person)
+
+    first = delivery_send(delivery_id=delivery.pk)
+    second = delivery_send(delivery_id=delivery.pk)
+
+    assert (first.status, second.status) == ("sent", "not_claimed")
+    assert len(messages_for(teams, person)) == 1
+
+
+def test_the_stored_conversation_is_reused_for_later_campaigns(teams):
+    person = factories.recipient()
+    delivery_send(delivery_id=launched(person).pk)
+    delivery_send(delivery_id=launched(person).pk)
+
+    assert teams.client.stats()["conversations_created"] == 1
+    assert len(messages_for(teams, person)) == 2
+
+
+def test_it_marks_a_user_who_blocked_the_bot_opted_out(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "name": "Blocker"}])
+    teams.client.block(str(person.aad_object_id))
+    delivery = launched(person)
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert outcome.status == "failed"
+    assert (delivery.error_code, delivery.last_status_code) == ("ConversationBlockedByUser", 403)
+    assert OptOut.objects.get(recipient=person).source == OptOut.Source.BLOCKED
+    assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).state == TeamsAddress.State.BLOCKED
+    # The next campaign skips them without calling Teams.
+    later = launched(person)
+    assert later.status == Delivery.Status.SKIPPED and later.skip_reason == "opted_out"
+
+
+def test_it_understands_the_message_writes_blocked_answer_of_an_uninstalled_bot(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "name": "Leaver"}])
+    delivery_send(delivery_id=launched(person).pk)
+    teams.client.uninstall(str(person.aad_object_id))
+    delivery = launched(person)
+
+    delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.error_code) == ("failed", "MessageWritesBlocked")
+    assert OptOut.objects.filter(recipient=person, source=OptOut.Source.BLOCKED).exists()
+
+
+def test_it_creates_a_new_conversation_when_the_person_deleted_the_chat(teams):
+    person = factories.recipient()
+    first = launched(person)
+    delivery_send(delivery_id=first.pk)
+    teams.client.delete_chat(str(person.aad_object_id))
+    second = launched(person)
+
+    assert delivery_send(delivery_id=second.pk).status == "sent"
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.conversation_id != first.conversation_id
+    assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).conversation_id == second.conversation_id
+
+
+def test_transient_errors_are_retried_later_and_then_succeed(teams):
+    person = factories.recipient()
+    delivery = launched(person)
+    teams.client.config(faults={"status_503": 1.0})
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert outcome.status == "retrying" and outcome.retry_in > 0
+    assert (delivery.status, delivery.last_status_code, delivery.attempts) == ("retrying", 503, 1)
+    teams.client.config(faults={})
+    assert delivery_send(delivery_id=delivery.pk).status == "sent"
+    delivery.refresh_from_db()
+    assert delivery.attempts == 2 and delivery.error_code == ""
+
+
+def test_a_throttled_send_waits_at_least_retry_after(teams):
+    person = factories.recipient()
+    delivery = launched(person)
+    teams.client.config(faults={"status_429": 1.0, "retry_after_seconds": 3})
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    assert outcome.status == "retrying"
+    assert 3.0 <= outcome.retry_in <= 4.0
+
+
+def test_it_gives_up_after_the_last_attempt(teams, settings):
+    settings.DELIVERY_MAX_ATTEMPTS = 2
+    delivery = launched(factories.recipient())
+    teams.client.config(faults={"status_503": 1.0})
+
+    delivery_send(delivery_id=delivery.pk)
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert outcome.status == delivery.status == "failed"
+    assert delivery.attempts == 2 and delivery.last_status_code == 503
+
+
+def test_an_app_not_installed_for_the_person_fails_at_once_without_an_opt_out(teams):
+    person = factories.recipient()
+    teams.client.config(auto_install=False)
+    delivery = launched(person)
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert outcome.status == "failed"
+    assert (delivery.error_code, delivery.attempts) == ("ForbiddenOperationException", 1)
+    assert not OptOut.objects.filter(recipient=person).exists()
+
+
+def test_an_opt_out_after_launch_is_honoured_at_send_time(teams):
+    person = factories.recipient()
+    delivery = launched(person)
+    OptOut.objects.create(recipient=person, source=OptOut.Source.TYPED_STOP)
+
+    assert delivery_send(delivery_id=delivery.pk).status == "skipped"
+
+    delivery.refresh_from_db()
+    assert delivery.skip_reason == "opted_out"
+    assert messages_for(teams, person) == []
+
+
+def test_a_person_who_left_after_launch_is_skipped(teams):
+    person = factories.recipient()
+    delivery = launched(person)
+    person.is_active = False
+    person.save()
+
+    assert delivery_send(delivery_id=delivery.pk).status == "skipped"
+    delivery.refresh_from_db()
+    assert delivery.skip_reason == "inactive"
+
+
+def test_wrong_bot_credentials_fail_the_delivery_visibly(teams, settings):
+    settings.BOT_APP_PASSWORD = "not-the-password"
+    delivery = launched(factories.recipient())
+
+    delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.error_code, delivery.last_status_code) == ("failed", "invalid_client", 401)
+
+
+def test_the_documented_camel_case_shape_reaches_teams(teams):
+    person = factories.recipient()
+    delivery_send(delivery_id=launched(person).pk)
+    [message] = messages_for(teams, person)
+    activity = message["activity"]
+    assert activity["type"] == "message" and activity["textFormat"] == "markdown"
+    assert activity["text"] == f"Hello {person.first_name}"
+    assert json.dumps(activity).find("tenantID") == -1

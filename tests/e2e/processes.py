@@ -1,0 +1,53 @@
+"""Starting real Celery worker and beat processes against the test database and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class CeleryProcesses:
+    def __init__(self, *, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "settings.test"}
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str]) -> None:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "settings", *args],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def start_worker(self, name: str = "worker") -> None:
+        self.start(name, ["worker", "-Q", "deliveries,control,default", "-c", "2", "-n", f"{name}@%h",
+                          "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
+
+    def start_beat(self) -> None:
+        self.start("beat", ["beat", "--loglevel", "INFO", "--schedule", str(self.log_dir / "beat-schedule")])
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
