@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
+
 from bots.connector import BotConnectorClient, ConnectorError, connector
+
+from .pacing import Deferred, Pacer, pacer
 
 # The user blocked the bot or removed it: Teams will refuse until they come back. An opt-out signal.
 BLOCKED_CODES = {"ConversationBlockedByUser", "MessageWritesBlocked", "209"}
@@ -74,8 +78,25 @@ def classify(error: ConnectorError, *, conversation_id: str = "") -> TransportEr
 
 
 class TeamsTransport:
-    def __init__(self, client: BotConnectorClient = connector) -> None:
+    def __init__(self, client: BotConnectorClient = connector, pacing: Pacer = pacer) -> None:
         self.client = client
+        self.pacing = pacing
+
+    def _paced(self, address: Address, thread: str, call):
+        """Waits for this call's slot, makes it, and tells every worker when Teams said 429."""
+        try:
+            self.pacing.acquire(tenant_id=address.tenant_id, thread=thread)
+        except Deferred as deferred:
+            raise ConnectorError(status=None, code="Paced", message="held back to stay within Teams' limits",
+                                 retry_after=deferred.wait) from deferred
+        except redis.RedisError as exc:
+            raise ConnectorError(status=None, code="PacerUnavailable", message=str(exc)[:200]) from exc
+        try:
+            return call()
+        except ConnectorError as exc:
+            if exc.status == 429:
+                self.pacing.throttled(tenant_id=address.tenant_id, retry_after=exc.retry_after)
+            raise
 
     def send(self, *, address: Address, activity_json: bytes) -> SendResult:
         conversation_id = address.conversation_id
@@ -83,14 +104,22 @@ class TeamsTransport:
         for _ in range(2):
             if not conversation_id:
                 try:
-                    conversation_id = self.client.create_conversation(
-                        service_url=address.service_url, tenant_id=address.tenant_id, member_id=address.member_id
+                    conversation_id = self._paced(
+                        address,
+                        f"user:{address.member_id}",
+                        lambda: self.client.create_conversation(
+                            service_url=address.service_url, tenant_id=address.tenant_id, member_id=address.member_id
+                        ),
                     )
                 except ConnectorError as exc:
                     raise classify(exc) from exc
             try:
-                activity_id = self.client.send(
-                    service_url=address.service_url, conversation_id=conversation_id, activity_json=activity_json
+                activity_id = self._paced(
+                    address,
+                    f"conversation:{conversation_id}",
+                    lambda: self.client.send(
+                        service_url=address.service_url, conversation_id=conversation_id, activity_json=activity_json
+                    ),
                 )
                 return SendResult(activity_id=activity_id, conversation_id=conversation_id)
             except ConnectorError as exc:

@@ -179,6 +179,14 @@ BOT_AUTHORITY_IS_MICROSOFT = urlsplit(BOT_AUTHORITY).hostname in {
 }
 BOT_HTTP_TIMEOUT_SECONDS = env_float("BOT_HTTP_TIMEOUT_SECONDS", 15.0)
 
+# --- Pacing (see delivery/pacing.py) --------------------------------------------------------
+TEAMS_PACING = env_bool("TEAMS_PACING", True)
+TEAMS_RATE_LIMIT_PER_SECOND = env_float("TEAMS_RATE_LIMIT_PER_SECOND", 50.0)
+TEAMS_PACE_FRACTION = env_float("TEAMS_PACE_FRACTION", 0.97)
+TEAMS_PACE_MIN_FRACTION = env_float("TEAMS_PACE_MIN_FRACTION", 0.2)
+TEAMS_PACE_DECREASE = env_float("TEAMS_PACE_DECREASE", 0.5)
+TEAMS_PACE_RECOVERY_PER_SECOND = env_float("TEAMS_PACE_RECOVERY_PER_SECOND", 0.05)
+
 # --- Delivery --------------------------------------------------------------------------------
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)

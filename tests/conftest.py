@@ -33,8 +33,9 @@ def emulator(tmp_path_factory):
 
 
 @pytest.fixture
-def teams(emulator, settings):
-    """Points the bot at the emulator, with a clean emulator state and no cached token or keys."""
+def teams(emulator, settings, redis_client):
+    """Points the bot at the emulator, with a clean emulator state, no cached token or keys and
+    no pacing state left in Redis by another test."""
     settings.BOT_AUTHORITY = emulator.authority
     settings.BOT_AUTHORITY_IS_MICROSOFT = False
     settings.TEAMS_SERVICE_URL = emulator.service_url

@@ -119,7 +119,9 @@ def test_hr_system_to_teams_end_to_end(teams, celery, api):
     assert set(received.values()) == {2} and len(received) == PEOPLE - 1
     stats = teams.client.stats()
     # The emulator counts the same content reaching the same person twice as a duplicate.
-    assert stats["duplicates"] == 0, json.dumps(stats)
+    assert stats["duplicates"] == 0 and stats["early_calls"] == 0, json.dumps(stats)
+    # Paced below Microsoft's published 50 requests per second, Teams (almost) never says no.
+    assert sum(stats["throttled"].values()) <= 0.005 * stats["requests"], json.dumps(stats)
 
     # A new starter installs the bot and is welcomed once.
     welcome_template = post(api, "/api/v1/templates/", {"name": "Welcome", "kind": "markdown", "text": "Welcome {{first_name}}!"})

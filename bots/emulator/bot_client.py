@@ -1,0 +1,114 @@
+"""Sending activities to the bot's messaging endpoint, the way Teams does: the activity JSON, a Bot
+Framework token signed with the emulator's key, and the ``x-ms-*`` headers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from .state import User, iso
+from .tokens import SigningKey, issue_channel_token
+
+BOT_TIMEOUT_SECONDS = 15.0
+BOT_NAME = "Crier"
+
+_activity_counter = itertools.count(1)
+
+
+def _activity_id() -> str:
+    """Ids like Teams' own for activities in personal chats: epoch milliseconds, made unique."""
+    return f"{int(time.time() * 1000)}{next(_activity_counter) % 1000:03d}"
+
+
+def base_activity(kind: str, user: User, conversation_id: str, service_url: str, app_id: str) -> dict[str, Any]:
+    """The addressing every activity from Teams carries."""
+    now = time.time()
+    return {
+        "type": kind,
+        "id": _activity_id(),
+        "timestamp": iso(now),
+        "localTimestamp": iso(now),
+        "serviceUrl": service_url,
+        "channelId": "msteams",
+        "from": {"id": user.user_id, "name": user.name, "aadObjectId": user.aad_object_id},
+        "conversation": {"conversationType": "personal", "tenantId": user.tenant_id, "id": conversation_id},
+        "recipient": {"id": f"28:{app_id}", "name": BOT_NAME},
+        "entities": [{"locale": "en-US", "country": "US", "platform": "Web", "type": "clientInfo"}],
+        "channelData": {"tenant": {"id": user.tenant_id}},
+        "locale": "en-US",
+    }
+
+
+def install_activities(user: User, conversation_id: str, service_url: str, app_id: str) -> list[dict[str, Any]]:
+    """A personal install: conversationUpdate (members added) then installationUpdate ``add``."""
+    update = base_activity("conversationUpdate", user, conversation_id, service_url, app_id)
+    update["membersAdded"] = [{"id": f"28:{app_id}"}, {"id": user.user_id, "aadObjectId": user.aad_object_id}]
+    install = base_activity("installationUpdate", user, conversation_id, service_url, app_id)
+    install["action"] = "add"
+    return [update, install]
+
+
+def uninstall_activity(user: User, conversation_id: str, service_url: str, app_id: str) -> dict[str, Any]:
+    activity = base_activity("installationUpdate", user, conversation_id, service_url, app_id)
+    activity["action"] = "remove"
+    return activity
+
+
+def message_activity(
+    user: User, conversation_id: str, service_url: str, app_id: str, text: str | None, value: Any | None
+) -> dict[str, Any]:
+    """What the user typed (``text``), or an Adaptive Card Action.Submit (``value``: the card's data)."""
+    activity = base_activity("message", user, conversation_id, service_url, app_id)
+    if text is not None:
+        activity["text"] = text
+        activity["textFormat"] = "plain"
+    if value is not None:
+        activity["value"] = value
+        activity["channelData"]["postBack"] = True
+    return activity
+
+
+class BotClient:
+    """One aiohttp session for every call to the bot (created on the running loop)."""
+
+    def __init__(self, key: SigningKey, app_id: str) -> None:
+        self._key = key
+        self._app_id = app_id
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOT_TIMEOUT_SECONDS))
+        return self._session
+
+    async def post(self, endpoint: str, activity: dict[str, Any]) -> tuple[int | str, Any]:
+        """POSTs one activity. Returns (HTTP status, body: parsed JSON, text or None), or
+        (error text, None) when the bot could not be reached."""
+        token = issue_channel_token(self._key, app_id=self._app_id, service_url=activity["serviceUrl"])
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json; charset=utf-8",
+            "x-ms-tenant-id": activity["conversation"]["tenantId"],
+            "x-ms-conversation-id": activity["conversation"]["id"],
+        }
+        try:
+            async with self._get_session().post(endpoint, data=json.dumps(activity), headers=headers) as response:
+                text = await response.text(errors="replace")
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}".strip(": "), None
+        if not text:
+            return status, None
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text

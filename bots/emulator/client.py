@@ -1,0 +1,143 @@
+"""A small client for the emulator's control API (stdlib + urllib3, no Django), for tests and the demo."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+
+UserRef = str | uuid.UUID
+
+
+class EmulatorError(Exception):
+    """The control API answered with an error status."""
+
+    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
+        super().__init__(f"{method} {path} answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class EmulatorClient:
+    def __init__(self, base_url: str, ca_file: str | None, *, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.ca_file = str(ca_file) if ca_file else None
+        self._pool = urllib3.PoolManager(
+            maxsize=8,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=self.ca_file,
+            timeout=urllib3.Timeout(connect=5.0, read=timeout),
+            retries=False,
+        )
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        """One call; the decoded JSON answer. Raises EmulatorError on a status of 400 or more."""
+        url = self.base_url + path
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        response = self._pool.request(method, url, body=data, headers=headers)
+        try:
+            decoded: Any = json.loads(response.data) if response.data else None
+        except ValueError:
+            decoded = response.data.decode("utf-8", "replace")
+        if response.status >= 400:
+            raise EmulatorError(method, path, response.status, decoded)
+        return decoded
+
+    @staticmethod
+    def _user_path(aad: UserRef, action: str | None = None) -> str:
+        path = f"/_emulator/users/{quote(str(aad), safe='')}"
+        return f"{path}/{action}" if action else path
+
+    # Service -----------------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        return bool(self.request("GET", "/_emulator/health").get("ok"))
+
+    def reset(self) -> None:
+        """Forgets users, conversations, messages and counters (keys, certificate and config stay)."""
+        self.request("POST", "/_emulator/reset")
+
+    def config(self, **fields: Any) -> dict[str, Any]:
+        """Without arguments, reads the config; otherwise changes the given fields (``faults``
+        replaces the whole fault set) and returns the new config."""
+        if not fields:
+            return self.request("GET", "/_emulator/config")
+        return self.request("POST", "/_emulator/config", fields)
+
+    def stats(self) -> dict[str, Any]:
+        return self.request("GET", "/_emulator/stats")
+
+    # Users -------------------------------------------------------------------------------------
+
+    def register_users(self, users: list[dict[str, Any] | UserRef]) -> list[dict[str, Any]]:
+        """Registers (or updates) users: dicts with ``aad_object_id`` and optional ``name``,
+        ``tenant_id``, ``installed``, ``blocked``; a bare id stands for ``{"aad_object_id": id}``."""
+        entries = [u if isinstance(u, dict) else {"aad_object_id": str(u)} for u in users]
+        entries = [{**e, "aad_object_id": str(e.get("aad_object_id"))} for e in entries]
+        return self.request("POST", "/_emulator/users", {"users": entries})["users"]
+
+    def users(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/_emulator/users")["users"]
+
+    def user(self, aad: UserRef) -> dict[str, Any]:
+        """One user, with its ``messages``."""
+        return self.request("GET", self._user_path(aad))
+
+    def install(self, aad: UserRef) -> dict[str, Any]:
+        """The user installs the bot: conversationUpdate + installationUpdate reach the bot."""
+        return self.request("POST", self._user_path(aad, "install"))
+
+    def uninstall(self, aad: UserRef) -> dict[str, Any]:
+        return self.request("POST", self._user_path(aad, "uninstall"))
+
+    def block(self, aad: UserRef) -> dict[str, Any]:
+        return self.request("POST", self._user_path(aad, "block"))
+
+    def unblock(self, aad: UserRef) -> dict[str, Any]:
+        return self.request("POST", self._user_path(aad, "unblock"))
+
+    def delete_chat(self, aad: UserRef) -> dict[str, Any]:
+        return self.request("POST", self._user_path(aad, "delete-chat"))
+
+    def say(self, aad: UserRef, text: str | None = None, value: Any = None) -> dict[str, Any]:
+        """The user types ``text`` (or submits a card: ``value``); returns the bot's status and body."""
+        body: dict[str, Any] = {}
+        if text is not None:
+            body["text"] = text
+        if value is not None:
+            body["value"] = value
+        return self.request("POST", self._user_path(aad, "say"), body)
+
+    # Messages ----------------------------------------------------------------------------------
+
+    def messages(
+        self, user: UserRef | None = None, since: str | float | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Messages the bot sent (oldest first), optionally for one user and from a time on."""
+        query = {"user": str(user) if user is not None else None, "since": since, "limit": limit}
+        return self.request("GET", "/_emulator/messages", query=query)["messages"]
+
+    def wait_for_messages(
+        self, count: int, user: UserRef | None = None, timeout: float = 10.0, interval: float = 0.1
+    ) -> list[dict[str, Any]]:
+        """Polls until at least ``count`` messages were recorded (for one user, or in all); raises
+        TimeoutError with what arrived otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.messages(user=user)
+            if len(found) >= count or time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+        if len(found) < count:
+            raise TimeoutError(f"expected {count} messages, got {len(found)} within {timeout} s")
+        return found
+
+    def close(self) -> None:
+        self._pool.clear()

@@ -1,0 +1,49 @@
+"""Everything the request handlers share: settings, keys, state, limiters and the client for the bot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .bot_client import BotClient
+from .config import RuntimeConfig, Settings
+from .faults import FaultInjector
+from .limits import CREATE_WINDOWS, GLOBAL_WINDOWS, THREAD_WINDOWS, SlidingLimiter
+from .state import Store
+from .tokens import AccessTokenChecker, SigningKey
+
+
+@dataclass
+class Context:
+    settings: Settings
+    base_url: str  # https://127.0.0.1:<port>, known once the socket is bound
+    key: SigningKey
+    config: RuntimeConfig
+    store: Store = field(default_factory=Store)
+    faults: FaultInjector = field(default_factory=FaultInjector)
+    global_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(GLOBAL_WINDOWS))
+    thread_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(THREAD_WINDOWS))
+    create_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(CREATE_WINDOWS))
+    tokens: AccessTokenChecker = field(init=False)
+    bot: BotClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = AccessTokenChecker(self.key, self.settings.app_id)
+        self.bot = BotClient(self.key, self.settings.app_id)
+        self.faults.reseed(self.config.seed)
+
+    @property
+    def service_url(self) -> str:
+        return f"{self.base_url}/teams/"
+
+    @property
+    def openid_metadata_url(self) -> str:
+        return f"{self.base_url}/botframework/v1/.well-known/openidconfiguration"
+
+    def reset(self) -> None:
+        """Forgets users, conversations, messages, windows and counters; keeps keys and config."""
+        self.store.reset()
+        self.faults.clear_counts()
+        self.faults.reseed(self.config.seed)
+        self.global_limiter.clear()
+        self.thread_limiter.clear()
+        self.create_limiter.clear()

@@ -1,0 +1,193 @@
+"""The inbox pages people watch during the demo: ``/`` (stats and users) and ``/inbox/{aad}`` (what the
+bot sent one user, newest first). Every value from a user or the bot is HTML-escaped."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .context import Context
+from .messages import Message
+from .state import iso, normalize_aad
+
+USERS_SHOWN = 500
+MESSAGES_SHOWN = 200
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #1f2328;
+       background: #f5f5f7; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
+a { color: #4f52b2; }
+table { border-collapse: collapse; background: #fff; }
+th, td { padding: .35rem .8rem; border-bottom: 1px solid #e1e1e6; text-align: left; font-size: .9rem; }
+th { background: #ebebf5; }
+.stats td:first-child { color: #555; }
+.message { background: #fff; border-radius: 8px; padding: .8rem 1rem; margin: .8rem 0; max-width: 48rem;
+           box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.message.deleted { opacity: .5; }
+.meta { color: #666; font-size: .8rem; margin-bottom: .4rem; }
+.badge { display: inline-block; padding: 0 .4rem; border-radius: 4px; font-size: .75rem; margin-left: .4rem; }
+.badge.updated { background: #fff4ce; } .badge.deleted { background: #fde7e9; }
+.text { white-space: pre-wrap; }
+.card { border: 1px solid #e1e1e6; border-radius: 6px; padding: .6rem .8rem; margin-top: .5rem; }
+.card img { max-width: 100%; max-height: 12rem; display: block; margin: .3rem 0; }
+.card dl { display: grid; grid-template-columns: max-content auto; gap: .2rem .8rem; margin: .3rem 0; }
+.card dt { font-weight: 600; } .card dd { margin: 0; }
+.action { display: inline-block; border: 1px solid #4f52b2; color: #4f52b2; border-radius: 4px;
+          padding: .15rem .6rem; margin: .3rem .4rem 0 0; font-size: .85rem; }
+pre { background: #f0f0f3; padding: .5rem; overflow-x: auto; font-size: .8rem; }
+"""
+
+
+def _page(title: str, body: str) -> web.Response:
+    html = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta http-equiv="refresh" content="3">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+    return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+
+def _safe_image_url(url: Any) -> str | None:
+    if isinstance(url, str) and url.lower().startswith(("https://", "http://", "data:image/")):
+        return url
+    return None
+
+
+def render_element(element: Any, depth: int = 0) -> str:
+    """One Adaptive Card element (and its children) as readable HTML."""
+    if depth > 20 or not isinstance(element, dict):
+        return ""
+    kind = element.get("type")
+    if kind == "TextBlock":
+        weight = "600" if element.get("weight") in ("Bolder", "bolder") else "normal"
+        return f'<div class="text" style="font-weight:{weight}">{escape(str(element.get("text", "")))}</div>'
+    if kind == "RichTextBlock":
+        inlines = element.get("inlines") or []
+        texts = [i.get("text", "") if isinstance(i, dict) else str(i) for i in inlines]
+        return f'<div class="text">{escape("".join(map(str, texts)))}</div>'
+    if kind == "Image":
+        url = _safe_image_url(element.get("url"))
+        alt = escape(str(element.get("altText", "")))
+        if url is None:
+            return f"<div>[image: {escape(str(element.get('url', '')))}]</div>"
+        return f'<img src="{escape(url)}" alt="{alt}">'
+    if kind == "ImageSet":
+        return "".join(render_element(image, depth + 1) for image in element.get("images") or [])
+    if kind == "FactSet":
+        facts = "".join(
+            f"<dt>{escape(str(f.get('title', '')))}</dt><dd>{escape(str(f.get('value', '')))}</dd>"
+            for f in element.get("facts") or []
+            if isinstance(f, dict)
+        )
+        return f"<dl>{facts}</dl>"
+    if kind == "ActionSet":
+        return render_actions(element.get("actions"))
+    children: list[Any] = []
+    for key in ("items", "columns", "body"):
+        if isinstance(element.get(key), list):
+            children.extend(element[key])
+    if children:
+        return "<div>" + "".join(render_element(child, depth + 1) for child in children) + "</div>"
+    if kind and str(kind).startswith("Input."):
+        label = element.get("label") or element.get("placeholder") or element.get("id") or ""
+        return f"<div>[{escape(str(kind))}: {escape(str(label))}]</div>"
+    return ""
+
+
+def render_actions(actions: Any) -> str:
+    if not isinstance(actions, list):
+        return ""
+    parts = []
+    for action in actions:
+        if not isinstance(action, dict):
+            continue
+        title = escape(str(action.get("title") or action.get("type") or "action"))
+        url = action.get("url")
+        suffix = f" → {escape(str(url))}" if isinstance(url, str) else ""
+        parts.append(f'<span class="action">{title}{suffix}</span>')
+    return "<div>" + "".join(parts) + "</div>"
+
+
+def render_attachment(attachment: Any) -> str:
+    if not isinstance(attachment, dict):
+        return ""
+    content = attachment.get("content")
+    if attachment.get("contentType") == ADAPTIVE_CARD and isinstance(content, dict):
+        body = "".join(render_element(element) for element in content.get("body") or [])
+        return f'<div class="card">{body}{render_actions(content.get("actions"))}</div>'
+    dump = json.dumps(content, indent=2, ensure_ascii=False)[:4000]
+    return f'<div class="card">{escape(str(attachment.get("contentType", "")))}<pre>{escape(dump)}</pre></div>'
+
+
+def render_message(message: Message) -> str:
+    badges = ""
+    if message.updated:
+        badges += f'<span class="badge updated">updated ×{message.updated}</span>'
+    if message.deleted:
+        badges += '<span class="badge deleted">deleted</span>'
+    activity = message.activity
+    if activity is None:
+        content = f"<div class=meta>body not kept (sha256 {message.digest.hex()[:16]}…)</div>"
+    else:
+        text = activity.get("text")
+        content = f'<div class="text">{escape(text)}</div>' if isinstance(text, str) and text else ""
+        attachments = activity.get("attachments")
+        if isinstance(attachments, list):
+            content += "".join(render_attachment(a) for a in attachments)
+    css = "message deleted" if message.deleted else "message"
+    meta = f"{escape(iso(message.received_at))} · activity {escape(message.activity_id)}"
+    return f'<div class="{css}"><div class="meta">{meta}{badges}</div>{content}</div>'
+
+
+class Pages:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/", self.index), web.get("/inbox/{aad}", self.inbox)]
+
+    async def index(self, request: web.Request) -> web.Response:
+        store = self.ctx.store
+        stats = store.stats(self.ctx.faults.counts)
+        stat_rows = "".join(
+            f"<tr><td>{escape(key)}</td><td>{escape(json.dumps(value))}</td></tr>" for key, value in stats.items()
+        )
+        users = list(store.users.values())[:USERS_SHOWN]
+        user_rows = "".join(
+            f'<tr><td><a href="/inbox/{quote(u.aad_object_id)}">{escape(u.name)}</a></td>'
+            f"<td>{escape(u.aad_object_id)}</td><td>{len(u.messages)}</td>"
+            f"<td>{'blocked ' if u.blocked else ''}{'uninstalled' if u.uninstalled else ''}"
+            f"{'' if u.installed or u.uninstalled else 'not installed'}</td></tr>"
+            for u in users
+        )
+        more = f"<p>… and {len(store.users) - USERS_SHOWN} more users.</p>" if len(store.users) > USERS_SHOWN else ""
+        body = (
+            "<h1>Teams emulator</h1>"
+            f'<table class="stats">{stat_rows}</table>'
+            "<h2>Users</h2>"
+            "<table><tr><th>Name</th><th>Entra object id</th><th>Messages</th><th>State</th></tr>"
+            f"{user_rows}</table>{more}"
+        )
+        return _page("Teams emulator", body)
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        store = self.ctx.store
+        aad = normalize_aad(request.match_info["aad"])
+        user = store.users.get(aad) if aad else None
+        if user is None:
+            raise web.HTTPNotFound(text="unknown user")
+        newest = store.user_messages(user, newest_first=MESSAGES_SHOWN)
+        items = "".join(render_message(m) for m in newest) or "<p>No messages yet.</p>"
+        body = (
+            '<p><a href="/">← all users</a></p>'
+            f"<h1>{escape(user.name)}</h1>"
+            f'<p class="meta">{escape(user.aad_object_id)} · {escape(user.user_id)} · '
+            f"{len(user.messages)} messages</p>{items}"
+        )
+        return _page(f"Inbox of {user.name}", body)

@@ -1,0 +1,158 @@
+"""Pacing calls to Teams so that it almost never has to say no.
+
+Shared by every worker process on every machine through Redis, atomically (Lua):
+
+* per bot app and tenant, a generic cell rate algorithm: each call reserves the next free slot,
+  ``1 / rate`` seconds after the previous one, and sleeps until it. The rate starts at a fraction of
+  Microsoft's published limit (50 requests per second per app per tenant); a 429 halves it and it
+  recovers linearly, and a ``Retry-After`` pushes every worker's next slot past it;
+* per conversation (sends) and per person (conversation creation), Microsoft's per-thread windows
+  (7 per 1 s, 8 per 2 s, 60 per 30 s, 1800 per hour); a call that would break one is deferred rather
+  than made to wait while holding a worker.
+
+Times come from Redis (``TIME``), so machines with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+# KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
+# KEYS[2]: the thread's log of calls (sorted set), or "" for none
+# ARGV: max_rate, min_rate, recovery per second, then window pairs (seconds, limit)...
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if KEYS[2] ~= '' then
+  local longest = 0
+  local allowed_at = now
+  for i = 4, #ARGV, 2 do
+    local window, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    if window > longest then longest = window end
+    local count = redis.call('ZCOUNT', KEYS[2], now - window, '+inf')
+    if count >= limit then
+      local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], now - window, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+      local free_at = tonumber(oldest[2]) + window
+      if free_at > allowed_at then allowed_at = free_at end
+    end
+  end
+  if allowed_at > now then
+    return {'defer', tostring(allowed_at - now)}
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - longest)
+  redis.call('ZADD', KEYS[2], now, tostring(now) .. ':' .. tostring(math.random()))
+  redis.call('EXPIRE', KEYS[2], math.ceil(longest))
+end
+local max_rate, min_rate, recovery = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local s = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'rate_at', 'pause_until')
+local tat = tonumber(s[1]) or 0
+local rate = tonumber(s[2]) or max_rate
+local rate_at = tonumber(s[3]) or now
+local pause_until = tonumber(s[4]) or 0
+rate = math.max(min_rate, math.min(max_rate, rate + recovery * math.max(0, now - rate_at)))
+local start = math.max(now, tat, pause_until)
+redis.call('HSET', KEYS[1], 'tat', tostring(start + 1 / rate), 'rate', tostring(rate), 'rate_at', tostring(now))
+redis.call('EXPIRE', KEYS[1], 3600)
+return {'go', tostring(start - now)}
+"""
+
+# KEYS[1]: the app+tenant state. ARGV: retry_after seconds, min_rate, decrease factor
+THROTTLED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local s = redis.call('HMGET', KEYS[1], 'rate', 'pause_until', 'tat')
+local rate = tonumber(s[1]) or tonumber(ARGV[2])
+local pause_until = math.max(tonumber(s[2]) or 0, now + tonumber(ARGV[1]))
+local tat = math.max(tonumber(s[3]) or 0, pause_until)
+rate = math.max(tonumber(ARGV[2]), rate * tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'rate', tostring(rate), 'rate_at', tostring(now), 'pause_until', tostring(pause_until), 'tat', tostring(tat))
+redis.call('EXPIRE', KEYS[1], 3600)
+return tostring(pause_until - now)
+"""
+
+# Microsoft's per-thread limits for sends and conversation creation: (seconds, calls).
+THREAD_WINDOWS = ((1, 7), (2, 8), (30, 60), (3600, 1800))
+
+
+@dataclass(frozen=True)
+class Deferred(Exception):
+    """The conversation is at its own limit: try this delivery again in ``wait`` seconds."""
+
+    wait: float
+
+
+class Pacer:
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        self._client = client
+        self._acquire = None
+        self._throttled = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+        return self._client
+
+    def _scripts(self):
+        if self._acquire is None:
+            self._acquire = self.client.register_script(ACQUIRE)
+            self._throttled = self.client.register_script(THROTTLED)
+        return self._acquire, self._throttled
+
+    @staticmethod
+    def tenant_key(tenant_id: str) -> str:
+        return f"crier:pace:{settings.BOT_APP_ID}:{tenant_id}"
+
+    def _rates(self) -> tuple[float, float]:
+        top = settings.TEAMS_RATE_LIMIT_PER_SECOND * settings.TEAMS_PACE_FRACTION
+        return top, max(1.0, top * settings.TEAMS_PACE_MIN_FRACTION)
+
+    def acquire(self, *, tenant_id: str, thread: str | None = None, max_sleep: float = 5.0) -> float:
+        """Blocks until this process may make one call for ``tenant_id`` (and ``thread``, a
+        conversation or person). Returns the seconds slept; raises Deferred if the thread is busy
+        or the wait would be longer than ``max_sleep``."""
+        if not settings.TEAMS_PACING:
+            return 0.0
+        acquire, _ = self._scripts()
+        top, bottom = self._rates()
+        windows = [str(value) for pair in THREAD_WINDOWS for value in pair] if thread else []
+        thread_key = f"crier:thread:{settings.BOT_APP_ID}:{thread}" if thread else ""
+        slept = 0.0
+        while True:
+            answer = acquire(
+                keys=[self.tenant_key(tenant_id), thread_key],
+                args=[top, bottom, top * settings.TEAMS_PACE_RECOVERY_PER_SECOND, *windows],
+            )
+            verdict, wait = answer[0].decode(), float(answer[1])
+            if verdict == "defer" or slept + wait > max_sleep:
+                raise Deferred(wait=max(wait, 0.05))
+            if wait <= 0:
+                return slept
+            time.sleep(wait)
+            slept += wait
+            # A Retry-After announced while this process slept moves its slot: ask again.
+            if self._pause_left(tenant_id) <= 0:
+                return slept
+            thread_key, windows = "", []  # the thread's call is already counted
+
+    def _pause_left(self, tenant_id: str) -> float:
+        now_seconds, now_micro = self.client.time()
+        pause_until = self.client.hget(self.tenant_key(tenant_id), "pause_until")
+        return float(pause_until or 0) - (now_seconds + now_micro / 1e6)
+
+    def throttled(self, *, tenant_id: str, retry_after: float | None) -> float:
+        """Teams answered 429: every worker waits ``retry_after`` (1 s if Teams gave none) and the
+        pace drops. Returns the pause in seconds."""
+        if not settings.TEAMS_PACING:
+            return 0.0
+        _, throttled = self._scripts()
+        _, bottom = self._rates()
+        pause = retry_after if retry_after is not None else 1.0
+        return float(throttled(keys=[self.tenant_key(tenant_id)], args=[pause, bottom, settings.TEAMS_PACE_DECREASE]))
+
+
+pacer = Pacer()

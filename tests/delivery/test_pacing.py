@@ -1,0 +1,116 @@
+"""The shared pacer, against real Redis. Assertions on time are lower bounds: the pacer must never
+let calls go faster than allowed; how fast it can go is the benchmark's business."""
+
+import threading
+import time
+
+import pytest
+import redis
+
+from delivery.pacing import Deferred, Pacer
+
+TENANT = "tenant-a"
+
+
+@pytest.fixture
+def pace(settings, redis_client):
+    settings.TEAMS_PACING = True
+    settings.TEAMS_RATE_LIMIT_PER_SECOND = 50.0
+    settings.TEAMS_PACE_FRACTION = 1.0
+    settings.TEAMS_PACE_RECOVERY_PER_SECOND = 0.0
+    return settings
+
+
+def new_pacer(settings):
+    return Pacer(redis.Redis.from_url(settings.REDIS_URL))
+
+
+def test_calls_are_spaced_at_the_pace(pace):
+    pacer = new_pacer(pace)
+    started = time.monotonic()
+    slept = [pacer.acquire(tenant_id=TENANT) for _ in range(11)]
+    assert slept[0] == 0.0
+    assert time.monotonic() - started >= 10 / 50 - 0.01
+
+
+def test_workers_in_different_processes_share_one_pace(pace):
+    calls: list[float] = []
+    lock = threading.Lock()
+
+    def worker():
+        pacer = new_pacer(pace)  # its own connection, as another process would have
+        for _ in range(10):
+            pacer.acquire(tenant_id=TENANT)
+            with lock:
+                calls.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    calls.sort()
+    assert len(calls) == 30
+    # 30 calls at 50 per second need at least 29 intervals of 20 ms between the first and the last.
+    assert calls[-1] - calls[0] >= 29 / 50 - 0.02
+    # and no 1-second window ever holds more than 50 (here: no 10 calls within 180 ms)
+    assert min(b - a for a, b in zip(calls, calls[9:])) >= 9 / 50 - 0.02
+
+
+def test_retry_after_holds_back_every_worker_not_only_the_one_told(pace):
+    told, other = new_pacer(pace), new_pacer(pace)
+    told.acquire(tenant_id=TENANT)
+
+    told.throttled(tenant_id=TENANT, retry_after=0.6)
+    started = time.monotonic()
+    other.acquire(tenant_id=TENANT)
+
+    assert time.monotonic() - started >= 0.6 - 0.01
+
+
+def test_retry_after_longer_than_a_worker_should_sleep_defers_the_delivery(pace):
+    pacer = new_pacer(pace)
+    pacer.throttled(tenant_id=TENANT, retry_after=30)
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, max_sleep=5)
+    assert 29 <= deferred.value.wait <= 30
+
+
+def test_a_429_halves_the_pace_which_then_recovers(pace):
+    pacer = new_pacer(pace)
+    pacer.acquire(tenant_id=TENANT)
+    pacer.throttled(tenant_id=TENANT, retry_after=0)
+    rate = float(pacer.client.hget(pacer.tenant_key(TENANT), "rate"))
+    assert rate == pytest.approx(25.0)
+
+    pace.TEAMS_PACE_RECOVERY_PER_SECOND = 1.0  # of the full pace, per second
+    time.sleep(0.2)
+    pacer.acquire(tenant_id=TENANT)
+    recovered = float(pacer.client.hget(pacer.tenant_key(TENANT), "rate"))
+    assert 25.0 < recovered <= 50.0
+
+
+def test_a_conversation_at_its_own_limit_is_deferred_not_waited_for(pace):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 1000.0
+    pacer = new_pacer(pace)
+    for _ in range(7):
+        pacer.acquire(tenant_id=TENANT, thread="conversation:a:1")
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, thread="conversation:a:1")
+    assert 0 < deferred.value.wait <= 1.0
+    # Another conversation is not held back.
+    pacer.acquire(tenant_id=TENANT, thread="conversation:a:2")
+
+
+def test_tenants_are_paced_separately(pace):
+    pacer = new_pacer(pace)
+    pacer.throttled(tenant_id="tenant-a", retry_after=10)
+    assert pacer.acquire(tenant_id="tenant-b") == 0.0
+
+
+def test_pacing_can_be_switched_off(pace):
+    pace.TEAMS_PACING = False
+    pacer = new_pacer(pace)
+    pacer.throttled(tenant_id=TENANT, retry_after=10)
+    assert pacer.acquire(tenant_id=TENANT) == 0.0
