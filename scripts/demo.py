@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""`make demo`: runs Crier on its defaults against the Teams emulator and shows it working.
+
+Starts the emulator, the web server, a Celery worker and Celery beat; seeds a demo organisation;
+has the new starters install the bot (they get the welcome message) and one person block it;
+launches an announcement through the REST API and prints its progress; then keeps everything
+running until Ctrl-C (or exits at once with DEMO_EXIT=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VAR = ROOT / "var"
+PYTHON = sys.executable
+WEB_PORT = int(os.environ.get("DEMO_WEB_PORT", "8000"))
+EMULATOR_PORT = int(os.environ.get("DEMO_EMULATOR_PORT", "9443"))
+PEOPLE = int(os.environ.get("DEMO_PEOPLE", "200"))
+children: list[subprocess.Popen] = []
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    log = open(VAR / "log" / f"{name}.log", "ab")
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    children.append(process)
+    say(f"started {name} (pid {process.pid}, log var/log/{name}.log)")
+    return process
+
+
+def stop_all(*_: object) -> None:
+    for process in reversed(children):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in children:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for(what: str, check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in children:
+            if process.poll() is not None:
+                raise SystemExit(f"[demo] a process stopped early (exit {process.returncode}); see var/log/")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"[demo] {what} did not come up within {timeout:.0f} s; see var/log/")
+
+
+def api(method: str, path: str, key: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{WEB_PORT}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def main() -> int:
+    from bots.emulator.client import EmulatorClient
+
+    for port in (WEB_PORT, EMULATOR_PORT):
+        if not port_free(port):
+            raise SystemExit(f"[demo] port {port} on 127.0.0.1 is in use; stop what uses it or set DEMO_WEB_PORT / DEMO_EMULATOR_PORT")
+    (VAR / "log").mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TEAMS_", "EMULATOR_"))}
+    app = {"BOT_APP_ID": "00000000-0000-0000-0000-00000000b07a", "BOT_APP_PASSWORD": "emulator-secret",
+           "BOT_TENANT_ID": "11111111-1111-1111-1111-111111111111"}
+    (VAR / "emulator" / "emulator.json").unlink(missing_ok=True)
+    start("emulator", [PYTHON, "-m", "bots.emulator", "--port", str(EMULATOR_PORT), "--state-dir", str(VAR / "emulator"),
+                       "--bot-endpoint", f"http://127.0.0.1:{WEB_PORT}/api/messages", "--limits", "on"], {**base_env, **app})
+    wait_for("the emulator", lambda: (VAR / "emulator" / "emulator.json").exists())
+    info = json.loads((VAR / "emulator" / "emulator.json").read_text())
+    emulator = EmulatorClient(info["url"], info["ca_file"])
+    wait_for("the emulator", lambda: emulator.health())
+
+    env = {**base_env, **app, "CRIER_ENV": "development", "DJANGO_SETTINGS_MODULE": "settings.settings",
+           "BOT_AUTHORITY": info["authority"], "TEAMS_SERVICE_URL": info["service_url"],
+           "BOT_OPENID_METADATA_URL": info["openid_metadata_url"], "REQUESTS_CA_BUNDLE": info["ca_file"],
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false"}
+    say("migrating the database")
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    start("web", [PYTHON, "-m", "gunicorn", "settings.wsgi", "-b", f"127.0.0.1:{WEB_PORT}", "-w", "2", "--access-logfile", "-"], env)
+    start("worker", [PYTHON, "-m", "celery", "-A", "settings", "worker", "-Q", "deliveries,control,default",
+                     "-c", "2", "-n", "demo@%h", "--loglevel", "INFO"], env)
+    start("beat", [PYTHON, "-m", "celery", "-A", "settings", "beat", "--loglevel", "INFO",
+                   "--schedule", str(VAR / "celerybeat-schedule")], env)
+    wait_for("the web server", lambda: urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/healthz", timeout=2).status == 200)
+
+    say(f"seeding a demo organisation of {PEOPLE} people")
+    seeded = json.loads(subprocess.run([PYTHON, "manage.py", "seed_demo", "--people", str(PEOPLE)], cwd=ROOT, env=env,
+                                       check=True, capture_output=True, text=True).stdout)
+    people = seeded["people"]
+    emulator.reset()
+    emulator.register_users([{"aad_object_id": p["aad_object_id"], "name": p["name"]} for p in people])
+    blocker = people[3]
+    emulator.block(blocker["aad_object_id"])
+    say(f"{blocker['name']} has blocked the bot in Teams")
+    for person in (p for p in people if p["new_starter"]):
+        emulator.install(person["aad_object_id"])
+        say(f"new starter {person['name']} installed the bot -> welcome message queued")
+    emulator.say(people[7]["aad_object_id"], text="stop")
+    say(f"{people[7]['name']} typed 'stop' -> opted out")
+
+    key = seeded["api_key"]
+    campaign_id = seeded["announcement_id"]
+    say(f"launching announcement {campaign_id} to everyone through POST /api/v1/campaigns/{campaign_id}/launch/")
+    api("POST", f"/api/v1/campaigns/{campaign_id}/launch/", key, {})
+    started = time.monotonic()
+    while True:
+        campaign = api("GET", f"/api/v1/campaigns/{campaign_id}/", key)
+        counts = campaign["counts"]
+        done = counts["sent"] + counts["failed"] + counts["skipped"]
+        say(f"{campaign['status']:>9}: {done}/{counts['total']} done  (sent {counts['sent']}, failed {counts['failed']}, "
+            f"skipped {counts['skipped']}, waiting to retry {counts['retrying']})")
+        if campaign["status"] in ("completed", "cancelled") or time.monotonic() - started > 600:
+            break
+        time.sleep(2)
+    elapsed = time.monotonic() - started
+    stats = emulator.stats()
+    say(f"done in {elapsed:.1f} s; the emulator accepted {stats['messages']} messages, "
+        f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
+    print(f"""
+  Admin            http://127.0.0.1:{WEB_PORT}/admin/        (user admin, password admin: demo only)
+  API docs         http://127.0.0.1:{WEB_PORT}/api/docs/     (API key: {key})
+  Emulator inbox   {info['url']}/   (self-signed; CA at {info['ca_file']})
+""", flush=True)
+    if os.environ.get("DEMO_EXIT") == "1":
+        return 0 if campaign["status"] == "completed" else 1
+    say("running; press Ctrl-C to stop everything")
+    while all(p.poll() is None for p in children):
+        time.sleep(1)
+    say("a process stopped; see var/log/")
+    return 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_all()
