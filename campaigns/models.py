@@ -132,6 +132,7 @@ class Campaign(models.Model):
         DRAFT = "draft", "Draft"
         SCHEDULED = "scheduled", "Scheduled"
         RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
         COMPLETED = "completed", "Completed"
         CANCELLED = "cancelled", "Cancelled"
 
@@ -150,7 +151,11 @@ class Campaign(models.Model):
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="campaigns")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     send_at = models.DateTimeField(null=True, blank=True, help_text="When a scheduled campaign starts.")
+    status_reason = models.CharField(max_length=500, blank=True, help_text="Why it paused, when it did.")
     launched_at = models.DateTimeField(null=True, blank=True)
+    materialised_at = models.DateTimeField(
+        null=True, blank=True, help_text="When every recipient had a delivery row."
+    )
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

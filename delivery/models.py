@@ -31,6 +31,11 @@ class Delivery(models.Model):
     error_message = models.CharField(max_length=1000, blank=True, db_default="")
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(db_default=0)
+    ambiguous = models.BooleanField(
+        db_default=False,
+        help_text="A worker stopped while Teams was answering, so this person may have received the message "
+        "twice (see README, Delivery guarantees).",
+    )
     activity_id = models.CharField(max_length=500, blank=True, db_default="")
     conversation_id = models.CharField(max_length=500, blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now())
@@ -44,7 +49,8 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["campaign", "recipient"], name="one_delivery_per_recipient")
         ]
-        indexes = [models.Index(fields=["campaign", "status"], name="delivery_campaign_status_idx")]
+        # Serves the counts per state and the feeder's walk through a campaign's pending rows.
+        indexes = [models.Index(fields=["campaign", "status", "id"], name="delivery_campaign_status_idx")]
 
     def __str__(self) -> str:
         return f"{self.campaign_id}/{self.recipient_id}: {self.status}"

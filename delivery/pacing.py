@@ -23,8 +23,13 @@ from django.conf import settings
 
 # KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
 # KEYS[2]: the thread's log of calls (sorted set), or "" for none
+# KEYS[3]: the campaign's stop flag ("paused" or "cancelled"), or "" for none
 # ARGV: max_rate, min_rate, recovery per second, then window pairs (seconds, limit)...
 ACQUIRE = """
+if KEYS[3] ~= '' then
+  local stop = redis.call('GET', KEYS[3])
+  if stop then return {'stop', stop} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if KEYS[2] ~= '' then
@@ -85,6 +90,17 @@ class Deferred(Exception):
     wait: float
 
 
+@dataclass(frozen=True)
+class Stopped(Exception):
+    """The campaign was paused or cancelled: make no more calls for it."""
+
+    reason: str
+
+
+def stop_key(campaign_id: int) -> str:
+    return f"crier:stop:{campaign_id}"
+
+
 class Pacer:
     def __init__(self, client: redis.Redis | None = None) -> None:
         self._client = client
@@ -111,31 +127,41 @@ class Pacer:
         top = settings.TEAMS_RATE_LIMIT_PER_SECOND * settings.TEAMS_PACE_FRACTION
         return top, max(1.0, top * settings.TEAMS_PACE_MIN_FRACTION)
 
-    def acquire(self, *, tenant_id: str, thread: str | None = None, max_sleep: float = 5.0) -> float:
+    def acquire(
+        self, *, tenant_id: str, thread: str | None = None, campaign_id: int | None = None, max_sleep: float = 5.0
+    ) -> float:
         """Blocks until this process may make one call for ``tenant_id`` (and ``thread``, a
-        conversation or person). Returns the seconds slept; raises Deferred if the thread is busy
-        or the wait would be longer than ``max_sleep``."""
-        if not settings.TEAMS_PACING:
-            return 0.0
+        conversation or person). Returns the seconds slept. Raises Deferred if the thread is busy or
+        the wait would be longer than ``max_sleep``, and Stopped if the campaign was paused or
+        cancelled, even while this process slept."""
         acquire, _ = self._scripts()
         top, bottom = self._rates()
-        windows = [str(value) for pair in THREAD_WINDOWS for value in pair] if thread else []
-        thread_key = f"crier:thread:{settings.BOT_APP_ID}:{thread}" if thread else ""
+        paced = settings.TEAMS_PACING
+        windows = [str(value) for pair in THREAD_WINDOWS for value in pair] if thread and paced else []
+        thread_key = f"crier:thread:{settings.BOT_APP_ID}:{thread}" if thread and paced else ""
+        stop = stop_key(campaign_id) if campaign_id is not None else ""
+        if not paced:
+            if stop and (reason := self.client.get(stop)):
+                raise Stopped(reason.decode())
+            return 0.0
         slept = 0.0
         while True:
             answer = acquire(
-                keys=[self.tenant_key(tenant_id), thread_key],
+                keys=[self.tenant_key(tenant_id), thread_key, stop],
                 args=[top, bottom, top * settings.TEAMS_PACE_RECOVERY_PER_SECOND, *windows],
             )
-            verdict, wait = answer[0].decode(), float(answer[1])
+            verdict = answer[0].decode()
+            if verdict == "stop":
+                raise Stopped(answer[1].decode())
+            wait = float(answer[1])
             if verdict == "defer" or slept + wait > max_sleep:
                 raise Deferred(wait=max(wait, 0.05))
             if wait <= 0:
                 return slept
             time.sleep(wait)
             slept += wait
-            # A Retry-After announced while this process slept moves its slot: ask again.
-            if self._pause_left(tenant_id) <= 0:
+            # A Retry-After announced, or a stop, while this process slept: ask again.
+            if self._pause_left(tenant_id) <= 0 and not (stop and self.client.exists(stop)):
                 return slept
             thread_key, windows = "", []  # the thread's call is already counted
 
@@ -143,6 +169,12 @@ class Pacer:
         now_seconds, now_micro = self.client.time()
         pause_until = self.client.hget(self.tenant_key(tenant_id), "pause_until")
         return float(pause_until or 0) - (now_seconds + now_micro / 1e6)
+
+    def stop(self, *, campaign_id: int, reason: str) -> None:
+        self.client.set(stop_key(campaign_id), reason, ex=7 * 24 * 3600)
+
+    def resume(self, *, campaign_id: int) -> None:
+        self.client.delete(stop_key(campaign_id))
 
     def throttled(self, *, tenant_id: str, retry_after: float | None) -> float:
         """Teams answered 429: every worker waits ``retry_after`` (1 s if Teams gave none) and the

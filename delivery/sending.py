@@ -1,28 +1,64 @@
-"""Delivering one campaign message to one person: claim, check, address, render, send, record."""
+"""Delivering one campaign message to one person: claim, check, address, render, send, record.
+
+The hot path of the engine: three statements against PostgreSQL per person (claim, read the
+context, record the outcome), each a single round trip.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any
 
 from django.conf import settings
-from django.db.models import F
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from bots.models import TeamsAddress
-from campaigns.models import Campaign, OptOut, Recipient
-from campaigns.rendering import CompiledMessage, compile_message
-from campaigns.selectors import recipient_is_opted_out
+from campaigns.models import OptOut, Recipient
+from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from campaigns.services import opt_out_record
 
+from . import progress
 from .models import Delivery
+from .pacing import Stopped
 from .retry import retry_delay
 from .transport import Address, TeamsTransport, TransportError
 
 logger = logging.getLogger(__name__)
 _transport = TeamsTransport()
+Status = Delivery.Status
+
+# Claims the row only while its campaign runs: a paused or cancelled campaign's queued tasks claim nothing.
+CLAIM = """
+UPDATE delivery_delivery AS d
+   SET status = 'sending', attempts = d.attempts + 1, claimed_at = now()
+  FROM campaigns_campaign AS c
+ WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
+RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id
+"""
+
+_RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
+    f for f in PLACEHOLDER_FIELDS if f not in ("tenant_id",)
+])
+CONTEXT = f"""
+SELECT {", ".join(f"r.{column}" for column in _RECIPIENT_COLUMNS)},
+       a.user_id, a.tenant_id, a.service_url, a.conversation_id,
+       t.updated_at,
+       EXISTS (SELECT 1 FROM campaigns_optout o
+                WHERE o.recipient_id = r.id
+                  AND (o.source = 'blocked'
+                       OR (NOT cat.mandatory AND (o.category_id IS NULL OR o.category_id = cat.id))))
+  FROM campaigns_recipient AS r
+  JOIN campaigns_messagetemplate AS t ON t.id = %s
+  JOIN campaigns_category AS cat ON cat.id = %s
+  LEFT JOIN bots_teamsaddress AS a ON a.aad_object_id = r.aad_object_id
+ WHERE r.id = %s
+"""
 
 
 @dataclass(frozen=True)
@@ -42,57 +78,83 @@ def _compiled(template_id: int, updated_at: str) -> CompiledMessage:
     return compile_message(kind=template.kind, text=template.text, card=template.card)
 
 
-def _finish(delivery_id: int, status: str, **fields: object) -> Outcome:
-    Delivery.objects.filter(pk=delivery_id).update(status=status, finished_at=timezone.now(), **fields)
+def _write(sql: str, params: list[Any]) -> int:
+    """A write that survives a PostgreSQL restart: the outcome of a call Teams already answered
+    must not be lost, or the person would be sent the message again."""
+    deadline = time.monotonic() + settings.DELIVERY_DB_RETRY_SECONDS
+    while True:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.rowcount
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("database unavailable while recording a delivery; retrying")
+            connection.close()
+            time.sleep(1.0)
+
+
+def _finish(delivery_id: int, campaign_id: int, status: str, **fields: Any) -> Outcome:
+    fields["finished_at"] = timezone.now()
+    assignments = ", ".join(f"{name} = %s" for name in fields)
+    _write(
+        f"UPDATE delivery_delivery SET status = %s, {assignments} WHERE id = %s AND status = 'sending'",
+        [status, *fields.values(), delivery_id],
+    )
+    progress.record(campaign_id, **{status: 1})
     return Outcome(status)
 
 
 def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) -> Outcome:
     """Sends one delivery if this call wins the claim on it. The row is the truth: a duplicate
-    task, or one for a delivery already finished, claims nothing and sends nothing."""
-    claimed = Delivery.objects.filter(
-        pk=delivery_id, status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)
-    ).update(status=Delivery.Status.SENDING, attempts=F("attempts") + 1, claimed_at=timezone.now())
-    if not claimed:
-        return NOT_CLAIMED
-    delivery = Delivery.objects.select_related("campaign__template", "campaign__category", "recipient").get(pk=delivery_id)
-    campaign: Campaign = delivery.campaign
-    recipient: Recipient = delivery.recipient
-    skipped = Delivery.Status.SKIPPED
-    if campaign.status == Campaign.Status.CANCELLED:
-        return _finish(delivery_id, skipped, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED)
-    if not recipient.is_active:
-        return _finish(delivery_id, skipped, skip_reason=Delivery.SkipReason.INACTIVE)
-    if recipient_is_opted_out(recipient_id=recipient.pk, category=campaign.category):
-        return _finish(delivery_id, skipped, skip_reason=Delivery.SkipReason.OPTED_OUT)
-    if recipient.aad_object_id is None:
-        return _finish(delivery_id, skipped, skip_reason=Delivery.SkipReason.NO_TEAMS_IDENTITY)
+    task, or one for a delivery already finished or whose campaign is not running, sends nothing."""
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()  # reconnect after a database restart
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM, [delivery_id])
+        claimed = cursor.fetchone()
+        if claimed is None:
+            return NOT_CLAIMED
+        campaign_id, recipient_id, attempts, template_id, category_id = claimed
+        cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
+        row = cursor.fetchone()
+    person = SimpleNamespace(**dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)])))
+    user_id, stored_tenant, service_url, conversation_id, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 
-    stored = TeamsAddress.objects.filter(aad_object_id=recipient.aad_object_id).first()
+    if not person.is_active:
+        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
+    if opted_out:
+        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.OPTED_OUT)
+    if person.aad_object_id is None:
+        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.NO_TEAMS_IDENTITY)
     address = Address(
-        member_id=(stored and stored.user_id) or str(recipient.aad_object_id),
-        tenant_id=(stored and stored.tenant_id) or recipient.tenant_id or settings.BOT_TENANT_ID,
-        service_url=(stored and stored.service_url) or settings.TEAMS_SERVICE_URL,
-        conversation_id=(stored and stored.conversation_id) or "",
+        member_id=user_id or str(person.aad_object_id),
+        tenant_id=stored_tenant or person.tenant_id or settings.BOT_TENANT_ID,
+        service_url=service_url or settings.TEAMS_SERVICE_URL,
+        conversation_id=conversation_id or "",
     )
     if not address.tenant_id:
         return _finish(
             delivery_id,
-            Delivery.Status.FAILED,
+            campaign_id,
+            Status.FAILED,
             error_code="NoTenant",
             error_message="No tenant id for this person: set the recipient's tenant_id or BOT_TENANT_ID.",
         )
-    template = campaign.template
-    body = _compiled(template.pk, template.updated_at.isoformat()).render(recipient)
+    body = _compiled(template_id, template_updated.isoformat()).render(person)
     try:
-        result = (transport or _transport).send(address=address, activity_json=body)
+        result = (transport or _transport).send(address=address, activity_json=body, campaign_id=campaign_id)
+    except Stopped as stopped:
+        return _stopped(delivery_id, campaign_id, stopped.reason)
     except TransportError as error:
-        return _record_failure(delivery, recipient, address, stored, error)
+        return _record_failure(delivery_id, campaign_id, attempts, person, address, error)
     if result.conversation_id != address.conversation_id:
-        _remember_conversation(recipient, address, result.conversation_id)
+        _remember_conversation(person.aad_object_id, address, result.conversation_id)
     return _finish(
         delivery_id,
-        Delivery.Status.SENT,
+        campaign_id,
+        Status.SENT,
         activity_id=result.activity_id,
         conversation_id=result.conversation_id,
         last_status_code=201,
@@ -101,9 +163,20 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
     )
 
 
-def _remember_conversation(recipient: Recipient, address: Address, conversation_id: str) -> None:
+def _stopped(delivery_id: int, campaign_id: int, reason: str) -> Outcome:
+    if reason == "cancelled":
+        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED)
+    # Paused: hand the row back untouched (this attempt does not count); resuming feeds it again.
+    _write(
+        "UPDATE delivery_delivery SET status = 'pending', attempts = attempts - 1 WHERE id = %s AND status = 'sending'",
+        [delivery_id],
+    )
+    return Outcome(Status.PENDING)
+
+
+def _remember_conversation(aad_object_id: Any, address: Address, conversation_id: str) -> None:
     TeamsAddress.objects.update_or_create(
-        aad_object_id=recipient.aad_object_id,
+        aad_object_id=aad_object_id,
         defaults={
             "conversation_id": conversation_id,
             "tenant_id": address.tenant_id,
@@ -113,23 +186,30 @@ def _remember_conversation(recipient: Recipient, address: Address, conversation_
 
 
 def _record_failure(
-    delivery: Delivery, recipient: Recipient, address: Address, stored: TeamsAddress | None, error: TransportError
+    delivery_id: int, campaign_id: int, attempts: int, person: Any, address: Address, error: TransportError
 ) -> Outcome:
     if error.conversation_id and error.conversation_id != address.conversation_id:
-        _remember_conversation(recipient, address, error.conversation_id)
+        _remember_conversation(person.aad_object_id, address, error.conversation_id)
     fields = {
         "error_code": error.code[:100],
         "error_message": error.message[:1000],
         "last_status_code": error.status,
     }
     if error.opt_out:
+        recipient = Recipient.objects.get(aad_object_id=person.aad_object_id)
         opt_out_record(recipient=recipient, source=OptOut.Source.BLOCKED, note=f"Teams answered {error.code}")
-        TeamsAddress.objects.filter(aad_object_id=recipient.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
-    if error.permanent or delivery.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
-        logger.info("delivery %s failed: %s %s", delivery.pk, error.status, error.code)
-        return _finish(delivery.pk, Delivery.Status.FAILED, **fields)
-    delay = retry_delay(attempt=delivery.attempts, retry_after=error.retry_after)
-    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.RETRYING, next_attempt_at=timezone.now() + timedelta(seconds=delay), **fields
+        TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
+    if error.permanent or attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+        logger.info("delivery %s failed: %s %s", delivery_id, error.status, error.code)
+        outcome = _finish(delivery_id, campaign_id, Status.FAILED, **fields)
+        from .control import campaign_watch_errors
+
+        campaign_watch_errors(campaign_id=campaign_id, error=error)
+        return outcome
+    delay = retry_delay(attempt=attempts, retry_after=error.retry_after)
+    _write(
+        "UPDATE delivery_delivery SET status = 'retrying', next_attempt_at = %s, error_code = %s, error_message = %s,"
+        " last_status_code = %s WHERE id = %s AND status = 'sending'",
+        [timezone.now() + timedelta(seconds=delay), *fields.values(), delivery_id],
     )
-    return Outcome(Delivery.Status.RETRYING, retry_in=delay)
+    return Outcome(Status.RETRYING, retry_in=delay)

@@ -1,4 +1,5 @@
-"""Campaign lifecycle: launch, schedule, cancel, fan out, complete. The engine's writes."""
+"""Campaign lifecycle: launch, schedule, materialise, complete; pause, resume and cancel live in
+``delivery.control`` and are re-exported here, so callers (API, admin) have one module to use."""
 
 from __future__ import annotations
 
@@ -12,22 +13,61 @@ from django.utils import timezone
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
-from campaigns.selectors import audience_recipients, opt_outs_blocking
+from campaigns.selectors import audience_recipients
 
+from . import progress
+from .control import campaign_cancel, campaign_pause, campaign_resume
 from .models import Delivery
+
+__all__ = [
+    "campaign_cancel",
+    "campaign_launch",
+    "campaign_materialise",
+    "campaign_pause",
+    "campaign_resume",
+    "campaign_schedule",
+    "campaigns_complete_finished",
+    "deliveries_materialise_chunk",
+    "launch_due_campaigns",
+]
 
 logger = logging.getLogger(__name__)
 ACTIVE = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
+# One chunk of the audience, in recipient id order, becomes delivery rows in one statement inside
+# PostgreSQL; people who opted out (or blocked the bot) and people without a Teams identity are
+# inserted already skipped, with the reason.
+MATERIALISE_CHUNK = """
+WITH chunk AS (
+    SELECT people.id, people.aad_object_id FROM ({people}) AS people
+     WHERE people.id > %s ORDER BY people.id LIMIT %s
+), inserted AS (
+    INSERT INTO delivery_delivery (campaign_id, recipient_id, status, skip_reason, finished_at)
+    SELECT %s, c.id,
+           CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN 'skipped' ELSE 'pending' END,
+           CASE WHEN c.opted_out THEN 'opted_out' WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END,
+           CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN now() END
+      FROM (SELECT chunk.id, chunk.aad_object_id,
+                   EXISTS (SELECT 1 FROM campaigns_optout o
+                            WHERE o.recipient_id = chunk.id
+                              AND (o.source = 'blocked'
+                                   OR (NOT %s AND (o.category_id IS NULL OR o.category_id = %s)))) AS opted_out
+              FROM chunk) AS c
+    ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+    RETURNING status
+)
+SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM chunk),
+       (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted WHERE status = 'skipped')
+"""
 
-# --- Campaign lifecycle ----------------------------------------------------------------------
 
 def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Campaign:
-    """Starts a campaign now: every recipient gets a delivery row (one set-based statement),
-    then the fan-out is queued once the transaction has committed. Launching twice is refused,
-    so two schedulers racing for the same campaign launch it once."""
+    """Starts a campaign now. The first chunk of delivery rows is written in the launching
+    transaction (a small campaign is complete at once); the rest by a task, chunk by chunk, while
+    sending has already begun. Launching twice is refused, so two schedulers racing for the same
+    campaign launch it once."""
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().select_related("template").get(pk=campaign_id)
+        campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         if campaign.status not in allowed:
             raise ApplicationError(
@@ -47,9 +87,51 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
                 status=409,
             ) from exc
         if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
-            deliveries_materialise(campaign=campaign)
-            transaction.on_commit(lambda: _enqueue_fan_out(campaign.pk))
+            last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=0)
+            transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, inserted, skipped, finished))
     return campaign
+
+
+def _after_launch(campaign_id: int, last_id: int, inserted: int, skipped: int, finished: bool) -> None:
+    from .tasks import campaign_materialise, feed_deliveries
+
+    progress.record(campaign_id, total=inserted, skipped=skipped)
+    feed_deliveries.delay()
+    if not finished:
+        campaign_materialise.delay(campaign_id, last_id)
+
+
+def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int, int, int, bool]:
+    """Writes the delivery rows for the next ``MATERIALISE_CHUNK_SIZE`` people of the audience with
+    an id above ``after``. Returns (last recipient id, rows inserted, of which skipped, finished)."""
+    limit = settings.MATERIALISE_CHUNK_SIZE
+    people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            MATERIALISE_CHUNK.format(people=people),
+            [*params, after, limit, campaign.pk, campaign.category.mandatory, campaign.category_id],
+        )
+        last_id, selected, inserted, skipped = cursor.fetchone()
+    finished = selected < limit
+    if finished:
+        Campaign.objects.filter(pk=campaign.pk).update(materialised_at=timezone.now())
+    return (last_id or after), inserted, skipped, finished
+
+
+def campaign_materialise(*, campaign_id: int, after: int) -> int:
+    """The rest of a large audience, one committed chunk at a time, so workers send meanwhile."""
+    campaign = Campaign.objects.select_related("category").get(pk=campaign_id)
+    total = 0
+    finished = False
+    while not finished:
+        if Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.CANCELLED).exists():
+            Campaign.objects.filter(pk=campaign_id).update(materialised_at=timezone.now())
+            break
+        with transaction.atomic():
+            after, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=after)
+        progress.record(campaign_id, total=inserted, skipped=skipped)
+        total += inserted
+    return total
 
 
 def campaign_schedule(*, campaign_id: int, send_at: datetime) -> Campaign:
@@ -71,80 +153,24 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime) -> Campaign:
     return campaign
 
 
-def campaign_cancel(*, campaign_id: int) -> Campaign:
-    """Stops a campaign: whoever has not been sent to yet is skipped, visibly."""
-    with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
-            raise ApplicationError(f"Campaign {campaign.pk} is already {campaign.status}.", code="invalid_state", status=409)
-        campaign.status = Campaign.Status.CANCELLED
-        campaign.cancelled_at = timezone.now()
-        campaign.save(update_fields=["status", "cancelled_at", "updated_at"])
-        campaign.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)).update(
-            status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED, finished_at=timezone.now()
-        )
-    return campaign
-
-
-def deliveries_materialise(*, campaign: Campaign) -> int:
-    """One INSERT ... SELECT inside PostgreSQL for the whole audience, then the people who opted
-    out or cannot be reached are marked skipped in one UPDATE each. Returns the rows inserted."""
-    people_sql, people_params = audience_recipients(audience=campaign.audience).values("id").query.sql_with_params()
-    table = Delivery._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (campaign_id, recipient_id) SELECT %s, people.id FROM ({people_sql}) AS people "
-            "ON CONFLICT (campaign_id, recipient_id) DO NOTHING",
-            [campaign.pk, *people_params],
-        )
-        inserted = cursor.rowcount
-    pending = campaign.deliveries.filter(status=Delivery.Status.PENDING)
-    now = timezone.now()
-    pending.filter(Exists(opt_outs_blocking(category=campaign.category).filter(recipient_id=OuterRef("recipient_id")))).update(
-        status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.OPTED_OUT, finished_at=now
-    )
-    pending.filter(recipient__aad_object_id__isnull=True).update(
-        status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.NO_TEAMS_IDENTITY, finished_at=now
-    )
-    return inserted
-
-
-def _enqueue_fan_out(campaign_id: int) -> None:
-    from .tasks import campaign_fan_out
-
-    campaign_fan_out.delay(campaign_id)
-
-
-def campaign_fan_out(*, campaign_id: int) -> int:
-    """Queues one delivery task per pending recipient, in id order, through one broker connection."""
-    from .tasks import deliver
-
-    queued, last_id = 0, 0
-    with deliver.app.producer_or_acquire() as producer:
-        while True:
-            ids = list(
-                Delivery.objects.filter(campaign_id=campaign_id, status=Delivery.Status.PENDING, id__gt=last_id)
-                .order_by("id")
-                .values_list("id", flat=True)[: settings.FAN_OUT_BATCH_SIZE]
-            )
-            if not ids:
-                break
-            for delivery_id in ids:
-                deliver.apply_async((delivery_id,), producer=producer)
-            queued += len(ids)
-            last_id = ids[-1]
-    campaigns_complete_finished()
-    return queued
-
-
-def campaigns_complete_finished() -> int:
-    """Marks completed the running announcements in which every recipient has reached an end state."""
+def campaigns_complete_finished() -> list[int]:
+    """Marks completed the running announcements whose audience is fully written and in which
+    every recipient has reached an end state; their counters are then rebuilt from the rows."""
     unfinished = Delivery.objects.filter(campaign_id=OuterRef("pk"), status__in=ACTIVE)
-    return (
-        Campaign.objects.filter(status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT)
+    done = list(
+        Campaign.objects.filter(
+            status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT, materialised_at__isnull=False
+        )
         .exclude(Exists(unfinished))
-        .update(status=Campaign.Status.COMPLETED, completed_at=timezone.now())
+        .values_list("id", flat=True)
     )
+    if done:
+        Campaign.objects.filter(pk__in=done, status=Campaign.Status.RUNNING).update(
+            status=Campaign.Status.COMPLETED, completed_at=timezone.now()
+        )
+        for campaign_id in done:
+            progress.rebuild(campaign_id)
+    return done
 
 
 def launch_due_campaigns() -> list[int]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from . import services, welcome
+from . import feeding, recovery, services, welcome
 from .sending import delivery_send
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    # A live task never outlasts the reconciler's lease (DELIVERY_LEASE_SECONDS).
+    time_limit=settings.DELIVERY_TASK_TIME_LIMIT_SECONDS,
+)
 def deliver(delivery_id: int) -> str:
     outcome = delivery_send(delivery_id=delivery_id)
     if outcome.retry_in is not None:
@@ -17,8 +23,13 @@ def deliver(delivery_id: int) -> str:
 
 
 @shared_task(ignore_result=True)
-def campaign_fan_out(campaign_id: int) -> int:
-    return services.campaign_fan_out(campaign_id=campaign_id)
+def feed_deliveries() -> int:
+    return feeding.feed()
+
+
+@shared_task(ignore_result=True)
+def campaign_materialise(campaign_id: int, after: int) -> int:
+    return services.campaign_materialise(campaign_id=campaign_id, after=after)
 
 
 @shared_task(ignore_result=True)
@@ -27,8 +38,13 @@ def launch_due_campaigns() -> list[int]:
 
 
 @shared_task(ignore_result=True)
-def complete_finished_campaigns() -> int:
+def complete_finished_campaigns() -> list[int]:
     return services.campaigns_complete_finished()
+
+
+@shared_task(ignore_result=True)
+def reconcile() -> dict[str, int]:
+    return recovery.reconcile()
 
 
 @shared_task(ignore_result=True)

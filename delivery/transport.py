@@ -12,7 +12,7 @@ import redis
 
 from bots.connector import BotConnectorClient, ConnectorError, connector
 
-from .pacing import Deferred, Pacer, pacer
+from .pacing import Deferred, Pacer, Stopped, pacer
 
 # The user blocked the bot or removed it: Teams will refuse until they come back. An opt-out signal.
 BLOCKED_CODES = {"ConversationBlockedByUser", "MessageWritesBlocked", "209"}
@@ -82,10 +82,11 @@ class TeamsTransport:
         self.client = client
         self.pacing = pacing
 
-    def _paced(self, address: Address, thread: str, call):
-        """Waits for this call's slot, makes it, and tells every worker when Teams said 429."""
+    def _paced(self, address: Address, thread: str, call, campaign_id: int | None):
+        """Waits for this call's slot, makes it, and tells every worker when Teams said 429.
+        Raises ``Stopped`` when the campaign was paused or cancelled."""
         try:
-            self.pacing.acquire(tenant_id=address.tenant_id, thread=thread)
+            self.pacing.acquire(tenant_id=address.tenant_id, thread=thread, campaign_id=campaign_id)
         except Deferred as deferred:
             raise ConnectorError(status=None, code="Paced", message="held back to stay within Teams' limits",
                                  retry_after=deferred.wait) from deferred
@@ -98,7 +99,7 @@ class TeamsTransport:
                 self.pacing.throttled(tenant_id=address.tenant_id, retry_after=exc.retry_after)
             raise
 
-    def send(self, *, address: Address, activity_json: bytes) -> SendResult:
+    def send(self, *, address: Address, activity_json: bytes, campaign_id: int | None = None) -> SendResult:
         conversation_id = address.conversation_id
         stored = bool(conversation_id)
         for _ in range(2):
@@ -110,6 +111,7 @@ class TeamsTransport:
                         lambda: self.client.create_conversation(
                             service_url=address.service_url, tenant_id=address.tenant_id, member_id=address.member_id
                         ),
+                        campaign_id,
                     )
                 except ConnectorError as exc:
                     raise classify(exc) from exc
@@ -120,6 +122,7 @@ class TeamsTransport:
                     lambda: self.client.send(
                         service_url=address.service_url, conversation_id=conversation_id, activity_json=activity_json
                     ),
+                    campaign_id,
                 )
                 return SendResult(activity_id=activity_id, conversation_id=conversation_id)
             except ConnectorError as exc:

@@ -37,11 +37,9 @@ def _welcome(campaign: Campaign, people) -> list[int]:
 
 
 def _enqueue(ids: list[int]) -> None:
-    from .tasks import deliver
+    from .feeding import publish
 
-    with deliver.app.producer_or_acquire() as producer:
-        for delivery_id in ids:
-            deliver.apply_async((delivery_id,), producer=producer)
+    publish(ids)
 
 
 def welcome_on_install(*, aad_object_id: str) -> list[int]:

@@ -136,10 +136,19 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Separate queues so a large fan-out never delays a scheduled launch or a bot reply.
 CELERY_TASK_ROUTES = {
     "delivery.tasks.deliver": {"queue": "deliveries"},
-    "delivery.tasks.campaign_fan_out": {"queue": "control"},
     "delivery.tasks.*": {"queue": "control"},
 }
+# Celery closes Django's database connection around every task unless told to reuse it.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_BEAT_SCHEDULE = {
+    "feed-deliveries": {
+        "task": "delivery.tasks.feed_deliveries",
+        "schedule": env_float("FEED_INTERVAL_SECONDS", 1.0),
+    },
+    "reconcile": {
+        "task": "delivery.tasks.reconcile",
+        "schedule": env_float("RECONCILE_INTERVAL_SECONDS", 15.0),
+    },
     "launch-due-campaigns": {
         "task": "delivery.tasks.launch_due_campaigns",
         "schedule": env_float("SCHEDULER_INTERVAL_SECONDS", 5.0),
@@ -191,4 +200,16 @@ TEAMS_PACE_RECOVERY_PER_SECOND = env_float("TEAMS_PACE_RECOVERY_PER_SECOND", 0.0
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)
-FAN_OUT_BATCH_SIZE = env_int("FAN_OUT_BATCH_SIZE", 1000)
+# Feeding: the deliveries queue is topped up to this many messages (about 1 KB of Redis each).
+FEED_HIGH_WATER = env_int("FEED_HIGH_WATER", 4000)
+MATERIALISE_CHUNK_SIZE = env_int("MATERIALISE_CHUNK_SIZE", 50_000)
+# Recovery: a delivery claimed longer ago than the lease belongs to a worker that died. The lease
+# outlasts the delivery task's hard time limit, which outlasts the slowest possible send.
+DELIVERY_TASK_TIME_LIMIT_SECONDS = env_int("DELIVERY_TASK_TIME_LIMIT_SECONDS", 150)
+DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 240)
+RETRY_GRACE_SECONDS = env_int("RETRY_GRACE_SECONDS", 30)
+DELIVERY_DB_RETRY_SECONDS = env_float("DELIVERY_DB_RETRY_SECONDS", 60.0)
+# Control.
+CANCEL_DRAIN_SECONDS = env_float("CANCEL_DRAIN_SECONDS", 20.0)
+CAMPAIGN_PAUSE_ERROR_RATE = env_float("CAMPAIGN_PAUSE_ERROR_RATE", 0.5)
+CAMPAIGN_PAUSE_MIN_FAILURES = env_int("CAMPAIGN_PAUSE_MIN_FAILURES", 50)

@@ -167,10 +167,10 @@ def test_campaign_completes_when_every_delivery_has_ended():
     factories.recipient()
     campaign = factories.campaign()
     services.campaign_launch(campaign_id=campaign.pk)
-    assert services.campaigns_complete_finished() == 0
+    assert services.campaigns_complete_finished() == []
 
     campaign.deliveries.update(status=Delivery.Status.FAILED)
 
-    assert services.campaigns_complete_finished() == 1
+    assert services.campaigns_complete_finished() == [campaign.pk]
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.COMPLETED

@@ -1,0 +1,119 @@
+"""Controlling a running campaign: pause, resume, cancel, and pausing itself when too many sends fail.
+
+A stop is recorded twice: in the campaign row (so no queued task can claim a delivery of it any
+more) and as a flag in Redis that every worker checks right before each call to Teams (so a worker
+already past its claim stops too). Cancel then waits for the calls already on the wire, so that
+nothing is sent after it has answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.errors import ApplicationError
+from campaigns.models import Campaign
+
+from . import feeding, progress
+from .models import Delivery
+from .pacing import pacer
+from .transport import BLOCKED_CODES, TransportError
+
+logger = logging.getLogger(__name__)
+# Failures that say something about one person, not about the campaign or the bot.
+PERSONAL_CODES = BLOCKED_CODES | {"ForbiddenOperationException", "BotNotInConversationRoster", "NoTenant"}
+
+
+def _locked(campaign_id: int) -> Campaign:
+    return Campaign.objects.select_for_update().get(pk=campaign_id)
+
+
+def campaign_pause(*, campaign_id: int, reason: str = "") -> Campaign:
+    with transaction.atomic():
+        campaign = _locked(campaign_id)
+        if campaign.status != Campaign.Status.RUNNING:
+            raise ApplicationError(f"Campaign {campaign.pk} is {campaign.status}; only a running campaign can be paused.",
+                                   code="invalid_state", status=409)
+        campaign.status = Campaign.Status.PAUSED
+        campaign.status_reason = reason[:500] or "Paused by a person."
+        campaign.save(update_fields=["status", "status_reason", "updated_at"])
+        pacer.stop(campaign_id=campaign.pk, reason="paused")
+    return campaign
+
+
+def campaign_resume(*, campaign_id: int) -> Campaign:
+    with transaction.atomic():
+        campaign = _locked(campaign_id)
+        if campaign.status != Campaign.Status.PAUSED:
+            raise ApplicationError(f"Campaign {campaign.pk} is {campaign.status}; only a paused campaign can be resumed.",
+                                   code="invalid_state", status=409)
+        campaign.status = Campaign.Status.RUNNING
+        campaign.status_reason = ""
+        campaign.save(update_fields=["status", "status_reason", "updated_at"])
+        # Deliveries whose queued task found the campaign paused are pending again: feed them anew.
+        campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
+        transaction.on_commit(lambda: _after_resume(campaign.pk))
+    return campaign
+
+
+def _after_resume(campaign_id: int) -> None:
+    from .tasks import feed_deliveries
+
+    pacer.resume(campaign_id=campaign_id)
+    feeding.rewind(campaign_id)
+    feed_deliveries.delay()
+
+
+def campaign_cancel(*, campaign_id: int) -> Campaign:
+    """Stops a campaign for good: whoever has not been sent to is skipped, visibly. Returns once
+    the calls already on their way to Teams have been answered (or ``CANCEL_DRAIN_SECONDS``)."""
+    with transaction.atomic():
+        campaign = _locked(campaign_id)
+        if campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
+            raise ApplicationError(f"Campaign {campaign.pk} is already {campaign.status}.", code="invalid_state", status=409)
+        pacer.stop(campaign_id=campaign.pk, reason="cancelled")
+        campaign.status = Campaign.Status.CANCELLED
+        campaign.cancelled_at = timezone.now()
+        campaign.save(update_fields=["status", "cancelled_at", "updated_at"])
+        skipped = campaign.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)).update(
+            status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED, finished_at=timezone.now()
+        )
+    progress.record(campaign.pk, skipped=skipped)
+    deadline = time.monotonic() + settings.CANCEL_DRAIN_SECONDS
+    while campaign.deliveries.filter(status=Delivery.Status.SENDING).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return campaign
+
+
+def campaign_watch_errors(*, campaign_id: int, error: TransportError) -> None:
+    """Pauses a campaign whose sends fail for reasons that are not about one person (bad
+    credentials, Teams errors, timeouts) once they pass ``CAMPAIGN_PAUSE_ERROR_RATE`` of at least
+    ``CAMPAIGN_PAUSE_MIN_FAILURES`` finished sends."""
+    if error.code in PERSONAL_CODES:
+        return
+    try:
+        client = progress.client()
+        key = f"crier:progress:{campaign_id}"
+        systemic = client.hincrby(key, "systemic", 1)
+        sent, failed = (int(v or 0) for v in client.hmget(key, "sent", "failed"))
+    except redis.RedisError:
+        return
+    if systemic < settings.CAMPAIGN_PAUSE_MIN_FAILURES:
+        return
+    share = systemic / max(1, sent + failed)
+    if share < settings.CAMPAIGN_PAUSE_ERROR_RATE:
+        return
+    reason = (
+        f"Paused automatically: {share:.0%} of finished sends failed for reasons that are not about one person; "
+        f"the latest was {error.status or 'no answer'} {error.code}: {error.message[:200]}"
+    )
+    try:
+        campaign_pause(campaign_id=campaign_id, reason=reason)
+        logger.warning("campaign %s: %s", campaign_id, reason)
+    except ApplicationError:
+        pass  # already paused, cancelled or finished

@@ -1,0 +1,130 @@
+"""Feeding the deliveries queue from the database, so that its depth stays bounded (a queued Celery
+message costs about 1 KB of Redis) while workers never starve, whatever the audience's size.
+
+Each running campaign has a cursor (the highest delivery id handed to the queue, in Redis; lost
+cursors start again from zero, which is harmless since a delivery is claimed before it is sent).
+A tick, from beat every second and right after a launch, tops the queue up to ``FEED_HIGH_WATER``
+messages, sharing the room between the running campaigns so a small campaign is never stuck
+behind a large one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+
+import redis
+from django.conf import settings
+
+from campaigns.models import Campaign
+
+from .models import Delivery
+
+QUEUE = "deliveries"
+DELIVER_TASK = "delivery.tasks.deliver"
+LOCK_KEY = "crier:feeder:lock"
+_broker: redis.Redis | None = None
+
+
+def broker() -> redis.Redis:
+    global _broker
+    if _broker is None:
+        _broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10, socket_connect_timeout=5)
+    return _broker
+
+
+def cursor_key(campaign_id: int) -> str:
+    return f"crier:feed:{campaign_id}"
+
+
+def publish(delivery_ids: list[int]) -> None:
+    """Queues one ``deliver`` task per id through one Redis pipeline.
+
+    ``apply_async`` costs about 0.5 ms a message here, a tenth of a core at full speed; this writes
+    the same message (headers built by Celery itself, once per batch) in the format Celery's Redis
+    transport reads, at tens of thousands a second."""
+    from .tasks import deliver
+
+    if not delivery_ids:
+        return
+    headers, properties, body, _ = deliver.app.amqp.as_task_v2(
+        "template", DELIVER_TASK, args=(0,), kwargs={}, ignore_result=True
+    )
+    embed = body[2]
+    pipe = broker().pipeline(transaction=False)
+    for delivery_id in delivery_ids:
+        task_id = str(uuid.uuid4())
+        message = {
+            "body": base64.b64encode(json.dumps([[delivery_id], {}, embed]).encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {**headers, "id": task_id, "root_id": task_id, "argsrepr": f"({delivery_id},)"},
+            "properties": {
+                **{k: v for k, v in properties.items() if k != "reply_to"},
+                "correlation_id": task_id,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        pipe.lpush(QUEUE, json.dumps(message))
+    pipe.execute()
+
+
+def queue_depth() -> int:
+    return int(broker().llen(QUEUE))
+
+
+def feed() -> int:
+    """One tick: returns how many deliveries it queued."""
+    client = broker()
+    token = uuid.uuid4().hex
+    if not client.set(LOCK_KEY, token, nx=True, px=30_000):
+        return 0  # another tick is feeding
+    try:
+        room = settings.FEED_HIGH_WATER - queue_depth()
+        if room < settings.FEED_HIGH_WATER // 4:
+            return 0
+        running = list(
+            Campaign.objects.filter(status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT)
+            .order_by("launched_at", "id")
+            .values_list("id", flat=True)
+        )
+        queued = 0
+        while running and room > 0:
+            share = max(100, room // len(running))
+            still_pending = []
+            for campaign_id in running:
+                ids = _next_batch(client, campaign_id, min(share, room))
+                if ids:
+                    publish(ids)
+                    client.set(cursor_key(campaign_id), ids[-1], ex=7 * 24 * 3600)
+                    queued += len(ids)
+                    room -= len(ids)
+                    if len(ids) == min(share, room + len(ids)):
+                        still_pending.append(campaign_id)
+                if room <= 0:
+                    break
+            running = still_pending
+        return queued
+    finally:
+        if client.get(LOCK_KEY) == token.encode():
+            client.delete(LOCK_KEY)
+
+
+def _next_batch(client: redis.Redis, campaign_id: int, limit: int) -> list[int]:
+    cursor = int(client.get(cursor_key(campaign_id)) or 0)
+    return list(
+        Delivery.objects.filter(campaign_id=campaign_id, status=Delivery.Status.PENDING, id__gt=cursor)
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def rewind(campaign_id: int) -> None:
+    """Feed the campaign's pending deliveries again from the start (after a pause, or when queued
+    messages were lost)."""
+    broker().delete(cursor_key(campaign_id))

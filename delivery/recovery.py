@@ -1,0 +1,89 @@
+"""The reconciler: whatever happens to workers and to Redis, every delivery reaches an end state.
+
+Run by beat every ``RECONCILE_INTERVAL_SECONDS``. PostgreSQL is the truth; Redis only carries work
+in flight, so anything Redis lost is found again in the rows:
+
+* **sending past its lease**: the worker died (kill -9, out of memory, a lost machine) between its
+  claim and its record. Whether Teams accepted the message cannot be known, so the delivery is
+  marked ``ambiguous`` and tried again (the policy, and why, is in the README: "Delivery
+  guarantees"). The lease is longer than the longest a live task may take (its hard time limit).
+* **retrying past its time**: the retry's countdown message was lost with a worker or with Redis.
+* **pending behind the feeder's cursor** while the queue is nearly empty: queued messages were lost
+  (a Redis restart); the campaign is fed again from its start (claims make this harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from campaigns.models import Campaign
+
+from . import feeding, progress
+from .models import Delivery
+
+logger = logging.getLogger(__name__)
+
+TAKE_BACK_EXPIRED_LEASES = """
+UPDATE delivery_delivery AS d
+   SET status = 'retrying', ambiguous = true, next_attempt_at = now(),
+       error_code = 'WorkerLost', error_message = 'The worker stopped while sending; Teams may have accepted the message.'
+ WHERE d.status = 'sending' AND d.claimed_at < %s
+RETURNING d.id, d.campaign_id
+"""
+
+
+def reconcile() -> dict[str, int]:
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(TAKE_BACK_EXPIRED_LEASES, [now - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)])
+        expired = cursor.fetchall()
+    for _, campaign_id in expired:
+        progress.record(campaign_id, ambiguous=1)
+    if expired:
+        logger.warning("took back %d deliveries whose worker stopped while sending", len(expired))
+
+    overdue = list(
+        Delivery.objects.filter(
+            status=Delivery.Status.RETRYING,
+            next_attempt_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
+    )
+    # Those just taken back are due now.
+    overdue = sorted(set(overdue) | {delivery_id for delivery_id, _ in expired})
+    feeding.publish(overdue)
+
+    rewound = 0
+    if feeding.queue_depth() < settings.FEED_HIGH_WATER // 4:
+        client = feeding.broker()
+        running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT)
+        for campaign_id in running.values_list("id", flat=True):
+            cursor = int(client.get(feeding.cursor_key(campaign_id)) or 0)
+            stale = Delivery.objects.filter(
+                campaign_id=campaign_id,
+                status=Delivery.Status.PENDING,
+                id__lte=cursor,
+                created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
+            )
+            if cursor and stale.exists():
+                feeding.rewind(campaign_id)
+                rewound += 1
+    # Welcome deliveries are queued directly, not fed: re-queue those left pending for long.
+    welcome_lost = list(
+        Delivery.objects.filter(
+            status=Delivery.Status.PENDING,
+            created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
+        )
+        .filter(Exists(Campaign.objects.filter(pk=OuterRef("campaign_id"), kind=Campaign.Kind.WELCOME,
+                                               status=Campaign.Status.RUNNING)))
+        .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
+    )
+    feeding.publish(welcome_lost)
+    return {"lease_expired": len(expired), "requeued": len(overdue) + len(welcome_lost), "rewound": rewound}
