@@ -156,6 +156,7 @@ class Campaign(models.Model):
     materialised_at = models.DateTimeField(
         null=True, blank=True, help_text="When every recipient had a delivery row."
     )
+    total_deliveries = models.PositiveIntegerField(default=0, help_text="Delivery rows written so far.")
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

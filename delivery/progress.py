@@ -1,8 +1,9 @@
 """Per-campaign progress that is cheap to read while a million-recipient campaign runs.
 
-Counters live in Redis (one hash per campaign, plus per-second buckets for the rate), moved by
-the same code that moves delivery rows. PostgreSQL stays the truth: when the hash is missing (a
-Redis restart) it is rebuilt from one GROUP BY, and a finished campaign's counts come from there.
+The number of delivery rows is a fact kept on the campaign row, written with each chunk of the
+audience. What happened to them is counted in Redis (one hash per campaign, plus per-second buckets
+for the rate), by the same code that moves the rows. PostgreSQL stays the truth: when the hash is
+missing (a Redis restart) it is rebuilt from one GROUP BY, and again when the campaign completes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.db.models import Count
 
 FINAL = ("sent", "failed", "skipped")
+COUNTERS = (*FINAL, "ambiguous")
 RATE_WINDOW_SECONDS = 10
 _client: redis.Redis | None = None
 
@@ -30,9 +32,10 @@ def _key(campaign_id: int) -> str:
     return f"crier:progress:{campaign_id}"
 
 
-def record(campaign_id: int, **increments: int) -> None:
-    """Adds to the campaign's counters (``sent=1``, ``total=5000``...). Never fails the caller:
-    counters are a view, rebuilt from the database whenever they are lost."""
+def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
+    """Adds to the campaign's counters (``sent=1``, ``skipped=5000``...); ``start`` marks them as
+    complete from the launch on. Never fails the caller: counters are a view, rebuilt from the
+    database whenever they are lost (a hash without the mark was recreated after a loss)."""
     try:
         pipe = client().pipeline(transaction=False)
         key = _key(campaign_id)
@@ -43,6 +46,8 @@ def record(campaign_id: int, **increments: int) -> None:
             bucket = f"crier:rate:{campaign_id}:{int(time.time())}"
             pipe.incrby(bucket, increments["sent"])
             pipe.expire(bucket, RATE_WINDOW_SECONDS * 3)
+        if start:
+            pipe.hsetnx(key, "built", 1)
         pipe.expire(key, 30 * 24 * 3600)
         pipe.execute()
     except redis.RedisError:
@@ -50,54 +55,50 @@ def record(campaign_id: int, **increments: int) -> None:
 
 
 def rebuild(campaign_id: int) -> dict[str, int]:
+    """Counts the rows (one GROUP BY) and replaces the counters with the result."""
     from .models import Delivery
 
-    counts = {status: 0 for status in Delivery.Status.values}
-    for row in Delivery.objects.filter(campaign_id=campaign_id).values("status").annotate(n=Count("id")).order_by():
+    counts = dict.fromkeys(COUNTERS, 0)
+    rows = Delivery.objects.filter(campaign_id=campaign_id, status__in=FINAL)
+    for row in rows.values("status").annotate(n=Count("id")).order_by():
         counts[row["status"]] = row["n"]
-    values = {
-        "total": sum(counts.values()),
-        **{status: counts[status] for status in FINAL},
-        "ambiguous": Delivery.objects.filter(campaign_id=campaign_id, ambiguous=True).count(),
-    }
+    counts["ambiguous"] = Delivery.objects.filter(campaign_id=campaign_id, ambiguous=True).count()
     try:
         pipe = client().pipeline()
         pipe.delete(_key(campaign_id))
-        pipe.hset(_key(campaign_id), mapping=values)
+        pipe.hset(_key(campaign_id), mapping={**counts, "built": 1})
         pipe.expire(_key(campaign_id), 30 * 24 * 3600)
         pipe.execute()
     except redis.RedisError:
         pass
-    return values
+    return counts
 
 
-
-
-def read(campaign_id: int) -> dict[str, Any]:
+def read(campaign: Any) -> dict[str, Any]:
     """Counts by end state, what is still to do, the rate over the last seconds and an estimate of
     the time left. One Redis round trip; a database count only when the counters were lost."""
-    try:
-        pipe = client().pipeline(transaction=False)
-        pipe.hgetall(_key(campaign_id))
-        now = int(time.time())
-        buckets = [f"crier:rate:{campaign_id}:{second}" for second in range(now - RATE_WINDOW_SECONDS, now)]
-        pipe.mget(buckets)
-        raw, rates = pipe.execute()
-    except redis.RedisError:
-        raw, rates = {}, []
-    if raw:
-        values = {k.decode(): int(v) for k, v in raw.items()}
+    if campaign.launched_at is None:
+        counts = dict.fromkeys(COUNTERS, 0)
+        rates: list[Any] = []
     else:
-        values = rebuild(campaign_id)
-    done = sum(values.get(status, 0) for status in FINAL)
-    total = values.get("total", 0)
-    rate = sum(int(r) for r in rates if r) / RATE_WINDOW_SECONDS if rates else 0.0
-    remaining = max(0, total - done)
+        try:
+            pipe = client().pipeline(transaction=False)
+            pipe.hgetall(_key(campaign.pk))
+            now = int(time.time())
+            pipe.mget([f"crier:rate:{campaign.pk}:{second}" for second in range(now - RATE_WINDOW_SECONDS + 1, now + 1)])
+            raw, rates = pipe.execute()
+        except redis.RedisError:
+            raw, rates = {}, []
+        values = {k.decode(): int(v) for k, v in raw.items()}
+        # Missing, or recreated by an increment after a Redis restart: the rows know.
+        counts = {name: values.get(name, 0) for name in COUNTERS} if "built" in values else rebuild(campaign.pk)
+    total = campaign.total_deliveries
+    remaining = max(0, total - sum(counts[status] for status in FINAL))
+    rate = sum(int(r) for r in rates if r) / RATE_WINDOW_SECONDS
     return {
         "total": total,
-        **{status: values.get(status, 0) for status in FINAL},
+        **counts,
         "remaining": remaining,
-        "ambiguous": values.get("ambiguous", 0),
         "rate_per_second": round(rate, 1),
-        "eta_seconds": round(remaining / rate) if rate > 0 and remaining else (0 if not remaining else None),
+        "eta_seconds": (round(remaining / rate) if rate > 0 else None) if remaining else 0,
     }

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from campaigns.errors import ApplicationError
@@ -95,7 +95,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
 def _after_launch(campaign_id: int, last_id: int, inserted: int, skipped: int, finished: bool) -> None:
     from .tasks import campaign_materialise, feed_deliveries
 
-    progress.record(campaign_id, total=inserted, skipped=skipped)
+    progress.record(campaign_id, skipped=skipped, start=True)
     feed_deliveries.delay()
     if not finished:
         campaign_materialise.delay(campaign_id, last_id)
@@ -113,8 +113,9 @@ def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int
         )
         last_id, selected, inserted, skipped = cursor.fetchone()
     finished = selected < limit
-    if finished:
-        Campaign.objects.filter(pk=campaign.pk).update(materialised_at=timezone.now())
+    Campaign.objects.filter(pk=campaign.pk).update(
+        total_deliveries=F("total_deliveries") + inserted, **({"materialised_at": timezone.now()} if finished else {})
+    )
     return (last_id or after), inserted, skipped, finished
 
 
@@ -129,7 +130,7 @@ def campaign_materialise(*, campaign_id: int, after: int) -> int:
             break
         with transaction.atomic():
             after, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=after)
-        progress.record(campaign_id, total=inserted, skipped=skipped)
+        progress.record(campaign_id, skipped=skipped)
         total += inserted
     return total
 

@@ -141,7 +141,7 @@ def main() -> int:
         counts = campaign["counts"]
         done = counts["sent"] + counts["failed"] + counts["skipped"]
         say(f"{campaign['status']:>9}: {done}/{counts['total']} done  (sent {counts['sent']}, failed {counts['failed']}, "
-            f"skipped {counts['skipped']}, waiting to retry {counts['retrying']})")
+            f"skipped {counts['skipped']}, remaining {counts['remaining']}, {counts['rate_per_second']}/s)")
         if campaign["status"] in ("completed", "cancelled") or time.monotonic() - started > 600:
             break
         time.sleep(2)

@@ -49,8 +49,10 @@ def teams(emulator, settings, redis_client):
     token_provider.invalidate()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def redis_client():
+    """Every test starts with an empty test Redis database (the broker and the engine's counters):
+    database ids start again with each test database, so counters from an earlier run would lie."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
     yield client

@@ -21,13 +21,14 @@ from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptO
 from campaigns.selectors import audience_count
 from campaigns.services import opt_out_record, recipients_bulk_upsert
 from delivery.models import Delivery
-from delivery.services import campaign_cancel, campaign_launch, campaign_schedule
+from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
 from .filters import CampaignFilter, DeliveryFilter, OptOutFilter, RecipientFilter
 from .serializers import (
     MAX_BULK_ROWS,
     AudienceCountSerializer,
     AudienceSerializer,
+    CampaignPauseSerializer,
     CampaignScheduleSerializer,
     CampaignSerializer,
     CategorySerializer,
@@ -232,10 +233,10 @@ class CampaignViewSet(
     queryset = Campaign.objects.select_related("category")
     serializer_class = CampaignSerializer
     filterset_class = CampaignFilter
-    conflict_actions = frozenset({"update", "partial_update", "launch", "schedule", "cancel"})
+    conflict_actions = frozenset({"update", "partial_update", "launch", "schedule", "pause", "resume", "cancel"})
 
     def get_serializer_context(self):
-        # Counts cost a query per campaign: given for one campaign, null in lists.
+        # Counts cost a Redis round trip per campaign: given for one campaign, null in lists.
         return {**super().get_serializer_context(), "with_counts": self.action != "list"}
 
     def update(self, request, *args, **kwargs):
@@ -269,8 +270,25 @@ class CampaignViewSet(
         body.is_valid(raise_exception=True)
         return self._answer(campaign_schedule(campaign_id=campaign.pk, send_at=body.validated_data["send_at"]))
 
+    @extend_schema(request=CampaignPauseSerializer, responses=CampaignSerializer,
+                   description="Holds a running campaign; nobody is sent to until it is resumed.")
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        campaign = self.get_object()
+        body = CampaignPauseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._answer(campaign_pause(campaign_id=campaign.pk, reason=body.validated_data.get("reason", "")))
+
+    @extend_schema(request=None, responses=CampaignSerializer, description="Carries on with a paused campaign.")
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._answer(campaign_resume(campaign_id=self.get_object().pk))
+
     @extend_schema(
-        request=None, responses=CampaignSerializer, description="Stops it; whoever was not sent to yet is skipped."
+        request=None,
+        responses=CampaignSerializer,
+        description="Stops it for good; whoever was not sent to yet is skipped. Answers once the sends already "
+        "on their way to Teams are finished, so nothing is sent after the answer.",
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):

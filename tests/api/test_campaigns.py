@@ -35,9 +35,10 @@ def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capt
     assert (created.json()["status"], created.json()["category"], created.json()["audience"]) == ("draft", "news", None)
     assert launched.status_code == 200
     assert launched.json()["status"] == "running" and launched.json()["launched_at"]
-    assert len(queued) == 1  # the fan-out, queued for after the commit (not run here)
+    assert len(queued) == 1  # the feeding, queued for after the commit (not run here)
     assert retrieved.json()["counts"] == {
-        "pending": 2, "sending": 0, "retrying": 0, "sent": 0, "failed": 0, "skipped": 1, "total": 3,
+        "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0,
+        "rate_per_second": 0.0, "eta_seconds": None,
     }
 
 
@@ -166,3 +167,24 @@ def test_deliveries_of_an_unknown_campaign_are_not_found(api):
 
     assert response.status_code == 404
     assert error_of(response)["code"] == "not_found"
+
+
+def test_a_running_campaign_is_paused_with_a_reason_and_resumed(api):
+    factories.recipient()
+    campaign_id = api.post("/api/v1/campaigns/", campaign_body(), format="json").json()["id"]
+    api.post(f"/api/v1/campaigns/{campaign_id}/launch/")
+
+    paused = api.post(f"/api/v1/campaigns/{campaign_id}/pause/", {"reason": "Wrong date in the text"}, format="json")
+    paused_again = api.post(f"/api/v1/campaigns/{campaign_id}/pause/", {}, format="json")
+    resumed = api.post(f"/api/v1/campaigns/{campaign_id}/resume/")
+
+    assert paused.status_code == 200
+    assert (paused.json()["status"], paused.json()["status_reason"]) == ("paused", "Wrong date in the text")
+    assert paused_again.status_code == 409 and error_of(paused_again)["code"] == "invalid_state"
+    assert resumed.status_code == 200 and resumed.json()["status"] == "running"
+
+
+def test_a_draft_cannot_be_paused_or_resumed(api):
+    campaign_id = api.post("/api/v1/campaigns/", campaign_body(), format="json").json()["id"]
+    assert api.post(f"/api/v1/campaigns/{campaign_id}/pause/", {}, format="json").status_code == 409
+    assert api.post(f"/api/v1/campaigns/{campaign_id}/resume/").status_code == 409

@@ -1,0 +1,67 @@
+"""The reconciler finds what workers and Redis lost, from the rows."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from delivery import feeding, recovery, services
+from delivery.models import Delivery
+from tests import factories
+from tests.delivery.test_feeding import queued_ids
+
+pytestmark = pytest.mark.django_db
+
+
+def launched(people=1):
+    for _ in range(people):
+        factories.recipient()
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    return campaign
+
+
+def test_a_delivery_whose_worker_died_while_sending_is_marked_ambiguous_and_retried(settings, redis_client):
+    campaign = launched()
+    delivery = campaign.deliveries.get()
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.SENDING, claimed_at=timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
+    )
+
+    result = recovery.reconcile()
+
+    delivery.refresh_from_db()
+    assert result["lease_expired"] == 1
+    assert (delivery.status, delivery.ambiguous, delivery.error_code) == ("retrying", True, "WorkerLost")
+    assert queued_ids(redis_client) == [delivery.pk]
+
+
+def test_a_delivery_still_within_its_lease_is_left_to_its_worker(redis_client):
+    campaign = launched()
+    Delivery.objects.filter(campaign=campaign).update(status=Delivery.Status.SENDING, claimed_at=timezone.now())
+    assert recovery.reconcile()["lease_expired"] == 0
+    assert campaign.deliveries.get().status == Delivery.Status.SENDING
+
+
+def test_a_retry_whose_message_was_lost_is_queued_again(settings, redis_client):
+    campaign = launched()
+    delivery = campaign.deliveries.get()
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.RETRYING, next_attempt_at=timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 5)
+    )
+
+    recovery.reconcile()
+
+    assert queued_ids(redis_client) == [delivery.pk]
+
+
+def test_pending_deliveries_lost_with_the_queue_are_fed_again(settings, redis_client):
+    campaign = launched(3)
+    feeding.feed()
+    redis_client.delete(feeding.QUEUE)  # Redis restarted: queued messages are gone, the cursor is not
+    Delivery.objects.filter(campaign=campaign).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    assert recovery.reconcile()["rewound"] == 1
+    feeding.feed()
+
+    assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
