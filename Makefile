@@ -31,3 +31,6 @@ schema: venv
 
 clean:
 	rm -rf $(VENV) var staticfiles
+
+bench: venv services
+	$(PY) -m bench $(BENCH_ARGS)

@@ -174,15 +174,19 @@ def _stopped(delivery_id: int, campaign_id: int, reason: str) -> Outcome:
     return Outcome(Status.PENDING)
 
 
+REMEMBER_CONVERSATION = """
+INSERT INTO bots_teamsaddress (aad_object_id, tenant_id, user_id, conversation_id, service_url, state, updated_at)
+VALUES (%s, %s, '', %s, %s, 'unknown', now())
+ON CONFLICT (aad_object_id) DO UPDATE
+   SET conversation_id = EXCLUDED.conversation_id, updated_at = now(),
+       tenant_id = COALESCE(NULLIF(bots_teamsaddress.tenant_id, ''), EXCLUDED.tenant_id),
+       service_url = COALESCE(NULLIF(bots_teamsaddress.service_url, ''), EXCLUDED.service_url)
+"""
+
+
 def _remember_conversation(aad_object_id: Any, address: Address, conversation_id: str) -> None:
-    TeamsAddress.objects.update_or_create(
-        aad_object_id=aad_object_id,
-        defaults={
-            "conversation_id": conversation_id,
-            "tenant_id": address.tenant_id,
-            "service_url": address.service_url,
-        },
-    )
+    """Stores the conversation Teams made for this person (one statement: this is the hot path)."""
+    _write(REMEMBER_CONVERSATION, [aad_object_id, address.tenant_id, conversation_id, address.service_url])
 
 
 def _record_failure(

@@ -1,0 +1,345 @@
+"""`make bench` (python -m bench [--only A,B,...] [--n N] [--big N]): Crier's benchmarks, side by side.
+
+A  bare Celery: a no-op task per recipient, two worker processes (one per core)
+B  Crier unthrottled: a real campaign (create conversation + send + record) on the same layout
+C  at Teams' limits: Microsoft's published limits enforced by the emulator, with and without
+   stored conversations
+D  scale: launch to a very large audience; materialisation, first message, Redis, worker memory
+E  faults: worker kill -9 ×3, a Redis restart, a PostgreSQL restart, and 503/429/timeouts from Teams
+
+Everything runs on this machine against its own database (crier_bench) and Redis database 12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import DB_NAME, REDIS_URL, VAR, Processes, Sampler, base_env, sh, wait_for  # noqa: E402
+
+RESULTS: list[tuple[str, str, str, str]] = []  # (benchmark, measure, value, goal)
+
+
+def report(bench: str, measure: str, value: str, goal: str = "") -> None:
+    RESULTS.append((bench, measure, value, goal))
+    print(f"  {bench:<3} {measure:<52} {value:>14}  {goal}", flush=True)
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    sh(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)"])
+    sh(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME])
+    sh([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env)
+
+
+def setup_django(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def create_people(first: int, count: int, department: str) -> None:
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO campaigns_recipient (external_id, email, upn, aad_object_id, tenant_id, first_name,
+                last_name, display_name, department, job_title, location, country, time_zone, locale, start_date,
+                is_active, attributes, created_at, updated_at)
+            SELECT 'P' || g, 'p' || g || '@contoso.example', '', md5('bench-person-' || g)::uuid, %s,
+                   'First' || g, 'Last', '', %s, '', '', 'FR', '', '', NULL, true, '{}', now(), now()
+              FROM generate_series(%s, %s) AS g
+            """,
+            [settings.BOT_TENANT_ID, department, first, first + count - 1],
+        )
+
+
+def new_campaign(department: str, name: str):
+    from campaigns.models import Audience, Campaign, Category, MessageTemplate
+
+    category, _ = Category.objects.get_or_create(slug="bench", defaults={"name": "Benchmarks"})
+    template = MessageTemplate.objects.create(
+        name=f"{name} {time.time()}", kind="markdown", text=f"**{name}**: hello {{{{first_name}}}}, this is a benchmark."
+    )
+    audience, _ = Audience.objects.get_or_create(
+        name=f"Department {department}",
+        defaults={"kind": Audience.Kind.RULES, "rules": [{"field": "department", "op": "eq", "value": department}]},
+    )
+    return Campaign.objects.create(name=name, template=template, audience=audience, category=category)
+
+
+def wait_completed(campaign, timeout: float, on_progress=None) -> None:
+    from django.db import close_old_connections, connection
+    from django.db.utils import InterfaceError, OperationalError
+
+    from delivery import progress
+
+    def done() -> bool:
+        try:
+            close_old_connections()
+            campaign.refresh_from_db()
+            if on_progress is not None:
+                on_progress(progress.read(campaign))
+            return campaign.status == "completed"
+        except (OperationalError, InterfaceError):
+            connection.close()
+            return False
+
+    wait_for(done, timeout, f"campaign {campaign.name} to complete", every=1.0)
+
+
+def send_span(campaign) -> tuple[int, float]:
+    from django.db.models import Max, Min
+
+    from delivery.models import Delivery
+
+    rows = Delivery.objects.filter(campaign=campaign, status="sent")
+    span = rows.aggregate(first=Min("finished_at"), last=Max("finished_at"))
+    return rows.count(), (span["last"] - span["first"]).total_seconds()
+
+
+def stats_delta(before: dict, after: dict) -> dict:
+    keys = ("messages", "requests", "duplicates", "early_calls", "conversations_created")
+    delta = {k: after[k] - before[k] for k in keys}
+    delta["throttled"] = sum(after["throttled"].values()) - sum(before["throttled"].values())
+    return delta
+
+
+# --- A and B -----------------------------------------------------------------------------------
+
+def bench_a(processes: Processes, n: int) -> float:
+    import redis
+
+    from delivery.feeding import publish
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete("bench:first", "bench:last", "bench:done", "bench")
+    for start in range(0, n, 5000):
+        publish(list(range(start, min(n, start + 5000))), task="bench.tasks.noop", queue="bench")
+    for i in (1, 2):
+        processes.worker(f"baseline{i}", "bench", include="bench.tasks")
+    wait_for(lambda: int(client.get("bench:done") or 0) >= n, 600, "the baseline tasks")
+    rate = n / (float(client.get("bench:last")) - float(client.get("bench:first")))
+    processes.stop_all()
+    report("A", f"bare Celery, no-op task, {n} tasks, 2 worker processes", f"{rate:,.0f}/s")
+    return rate
+
+
+# One process per core, as in A; threads inside each overlap the waits for Teams and PostgreSQL.
+CRIER_POOL = ("--pool", "threads", "-c", os.environ.get("BENCH_THREADS", "8"))
+
+
+def start_crier(processes: Processes, extra: dict[str, str]) -> None:
+    for i in (1, 2):
+        processes.worker(f"worker{i}", "deliveries,control,default", extra, pool=CRIER_POOL)
+    processes.beat(extra)
+
+
+def bench_b(processes: Processes, emulator, n: int, baseline: float | None) -> None:
+    from delivery.services import campaign_launch
+
+    emulator.client.config(limits=False, faults={}, keep_bodies=False)
+    create_people(1, n, "BC")
+    start_crier(processes, {"TEAMS_RATE_LIMIT_PER_SECOND": "1000000"})
+    before = emulator.client.stats()
+    campaign = new_campaign("BC", "B unthrottled")
+    campaign_launch(campaign_id=campaign.pk)
+    wait_completed(campaign, 1200)
+    processes.stop_all()
+    sent, span = send_span(campaign)
+    delta = stats_delta(before, emulator.client.stats())
+    rate = sent / span
+    report("B", f"Crier unthrottled, {n} recipients, create + send + record", f"{rate:,.0f}/s")
+    if baseline:
+        report("B/A", "Crier's rate over the bare Celery rate", f"{rate / baseline:.2f}", "goal >= 0.80")
+    report("B", "sent / emulator messages / duplicates", f"{sent}/{delta['messages']}/{delta['duplicates']}",
+           f"goal {n}/{n}/0")
+
+
+# --- C -------------------------------------------------------------------------------------------
+
+def bench_c(processes: Processes, emulator, n: int) -> None:
+    from bots.models import TeamsAddress
+    from campaigns.models import Recipient
+    from delivery.services import campaign_launch
+
+    people = Recipient.objects.filter(department="BC")
+    if people.count() < n:
+        raise SystemExit("C reuses B's recipients and their stored conversations: run B first (or with it)")
+    emulator.client.config(limits=True, faults={}, keep_bodies=False)
+    start_crier(processes, {})
+    for stored, label, goal in ((True, "stored conversations", 50 * 0.95), (False, "no stored conversation", 25 * 0.95)):
+        if not stored:
+            TeamsAddress.objects.filter(aad_object_id__in=people.values("aad_object_id")).update(conversation_id="")
+        before = emulator.client.stats()
+        campaign = new_campaign("BC", f"C {label}")
+        campaign_launch(campaign_id=campaign.pk)
+        wait_completed(campaign, 3600)
+        sent, span = send_span(campaign)
+        delta = stats_delta(before, emulator.client.stats())
+        report("C", f"at Teams' limits, {label}: recipients/s", f"{sent / span:,.1f}/s", f"goal >= {goal:.1f}/s")
+        report("C", f"  calls answered 429 ({delta['throttled']} of {delta['requests']})",
+               f"{100 * delta['throttled'] / max(1, delta['requests']):.2f}%", "goal < 0.5%")
+        report("C", "  sent / emulator messages / duplicates", f"{sent}/{delta['messages']}/{delta['duplicates']}", f"goal {n}/{n}/0")
+    processes.stop_all()
+
+
+# --- D -------------------------------------------------------------------------------------------
+
+def bench_d(processes: Processes, emulator, n: int, sending_seconds: float) -> None:
+    from django.db.models import Min
+
+    from campaigns.models import Campaign
+    from delivery.models import Delivery
+    from delivery.services import campaign_cancel, campaign_launch
+
+    emulator.client.config(limits=False, faults={}, keep_bodies=False)
+    started = time.monotonic()
+    create_people(10_000_000, n, "D")
+    print(f"      ({n:,} recipients created in {time.monotonic() - started:.1f} s)", flush=True)
+    start_crier(processes, {"TEAMS_RATE_LIMIT_PER_SECOND": "1000000"})
+    time.sleep(3)  # let the workers start before the clock does
+    sampler = Sampler(processes)
+    sampler.start()
+    campaign = new_campaign("D", "D scale")
+    launched = time.time()
+    campaign_launch(campaign_id=campaign.pk)
+    launch_returned = time.time() - launched
+    first_sent = wait_for(
+        lambda: Delivery.objects.filter(campaign=campaign, status="sent").aggregate(t=Min("finished_at"))["t"],
+        120, "the first message", every=0.1)
+    wait_for(lambda: Campaign.objects.get(pk=campaign.pk).materialised_at, 600, "materialisation", every=0.2)
+    campaign.refresh_from_db()
+    materialise_seconds = (campaign.materialised_at - campaign.launched_at).total_seconds()
+    time.sleep(max(0.0, sending_seconds - (time.time() - launched)))
+    sampler.stop()
+    campaign_cancel(campaign_id=campaign.pk)
+    processes.stop_all()
+    rss = [mb for _, mb in sampler.rss if mb > 0]
+    quarter = max(1, len(rss) // 4)
+    report("D", f"launch to {n:,}: delivery rows written per second", f"{campaign.total_deliveries / materialise_seconds:,.0f}/s",
+           "goal >= 300,000/s")
+    report("D", "  the launch call returned after", f"{launch_returned:.2f} s")
+    report("D", "  first message after launch", f"{(first_sent.timestamp() - launched):.2f} s", "goal <= 5 s")
+    report("D", "  peak Redis memory", f"{sampler.redis_peak / 2**20:.1f} MB", "goal < 64 MB")
+    report("D", "  worker RSS, first quarter -> last quarter (MB)",
+           f"{sum(rss[:quarter]) / quarter:.0f} -> {sum(rss[-quarter:]) / quarter:.0f}", "goal flat")
+
+
+# --- E -------------------------------------------------------------------------------------------
+
+def restart_redis() -> None:
+    os.system("redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1")
+    time.sleep(1)
+    sh([str(ROOT / "scripts" / "services.sh")])
+
+
+def restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    sh(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], timeout=120)
+
+
+def bench_e(processes: Processes, emulator, n: int) -> None:
+    from django.db import close_old_connections
+
+    from delivery.models import Delivery
+    from delivery.services import campaign_launch
+
+    emulator.client.config(limits=False, keep_bodies=False, seed=7, faults={
+        "status_503": 0.10, "status_429": 0.02, "timeout": 0.01, "retry_after_seconds": 1, "timeout_seconds": 4})
+    create_people(20_000_000, n, "E")
+    fast_recovery = {
+        "TEAMS_RATE_LIMIT_PER_SECOND": "1000000", "BOT_HTTP_TIMEOUT_SECONDS": "2",
+        "DELIVERY_TASK_TIME_LIMIT_SECONDS": "20", "DELIVERY_LEASE_SECONDS": "30", "RETRY_GRACE_SECONDS": "5",
+        "RECONCILE_INTERVAL_SECONDS": "5", "DELIVERY_MAX_ATTEMPTS": "12", "CAMPAIGN_PAUSE_ERROR_RATE": "1.01",
+    }
+    start_crier(processes, fast_recovery)
+    before = emulator.client.stats()
+    campaign = new_campaign("E", "E faults")
+    campaign_launch(campaign_id=campaign.pk)
+    events = [(0.10, "kill -9 worker1", lambda: processes.kill9("worker1")),
+              (0.20, "restart Redis (queue lost)", restart_redis),
+              (0.30, "kill -9 worker2", lambda: processes.kill9("worker2")),
+              (0.45, "restart PostgreSQL", restart_postgres),
+              (0.60, "kill -9 worker1", lambda: processes.kill9("worker1"))]
+    started = time.monotonic()
+
+    def on_progress(current: dict) -> None:
+        done = (current["sent"] + current["failed"] + current["skipped"]) / n
+        while events and done >= events[0][0]:
+            _, what, action = events.pop(0)
+            print(f"      at {done:.0%} ({time.monotonic() - started:.0f} s): {what}", flush=True)
+            action()
+            for name in ("worker1", "worker2"):
+                if processes.running[name].poll() is not None:
+                    processes.worker(name, "deliveries,control,default", fast_recovery, pool=CRIER_POOL)
+
+    wait_completed(campaign, 3600, on_progress)
+    processes.stop_all()
+    close_old_connections()
+    rows = Delivery.objects.filter(campaign=campaign)
+    unfinished = rows.exclude(status__in=Delivery.FINAL).count()
+    ambiguous = rows.filter(ambiguous=True).count()
+    delta = stats_delta(before, emulator.client.stats())
+    report("E", f"faults, {n} recipients: completed in", f"{time.monotonic() - started:.0f} s", "goal: completes")
+    report("E", "  sent / failed / skipped / not final",
+           f"{rows.filter(status='sent').count()}/{rows.filter(status='failed').count()}/"
+           f"{rows.filter(status='skipped').count()}/{unfinished}", "goal: not final = 0")
+    report("E", "  duplicates seen by the emulator / ambiguous deliveries", f"{delta['duplicates']}/{ambiguous}",
+           "goal: duplicates <= ambiguous")
+    report("E", "  calls made before a Retry-After expired", f"{delta['early_calls']}", "goal 0")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="A,B,C,D,E", help="benchmarks to run, e.g. A,B")
+    parser.add_argument("--n", type=int, default=20_000, help="recipients for A, B, C and E")
+    parser.add_argument("--big", type=int, default=1_000_000, help="recipients for D")
+    parser.add_argument("--d-seconds", type=float, default=45.0, help="how long D sends before cancelling")
+    args = parser.parse_args()
+    only = {name.strip().upper() for name in args.only.split(",")}
+
+    from bots.emulator.process import start_emulator
+
+    VAR.mkdir(parents=True, exist_ok=True)
+    emulator = start_emulator(VAR / "emulator", port=0, limits=False)
+    env = base_env(emulator)
+    print("preparing the benchmark database", flush=True)
+    prepare_database(env)
+    setup_django(env)
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    processes = Processes(env)
+    print(f"  {'':<3} {'measure':<52} {'value':>14}  goal", flush=True)
+    try:
+        baseline = bench_a(processes, args.n) if "A" in only else None
+        if "B" in only or "C" in only:
+            bench_b(processes, emulator, args.n, baseline)
+        if "C" in only:
+            bench_c(processes, emulator, args.n)
+        if "D" in only:
+            bench_d(processes, emulator, args.big, args.d_seconds)
+        if "E" in only:
+            bench_e(processes, emulator, args.n)
+    finally:
+        processes.stop_all()
+        emulator.stop()
+    (VAR / "results.json").write_text(json.dumps(RESULTS, indent=1))
+    print("\nResults (also in var/bench/results.json):")
+    for bench, measure, value, goal in RESULTS:
+        print(f"  {bench:<3} {measure:<52} {value:>14}  {goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Campaigns in the admin: launch, schedule, cancel and the counts, through delivery.services.
+
+Launch runs inside the test's transaction, so its on_commit work (the Celery fan-out) never runs:
+these tests see the delivery rows written at launch and nothing sent."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns.models import Campaign
+from delivery import services
+from delivery.models import Delivery
+from tests import factories
+
+from .conftest import messages_of
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:campaigns_campaign_changelist"
+
+
+def act(client, action, *campaigns, confirm=False):
+    data = {"action": action, "_selected_action": [c.pk for c in campaigns]}
+    if confirm:
+        data["post"] = "yes"
+    return client.post(reverse(CHANGELIST), data, follow=True)
+
+
+def test_launch_asks_first_and_says_how_many_people_it_reaches(comms_client):
+    for _ in range(3):
+        factories.recipient()
+    campaign = factories.campaign()
+
+    response = act(comms_client, "launch_selected", campaign)
+
+    assert response.status_code == 200
+    assert "to 3 people of everyone active" in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_launch_action_turns_a_draft_into_running_with_a_delivery_per_person(comms_client):
+    people = [factories.recipient() for _ in range(3)]
+    campaign = factories.campaign()
+
+    response = act(comms_client, "launch_selected", campaign, confirm=True)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+    assert set(campaign.deliveries.values_list("recipient_id", flat=True)) == {p.pk for p in people}
+    assert ("success", f"“{campaign}” was launched: sending has started.") in messages_of(response)
+
+
+def test_launching_a_running_campaign_is_an_error_message_not_a_server_error(comms_client):
+    factories.recipient()
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+
+    response = act(comms_client, "launch_selected", campaign, confirm=True)
+
+    assert response.status_code == 200
+    [(level, text)] = messages_of(response)
+    assert level == "error"
+    assert "only a draft or scheduled campaign can be launched" in text
+    assert Campaign.objects.get(pk=campaign.pk).deliveries.count() == 1
+
+
+def test_cancel_action_skips_whoever_was_not_sent_to(comms_client):
+    factories.recipient()
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+
+    response = act(comms_client, "cancel_selected", campaign, confirm=True)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+    assert list(campaign.deliveries.values_list("status", "skip_reason")) == [("skipped", "campaign_cancelled")]
+    assert messages_of(response)[0][0] == "success"
+
+
+def test_cancel_button_on_the_change_page_asks_then_cancels(comms_client):
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    change_page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    button = reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "cancel"])
+    assert f'href="{button}"' in change_page
+    assert "Launch now" not in change_page
+
+    question = comms_client.get(button)
+    assert "Cancel for good?" in question.content.decode()
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
+    response = comms_client.post(button, follow=True)
+
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+    assert response.redirect_chain[-1][0] == reverse("admin:campaigns_campaign_change", args=[campaign.pk])
+
+
+def test_comms_user_creates_a_draft_campaign(comms_client):
+    template, category = factories.template(), factories.category()
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_add"),
+        {"name": "Town hall", "kind": "announcement", "template": template.pk, "category": category.pk, "audience": ""},
+    )
+
+    assert response.status_code == 302
+    campaign = Campaign.objects.get(name="Town hall")
+    assert (campaign.status, campaign.template, campaign.category) == (Campaign.Status.DRAFT, template, category)
+
+
+def test_moving_a_scheduled_campaign_into_the_past_is_a_form_error(comms_client):
+    send_at = timezone.now() + datetime.timedelta(hours=1)
+    campaign = factories.campaign()
+    services.campaign_schedule(campaign_id=campaign.pk, send_at=send_at)
+    past = timezone.localtime() - datetime.timedelta(hours=1)
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": campaign.name, "template": campaign.template_id, "category": campaign.category_id, "audience": "",
+         "send_at_0": past.strftime("%Y-%m-%d"), "send_at_1": past.strftime("%H:%M:%S"), "_save": "1"},
+    )
+
+    assert response.status_code == 200
+    assert "Must be in the future" in response.context["adminform"].form.errors["send_at"][0]
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.send_at) == (Campaign.Status.SCHEDULED, send_at)
+
+
+def test_saving_a_draft_with_a_send_time_offers_to_schedule_it(comms_client):
+    send_at = timezone.localtime() + datetime.timedelta(days=1)
+    campaign = factories.campaign()
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": campaign.name, "template": campaign.template_id, "category": campaign.category_id, "audience": "",
+         "send_at_0": send_at.strftime("%Y-%m-%d"), "send_at_1": send_at.strftime("%H:%M:%S"), "_continue": "1"},
+        follow=True,
+    )
+
+    assert any(level == "warning" and "choose “Schedule”" in text for level, text in messages_of(response))
+    assert reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "schedule"]) in response.content.decode()
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.DRAFT
+
+
+def test_schedule_action_schedules_a_draft_at_its_send_time(comms_client):
+    send_at = timezone.now() + datetime.timedelta(hours=2)
+    campaign = factories.campaign(send_at=send_at)
+
+    act(comms_client, "schedule_selected", campaign)
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.send_at) == (Campaign.Status.SCHEDULED, send_at)
+
+
+def test_scheduling_in_the_past_is_an_error_message(comms_client):
+    campaign = factories.campaign(send_at=timezone.now() - datetime.timedelta(minutes=5))
+
+    response = act(comms_client, "schedule_selected", campaign)
+
+    assert response.status_code == 200
+    [(level, text)] = messages_of(response)
+    assert (level, "send_at must be in the future" in text) == ("error", True)
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.DRAFT
+
+
+def test_a_running_campaign_is_read_only_and_a_forced_save_is_refused(comms_client):
+    campaign = factories.campaign(name="Town hall")
+    services.campaign_launch(campaign_id=campaign.pk)
+    url = reverse("admin:campaigns_campaign_change", args=[campaign.pk])
+
+    page = comms_client.get(url)
+    response = comms_client.post(url, {"name": "Renamed", "template": campaign.template_id, "_save": "1"})
+
+    assert not page.context["adminform"].form.fields  # every field shown read-only
+    assert 'name="_save"' not in page.content.decode()
+    assert response.status_code == 200
+    assert "only a draft or scheduled one can be edited" in str(response.context["adminform"].form.non_field_errors())
+    assert Campaign.objects.get(pk=campaign.pk).name == "Town hall"
+
+
+def test_campaign_list_shows_sent_failed_skipped_and_total_in_one_query_for_the_page(comms_client):
+    people = [factories.recipient() for _ in range(5)]
+    campaign = factories.campaign()
+    for person, status in zip(people, ["sent", "sent", "failed", "skipped", "pending"]):
+        Delivery.objects.create(campaign=campaign, recipient=person, status=status)
+    with CaptureQueriesContext(connection) as one_campaign:
+        response = comms_client.get(reverse(CHANGELIST))
+    for _ in range(3):
+        factories.campaign()
+    with CaptureQueriesContext(connection) as four_campaigns:
+        comms_client.get(reverse(CHANGELIST))
+
+    assert "<td class=\"field-delivery_counts\">2 / 1 / 1 / 5</td>" in response.content.decode()
+    assert len(four_campaigns) == len(one_campaign)
+
+
+def test_campaign_page_shows_counts_and_links_to_its_deliveries(comms_client):
+    people = [factories.recipient() for _ in range(2)]
+    campaign = factories.campaign()
+    Delivery.objects.create(campaign=campaign, recipient=people[0], status="sent")
+    Delivery.objects.create(campaign=campaign, recipient=people[1], status="failed", error_code="BotDisabled")
+
+    page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+
+    assert "Sent: 1, Failed: 1, Skipped: 0" in page
+    url = f"{reverse('admin:delivery_delivery_changelist')}?campaign__id__exact={campaign.pk}"
+    assert f'<a href="{url}">View 2 deliveries</a>' in page
