@@ -120,21 +120,21 @@ class Sampler(threading.Thread):
         self.interval = interval
         self.redis_peak = 0
         self.rss: list[tuple[float, float]] = []  # (time, total MB of the worker processes)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.client = redis.Redis.from_url(REDIS_URL)
 
     def run(self) -> None:
         started = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.redis_peak = max(self.redis_peak, int(self.client.info("memory")["used_memory"]))
             except redis.RedisError:
                 pass
             self.rss.append((time.monotonic() - started, sum(rss_mb(pid) for pid in self.processes.pids())))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 

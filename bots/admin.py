@@ -5,21 +5,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db import models
 
+from delivery.admin import ReadOnlyAdmin
+
 from .models import TeamsAddress
 
 
 @admin.register(TeamsAddress)
-class TeamsAddressAdmin(admin.ModelAdmin):
+class TeamsAddressAdmin(ReadOnlyAdmin):
     list_display = ("aad_object_id", "state", "user_id", "installed_at", "updated_at")
     list_filter = ("state",)
     search_fields = ("aad_object_id", "user_id")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # the read-only page still builds a form
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

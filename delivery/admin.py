@@ -10,6 +10,19 @@ from .models import Delivery
 CAMPAIGN_PARAMETER = "campaign__id__exact"  # what the campaign filter puts in the URL
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records only the engine writes: people may look, not touch."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class ErrorCodeFilter(admin.SimpleListFilter):
     """Teams' error codes are an open set: offered for the campaign being looked at (its failed
     rows, through the (campaign, status) index), never by a DISTINCT over every delivery."""
@@ -37,7 +50,7 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ReadOnlyAdmin):
     list_display = (
         "id", "campaign", "recipient", "recipient__external_id", "status", "skip_reason", "error_code", "attempts",
         "last_status_code", "finished_at",
@@ -48,12 +61,3 @@ class DeliveryAdmin(admin.ModelAdmin):
     search_help_text = "A person's exact external id or e-mail address."
     list_select_related = ("campaign", "recipient")
     show_full_result_count = False  # a campaign can have a million rows
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

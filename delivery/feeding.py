@@ -19,19 +19,16 @@ from django.conf import settings
 
 from campaigns.models import Campaign
 
+from .connections import redis_for
 from .models import Delivery
 
 QUEUE = "deliveries"
 DELIVER_TASK = "delivery.tasks.deliver"
 LOCK_KEY = "crier:feeder:lock"
-_broker: redis.Redis | None = None
 
 
 def broker() -> redis.Redis:
-    global _broker
-    if _broker is None:
-        _broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10, socket_connect_timeout=5)
-    return _broker
+    return redis_for(settings.CELERY_BROKER_URL)
 
 
 def cursor_key(campaign_id: int) -> str:

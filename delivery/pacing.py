@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
+from .connections import redis_for
+
 # KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
 # KEYS[2]: the thread's log of calls (sorted set), or "" for none
 # KEYS[3]: the campaign's stop flag ("paused" or "cancelled"), or "" for none
@@ -109,9 +111,7 @@ class Pacer:
 
     @property
     def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-        return self._client
+        return self._client if self._client is not None else redis_for(settings.REDIS_URL)
 
     def _scripts(self):
         if self._acquire is None:

@@ -15,17 +15,15 @@ import redis
 from django.conf import settings
 from django.db.models import Count
 
+from .connections import redis_for
+
 FINAL = ("sent", "failed", "skipped")
 COUNTERS = (*FINAL, "ambiguous")
 RATE_WINDOW_SECONDS = 10
-_client: redis.Redis | None = None
 
 
 def client() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-    return _client
+    return redis_for(settings.REDIS_URL)
 
 
 def _key(campaign_id: int) -> str:

@@ -8,11 +8,11 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, Min, OuterRef
 from django.utils import timezone
 
 from campaigns.errors import ApplicationError
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Recipient
 from campaigns.selectors import audience_recipients
 
 from . import progress
@@ -34,13 +34,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 ACTIVE = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
-# One chunk of the audience, in recipient id order, becomes delivery rows in one statement inside
-# PostgreSQL; people who opted out (or blocked the bot) and people without a Teams identity are
-# inserted already skipped, with the reason.
+# One range of recipient ids of the audience becomes delivery rows in one statement inside
+# PostgreSQL (a range, not ORDER BY ... LIMIT, which makes the planner scan and sort the whole table
+# for every chunk); people who opted out (or blocked the bot) and people without a Teams identity
+# are inserted already skipped, with the reason.
 MATERIALISE_CHUNK = """
 WITH chunk AS (
     SELECT people.id, people.aad_object_id FROM ({people}) AS people
-     WHERE people.id > %s ORDER BY people.id LIMIT %s
+     WHERE people.id > %s AND people.id <= %s
 ), inserted AS (
     INSERT INTO delivery_delivery (campaign_id, recipient_id, status, skip_reason, finished_at)
     SELECT %s, c.id,
@@ -56,8 +57,8 @@ WITH chunk AS (
     ON CONFLICT (campaign_id, recipient_id) DO NOTHING
     RETURNING status
 )
-SELECT (SELECT max(id) FROM chunk), (SELECT count(*) FROM chunk),
-       (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted WHERE status = 'skipped')
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted WHERE status = 'skipped'),
+       (SELECT max(id) FROM campaigns_recipient)
 """
 
 
@@ -87,7 +88,8 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
                 status=409,
             ) from exc
         if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
-            last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=0)
+            lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"] or 1
+            last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
             transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, inserted, skipped, finished))
     return campaign
 
@@ -102,21 +104,22 @@ def _after_launch(campaign_id: int, last_id: int, inserted: int, skipped: int, f
 
 
 def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int, int, int, bool]:
-    """Writes the delivery rows for the next ``MATERIALISE_CHUNK_SIZE`` people of the audience with
-    an id above ``after``. Returns (last recipient id, rows inserted, of which skipped, finished)."""
-    limit = settings.MATERIALISE_CHUNK_SIZE
+    """Writes the delivery rows for the audience's people whose id is in the next
+    ``MATERIALISE_CHUNK_SIZE`` ids above ``after``. Returns (the range's end, rows inserted, of which
+    skipped, finished: no recipient has a higher id)."""
+    upper = after + settings.MATERIALISE_CHUNK_SIZE
     people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
             MATERIALISE_CHUNK.format(people=people),
-            [*params, after, limit, campaign.pk, campaign.category.mandatory, campaign.category_id],
+            [*params, after, upper, campaign.pk, campaign.category.mandatory, campaign.category_id],
         )
-        last_id, selected, inserted, skipped = cursor.fetchone()
-    finished = selected < limit
+        inserted, skipped, highest = cursor.fetchone()
+    finished = upper >= (highest or 0)
     Campaign.objects.filter(pk=campaign.pk).update(
         total_deliveries=F("total_deliveries") + inserted, **({"materialised_at": timezone.now()} if finished else {})
     )
-    return (last_id or after), inserted, skipped, finished
+    return upper, inserted, skipped, finished
 
 
 def campaign_materialise(*, campaign_id: int, after: int) -> int:

@@ -163,7 +163,7 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
 
 # --- Templates, categories, audiences --------------------------------------------------------
 
-class MessageTemplateViewSet(
+class ProtectedModelViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -171,20 +171,17 @@ class MessageTemplateViewSet(
     ProtectedDestroyMixin,
     ApiViewSet,
 ):
+    """List, read, create, update, and delete unless campaigns still use it."""
+
+
+class MessageTemplateViewSet(ProtectedModelViewSet):
     """Messages with placeholders such as {{first_name}}, in Markdown or as an Adaptive Card."""
 
     queryset = MessageTemplate.objects.all()
     serializer_class = MessageTemplateSerializer
 
 
-class CategoryViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.CreateModelMixin,
-    mixins.UpdateModelMixin,
-    ProtectedDestroyMixin,
-    ApiViewSet,
-):
+class CategoryViewSet(ProtectedModelViewSet):
     """What campaigns are about, for opt-outs. Nobody can opt out of a mandatory category."""
 
     queryset = Category.objects.all()
@@ -193,14 +190,7 @@ class CategoryViewSet(
     lookup_value_regex = r"[-a-zA-Z0-9_]+"
 
 
-class AudienceViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.CreateModelMixin,
-    mixins.UpdateModelMixin,
-    ProtectedDestroyMixin,
-    ApiViewSet,
-):
+class AudienceViewSet(ProtectedModelViewSet):
     """Who a campaign goes to: everyone active, a static list, or attribute rules."""
 
     serializer_class = AudienceSerializer

@@ -1,10 +1,7 @@
-"""The admin, as the comms staff who run Crier use it: a thin interface over the services and
-selectors. State changes go through ``delivery.services``; an ``ApplicationError`` becomes an admin
-error message, never a server error."""
+"""Campaigns: live counts and the launch, schedule, pause, resume and cancel buttons."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,202 +11,21 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Q
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
-from bots.models import TeamsAddress
 from delivery import progress
 from delivery.models import Delivery
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
-from .api.auth import api_key_create
-from .errors import ApplicationError
-from .models import ApiKey, Audience, Campaign, Category, MessageTemplate, OptOut, Recipient
-from .rendering import compile_message
-from .rules import OPERATORS, RULE_FIELDS
-from .selectors import audience_count, campaign_counts
-from .services import opt_out_record
-
-
-class PrettyJSONField(forms.JSONField):
-    """JSON shown indented, so a person can edit a card or a rule list in the textarea."""
-
-    def prepare_value(self, value):
-        if isinstance(value, forms.fields.InvalidJSONInput):
-            return value
-        return json.dumps(value, indent=2, ensure_ascii=False, cls=self.encoder)
-
-
-JSON_AS_TEXT = {
-    models.JSONField: {"form_class": PrettyJSONField, "widget": forms.Textarea(attrs={"rows": 12, "cols": 80})}
-}
-
-
-def _when(moment) -> str:
-    return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "—"
-
-
-# --- People ----------------------------------------------------------------------------------
-
-class TeamsStateFilter(admin.SimpleListFilter):
-    title = "Teams"
-    parameter_name = "teams"
-    NO_ADDRESS = "none"
-
-    def lookups(self, request, model_admin):
-        return [(self.NO_ADDRESS, "No Teams address yet"), *TeamsAddress.State.choices]
-
-    def queryset(self, request, queryset):
-        if self.value() == self.NO_ADDRESS:
-            return queryset.filter(teams_state__isnull=True)
-        return queryset.filter(teams_state=self.value()) if self.value() else queryset
-
-
-class RecipientForm(forms.ModelForm):
-    def clean_attributes(self):
-        return self.cleaned_data["attributes"] or {}  # an emptied textarea means no attributes
-
-
-@admin.register(Recipient)
-class RecipientAdmin(admin.ModelAdmin):
-    form = RecipientForm
-    formfield_overrides = JSON_AS_TEXT
-    list_display = ("__str__", "external_id", "email", "department", "country", "is_active", "teams")
-    list_filter = ("is_active", TeamsStateFilter, "department", "country")
-    search_fields = ("display_name", "first_name", "last_name", "email", "external_id", "department")
-    readonly_fields = ("teams_address", "opt_outs", "created_at", "updated_at")
-    fieldsets = (
-        (None, {"fields": ("external_id", "first_name", "last_name", "display_name", "email", "upn", "is_active")}),
-        ("Organisation", {"fields": (
-            "department", "job_title", "location", "country", "time_zone", "locale", "start_date",
-        )}),
-        ("Teams", {"fields": ("aad_object_id", "tenant_id", "teams_address")}),
-        ("Opt-outs", {"fields": ("opt_outs",)}),
-        ("Other attributes", {"fields": ("attributes",)}),
-        ("History", {"fields": ("created_at", "updated_at")}),
-    )
-
-    def get_queryset(self, request):
-        state = TeamsAddress.objects.filter(aad_object_id=OuterRef("aad_object_id")).values("state")[:1]
-        return super().get_queryset(request).annotate(teams_state=Subquery(state))
-
-    @admin.display(description="Teams", ordering="teams_state")
-    def teams(self, recipient: Recipient) -> str:
-        state = getattr(recipient, "teams_state", None)
-        return TeamsAddress.State(state).label if state else "No address yet"
-
-    @admin.display(description="Teams address")
-    def teams_address(self, recipient: Recipient) -> str:
-        if recipient.aad_object_id is None:
-            return "No Entra object id: Teams cannot reach this person."
-        address = TeamsAddress.objects.filter(aad_object_id=recipient.aad_object_id).first()
-        if address is None:
-            return "Teams has not told the bot about this person yet (the app is not installed)."
-        return format_html(
-            '{}; installed {}; updated {} (<a href="{}">details</a>)',
-            address.get_state_display(),
-            _when(address.installed_at),
-            _when(address.updated_at),
-            reverse("admin:bots_teamsaddress_change", args=[address.pk]),
-        )
-
-    @admin.display(description="Opted out of")
-    def opt_outs(self, recipient: Recipient) -> str:
-        if recipient.pk is None:
-            return "—"
-        add = format_html(
-            '<a href="{}?recipient={}">Record an opt-out</a>', reverse("admin:campaigns_optout_add"), recipient.pk
-        )
-        rows = recipient.opt_outs.select_related("category")
-        if not rows:
-            return format_html("Nothing. {}", add)
-        items = format_html_join(
-            "",
-            '<li><a href="{}">{}</a>: {}, {}</li>',
-            (
-                (
-                    reverse("admin:campaigns_optout_change", args=[opt_out.pk]),
-                    opt_out.category or "every non-mandatory category",
-                    opt_out.get_source_display(),
-                    _when(opt_out.created_at),
-                )
-                for opt_out in rows
-            ),
-        )
-        return format_html('<ul style="margin-left: 0">{}</ul>{}', items, add)
-
-
-@admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "mandatory")
-    list_filter = ("mandatory",)
-    search_fields = ("name", "slug")
-    prepopulated_fields = {"slug": ("name",)}
-    fields = ("name", "slug", "description", "mandatory")
-
-
-# --- Audiences and templates -------------------------------------------------------------------
-
-class AudienceForm(forms.ModelForm):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if "rules" in self.fields:
-            self.fields["rules"].help_text = (
-                f"{Audience._meta.get_field('rules').help_text} Fields: {', '.join(RULE_FIELDS)} or attributes.<key>. "
-                f"Operators: {', '.join(OPERATORS)}. Only for the “Attribute rules” kind."
-            )
-
-    def clean_rules(self):
-        return self.cleaned_data["rules"] or []  # an emptied textarea means no rules
-
-
-@admin.register(Audience)
-class AudienceAdmin(admin.ModelAdmin):
-    form = AudienceForm
-    formfield_overrides = JSON_AS_TEXT
-    # The count is one query per row: fine for the dozens of audiences an organisation keeps.
-    list_display = ("name", "kind", "people", "updated_at")
-    list_filter = ("kind",)
-    search_fields = ("name",)
-    autocomplete_fields = ("members", "excluded")
-    readonly_fields = ("people", "created_at", "updated_at")
-    fields = ("name", "kind", "rules", "members", "excluded", "people", "created_at", "updated_at")
-
-    @admin.display(description="People it selects now")
-    def people(self, audience: Audience) -> int | str:
-        return audience_count(audience=audience) if audience.pk else "Save to count."
-
-
-SAMPLE_RECIPIENT = Recipient(
-    external_id="sample", first_name="Alex", last_name="Sample", display_name="Alex Sample",
-    email="alex.sample@example.com", department="Sales", job_title="Account manager", country="FR",
-)
-
-
-@admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
-    formfield_overrides = JSON_AS_TEXT
-    list_display = ("name", "kind", "updated_at")
-    list_filter = ("kind",)
-    search_fields = ("name", "text")
-    readonly_fields = ("preview", "created_at", "updated_at")
-    fields = ("name", "kind", "text", "card", "preview", "created_at", "updated_at")
-
-    @admin.display(description="Preview (what Teams receives)")
-    def preview(self, template: MessageTemplate) -> str:
-        if template.pk is None:
-            return "Save to see a preview."
-        person = Recipient.objects.filter(is_active=True).order_by("id").first() or SAMPLE_RECIPIENT
-        message = compile_message(kind=template.kind, text=template.text or "", card=template.card)
-        activity = json.dumps(json.loads(message.render(person)), indent=2, ensure_ascii=False)
-        return format_html("<p>For {}:</p><pre>{}</pre>", person, activity)
-
+from ..errors import ApplicationError
+from ..models import Campaign
+from ..selectors import audience_count, campaign_counts
+from .common import _when
 
 # --- Campaigns -----------------------------------------------------------------------------------
 
@@ -478,71 +294,3 @@ class CampaignAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
 
 
-# --- Opt-outs and API keys -----------------------------------------------------------------------
-
-@admin.register(OptOut)
-class OptOutAdmin(admin.ModelAdmin):
-    list_display = ("recipient", "scope", "source", "note", "created_at")
-    list_filter = ("source", "category")
-    search_fields = ("recipient__display_name", "recipient__email", "recipient__external_id")
-    list_select_related = ("recipient", "category")
-    autocomplete_fields = ("recipient",)
-    fields = ("recipient", "category", "source", "note", "created_at")
-
-    @admin.display(description="Category", ordering="category__name")
-    def scope(self, opt_out: OptOut) -> str:
-        return str(opt_out.category or "Every non-mandatory category")
-
-    def get_readonly_fields(self, request, obj=None):
-        # An opt-out is what a person asked for: it is deleted, not rewritten; only the note changes.
-        return ("created_at",) if obj is None else ("recipient", "category", "source", "created_at")
-
-    def get_changeform_initial_data(self, request):
-        return {"source": OptOut.Source.ADMIN, **super().get_changeform_initial_data(request)}
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.save(update_fields=["note"])
-            return
-        saved, _ = opt_out_record(recipient=obj.recipient, category=obj.category, source=obj.source, note=obj.note)
-        obj.pk, obj.created_at = saved.pk, saved.created_at
-        obj._state.adding = False
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys for the HR system. The secret is shown once, when the key is made; only its hash is kept."""
-
-    list_display = ("name", "prefix", "created_at", "last_used_at", "active")
-    search_fields = ("name", "prefix")
-    exclude = ("key_hash",)
-    actions = ("revoke",)
-
-    def get_fields(self, request, obj=None):
-        return ("name",) if obj is None else ("name", "prefix", "created_at", "last_used_at", "revoked_at")
-
-    def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else self.get_fields(request, obj)
-
-    @admin.display(description="Active", boolean=True, ordering="revoked_at")
-    def active(self, api_key: ApiKey) -> bool:
-        return api_key.is_active
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            return  # nothing of a key changes; it is revoked with the action
-        api_key, secret = api_key_create(name=obj.name)
-        for field in ApiKey._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(api_key, field.attname))
-        obj._state.adding = False
-        self.message_user(
-            request,
-            f"The key for “{api_key.name}” is {secret} — copy it now: only its hash is stored, "
-            "it will not be shown again.",
-            messages.SUCCESS,
-        )
-
-    @admin.action(description="Revoke the selected keys", permissions=["change"])
-    def revoke(self, request, queryset):
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"{revoked} key(s) revoked: they no longer authenticate.", messages.SUCCESS)
