@@ -4,7 +4,7 @@ Shared by every worker process on every machine through Redis, atomically (Lua):
 
 * per bot app and tenant, a generic cell rate algorithm: each call reserves the next free slot,
   ``1 / rate`` seconds after the previous one, and sleeps until it. The rate starts at a fraction of
-  Microsoft's published limit (50 requests per second per app per tenant); a 429 halves it and it
+  Microsoft's published limit (50 requests per second per app per tenant); a 429 lowers it and it
   recovers linearly, and a ``Retry-After`` pushes every worker's next slot past it;
 * per conversation (sends) and per person (conversation creation), Microsoft's per-thread windows
   (7 per 1 s, 8 per 2 s, 60 per 30 s, 1800 per hour); a call that would break one is deferred rather

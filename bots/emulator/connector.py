@@ -107,7 +107,7 @@ class Connector:
         if wait > 0:
             ctx.store.throttled["app"] += 1
             retry = retry_after_header(wait)
-            ctx.store.retry_after.told_to_wait(app_scope, now + retry)
+            ctx.store.retry_after.told_to_wait(app_scope, now + retry, now)
             return throttled(retry, "Too many requests for this application in this tenant.")
         ctx.global_limiter.record(app_scope, now)
         return None
@@ -124,7 +124,7 @@ class Connector:
             return teams_error(status, code, message)
         if kind == "status_429":
             seconds = ctx.config.faults.retry_after_seconds
-            ctx.store.retry_after.told_to_wait(app_scope, now + seconds)
+            ctx.store.retry_after.told_to_wait(app_scope, now + seconds, now)
             return teams_error(status, code, message, {"Retry-After": str(math.ceil(seconds))})
         return teams_error(status, code, message)
 
@@ -184,7 +184,7 @@ class Connector:
             if wait > 0:
                 store.throttled["create"] += 1
                 retry = retry_after_header(wait)
-                store.retry_after.told_to_wait(user_scope, now + retry)
+                store.retry_after.told_to_wait(user_scope, now + retry, now)
                 return throttled(retry, "Too many conversations created for this user.")
             ctx.create_limiter.record(user.aad_object_id, now)
         return json_response(201, {"id": store.conversation_for(user)})
@@ -249,7 +249,7 @@ class Connector:
             if wait > 0:
                 store.throttled["conversation"] += 1
                 retry = retry_after_header(wait)
-                store.retry_after.told_to_wait(thread_scope, now + retry)
+                store.retry_after.told_to_wait(thread_scope, now + retry, now)
                 return throttled(retry, "Too many messages sent to this conversation.")
             ctx.thread_limiter.record(conversation_id, now)
         return json_response(201, {"id": store.record(user, activity, ctx.config.keep_bodies)})

@@ -76,31 +76,54 @@ def retry_after_header(wait: float) -> int:
     return max(1, math.ceil(wait - 1e-9))
 
 
+# A call that arrives this soon after a 429 was answered was already on its way when the caller
+# learned of the wait (a busy client sends from many threads at once): it is counted apart from
+# the calls made when the caller could have known.
+IN_FLIGHT_GRACE_SECONDS = 0.1
+
+
 class RetryAfterTracker:
-    """Remembers, per scope, until when callers were told to wait, and counts calls that come sooner."""
+    """Remembers, per scope, when callers were told to wait and until when, and counts the calls
+    that come sooner: ``early_calls`` (made after the caller could have known) and
+    ``in_flight_calls`` (arriving within ``IN_FLIGHT_GRACE_SECONDS`` of the 429)."""
 
     def __init__(self) -> None:
-        self._until: dict[Hashable, float] = {}
+        self._until: dict[Hashable, tuple[float, float]] = {}  # scope -> (told at, wait until)
         self.early_calls = 0
+        self.in_flight_calls = 0
 
-    def told_to_wait(self, scope: Hashable, until: float) -> None:
-        if until > self._until.get(scope, 0.0):
-            self._until[scope] = until
+    def told_to_wait(self, scope: Hashable, until: float, now: float) -> None:
+        told_at, current = self._until.get(scope, (now, 0.0))
+        if until > current:
+            # A wait still running is extended from when the caller was first told of it.
+            self._until[scope] = (told_at if now < current else now, until)
+
+    def _lateness(self, scope: Hashable, now: float) -> float | None:
+        """Seconds since the caller was told to wait, if this call comes before the wait is over."""
+        told = self._until.get(scope)
+        if told is None:
+            return None
+        if now < told[1]:
+            return now - told[0]
+        del self._until[scope]
+        return None
 
     def is_early(self, scope: Hashable, now: float) -> bool:
-        until = self._until.get(scope)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._until[scope]
-        return False
+        return self._lateness(scope, now) is not None
 
     def note_call(self, scopes: tuple[Hashable, ...], now: float) -> None:
-        """Counts the call once if it is early in any of its scopes."""
-        if self._until and any(self.is_early(scope, now) for scope in scopes):
+        """Counts the call once if it comes before a wait is over in any of its scopes."""
+        if not self._until:
+            return
+        lateness = [late for scope in scopes if (late := self._lateness(scope, now)) is not None]
+        if not lateness:
+            return
+        if max(lateness) >= IN_FLIGHT_GRACE_SECONDS:
             self.early_calls += 1
+        else:
+            self.in_flight_calls += 1
 
     def clear(self) -> None:
         self._until.clear()
         self.early_calls = 0
+        self.in_flight_calls = 0

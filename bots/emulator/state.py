@@ -245,6 +245,7 @@ class Store:
             "faults": dict(fault_counts),
             "duplicates": self.duplicates,
             "early_calls": self.retry_after.early_calls,
+            "in_flight_at_retry_after": self.retry_after.in_flight_calls,
             "users": len(self.users),
             "max_messages_per_user": self.max_messages_per_user,
             "first_message_at": iso(self.log.received_at[0]) if count else None,

@@ -77,18 +77,21 @@ def test_retry_after_longer_than_a_worker_should_sleep_defers_the_delivery(pace)
     assert 29 <= deferred.value.wait <= 30
 
 
-def test_a_429_halves_the_pace_which_then_recovers(pace):
+def test_each_429_lowers_the_pace_which_then_recovers(pace):
+    pace.TEAMS_PACE_DECREASE = 0.8
     pacer = new_pacer(pace)
     pacer.acquire(tenant_id=TENANT)
     pacer.throttled(tenant_id=TENANT, retry_after=0)
+    assert float(pacer.client.hget(pacer.tenant_key(TENANT), "rate")) == pytest.approx(40.0)
+    pacer.throttled(tenant_id=TENANT, retry_after=0)
     rate = float(pacer.client.hget(pacer.tenant_key(TENANT), "rate"))
-    assert rate == pytest.approx(25.0)
+    assert rate == pytest.approx(32.0)
 
     pace.TEAMS_PACE_RECOVERY_PER_SECOND = 1.0  # of the full pace, per second
     time.sleep(0.2)
     pacer.acquire(tenant_id=TENANT)
     recovered = float(pacer.client.hget(pacer.tenant_key(TENANT), "rate"))
-    assert 25.0 < recovered <= 50.0
+    assert 32.0 < recovered <= 50.0
 
 
 def test_a_conversation_at_its_own_limit_is_deferred_not_waited_for(pace):

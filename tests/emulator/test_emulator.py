@@ -296,15 +296,20 @@ def test_update_and_delete_a_sent_message(emu: RunningEmulator, teams: Teams) ->
 def test_thread_limit_throttles_with_retry_after_and_counts_early_calls(emu: RunningEmulator, teams: Teams) -> None:
     emu.client.config(limits=True)
     cid = teams.conversation(new_user(emu)["aad_object_id"])
-    answers = [teams.send(cid, {"type": "message", "text": f"n{i}"}) for i in range(9)]
-    assert [a.status for a in answers] == [201] * 7 + [429, 429]
+    answers = [teams.send(cid, {"type": "message", "text": f"n{i}"}) for i in range(8)]
+    assert [a.status for a in answers] == [201] * 7 + [429]
     throttled = answers[7]
     assert throttled.body["error"]["code"] == "Throttled"
     retry_after = int(throttled.headers["Retry-After"])
     assert retry_after >= 1
+    # Arriving right after the 429, a call was already on its way: counted apart, not as early.
+    assert teams.send(cid, {"type": "message", "text": "in flight"}).status == 429
+    time.sleep(0.15)
+    assert teams.send(cid, {"type": "message", "text": "ignores the wait"}).status == 429
     stats = emu.client.stats()
-    assert stats["throttled"]["conversation"] == 2
-    assert stats["early_calls"] == 1  # the 9th call ignored the 8th's Retry-After
+    assert stats["throttled"]["conversation"] == 3
+    assert stats["in_flight_at_retry_after"] == 1
+    assert stats["early_calls"] == 1  # the 10th call ignored the 8th's Retry-After
     time.sleep(retry_after)
     assert teams.send(cid, {"type": "message", "text": "after the wait"}).status == 201
     stats = emu.client.stats()
@@ -346,6 +351,7 @@ def test_injected_429_has_retry_after_and_early_retries_are_counted(emu: Running
     emu.client.config(faults={"status_429": 1.0, "retry_after_seconds": 2})
     first = teams.send(cid)
     assert first.status == 429 and first.headers["Retry-After"] == "2"
+    time.sleep(0.15)  # past the moment a call could still have been on its way
     assert teams.send(cid).status == 429
     emu.client.config(faults={})
     assert teams.send(cid).status == 201  # still inside the 2 s: early, though it succeeds
