@@ -1,10 +1,11 @@
-"""Reads: who an audience selects, who opted out, how a campaign is going."""
+"""Reads: who an audience selects and whose opt-outs stop a message (a campaign's progress is
+``delivery.progress``)."""
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
-from .models import Audience, Campaign, Category, OptOut, Recipient
+from .models import Audience, Recipient
 from .rules import rules_to_q
 
 
@@ -28,24 +29,13 @@ def audience_count(*, audience: Audience | None) -> int:
     return audience_recipients(audience=audience).count()
 
 
-def opt_outs_blocking(*, category: Category) -> QuerySet[OptOut]:
-    """Opt-outs that stop a message of this category: for a mandatory category only the people
-    who blocked the bot (Teams would refuse anyway); otherwise the category's and the global ones."""
-    if category.mandatory:
-        return OptOut.objects.filter(source=OptOut.Source.BLOCKED)
-    return OptOut.objects.filter(Q(category__isnull=True) | Q(category_id=category.pk) | Q(source=OptOut.Source.BLOCKED))
-
-
-def recipient_is_opted_out(*, recipient_id: int, category: Category) -> bool:
-    return opt_outs_blocking(category=category).filter(recipient_id=recipient_id).exists()
-
-
-def campaign_counts(*, campaign: Campaign) -> dict[str, int]:
-    """Deliveries per state, every state present (served by the (campaign, status) index)."""
-    from delivery.models import Delivery
-
-    counts = {status: 0 for status in Delivery.Status.values}
-    for row in campaign.deliveries.values("status").annotate(n=Count("id")).order_by():
-        counts[row["status"]] = row["n"]
-    counts["total"] = sum(counts.values())
-    return counts
+def opted_out_sql(*, recipient: str, mandatory: str, category: str) -> str:
+    """SQL that is true when a person's opt-outs stop a message of a category: for a mandatory
+    category only having blocked the bot does (Teams would refuse anyway); otherwise also an opt-out
+    of everything or of that category. The arguments are SQL expressions (columns or placeholders);
+    the engine embeds this in its set-based statements."""
+    return (
+        "EXISTS (SELECT 1 FROM campaigns_optout o"
+        f" WHERE o.recipient_id = {recipient}"
+        f" AND (o.source = 'blocked' OR (NOT {mandatory} AND (o.category_id IS NULL OR o.category_id = {category}))))"
+    )

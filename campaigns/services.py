@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
+from .errors import ApplicationError
 from .models import Category, OptOut, Recipient
 
 RECIPIENT_FIELDS = (
@@ -56,16 +57,24 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]]) -> UpsertResult:
             )
             continue
         valid.append(Recipient(external_id=row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}))
-    with transaction.atomic():
-        before = dict(
-            Recipient.objects.filter(external_id__in=external_ids).values_list("external_id", "is_active")
-        )
-        Recipient.objects.bulk_create(
-            valid,
-            update_conflicts=True,
-            unique_fields=["external_id"],
-            update_fields=[*RECIPIENT_FIELDS, "updated_at"],
-        )
+    try:
+        with transaction.atomic():
+            before = dict(
+                Recipient.objects.filter(external_id__in=external_ids).values_list("external_id", "is_active")
+            )
+            Recipient.objects.bulk_create(
+                valid,
+                update_conflicts=True,
+                unique_fields=["external_id"],
+                update_fields=[*RECIPIENT_FIELDS, "updated_at"],
+            )
+    except IntegrityError as exc:
+        # Another upload gave one of these Entra object ids to someone else in the meantime.
+        raise ApplicationError(
+            "Another upload changed some of these people at the same time; nothing was saved: send the batch again.",
+            code="concurrent_update",
+            status=409,
+        ) from exc
     for recipient in valid:
         if recipient.external_id not in before:
             result.created += 1

@@ -21,6 +21,7 @@ from django.utils import timezone
 from bots.models import TeamsAddress
 from campaigns.models import OptOut, Recipient
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
+from campaigns.selectors import opted_out_sql
 from campaigns.services import opt_out_record
 
 from . import progress
@@ -49,10 +50,7 @@ CONTEXT = f"""
 SELECT {", ".join(f"r.{column}" for column in _RECIPIENT_COLUMNS)},
        a.user_id, a.tenant_id, a.service_url, a.conversation_id,
        t.updated_at,
-       EXISTS (SELECT 1 FROM campaigns_optout o
-                WHERE o.recipient_id = r.id
-                  AND (o.source = 'blocked'
-                       OR (NOT cat.mandatory AND (o.category_id IS NULL OR o.category_id = cat.id))))
+       {opted_out_sql(recipient="r.id", mandatory="cat.mandatory", category="cat.id")}
   FROM campaigns_recipient AS r
   JOIN campaigns_messagetemplate AS t ON t.id = %s
   JOIN campaigns_category AS cat ON cat.id = %s

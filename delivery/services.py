@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign, Recipient
-from campaigns.selectors import audience_recipients
+from campaigns.selectors import audience_recipients, opted_out_sql
 
 from . import progress
 from .control import campaign_cancel, campaign_pause, campaign_resume
@@ -48,12 +48,7 @@ WITH chunk AS (
            CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN 'skipped' ELSE 'pending' END,
            CASE WHEN c.opted_out THEN 'opted_out' WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END,
            CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN now() END
-      FROM (SELECT chunk.id, chunk.aad_object_id,
-                   EXISTS (SELECT 1 FROM campaigns_optout o
-                            WHERE o.recipient_id = chunk.id
-                              AND (o.source = 'blocked'
-                                   OR (NOT %s AND (o.category_id IS NULL OR o.category_id = %s)))) AS opted_out
-              FROM chunk) AS c
+      FROM (SELECT chunk.id, chunk.aad_object_id, {opted_out} AS opted_out FROM chunk) AS c
     ON CONFLICT (campaign_id, recipient_id) DO NOTHING
     RETURNING status
 )
@@ -111,7 +106,9 @@ def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int
     people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
-            MATERIALISE_CHUNK.format(people=people),
+            MATERIALISE_CHUNK.format(
+                people=people, opted_out=opted_out_sql(recipient="chunk.id", mandatory="%s", category="%s")
+            ),
             [*params, after, upper, campaign.pk, campaign.category.mandatory, campaign.category_id],
         )
         inserted, skipped, highest = cursor.fetchone()

@@ -12,7 +12,7 @@ import redis
 
 from bots.connector import BotConnectorClient, ConnectorError, connector
 
-from .pacing import Deferred, Pacer, Stopped, pacer
+from .pacing import Deferred, Pacer, pacer
 
 # The user blocked the bot or removed it: Teams will refuse until they come back. An opt-out signal.
 BLOCKED_CODES = {"ConversationBlockedByUser", "MessageWritesBlocked", "209"}
@@ -82,9 +82,9 @@ class TeamsTransport:
         self.client = client
         self.pacing = pacing
 
-    def _paced(self, address: Address, thread: str, call, campaign_id: int | None):
-        """Waits for this call's slot, makes it, and tells every worker when Teams said 429.
-        Raises ``Stopped`` when the campaign was paused or cancelled."""
+    def _paced(self, address: Address, thread: str, campaign_id: int | None, call, **arguments):
+        """Waits for this call's slot, makes ``call(**arguments)``, and tells every worker when Teams
+        said 429. Raises ``Stopped`` when the campaign was paused or cancelled."""
         try:
             self.pacing.acquire(tenant_id=address.tenant_id, thread=thread, campaign_id=campaign_id)
         except Deferred as deferred:
@@ -93,7 +93,7 @@ class TeamsTransport:
         except redis.RedisError as exc:
             raise ConnectorError(status=None, code="PacerUnavailable", message=str(exc)[:200]) from exc
         try:
-            return call()
+            return call(**arguments)
         except ConnectorError as exc:
             if exc.status == 429:
                 self.pacing.throttled(tenant_id=address.tenant_id, retry_after=exc.retry_after)
@@ -108,10 +108,11 @@ class TeamsTransport:
                     conversation_id = self._paced(
                         address,
                         f"user:{address.member_id}",
-                        lambda: self.client.create_conversation(
-                            service_url=address.service_url, tenant_id=address.tenant_id, member_id=address.member_id
-                        ),
                         campaign_id,
+                        self.client.create_conversation,
+                        service_url=address.service_url,
+                        tenant_id=address.tenant_id,
+                        member_id=address.member_id,
                     )
                 except ConnectorError as exc:
                     raise classify(exc) from exc
@@ -119,10 +120,11 @@ class TeamsTransport:
                 activity_id = self._paced(
                     address,
                     f"conversation:{conversation_id}",
-                    lambda: self.client.send(
-                        service_url=address.service_url, conversation_id=conversation_id, activity_json=activity_json
-                    ),
                     campaign_id,
+                    self.client.send,
+                    service_url=address.service_url,
+                    conversation_id=conversation_id,
+                    activity_json=activity_json,
                 )
                 return SendResult(activity_id=activity_id, conversation_id=conversation_id)
             except ConnectorError as exc:

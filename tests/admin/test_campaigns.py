@@ -184,30 +184,37 @@ def test_a_running_campaign_is_read_only_and_a_forced_save_is_refused(comms_clie
     assert Campaign.objects.get(pk=campaign.pk).name == "Town hall"
 
 
-def test_campaign_list_shows_sent_failed_skipped_and_total_in_one_query_for_the_page(comms_client):
-    people = [factories.recipient() for _ in range(5)]
+def launched_with_statuses(statuses):
+    people = [factories.recipient() for _ in statuses]
     campaign = factories.campaign()
-    for person, status in zip(people, ["sent", "sent", "failed", "skipped", "pending"]):
-        Delivery.objects.create(campaign=campaign, recipient=person, status=status)
+    services.campaign_launch(campaign_id=campaign.pk)
+    for person, status in zip(people, statuses):
+        Delivery.objects.filter(campaign=campaign, recipient=person).update(status=status)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def test_campaign_list_shows_sent_failed_skipped_and_total_without_counting_rows(comms_client):
+    launched_with_statuses(["sent", "sent", "failed", "skipped", "pending"])
     with CaptureQueriesContext(connection) as one_campaign:
         response = comms_client.get(reverse(CHANGELIST))
     for _ in range(3):
         factories.campaign()
     with CaptureQueriesContext(connection) as four_campaigns:
-        comms_client.get(reverse(CHANGELIST))
+        again = comms_client.get(reverse(CHANGELIST))
 
     assert "<td class=\"field-delivery_counts\">2 / 1 / 1 / 5</td>" in response.content.decode()
-    assert len(four_campaigns) == len(one_campaign)
+    assert "<td class=\"field-delivery_counts\">2 / 1 / 1 / 5</td>" in again.content.decode()
+    # Counters were rebuilt once from the rows (no launch callback ran in this test); then Redis serves them.
+    assert len(four_campaigns) < len(one_campaign)
+    assert not any("GROUP BY" in query["sql"] for query in four_campaigns.captured_queries)
 
 
 def test_campaign_page_shows_counts_and_links_to_its_deliveries(comms_client):
-    people = [factories.recipient() for _ in range(2)]
-    campaign = factories.campaign()
-    Delivery.objects.create(campaign=campaign, recipient=people[0], status="sent")
-    Delivery.objects.create(campaign=campaign, recipient=people[1], status="failed", error_code="BotDisabled")
+    campaign = launched_with_statuses(["sent", "failed"])
 
     page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
 
-    assert "Sent: 1, Failed: 1, Skipped: 0" in page
+    assert "Sent: 1, Failed: 1, Skipped: 0, Still to do: 0" in page
     url = f"{reverse('admin:delivery_delivery_changelist')}?campaign__id__exact={campaign.pk}"
     assert f'<a href="{url}">View 2 deliveries</a>' in page

@@ -4,8 +4,7 @@ import pytest
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
-from delivery import feeding, progress, services
-from delivery.models import Delivery
+from delivery import progress, services
 from delivery.pacing import pacer
 from delivery.sending import delivery_send
 from tests import factories

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bots.models import TeamsAddress
-from campaigns.models import Campaign, MessageTemplate, OptOut
+from campaigns.models import MessageTemplate, OptOut
 from delivery import services
 from delivery.models import Delivery
 from delivery.sending import delivery_send
