@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Recipient(models.Model):
@@ -216,9 +218,18 @@ class OptOut(models.Model):
 class ApiKey(models.Model):
     """A key an HR system sends as ``Authorization: Bearer <key>``. Only its SHA-256 is stored."""
 
+    class Scope(models.TextChoices):
+        READ = "read", "Read everything"
+        RECIPIENTS_WRITE = "recipients:write", "Create, update and deactivate people"
+        CAMPAIGNS_WRITE = "campaigns:write", "Prepare templates, categories, audiences and campaigns"
+        CAMPAIGNS_SEND = "campaigns:send", "Launch, schedule, pause, resume and cancel campaigns"
+        OPT_OUTS_WRITE = "opt-outs:write", "Record and lift opt-outs"
+
     name = models.CharField(max_length=150, unique=True)
     prefix = models.CharField(max_length=16, db_index=True, help_text="The first characters, to recognise it.")
     key_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list, blank=True, help_text="What the key may do.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never.")
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -232,4 +243,37 @@ class ApiKey(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class ApiRequest(models.Model):
+    """The audit trail: every API call, attributed to its key."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="requests")
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    status_code = models.PositiveSmallIntegerField()
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "API request"
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} → {self.status_code}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST sent with an ``Idempotency-Key``, replayed for 24 hours."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    completed = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    body = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="one_record_per_idempotency_key")]

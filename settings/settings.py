@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "campaigns.api.audit.ApiAuditMiddleware",
 ]
 
 ROOT_URLCONF = "settings.urls"
@@ -156,6 +157,10 @@ CELERY_BEAT_SCHEDULE = {
     "complete-finished-campaigns": {
         "task": "delivery.tasks.complete_finished_campaigns",
         "schedule": env_float("COMPLETION_INTERVAL_SECONDS", 5.0),
+    },
+    "forget-expired-idempotency-keys": {
+        "task": "campaigns.tasks.forget_expired_idempotency_keys",
+        "schedule": 3600.0,
     },
     "welcome-new-starters": {
         "task": "delivery.tasks.welcome_new_starters",

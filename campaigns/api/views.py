@@ -13,17 +13,20 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.utils import json
 
 from campaigns.errors import ApplicationError
-from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient
+from campaigns.models import ApiKey, Audience, Campaign, Category, IdempotencyRecord, MessageTemplate, OptOut, Recipient
 from campaigns.selectors import audience_count
 from campaigns.services import opt_out_record, recipients_bulk_upsert
 from delivery.models import Delivery
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
+from . import idempotency
 from .filters import CampaignFilter, DeliveryFilter, OptOutFilter, RecipientFilter
+from .permissions import HasScope
 from .serializers import (
     MAX_BULK_ROWS,
     AudienceCountSerializer,
@@ -66,9 +69,34 @@ class CrierAutoSchema(AutoSchema):
 
 
 class ApiViewSet(viewsets.GenericViewSet):
+    """The base of every endpoint: scopes (``write_scope`` for changes, see ``permissions``) and
+    ``Idempotency-Key`` on POST (see ``idempotency``)."""
+
     schema = CrierAutoSchema()
     parser_classes = [JSONParser]
+    permission_classes = [IsAuthenticated, HasScope]
     conflict_actions: frozenset[str] = frozenset()
+    write_scope: str = ApiKey.Scope.CAMPAIGNS_WRITE
+    _idempotency: IdempotencyRecord | None = None
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, scopes
+        key = request.headers.get(idempotency.HEADER)
+        if request.method == "POST" and key is not None:
+            fingerprint = idempotency.request_fingerprint(method=request.method, path=request.path, data=request.data)
+            self._idempotency = idempotency.idempotency_begin(api_key=request.auth, key=key, fingerprint=fingerprint)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, idempotency.Replay):
+            return Response(exc.body, status=exc.status, headers={"Idempotent-Replayed": "true"})
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if self._idempotency is not None:
+            idempotency.idempotency_finish(record=self._idempotency, status=response.status_code, body=response.data)
+            self._idempotency = None
+        return response
 
 
 class ProtectedDestroyMixin(mixins.DestroyModelMixin):
@@ -124,6 +152,7 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
     queryset = Recipient.objects.all()
     serializer_class = RecipientSerializer
     filterset_class = RecipientFilter
+    write_scope = ApiKey.Scope.RECIPIENTS_WRITE
 
     @extend_schema(
         request=RecipientBulkSerializer,
@@ -327,6 +356,7 @@ class OptOutViewSet(
 ):
     """People who asked not to receive a category, or anything. Deleting one opts the person back in."""
 
+    write_scope = ApiKey.Scope.OPT_OUTS_WRITE
     queryset = OptOut.objects.select_related("recipient", "category")
     serializer_class = OptOutSerializer
     filterset_class = OptOutFilter

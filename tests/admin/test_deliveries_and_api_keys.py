@@ -59,15 +59,18 @@ def test_deliveries_cannot_be_changed_even_by_a_superuser(admin_client):
 
 def test_adding_an_api_key_shows_its_secret_once_and_stores_only_its_hash(admin_client):
     add_page = admin_client.get(reverse("admin:campaigns_apikey_add"))
-    assert list(add_page.context["adminform"].form.fields) == ["name"]
+    assert list(add_page.context["adminform"].form.fields) == ["name", "scopes", "expires_at"]
 
-    response = admin_client.post(reverse("admin:campaigns_apikey_add"), {"name": "hr-sync"}, follow=True)
+    response = admin_client.post(
+        reverse("admin:campaigns_apikey_add"), {"name": "hr-sync", "scopes": ["read", "recipients:write"]}, follow=True
+    )
 
     [secret] = re.findall(r"crier_[A-Za-z0-9_\-]{20,}", " ".join(text for _, text in messages_of(response)))
     api_key = ApiKey.objects.get(name="hr-sync")
     assert api_key.key_hash == hash_key(secret)
     assert secret not in {api_key.name, api_key.prefix, api_key.key_hash}
     assert secret.startswith(api_key.prefix)
+    assert api_key.scopes == ["read", "recipients:write"]
     again = admin_client.get(reverse("admin:campaigns_apikey_changelist")).content.decode()
     change_page = admin_client.get(reverse("admin:campaigns_apikey_change", args=[api_key.pk])).content.decode()
     assert secret not in again and secret not in change_page

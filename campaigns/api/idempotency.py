@@ -1,0 +1,80 @@
+"""``Idempotency-Key`` on POST, as HR systems that retry expect: a replay within 24 hours returns
+the first answer; the same key with a different body is a 422; a replay while the first request is
+still running is a 409. Keys belong to the API key that sent them. A first answer that was a server
+error is not kept, so the request can be retried."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.errors import ApplicationError
+from campaigns.models import ApiKey, IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+KEPT_FOR = timedelta(hours=24)
+
+
+@dataclass
+class Replay(Exception):
+    status: int
+    body: Any
+
+
+def request_fingerprint(*, method: str, path: str, data: Any) -> str:
+    """The same request, whatever the JSON's spacing or key order."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def idempotency_begin(*, api_key: ApiKey, key: str, fingerprint: str) -> IdempotencyRecord:
+    """Claims the key for this request, or raises Replay (the first answer) or an ApplicationError."""
+    if not key.strip() or len(key) > 255:
+        raise ApplicationError(
+            f"{HEADER} must be 1 to 255 characters.", fields={HEADER: ["1 to 255 characters."]}
+        )
+    with transaction.atomic():
+        record, created = IdempotencyRecord.objects.select_for_update().get_or_create(
+            api_key=api_key, key=key, defaults={"request_hash": fingerprint}
+        )
+        if not created and record.created_at < timezone.now() - KEPT_FOR:
+            record.delete()
+            record = IdempotencyRecord.objects.create(api_key=api_key, key=key, request_hash=fingerprint)
+            created = True
+    if created:
+        return record
+    if record.request_hash != fingerprint:
+        raise ApplicationError(
+            f"This {HEADER} was used for a different request; use a new key for a new request.",
+            code="idempotency_key_reused",
+            status=422,
+        )
+    if not record.completed:
+        raise ApplicationError(
+            f"The first request with this {HEADER} is still being processed; try again shortly.",
+            code="idempotency_key_in_progress",
+            status=409,
+        )
+    raise Replay(status=record.status_code, body=record.body)
+
+
+def idempotency_finish(*, record: IdempotencyRecord, status: int, body: Any) -> None:
+    if status >= 500:
+        record.delete()
+        return
+    record.completed = True
+    record.status_code = status
+    record.body = body
+    record.save(update_fields=["completed", "status_code", "body"])
+
+
+def idempotency_forget_expired() -> int:
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - KEPT_FOR).delete()
+    return deleted

@@ -1,0 +1,33 @@
+"""Scopes: what an API key may do. Reading needs ``read``; each kind of write its own scope; and
+launching, scheduling, pausing, resuming or cancelling a campaign needs ``campaigns:send``, so a key
+can prepare campaigns without being able to send them."""
+
+from __future__ import annotations
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from campaigns.models import ApiKey
+
+SEND_ACTIONS = frozenset({"launch", "schedule", "pause", "resume", "cancel"})
+
+
+def required_scope(request, view) -> str:
+    if request.method in SAFE_METHODS:
+        return ApiKey.Scope.READ
+    if getattr(view, "action", None) in SEND_ACTIONS:
+        return ApiKey.Scope.CAMPAIGNS_SEND
+    return view.write_scope
+
+
+class HasScope(BasePermission):
+    code = "missing_scope"
+
+    def has_permission(self, request, view) -> bool:
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):
+            return False
+        scope = required_scope(request, view)
+        if scope in api_key.scopes:
+            return True
+        self.message = f"This API key lacks the {scope} scope."
+        return False

@@ -1,0 +1,126 @@
+"""API keys with scopes and an expiry, the audit trail, and Idempotency-Key on POST."""
+
+import datetime
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from campaigns.api.auth import api_key_create
+from campaigns.api.idempotency import KEPT_FOR
+from campaigns.models import ApiKey, ApiRequest, Campaign, IdempotencyRecord, Recipient
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(**key_options) -> APIClient:
+    _, secret = api_key_create(name=f"key-{ApiKey.objects.count()}", **key_options)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def draft_campaign_body():
+    return {"name": "Town hall", "template": factories.template().pk, "category": factories.category().slug}
+
+
+def test_a_key_without_the_send_scope_prepares_a_campaign_but_cannot_launch_it():
+    factories.recipient()
+    client = client_for(scopes=["read", "campaigns:write"])
+
+    created = client.post("/api/v1/campaigns/", draft_campaign_body(), format="json")
+    launched = client.post(f"/api/v1/campaigns/{created.json()['id']}/launch/")
+
+    assert created.status_code == 201
+    assert launched.status_code == 403
+    assert error_of(launched)["code"] == "missing_scope" and "campaigns:send" in error_of(launched)["message"]
+    assert Campaign.objects.get().status == "draft"
+
+
+def test_each_kind_of_write_needs_its_own_scope():
+    reader = client_for(scopes=["read"])
+    assert reader.get("/api/v1/recipients/").status_code == 200
+    upload = reader.post("/api/v1/recipients/bulk/", {"recipients": [{"external_id": "E1"}]}, format="json")
+    assert upload.status_code == 403 and "recipients:write" in error_of(upload)["message"]
+    assert not Recipient.objects.exists()
+    writer = client_for(scopes=["recipients:write"])
+    assert writer.get("/api/v1/recipients/").status_code == 403
+    assert writer.post("/api/v1/recipients/bulk/", {"recipients": [{"external_id": "E1"}]}, format="json").status_code == 200
+
+
+def test_an_expired_key_is_refused():
+    _, secret = api_key_create(name="short-lived", expires_at=timezone.now() + datetime.timedelta(seconds=30))
+    ApiKey.objects.filter(name="short-lived").update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+    response = client.get("/api/v1/campaigns/")
+
+    assert response.status_code == 401 and "expired" in error_of(response)["message"]
+
+
+def test_every_call_is_recorded_against_its_key():
+    client = client_for()
+    client.get("/api/v1/campaigns/")
+    client.post("/api/v1/campaigns/", {"name": ""}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    rows = list(ApiRequest.objects.order_by("id").values_list("method", "path", "status_code", "idempotency_key"))
+    assert rows == [("GET", "/api/v1/campaigns/", 200, ""), ("POST", "/api/v1/campaigns/", 400, "k-1")]
+    assert {r.api_key.name for r in ApiRequest.objects.all()} == {ApiKey.objects.get().name}
+
+
+def test_a_replayed_post_returns_the_first_answer_and_does_nothing_again():
+    client = client_for()
+    body = draft_campaign_body()
+
+    first = client.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="create-town-hall")
+    again = client.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="create-town-hall")
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert Campaign.objects.count() == 1
+
+
+def test_the_same_key_with_a_different_body_is_a_422():
+    client = client_for()
+    body = draft_campaign_body()
+    client.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    other = client.post("/api/v1/campaigns/", {**body, "name": "Other"}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    assert other.status_code == 422 and error_of(other)["code"] == "idempotency_key_reused"
+    assert Campaign.objects.count() == 1
+
+
+def test_a_replay_while_the_first_is_still_running_is_a_409():
+    client = client_for()
+    body = draft_campaign_body()
+    client.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    IdempotencyRecord.objects.update(completed=False)  # as if the first request were still being processed
+
+    again = client.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    assert again.status_code == 409 and error_of(again)["code"] == "idempotency_key_in_progress"
+
+
+def test_keys_are_kept_for_a_day_and_belong_to_their_api_key():
+    first, second = client_for(), client_for()
+    body = draft_campaign_body()
+    first.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert second.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="k").status_code == 201
+    IdempotencyRecord.objects.update(created_at=timezone.now() - KEPT_FOR - datetime.timedelta(minutes=1))
+
+    assert first.post("/api/v1/campaigns/", body, format="json", HTTP_IDEMPOTENCY_KEY="k").status_code == 201
+    assert Campaign.objects.count() == 3
+
+
+def test_the_command_makes_a_scoped_expiring_key_and_refuses_unknown_scopes(capsys):
+    call_command("create_api_key", "nightly", "--scopes", "read,recipients:write", "--expires-in-days", "30")
+    key = ApiKey.objects.get(name="nightly")
+    assert key.scopes == ["read", "recipients:write"]
+    assert 29 <= (key.expires_at - timezone.now()).days <= 30
+    with pytest.raises(CommandError, match="Unknown scope campaigns:delete"):
+        call_command("create_api_key", "bad", "--scopes", "campaigns:delete")
