@@ -28,9 +28,16 @@ class CampaignFilter(filters.FilterSet):
 
 
 class DeliveryFilter(filters.FilterSet):
+    finished_after = filters.IsoDateTimeFilter(
+        field_name="finished_at", lookup_expr="gte", help_text="Ended at or after this time (ISO 8601)."
+    )
+    finished_before = filters.IsoDateTimeFilter(
+        field_name="finished_at", lookup_expr="lt", help_text="Ended before this time (ISO 8601)."
+    )
+
     class Meta:
         model = Delivery
-        fields = ["status", "error_code"]
+        fields = ["status", "error_code", "ambiguous", "finished_after", "finished_before"]
 
 
 class OptOutFilter(filters.FilterSet):

@@ -451,6 +451,11 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         return value
 
 
+class TemplatePreviewSerializer(serializers.Serializer):
+    recipient = serializers.CharField(help_text="The external id it was rendered for.")
+    activity = serializers.DictField(help_text="The Bot Framework message activity Teams would receive.")
+
+
 class CampaignPauseSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
 

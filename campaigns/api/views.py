@@ -6,8 +6,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch, ProtectedError
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -18,6 +20,8 @@ from rest_framework.response import Response
 from rest_framework.utils import json
 
 from campaigns.errors import ApplicationError
+from campaigns.rendering import compile_message
+from delivery.exports import deliveries_csv
 from campaigns.models import ApiKey, Audience, Campaign, Category, IdempotencyRecord, MessageTemplate, OptOut, Recipient
 from campaigns.selectors import audience_count
 from campaigns.services import opt_out_record, recipients_bulk_upsert
@@ -42,6 +46,7 @@ from .serializers import (
     RecipientBulkSerializer,
     RecipientBulkResultSerializer,
     RecipientSerializer,
+    TemplatePreviewSerializer,
     recipient_rows_validate,
 )
 
@@ -209,6 +214,23 @@ class MessageTemplateViewSet(ProtectedModelViewSet):
     queryset = MessageTemplate.objects.all()
     serializer_class = MessageTemplateSerializer
 
+    @extend_schema(
+        parameters=[OpenApiParameter("recipient", str, required=True, description="The person's external id.")],
+        responses=TemplatePreviewSerializer,
+        description="The message exactly as this person would receive it (the Bot Framework activity).",
+    )
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        template = self.get_object()
+        external_id = request.query_params.get("recipient", "")
+        if not external_id:
+            raise ValidationError({"recipient": ["Give the external id of the person to preview for."]})
+        person = Recipient.objects.filter(external_id=external_id).first()
+        if person is None:
+            raise ValidationError({"recipient": [f"No recipient with external id {external_id!r}."]})
+        compiled = compile_message(kind=template.kind, text=template.text, card=template.card)
+        return Response({"recipient": external_id, "activity": json.loads(compiled.render(person))})
+
 
 class CategoryViewSet(ProtectedModelViewSet):
     """What campaigns are about, for opt-outs. Nobody can opt out of a mandatory category."""
@@ -343,6 +365,19 @@ class CampaignDeliveryViewSet(mixins.ListModelMixin, ApiViewSet):
     def list(self, request, *args, **kwargs):
         get_object_or_404(Campaign.objects.only("id"), pk=kwargs["campaign_id"])
         return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("campaign_id", int, OpenApiParameter.PATH, description="The campaign's id.")],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="Every person's result as CSV (the same filters as the list), streamed.",
+    )
+    @action(detail=False, methods=["get"])
+    def export(self, request, *args, **kwargs):
+        get_object_or_404(Campaign.objects.only("id"), pk=kwargs["campaign_id"])
+        rows = self.filter_queryset(Delivery.objects.filter(campaign_id=kwargs["campaign_id"]))
+        response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="campaign-{kwargs["campaign_id"]}-deliveries.csv"'
+        return response
 
 
 # --- Opt-outs --------------------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""A template rendered for one person, and a campaign's results as CSV."""
+
+import csv
+import datetime
+import io
+
+import pytest
+from django.utils import timezone
+
+from delivery import services
+from delivery.models import Delivery
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_template_preview_shows_the_message_as_one_person_would_get_it(api):
+    factories.recipient(external_id="E7", first_name='Zoë "Z"')
+    card = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "Hi {{first_name}}"}]}
+    template = factories.template(kind="adaptive_card", text="", card=card)
+
+    response = api.get(f"/api/v1/templates/{template.pk}/preview/?recipient=E7")
+
+    assert response.status_code == 200
+    activity = response.json()["activity"]
+    assert activity["attachments"][0]["content"]["body"][0]["text"] == 'Hi Zoë "Z"'
+
+
+def test_a_preview_for_nobody_or_an_unknown_person_names_the_field(api):
+    template = factories.template()
+    missing = api.get(f"/api/v1/templates/{template.pk}/preview/")
+    unknown = api.get(f"/api/v1/templates/{template.pk}/preview/?recipient=nobody")
+    assert missing.status_code == unknown.status_code == 400
+    assert "recipient" in error_of(missing)["fields"] and "nobody" in error_of(unknown)["message"]
+
+
+def launched_campaign():
+    people = [factories.recipient(external_id=f"X{n}") for n in range(3)]
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    Delivery.objects.filter(campaign=campaign, recipient=people[0]).update(
+        status="sent", activity_id="1:abc", finished_at=timezone.now()
+    )
+    Delivery.objects.filter(campaign=campaign, recipient=people[1]).update(
+        status="failed", error_code="ConversationBlockedByUser", last_status_code=403,
+        finished_at=timezone.now() - datetime.timedelta(hours=2),
+    )
+    return campaign
+
+
+def test_results_export_as_csv_with_the_list_filters(api):
+    campaign = launched_campaign()
+
+    everything = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/export/")
+    failed = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/export/?status=failed")
+
+    assert everything.status_code == 200 and everything["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(everything.streaming_content).decode())))
+    assert [(r["external_id"], r["status"]) for r in rows] == [("X0", "sent"), ("X1", "failed"), ("X2", "pending")]
+    assert rows[1]["error_code"] == "ConversationBlockedByUser" and rows[1]["last_status_code"] == "403"
+    [only] = list(csv.DictReader(io.StringIO(b"".join(failed.streaming_content).decode())))
+    assert only["external_id"] == "X1"
+
+
+def test_deliveries_filter_by_when_they_ended(api):
+    campaign = launched_campaign()
+    since = (timezone.now() - datetime.timedelta(hours=1)).isoformat()
+
+    recent = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/", {"finished_after": since})
+
+    assert [row["recipient"] for row in recent.json()["results"]] == ["X0"]
+
+
+def test_exporting_an_unknown_campaign_is_a_404(api):
+    assert api.get("/api/v1/campaigns/999999/deliveries/export/").status_code == 404
