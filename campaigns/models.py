@@ -11,6 +11,22 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class RecipientSync(models.Model):
+    """A full sync from the HR system: "these are all the active employees", sent in as many bulk
+    uploads as it takes; finishing it deactivates everyone active who was not in any of them."""
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deactivated = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "recipient sync"
+
+    def __str__(self) -> str:
+        return f"Sync {self.pk} ({'finished' if self.finished_at else 'open'})"
+
+
 class Recipient(models.Model):
     """A person as the HR system knows them. Their Teams address lives in ``bots.TeamsAddress``,
     joined on ``aad_object_id``, because Teams may tell us about a person before HR does."""
@@ -32,6 +48,10 @@ class Recipient(models.Model):
     start_date = models.DateField(null=True, blank=True, db_index=True)
     is_active = models.BooleanField(default=True, db_index=True)
     attributes = models.JSONField(default=dict, blank=True)
+    last_sync = models.ForeignKey(
+        RecipientSync, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The latest full sync that listed this person.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from .errors import ApplicationError
-from .models import Category, OptOut, Recipient
+from .models import Category, OptOut, Recipient, RecipientSync
 
 RECIPIENT_FIELDS = (
     "email",
@@ -38,10 +39,13 @@ class UpsertResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def recipients_bulk_upsert(*, rows: list[dict[str, Any]]) -> UpsertResult:
+def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | None = None) -> UpsertResult:
     """Creates or updates people by ``external_id`` in one statement. Each row is a full record:
     a field left out is reset to its empty value. A row whose Entra object id already belongs to
-    someone else is reported (with its index) and the others are still saved."""
+    someone else is reported (with its index) and the others are still saved. With ``sync``, the
+    people are marked as listed by that full sync."""
+    if sync is not None and sync.finished_at is not None:
+        raise ApplicationError(f"Sync {sync.pk} is finished; start a new one.", code="invalid_state", status=409)
     result = UpsertResult()
     external_ids = [row["external_id"] for row in rows]
     aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
@@ -56,7 +60,11 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]]) -> UpsertResult:
                 {"index": index, "field": "aad_object_id", "message": f"Already used by recipient {owners[aad]!r}."}
             )
             continue
-        valid.append(Recipient(external_id=row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}))
+        valid.append(
+            Recipient(
+                external_id=row["external_id"], last_sync=sync, **{k: row[k] for k in RECIPIENT_FIELDS if k in row}
+            )
+        )
     try:
         with transaction.atomic():
             before = dict(
@@ -66,7 +74,7 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]]) -> UpsertResult:
                 valid,
                 update_conflicts=True,
                 unique_fields=["external_id"],
-                update_fields=[*RECIPIENT_FIELDS, "updated_at"],
+                update_fields=[*RECIPIENT_FIELDS, "updated_at", *(["last_sync"] if sync is not None else [])],
             )
     except IntegrityError as exc:
         # Another upload gave one of these Entra object ids to someone else in the meantime.
@@ -83,6 +91,36 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]]) -> UpsertResult:
             if before[recipient.external_id] and not recipient.is_active:
                 result.deactivated += 1
     return result
+
+
+@dataclass
+class SyncResult:
+    listed: int
+    deactivated: int
+    dry_run: bool
+
+
+def recipient_sync_finish(*, sync: RecipientSync, dry_run: bool) -> SyncResult:
+    """Deactivates everyone active whom the sync did not list; with ``dry_run``, only counts them.
+    A sync that listed nobody is refused: it would deactivate everyone."""
+    with transaction.atomic():
+        sync = RecipientSync.objects.select_for_update().get(pk=sync.pk)
+        if sync.finished_at is not None:
+            raise ApplicationError(f"Sync {sync.pk} is already finished.", code="invalid_state", status=409)
+        listed = Recipient.objects.filter(last_sync=sync).count()
+        if listed == 0:
+            raise ApplicationError(
+                "This sync listed nobody, so finishing it would deactivate everyone; upload the people first.",
+                code="empty_sync",
+            )
+        leavers = Recipient.objects.filter(is_active=True).exclude(last_sync=sync)
+        if dry_run:
+            return SyncResult(listed=listed, deactivated=leavers.count(), dry_run=True)
+        deactivated = leavers.update(is_active=False, updated_at=timezone.now())
+        sync.finished_at = timezone.now()
+        sync.deactivated = deactivated
+        sync.save(update_fields=["finished_at", "deactivated"])
+    return SyncResult(listed=listed, deactivated=deactivated, dry_run=False)
 
 
 def opt_out_record(

@@ -18,7 +18,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient
+from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient, RecipientSync
 from campaigns.selectors import audience_count
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
@@ -235,6 +235,24 @@ class RecipientBulkSerializer(serializers.Serializer):
     does not cost the others.)"""
 
     recipients = RecipientRowSerializer(many=True, max_length=MAX_BULK_ROWS)
+    sync = serializers.IntegerField(required=False, help_text="The id of the full sync these people belong to.")
+
+
+class RecipientSyncSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RecipientSync
+        fields = ["id", "started_at", "finished_at", "deactivated"]
+        read_only_fields = fields
+
+
+class RecipientSyncFinishSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    dry_run = serializers.BooleanField(default=True, help_text="Only count whom it would deactivate (the default).")
+
+
+class RecipientSyncResultSerializer(serializers.Serializer):
+    listed = serializers.IntegerField(help_text="People the sync listed.")
+    deactivated = serializers.IntegerField(help_text="People deactivated (with dry_run: who would be).")
+    dry_run = serializers.BooleanField()
 
 
 class RecipientBulkErrorSerializer(serializers.Serializer):

@@ -5,6 +5,8 @@ from rest_framework.routers import DefaultRouter
 from . import views
 
 router = DefaultRouter()
+# Before "recipients", whose detail route would otherwise take "syncs" for an id.
+router.register("recipients/syncs", views.RecipientSyncViewSet, basename="recipient-sync")
 router.register("recipients", views.RecipientViewSet, basename="recipient")
 router.register("templates", views.MessageTemplateViewSet, basename="template")
 router.register("categories", views.CategoryViewSet, basename="category")

@@ -22,9 +22,19 @@ from rest_framework.utils import json
 from campaigns.errors import ApplicationError
 from campaigns.rendering import compile_message
 from delivery.exports import deliveries_csv
-from campaigns.models import ApiKey, Audience, Campaign, Category, IdempotencyRecord, MessageTemplate, OptOut, Recipient
+from campaigns.models import (
+    ApiKey,
+    Audience,
+    Campaign,
+    Category,
+    IdempotencyRecord,
+    MessageTemplate,
+    OptOut,
+    Recipient,
+    RecipientSync,
+)
 from campaigns.selectors import audience_count
-from campaigns.services import opt_out_record, recipients_bulk_upsert
+from campaigns.services import opt_out_record, recipient_sync_finish, recipients_bulk_upsert
 from delivery.models import Delivery
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
@@ -46,6 +56,9 @@ from .serializers import (
     RecipientBulkSerializer,
     RecipientBulkResultSerializer,
     RecipientSerializer,
+    RecipientSyncFinishSerializer,
+    RecipientSyncResultSerializer,
+    RecipientSyncSerializer,
     TemplatePreviewSerializer,
     recipient_rows_validate,
 )
@@ -176,9 +189,14 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         body = request.data
         if not isinstance(body, dict):
             raise ValidationError('Send a JSON object: {"recipients": [...]}.')
-        unknown = sorted(set(body) - {"recipients"})
+        unknown = sorted(set(body) - {"recipients", "sync"})
         if unknown:
             raise ValidationError({name: ["Unknown field."] for name in unknown})
+        sync = None
+        if body.get("sync") is not None:
+            sync = RecipientSync.objects.filter(pk=body["sync"]).first() if isinstance(body["sync"], int) else None
+            if sync is None:
+                raise ValidationError({"sync": [f"No sync with id {body['sync']!r}; start one at /api/v1/recipients/syncs/."]})
         rows = body.get("recipients")
         if not isinstance(rows, list):
             raise ValidationError({"recipients": ["A list of people is required."]})
@@ -187,12 +205,32 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
                 {"recipients": [f"At most {MAX_BULK_ROWS} people per call; this one has {len(rows)}. Split it."]}
             )
         valid, indexes, errors = recipient_rows_validate(rows)
-        result = recipients_bulk_upsert(rows=valid)
+        result = recipients_bulk_upsert(rows=valid, sync=sync)
         errors.extend({**error, "index": indexes[error["index"]]} for error in result.errors)
         errors.sort(key=lambda error: error["index"])
         return Response(
             {"created": result.created, "updated": result.updated, "deactivated": result.deactivated, "errors": errors}
         )
+
+
+class RecipientSyncViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """A full sync: start one, send every active employee through recipients/bulk/ with its id
+    (in as many calls as it takes), then finish it, first with dry_run to see how many people it
+    would deactivate."""
+
+    queryset = RecipientSync.objects.all()
+    serializer_class = RecipientSyncSerializer
+    write_scope = ApiKey.Scope.RECIPIENTS_WRITE
+    conflict_actions = frozenset({"finish"})
+
+    @extend_schema(request=RecipientSyncFinishSerializer, responses=RecipientSyncResultSerializer,
+                   description="Deactivates everyone active the sync did not list (with dry_run: only counts them).")
+    @action(detail=True, methods=["post"])
+    def finish(self, request, pk=None):
+        body = RecipientSyncFinishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = recipient_sync_finish(sync=self.get_object(), dry_run=body.validated_data["dry_run"])
+        return Response({"listed": result.listed, "deactivated": result.deactivated, "dry_run": result.dry_run})
 
 
 # --- Templates, categories, audiences --------------------------------------------------------

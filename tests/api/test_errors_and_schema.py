@@ -78,4 +78,6 @@ def test_the_api_root_lists_the_resources(api):
     response = api.get("/api/v1/")
 
     assert response.status_code == 200
-    assert set(response.json()) == {"recipients", "templates", "categories", "audiences", "campaigns", "opt-outs"}
+    assert set(response.json()) == {
+        "recipients", "recipients/syncs", "templates", "categories", "audiences", "campaigns", "opt-outs"
+    }

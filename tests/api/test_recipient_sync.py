@@ -1,0 +1,66 @@
+"""A full sync: "these are all the active employees", over several uploads, with a dry run."""
+
+import pytest
+
+from campaigns.models import Recipient
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(api, sync_id, *external_ids):
+    response = api.post(
+        "/api/v1/recipients/bulk/",
+        {"sync": sync_id, "recipients": [{"external_id": e} for e in external_ids]},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    return response.json()
+
+
+def test_a_sync_deactivates_whoever_it_did_not_list_after_a_dry_run(api):
+    for external_id in ("stays", "leaves", "left-already"):
+        factories.recipient(external_id=external_id)
+    Recipient.objects.filter(external_id="left-already").update(is_active=False)
+    sync = api.post("/api/v1/recipients/syncs/", {}, format="json").json()
+    upload(api, sync["id"], "stays", "new-1")
+    upload(api, sync["id"], "new-2")
+
+    dry = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": True}, format="json")
+    assert dry.json() == {"listed": 3, "deactivated": 1, "dry_run": True}
+    assert Recipient.objects.get(external_id="leaves").is_active
+
+    done = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
+
+    assert done.json() == {"listed": 3, "deactivated": 1, "dry_run": False}
+    active = set(Recipient.objects.filter(is_active=True).values_list("external_id", flat=True))
+    assert active == {"stays", "new-1", "new-2"}
+    assert api.get(f"/api/v1/recipients/syncs/{sync['id']}/").json()["deactivated"] == 1
+
+
+def test_a_sync_that_listed_nobody_cannot_deactivate_everyone(api):
+    factories.recipient()
+    sync = api.post("/api/v1/recipients/syncs/", {}, format="json").json()
+
+    response = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
+
+    assert response.status_code == 400 and error_of(response)["code"] == "empty_sync"
+    assert Recipient.objects.filter(is_active=True).count() == 1
+
+
+def test_a_finished_sync_takes_no_more_uploads_and_cannot_finish_twice(api):
+    sync = api.post("/api/v1/recipients/syncs/", {}, format="json").json()
+    upload(api, sync["id"], "a")
+    api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
+
+    late = api.post("/api/v1/recipients/bulk/", {"sync": sync["id"], "recipients": [{"external_id": "b"}]}, format="json")
+    again = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
+
+    assert late.status_code == again.status_code == 409
+    assert not Recipient.objects.filter(external_id="b").exists()
+
+
+def test_an_unknown_sync_is_a_400_naming_it(api):
+    response = api.post("/api/v1/recipients/bulk/", {"sync": 424242, "recipients": [{"external_id": "x"}]}, format="json")
+    assert response.status_code == 400 and "sync" in error_of(response)["fields"]
