@@ -112,6 +112,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "campaigns.api.pagination.IdCursorPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "campaigns.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": env_str("API_RATE_LIMIT", "1200/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
 SPECTACULAR_SETTINGS = {
@@ -124,6 +126,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Redis and Celery ------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The cache holds the API's per-key rate counters, shared by every web process.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -124,3 +124,16 @@ def test_the_command_makes_a_scoped_expiring_key_and_refuses_unknown_scopes(caps
     assert 29 <= (key.expires_at - timezone.now()).days <= 30
     with pytest.raises(CommandError, match="Unknown scope campaigns:delete"):
         call_command("create_api_key", "bad", "--scopes", "campaigns:delete")
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(monkeypatch):
+    from campaigns.api.throttling import ApiKeyRateThrottle
+
+    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
+    busy, other = client_for(), client_for()
+
+    answers = [busy.get("/api/v1/campaigns/") for _ in range(4)]
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert error_of(answers[-1])["code"] == "throttled" and int(answers[-1]["Retry-After"]) >= 1
+    assert other.get("/api/v1/campaigns/").status_code == 200  # limits are per key
