@@ -121,6 +121,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Proactive one-to-one Microsoft Teams messages for a whole organisation.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page are public; every operation in it still needs a key.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

@@ -8,6 +8,9 @@ admin.site.site_header = "Crier"
 admin.site.site_title = "Crier"
 admin.site.index_title = "Teams announcements"
 
+handler404 = "campaigns.api.errors.not_found"
+handler500 = "campaigns.api.errors.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/messages", messages_endpoint, name="bot-messages"),

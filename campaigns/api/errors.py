@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found as django_page_not_found
+from django.views.defaults import server_error as django_server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -49,3 +51,16 @@ def exception_handler(exc, context):
         detail = getattr(exc, "detail", str(exc))
         response.data = error_body(str(getattr(detail, "code", code) or code), _first_message(detail))
     return response
+
+
+def not_found(request, exception=None):
+    """Django's 404 for paths no route matches: the error shape under /api/, the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}."), status=404)
+    return django_page_not_found(request, exception)
+
+
+def server_error(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("server_error", "Something went wrong on our side; it has been logged."), status=500)
+    return django_server_error(request)

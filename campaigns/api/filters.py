@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema_field
 
 from campaigns.models import Campaign, OptOut, Recipient
 from delivery.models import Delivery
 
 
+@extend_schema_field({"type": "string", "enum": ["true", "false"]})
+class StrictBooleanFilter(filters.ChoiceFilter):
+    """true or false, and nothing else: an unknown value is a 400, not an ignored filter."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, choices=[("true", "true"), ("false", "false")], **kwargs)
+
+    def filter(self, queryset, value):
+        if value in ("", None):
+            return queryset
+        return super().filter(queryset, value == "true")
+
+
 class RecipientFilter(filters.FilterSet):
+    is_active = StrictBooleanFilter()
     country = filters.CharFilter(method="filter_country", help_text="Two-letter code, any case.")
 
     class Meta:
@@ -28,6 +43,7 @@ class CampaignFilter(filters.FilterSet):
 
 
 class DeliveryFilter(filters.FilterSet):
+    ambiguous = StrictBooleanFilter(help_text="true: only people who may have received the message twice.")
     finished_after = filters.IsoDateTimeFilter(
         field_name="finished_at", lookup_expr="gte", help_text="Ended at or after this time (ISO 8601)."
     )
@@ -43,7 +59,7 @@ class DeliveryFilter(filters.FilterSet):
 class OptOutFilter(filters.FilterSet):
     recipient = filters.CharFilter(field_name="recipient__external_id", help_text="The person's external id.")
     category = filters.CharFilter(field_name="category__slug", help_text="A category slug.")
-    everything = filters.BooleanFilter(
+    everything = StrictBooleanFilter(
         field_name="category", lookup_expr="isnull", help_text="true: only opt-outs of every category."
     )
 

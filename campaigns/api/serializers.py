@@ -33,6 +33,19 @@ def django_errors(exc: DjangoValidationError) -> dict[str, list[str]]:
     return {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
 
 
+def wrong_json_type(field: serializers.Field, value: Any) -> str | None:
+    """DRF turns 0 into "0" and "yes" into True; an API that documents types should refuse them."""
+    if value is None:
+        return None  # null is the field's own business (allow_null)
+    if isinstance(field, (serializers.CharField, serializers.ChoiceField, serializers.DateTimeField)):
+        return None if isinstance(value, str) else "Must be a string."
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Must be true or false."
+    if isinstance(field, serializers.IntegerField):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "Must be a whole number."
+    return None
+
+
 class RejectUnknownFieldsMixin:
     """Refuses a body that names a field the serializer does not have, or one it does not accept
     (read-only), instead of silently ignoring it: a typo should not look like success."""
@@ -40,12 +53,14 @@ class RejectUnknownFieldsMixin:
     def to_internal_value(self, data):
         refused = {}
         if isinstance(data, Mapping):
-            for name in data:
+            for name, value in data.items():
                 field = self.fields.get(name)
                 if field is None:
                     refused[name] = ["Unknown field."]
                 elif field.read_only:
                     refused[name] = ["This field is read-only."]
+                elif (problem := wrong_json_type(field, value)) is not None:
+                    refused[name] = [problem]
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
@@ -340,7 +355,13 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     }
 )
 class RulesField(serializers.JSONField):
-    pass
+    """The shape is checked here (a list of objects); what the rules say, by ``validate_rules``."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, list) or not all(isinstance(rule, dict) for rule in value):
+            raise serializers.ValidationError("A list of {field, op, value} objects.")
+        return value
 
 
 class ExternalIdsField(serializers.ListField):

@@ -193,8 +193,10 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         if unknown:
             raise ValidationError({name: ["Unknown field."] for name in unknown})
         sync = None
-        if body.get("sync") is not None:
-            sync = RecipientSync.objects.filter(pk=body["sync"]).first() if isinstance(body["sync"], int) else None
+        if "sync" in body:
+            given = body["sync"]
+            is_id = isinstance(given, int) and not isinstance(given, bool)
+            sync = RecipientSync.objects.filter(pk=given).first() if is_id else None
             if sync is None:
                 raise ValidationError({"sync": [f"No sync with id {body['sync']!r}; start one at /api/v1/recipients/syncs/."]})
         rows = body.get("recipients")
