@@ -149,6 +149,10 @@ class Campaign(models.Model):
     class Kind(models.TextChoices):
         ANNOUNCEMENT = "announcement", "Announcement"
         WELCOME = "welcome", "Welcome"
+        DIRECT = "direct", "Direct message"  # to named people, at once: transactional notices, tests
+
+    # Kinds whose deliveries are all written up front and fed to the queue, and which complete.
+    FED_KINDS = (Kind.ANNOUNCEMENT, Kind.DIRECT)
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"

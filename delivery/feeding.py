@@ -84,7 +84,7 @@ def feed() -> int:
         if room < settings.FEED_HIGH_WATER // 4:
             return 0
         running = list(
-            Campaign.objects.filter(status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT)
+            Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
             .order_by("launched_at", "id")
             .values_list("id", flat=True)
         )

@@ -63,7 +63,7 @@ def reconcile() -> dict[str, int]:
     rewound = 0
     if feeding.queue_depth() < settings.FEED_HIGH_WATER // 4:
         client = feeding.broker()
-        running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT)
+        running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
         for campaign_id in running.values_list("id", flat=True):
             cursor = int(client.get(feeding.cursor_key(campaign_id)) or 0)
             stale = Delivery.objects.filter(

@@ -12,7 +12,7 @@ from django.db.models import Exists, F, Min, OuterRef
 from django.utils import timezone
 
 from campaigns.errors import ApplicationError
-from campaigns.models import Campaign, Recipient
+from campaigns.models import Campaign, Category, Recipient
 from campaigns.selectors import audience_recipients, opted_out_sql
 
 from . import progress
@@ -26,6 +26,7 @@ __all__ = [
     "campaign_pause",
     "campaign_resume",
     "campaign_schedule",
+    "campaign_send_direct",
     "campaigns_complete_finished",
     "deliveries_materialise_chunk",
     "launch_due_campaigns",
@@ -65,6 +66,8 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
+        if campaign.kind == Campaign.Kind.DIRECT:
+            raise ApplicationError("A direct message is sent when it is made.", code="invalid_state", status=409)
         if campaign.status not in allowed:
             raise ApplicationError(
                 f"Campaign {campaign.pk} is {campaign.status}; only a draft or scheduled campaign can be launched.",
@@ -135,6 +138,45 @@ def campaign_materialise(*, campaign_id: int, after: int) -> int:
     return total
 
 
+DIRECT_DELIVERIES = f"""
+INSERT INTO delivery_delivery (campaign_id, recipient_id, status, skip_reason, finished_at)
+SELECT %s, c.id,
+       CASE WHEN NOT c.is_active OR c.opted_out OR c.aad_object_id IS NULL THEN 'skipped' ELSE 'pending' END,
+       CASE WHEN NOT c.is_active THEN 'inactive' WHEN c.opted_out THEN 'opted_out'
+            WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END,
+       CASE WHEN NOT c.is_active OR c.opted_out OR c.aad_object_id IS NULL THEN now() END
+  FROM (SELECT r.id, r.is_active, r.aad_object_id,
+               {opted_out_sql(recipient="r.id", mandatory="%s", category="%s")} AS opted_out
+          FROM campaigns_recipient r WHERE r.external_id = ANY(%s)) AS c
+RETURNING status
+"""
+
+
+def campaign_send_direct(*, name: str, template_id: int, category: Category, external_ids: list[str]) -> Campaign:
+    """Sends a message to the people named, now: a transactional notice ("your laptop is ready") or
+    a test of a campaign. Every person named gets a delivery row, so none is dropped silently: those
+    who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
+    refused before anything is sent."""
+    wanted = list(dict.fromkeys(external_ids))
+    known = set(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", flat=True))
+    unknown = [external_id for external_id in wanted if external_id not in known]
+    if unknown:
+        raise ApplicationError(
+            f"No recipient with external id {', '.join(map(repr, unknown[:20]))}.", fields={"recipients": unknown[:100]}
+        )
+    with transaction.atomic():
+        now = timezone.now()
+        campaign = Campaign.objects.create(
+            name=name, kind=Campaign.Kind.DIRECT, template_id=template_id, category=category,
+            status=Campaign.Status.RUNNING, launched_at=now, materialised_at=now, total_deliveries=len(wanted),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(DIRECT_DELIVERIES, [campaign.pk, category.mandatory, category.pk, wanted])
+            skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
+        transaction.on_commit(lambda: _after_launch(campaign.pk, 0, len(wanted), skipped, True))
+    return campaign
+
+
 def campaign_schedule(*, campaign_id: int, send_at: datetime) -> Campaign:
     if send_at <= timezone.now():
         raise ApplicationError(
@@ -160,7 +202,7 @@ def campaigns_complete_finished() -> list[int]:
     unfinished = Delivery.objects.filter(campaign_id=OuterRef("pk"), status__in=ACTIVE)
     done = list(
         Campaign.objects.filter(
-            status=Campaign.Status.RUNNING, kind=Campaign.Kind.ANNOUNCEMENT, materialised_at__isnull=False
+            status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS, materialised_at__isnull=False
         )
         .exclude(Exists(unfinished))
         .values_list("id", flat=True)

@@ -8,7 +8,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from campaigns.models import ApiKey
 
-SEND_ACTIONS = frozenset({"launch", "schedule", "pause", "resume", "cancel"})
+SEND_ACTIONS = frozenset({"launch", "schedule", "pause", "resume", "cancel", "test_send"})
 
 
 def required_scope(request, view) -> str:

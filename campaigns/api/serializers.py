@@ -490,6 +490,25 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         return value
 
 
+class DirectMessageSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """A message to named people, now."""
+
+    template = serializers.PrimaryKeyRelatedField(queryset=MessageTemplate.objects.all())
+    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all())
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=255), min_length=1, max_length=1000,
+        help_text="External ids of the people, up to 1,000.",
+    )
+    name = serializers.CharField(max_length=200, required=False, help_text="For the admin and the results.")
+
+
+class TestSendSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=255), min_length=1, max_length=50,
+        help_text="External ids of the people who check the message, up to 50.",
+    )
+
+
 class TemplatePreviewSerializer(serializers.Serializer):
     recipient = serializers.CharField(help_text="The external id it was rendered for.")
     activity = serializers.DictField(help_text="The Bot Framework message activity Teams would receive.")

@@ -16,5 +16,6 @@ router.register(
     r"campaigns/(?P<campaign_id>[0-9]+)/deliveries", views.CampaignDeliveryViewSet, basename="campaign-delivery"
 )
 router.register("opt-outs", views.OptOutViewSet, basename="opt-out")
+router.register("messages", views.DirectMessageViewSet, basename="message")
 
 urlpatterns = router.urls

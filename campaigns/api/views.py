@@ -36,7 +36,14 @@ from campaigns.models import (
 from campaigns.selectors import audience_count
 from campaigns.services import opt_out_record, recipient_sync_finish, recipients_bulk_upsert
 from delivery.models import Delivery
-from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
+from delivery.services import (
+    campaign_cancel,
+    campaign_launch,
+    campaign_pause,
+    campaign_resume,
+    campaign_schedule,
+    campaign_send_direct,
+)
 
 from . import idempotency
 from .filters import CampaignFilter, DeliveryFilter, OptOutFilter, RecipientFilter
@@ -48,6 +55,7 @@ from .serializers import (
     CampaignPauseSerializer,
     CampaignScheduleSerializer,
     CampaignSerializer,
+    DirectMessageSerializer,
     CategorySerializer,
     DeliverySerializer,
     ErrorSerializer,
@@ -60,6 +68,7 @@ from .serializers import (
     RecipientSyncResultSerializer,
     RecipientSyncSerializer,
     TemplatePreviewSerializer,
+    TestSendSerializer,
     recipient_rows_validate,
 )
 
@@ -351,6 +360,23 @@ class CampaignViewSet(
         body.is_valid(raise_exception=True)
         return self._answer(campaign_schedule(campaign_id=campaign.pk, send_at=body.validated_data["send_at"]))
 
+    @extend_schema(
+        request=TestSendSerializer,
+        responses={201: CampaignSerializer},
+        description="Sends the campaign's message now to a few named people, to check it; the campaign itself "
+        "is not touched. Answers with the direct message that carries the test.",
+    )
+    @action(detail=True, methods=["post"], url_path="test-send")
+    def test_send(self, request, pk=None):
+        campaign = self.get_object()
+        body = TestSendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        test = campaign_send_direct(
+            name=f"Test of {campaign.name}"[:200], template_id=campaign.template_id, category=campaign.category,
+            external_ids=body.validated_data["recipients"],
+        )
+        return Response(self.get_serializer(test).data, status=201)
+
     @extend_schema(request=CampaignPauseSerializer, responses=CampaignSerializer,
                    description="Holds a running campaign; nobody is sent to until it is resumed.")
     @action(detail=True, methods=["post"])
@@ -418,6 +444,27 @@ class CampaignDeliveryViewSet(mixins.ListModelMixin, ApiViewSet):
         response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="campaign-{kwargs["campaign_id"]}-deliveries.csv"'
         return response
+
+
+class DirectMessageViewSet(ApiViewSet):
+    """A message to named people, sent now: a transactional notice such as "your laptop is ready",
+    with its own category. Its results are a campaign's (kind "direct")."""
+
+    write_scope = ApiKey.Scope.CAMPAIGNS_SEND
+    serializer_class = DirectMessageSerializer
+
+    @extend_schema(request=DirectMessageSerializer, responses={201: CampaignSerializer})
+    def create(self, request):
+        body = DirectMessageSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        template = data["template"]
+        campaign = campaign_send_direct(
+            name=data.get("name") or f"{template.name} to {len(data['recipients'])} people",
+            template_id=template.pk, category=data["category"], external_ids=data["recipients"],
+        )
+        context = {**self.get_serializer_context(), "with_counts": True}
+        return Response(CampaignSerializer(campaign, context=context).data, status=201)
 
 
 # --- Opt-outs --------------------------------------------------------------------------------

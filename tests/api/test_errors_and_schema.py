@@ -79,5 +79,6 @@ def test_the_api_root_lists_the_resources(api):
 
     assert response.status_code == 200
     assert set(response.json()) == {
-        "recipients", "recipients/syncs", "templates", "categories", "audiences", "campaigns", "opt-outs"
+        "recipients", "recipients/syncs", "templates", "categories", "audiences", "campaigns", "opt-outs",
+        "messages",
     }

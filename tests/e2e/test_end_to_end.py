@@ -139,3 +139,11 @@ def test_hr_system_to_teams_end_to_end(teams, celery, api):
     [message] = wait_until(welcomed, celery, what="the welcome message")
     assert message["activity"]["text"] == "Welcome Nova!"
     assert Recipient.objects.count() == PEOPLE + 1
+
+    # A transactional notice to two named people, now.
+    laptop = post(api, "/api/v1/templates/", {"name": "Laptop", "kind": "markdown", "text": "Your laptop is ready, {{first_name}}."})
+    direct = post(api, "/api/v1/messages/", {"template": laptop["id"], "category": "news", "recipients": ["E0001", "E0002"]})
+    wait_until(lambda: campaign_status(direct["id"]) == "completed", celery, what="the direct message")
+    for external_id, name in (("E0001", "Person1"), ("E0002", "Person2")):
+        texts = [m["activity"]["text"] for m in teams.client.messages(user=people[int(external_id[1:])]["aad_object_id"])]
+        assert texts.count(f"Your laptop is ready, {name}.") == 1
