@@ -3,9 +3,11 @@ no DISTINCT over the whole table, searches that match exactly)."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 
-from .models import Delivery
+from . import webhooks
+from .models import Delivery, WebhookAttempt, WebhookEndpoint
 
 CAMPAIGN_PARAMETER = "campaign__id__exact"  # what the campaign filter puts in the URL
 
@@ -61,3 +63,36 @@ class DeliveryAdmin(ReadOnlyAdmin):
     search_help_text = "A person's exact external id or e-mail address."
     list_select_related = ("campaign", "recipient")
     show_full_result_count = False  # a campaign can have a million rows
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Endpoints that receive delivery and opt-out events; their calls are logged below them."""
+
+    list_display = ("name", "url", "active", "failures", "next_attempt_at", "cursor")
+    fields = ("name", "url", "events", "secret", "active", "failures", "next_attempt_at", "cursor")
+    readonly_fields = ("failures", "next_attempt_at", "cursor")
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.base_fields["events"] = forms.MultipleChoiceField(
+            choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple,
+            initial=list(WebhookEndpoint.Event.values),
+        )
+        form.base_fields["secret"].initial = webhooks.new_secret()
+        return form
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        webhooks.forget_subscriptions()  # this process sees it at once; workers within seconds
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(ReadOnlyAdmin):
+    """The webhook delivery log: every call, with its answer."""
+
+    list_display = ("created_at", "endpoint", "events", "first_event_id", "last_event_id", "status_code", "ok",
+                    "duration_ms", "error")
+    list_filter = ("endpoint", "ok")
+    list_select_related = ("endpoint",)
+    show_full_result_count = False

@@ -13,13 +13,13 @@ import time
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
 
-from . import feeding, progress
+from . import feeding, progress, webhooks
 from .models import Delivery
 from .pacing import pacer
 from .transport import BLOCKED_CODES, TransportError
@@ -80,9 +80,21 @@ def campaign_cancel(*, campaign_id: int) -> Campaign:
         campaign.status = Campaign.Status.CANCELLED
         campaign.cancelled_at = timezone.now()
         campaign.save(update_fields=["status", "cancelled_at", "updated_at"])
-        skipped = campaign.deliveries.filter(status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)).update(
-            status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED, finished_at=timezone.now()
+        skip = (
+            "UPDATE delivery_delivery SET status = 'skipped', skip_reason = 'campaign_cancelled', finished_at = now()"
+            " WHERE campaign_id = %s AND status IN ('pending', 'retrying')"
         )
+        with connection.cursor() as cursor:
+            if "delivery.skipped" in (wanted := webhooks.wanted_types()):
+                cursor.execute(
+                    f"WITH done AS ({skip} {webhooks.DELIVERY_RETURNING}), "
+                    f"events AS ({webhooks.delivery_events_sql(returning='done')}) SELECT count(*) FROM done",
+                    [campaign.pk, list(wanted)],
+                )
+                skipped = cursor.fetchone()[0]
+            else:
+                cursor.execute(skip, [campaign.pk])
+                skipped = cursor.rowcount
     progress.record(campaign.pk, skipped=skipped)
     deadline = time.monotonic() + settings.CANCEL_DRAIN_SECONDS
     while campaign.deliveries.filter(status=Delivery.Status.SENDING).exists() and time.monotonic() < deadline:

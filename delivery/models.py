@@ -54,3 +54,68 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign_id}/{self.recipient_id}: {self.status}"
+
+
+class WebhookEndpoint(models.Model):
+    """Where an HR system or a dashboard wants to hear about deliveries and opt-outs."""
+
+    class Event(models.TextChoices):
+        DELIVERY_SENT = "delivery.sent", "A message was sent"
+        DELIVERY_FAILED = "delivery.failed", "A message failed"
+        DELIVERY_SKIPPED = "delivery.skipped", "A person was skipped"
+        OPT_OUT_CREATED = "opt_out.created", "Someone opted out"
+        OPT_OUT_DELETED = "opt_out.deleted", "Someone opted back in"
+
+    name = models.CharField(max_length=150, unique=True)
+    url = models.URLField(max_length=500, help_text="HTTPS, except on this machine (127.0.0.1 or localhost).")
+    secret = models.CharField(max_length=128, help_text="Signs each call: HMAC-SHA256 of “timestamp.body”.")
+    events = models.JSONField(default=list, help_text="The event types it receives.")
+    active = models.BooleanField(default=True)
+    cursor = models.BigIntegerField(default=0, help_text="The last event it acknowledged.")
+    failures = models.PositiveIntegerField(default=0, help_text="Failed calls in a row.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from .webhooks import endpoint_url_validate
+
+        endpoint_url_validate(self.url)
+        unknown = set(self.events or []) - set(self.Event.values)
+        if unknown:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError({"events": f"Unknown event types: {', '.join(sorted(unknown))}."})
+
+
+class WebhookEvent(models.Model):
+    """The outbox: events in the order they happened, kept until every endpoint has had them."""
+
+    type = models.CharField(max_length=32, db_index=True)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["id"]
+
+
+class WebhookAttempt(models.Model):
+    """The delivery log: each call made to an endpoint, with its answer."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="attempts")
+    first_event_id = models.BigIntegerField()
+    last_event_id = models.BigIntegerField()
+    events = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True)
+    ok = models.BooleanField()
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]

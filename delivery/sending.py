@@ -24,7 +24,7 @@ from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_mes
 from campaigns.selectors import opted_out_sql
 from campaigns.services import opt_out_record
 
-from . import progress
+from . import progress, webhooks
 from .models import Delivery
 from .pacing import Stopped
 from .retry import retry_delay
@@ -96,10 +96,14 @@ def _write(sql: str, params: list[Any]) -> int:
 def _finish(delivery_id: int, campaign_id: int, status: str, **fields: Any) -> Outcome:
     fields["finished_at"] = timezone.now()
     assignments = ", ".join(f"{name} = %s" for name in fields)
-    _write(
-        f"UPDATE delivery_delivery SET status = %s, {assignments} WHERE id = %s AND status = 'sending'",
-        [status, *fields.values(), delivery_id],
-    )
+    update = f"UPDATE delivery_delivery SET status = %s, {assignments} WHERE id = %s AND status = 'sending'"
+    wanted = webhooks.wanted_types()
+    if f"delivery.{status}" in wanted:
+        # The outcome and its webhook event, in one statement.
+        sql = f"WITH done AS ({update} {webhooks.DELIVERY_RETURNING}) {webhooks.delivery_events_sql(returning='done')}"
+        _write(sql, [status, *fields.values(), delivery_id, list(wanted)])
+    else:
+        _write(update, [status, *fields.values(), delivery_id])
     progress.record(campaign_id, **{status: 1})
     return Outcome(status)
 

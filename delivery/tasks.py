@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import feeding, recovery, services, welcome
+from . import feeding, recovery, services, webhooks, welcome
 from .sending import delivery_send
 
 
@@ -50,3 +50,8 @@ def reconcile() -> dict[str, int]:
 @shared_task(ignore_result=True)
 def welcome_new_starters() -> int:
     return len(welcome.welcome_new_starters())
+
+
+@shared_task(ignore_result=True)
+def dispatch_webhooks() -> int:
+    return webhooks.dispatch()

@@ -164,6 +164,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "delivery.tasks.complete_finished_campaigns",
         "schedule": env_float("COMPLETION_INTERVAL_SECONDS", 5.0),
     },
+    "dispatch-webhooks": {
+        "task": "delivery.tasks.dispatch_webhooks",
+        "schedule": env_float("WEBHOOK_INTERVAL_SECONDS", 2.0),
+    },
     "forget-expired-idempotency-keys": {
         "task": "campaigns.tasks.forget_expired_idempotency_keys",
         "schedule": 3600.0,
@@ -220,6 +224,10 @@ DELIVERY_TASK_TIME_LIMIT_SECONDS = env_int("DELIVERY_TASK_TIME_LIMIT_SECONDS", 1
 DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 240)
 RETRY_GRACE_SECONDS = env_int("RETRY_GRACE_SECONDS", 30)
 DELIVERY_DB_RETRY_SECONDS = env_float("DELIVERY_DB_RETRY_SECONDS", 60.0)
+# Webhooks (see delivery/webhooks.py).
+WEBHOOK_BATCH = env_int("WEBHOOK_BATCH", 500)
+WEBHOOK_MAX_BATCHES_PER_TICK = env_int("WEBHOOK_MAX_BATCHES_PER_TICK", 20)
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
 # Control.
 CANCEL_DRAIN_SECONDS = env_float("CANCEL_DRAIN_SECONDS", 20.0)
 CAMPAIGN_PAUSE_ERROR_RATE = env_float("CAMPAIGN_PAUSE_ERROR_RATE", 0.5)

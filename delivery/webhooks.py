@@ -1,0 +1,166 @@
+"""Events out: deliveries and opt-outs, sent to the endpoints that subscribed to them.
+
+Events go to an outbox table, in the same statement that records what happened (so no event is
+lost and none is invented). A dispatcher (beat, every ``WEBHOOK_INTERVAL_SECONDS``) sends each
+endpoint its events in order, up to ``WEBHOOK_BATCH`` a call, as ``{"events": [...]}``, signed:
+``Crier-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the endpoint's secret>``.
+A call that fails is retried with exponential backoff (at most an hour apart) from the same event;
+every call is logged with its answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Min
+from django.utils import timezone
+
+from bots import http
+
+from .connections import redis_for
+from .models import WebhookAttempt, WebhookEndpoint, WebhookEvent
+
+SIGNATURE_HEADER = "Crier-Signature"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_wanted: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+def endpoint_url_validate(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS):
+        raise ValidationError({"url": "Webhooks are sent over HTTPS (plain HTTP only to this machine)."})
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def wanted_types() -> frozenset[str]:
+    """The event types some active endpoint subscribes to (looked up at most every few seconds:
+    the engine asks on every delivery)."""
+    global _wanted
+    checked_at, types = _wanted
+    if time.monotonic() - checked_at > 5:
+        subscribed = WebhookEndpoint.objects.filter(active=True).values_list("events", flat=True)
+        types = frozenset(event for events in subscribed for event in events)
+        _wanted = (time.monotonic(), types)
+    return types
+
+
+def forget_subscriptions() -> None:
+    global _wanted
+    _wanted = (0.0, frozenset())
+
+
+def delivery_events_sql(*, returning: str) -> str:
+    """An INSERT of one outbox event per delivery row named by the CTE ``returning`` (which returns
+    id, campaign_id, recipient_id, status, skip_reason, error_code, activity_id, finished_at), for
+    the types in the query's last parameter."""
+    return f"""
+INSERT INTO delivery_webhookevent (type, payload, created_at)
+SELECT 'delivery.' || d.status,
+       json_build_object('delivery', d.id, 'campaign', d.campaign_id, 'recipient', r.external_id,
+                         'status', d.status, 'skip_reason', d.skip_reason, 'error_code', d.error_code,
+                         'activity_id', d.activity_id, 'finished_at', d.finished_at),
+       now()
+  FROM {returning} AS d JOIN campaigns_recipient AS r ON r.id = d.recipient_id
+ WHERE 'delivery.' || d.status = ANY(%s)
+"""
+
+
+DELIVERY_RETURNING = "RETURNING id, campaign_id, recipient_id, status, skip_reason, error_code, activity_id, finished_at"
+
+
+def event_record(*, type: str, payload: dict[str, Any]) -> None:
+    if type in wanted_types():
+        WebhookEvent.objects.create(type=type, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
+
+
+def signature(*, secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def dispatch() -> int:
+    """One tick: sends each due endpoint its waiting events. Returns how many were delivered."""
+    delivered = 0
+    due = WebhookEndpoint.objects.filter(active=True).exclude(next_attempt_at__gt=timezone.now())
+    for endpoint in due:
+        lock = redis_for(settings.REDIS_URL).set(f"crier:webhook:{endpoint.pk}", 1, nx=True, px=60_000)
+        if not lock:
+            continue  # another tick is sending to it
+        try:
+            delivered += _send_waiting(endpoint)
+        finally:
+            redis_for(settings.REDIS_URL).delete(f"crier:webhook:{endpoint.pk}")
+    _forget_delivered()
+    return delivered
+
+
+def _send_waiting(endpoint: WebhookEndpoint) -> int:
+    delivered = 0
+    for _ in range(settings.WEBHOOK_MAX_BATCHES_PER_TICK):
+        events = list(
+            WebhookEvent.objects.filter(id__gt=endpoint.cursor, type__in=endpoint.events).order_by("id")[
+                : settings.WEBHOOK_BATCH
+            ]
+        )
+        if not events:
+            break
+        if not _post(endpoint, events):
+            break
+        delivered += len(events)
+    return delivered
+
+
+def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
+    body = json.dumps(
+        {"events": [{"id": e.id, "type": e.type, "created_at": e.created_at.isoformat(), "data": e.payload} for e in events]}
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: signature(secret=endpoint.secret, timestamp=int(time.time()), body=body),
+        "User-Agent": "Crier-Webhooks/1",
+    }
+    started = time.monotonic()
+    status, error = None, ""
+    try:
+        response = http.request("POST", endpoint.url, body=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+        status = response.status
+        if not 200 <= status < 300:
+            error = response.body[:300].decode("utf-8", "replace")
+    except http.HttpTimeout as exc:
+        error = str(exc)[:300]
+    ok = status is not None and 200 <= status < 300
+    WebhookAttempt.objects.create(
+        endpoint=endpoint, first_event_id=events[0].id, last_event_id=events[-1].id, events=len(events),
+        status_code=status, ok=ok, error=error, duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    if ok:
+        endpoint.cursor, endpoint.failures, endpoint.next_attempt_at = events[-1].id, 0, None
+    else:
+        endpoint.failures += 1
+        delay = min(3600.0, 2.0 ** endpoint.failures) * random.uniform(0.8, 1.2)
+        endpoint.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    endpoint.save(update_fields=["cursor", "failures", "next_attempt_at"])
+    return ok
+
+
+def _forget_delivered() -> None:
+    """Drops events every active endpoint has had, once they are a day old."""
+    oldest_needed = WebhookEndpoint.objects.filter(active=True).aggregate(cursor=Min("cursor"))["cursor"]
+    old = WebhookEvent.objects.filter(created_at__lt=timezone.now() - timedelta(days=1))
+    if oldest_needed is not None:
+        old = old.filter(id__lte=oldest_needed)
+    old.delete()
