@@ -1,0 +1,52 @@
+"""Injection-shaped input: refused with the field named where a field has a shape, stored verbatim
+and harmless where it is free text, never a server error."""
+
+import pytest
+
+from campaigns.models import Recipient
+from tests import factories
+from tests.api.helpers import error_of
+
+pytestmark = pytest.mark.django_db
+
+SQL = "x' OR '1'='1'; DROP TABLE campaigns_recipient; --"
+MARKUP = '<script>alert("hi")</script>{{first_name}}"}]'
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("country", SQL), ("aad_object_id", SQL), ("time_zone", "../../etc/passwd"), ("start_date", SQL),
+     ("external_id", "a\x00b")],
+)
+def test_shaped_fields_refuse_injection_with_the_field_and_row_named(api, field, value):
+    row = {"external_id": "E1", field: value}
+    response = api.post("/api/v1/recipients/bulk/", {"recipients": [row]}, format="json")
+
+    assert response.status_code == 200
+    [error] = response.json()["errors"]
+    assert (error["index"], error["field"]) == (0, field)
+    assert not Recipient.objects.exists()
+
+
+def test_free_text_keeps_hostile_strings_verbatim_and_renders_them_inert(api):
+    response = api.post("/api/v1/recipients/bulk/", {"recipients": [
+        {"external_id": "E1", "first_name": MARKUP, "department": SQL}]}, format="json")
+    template = factories.template(kind="adaptive_card", text="", card={
+        "type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock", "text": "Hi {{first_name}}"}]})
+
+    preview = api.get(f"/api/v1/templates/{template.pk}/preview/?recipient=E1")
+
+    assert response.status_code == 200 and response.json()["errors"] == []
+    person = Recipient.objects.get(external_id="E1")
+    assert (person.first_name, person.department) == (MARKUP, SQL)
+    assert Recipient.objects.count() == 1  # the table is still there
+    card = preview.json()["activity"]["attachments"][0]["content"]
+    assert card["body"] == [{"type": "TextBlock", "text": f"Hi {MARKUP}"}]  # one text block: nothing injected
+
+
+@pytest.mark.parametrize("query", [f"?country={SQL}", f"?department={SQL}", "?is_active=1;DROP", f"?cursor={SQL}"])
+def test_hostile_query_strings_get_an_answer_not_an_error(api, query):
+    response = api.get(f"/api/v1/recipients/{query}")
+    assert response.status_code in (200, 400)
+    if response.status_code == 400:
+        assert error_of(response)["fields"]
