@@ -254,43 +254,40 @@ class Connector:
             ctx.thread_limiter.record(conversation_id, now)
         return json_response(201, {"id": store.record(user, activity, ctx.config.keep_bodies)})
 
-    async def _update(self, request: web.Request, conversation_id: str, activity_id: str) -> web.Response:
+    def _find_sent(self, conversation_id: str, activity_id: str) -> tuple[int | None, web.Response | None]:
+        """What update and delete share: the app's limit, then the message (or the answer to give)."""
         ctx = self.ctx
-        raw = await self._read(request)
         user = ctx.store.conversations.get(conversation_id)
         now = time.monotonic()
         app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
         ctx.store.retry_after.note_call((app_scope,), now)
         refused = self._global_limit(app_scope, now)
         if refused is not None:
-            return refused
-        if raw is None or len(raw) > MAX_ACTIVITY_BYTES:
-            return teams_error(413, "MessageSizeTooBig", f"The activity is larger than {MAX_ACTIVITY_BYTES} bytes.")
+            return None, refused
         if user is None:
-            return conversation_not_found()
+            return None, conversation_not_found()
         seq = ctx.store.find_message(conversation_id, activity_id)
         if seq is None:
-            return teams_error(404, "NotFound", "Activity not found.")
+            return None, teams_error(404, "NotFound", "Activity not found.")
+        return seq, None
+
+    async def _update(self, request: web.Request, conversation_id: str, activity_id: str) -> web.Response:
+        raw = await self._read(request)
+        seq, answer = self._find_sent(conversation_id, activity_id)
+        if answer is not None:
+            return answer
+        if raw is None or len(raw) > MAX_ACTIVITY_BYTES:
+            return teams_error(413, "MessageSizeTooBig", f"The activity is larger than {MAX_ACTIVITY_BYTES} bytes.")
         activity = _parse_json(raw)
         problem = _check_message(activity)
         if problem is not None or activity is None:
             return bad_argument(problem or "Bad activity.")
-        ctx.store.update_message(seq, activity, ctx.config.keep_bodies)
+        self.ctx.store.update_message(seq, activity, self.ctx.config.keep_bodies)
         return json_response(200, {"id": activity_id})
 
     def _delete(self, conversation_id: str, activity_id: str) -> web.Response:
-        ctx = self.ctx
-        user = ctx.store.conversations.get(conversation_id)
-        now = time.monotonic()
-        app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
-        ctx.store.retry_after.note_call((app_scope,), now)
-        refused = self._global_limit(app_scope, now)
-        if refused is not None:
-            return refused
-        if user is None:
-            return conversation_not_found()
-        seq = ctx.store.find_message(conversation_id, activity_id)
-        if seq is None:
-            return teams_error(404, "NotFound", "Activity not found.")
-        ctx.store.delete_message(seq)
+        seq, answer = self._find_sent(conversation_id, activity_id)
+        if answer is not None:
+            return answer
+        self.ctx.store.delete_message(seq)
         return empty_response(200)
