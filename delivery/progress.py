@@ -92,7 +92,11 @@ def read(campaign: Any) -> dict[str, Any]:
         counts = {name: values.get(name, 0) for name in COUNTERS} if "built" in values else rebuild(campaign.pk)
     total = campaign.total_deliveries
     remaining = max(0, total - sum(counts[status] for status in FINAL))
-    rate = sum(int(r) for r in rates if r) / RATE_WINDOW_SECONDS
+    # Over the last ten seconds, or since the launch if that is sooner.
+    window = RATE_WINDOW_SECONDS
+    if campaign.launched_at is not None:
+        window = min(window, max(1.0, time.time() - campaign.launched_at.timestamp()))
+    rate = sum(int(r) for r in rates if r) / window
     return {
         "total": total,
         **counts,
