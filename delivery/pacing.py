@@ -26,7 +26,8 @@ from .connections import redis_for
 # KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
 # KEYS[2]: the thread's log of calls (sorted set), or "" for none
 # KEYS[3]: the campaign's stop flag ("paused" or "cancelled"), or "" for none
-# ARGV: max_rate, min_rate, recovery per second, then window pairs (seconds, limit)...
+# ARGV: max_rate, min_rate, recovery per second, the longest wait worth sleeping, then window pairs
+# (seconds, limit)...
 ACQUIRE = """
 if KEYS[3] ~= '' then
   local stop = redis.call('GET', KEYS[3])
@@ -37,7 +38,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if KEYS[2] ~= '' then
   local longest = 0
   local allowed_at = now
-  for i = 4, #ARGV, 2 do
+  for i = 5, #ARGV, 2 do
     local window, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
     if window > longest then longest = window end
     local count = redis.call('ZCOUNT', KEYS[2], now - window, '+inf')
@@ -62,6 +63,10 @@ local rate_at = tonumber(s[3]) or now
 local pause_until = tonumber(s[4]) or 0
 rate = math.max(min_rate, math.min(max_rate, rate + recovery * math.max(0, now - rate_at)))
 local start = math.max(now, tat, pause_until)
+if start - now > tonumber(ARGV[4]) then
+  -- Too long to sleep for: reserve nothing, so a long Retry-After does not pile up the schedule.
+  return {'defer', tostring(start - now)}
+end
 redis.call('HSET', KEYS[1], 'tat', tostring(start + 1 / rate), 'rate', tostring(rate), 'rate_at', tostring(now))
 redis.call('EXPIRE', KEYS[1], 3600)
 return {'go', tostring(start - now)}
@@ -148,7 +153,7 @@ class Pacer:
         while True:
             answer = acquire(
                 keys=[self.tenant_key(tenant_id), thread_key, stop],
-                args=[top, bottom, top * settings.TEAMS_PACE_RECOVERY_PER_SECOND, *windows],
+                args=[top, bottom, top * settings.TEAMS_PACE_RECOVERY_PER_SECOND, max(0.0, max_sleep - slept), *windows],
             )
             verdict = answer[0].decode()
             if verdict == "stop":

@@ -26,7 +26,7 @@ from campaigns.services import opt_out_record
 
 from . import progress, webhooks
 from .models import Delivery
-from .pacing import Stopped
+from .pacing import Deferred, Stopped
 from .retry import retry_delay
 from .transport import Address, TeamsTransport, TransportError
 
@@ -149,6 +149,8 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
         result = (transport or _transport).send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:
         return _stopped(delivery_id, campaign_id, stopped.reason)
+    except Deferred as deferred:
+        return _deferred(delivery_id, deferred.wait)
     except TransportError as error:
         return _record_failure(delivery_id, campaign_id, attempts, person, address, error)
     if result.conversation_id != address.conversation_id:
@@ -184,6 +186,17 @@ ON CONFLICT (aad_object_id) DO UPDATE
        tenant_id = COALESCE(NULLIF(bots_teamsaddress.tenant_id, ''), EXCLUDED.tenant_id),
        service_url = COALESCE(NULLIF(bots_teamsaddress.service_url, ''), EXCLUDED.service_url)
 """
+
+
+def _deferred(delivery_id: int, wait: float) -> Outcome:
+    """Teams was not called (its limits, or a Retry-After, say wait): try again then, and this
+    attempt does not count."""
+    _write(
+        "UPDATE delivery_delivery SET status = 'retrying', attempts = attempts - 1, next_attempt_at = %s"
+        " WHERE id = %s AND status = 'sending'",
+        [timezone.now() + timedelta(seconds=wait), delivery_id],
+    )
+    return Outcome(Status.RETRYING, retry_in=wait)
 
 
 def _remember_conversation(aad_object_id: Any, address: Address, conversation_id: str) -> None:

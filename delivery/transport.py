@@ -12,7 +12,7 @@ import redis
 
 from bots.connector import BotConnectorClient, ConnectorError, connector
 
-from .pacing import Deferred, Pacer, pacer
+from .pacing import Pacer, pacer
 
 # The user blocked the bot or removed it: Teams will refuse until they come back. An opt-out signal.
 BLOCKED_CODES = {"ConversationBlockedByUser", "MessageWritesBlocked", "209"}
@@ -84,12 +84,10 @@ class TeamsTransport:
 
     def _paced(self, address: Address, thread: str, campaign_id: int | None, call, **arguments):
         """Waits for this call's slot, makes ``call(**arguments)``, and tells every worker when Teams
-        said 429. Raises ``Stopped`` when the campaign was paused or cancelled."""
+        said 429. Raises ``Stopped`` (the campaign was paused or cancelled) or ``Deferred`` (the call
+        must wait longer than a worker should sleep); neither has called Teams."""
         try:
             self.pacing.acquire(tenant_id=address.tenant_id, thread=thread, campaign_id=campaign_id)
-        except Deferred as deferred:
-            raise ConnectorError(status=None, code="Paced", message="held back to stay within Teams' limits",
-                                 retry_after=deferred.wait) from deferred
         except redis.RedisError as exc:
             raise ConnectorError(status=None, code="PacerUnavailable", message=str(exc)[:200]) from exc
         try:

@@ -117,3 +117,15 @@ def test_pacing_can_be_switched_off(pace):
     pacer = new_pacer(pace)
     pacer.throttled(tenant_id=TENANT, retry_after=10)
     assert pacer.acquire(tenant_id=TENANT) == 0.0
+
+
+def test_deferred_calls_reserve_nothing_so_no_backlog_builds_behind_a_long_retry_after(pace):
+    pacer = new_pacer(pace)
+    pacer.throttled(tenant_id=TENANT, retry_after=1.0)
+    for _ in range(200):  # many workers told to come back later
+        with pytest.raises(Deferred):
+            pacer.acquire(tenant_id=TENANT, max_sleep=0.2)
+
+    time.sleep(1.05)
+
+    assert pacer.acquire(tenant_id=TENANT, max_sleep=0.2) <= 0.05  # free again at once: nothing piled up

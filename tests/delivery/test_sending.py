@@ -202,3 +202,18 @@ def test_the_documented_camel_case_shape_reaches_teams(teams):
     assert activity["type"] == "message" and activity["textFormat"] == "markdown"
     assert activity["text"] == f"Hello {person.first_name}"
     assert json.dumps(activity).find("tenantID") == -1
+
+
+def test_a_delivery_held_back_by_a_long_retry_after_keeps_its_attempts(teams):
+    from delivery.pacing import pacer
+
+    person = factories.recipient()
+    delivery = launched(person)
+    pacer.throttled(tenant_id=person.tenant_id, retry_after=30)
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert outcome.status == "retrying" and 29 <= outcome.retry_in <= 30
+    assert (delivery.status, delivery.attempts, delivery.error_code) == ("retrying", 0, "")
+    assert messages_for(teams, person) == []
