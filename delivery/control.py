@@ -55,7 +55,7 @@ def campaign_resume(*, campaign_id: int) -> Campaign:
         campaign.status = Campaign.Status.RUNNING
         campaign.status_reason = ""
         campaign.save(update_fields=["status", "status_reason", "updated_at"])
-        # Deliveries whose queued task found the campaign paused are pending again: feed them anew.
+        # Retries that came due while it was paused are due now; pending rows are fed anew.
         campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
         transaction.on_commit(lambda: _after_resume(campaign.pk))
     return campaign
@@ -65,6 +65,10 @@ def _after_resume(campaign_id: int) -> None:
     from .tasks import feed_deliveries
 
     pacer.resume(campaign_id=campaign_id)
+    try:  # a fresh start for the error watch, or it would pause again at the next failure
+        progress.client().hdel(progress.key(campaign_id), "systemic")
+    except redis.RedisError:
+        pass
     feeding.rewind(campaign_id)
     feed_deliveries.delay()
 
@@ -110,7 +114,7 @@ def campaign_watch_errors(*, campaign_id: int, error: TransportError) -> None:
         return
     try:
         client = progress.client()
-        key = f"crier:progress:{campaign_id}"
+        key = progress.key(campaign_id)
         systemic = client.hincrby(key, "systemic", 1)
         sent, failed = (int(v or 0) for v in client.hmget(key, "sent", "failed"))
     except redis.RedisError:

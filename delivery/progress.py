@@ -26,7 +26,7 @@ def client() -> redis.Redis:
     return redis_for(settings.REDIS_URL)
 
 
-def _key(campaign_id: int) -> str:
+def key(campaign_id: int) -> str:
     return f"crier:progress:{campaign_id}"
 
 
@@ -36,17 +36,17 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
     database whenever they are lost (a hash without the mark was recreated after a loss)."""
     try:
         pipe = client().pipeline(transaction=False)
-        key = _key(campaign_id)
+        counters = key(campaign_id)
         for field, amount in increments.items():
             if amount:
-                pipe.hincrby(key, field, amount)
+                pipe.hincrby(counters, field, amount)
         if increments.get("sent"):
             bucket = f"crier:rate:{campaign_id}:{int(time.time())}"
             pipe.incrby(bucket, increments["sent"])
             pipe.expire(bucket, RATE_WINDOW_SECONDS * 3)
         if start:
-            pipe.hsetnx(key, "built", 1)
-        pipe.expire(key, 30 * 24 * 3600)
+            pipe.hsetnx(counters, "built", 1)
+        pipe.expire(counters, 30 * 24 * 3600)
         pipe.execute()
     except redis.RedisError:
         pass
@@ -63,9 +63,9 @@ def rebuild(campaign_id: int) -> dict[str, int]:
     counts["ambiguous"] = Delivery.objects.filter(campaign_id=campaign_id, ambiguous=True).count()
     try:
         pipe = client().pipeline()
-        pipe.delete(_key(campaign_id))
-        pipe.hset(_key(campaign_id), mapping={**counts, "built": 1})
-        pipe.expire(_key(campaign_id), 30 * 24 * 3600)
+        pipe.delete(key(campaign_id))
+        pipe.hset(key(campaign_id), mapping={**counts, "built": 1})
+        pipe.expire(key(campaign_id), 30 * 24 * 3600)
         pipe.execute()
     except redis.RedisError:
         pass
@@ -81,7 +81,7 @@ def read(campaign: Any) -> dict[str, Any]:
     else:
         try:
             pipe = client().pipeline(transaction=False)
-            pipe.hgetall(_key(campaign.pk))
+            pipe.hgetall(key(campaign.pk))
             now = int(time.time())
             pipe.mget([f"crier:rate:{campaign.pk}:{second}" for second in range(now - RATE_WINDOW_SECONDS + 1, now + 1)])
             raw, rates = pipe.execute()

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from campaigns.models import Campaign
@@ -48,10 +48,14 @@ def reconcile() -> dict[str, int]:
     if expired:
         logger.warning("took back %d deliveries whose worker stopped while sending", len(expired))
 
+    swept = _skip_what_cancelled_campaigns_left(now)
+    restarted = _restart_lost_materialisations(now)
+
     overdue = list(
         Delivery.objects.filter(
             status=Delivery.Status.RETRYING,
             next_attempt_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
+            campaign__status=Campaign.Status.RUNNING,  # a paused campaign's retries wait for its resume
         )
         .order_by("id")
         .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
@@ -86,4 +90,49 @@ def reconcile() -> dict[str, int]:
         .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
     )
     feeding.publish(welcome_lost)
-    return {"lease_expired": len(expired), "requeued": len(overdue) + len(welcome_lost), "rewound": rewound}
+    return {
+        "lease_expired": len(expired),
+        "requeued": len(overdue) + len(welcome_lost),
+        "rewound": rewound,
+        "swept": swept,
+        "materialisations_restarted": restarted,
+    }
+
+
+def _skip_what_cancelled_campaigns_left(now) -> int:
+    """A send in flight at the cancel that then failed, or a worker that died during it, leaves a
+    row retrying in a campaign nobody will claim for again: it ends skipped, like the rest."""
+    swept = 0
+    recent = Campaign.objects.filter(
+        status=Campaign.Status.CANCELLED, cancelled_at__gte=now - timedelta(days=1)
+    ).values_list("id", flat=True)
+    for campaign_id in recent:
+        count = Delivery.objects.filter(
+            campaign_id=campaign_id, status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)
+        ).update(status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED, finished_at=now)
+        if count:
+            progress.record(campaign_id, skipped=count)
+            swept += count
+    return swept
+
+
+def _restart_lost_materialisations(now) -> int:
+    """A running campaign whose rows are not all written, and whose writing task is gone (Redis
+    lost its message, or the worker died), is written on from the last person it has."""
+    from .services import materialising_key
+    from .tasks import campaign_materialise
+
+    restarted = 0
+    stalled = Campaign.objects.filter(
+        status=Campaign.Status.RUNNING,
+        kind__in=Campaign.FED_KINDS,
+        materialised_at__isnull=True,
+        launched_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
+    ).values_list("id", flat=True)
+    for campaign_id in stalled:
+        if progress.client().exists(materialising_key(campaign_id)):
+            continue
+        last = Delivery.objects.filter(campaign_id=campaign_id).aggregate(last=Max("recipient_id"))["last"] or 0
+        campaign_materialise.delay(campaign_id, last)
+        restarted += 1
+    return restarted

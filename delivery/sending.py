@@ -121,7 +121,7 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
         campaign_id, recipient_id, attempts, template_id, category_id = claimed
         cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
         row = cursor.fetchone()
-    person = SimpleNamespace(**dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)])))
+    person = SimpleNamespace(id=recipient_id, **dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)], strict=True)))
     user_id, stored_tenant, service_url, conversation_id, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 
     if not person.is_active:
@@ -215,7 +215,7 @@ def _record_failure(
         "last_status_code": error.status,
     }
     if error.opt_out:
-        recipient = Recipient.objects.get(aad_object_id=person.aad_object_id)
+        recipient = Recipient.objects.get(pk=person.id)
         opt_out_record(recipient=recipient, source=OptOut.Source.BLOCKED, note=f"Teams answered {error.code}")
         TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
     if error.permanent or attempts >= settings.DELIVERY_MAX_ATTEMPTS:

@@ -124,18 +124,27 @@ def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int
 
 def campaign_materialise(*, campaign_id: int, after: int) -> int:
     """The rest of a large audience, one committed chunk at a time, so workers send meanwhile."""
-    campaign = Campaign.objects.select_related("category").get(pk=campaign_id)
     total = 0
     finished = False
     while not finished:
-        if Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.CANCELLED).exists():
-            Campaign.objects.filter(pk=campaign_id).update(materialised_at=timezone.now())
-            break
+        progress.client().set(materialising_key(campaign_id), after, ex=settings.RETRY_GRACE_SECONDS * 4)
         with transaction.atomic():
+            # The campaign row's lock orders each chunk against a cancel: a chunk either commits
+            # before the cancel (which then skips its rows) or sees the campaign cancelled.
+            campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
+            if campaign.status == Campaign.Status.CANCELLED:
+                Campaign.objects.filter(pk=campaign_id).update(materialised_at=timezone.now())
+                break
             after, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=after)
         progress.record(campaign_id, skipped=skipped)
         total += inserted
+    progress.client().delete(materialising_key(campaign_id))
     return total
+
+
+def materialising_key(campaign_id: int) -> str:
+    """Present while a task writes the campaign's rows: the reconciler restarts one that vanished."""
+    return f"crier:materialising:{campaign_id}"
 
 
 DIRECT_DELIVERIES = f"""

@@ -65,3 +65,44 @@ def test_pending_deliveries_lost_with_the_queue_are_fed_again(settings, redis_cl
     feeding.feed()
 
     assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
+
+
+def test_what_a_cancel_left_retrying_ends_skipped(redis_client):
+    from delivery.services import campaign_cancel
+
+    campaign = launched(2)
+    campaign_cancel(campaign_id=campaign.pk)
+    # A send in flight at the cancel failed afterwards and was put back to retrying.
+    first = campaign.deliveries.order_by("id").first()
+    Delivery.objects.filter(pk=first.pk).update(status=Delivery.Status.RETRYING, skip_reason="")
+
+    assert recovery.reconcile()["swept"] == 1
+
+    first.refresh_from_db()
+    assert (first.status, first.skip_reason) == ("skipped", "campaign_cancelled")
+
+
+def test_a_materialisation_whose_task_was_lost_is_restarted_from_the_last_person(settings, redis_client):
+    import base64
+    import json
+
+    from campaigns.models import Campaign
+    from delivery.services import materialising_key
+
+    settings.MATERIALISE_CHUNK_SIZE = 2
+    for _ in range(5):
+        factories.recipient()
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)  # the first chunk; the task for the rest is lost
+    Campaign.objects.filter(pk=campaign.pk).update(launched_at=timezone.now() - timedelta(minutes=5))
+    redis_client.set(materialising_key(campaign.pk), 1)
+    assert recovery.reconcile()["materialisations_restarted"] == 0  # a live task is writing it
+    redis_client.delete(materialising_key(campaign.pk))
+
+    assert recovery.reconcile()["materialisations_restarted"] == 1
+
+    [raw] = redis_client.lrange("control", 0, -1)
+    message = json.loads(raw)
+    args = json.loads(base64.b64decode(message["body"]))[0]
+    assert message["headers"]["task"] == "delivery.tasks.campaign_materialise"
+    assert args == [campaign.pk, max(campaign.deliveries.values_list("recipient_id", flat=True))]
