@@ -35,6 +35,7 @@ class TokenProvider:
             # Instance discovery asks Microsoft's own cloud about the authority; a sovereign or local
             # authority answers for itself.
             instance_discovery=settings.BOT_AUTHORITY_IS_MICROSOFT,
+            timeout=settings.BOT_HTTP_TIMEOUT_SECONDS,  # msal waits forever otherwise
         )
 
     def get(self) -> str:

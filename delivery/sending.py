@@ -93,18 +93,24 @@ def _write(sql: str, params: list[Any]) -> int:
             time.sleep(1.0)
 
 
-def _finish(delivery_id: int, campaign_id: int, status: str, **fields: Any) -> Outcome:
+# Every outcome write names the claim it belongs to (the row is still sending, at this attempt), so a
+# worker that outlived its lease cannot overwrite the claim the reconciler handed to another.
+CLAIMED = "id = %s AND status = 'sending' AND attempts = %s"
+
+
+def _finish(claim: tuple[int, int], campaign_id: int, status: str, **fields: Any) -> Outcome:
     fields["finished_at"] = timezone.now()
     assignments = ", ".join(f"{name} = %s" for name in fields)
-    update = f"UPDATE delivery_delivery SET status = %s, {assignments} WHERE id = %s AND status = 'sending'"
+    update = f"UPDATE delivery_delivery SET status = %s, {assignments} WHERE {CLAIMED}"
     wanted = webhooks.wanted_types()
     if f"delivery.{status}" in wanted:
         # The outcome and its webhook event, in one statement.
         sql = f"WITH done AS ({update} {webhooks.DELIVERY_RETURNING}) {webhooks.delivery_events_sql(returning='done')}"
-        _write(sql, [status, *fields.values(), delivery_id, list(wanted)])
+        written = _write(sql, [status, *fields.values(), *claim, list(wanted)])
     else:
-        _write(update, [status, *fields.values(), delivery_id])
-    progress.record(campaign_id, **{status: 1})
+        written = _write(update, [status, *fields.values(), *claim])
+    if written:  # not when the claim was no longer this worker's
+        progress.record(campaign_id, **{status: 1})
     return Outcome(status)
 
 
@@ -119,17 +125,18 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
         if claimed is None:
             return NOT_CLAIMED
         campaign_id, recipient_id, attempts, template_id, category_id = claimed
+        claim = (delivery_id, attempts)
         cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
         row = cursor.fetchone()
     person = SimpleNamespace(id=recipient_id, **dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)], strict=True)))
     user_id, stored_tenant, service_url, conversation_id, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 
     if not person.is_active:
-        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
+        return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
     if opted_out:
-        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.OPTED_OUT)
+        return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.OPTED_OUT)
     if person.aad_object_id is None:
-        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.NO_TEAMS_IDENTITY)
+        return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.NO_TEAMS_IDENTITY)
     address = Address(
         member_id=user_id or str(person.aad_object_id),
         tenant_id=stored_tenant or person.tenant_id or settings.BOT_TENANT_ID,
@@ -138,7 +145,7 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
     )
     if not address.tenant_id:
         return _finish(
-            delivery_id,
+            claim,
             campaign_id,
             Status.FAILED,
             error_code="NoTenant",
@@ -148,15 +155,15 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
     try:
         result = (transport or _transport).send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:
-        return _stopped(delivery_id, campaign_id, stopped.reason)
+        return _stopped(claim, campaign_id, stopped.reason)
     except Deferred as deferred:
-        return _deferred(delivery_id, deferred.wait)
+        return _deferred(claim, deferred.wait)
     except TransportError as error:
-        return _record_failure(delivery_id, campaign_id, attempts, person, address, error)
+        return _record_failure(claim, campaign_id, person, address, error)
     if result.conversation_id != address.conversation_id:
         _remember_conversation(person.aad_object_id, address, result.conversation_id)
     return _finish(
-        delivery_id,
+        claim,
         campaign_id,
         Status.SENT,
         activity_id=result.activity_id,
@@ -167,14 +174,11 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
     )
 
 
-def _stopped(delivery_id: int, campaign_id: int, reason: str) -> Outcome:
+def _stopped(claim: tuple[int, int], campaign_id: int, reason: str) -> Outcome:
     if reason == "cancelled":
-        return _finish(delivery_id, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED)
+        return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED)
     # Paused: hand the row back untouched (this attempt does not count); resuming feeds it again.
-    _write(
-        "UPDATE delivery_delivery SET status = 'pending', attempts = attempts - 1 WHERE id = %s AND status = 'sending'",
-        [delivery_id],
-    )
+    _write(f"UPDATE delivery_delivery SET status = 'pending', attempts = attempts - 1 WHERE {CLAIMED}", [*claim])
     return Outcome(Status.PENDING)
 
 
@@ -188,13 +192,12 @@ ON CONFLICT (aad_object_id) DO UPDATE
 """
 
 
-def _deferred(delivery_id: int, wait: float) -> Outcome:
+def _deferred(claim: tuple[int, int], wait: float) -> Outcome:
     """Teams was not called (its limits, or a Retry-After, say wait): try again then, and this
     attempt does not count."""
     _write(
-        "UPDATE delivery_delivery SET status = 'retrying', attempts = attempts - 1, next_attempt_at = %s"
-        " WHERE id = %s AND status = 'sending'",
-        [timezone.now() + timedelta(seconds=wait), delivery_id],
+        f"UPDATE delivery_delivery SET status = 'retrying', attempts = attempts - 1, next_attempt_at = %s WHERE {CLAIMED}",
+        [timezone.now() + timedelta(seconds=wait), *claim],
     )
     return Outcome(Status.RETRYING, retry_in=wait)
 
@@ -205,8 +208,9 @@ def _remember_conversation(aad_object_id: Any, address: Address, conversation_id
 
 
 def _record_failure(
-    delivery_id: int, campaign_id: int, attempts: int, person: Any, address: Address, error: TransportError
+    claim: tuple[int, int], campaign_id: int, person: Any, address: Address, error: TransportError
 ) -> Outcome:
+    delivery_id, attempts = claim
     if error.conversation_id and error.conversation_id != address.conversation_id:
         _remember_conversation(person.aad_object_id, address, error.conversation_id)
     fields = {
@@ -220,7 +224,7 @@ def _record_failure(
         TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
     if error.permanent or attempts >= settings.DELIVERY_MAX_ATTEMPTS:
         logger.info("delivery %s failed: %s %s", delivery_id, error.status, error.code)
-        outcome = _finish(delivery_id, campaign_id, Status.FAILED, **fields)
+        outcome = _finish(claim, campaign_id, Status.FAILED, **fields)
         from .control import campaign_watch_errors
 
         campaign_watch_errors(campaign_id=campaign_id, error=error)
@@ -228,7 +232,7 @@ def _record_failure(
     delay = retry_delay(attempt=attempts, retry_after=error.retry_after)
     _write(
         "UPDATE delivery_delivery SET status = 'retrying', next_attempt_at = %s, error_code = %s, error_message = %s,"
-        " last_status_code = %s WHERE id = %s AND status = 'sending'",
-        [timezone.now() + timedelta(seconds=delay), *fields.values(), delivery_id],
+        f" last_status_code = %s WHERE {CLAIMED}",
+        [timezone.now() + timedelta(seconds=delay), *fields.values(), *claim],
     )
     return Outcome(Status.RETRYING, retry_in=delay)

@@ -217,3 +217,16 @@ def test_a_delivery_held_back_by_a_long_retry_after_keeps_its_attempts(teams):
     assert outcome.status == "retrying" and 29 <= outcome.retry_in <= 30
     assert (delivery.status, delivery.attempts, delivery.error_code) == ("retrying", 0, "")
     assert messages_for(teams, person) == []
+
+
+def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_newer_claim(teams):
+    from delivery.sending import _finish
+
+    delivery = launched(factories.recipient())
+    # The reconciler took the row back and another worker claimed it again (attempt 2).
+    Delivery.objects.filter(pk=delivery.pk).update(status="sending", attempts=2)
+
+    _finish((delivery.pk, 1), delivery.campaign_id, "failed", error_code="Timeout")  # the stale worker, attempt 1
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.error_code) == ("sending", 2, "")
