@@ -116,7 +116,14 @@ class ApiViewSet(viewsets.GenericViewSet):
     def handle_exception(self, exc):
         if isinstance(exc, idempotency.Replay):
             return Response(exc.body, status=exc.status, headers={"Idempotent-Replayed": "true"})
-        return super().handle_exception(exc)
+        try:
+            return super().handle_exception(exc)
+        except Exception:
+            # An unexpected error (a 500): the key is released, so the client can simply retry.
+            if self._idempotency is not None:
+                self._idempotency.delete()
+                self._idempotency = None
+            raise
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

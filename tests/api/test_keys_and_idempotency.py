@@ -137,3 +137,21 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(monkeypatch):
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert error_of(answers[-1])["code"] == "throttled" and int(answers[-1]["Retry-After"]) >= 1
     assert other.get("/api/v1/campaigns/").status_code == 200  # limits are per key
+
+
+def test_a_server_error_releases_the_idempotency_key_so_a_retry_runs(monkeypatch):
+    from campaigns.api import views
+
+    factories.recipient()
+    client = client_for()
+    client.raise_request_exception = False
+    campaign_id = client.post("/api/v1/campaigns/", draft_campaign_body(), format="json").json()["id"]
+    real_launch = views.campaign_launch
+    monkeypatch.setattr(views, "campaign_launch", lambda **kwargs: 1 / 0)
+
+    failed = client.post(f"/api/v1/campaigns/{campaign_id}/launch/", HTTP_IDEMPOTENCY_KEY="go")
+    monkeypatch.setattr(views, "campaign_launch", real_launch)
+    retried = client.post(f"/api/v1/campaigns/{campaign_id}/launch/", HTTP_IDEMPOTENCY_KEY="go")
+
+    assert failed.status_code == 500
+    assert retried.status_code == 200 and retried.json()["status"] == "running"
