@@ -379,14 +379,19 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     rules = RulesField(required=False)
     members = ExternalIdsField(required=False, help_text="External ids of the people in a static audience.")
     excluded = ExternalIdsField(required=False, help_text="External ids of people never selected.")
-    count = serializers.SerializerMethodField(help_text="How many active people it selects now.")
+    count = serializers.SerializerMethodField(
+        help_text="How many active people it selects now. Given for a single audience; null in lists."
+    )
 
     class Meta:
         model = Audience
         fields = ["id", "name", "kind", "rules", "members", "excluded", "count", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
 
-    def get_count(self, audience: Audience) -> int:
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_count(self, audience: Audience) -> int | None:
+        if self.context.get("without_counts"):
+            return None  # a count per row would be a COUNT over the recipients for each audience listed
         return audience_count(audience=audience)
 
     def validate(self, attrs):

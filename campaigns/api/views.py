@@ -95,12 +95,41 @@ class CrierAutoSchema(AutoSchema):
         return responses
 
 
+def _first_nul(value, path: str = "") -> str | None:
+    """Where a NUL character hides in parsed JSON (PostgreSQL refuses it in text), or None."""
+    if isinstance(value, str):
+        return (path or "non_field_errors") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            if (found := _first_nul(item, where)) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _first_nul(item, f"{path}[{index}]" if path else f"[{index}]")) is not None:
+                return found
+    return None
+
+
+class CrierJSONParser(JSONParser):
+    """JSON without NUL characters: refused with the field named, before any lookup can trip on one."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
+        where = _first_nul(data)
+        if where is not None:
+            raise ValidationError({where: ["Text may not contain NUL (\\u0000) characters."]})
+        return data
+
+
 class ApiViewSet(viewsets.GenericViewSet):
     """The base of every endpoint: scopes (``write_scope`` for changes, see ``permissions``) and
     ``Idempotency-Key`` on POST (see ``idempotency``)."""
 
     schema = CrierAutoSchema()
-    parser_classes = [JSONParser]
+    parser_classes = [CrierJSONParser]
     permission_classes = [IsAuthenticated, HasScope]
     conflict_actions: frozenset[str] = frozenset()
     write_scope: str = ApiKey.Scope.CAMPAIGNS_WRITE
@@ -301,6 +330,9 @@ class AudienceViewSet(ProtectedModelViewSet):
     """Who a campaign goes to: everyone active, a static list, or attribute rules."""
 
     serializer_class = AudienceSerializer
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "without_counts": self.action == "list"}
 
     def get_queryset(self):
         if self.action == "count":

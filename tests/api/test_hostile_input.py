@@ -50,3 +50,12 @@ def test_hostile_query_strings_get_an_answer_not_an_error(api, query):
     assert response.status_code in (200, 400)
     if response.status_code == 400:
         assert error_of(response)["fields"]
+
+
+def test_a_nul_character_anywhere_in_a_body_is_refused_with_its_place_named(api):
+    factories.template()
+    response = api.post("/api/v1/messages/", {"template": 1, "category": "it\x00", "recipients": ["a"]}, format="json")
+    nested = api.post("/api/v1/audiences/", {"name": "A", "kind": "rules",
+                                             "rules": [{"field": "department", "op": "eq", "value": "x\x00"}]}, format="json")
+    assert response.status_code == 400 and "category" in error_of(response)["fields"]
+    assert nested.status_code == 400 and "rules[0].value" in error_of(nested)["fields"]
