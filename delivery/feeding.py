@@ -19,7 +19,7 @@ from django.conf import settings
 
 from campaigns.models import Campaign
 
-from .connections import redis_for
+from .connections import lock_acquire, lock_release, redis_for
 from .models import Delivery
 
 QUEUE = "deliveries"
@@ -76,8 +76,8 @@ def queue_depth() -> int:
 def feed() -> int:
     """One tick: returns how many deliveries it queued."""
     client = broker()
-    token = uuid.uuid4().hex
-    if not client.set(LOCK_KEY, token, nx=True, px=30_000):
+    token = lock_acquire(client, LOCK_KEY, ttl_seconds=30)
+    if token is None:
         return 0  # another tick is feeding
     try:
         room = settings.FEED_HIGH_WATER - queue_depth()
@@ -106,8 +106,7 @@ def feed() -> int:
             running = still_pending
         return queued
     finally:
-        if client.get(LOCK_KEY) == token.encode():
-            client.delete(LOCK_KEY)
+        lock_release(client, LOCK_KEY, token)
 
 
 def _next_batch(client: redis.Redis, campaign_id: int, limit: int) -> list[int]:

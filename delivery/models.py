@@ -72,6 +72,7 @@ class WebhookEndpoint(models.Model):
     events = models.JSONField(default=list, help_text="The event types it receives.")
     active = models.BooleanField(default=True)
     cursor = models.BigIntegerField(default=0, help_text="The last event it acknowledged.")
+    cursor_transaction = models.BigIntegerField(default=0, help_text="That event's transaction.")
     failures = models.PositiveIntegerField(default=0, help_text="Failed calls in a row.")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -93,15 +94,26 @@ class WebhookEndpoint(models.Model):
             raise ValidationError({"events": f"Unknown event types: {', '.join(sorted(unknown))}."})
 
 
+class CurrentTransactionId(models.Func):
+    """The id of the transaction writing the row (PostgreSQL's pg_current_xact_id)."""
+
+    template = "(pg_current_xact_id()::text)::bigint"
+    output_field = models.BigIntegerField()
+
+
 class WebhookEvent(models.Model):
-    """The outbox: events in the order they happened, kept until every endpoint has had them."""
+    """The outbox: events, kept until every endpoint has had them. Ids are taken before commit, so
+    they may become visible out of order; the transaction id lets the dispatcher send only what no
+    running transaction can still precede (see delivery.webhooks)."""
 
     type = models.CharField(max_length=32, db_index=True)
     payload = models.JSONField()
+    transaction_id = models.BigIntegerField(db_default=CurrentTransactionId())
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:
-        ordering = ["id"]
+        ordering = ["transaction_id", "id"]
+        indexes = [models.Index(fields=["transaction_id", "id"], name="webhook_event_order_idx")]
 
 
 class WebhookAttempt(models.Model):

@@ -1,8 +1,9 @@
 """Events out: deliveries and opt-outs, sent to the endpoints that subscribed to them.
 
 Events go to an outbox table, in the same statement that records what happened (so no event is
-lost and none is invented). A dispatcher (beat, every ``WEBHOOK_INTERVAL_SECONDS``) sends each
-endpoint its events in order, up to ``WEBHOOK_BATCH`` a call, as ``{"events": [...]}``, signed:
+lost and none is invented), stamped with their transaction. A dispatcher (beat, every ``WEBHOOK_INTERVAL_SECONDS``) sends each
+endpoint its events in transaction order, only from transactions older than every running one (so
+none can appear behind the cursor later), up to ``WEBHOOK_BATCH`` a call, as ``{"events": [...]}``, signed:
 ``Crier-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the endpoint's secret>``.
 A call that fails is retried with exponential backoff (at most an hour apart) from the same event;
 every call is logged with its answer.
@@ -23,15 +24,18 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Min
+from django.db.models import Min, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from bots import http
 
-from .connections import redis_for
+from .connections import lock_acquire, lock_release, redis_for
 from .models import WebhookAttempt, WebhookEndpoint, WebhookEvent
 
 SIGNATURE_HEADER = "Crier-Signature"
+# Events of transactions older than every running one: nothing can commit before them any more.
+OLDEST_RUNNING_TRANSACTION = RawSQL("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint", [])
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _wanted: tuple[float, frozenset[str]] = (0.0, frozenset())
 
@@ -96,14 +100,18 @@ def dispatch() -> int:
     """One tick: sends each due endpoint its waiting events. Returns how many were delivered."""
     delivered = 0
     due = WebhookEndpoint.objects.filter(active=True).exclude(next_attempt_at__gt=timezone.now())
+    client = redis_for(settings.REDIS_URL)
+    longest_tick = settings.WEBHOOK_MAX_BATCHES_PER_TICK * (settings.WEBHOOK_TIMEOUT_SECONDS + 5) + 60
     for endpoint in due:
-        lock = redis_for(settings.REDIS_URL).set(f"crier:webhook:{endpoint.pk}", 1, nx=True, px=60_000)
-        if not lock:
+        name = f"crier:webhook:{endpoint.pk}"
+        token = lock_acquire(client, name, ttl_seconds=longest_tick)
+        if token is None:
             continue  # another tick is sending to it
         try:
+            endpoint.refresh_from_db()  # its cursor as the last tick left it
             delivered += _send_waiting(endpoint)
         finally:
-            redis_for(settings.REDIS_URL).delete(f"crier:webhook:{endpoint.pk}")
+            lock_release(client, name, token)
     _forget_delivered()
     return delivered
 
@@ -111,10 +119,12 @@ def dispatch() -> int:
 def _send_waiting(endpoint: WebhookEndpoint) -> int:
     delivered = 0
     for _ in range(settings.WEBHOOK_MAX_BATCHES_PER_TICK):
+        after = Q(transaction_id__gt=endpoint.cursor_transaction) | Q(
+            transaction_id=endpoint.cursor_transaction, id__gt=endpoint.cursor
+        )
         events = list(
-            WebhookEvent.objects.filter(id__gt=endpoint.cursor, type__in=endpoint.events).order_by("id")[
-                : settings.WEBHOOK_BATCH
-            ]
+            WebhookEvent.objects.filter(after, type__in=endpoint.events, transaction_id__lt=OLDEST_RUNNING_TRANSACTION)
+            .order_by("transaction_id", "id")[: settings.WEBHOOK_BATCH]
         )
         if not events:
             break
@@ -148,19 +158,20 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
         status_code=status, ok=ok, error=error, duration_ms=int((time.monotonic() - started) * 1000),
     )
     if ok:
-        endpoint.cursor, endpoint.failures, endpoint.next_attempt_at = events[-1].id, 0, None
+        endpoint.cursor, endpoint.cursor_transaction = events[-1].id, events[-1].transaction_id
+        endpoint.failures, endpoint.next_attempt_at = 0, None
     else:
         endpoint.failures += 1
         delay = min(3600.0, 2.0 ** endpoint.failures) * random.uniform(0.8, 1.2)
         endpoint.next_attempt_at = timezone.now() + timedelta(seconds=delay)
-    endpoint.save(update_fields=["cursor", "failures", "next_attempt_at"])
+    endpoint.save(update_fields=["cursor", "cursor_transaction", "failures", "next_attempt_at"])
     return ok
 
 
 def _forget_delivered() -> None:
     """Drops events every active endpoint has had, once they are a day old."""
-    oldest_needed = WebhookEndpoint.objects.filter(active=True).aggregate(cursor=Min("cursor"))["cursor"]
+    oldest_needed = WebhookEndpoint.objects.filter(active=True).aggregate(at=Min("cursor_transaction"))["at"]
     old = WebhookEvent.objects.filter(created_at__lt=timezone.now() - timedelta(days=1))
     if oldest_needed is not None:
-        old = old.filter(id__lte=oldest_needed)
+        old = old.filter(transaction_id__lt=oldest_needed)
     old.delete()

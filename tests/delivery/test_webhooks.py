@@ -18,7 +18,8 @@ from delivery.models import WebhookAttempt, WebhookEndpoint, WebhookEvent
 from delivery.sending import delivery_send
 from tests import factories
 
-pytestmark = pytest.mark.django_db
+# Real commits: the dispatcher sends only events of transactions that have ended.
+pytestmark = pytest.mark.django_db(transaction=True)
 SECRET = "whsec_test"
 
 
@@ -142,3 +143,33 @@ def test_webhooks_go_over_https_except_to_this_machine():
         endpoint.full_clean()
     endpoint.url = "https://hr.example/hook"
     endpoint.full_clean()
+
+
+def test_an_event_whose_transaction_is_still_running_waits_and_is_not_skipped(receiver):
+    import threading as _threading
+
+    from django.db import connection, transaction
+
+    subscribe(receiver, "opt_out.created")
+    early, late = factories.recipient(external_id="early"), factories.recipient(external_id="late")
+    in_transaction, release = _threading.Event(), _threading.Event()
+
+    def slow_writer():
+        with transaction.atomic():
+            opt_out_record(recipient=early, source=OptOut.Source.API)  # takes the lower event id
+            in_transaction.set()
+            release.wait(10)
+        connection.close()
+
+    writer = _threading.Thread(target=slow_writer)
+    writer.start()
+    in_transaction.wait(10)
+    opt_out_record(recipient=late, source=OptOut.Source.API)  # commits first, with a higher id
+
+    webhooks.dispatch()
+    assert receiver.events() == []  # "late" waits: an older transaction is still running
+    release.set()
+    writer.join(10)
+    webhooks.dispatch()
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["early", "late"]
