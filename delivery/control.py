@@ -26,7 +26,7 @@ from .transport import BLOCKED_CODES, TransportError
 
 logger = logging.getLogger(__name__)
 # Failures that say something about one person, not about the campaign or the bot.
-PERSONAL_CODES = BLOCKED_CODES | {"ForbiddenOperationException", "BotNotInConversationRoster", "NoTenant"}
+PERSONAL_CODES = BLOCKED_CODES | {"ForbiddenOperationException", "BotNotInConversationRoster"}
 
 
 def _locked(campaign_id: int) -> Campaign:

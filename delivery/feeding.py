@@ -23,6 +23,9 @@ from .connections import lock_acquire, lock_release, redis_for
 from .models import Delivery
 
 QUEUE = "deliveries"
+# Direct messages (transactional notices, test sends) and welcomes: workers take from this queue in
+# turn with the others, so they never wait behind a large campaign's queued tasks.
+DIRECT_QUEUE = "direct"
 DELIVER_TASK = "delivery.tasks.deliver"
 LOCK_KEY = "crier:feeder:lock"
 
@@ -83,23 +86,25 @@ def feed() -> int:
         room = settings.FEED_HIGH_WATER - queue_depth()
         if room < settings.FEED_HIGH_WATER // 4:
             return 0
-        running = list(
+        kinds = dict(
             Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
             .order_by("launched_at", "id")
-            .values_list("id", flat=True)
+            .values_list("id", "kind")
         )
+        running = list(kinds)
         queued = 0
         while running and room > 0:
             share = max(100, room // len(running))
             still_pending = []
             for campaign_id in running:
-                ids = _next_batch(client, campaign_id, min(share, room))
+                limit = min(share, room)
+                ids = _next_batch(client, campaign_id, limit)
                 if ids:
-                    publish(ids)
+                    publish(ids, queue=DIRECT_QUEUE if kinds[campaign_id] == Campaign.Kind.DIRECT else QUEUE)
                     client.set(cursor_key(campaign_id), ids[-1], ex=7 * 24 * 3600)
                     queued += len(ids)
                     room -= len(ids)
-                    if len(ids) == min(share, room + len(ids)):
+                    if len(ids) == limit:
                         still_pending.append(campaign_id)
                 if room <= 0:
                     break

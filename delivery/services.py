@@ -87,12 +87,12 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
             ) from exc
         if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
             lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"] or 1
-            last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
-            transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, inserted, skipped, finished))
+            last_id, _, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
+            transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, skipped, finished))
     return campaign
 
 
-def _after_launch(campaign_id: int, last_id: int, inserted: int, skipped: int, finished: bool) -> None:
+def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) -> None:
     from .tasks import campaign_materialise, feed_deliveries
 
     progress.record(campaign_id, skipped=skipped, start=True)
@@ -182,7 +182,7 @@ def campaign_send_direct(*, name: str, template_id: int, category: Category, ext
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
-        transaction.on_commit(lambda: _after_launch(campaign.pk, 0, len(wanted), skipped, True))
+        transaction.on_commit(lambda: _after_launch(campaign.pk, 0, skipped, True))
     return campaign
 
 

@@ -37,9 +37,9 @@ def _welcome(campaign: Campaign, people) -> list[int]:
 
 
 def _enqueue(ids: list[int]) -> None:
-    from .feeding import publish
+    from .feeding import DIRECT_QUEUE, publish
 
-    publish(ids)
+    publish(ids, queue=DIRECT_QUEUE)
 
 
 def welcome_on_install(*, aad_object_id: str) -> list[int]:

@@ -110,7 +110,7 @@ def main() -> int:
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     start("web", [PYTHON, "-m", "gunicorn", "settings.wsgi", "-b", f"127.0.0.1:{WEB_PORT}", "-w", "2", "--access-logfile", "-"], env)
-    start("worker", [PYTHON, "-m", "celery", "-A", "settings", "worker", "-Q", "deliveries,control,default",
+    start("worker", [PYTHON, "-m", "celery", "-A", "settings", "worker", "-Q", "direct,deliveries,control,default",
                      "--pool", "threads", "-c", "8", "-n", "demo@%h", "--loglevel", "INFO"], env)
     start("beat", [PYTHON, "-m", "celery", "-A", "settings", "beat", "--loglevel", "INFO",
                    "--schedule", str(VAR / "celerybeat-schedule")], env)

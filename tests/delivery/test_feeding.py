@@ -88,3 +88,19 @@ def test_a_large_audience_is_written_in_chunks_and_only_then_can_complete(settin
     campaign.refresh_from_db()
     assert campaign.deliveries.count() == 25 and campaign.materialised_at is not None
     assert campaign.deliveries.filter(status=Delivery.Status.PENDING).count() == 15
+
+
+def test_direct_messages_get_their_own_queue_so_a_large_campaign_never_delays_them(settings, redis_client):
+    from delivery.services import campaign_send_direct
+
+    large = launched_with(50)
+    person = large.deliveries.first().recipient
+    direct = campaign_send_direct(name="Laptop ready", template_id=large.template_id, category=large.category,
+                                  external_ids=[person.external_id])
+
+    feeding.feed()
+
+    [raw] = redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)
+    args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+    assert args == [direct.deliveries.get().pk]
+    assert len(queued_ids(redis_client)) == 50  # the campaign's own, on the deliveries queue

@@ -26,7 +26,7 @@ class CeleryProcesses:
         )
 
     def start_worker(self, name: str = "worker") -> None:
-        self.start(name, ["worker", "-Q", "deliveries,control,default", "--pool", "threads", "-c", "4", "-n", f"{name}@%h",
+        self.start(name, ["worker", "-Q", "direct,deliveries,control,default", "--pool", "threads", "-c", "4", "-n", f"{name}@%h",
                           "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
 
     def start_beat(self) -> None:
