@@ -16,8 +16,9 @@ from django.conf import settings
 from django.db.models import Count
 
 from .connections import redis_for
+from .models import Delivery
 
-FINAL = ("sent", "failed", "skipped")
+FINAL = tuple(str(status) for status in Delivery.FINAL)
 COUNTERS = (*FINAL, "ambiguous")
 RATE_WINDOW_SECONDS = 10
 
@@ -54,8 +55,6 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
 
 def rebuild(campaign_id: int) -> dict[str, int]:
     """Counts the rows (one GROUP BY) and replaces the counters with the result."""
-    from .models import Delivery
-
     counts = dict.fromkeys(COUNTERS, 0)
     rows = Delivery.objects.filter(campaign_id=campaign_id, status__in=FINAL)
     for row in rows.values("status").annotate(n=Count("id")).order_by():

@@ -19,13 +19,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Max
 from django.utils import timezone
 
 from campaigns.models import Campaign
 
 from . import feeding, progress
 from .models import Delivery
+from .welcome import welcome_campaign, welcome_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +81,15 @@ def reconcile() -> dict[str, int]:
                 feeding.rewind(campaign_id)
                 rewound += 1
     # Welcome deliveries are queued directly, not fed: re-queue those left pending for long.
-    welcome_lost = list(
+    welcome = welcome_campaign()
+    welcome_lost = [] if welcome is None else list(
         Delivery.objects.filter(
+            campaign=welcome,
             status=Delivery.Status.PENDING,
             created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
-        )
-        .filter(Exists(Campaign.objects.filter(pk=OuterRef("campaign_id"), kind=Campaign.Kind.WELCOME,
-                                               status=Campaign.Status.RUNNING)))
-        .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
+        ).values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
     )
-    feeding.publish(welcome_lost)
+    welcome_enqueue(welcome_lost)
     return {
         "lease_expired": len(expired),
         "requeued": len(overdue) + len(welcome_lost),

@@ -32,11 +32,12 @@ def _welcome(campaign: Campaign, people) -> list[int]:
         )
         ids = [row[0] for row in cursor.fetchall()]
         if ids:
-            transaction.on_commit(lambda: _enqueue(ids))
+            transaction.on_commit(lambda: welcome_enqueue(ids))
     return ids
 
 
-def _enqueue(ids: list[int]) -> None:
+def welcome_enqueue(ids: list[int]) -> None:
+    """Welcomes are not fed like campaigns: they go straight to the queue that never waits."""
     from .feeding import DIRECT_QUEUE, publish
 
     publish(ids, queue=DIRECT_QUEUE)

@@ -106,3 +106,22 @@ def test_a_materialisation_whose_task_was_lost_is_restarted_from_the_last_person
     args = json.loads(base64.b64decode(message["body"]))[0]
     assert message["headers"]["task"] == "delivery.tasks.campaign_materialise"
     assert args == [campaign.pk, max(campaign.deliveries.values_list("recipient_id", flat=True))]
+
+
+def test_a_welcome_whose_message_was_lost_is_queued_again_where_welcomes_go(settings, redis_client):
+    import base64
+    import json
+
+    from campaigns.models import Campaign
+    from delivery import welcome
+
+    person = factories.recipient()
+    campaign = factories.campaign(kind=Campaign.Kind.WELCOME)
+    services.campaign_launch(campaign_id=campaign.pk)
+    [delivery_id] = welcome.welcome_on_install(aad_object_id=str(person.aad_object_id))  # its message is lost
+    Delivery.objects.filter(pk=delivery_id).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    recovery.reconcile()
+
+    [raw] = redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)
+    assert json.loads(base64.b64decode(json.loads(raw)["body"]))[0] == [delivery_id]
