@@ -26,6 +26,7 @@ WEB_PORT = int(os.environ.get("DEMO_WEB_PORT", "8000"))
 EMULATOR_PORT = int(os.environ.get("DEMO_EMULATOR_PORT", "9443"))
 PEOPLE = int(os.environ.get("DEMO_PEOPLE", "200"))
 children: list[subprocess.Popen] = []
+stoppers: list = []  # what else to stop at the end (the emulator)
 
 
 def say(text: str) -> None:
@@ -54,6 +55,8 @@ def stop_all(*_: object) -> None:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+    for stop in stoppers:  # the emulator last: the others call it
+        stop()
 
 
 def wait_for(what: str, check, timeout: float = 60.0) -> None:
@@ -83,7 +86,7 @@ def api(method: str, path: str, key: str, body: dict | None = None) -> dict:
 
 
 def main() -> int:
-    from bots.emulator.client import EmulatorClient
+    from bots.emulator.process import start_emulator
 
     for port in (WEB_PORT, EMULATOR_PORT):
         if not port_free(port):
@@ -94,13 +97,11 @@ def main() -> int:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "TEAMS_", "EMULATOR_"))}
     app = {"BOT_APP_ID": "00000000-0000-0000-0000-00000000b07a", "BOT_APP_PASSWORD": "emulator-secret",
            "BOT_TENANT_ID": "11111111-1111-1111-1111-111111111111"}
-    (VAR / "emulator" / "emulator.json").unlink(missing_ok=True)
-    start("emulator", [PYTHON, "-m", "bots.emulator", "--port", str(EMULATOR_PORT), "--state-dir", str(VAR / "emulator"),
-                       "--bot-endpoint", f"http://127.0.0.1:{WEB_PORT}/api/messages", "--limits", "on"], {**base_env, **app})
-    wait_for("the emulator", lambda: (VAR / "emulator" / "emulator.json").exists())
-    info = json.loads((VAR / "emulator" / "emulator.json").read_text())
-    emulator = EmulatorClient(info["url"], info["ca_file"])
-    wait_for("the emulator", lambda: emulator.health())
+    running = start_emulator(VAR / "emulator", port=EMULATOR_PORT, env={**base_env, **app}, limits=True,
+                             bot_endpoint=f"http://127.0.0.1:{WEB_PORT}/api/messages")
+    stoppers.append(running.stop)
+    say(f"started the Teams emulator (pid {running.pid}, log var/emulator/emulator.log)")
+    info, emulator = running.info, running.client
 
     env = {**base_env, **app, "CRIER_ENV": "development", "DJANGO_SETTINGS_MODULE": "settings.settings",
            "BOT_AUTHORITY": info["authority"], "TEAMS_SERVICE_URL": info["service_url"],
