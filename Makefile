@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ASSETS := node_modules/.installed
 
 .PHONY: demo test bench services venv migrate schema run-web run-worker run-beat run-emulator clean
 
@@ -12,7 +13,12 @@ $(STAMP): requirements/base.txt requirements/dev.txt
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	touch $(STAMP)
 
-venv: $(STAMP)
+# The admin's front-end libraries, from the npm registry, served as static files.
+$(ASSETS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(ASSETS)
+
+venv: $(STAMP) $(ASSETS)
 
 services:
 	./scripts/services.sh
@@ -30,7 +36,7 @@ schema: venv
 	DJANGO_SETTINGS_MODULE=settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file /tmp/crier-schema.yaml
 
 clean:
-	rm -rf $(VENV) var staticfiles
+	rm -rf $(VENV) var staticfiles node_modules
 
 bench: venv services
 	$(PY) -m bench $(BENCH_ARGS)

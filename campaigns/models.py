@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -130,6 +131,10 @@ class MessageTemplate(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MARKDOWN)
     text = models.TextField(blank=True, help_text="Markdown body (markdown templates) or notification summary.")
     card = models.JSONField(null=True, blank=True, help_text="Adaptive Card JSON (adaptive card templates).")
+    design = models.JSONField(
+        null=True, blank=True,
+        help_text="What the card editor was given (title, image, body, buttons); empty for cards written as JSON.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -185,11 +190,23 @@ class Campaign(models.Model):
     total_deliveries = models.PositiveIntegerField(default=0, help_text="Delivery rows written so far.")
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The author, when made in the admin.",
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]
+        permissions = [
+            ("approve_campaign", "Can approve a campaign for a large audience"),
+            ("recall_campaign", "Can edit or delete a sent message for everyone who received it"),
+        ]
         indexes = [models.Index(fields=["status", "send_at"], name="campaign_due_idx")]
         constraints = [
             # One welcome campaign runs at a time, so a new starter gets exactly one welcome.
@@ -248,6 +265,10 @@ class ApiKey(models.Model):
         CAMPAIGNS_WRITE = "campaigns:write", "Prepare templates, categories, audiences and campaigns"
         CAMPAIGNS_SEND = "campaigns:send", "Launch, schedule, pause, resume and cancel campaigns"
         OPT_OUTS_WRITE = "opt-outs:write", "Record and lift opt-outs"
+        CAMPAIGNS_APPROVE = "campaigns:approve", "Approve the large campaigns it launches or schedules (given only on request)"
+
+    # What a key gets unless told otherwise: everything but approving its own large campaigns.
+    DEFAULT_SCOPES = (Scope.READ, Scope.RECIPIENTS_WRITE, Scope.CAMPAIGNS_WRITE, Scope.CAMPAIGNS_SEND, Scope.OPT_OUTS_WRITE)
 
     name = models.CharField(max_length=150, unique=True)
     prefix = models.CharField(max_length=16, db_index=True, help_text="The first characters, to recognise it.")
@@ -301,3 +322,61 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="one_record_per_idempotency_key")]
+
+
+class StaffProfile(models.Model):
+    """A staff member's own settings: the time zone their admin pages speak in, and the person they
+    are in Teams, to receive their own tests."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="crier_profile")
+    time_zone = models.CharField(max_length=64, blank=True, help_text="Empty: the server's time zone.")
+    recipient = models.ForeignKey(
+        Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who you are in Teams: tests you send go to this person.",
+    )
+
+    def __str__(self) -> str:
+        return f"Profile of {self.user}"
+
+
+class AuditEntry(models.Model):
+    """Who did what that changes who receives what: launches, approvals, cancellations, recalls,
+    opt-out changes. Written by the services, whichever door (admin or API) the action came in by."""
+
+    class Action(models.TextChoices):
+        LAUNCH = "launch", "Launched"
+        SCHEDULE = "schedule", "Scheduled"
+        APPROVE = "approve", "Approved"
+        APPROVAL_WITHDRAWN = "approval_withdrawn", "Approval withdrawn"
+        PAUSE = "pause", "Paused"
+        RESUME = "resume", "Resumed"
+        CANCEL = "cancel", "Cancelled"
+        TEST_SEND = "test_send", "Sent a test"
+        EDIT_SENT = "edit_sent", "Edited the sent message"
+        RECALL = "recall", "Recalled the sent message"
+        OPT_OUT_ADDED = "opt_out_added", "Recorded an opt-out"
+        OPT_OUT_REMOVED = "opt_out_removed", "Removed an opt-out"
+
+    action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries")
+    summary = models.CharField(max_length=500)
+    detail = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.summary}"
+
+    @property
+    def actor(self) -> str:
+        if self.user_id:
+            return str(self.user)
+        if self.api_key_id:
+            return f"API key {self.api_key}"
+        return "Crier"

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
-from campaigns.models import Campaign
+from campaigns.models import AuditEntry, Campaign
 
 from . import feeding, progress, webhooks
 from .models import Delivery
@@ -33,7 +34,7 @@ def _locked(campaign_id: int) -> Campaign:
     return Campaign.objects.select_for_update().get(pk=campaign_id)
 
 
-def campaign_pause(*, campaign_id: int, reason: str = "") -> Campaign:
+def campaign_pause(*, campaign_id: int, reason: str = "", actor: Actor = SYSTEM) -> Campaign:
     with transaction.atomic():
         campaign = _locked(campaign_id)
         if campaign.status != Campaign.Status.RUNNING:
@@ -42,11 +43,12 @@ def campaign_pause(*, campaign_id: int, reason: str = "") -> Campaign:
         campaign.status = Campaign.Status.PAUSED
         campaign.status_reason = reason[:500] or "Paused by a person."
         campaign.save(update_fields=["status", "status_reason", "updated_at"])
+        actor.record(AuditEntry.Action.PAUSE, campaign=campaign, summary=f"Paused “{campaign}”: {campaign.status_reason}")
         pacer.stop(campaign_id=campaign.pk, reason="paused")
     return campaign
 
 
-def campaign_resume(*, campaign_id: int) -> Campaign:
+def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     with transaction.atomic():
         campaign = _locked(campaign_id)
         if campaign.status != Campaign.Status.PAUSED:
@@ -55,6 +57,7 @@ def campaign_resume(*, campaign_id: int) -> Campaign:
         campaign.status = Campaign.Status.RUNNING
         campaign.status_reason = ""
         campaign.save(update_fields=["status", "status_reason", "updated_at"])
+        actor.record(AuditEntry.Action.RESUME, campaign=campaign, summary=f"Resumed “{campaign}”")
         # Retries that came due while it was paused are due now; pending rows are fed anew.
         campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
         transaction.on_commit(lambda: _after_resume(campaign.pk))
@@ -73,7 +76,7 @@ def _after_resume(campaign_id: int) -> None:
     feed_deliveries.delay()
 
 
-def campaign_cancel(*, campaign_id: int) -> Campaign:
+def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     """Stops a campaign for good: whoever has not been sent to is skipped, visibly. Returns once
     the calls already on their way to Teams have been answered (or ``CANCEL_DRAIN_SECONDS``)."""
     with transaction.atomic():
@@ -84,6 +87,7 @@ def campaign_cancel(*, campaign_id: int) -> Campaign:
         campaign.status = Campaign.Status.CANCELLED
         campaign.cancelled_at = timezone.now()
         campaign.save(update_fields=["status", "cancelled_at", "updated_at"])
+        actor.record(AuditEntry.Action.CANCEL, campaign=campaign, summary=f"Cancelled “{campaign}”")
         skip = (
             "UPDATE delivery_delivery SET status = 'skipped', skip_reason = 'campaign_cancelled', finished_at = now()"
             " WHERE campaign_id = %s AND status IN ('pending', 'retrying')"

@@ -11,8 +11,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, Min, OuterRef
 from django.utils import timezone
 
+from campaigns.approvals import approval_require
+from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
-from campaigns.models import Campaign, Category, Recipient
+from campaigns.models import AuditEntry, Campaign, Category, Recipient
 from campaigns.selectors import audience_recipients, opted_out_sql
 
 from . import progress
@@ -58,11 +60,11 @@ SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted WHERE sta
 """
 
 
-def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Campaign:
+def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor: Actor = SYSTEM) -> Campaign:
     """Starts a campaign now. The first chunk of delivery rows is written in the launching
     transaction (a small campaign is complete at once); the rest by a task, chunk by chunk, while
     sending has already begun. Launching twice is refused, so two schedulers racing for the same
-    campaign launch it once."""
+    campaign launch it once. A large announcement needs its approval (``campaigns.approvals``)."""
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
@@ -74,6 +76,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
                 code="invalid_state",
                 status=409,
             )
+        approval_require(campaign=campaign, actor=actor)
         campaign.status = Campaign.Status.RUNNING
         campaign.launched_at = timezone.now()
         try:
@@ -85,6 +88,8 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False) -> Cam
                 code="welcome_already_running",
                 status=409,
             ) from exc
+        when = " at its scheduled time" if only_if_scheduled else ""
+        actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}")
         if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
             lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"] or 1
             last_id, _, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
@@ -186,7 +191,7 @@ def campaign_send_direct(*, name: str, template_id: int, category: Category, ext
     return campaign
 
 
-def campaign_schedule(*, campaign_id: int, send_at: datetime) -> Campaign:
+def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYSTEM) -> Campaign:
     if send_at <= timezone.now():
         raise ApplicationError(
             "send_at must be in the future; launch the campaign to send it now.", fields={"send_at": ["Must be in the future."]}
@@ -199,9 +204,15 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime) -> Campaign:
             )
         if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
             raise ApplicationError("Welcome campaigns are launched, not scheduled.", code="invalid_state", status=409)
+        approval_require(campaign=campaign, actor=actor)
         campaign.status = Campaign.Status.SCHEDULED
         campaign.send_at = send_at
-        campaign.save(update_fields=["status", "send_at", "updated_at"])
+        campaign.status_reason = ""
+        campaign.save(update_fields=["status", "send_at", "status_reason", "updated_at"])
+        actor.record(
+            AuditEntry.Action.SCHEDULE, campaign=campaign,
+            summary=f"Scheduled “{campaign}” for {send_at.isoformat(timespec='minutes')}", detail={"send_at": send_at},
+        )
     return campaign
 
 
@@ -232,6 +243,20 @@ def launch_due_campaigns() -> list[int]:
         try:
             campaign_launch(campaign_id=campaign_id, only_if_scheduled=True)
             launched.append(campaign_id)
-        except ApplicationError:
-            logger.info("campaign %s was launched or changed by someone else", campaign_id)
+        except ApplicationError as exc:
+            if exc.code == "approval_required":  # its audience grew past the threshold since it was scheduled
+                _unschedule(campaign_id, exc.message)
+            else:
+                logger.info("campaign %s was launched or changed by someone else", campaign_id)
     return launched
+
+
+def _unschedule(campaign_id: int, why: str) -> None:
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if campaign.status != Campaign.Status.SCHEDULED:
+            return
+        campaign.status = Campaign.Status.DRAFT
+        campaign.status_reason = f"Not sent at its time, back to draft: {why}"[:500]
+        campaign.save(update_fields=["status", "status_reason", "updated_at"])
+        SYSTEM.record(AuditEntry.Action.APPROVAL_WITHDRAWN, campaign=campaign, summary=campaign.status_reason)

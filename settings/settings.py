@@ -27,6 +27,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    "campaigns",  # first, so its admin/base_site.html (the "My profile" link) overrides the admin's
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -36,7 +37,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
-    "campaigns",
     "delivery",
     "bots",
 ]
@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "campaigns.admin.profile.StaffTimeZoneMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "campaigns.api.audit.ApiAuditMiddleware",
 ]
@@ -87,6 +88,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The admin's front-end libraries, installed from the npm registry by `make` (package.json).
+NODE_MODULES = BASE_DIR / "node_modules"
+STATICFILES_DIRS = [
+    ("vendor/adaptivecards", NODE_MODULES / "adaptivecards" / "dist"),
+    ("vendor/markdown-it", NODE_MODULES / "markdown-it" / "dist"),
+    ("vendor/chart.js", NODE_MODULES / "chart.js" / "dist"),
+]
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
@@ -213,6 +221,8 @@ TEAMS_PACE_RECOVERY_PER_SECOND = env_float("TEAMS_PACE_RECOVERY_PER_SECOND", 0.2
 
 # --- Delivery --------------------------------------------------------------------------------
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
+# An announcement to more people than this needs a second person's approval (see campaigns.approvals).
+APPROVAL_THRESHOLD = env_int("APPROVAL_THRESHOLD", 500)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)
 # Feeding: the deliveries queue is topped up to this many messages (about 1 KB of Redis each).

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from bots.views import messages_endpoint
+from campaigns.admin.profile import profile_urls
 
 admin.site.site_header = "Crier"
 admin.site.site_title = "Crier"
@@ -12,6 +13,7 @@ handler404 = "campaigns.api.errors.not_found"
 handler500 = "campaigns.api.errors.server_error"
 
 urlpatterns = [
+    path("admin/", include(profile_urls())),
     path("admin/", admin.site.urls),
     path("api/messages", messages_endpoint, name="bot-messages"),
     path("api/v1/", include("campaigns.api.urls")),

@@ -1,7 +1,9 @@
-"""Campaigns: live counts and the launch, schedule, pause, resume and cancel buttons."""
+"""Campaigns: live counts; the launch, schedule, approve, pause, resume and cancel buttons; “Send at”
+in the author's own time zone."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,9 +21,13 @@ from django.utils.html import format_html, format_html_join
 from delivery import progress
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
+from ..approvals import APPROVED_FIELDS, approval_state, approval_withdraw, campaign_approve
+from ..audit import Actor
 from ..errors import ApplicationError
-from ..models import Campaign
-from ..selectors import audience_count
+from ..models import Campaign, Recipient
+from ..rendering import compile_message
+from ..selectors import audience_recipients
+from ..staff import staff_test_send
 from .common import _when
 
 # --- Campaigns -----------------------------------------------------------------------------------
@@ -37,19 +43,26 @@ class Transition:
     done: str  # the success message, after the campaign's name
     shown_when: tuple[str, ...]  # statuses in which the change page offers it
     run: Callable[[Campaign, object], Campaign]
+    permission: str = "campaigns.change_campaign"
 
 
 def _schedule(campaign: Campaign, user) -> Campaign:
     if campaign.send_at is None:
         raise ApplicationError("Set “Send at” and save the campaign before scheduling it.")
-    return campaign_schedule(campaign_id=campaign.pk, send_at=campaign.send_at)
+    return campaign_schedule(campaign_id=campaign.pk, send_at=campaign.send_at, actor=Actor(user=user))
 
 
 TRANSITIONS = {
     "launch": Transition(
         "Launch now", "Send now? Messages start going out at once; this cannot be undone.", "Yes, send it now",
         "was launched: sending has started", (S.DRAFT, S.SCHEDULED),
-        lambda campaign, user: campaign_launch(campaign_id=campaign.pk),
+        lambda campaign, user: campaign_launch(campaign_id=campaign.pk, actor=Actor(user=user)),
+    ),
+    "approve": Transition(
+        "Approve", "Approve it for sending? Check the message and who it reaches.", "Yes, approve it",
+        "is approved: it can be launched or scheduled", (S.DRAFT, S.SCHEDULED),
+        lambda campaign, user: campaign_approve(campaign_id=campaign.pk, actor=Actor(user=user)),
+        permission="campaigns.approve_campaign",
     ),
     "schedule": Transition(
         "Schedule", "Schedule it for its “Send at” time?", "Yes, schedule it", "is scheduled", (S.DRAFT,), _schedule
@@ -57,17 +70,19 @@ TRANSITIONS = {
     "pause": Transition(
         "Pause", "Pause sending? Nobody more receives it until it is resumed.", "Yes, pause it",
         "is paused: nobody more receives it until it is resumed", (S.RUNNING,),
-        lambda campaign, user: campaign_pause(campaign_id=campaign.pk, reason=f"Paused by {user} in the admin."),
+        lambda campaign, user: campaign_pause(
+            campaign_id=campaign.pk, reason=f"Paused by {user} in the admin.", actor=Actor(user=user)
+        ),
     ),
     "resume": Transition(
         "Resume", "Resume sending?", "Yes, resume", "is running again", (S.PAUSED,),
-        lambda campaign, user: campaign_resume(campaign_id=campaign.pk),
+        lambda campaign, user: campaign_resume(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "cancel": Transition(
         "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",
         "Yes, cancel it", "is cancelled: whoever had not received it yet is skipped",
         (S.SCHEDULED, S.RUNNING, S.PAUSED),
-        lambda campaign, user: campaign_cancel(campaign_id=campaign.pk),
+        lambda campaign, user: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
 }
 
@@ -101,7 +116,7 @@ class CampaignAdmin(admin.ModelAdmin):
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
     EDITABLE = ("name", "kind", "template", "audience", "category", "send_at")
-    STATE = ("status", "status_reason", "counts", "pace", "deliveries")
+    STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
 
@@ -124,8 +139,14 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
+            obj.created_by = request.user
             obj.save()
         else:
+            if set(form.changed_data) & set(APPROVED_FIELDS) and approval_withdraw(
+                campaign=obj, actor=Actor(user=request.user), reason="it was changed"
+            ):
+                self.message_user(request, f"“{obj}” was changed after its approval: it needs approval again.", messages.WARNING)
+                form.changed_data.extend(f for f in ("approved_by", "approved_at", "status", "status_reason") if f not in form.changed_data)
             rescheduled = obj.status == S.SCHEDULED and "send_at" in form.changed_data
             obj.save(update_fields=[*(f for f in form.changed_data if f != "send_at" or not rescheduled), "updated_at"])
             if rescheduled:
@@ -142,16 +163,32 @@ class CampaignAdmin(admin.ModelAdmin):
             context["campaign_transitions"] = [
                 (transition.label, reverse("admin:campaigns_campaign_transition", args=[obj.pk, name]))
                 for name, transition in TRANSITIONS.items()
-                if obj.status in transition.shown_when and (name != "schedule" or obj.send_at)
+                if self._offers(request, obj, name)
             ]
+            context["test_send_url"] = reverse("admin:campaigns_campaign_test_send", args=[obj.pk])
+            context["send_at_zone"] = timezone.get_current_timezone_name()
             if not obj.is_editable:
                 context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def _offers(self, request, campaign: Campaign, name: str) -> bool:
+        transition = TRANSITIONS[name]
+        if campaign.status not in transition.shown_when or not request.user.has_perm(transition.permission):
+            return False
+        if name == "schedule" and not campaign.send_at:
+            return False
+        if name == "approve":
+            return campaign.approved_at is None and approval_state(campaign=campaign).needed
+        return True
+
     def get_urls(self):
         view = self.admin_site.admin_view(self.transition_view)
         transition = path("<path:object_id>/do/<slug:name>/", view, name="campaigns_campaign_transition")
-        return [transition, *super().get_urls()]
+        test_send = path(
+            "<path:object_id>/test-send/", self.admin_site.admin_view(self.test_send_view),
+            name="campaigns_campaign_test_send",
+        )
+        return [transition, test_send, *super().get_urls()]
 
     # --- read-only fields
 
@@ -168,6 +205,21 @@ class CampaignAdmin(admin.ModelAdmin):
         if campaign.launched_at is None:
             return "—"
         return "{sent} / {failed} / {skipped} / {total}".format(**self._counts(campaign))
+
+    @admin.display(description="Approval")
+    def approval(self, campaign: Campaign) -> str:
+        if campaign.approved_at is not None:
+            by = campaign.approved_by or "an API key with the campaigns:approve scope"
+            return f"Approved by {by}, {_when(campaign.approved_at)}."
+        if not campaign.is_editable:
+            return "—"
+        state = approval_state(campaign=campaign)
+        if not state.needed:
+            return f"Not needed: it reaches {state.people} people (approval starts above {state.threshold})."
+        return (
+            f"Needed before it is launched or scheduled: it reaches {state.people} people, more than "
+            f"{state.threshold}. A person with the approver role other than its author approves it."
+        )
 
     @admin.display(description="Deliveries by state")
     def counts(self, campaign: Campaign) -> str:
@@ -203,11 +255,11 @@ class CampaignAdmin(admin.ModelAdmin):
             self.message_user(request, f"“{campaign}” {transition.done}.", messages.SUCCESS)
 
     def _reach(self, campaign: Campaign, name: str) -> str:
-        if name != "launch":
+        if name not in ("launch", "approve"):
             return ""
         if campaign.kind == Campaign.Kind.WELCOME:
             return f"welcomes each new starter{f' in {campaign.audience}' if campaign.audience else ''}"
-        people = audience_count(audience=campaign.audience)
+        people = approval_state(campaign=campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
@@ -222,6 +274,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "title": f"{transition.label}: are you sure?",
             "transition": transition,
             "campaigns": [(campaign, self._reach(campaign, name)) for campaign in campaigns],
+            "previews": [self._preview(campaign) for campaign in campaigns] if name == "approve" else [],
             "action": action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "back_url": reverse("admin:campaigns_campaign_change", args=[campaigns[0].pk])
@@ -229,6 +282,39 @@ class CampaignAdmin(admin.ModelAdmin):
             else reverse("admin:campaigns_campaign_changelist"),
         }
         return TemplateResponse(request, "admin/campaigns/campaign/confirm_transition.html", context)
+
+    @staticmethod
+    def _preview(campaign: Campaign) -> dict:
+        """What the approver checks: the message as the first of its people receives it, and a few names."""
+        people = list(audience_recipients(audience=campaign.audience).order_by("id")[:8])
+        person = people[0] if people else Recipient(first_name="Alex", last_name="Sample", display_name="Alex Sample")
+        template = campaign.template
+        message = compile_message(kind=template.kind, text=template.text or "", card=template.card)
+        return {
+            "campaign": campaign,
+            "person": person,
+            "sample": people,
+            "activity": json.loads(message.render(person)),
+            "element_id": f"activity-{campaign.pk}",
+        }
+
+    def test_send_view(self, request, object_id: str):
+        """“Send a test to me”: the campaign's message, now, to the staff member's own Teams identity."""
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if request.method != "POST" or not self.has_view_permission(request, campaign):
+            raise PermissionDenied
+        try:
+            test = staff_test_send(user=request.user, template_id=campaign.template_id, category_id=campaign.category_id)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Test of “{campaign}” sent to you in Teams ({test.name}); it arrives in a few seconds.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
 
     def _run_action(self, request, queryset, name: str, action: str, confirm: bool):
         campaigns = list(queryset.select_related("template", "audience", "category"))
@@ -265,7 +351,7 @@ class CampaignAdmin(admin.ModelAdmin):
         campaign = self.get_object(request, unquote(object_id))
         if campaign is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_change_permission(request, campaign):
+        if not request.user.has_perm(TRANSITIONS[name].permission):
             raise PermissionDenied
         if request.method != "POST":
             return self._confirmation(request, [campaign], name)

@@ -11,7 +11,8 @@ from django.utils.html import format_html, format_html_join
 from bots.models import TeamsAddress
 
 from ..models import Category, OptOut, Recipient
-from ..services import opt_out_record
+from ..audit import Actor
+from ..services import opt_out_delete, opt_out_record
 from .common import JSON_AS_TEXT, _when
 
 # --- People ----------------------------------------------------------------------------------
@@ -139,8 +140,17 @@ class OptOutAdmin(admin.ModelAdmin):
         if change:
             obj.save(update_fields=["note"])
             return
-        saved, _ = opt_out_record(recipient=obj.recipient, category=obj.category, source=obj.source, note=obj.note)
+        saved, _ = opt_out_record(
+            recipient=obj.recipient, category=obj.category, source=obj.source, note=obj.note, actor=Actor(user=request.user)
+        )
         obj.pk, obj.created_at = saved.pk, saved.created_at
         obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        opt_out_delete(opt_out=obj, actor=Actor(user=request.user))
+
+    def delete_queryset(self, request, queryset):
+        for opt_out in queryset.select_related("recipient", "category"):
+            opt_out_delete(opt_out=opt_out, actor=Actor(user=request.user))
 
 

@@ -23,9 +23,9 @@ def hash_key(key: str) -> str:
 def api_key_create(
     *, name: str, scopes: list[str] | None = None, expires_at: datetime | None = None
 ) -> tuple[ApiKey, str]:
-    """Creates a key (with every scope unless told otherwise) and returns it with its secret,
+    """Creates a key (with the default scopes unless told otherwise) and returns it with its secret,
     which is never stored nor shown again."""
-    scopes = list(ApiKey.Scope.values) if scopes is None else scopes
+    scopes = list(ApiKey.DEFAULT_SCOPES) if scopes is None else scopes
     unknown = sorted(set(scopes) - set(ApiKey.Scope.values))
     if unknown:
         raise ApplicationError(

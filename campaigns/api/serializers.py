@@ -475,10 +475,10 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "status", "status_reason",
-            "send_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts",
+            "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts",
         ]
         read_only_fields = [
-            "id", "public_id", "status", "status_reason", "send_at", "launched_at", "materialised_at",
+            "id", "public_id", "status", "status_reason", "send_at", "approved_at", "launched_at", "materialised_at",
             "completed_at", "cancelled_at",
         ]
         extra_kwargs = {"send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."}}

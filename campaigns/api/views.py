@@ -34,7 +34,9 @@ from campaigns.models import (
     RecipientSync,
 )
 from campaigns.selectors import audience_count
-from campaigns.services import opt_out_record, recipient_sync_finish, recipients_bulk_upsert
+from campaigns.approvals import approval_withdraw
+from campaigns.audit import Actor
+from campaigns.services import opt_out_delete, opt_out_record, recipient_sync_finish, recipients_bulk_upsert
 from delivery.models import Delivery
 from delivery.services import (
     campaign_cancel,
@@ -376,8 +378,11 @@ class CampaignViewSet(
         with transaction.atomic():
             locked = Campaign.objects.select_for_update().select_related("category").get(pk=serializer.instance.pk)
             _require_editable(locked)  # it may have been launched since the check above
+            before = (locked.template_id, locked.audience_id, locked.category_id)
             serializer.instance = locked
-            serializer.save()
+            campaign = serializer.save()
+            if (campaign.template_id, campaign.audience_id, campaign.category_id) != before:
+                approval_withdraw(campaign=campaign, actor=Actor(api_key=self.request.auth), reason="it was changed")
 
     def _answer(self, campaign: Campaign) -> Response:
         return Response(self.get_serializer(self.get_queryset().get(pk=campaign.pk)).data)
@@ -385,7 +390,7 @@ class CampaignViewSet(
     @extend_schema(request=None, responses=CampaignSerializer, description="Starts sending now.")
     @action(detail=True, methods=["post"])
     def launch(self, request, pk=None):
-        return self._answer(campaign_launch(campaign_id=self.get_object().pk))
+        return self._answer(campaign_launch(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
     @extend_schema(
         request=CampaignScheduleSerializer,
@@ -397,7 +402,9 @@ class CampaignViewSet(
         campaign = self.get_object()
         body = CampaignScheduleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._answer(campaign_schedule(campaign_id=campaign.pk, send_at=body.validated_data["send_at"]))
+        return self._answer(campaign_schedule(
+            campaign_id=campaign.pk, send_at=body.validated_data["send_at"], actor=Actor(api_key=request.auth)
+        ))
 
     @extend_schema(
         request=TestSendSerializer,
@@ -423,12 +430,14 @@ class CampaignViewSet(
         campaign = self.get_object()
         body = CampaignPauseSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._answer(campaign_pause(campaign_id=campaign.pk, reason=body.validated_data.get("reason", "")))
+        return self._answer(campaign_pause(
+            campaign_id=campaign.pk, reason=body.validated_data.get("reason", ""), actor=Actor(api_key=request.auth)
+        ))
 
     @extend_schema(request=None, responses=CampaignSerializer, description="Carries on with a paused campaign.")
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        return self._answer(campaign_resume(campaign_id=self.get_object().pk))
+        return self._answer(campaign_resume(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
     @extend_schema(
         request=None,
@@ -438,7 +447,7 @@ class CampaignViewSet(
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        return self._answer(campaign_cancel(campaign_id=self.get_object().pk))
+        return self._answer(campaign_cancel(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
 
 def _require_editable(campaign: Campaign) -> None:
@@ -535,7 +544,11 @@ class OptOutViewSet(
             category=data.get("category"),
             source=OptOut.Source.API,
             note=data.get("note", ""),
+            actor=Actor(api_key=request.auth),
         )
         return Response(
             self.get_serializer(opt_out).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
+
+    def perform_destroy(self, instance):
+        opt_out_delete(opt_out=instance, actor=Actor(api_key=self.request.auth))

@@ -1,4 +1,5 @@
-"""A comms user: a staff member in the "Comms" group that the data migration creates."""
+"""Staff in each role the data migration creates: an author, an approver and a viewer (none is a
+superuser)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,40 @@ from django.apps import apps
 from django.contrib.auth.models import Group, User
 from django.contrib.messages import get_messages
 
-comms_migration = importlib.import_module("campaigns.migrations.0004_comms_group")
+roles_migration = importlib.import_module("campaigns.migrations.0009_roles")
 
 
 @pytest.fixture
-def comms_group(db) -> Group:
-    group = Group.objects.filter(name=comms_migration.GROUP_NAME).first()
-    if group is None:
-        # A transactional test elsewhere in the run flushed the tables: make it again, the migration's way.
-        group = comms_migration.comms_group_ensure(apps)
-    return group
+def roles(db) -> dict[str, Group]:
+    # A transactional test elsewhere in the run may have flushed the tables: ensure them, the migration's way.
+    return roles_migration.roles_ensure(apps)
+
+
+def _staff(username: str, group: Group) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", "not-a-superuser", is_staff=True)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def comms_group(roles) -> Group:
+    return roles[roles_migration.AUTHORS]
 
 
 @pytest.fixture
 def comms_user(comms_group) -> User:
-    user = User.objects.create_user("casey", "casey@example.com", "not-a-superuser", is_staff=True)
-    user.groups.add(comms_group)
-    return user
+    """An author."""
+    return _staff("casey", comms_group)
+
+
+@pytest.fixture
+def approver_user(roles) -> User:
+    return _staff("avery", roles[roles_migration.APPROVERS])
+
+
+@pytest.fixture
+def viewer_user(roles) -> User:
+    return _staff("vic", roles[roles_migration.VIEWERS])
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""What a comms user (staff, in the "Comms" group, not a superuser) can open, and what they cannot."""
+"""What an author (staff, in the "Authors" group, not a superuser) can open, and what they cannot."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ EVERYDAY_MODELS = [
 READ_ONLY_MODELS = ["delivery_delivery", "bots_teamsaddress"]
 
 
-def test_the_comms_group_has_exactly_the_permissions_the_migration_grants(comms_group):
+def test_the_authors_group_has_exactly_the_permissions_the_migration_grants(comms_group):
     codenames = set(comms_group.permissions.values_list("content_type__app_label", "codename"))
 
     assert ("campaigns", "delete_campaign") in codenames

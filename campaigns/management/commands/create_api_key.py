@@ -19,8 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Who or what uses the key, e.g. workday-sync. Unique.")
         parser.add_argument(
             "--scopes",
-            default=",".join(ApiKey.Scope.values),
-            help=f"Comma-separated, from {', '.join(ApiKey.Scope.values)} (default: all).",
+            default=",".join(ApiKey.DEFAULT_SCOPES),
+            help=f"Comma-separated, from {', '.join(ApiKey.Scope.values)} "
+            f"(default: all but {ApiKey.Scope.CAMPAIGNS_APPROVE}).",
         )
         parser.add_argument("--expires-in-days", type=int, default=None, help="Default: never expires.")
 

@@ -1,0 +1,129 @@
+"""Approval: an announcement to more than ``APPROVAL_THRESHOLD`` people needs a second person, with
+the approver role, before it can be launched or scheduled.
+
+What is approved is the campaign as it stands: changing its template, audience or category (in the
+admin or through the API), or editing the template it uses, withdraws the approval, and a scheduled
+campaign that loses its approval goes back to draft, visibly, rather than sending unapproved. An
+API key with the ``campaigns:approve`` scope approves the campaigns it launches itself (an
+integration the organisation trusts); every approval is in the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .audit import Actor
+from .errors import ApplicationError
+from .models import AuditEntry, Campaign
+from .selectors import audience_count
+
+# Changing one of these after approval withdraws it.
+APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id")
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    needed: bool  # the audience is above the threshold
+    approved: bool
+    people: int
+    threshold: int
+
+    @property
+    def missing(self) -> bool:
+        return self.needed and not self.approved
+
+
+def approval_state(*, campaign: Campaign) -> ApprovalState:
+    threshold = settings.APPROVAL_THRESHOLD
+    if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
+        return ApprovalState(needed=False, approved=campaign.approved_at is not None, people=0, threshold=threshold)
+    people = audience_count(audience=campaign.audience)
+    return ApprovalState(
+        needed=people > threshold, approved=campaign.approved_at is not None, people=people, threshold=threshold
+    )
+
+
+def approval_require(*, campaign: Campaign, actor: Actor) -> None:
+    """Raises unless the campaign may be sent as it is. A key with ``campaigns:approve`` approves
+    it on the way (called inside the launching transaction, with the campaign row locked)."""
+    state = approval_state(campaign=campaign)
+    if not state.missing:
+        return
+    key = actor.api_key
+    if key is not None and "campaigns:approve" in (key.scopes or []):
+        _approve(campaign, actor, state)
+        return
+    raise ApplicationError(
+        f"“{campaign}” reaches {state.people} people, more than {state.threshold}: a second person with the "
+        "approver role must approve it first.",
+        code="approval_required",
+        status=409,
+    )
+
+
+def campaign_approve(*, campaign_id: int, actor: Actor) -> Campaign:
+    user = actor.user
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if not campaign.is_editable:
+            raise ApplicationError(
+                f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign is approved.",
+                code="invalid_state", status=409,
+            )
+        if campaign.approved_at is not None:
+            raise ApplicationError(f"“{campaign}” is already approved.", code="invalid_state", status=409)
+        if user is None or not user.has_perm("campaigns.approve_campaign"):
+            raise ApplicationError("Only a person with the approver role can approve a campaign.", code="forbidden", status=403)
+        if campaign.created_by_id is not None and campaign.created_by_id == user.pk:
+            raise ApplicationError(
+                "You wrote this campaign: a second person must approve it.", code="approver_is_author", status=403
+            )
+        _approve(campaign, actor, approval_state(campaign=campaign))
+    return campaign
+
+
+def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
+    campaign.approved_by = actor.user if actor.user is not None else None
+    campaign.approved_at = timezone.now()
+    campaign.save(update_fields=["approved_by", "approved_at", "updated_at"])
+    actor.record(
+        AuditEntry.Action.APPROVE, campaign=campaign,
+        summary=f"Approved “{campaign}” for {state.people} people",
+        detail={"people": state.people, "threshold": state.threshold},
+    )
+
+
+def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str) -> bool:
+    """Withdraws the approval of a campaign not sent yet (the caller holds its row). A scheduled
+    campaign that now needs approval goes back to draft. Returns whether anything changed."""
+    if campaign.approved_at is None or not campaign.is_editable:
+        return False
+    campaign.approved_by = None
+    campaign.approved_at = None
+    fields = ["approved_by", "approved_at", "updated_at"]
+    unscheduled = campaign.status == Campaign.Status.SCHEDULED and approval_state(campaign=campaign).needed
+    if unscheduled:
+        campaign.status = Campaign.Status.DRAFT
+        campaign.status_reason = f"Back to draft: {reason}; it needs approval again before it is scheduled."
+        fields += ["status", "status_reason"]
+    campaign.save(update_fields=fields)
+    actor.record(
+        AuditEntry.Action.APPROVAL_WITHDRAWN, campaign=campaign, summary=f"Approval of “{campaign}” withdrawn: {reason}",
+        detail={"unscheduled": unscheduled},
+    )
+    return True
+
+
+def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
+    """The template of approved campaigns changed: their approval no longer covers what they say."""
+    withdrawn = 0
+    with transaction.atomic():
+        for campaign in Campaign.objects.select_for_update().filter(
+            template_id=template_id, approved_at__isnull=False, status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
+        ):
+            withdrawn += approval_withdraw(campaign=campaign, actor=actor, reason="its template was edited")
+    return withdrawn
