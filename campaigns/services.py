@@ -8,8 +8,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .audit import SYSTEM, Actor
 from .errors import ApplicationError
-from .models import Category, OptOut, Recipient, RecipientSync
+from .models import AuditEntry, Category, OptOut, Recipient, RecipientSync
 
 RECIPIENT_FIELDS = (
     "email",
@@ -124,17 +125,45 @@ def recipient_sync_finish(*, sync: RecipientSync, dry_run: bool) -> SyncResult:
 
 
 def opt_out_record(
-    *, recipient: Recipient, source: str, category: Category | None = None, note: str = ""
+    *, recipient: Recipient, source: str, category: Category | None = None, note: str = "", actor: Actor = SYSTEM
 ) -> tuple[OptOut, bool]:
-    """Idempotent: recording the same opt-out twice keeps the first (and its source)."""
-    return OptOut.objects.get_or_create(
-        recipient=recipient, category=category, defaults={"source": source, "note": note[:500]}
-    )
+    """Idempotent: recording the same opt-out twice keeps the first (and its source). A new one is
+    in the audit log, with who recorded it (nobody: the person did, in Teams)."""
+    with transaction.atomic():
+        opt_out, created = OptOut.objects.get_or_create(
+            recipient=recipient, category=category, defaults={"source": source, "note": note[:500]}
+        )
+        if created:
+            actor.record(
+                AuditEntry.Action.OPT_OUT_ADDED,
+                summary=f"{recipient} opted out of {category or 'every non-mandatory category'} "
+                f"({opt_out.get_source_display()})",
+                detail={"recipient": recipient.external_id, "category": category.slug if category else None, "source": source},
+            )
+    return opt_out, created
 
 
-def opt_out_remove_all(*, recipient: Recipient) -> int:
+def opt_out_delete(*, opt_out: OptOut, actor: Actor) -> None:
+    """Lifts one opt-out: the person receives that category again."""
+    with transaction.atomic():
+        deleted, _ = OptOut.objects.filter(pk=opt_out.pk).delete()
+        if deleted:
+            actor.record(
+                AuditEntry.Action.OPT_OUT_REMOVED,
+                summary=f"Opt-out of {opt_out.recipient} from {opt_out.category or 'every non-mandatory category'} lifted",
+                detail={"recipient": opt_out.recipient.external_id, "source": opt_out.source},
+            )
+
+
+def opt_out_remove_all(*, recipient: Recipient, actor: Actor = SYSTEM) -> int:
     """The person opted back in ("start", or installed the bot again)."""
-    deleted, _ = OptOut.objects.filter(recipient=recipient).delete()
+    with transaction.atomic():
+        deleted, _ = OptOut.objects.filter(recipient=recipient).delete()
+        if deleted:
+            actor.record(
+                AuditEntry.Action.OPT_OUT_REMOVED, summary=f"{recipient} opted back in ({deleted} opt-outs lifted)",
+                detail={"recipient": recipient.external_id},
+            )
     return deleted
 
 
