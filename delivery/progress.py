@@ -2,18 +2,21 @@
 
 The number of delivery rows is a fact kept on the campaign row, written with each chunk of the
 audience. What happened to them is counted in Redis (one hash per campaign, plus per-second buckets
-for the rate), by the same code that moves the rows. PostgreSQL stays the truth: when the hash is
-missing (a Redis restart) it is rebuilt from one GROUP BY, and again when the campaign completes.
+for the rate, plus per-minute buckets for the states over time), by the same code that moves the
+rows. PostgreSQL stays the truth: when a hash is missing (a Redis restart) it is rebuilt from one
+GROUP BY, and the counters again when the campaign completes.
 """
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db.models import Count
+from django.db.models.functions import TruncMinute
 
 from .connections import redis_for
 from .models import Delivery
@@ -21,6 +24,9 @@ from .models import Delivery
 FINAL = tuple(str(status) for status in Delivery.FINAL)
 COUNTERS = (*FINAL, "ambiguous")
 RATE_WINDOW_SECONDS = 10
+KEEP_SECONDS = 30 * 24 * 3600
+# A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
+TIMELINE_MAX_POINTS = 1440
 
 
 def client() -> redis.Redis:
@@ -31,23 +37,36 @@ def key(campaign_id: int) -> str:
     return f"crier:progress:{campaign_id}"
 
 
+def timeline_key(campaign_id: int) -> str:
+    return f"crier:timeline:{campaign_id}"
+
+
 def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
-    """Adds to the campaign's counters (``sent=1``, ``skipped=5000``...); ``start`` marks them as
-    complete from the launch on. Never fails the caller: counters are a view, rebuilt from the
-    database whenever they are lost (a hash without the mark was recreated after a loss)."""
+    """Adds to the campaign's counters (``sent=1``, ``skipped=5000``...) and to this minute's
+    bucket of each end state; ``start`` marks both as complete from the launch on. One pipelined
+    round trip. Never fails the caller: counters are a view, rebuilt from the database whenever they
+    are lost (a hash without the mark was recreated after a loss)."""
     try:
+        now = int(time.time())
         pipe = client().pipeline(transaction=False)
-        counters = key(campaign_id)
+        counters, timeline = key(campaign_id), timeline_key(campaign_id)
+        timed = start
         for field, amount in increments.items():
             if amount:
                 pipe.hincrby(counters, field, amount)
+                if field in FINAL:
+                    pipe.hincrby(timeline, f"{now - now % 60}:{field}", amount)
+                    timed = True
         if increments.get("sent"):
-            bucket = f"crier:rate:{campaign_id}:{int(time.time())}"
+            bucket = f"crier:rate:{campaign_id}:{now}"
             pipe.incrby(bucket, increments["sent"])
             pipe.expire(bucket, RATE_WINDOW_SECONDS * 3)
         if start:
             pipe.hsetnx(counters, "built", 1)
-        pipe.expire(counters, 30 * 24 * 3600)
+            pipe.hsetnx(timeline, "built", 1)
+        pipe.expire(counters, KEEP_SECONDS)
+        if timed:
+            pipe.expire(timeline, KEEP_SECONDS)
         pipe.execute()
     except redis.RedisError:
         pass
@@ -64,11 +83,75 @@ def rebuild(campaign_id: int) -> dict[str, int]:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))
         pipe.hset(key(campaign_id), mapping={**counts, "built": 1})
-        pipe.expire(key(campaign_id), 30 * 24 * 3600)
+        pipe.expire(key(campaign_id), KEEP_SECONDS)
         pipe.execute()
     except redis.RedisError:
         pass
     return counts
+
+
+def timeline(campaign_id: int) -> list[dict[str, int]]:
+    """The campaign's end states over time: one point per minute in which something ended, with
+    the cumulative sent, failed and skipped at its end, oldest first. One Redis round trip; when the
+    buckets were lost, one GROUP BY over the campaign's rows rebuilds them (one process at a time)."""
+    try:
+        conn = client()
+        raw = conn.hgetall(timeline_key(campaign_id))
+        if b"built" not in raw and conn.set(f"{timeline_key(campaign_id)}:rebuilding", 1, nx=True, ex=60):
+            return _points(timeline_rebuild(campaign_id))
+    except redis.RedisError:
+        return _points(_timeline_from_rows(campaign_id))
+    buckets: dict[int, dict[str, int]] = {}
+    for field, value in raw.items():
+        minute, _, state = field.decode().partition(":")
+        if state in FINAL and minute.isdigit():
+            buckets.setdefault(int(minute), {})[state] = int(value)
+    return _points(buckets)
+
+
+def timeline_rebuild(campaign_id: int) -> dict[int, dict[str, int]]:
+    """Counts the rows by minute and end state (one GROUP BY, this campaign only) and replaces the
+    buckets with the result."""
+    buckets = _timeline_from_rows(campaign_id)
+    fields = {f"{minute}:{state}": n for minute, states in buckets.items() for state, n in states.items()}
+    try:
+        pipe = client().pipeline()
+        pipe.delete(timeline_key(campaign_id))
+        pipe.hset(timeline_key(campaign_id), mapping={**fields, "built": 1})
+        pipe.expire(timeline_key(campaign_id), KEEP_SECONDS)
+        pipe.delete(f"{timeline_key(campaign_id)}:rebuilding")
+        pipe.execute()
+    except redis.RedisError:
+        pass
+    return buckets
+
+
+def _timeline_from_rows(campaign_id: int) -> dict[int, dict[str, int]]:
+    rows = (
+        Delivery.objects.filter(campaign_id=campaign_id, status__in=FINAL, finished_at__isnull=False)
+        .annotate(minute=TruncMinute("finished_at", tzinfo=datetime.timezone.utc))
+        .values("minute", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    buckets: dict[int, dict[str, int]] = {}
+    for row in rows:
+        buckets.setdefault(int(row["minute"].timestamp()), {})[row["status"]] = row["n"]
+    return buckets
+
+
+def _points(buckets: dict[int, dict[str, int]]) -> list[dict[str, int]]:
+    totals = dict.fromkeys(FINAL, 0)
+    points = []
+    for minute in sorted(buckets):
+        for state, n in buckets[minute].items():
+            totals[state] += n
+        points.append({"minute": minute, **totals})
+    if len(points) > TIMELINE_MAX_POINTS:
+        # Evenly spaced, always ending with the latest: cumulative values stay exact where shown.
+        step = (len(points) - 1) / (TIMELINE_MAX_POINTS - 1)
+        points = [points[round(i * step)] for i in range(TIMELINE_MAX_POINTS)]
+    return points
 
 
 def read(campaign: Any) -> dict[str, Any]:

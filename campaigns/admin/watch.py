@@ -1,0 +1,132 @@
+"""The campaign watch page: progress, states over time and why people were not reached, refreshed
+every two seconds while the campaign can still change; its data as JSON; its results as CSV."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.text import slugify
+
+from delivery.admin import CAMPAIGN_PARAMETER
+from delivery.exports import deliveries_csv
+from delivery.models import Delivery
+from delivery.reports import campaign_watch
+
+from ..models import Campaign
+
+# Statuses in which a campaign still changes by itself: the page refreshes while in one of them.
+WATCHED = (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)
+# The change-page buttons a person watching a send needs.
+CONTROLS = ("pause", "resume", "cancel")
+POLL_SECONDS = 2
+
+
+def watch_urls(model_admin) -> list[URLPattern]:
+    """The watch page, its data and the CSV export, for ``CampaignAdmin.get_urls`` (before the
+    admin's own patterns, whose ``<path:object_id>/`` would otherwise take them)."""
+    views = CampaignWatch(model_admin)
+    wrap = model_admin.admin_site.admin_view
+    return [
+        path("<path:object_id>/watch/", wrap(views.page), name="campaigns_campaign_watch"),
+        path("<path:object_id>/watch/data/", wrap(views.data), name="campaigns_campaign_watch_data"),
+        path("<path:object_id>/export.csv", wrap(views.export), name="campaigns_campaign_export"),
+    ]
+
+
+class CampaignWatch:
+    def __init__(self, model_admin) -> None:
+        self.model_admin = model_admin
+
+    def _campaign(self, request, object_id: str) -> Campaign:
+        admin = self.model_admin
+        if not admin.has_view_permission(request):
+            raise PermissionDenied
+        campaign = admin.get_object(request, unquote(object_id))
+        if campaign is None:
+            raise Http404("No campaign with this id.")
+        if not admin.has_view_permission(request, campaign):
+            raise PermissionDenied
+        return campaign
+
+    @staticmethod
+    def _can_see_deliveries(request) -> bool:
+        return request.user.has_perm("delivery.view_delivery") or request.user.has_perm("delivery.change_delivery")
+
+    def _actions(self, request, campaign: Campaign) -> list[dict[str, str]]:
+        from .campaigns import TRANSITIONS  # here: that module imports this one
+
+        if not self.model_admin.has_change_permission(request, campaign):
+            return []
+        return [
+            {
+                "name": name,
+                "label": TRANSITIONS[name].label,
+                "url": reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]),
+            }
+            for name in CONTROLS
+            if campaign.status in TRANSITIONS[name].shown_when
+            and request.user.has_perm(getattr(TRANSITIONS[name], "permission", "campaigns.change_campaign"))
+        ]
+
+    def _payload(self, request, campaign: Campaign) -> dict[str, Any]:
+        payload = campaign_watch(campaign=campaign)
+        deliveries = self._can_see_deliveries(request)
+        changelist = reverse("admin:delivery_delivery_changelist")
+
+        def listed(**filters: Any) -> str | None:
+            if not deliveries:
+                return None
+            return f"{changelist}?{urlencode({CAMPAIGN_PARAMETER: campaign.pk, **filters})}"
+
+        for reason in payload["failure_reasons"]:
+            code = {"error_code": reason["error_code"]} if reason["error_code"] else {}
+            reason["url"] = listed(status__exact=Delivery.Status.FAILED, **code)
+        for reason in payload["skip_reasons"]:
+            reason["url"] = listed(status__exact=Delivery.Status.SKIPPED, skip_reason__exact=reason["skip_reason"])
+        payload.update(
+            actions=self._actions(request, campaign),
+            poll=campaign.status in WATCHED,
+            poll_seconds=POLL_SECONDS,
+            export_url=reverse("admin:campaigns_campaign_export", args=[campaign.pk]) if deliveries else None,
+            deliveries_url=listed(),
+        )
+        return payload
+
+    def page(self, request, object_id: str) -> TemplateResponse:
+        campaign = self._campaign(request, object_id)
+        data = self._payload(request, campaign)
+        opts = self.model_admin.opts
+        context = {
+            **self.model_admin.admin_site.each_context(request),
+            "opts": opts,
+            "title": f"Watching “{campaign}”",
+            "subtitle": None,
+            "campaign": campaign,
+            "data": data,
+            "bar_max": max(1, data["progress"]["total"]),
+            "bar_value": data["done"] if data["progress"]["total"] else int(data["finished"]),
+            "data_url": reverse("admin:campaigns_campaign_watch_data", args=[campaign.pk]),
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/campaigns/campaign/watch.html", context)
+
+    def data(self, request, object_id: str) -> JsonResponse:
+        campaign = self._campaign(request, object_id)
+        return JsonResponse(self._payload(request, campaign))
+
+    def export(self, request, object_id: str) -> StreamingHttpResponse:
+        """Every delivery of the campaign, one person a line, streamed (flat memory on a million rows)."""
+        campaign = self._campaign(request, object_id)
+        if not self._can_see_deliveries(request):
+            raise PermissionDenied
+        rows = Delivery.objects.filter(campaign_id=campaign.pk)
+        response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
+        name = slugify(campaign.name)[:60] or "campaign"
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{name}-deliveries.csv"'
+        return response

@@ -1,0 +1,291 @@
+"""What comms staff read while a campaign sends: why people were not reached, in plain words, and
+what to do about it.
+
+Selectors only. Every count starts from the campaign and one end state, so it is a range of the
+(campaign, status, id) index, never a scan of the deliveries of other campaigns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.db.models import Count, Max
+
+from campaigns.models import Campaign
+
+from . import progress
+from .models import Delivery
+from .transport import BLOCKED_CODES, RETRYABLE_STATUSES
+
+# More distinct reasons than this in one campaign is noise: the most frequent are shown.
+MAX_REASONS = 50
+# The reasons are kept in Redis with the counts they were read at, and read again only when those
+# counts moved; a campaign with this many failed and skipped rows is grouped again at most every
+# REASONS_LARGE_EVERY_SECONDS, however many people watch it.
+REASONS_LARGE = 10_000
+REASONS_LARGE_EVERY_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Explanation:
+    meaning: str  # what happened, for a person who has never read Teams' documentation
+    action: str  # what to do about it
+
+
+NOT_INSTALLED = Explanation(
+    "The Crier app is not installed for this person in Teams, so the bot cannot start a chat with them.",
+    "Install the app for them (a Teams admin can install it for everyone with an app setup policy), "
+    "then send them the message again.",
+)
+CREDENTIALS = Explanation(
+    "Teams refused the bot's credentials, so nothing could be sent.",
+    "Check BOT_APP_ID, BOT_APP_PASSWORD and BOT_TENANT_ID against the bot's Azure registration, and that "
+    "its Microsoft Teams channel is enabled; then resume or send again.",
+)
+TEAMS_UNAVAILABLE = Explanation(
+    "Teams was unavailable or overloaded each time Crier tried, until every attempt was used.",
+    "Nothing is wrong with the message: send it again to these people later (export the failed deliveries).",
+)
+
+# By Teams' error code, whatever the HTTP status it came with.
+BY_CODE: dict[str, Explanation] = {
+    **dict.fromkeys(
+        BLOCKED_CODES,
+        Explanation(
+            "This person blocked the bot or uninstalled the app: they are recorded as opted out.",
+            "Nothing to do: later campaigns skip them until they install the app again or type “start” to the bot.",
+        ),
+    ),
+    "ForbiddenOperationException": NOT_INSTALLED,
+    "BotNotInConversationRoster": NOT_INSTALLED,
+    "BotDisabledByAdmin": Explanation(
+        "A Teams administrator has blocked the Crier app in this organisation.",
+        "Ask your Teams administrator to allow the app (Teams admin center, Manage apps), then send again.",
+    ),
+    "InvalidBotApiHost": Explanation(
+        "The message went to the wrong Teams cloud (public, GCC, GCC High or DoD) for this person.",
+        "Set TEAMS_SERVICE_URL to your cloud's address; people who install the app are then reached at theirs.",
+    ),
+    "ConversationNotFound": Explanation(
+        "This person's chat with the bot is gone (they deleted it) and a new one could not be made: "
+        "usually the app is not installed for them any more.",
+        "Install the app for them, then send them the message again.",
+    ),
+    "MessageSizeTooBig": Explanation(
+        "The message is too large for Teams (about 100 KB at most, images and card included).",
+        "Shorten the template or link to images instead of embedding them, then send again to these people.",
+    ),
+    "BadArgument": Explanation(
+        "Teams rejected the message as malformed: usually an Adaptive Card it does not accept, "
+        "or a person reached in the wrong region.",
+        "Preview the template and correct the card; if the message says “different region”, check TEAMS_SERVICE_URL.",
+    ),
+    "Throttled": Explanation(
+        "Teams kept asking Crier to slow down, for longer than the attempts allowed.",
+        "Send again to these people later. If it happens often, lower TEAMS_PACE_FRACTION, or look for another "
+        "application using the same bot.",
+    ),
+    "PreconditionFailed": Explanation(
+        "Teams was busy with other changes to this person's chat each time Crier tried.",
+        "Send again to these people later.",
+    ),
+    "ServiceError": Explanation(
+        "Teams had an internal error. Microsoft advises not to retry these automatically.",
+        "Send again to these people later; if it persists, check the Microsoft 365 service health page.",
+    ),
+    "Timeout": Explanation(
+        "Teams did not answer in time, at every attempt. Teams may have accepted some of these messages.",
+        "Check the network between Crier and Teams (BOT_HTTP_TIMEOUT_SECONDS); send again later if needed.",
+    ),
+    "TokenUnavailable": Explanation(
+        "Crier could not reach Microsoft's sign-in service to get the bot's token.",
+        "Check that this server can reach login.microsoftonline.com (proxy, firewall), then resume or send again.",
+    ),
+    "PacerUnavailable": Explanation(
+        "Crier's own Redis was unavailable, so it could not pace its calls to Teams safely.",
+        "Check Redis (REDIS_URL), then send again to these people.",
+    ),
+    "NoTenant": Explanation(
+        "Crier does not know this person's Microsoft 365 tenant, so it cannot address them.",
+        "Set the person's tenant id (through the API or the admin), or BOT_TENANT_ID for a single-tenant bot.",
+    ),
+    "WorkerLost": Explanation(
+        "A Crier worker stopped while sending to this person; Teams may have accepted the message.",
+        "Check the workers' logs (memory, restarts); send again only if the person did not receive it.",
+    ),
+}
+
+# By HTTP status, when the code says nothing known.
+BY_STATUS: dict[int, Explanation] = {
+    400: BY_CODE["BadArgument"],
+    401: CREDENTIALS,
+    403: Explanation(
+        "Teams refused to let the bot message this person: the app is not installed for them, "
+        "or a policy or the bot's credentials forbid it.",
+        "Check that the app is installed and allowed for this person, then send again.",
+    ),
+    404: BY_CODE["ConversationNotFound"],
+    412: BY_CODE["PreconditionFailed"],
+    413: BY_CODE["MessageSizeTooBig"],
+    429: BY_CODE["Throttled"],
+    500: BY_CODE["ServiceError"],
+    **dict.fromkeys(RETRYABLE_STATUSES - {412, 429}, TEAMS_UNAVAILABLE),
+}
+
+SKIPS: dict[str, Explanation] = {
+    Delivery.SkipReason.OPTED_OUT: Explanation(
+        "This person opted out of this category (or of everything, or blocked the bot) before it reached them.",
+        "Nothing to do: their choice is respected. A mandatory category still reaches people who opted out, "
+        "but never people who blocked the bot.",
+    ),
+    Delivery.SkipReason.INACTIVE: Explanation(
+        "This person is no longer active (they left, or the HR system marked them inactive).",
+        "Nothing to do, unless they are still here: then correct their record in the HR system.",
+    ),
+    Delivery.SkipReason.NO_TEAMS_IDENTITY: Explanation(
+        "Crier has no Entra object id for this person, so it cannot find them in Teams.",
+        "Add their Entra object id (aad_object_id) in the HR sync or the admin, then send them the message again.",
+    ),
+    Delivery.SkipReason.CAMPAIGN_CANCELLED: Explanation(
+        "The campaign was cancelled before it reached this person.",
+        "Nothing to do, unless the cancel was a mistake: then make a new campaign for the people it skipped.",
+    ),
+}
+
+
+def failure_explain(*, code: str, status: int | None, message: str = "") -> Explanation:
+    """What a Teams failure means and what to do, in plain words; an unknown one is named as it came."""
+    if code in BY_CODE:
+        return BY_CODE[code]
+    if status == 401:
+        return CREDENTIALS
+    if status is None:
+        return BY_CODE["Timeout"]
+    if status in BY_STATUS:
+        return BY_STATUS[status]
+    said = f"{status} {code}".strip() + (f" (“{message[:200]}”)" if message else "")
+    return Explanation(
+        f"Teams answered {said}, which Crier does not know.",
+        "Look the code up in Microsoft's “Status codes from bot conversational APIs”, and export the failed "
+        "deliveries to see each person's answer.",
+    )
+
+
+def campaign_failure_reasons(*, campaign_id: int) -> list[dict[str, Any]]:
+    """The campaign's failed deliveries by Teams' error code and HTTP status, most frequent first,
+    each with an example message and its explanation."""
+    rows = (
+        Delivery.objects.filter(campaign_id=campaign_id, status=Delivery.Status.FAILED)
+        .values("error_code", "last_status_code")
+        .annotate(count=Count("id"), example=Max("error_message"))
+        .order_by("-count", "error_code")[:MAX_REASONS]
+    )
+    reasons = []
+    for row in rows:
+        explanation = failure_explain(code=row["error_code"], status=row["last_status_code"], message=row["example"])
+        reasons.append(
+            {
+                "error_code": row["error_code"],
+                "status_code": row["last_status_code"],
+                "count": row["count"],
+                "example_message": row["example"],
+                "meaning": explanation.meaning,
+                "action": explanation.action,
+            }
+        )
+    return reasons
+
+
+def campaign_skip_reasons(*, campaign_id: int) -> list[dict[str, Any]]:
+    """The campaign's skipped deliveries by reason, most frequent first, with explanations."""
+    labels = dict(Delivery.SkipReason.choices)
+    rows = (
+        Delivery.objects.filter(campaign_id=campaign_id, status=Delivery.Status.SKIPPED)
+        .values("skip_reason")
+        .annotate(count=Count("id"))
+        .order_by("-count", "skip_reason")
+    )
+    reasons = []
+    for row in rows:
+        reason = row["skip_reason"]
+        explanation = SKIPS.get(
+            reason, Explanation(f"Skipped ({reason or 'no reason recorded'}).", "Export the deliveries for details.")
+        )
+        reasons.append(
+            {
+                "skip_reason": reason,
+                "label": labels.get(reason, reason or "No reason recorded"),
+                "count": row["count"],
+                "meaning": explanation.meaning,
+                "action": explanation.action,
+            }
+        )
+    return reasons
+
+
+def duration_words(seconds: float | None) -> str:
+    """“about 4 min”, “about 2 h 10 min”: a time left as a person says it."""
+    if seconds is None:
+        return "not known yet"
+    if seconds < 60:
+        return "less than a minute" if seconds else "none"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
+
+
+def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
+    """Everything the watch page shows, read cheaply enough to poll every few seconds: counters and
+    timeline from Redis, reasons from the failed and skipped rows of this campaign only."""
+    counts = progress.read(campaign)
+    launched = campaign.launched_at is not None
+    done = counts["sent"] + counts["failed"] + counts["skipped"]
+    total = counts["total"]
+    finished = campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED)
+    if total:
+        percent = min(100.0, int(done * 1000 / total) / 10)  # rounded down: 100% only when all are done
+    else:
+        percent = 100.0 if finished else 0.0
+    return {
+        "campaign": {"id": campaign.pk, "name": campaign.name, "kind": campaign.kind},
+        "status": campaign.status,
+        "status_display": campaign.get_status_display(),
+        "status_reason": campaign.status_reason,
+        "finished": finished,
+        "progress": counts,
+        "done": done,
+        "percent": percent,
+        "time_left": duration_words(counts["eta_seconds"]) if campaign.status == Campaign.Status.RUNNING else "",
+        "timeline": progress.timeline(campaign.pk) if launched else [],
+        **_reasons(campaign.pk, failed=counts["failed"], skipped=counts["skipped"]),
+    }
+
+
+def _reasons(campaign_id: int, *, failed: int, skipped: int) -> dict[str, list[dict[str, Any]]]:
+    key = f"crier:reasons:{campaign_id}"
+    try:
+        cached = progress.client().get(key)
+    except redis.RedisError:
+        cached = None
+    if cached:
+        kept = json.loads(cached)
+        same = (kept["failed"], kept["skipped"]) == (failed, skipped)
+        recent = failed + skipped >= REASONS_LARGE and time.time() - kept["at"] < REASONS_LARGE_EVERY_SECONDS
+        if same or recent:
+            return kept["reasons"]
+    reasons = {
+        "failure_reasons": campaign_failure_reasons(campaign_id=campaign_id) if failed else [],
+        "skip_reasons": campaign_skip_reasons(campaign_id=campaign_id) if skipped else [],
+    }
+    try:
+        kept = {"failed": failed, "skipped": skipped, "at": time.time(), "reasons": reasons}
+        progress.client().set(key, json.dumps(kept), ex=60)
+    except redis.RedisError:
+        pass
+    return reasons

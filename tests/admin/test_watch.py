@@ -1,0 +1,177 @@
+"""The campaign watch page, its data endpoint and the CSV export, with deliveries driven through the
+engine against the emulator. Launch runs inside the test's transaction, so nothing is sent but what
+a test sends itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from delivery import services
+from delivery.sending import delivery_send
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def watch(campaign) -> str:
+    return reverse("admin:campaigns_campaign_watch", args=[campaign.pk])
+
+
+def data(campaign) -> str:
+    return reverse("admin:campaigns_campaign_watch_data", args=[campaign.pk])
+
+
+def export(campaign) -> str:
+    return reverse("admin:campaigns_campaign_export", args=[campaign.pk])
+
+
+def transition(campaign, name) -> str:
+    return reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name])
+
+
+@pytest.fixture
+def sending(teams):
+    """A running campaign to four people: one sent, one failed (blocked the bot), one skipped at
+    launch (no Teams identity), one still to do."""
+    people = [factories.recipient(external_id=f"watch-{n}") for n in range(2)]
+    people.append(factories.recipient(external_id="watch-2", aad_object_id=None))
+    people.append(factories.recipient(external_id="watch-3"))
+    teams.client.register_users([{"aad_object_id": str(people[1].aad_object_id), "name": "Blocker"}])
+    teams.client.block(str(people[1].aad_object_id))
+    campaign = factories.campaign(name="Office move: Friday")
+    services.campaign_launch(campaign_id=campaign.pk)
+    for person in people[:2]:
+        delivery_send(delivery_id=campaign.deliveries.get(recipient=person).pk)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def test_the_page_shows_progress_reasons_and_the_controls_of_a_running_campaign(comms_client, sending):
+    response = comms_client.get(watch(sending))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<progress id="progress-bar" max="4" value="3"' in page
+    assert '<strong id="progress-percent">75.0%</strong>' in page
+    assert '<dd id="count-sent">1</dd>' in page and '<dd id="count-remaining">1</dd>' in page
+    assert "This person blocked the bot or uninstalled the app: they are recorded as opted out." in page
+    assert "campaign__id__exact={}&amp;status__exact=failed&amp;error_code=ConversationBlockedByUser".format(
+        sending.pk
+    ) in page
+    assert "status__exact=skipped&amp;skip_reason__exact=no_teams_identity" in page
+    assert f'href="{transition(sending, "pause")}"' in page and f'href="{transition(sending, "cancel")}"' in page
+    assert transition(sending, "resume") not in page
+    assert f'href="{export(sending)}"' in page
+    assert "vendor/chart.js/chart.umd.min.js" in page and "crier/watch.js" in page
+    assert f'data-url="{data(sending)}"' in page
+    assert response.context["data"]["poll"] is True
+
+
+def test_the_page_of_a_completed_campaign_offers_no_controls_and_does_not_refresh(comms_client, sending):
+    delivery_send(delivery_id=sending.deliveries.get(recipient__external_id="watch-3").pk)
+    assert services.campaigns_complete_finished() == [sending.pk]
+
+    response = comms_client.get(watch(sending))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert '<strong id="progress-percent">100.0%</strong>' in page
+    assert "Completed" in page
+    assert "/do/" not in page  # no pause, resume or cancel
+    assert response.context["data"]["poll"] is False
+
+
+def test_the_data_endpoint_gives_progress_timeline_reasons_and_actions(comms_client, sending):
+    response = comms_client.get(data(sending))
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "running" and body["status_reason"] == "" and body["poll"] is True
+    progress = body["progress"]
+    assert {k: progress[k] for k in ("total", "sent", "failed", "skipped", "remaining", "ambiguous")} == {
+        "total": 4, "sent": 1, "failed": 1, "skipped": 1, "remaining": 1, "ambiguous": 0,
+    }
+    assert set(progress) >= {"rate_per_second", "eta_seconds"}
+    assert (body["done"], body["percent"]) == (3, 75.0)
+    assert {k: body["timeline"][-1][k] for k in ("sent", "failed", "skipped")} == {"sent": 1, "failed": 1, "skipped": 1}
+    [failure] = body["failure_reasons"]
+    assert (failure["error_code"], failure["status_code"], failure["count"]) == ("ConversationBlockedByUser", 403, 1)
+    assert failure["meaning"] and failure["action"] and "error_code=ConversationBlockedByUser" in failure["url"]
+    [skip] = body["skip_reasons"]
+    assert (skip["skip_reason"], skip["count"]) == ("no_teams_identity", 1)
+    assert skip["label"] == "No Entra object id or Teams address" and "skip_reason__exact=no_teams_identity" in skip["url"]
+    assert [(a["name"], a["url"]) for a in body["actions"]] == [
+        ("pause", transition(sending, "pause")), ("cancel", transition(sending, "cancel"))
+    ]
+    assert body["export_url"] == export(sending)
+
+
+def test_a_paused_campaign_offers_resume_and_says_why_it_paused(comms_client, sending):
+    services.campaign_pause(campaign_id=sending.pk, reason="Checking the wording.")
+
+    body = comms_client.get(data(sending)).json()
+
+    assert (body["status"], body["status_reason"], body["poll"]) == ("paused", "Checking the wording.", True)
+    assert [a["name"] for a in body["actions"]] == ["resume", "cancel"]
+    assert body["time_left"] == ""
+
+
+def test_the_data_follows_the_campaign_as_it_sends(comms_client, sending):
+    comms_client.get(data(sending))
+    delivery_send(delivery_id=sending.deliveries.get(recipient__external_id="watch-3").pk)
+
+    body = comms_client.get(data(sending)).json()
+
+    assert (body["progress"]["sent"], body["progress"]["remaining"], body["percent"]) == (2, 0, 100.0)
+    assert body["timeline"][-1]["sent"] == 2
+
+
+def test_a_viewer_watches_without_the_controls(client, viewer_user, sending):
+    client.force_login(viewer_user)
+
+    page = client.get(watch(sending))
+    body = client.get(data(sending)).json()
+
+    assert page.status_code == 200 and "/do/" not in page.content.decode()
+    assert body["actions"] == []
+
+
+def test_the_export_is_every_delivery_of_the_campaign_as_csv(comms_client, sending):
+    factories.campaign()  # another campaign's rows stay out
+    response = comms_client.get(export(sending))
+
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="campaign-{sending.pk}-office-move-friday-deliveries.csv"'
+    )
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r["external_id"], r["status"], r["skip_reason"], r["error_code"]) for r in rows] == [
+        ("watch-0", "sent", "", ""),
+        ("watch-1", "failed", "", "ConversationBlockedByUser"),
+        ("watch-2", "skipped", "no_teams_identity", ""),
+        ("watch-3", "pending", "", ""),
+    ]
+    assert rows[1]["last_status_code"] == "403"
+
+
+def test_staff_without_view_permission_on_campaigns_are_refused(client, sending):
+    client.force_login(User.objects.create_user("nina", "nina@example.com", "not-a-superuser", is_staff=True))
+
+    for url in (watch(sending), data(sending), export(sending)):
+        assert client.get(url).status_code == 403, url
+
+
+def test_an_unknown_campaign_is_not_found(comms_client):
+    for url in (
+        reverse("admin:campaigns_campaign_watch", args=[987654]),
+        reverse("admin:campaigns_campaign_watch_data", args=[987654]),
+        reverse("admin:campaigns_campaign_export", args=[987654]),
+        reverse("admin:campaigns_campaign_watch", args=["not-a-number"]),
+    ):
+        assert comms_client.get(url).status_code == 404, url
