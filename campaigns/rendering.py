@@ -39,20 +39,50 @@ _ATTRIBUTE = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
 MAX_ACTIVITY_BYTES = 80 * 1024
 
 
-def _check_placeholders(text: str, where: str) -> None:
+def placeholder_problem(text: str) -> str | None:
+    """What is wrong with the placeholders in this text, if anything. They are looked for as the
+    text stands in the activity's JSON, where they are found when sending: a fallback holding a
+    character JSON escapes (a tab, a quote) would not be found there, so it is refused here."""
+    text = json.dumps(text, ensure_ascii=False)[1:-1]
     for match in PLACEHOLDER.finditer(text):
         name = match.group(1)
         if name not in PLACEHOLDER_FIELDS and not _ATTRIBUTE.match(name):
-            raise ValidationError(
-                {where: f"Unknown placeholder {{{{{name}}}}}; use {', '.join(PLACEHOLDER_FIELDS)} or attributes.<key>."}
-            )
-    stripped = PLACEHOLDER.sub("", text)
-    if "{{" in stripped:
-        raise ValidationError({where: "A placeholder is not closed or holds characters it may not: use {{field}}."})
+            return f"Unknown placeholder {{{{{name}}}}}; use {', '.join(PLACEHOLDER_FIELDS)} or attributes.<key>."
+    if "{{" in PLACEHOLDER.sub("", text):
+        return "A placeholder is not closed or holds characters it may not: use {{field}}."
+    return None
+
+
+def _check_placeholders(text: str, where: str) -> None:
+    if problem := placeholder_problem(text):
+        raise ValidationError({where: problem})
+
+
+def _card_placeholder_problems(card: Any) -> list[str]:
+    """Placeholder problems in every text of a card, each naming its place (``body[0].text``)."""
+    problems = []
+    stack: list[tuple[str, Any]] = [("", card)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if problem := placeholder_problem(value):
+                problems.append(f"{where}: {problem}")
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                place = f"{where}.{key}" if where else key
+                if problem := placeholder_problem(key):
+                    problems.append(f"{place} (the name): {problem}")
+                stack.append((place, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{n}]", item) for n, item in reversed(list(enumerate(value))))
+    return problems
 
 
 def validate_template(*, kind: str, text: str, card: Any) -> None:
-    """Raises ValidationError, keyed by field, for a template that could not be sent."""
+    """Raises ValidationError, keyed by field, for a template that could not be sent. Problems inside
+    a card are listed together, each naming its place in the card (``body[2].url: ...``)."""
+    from .cards import CARD_VERSION, card_problems
+
     if kind == "markdown":
         if not text.strip():
             raise ValidationError({"text": "A markdown message needs text."})
@@ -66,14 +96,19 @@ def validate_template(*, kind: str, text: str, card: Any) -> None:
         if not isinstance(card.get("body", []), list) or not card.get("body"):
             raise ValidationError({"card": 'An Adaptive Card needs a non-empty "body" list.'})
         if not isinstance(card.get("version", ""), str) or not card.get("version"):
-            raise ValidationError({"card": 'An Adaptive Card needs a "version", such as "1.4".'})
-        _check_placeholders(json.dumps(card), "card")
+            raise ValidationError({"card": f'An Adaptive Card needs a "version", such as "{CARD_VERSION}".'})
+        problems = card_problems(card) + _card_placeholder_problems(card)
+        if problems:
+            raise ValidationError({"card": problems})
     else:
         raise ValidationError({"kind": f"Unknown kind {kind!r}."})
     _check_placeholders(text, "text")
     size = len(compile_message(kind=kind, text=text, card=card).activity_json.encode())
     if size > MAX_ACTIVITY_BYTES:
-        raise ValidationError({"card" if card else "text": f"The message is {size} bytes; Teams' limit is about 100 KB, keep it under {MAX_ACTIVITY_BYTES}."})
+        raise ValidationError({
+            "card" if card else "text":
+                f"The message is {size} bytes; Teams' limit is about 100 KB, keep it under {MAX_ACTIVITY_BYTES}."
+        })
 
 
 def recipient_value(recipient: Any, name: str) -> str:

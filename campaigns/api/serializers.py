@@ -326,6 +326,8 @@ class MessageTemplateSerializer(RejectUnknownFieldsMixin, serializers.ModelSeria
             candidate.clean()
         except DjangoValidationError as exc:
             raise serializers.ValidationError(django_errors(exc)) from exc
+        if "card" in attrs:
+            attrs["design"] = None  # a card written through the API is no longer what the admin's card editor made
         return attrs
 
 
