@@ -5,13 +5,33 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.formats import date_format
 
 
 class PrettyJSONField(forms.JSONField):
-    """JSON shown indented, so a person can edit a card or a rule list in the textarea."""
+    """JSON shown indented, so a person can edit a card or a rule list in the textarea. JSON nested
+    too deep to read is invalid JSON, not a server error."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(self.error_messages["invalid"], code="invalid", params={"value": ""}) from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
+
+    def has_changed(self, initial, data):
+        try:
+            return super().has_changed(initial, data)
+        except RecursionError:
+            return True
 
     def prepare_value(self, value):
         if isinstance(value, forms.fields.InvalidJSONInput):

@@ -379,8 +379,12 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     """Who a campaign goes to. People are named by their external ids, as the HR system knows them."""
 
     rules = RulesField(required=False)
-    members = ExternalIdsField(required=False, help_text="External ids of the people in a static audience.")
-    excluded = ExternalIdsField(required=False, help_text="External ids of people never selected.")
+    members = ExternalIdsField(
+        required=False,
+        help_text="External ids of the people always selected: a static audience's people, or people added to "
+        "those a rules audience's rules select.",
+    )
+    excluded = ExternalIdsField(required=False, help_text="External ids of people never selected, whatever the kind.")
     count = serializers.SerializerMethodField(
         help_text="How many active people it selects now. Given for a single audience; null in lists."
     )
@@ -406,8 +410,6 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             candidate.clean()
         except DjangoValidationError as exc:
             raise serializers.ValidationError(django_errors(exc)) from exc
-        if attrs.get("members") and candidate.kind != Audience.Kind.STATIC:
-            raise serializers.ValidationError({"members": ["Only a static audience has members."]})
         wanted = {*attrs.get("members", []), *attrs.get("excluded", [])}
         ids = dict(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", "id")) if wanted else {}
         errors = {}
