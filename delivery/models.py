@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 
@@ -131,3 +132,83 @@ class WebhookAttempt(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+
+class MessageChange(models.Model):
+    """An edit or a recall of a campaign's sent message, for everyone who received it. Its rows
+    (``DeliveryChange``, one per person) are the truth; the counts here move in the same statement
+    as each row, so reading progress costs one row."""
+
+    class Action(models.TextChoices):
+        EDIT = "edit", "Edit"
+        RECALL = "recall", "Recall"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+
+    campaign = models.ForeignKey("campaigns.Campaign", on_delete=models.CASCADE, related_name="message_changes")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    kind = models.CharField(max_length=16, blank=True, help_text="The new message's kind (an edit).")
+    text = models.TextField(blank=True, help_text="The new text or notification summary (an edit).")
+    card = models.JSONField(null=True, blank=True, help_text="The new Adaptive Card (an edit).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    total = models.PositiveIntegerField(default=0, help_text="People whose message it changes.")
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error_summary = models.CharField(max_length=500, blank=True, help_text="The most frequent reasons for failures.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "change to a sent message"
+        verbose_name_plural = "changes to sent messages"
+        constraints = [
+            # One change at a time per campaign: an edit and a recall racing would leave people with
+            # whichever came last.
+            models.UniqueConstraint(
+                fields=["campaign"], condition=models.Q(status="running"), name="one_running_message_change"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} of “{self.campaign}” ({self.created_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def is_edit(self) -> bool:
+        return self.action == self.Action.EDIT
+
+
+class DeliveryChange(models.Model):
+    """What an edit or a recall did to one person's message."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        WORKING = "working", "Calling Teams"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    change = models.ForeignKey(MessageChange, on_delete=models.CASCADE, related_name="rows", db_index=False)
+    # Served by the unique constraint below, which starts with it.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="+", db_index=False)
+    status = models.CharField(max_length=16, choices=Status.choices, db_default=Status.PENDING)
+    error_code = models.CharField(max_length=100, blank=True, db_default="")
+    error_message = models.CharField(max_length=1000, blank=True, db_default="")
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(db_default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "change"], name="one_change_row_per_delivery")]
+        # Serves the workers' walk through a change's pending rows and the counts by state.
+        indexes = [models.Index(fields=["change", "status", "id"], name="delivery_change_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.change_id}/{self.delivery_id}: {self.status}"

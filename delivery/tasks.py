@@ -55,3 +55,22 @@ def welcome_new_starters() -> int:
 @shared_task(ignore_result=True)
 def dispatch_webhooks() -> int:
     return webhooks.dispatch()
+
+
+@shared_task(
+    acks_late=True,
+    ignore_result=True,
+    # A live task never outlasts the lease after which the periodic pass takes its rows back.
+    time_limit=settings.DELIVERY_TASK_TIME_LIMIT_SECONDS,
+)
+def message_change_chunk(change_id: int, generation: int) -> int:
+    from .changes import message_change_chunk as chunk
+
+    return chunk(change_id=change_id, generation=generation)
+
+
+@shared_task(ignore_result=True)
+def reconcile_message_changes() -> dict[str, int]:
+    from .changes import message_changes_reconcile
+
+    return message_changes_reconcile()

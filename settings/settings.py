@@ -92,7 +92,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 NODE_MODULES = BASE_DIR / "node_modules"
 STATICFILES_DIRS = [
     ("vendor/adaptivecards", NODE_MODULES / "adaptivecards" / "dist"),
-    ("vendor/markdown-it", NODE_MODULES / "markdown-it" / "dist"),
+    ("vendor/markdown-it", NODE_MODULES / "markdown-it" / "dist" / "browser"),
     ("vendor/chart.js", NODE_MODULES / "chart.js" / "dist"),
 ]
 
@@ -180,6 +180,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.forget_expired_idempotency_keys",
         "schedule": 3600.0,
     },
+    "reconcile-message-changes": {
+        "task": "delivery.tasks.reconcile_message_changes",
+        "schedule": env_float("RECONCILE_INTERVAL_SECONDS", 15.0),
+    },
     "welcome-new-starters": {
         "task": "delivery.tasks.welcome_new_starters",
         "schedule": env_float("WELCOME_INTERVAL_SECONDS", 60.0),
@@ -223,6 +227,8 @@ TEAMS_PACE_RECOVERY_PER_SECOND = env_float("TEAMS_PACE_RECOVERY_PER_SECOND", 0.2
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
 # An announcement to more people than this needs a second person's approval (see campaigns.approvals).
 APPROVAL_THRESHOLD = env_int("APPROVAL_THRESHOLD", 500)
+# Chains of tasks editing or deleting one campaign's sent messages at once (see delivery.changing).
+MESSAGE_CHANGE_CONCURRENCY = env_int("MESSAGE_CHANGE_CONCURRENCY", 4)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)
 # Feeding: the deliveries queue is topped up to this many messages (about 1 KB of Redis each).

@@ -28,7 +28,9 @@ from ..models import Campaign, Recipient
 from ..rendering import compile_message
 from ..selectors import audience_recipients
 from ..staff import staff_test_send
+from .changes import change_links, change_urls
 from .common import _when
+from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
 
@@ -165,6 +167,10 @@ class CampaignAdmin(admin.ModelAdmin):
                 for name, transition in TRANSITIONS.items()
                 if self._offers(request, obj, name)
             ]
+            context["campaign_links"] = [
+                *([("Watch", reverse("admin:campaigns_campaign_watch", args=[obj.pk]))] if obj.launched_at else []),
+                *change_links(request, obj),
+            ]
             context["test_send_url"] = reverse("admin:campaigns_campaign_test_send", args=[obj.pk])
             context["send_at_zone"] = timezone.get_current_timezone_name()
             if not obj.is_editable:
@@ -188,7 +194,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "<path:object_id>/test-send/", self.admin_site.admin_view(self.test_send_view),
             name="campaigns_campaign_test_send",
         )
-        return [transition, test_send, *super().get_urls()]
+        return [transition, test_send, *watch_urls(self), *change_urls(self), *super().get_urls()]
 
     # --- read-only fields
 
