@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ASSETS := node_modules/.installed
 
-.PHONY: demo test bench services venv migrate schema run-web run-worker run-beat run-emulator clean
+.PHONY: demo test bench services browser screenshots venv migrate schema run-web run-worker run-beat run-emulator clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,15 @@ migrate: venv services
 demo: venv services
 	$(PY) scripts/demo.py
 
-test: venv services
+browser:
+	./scripts/browser.sh
+
+test: venv services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Pictures of the admin's main pages for the README, taken by the browser tests.
+screenshots: venv services browser
+	CRIER_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser
 
 schema: venv
 	DJANGO_SETTINGS_MODULE=settings.test $(PY) manage.py spectacular --validate --fail-on-warn --file /tmp/crier-schema.yaml

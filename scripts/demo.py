@@ -106,7 +106,9 @@ def main() -> int:
     env = {**base_env, **app, "CRIER_ENV": "development", "DJANGO_SETTINGS_MODULE": "settings.settings",
            "BOT_AUTHORITY": info["authority"], "TEAMS_SERVICE_URL": info["service_url"],
            "BOT_OPENID_METADATA_URL": info["openid_metadata_url"], "REQUESTS_CA_BUNDLE": info["ca_file"],
-           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false"}
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
+           # Small enough that an announcement to the whole demo organisation needs an approver.
+           "APPROVAL_THRESHOLD": os.environ.get("APPROVAL_THRESHOLD", "100")}
     say("migrating the database")
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -151,7 +153,8 @@ def main() -> int:
     say(f"done in {elapsed:.1f} s; the emulator accepted {stats['messages']} messages, "
         f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
     print(f"""
-  Admin            http://127.0.0.1:{WEB_PORT}/admin/        (user admin, password admin: demo only)
+  Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
+                   password is its name: demo only)
   API docs         http://127.0.0.1:{WEB_PORT}/api/docs/     (API key: {key})
   Emulator inbox   {info['url']}/   (self-signed; CA at {info['ca_file']})
 """, flush=True)

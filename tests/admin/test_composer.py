@@ -127,7 +127,7 @@ def test_the_change_page_loads_the_card_renderer_and_the_composer(comms_client):
     config = json.loads(page.split('<script id="crier-composer" type="application/json">')[1].split("</script>")[0])
     assert config["preview_url"] == reverse(PREVIEW)
     assert ["first_name", "First name"] in config["placeholders"]
-    assert 'class="composer-test-send"' in page
+    assert 'class="composer-test-send crier-tool-form"' in page
 
 
 def test_the_preview_picker_offers_the_staff_member_themselves(comms_client, comms_user):

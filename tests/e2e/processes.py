@@ -12,6 +12,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def engine_env(teams) -> dict[str, str]:
+    """What a worker and beat started by a test need: the test database and Redis, the emulator as
+    Teams, and short intervals so a test does not wait for the scheduler."""
+    from django.conf import settings
+    from django.db import connection
+
+    return {
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "BOT_AUTHORITY": teams.authority,
+        "TEAMS_SERVICE_URL": teams.service_url,
+        "BOT_OPENID_METADATA_URL": teams.openid_metadata_url,
+        "REQUESTS_CA_BUNDLE": str(teams.ca_file),
+        "SCHEDULER_INTERVAL_SECONDS": "1",
+        "COMPLETION_INTERVAL_SECONDS": "1",
+        "WELCOME_INTERVAL_SECONDS": "2",
+        "DELIVERY_BACKOFF_BASE_SECONDS": "0.5",
+    }
+
+
 class CeleryProcesses:
     def __init__(self, *, env: dict[str, str], log_dir: Path) -> None:
         self.env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "settings.test"}

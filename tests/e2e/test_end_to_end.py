@@ -11,14 +11,13 @@ from collections import Counter
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.api.auth import api_key_create
 from campaigns.models import Campaign, OptOut, Recipient
 
-from .processes import CeleryProcesses
+from .processes import CeleryProcesses, engine_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PEOPLE = 300
@@ -27,21 +26,7 @@ PEOPLE = 300
 @pytest.fixture
 def celery(teams, live_server, redis_client, tmp_path):
     teams.client.config(limits=True, bot_endpoint=f"{live_server.url}/api/messages")
-    processes = CeleryProcesses(
-        env={
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-            "REDIS_URL": settings.REDIS_URL,
-            "BOT_AUTHORITY": teams.authority,
-            "TEAMS_SERVICE_URL": teams.service_url,
-            "BOT_OPENID_METADATA_URL": teams.openid_metadata_url,
-            "REQUESTS_CA_BUNDLE": str(teams.ca_file),
-            "SCHEDULER_INTERVAL_SECONDS": "1",
-            "COMPLETION_INTERVAL_SECONDS": "1",
-            "WELCOME_INTERVAL_SECONDS": "2",
-            "DELIVERY_BACKOFF_BASE_SECONDS": "0.5",
-        },
-        log_dir=tmp_path,
-    )
+    processes = CeleryProcesses(env=engine_env(teams), log_dir=tmp_path)
     processes.start_worker()
     processes.start_beat()
     yield processes

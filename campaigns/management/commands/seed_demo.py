@@ -6,13 +6,16 @@ import datetime
 import json
 import uuid
 
+from importlib import import_module
+
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from campaigns.api.auth import api_key_create
-from campaigns.models import ApiKey, Audience, Campaign, Category, MessageTemplate
+from campaigns.models import ApiKey, Audience, Campaign, Category, MessageTemplate, Recipient, StaffProfile
 from campaigns.services import recipients_bulk_upsert
 from delivery.services import campaign_launch
 from delivery.welcome import welcome_campaign
@@ -86,6 +89,19 @@ class Command(BaseCommand):
         User = get_user_model()
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@contoso.example", "admin")
+        # An author and an approver (passwords as their names, demo only), each linked to a person
+        # of the demo organisation in Teams so "Send a test to me" reaches the emulator's inbox.
+        roles = import_module("campaigns.migrations.0009_roles")
+        groups = roles.roles_ensure(apps)
+        staff = [("admin", None), ("author", roles.AUTHORS), ("approver", roles.APPROVERS)]
+        first_people = list(Recipient.objects.filter(external_id__in=[r["external_id"] for r in rows[:3]]).order_by("id"))
+        for (username, group), person in zip(staff, first_people):
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = User.objects.create_user(username, f"{username}@contoso.example", username, is_staff=True)
+            if group:
+                user.groups.add(groups[group])
+            StaffProfile.objects.update_or_create(user=user, defaults={"recipient": person, "time_zone": person.time_zone})
         news, _ = Category.objects.get_or_create(slug="news", defaults={"name": "Company news"})
         security, _ = Category.objects.get_or_create(
             slug="security", defaults={"name": "IT security", "mandatory": True}
@@ -119,7 +135,8 @@ class Command(BaseCommand):
         )
         key_name = f"demo-{timezone.now():%Y%m%d%H%M%S%f}"
         ApiKey.objects.filter(name__startswith="demo-").update(revoked_at=timezone.now())
-        _, secret = api_key_create(name=key_name)
+        # The demo's integration is trusted to approve the announcements it launches.
+        _, secret = api_key_create(name=key_name, scopes=[*ApiKey.DEFAULT_SCOPES, ApiKey.Scope.CAMPAIGNS_APPROVE])
         self.stdout.write(json.dumps({
             "people": [{"aad_object_id": str(r["aad_object_id"]), "name": r["display_name"],
                         "new_starter": r["start_date"] == timezone.localdate()} for r in rows],

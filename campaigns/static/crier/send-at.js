@@ -38,7 +38,7 @@
     const out = document.createElement("div");
     out.className = "help";
     out.id = "send-at-utc";
-    timeInput.closest(".form-row, div").appendChild(out);
+    (timeInput.closest(".form-row") || timeInput.parentNode).appendChild(out);
     function update() {
       const wall = parse(dateInput.value, timeInput.value);
       if (!wall) { out.textContent = "Type a date (YYYY-MM-DD) and a time (HH:MM) in " + zone + "."; return; }
