@@ -144,7 +144,7 @@ class AudienceAdmin(admin.ModelAdmin):
     readonly_fields = ("members_summary", "excluded_summary", "people", "created_at", "updated_at")
 
     class Media:
-        js = ("crier/audience-rules.js",)
+        js = ("crier/dom.js", "crier/audience-rules.js")
         css = {"all": ("crier/audience-rules.css",)}
 
     def get_fields(self, request, obj=None):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from delivery.admin import ReadOnlyAdmin
+
 from ..models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "action", "actor", "summary", "campaign")
     list_filter = ("action", "created_at")
     search_fields = ("summary", "user__username", "api_key__name", "campaign__name")
@@ -20,12 +22,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
     @admin.display(description="Who")
     def actor(self, entry: AuditEntry) -> str:
         return entry.actor
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

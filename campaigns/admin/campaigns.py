@@ -29,7 +29,7 @@ from ..rendering import compile_message
 from ..selectors import audience_recipients
 from ..staff import staff_test_send
 from .changes import change_links, change_urls
-from .common import _when
+from .common import _when, pace_text
 from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
@@ -238,11 +238,9 @@ class CampaignAdmin(admin.ModelAdmin):
     def pace(self, campaign: Campaign) -> str:
         if campaign.status != S.RUNNING:
             return "—"
-        now = self._counts(campaign)
-        if not now["remaining"]:
-            return "Nothing left to send: it completes in a moment."
-        left = f", about {max(1, round(now['eta_seconds'] / 60))} min left" if now["eta_seconds"] else ""
-        return f"{now['remaining']} to go at {now['rate_per_second']} messages a second{left}."
+        return pace_text(
+            self._counts(campaign), unit="messages ", nothing_left="Nothing left to send: it completes in a moment."
+        )
 
     @admin.display(description="Who it reached")
     def deliveries(self, campaign: Campaign) -> str:

@@ -26,7 +26,7 @@ from delivery.models import DeliveryChange, MessageChange
 
 from ..errors import ApplicationError
 from ..models import Campaign, MessageTemplate
-from .common import PrettyJSONField, _when
+from .common import PrettyJSONField, _when, pace_text
 
 EDIT_TEMPLATE = "admin/campaigns/campaign/edit_sent.html"
 RECALL_TEMPLATE = "admin/campaigns/campaign/confirm_recall.html"
@@ -180,10 +180,7 @@ class MessageChangeAdmin(ReadOnlyAdmin):
         now = message_change_progress(change_id=change.pk)
         if change.status == MessageChange.Status.COMPLETED:
             return f"Completed {_when(change.completed_at)}."
-        if not now["remaining"]:
-            return "Nothing left to do: it completes in a moment."
-        left = f", about {max(1, round(now['eta_seconds'] / 60))} min left" if now["eta_seconds"] else ""
-        return f"{now['remaining']} to go at {now['rate_per_second']} a second{left}."
+        return pace_text(now, unit="", nothing_left="Nothing left to do: it completes in a moment.")
 
     @admin.display(description="Who it failed for (first 20)")
     def failures(self, change: MessageChange) -> str:

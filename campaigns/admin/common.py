@@ -44,6 +44,14 @@ JSON_AS_TEXT = {
 }
 
 
+def pace_text(now: dict, *, unit: str, nothing_left: str) -> str:
+    """“N to go at R <unit> a second, about M min left” from a progress reading."""
+    if not now["remaining"]:
+        return nothing_left
+    left = f", about {max(1, round(now['eta_seconds'] / 60))} min left" if now["eta_seconds"] else ""
+    return f"{now['remaining']} to go at {now['rate_per_second']} {unit}a second{left}."
+
+
 def _when(moment) -> str:
     return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "—"
 

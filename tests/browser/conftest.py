@@ -16,7 +16,7 @@ from django.apps import apps
 from django.contrib.auth.models import User
 from playwright.sync_api import Page, sync_playwright
 
-from tests.e2e.processes import CeleryProcesses, engine_env
+from tests.e2e.processes import running_engine
 
 # Playwright's synchronous API keeps an event loop in the test's thread; the ORM calls the tests make
 # between browser steps are ordinary synchronous code all the same.
@@ -42,13 +42,8 @@ def chromium():
 
 @pytest.fixture
 def engine(teams, live_server, redis_client, tmp_path):
-    """A worker and beat sending through the emulator, which enforces Teams' published limits."""
-    teams.client.config(limits=True, bot_endpoint=f"{live_server.url}/api/messages")
-    processes = CeleryProcesses(env=engine_env(teams), log_dir=tmp_path)
-    processes.start_worker()
-    processes.start_beat()
-    yield processes
-    processes.stop()
+    with running_engine(teams, bot_endpoint=f"{live_server.url}/api/messages", log_dir=tmp_path) as processes:
+        yield processes
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import time
 import uuid
 import zoneinfo
 from collections import Counter
@@ -23,17 +22,6 @@ from tests import factories
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 PEOPLE = 30
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
-
-
-def wait_for(condition, engine, timeout=90.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        engine.check_alive()
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n--- worker log ---\n{engine.log('worker')[-3000:]}")
 
 
 def test_author_tests_approver_approves_and_the_progress_bar_reaches_100(
@@ -73,7 +61,7 @@ def test_author_tests_approver_approves_and_the_progress_bar_reaches_100(
     # A test, to me, in Teams.
     page.click("#test-send-to-me")
     expect(page.locator(".messagelist")).to_contain_text("sent to you in Teams")
-    [test] = wait_for(lambda: teams.client.messages(user=str(me.aad_object_id)), engine, what="the test message")
+    [test] = engine.wait_until(lambda: teams.client.messages(user=str(me.aad_object_id)), what="the test message")
     assert test["activity"]["text"] == "Hello Casey: the all-hands is on **Friday**."
 
     # Launching is refused until someone else approves.
@@ -109,7 +97,7 @@ def test_author_tests_approver_approves_and_the_progress_bar_reaches_100(
     campaign.refresh_from_db()
     assert campaign.send_at == send_at and campaign.status == Campaign.Status.SCHEDULED
 
-    wait_for(lambda: Campaign.objects.get(pk=campaign.pk).launched_at, engine, what="the scheduled launch")
+    engine.wait_until(lambda: Campaign.objects.get(pk=campaign.pk).launched_at, what="the scheduled launch")
     page.goto(f"/admin/campaigns/campaign/{campaign.pk}/watch/")
     expect(page.locator("#progress-percent")).to_have_text(re.compile(r"^100(\.0)?%$"), timeout=60_000)
     expect(page.locator("#count-sent")).to_have_text(str(PEOPLE))
@@ -127,8 +115,8 @@ def test_author_tests_approver_approves_and_the_progress_bar_reaches_100(
     page.get_by_role("link", name="Recall the sent message", exact=True).click()
     page.click(f"input[value='Yes, recall it from {PEOPLE} people']")
     expect(page.locator(".messagelist")).to_contain_text("ecall")
-    wait_for(lambda: MessageChange.objects.get(campaign=campaign).status == MessageChange.Status.COMPLETED, engine,
-             what="the recall")
+    engine.wait_until(lambda: MessageChange.objects.get(campaign=campaign).status == MessageChange.Status.COMPLETED,
+                      what="the recall")
     page.reload()
     expect(page.locator(".field-progress")).to_contain_text(f"{PEOPLE} / 0 / {PEOPLE}")
     author.shot("recall")

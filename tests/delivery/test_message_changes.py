@@ -336,13 +336,8 @@ def test_progress_reads_counts_and_what_remains_from_the_change_row(teams, edito
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_recalls_from_everyone_within_teams_limits(teams, live_server, redis_client, tmp_path):
     """The chains of tasks on a real Celery worker, against an emulator enforcing Microsoft's limits."""
-    from django.conf import settings as django_settings
-    from django.db import connection
+    from tests.e2e.processes import running_engine
 
-    from tests.e2e.processes import CeleryProcesses
-    from tests.e2e.test_end_to_end import wait_until
-
-    teams.client.config(limits=True)
     people = [factories.recipient() for _ in range(120)]
     campaign = factories.campaign()
     services.campaign_launch(campaign_id=campaign.pk)
@@ -351,25 +346,12 @@ def test_a_real_worker_recalls_from_everyone_within_teams_limits(teams, live_ser
     services.campaigns_complete_finished()
     boss = User.objects.create_superuser("boss", "boss@example.com", "pw")
     before = teams.client.stats()
-    worker = CeleryProcesses(
-        env={
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}",
-            "REDIS_URL": django_settings.REDIS_URL,
-            "BOT_AUTHORITY": teams.authority,
-            "TEAMS_SERVICE_URL": teams.service_url,
-            "REQUESTS_CA_BUNDLE": str(teams.ca_file),
-        },
-        log_dir=tmp_path,
-    )
-    worker.start_worker()
-    try:
+    with running_engine(teams, bot_endpoint=f"{live_server.url}/api/messages", log_dir=tmp_path, beat=False) as worker:
         change = message_change_start(campaign_id=campaign.pk, action="recall", user=boss)
 
-        wait_until(
-            lambda: MessageChange.objects.get(pk=change.pk).status == "completed", worker, timeout=60, what="the recall"
+        worker.wait_until(
+            lambda: MessageChange.objects.get(pk=change.pk).status == "completed", timeout=60, what="the recall"
         )
-    finally:
-        worker.stop()
 
     change.refresh_from_db()
     assert (change.total, change.done, change.failed) == (120, 120, 0)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,18 @@ class CeleryProcesses:
             if process.poll() is not None:
                 raise AssertionError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
 
+    def wait_until(self, condition, *, timeout: float = 120.0, what: str = "condition"):
+        """Polls ``condition`` until it returns something true (returned), failing with the worker's
+        log if a process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}\n--- worker log ---\n{self.log('worker')[-4000:]}")
+
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
@@ -71,3 +84,17 @@ class CeleryProcesses:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextmanager
+def running_engine(teams, *, bot_endpoint: str, log_dir: Path, beat: bool = True):
+    """A worker (and beat) sending through the emulator, which enforces Teams' published limits."""
+    teams.client.config(limits=True, bot_endpoint=bot_endpoint)
+    processes = CeleryProcesses(env=engine_env(teams), log_dir=log_dir)
+    processes.start_worker()
+    if beat:
+        processes.start_beat()
+    try:
+        yield processes
+    finally:
+        processes.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 import uuid
 from collections import Counter
 
@@ -17,7 +16,7 @@ from rest_framework.test import APIClient
 from campaigns.api.auth import api_key_create
 from campaigns.models import Campaign, OptOut, Recipient
 
-from .processes import CeleryProcesses, engine_env
+from .processes import running_engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 PEOPLE = 300
@@ -25,12 +24,8 @@ PEOPLE = 300
 
 @pytest.fixture
 def celery(teams, live_server, redis_client, tmp_path):
-    teams.client.config(limits=True, bot_endpoint=f"{live_server.url}/api/messages")
-    processes = CeleryProcesses(env=engine_env(teams), log_dir=tmp_path)
-    processes.start_worker()
-    processes.start_beat()
-    yield processes
-    processes.stop()
+    with running_engine(teams, bot_endpoint=f"{live_server.url}/api/messages", log_dir=tmp_path) as processes:
+        yield processes
 
 
 @pytest.fixture
@@ -48,14 +43,7 @@ def post(api, path, body, status=(200, 201)):
 
 
 def wait_until(condition, processes, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        processes.check_alive()
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n--- worker log ---\n{processes.log('worker')[-4000:]}")
+    return processes.wait_until(condition, timeout=timeout, what=what)
 
 
 def campaign_status(campaign_id):

@@ -21,23 +21,7 @@
     const ATTRIBUTE_WORDS = {gte: "is at least", lte: "is at most"};
     const DELAY_MS = 400;
 
-    function h(tag, attributes, children) {
-        const node = document.createElement(tag);
-        Object.entries(attributes || {}).forEach(([name, value]) => {
-            if (value === null || value === undefined || value === false) {
-                return;
-            }
-            if (name === "text") {
-                node.textContent = value;
-            } else if (name in node && typeof value !== "string") {
-                node[name] = value;
-            } else {
-                node.setAttribute(name, value === true ? "" : value);
-            }
-        });
-        (children || []).forEach((child) => node.append(child));
-        return node;
-    }
+    const h = window.CrierDom.h;
 
     function operatorsFor(field) {
         if (field === "start_date") {

@@ -23,21 +23,7 @@
     const DELAY_MS = 400;
     const CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive";
 
-    function h(tag, attributes, children) {
-        const node = document.createElement(tag);
-        Object.entries(attributes || {}).forEach(([name, value]) => {
-            if (value === null || value === undefined || value === false) {
-                return;
-            }
-            if (name === "text") {
-                node.textContent = value;
-            } else {
-                node.setAttribute(name, value === true ? "" : value);
-            }
-        });
-        (children || []).forEach((child) => node.append(child));
-        return node;
-    }
+    const h = window.CrierDom.h;
 
     // --- Markdown, as Teams shows it ---------------------------------------------------------------
 
