@@ -29,13 +29,12 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from bots.connector import ConnectorError
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 
 from .models import DeliveryChange, MessageChange
 from .pacing import Deferred
 from .retry import retry_delay
-from .transport import Address, TeamsTransport, TransportError, classify
+from .transport import Address, TeamsTransport, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -49,32 +48,7 @@ CHUNK_SECONDS = 10.0
 # --- the transport: the same pacing and answer classification as sends ---------------------------
 
 
-class ChangeTransport(TeamsTransport):
-    """Updates and deletes go through the shared pacer exactly as sends do: the tenant's slot, the
-    conversation's own limits, and a 429's Retry-After told to every worker."""
-
-    def update(self, *, address: Address, activity_id: str, activity_json: bytes) -> None:
-        self._call(address, self.client.update, activity_id=activity_id, activity_json=activity_json)
-
-    def delete(self, *, address: Address, activity_id: str) -> None:
-        self._call(address, self.client.delete, activity_id=activity_id)
-
-    def _call(self, address: Address, call: Callable[..., Any], **arguments: Any) -> None:
-        try:
-            self._paced(
-                address,
-                f"conversation:{address.conversation_id}",
-                None,  # the campaign is over: its stop flag (a cancel's) must not stop its recall
-                call,
-                service_url=address.service_url,
-                conversation_id=address.conversation_id,
-                **arguments,
-            )
-        except ConnectorError as exc:
-            raise classify(exc, conversation_id=address.conversation_id) from exc
-
-
-_transport = ChangeTransport()
+_transport = TeamsTransport()
 
 
 # --- processing rows -----------------------------------------------------------------------------
@@ -135,7 +109,7 @@ def message_change_process(
     *,
     change_id: int,
     budget_seconds: float = CHUNK_SECONDS,
-    transport: ChangeTransport | None = None,
+    transport: TeamsTransport | None = None,
     on_row: Callable[[], None] | None = None,
 ) -> ChunkResult:
     """Claims and processes the change's due rows for about ``budget_seconds`` (at least one row)."""
@@ -176,7 +150,7 @@ def _claim(change_id: int) -> list[Claim]:
     return claims
 
 
-def _apply(change: MessageChange, claim: Claim, compiled: CompiledMessage | None, transport: ChangeTransport) -> str:
+def _apply(change: MessageChange, claim: Claim, compiled: CompiledMessage | None, transport: TeamsTransport) -> str:
     try:
         if compiled is not None:
             activity = json.loads(compiled.render(claim.person))

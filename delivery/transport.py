@@ -132,3 +132,22 @@ class TeamsTransport:
                     continue
                 raise classify(exc, conversation_id=conversation_id) from exc
         raise AssertionError("unreachable")
+
+    # Edits and recalls of a sent message: paced exactly as sends are (the tenant's slot, the
+    # conversation's own limits, a 429's Retry-After told to every worker), but never stopped by the
+    # campaign's flag: the campaign is over, and a cancel must not stop its recall.
+
+    def update(self, *, address: Address, activity_id: str, activity_json: bytes) -> None:
+        self._existing(address, self.client.update, activity_id=activity_id, activity_json=activity_json)
+
+    def delete(self, *, address: Address, activity_id: str) -> None:
+        self._existing(address, self.client.delete, activity_id=activity_id)
+
+    def _existing(self, address: Address, call, **arguments) -> None:
+        try:
+            self._paced(
+                address, f"conversation:{address.conversation_id}", None, call,
+                service_url=address.service_url, conversation_id=address.conversation_id, **arguments,
+            )
+        except ConnectorError as exc:
+            raise classify(exc, conversation_id=address.conversation_id) from exc

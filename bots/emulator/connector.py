@@ -213,7 +213,7 @@ class Connector:
         if request.method == "PUT":
             return await self._update(request, conversation_id, activity_id)
         if request.method == "DELETE":
-            return self._delete(conversation_id, activity_id)
+            return await self._delete(conversation_id, activity_id)
         return teams_error(405, "MethodNotAllowed", f"{request.method} is not supported here.")
 
     async def _send(self, request: web.Request, conversation_id: str) -> web.Response:
@@ -254,14 +254,15 @@ class Connector:
             ctx.thread_limiter.record(conversation_id, now)
         return json_response(201, {"id": store.record(user, activity, ctx.config.keep_bodies)})
 
-    def _find_sent(self, conversation_id: str, activity_id: str) -> tuple[int | None, web.Response | None]:
-        """What update and delete share: the app's limit, then the message (or the answer to give)."""
+    async def _find_sent(self, conversation_id: str, activity_id: str) -> tuple[int | None, web.Response | None]:
+        """What update and delete share: the app's limit and the injected faults, then the message (or
+        the answer to give)."""
         ctx = self.ctx
         user = ctx.store.conversations.get(conversation_id)
         now = time.monotonic()
         app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
         ctx.store.retry_after.note_call((app_scope,), now)
-        refused = self._global_limit(app_scope, now)
+        refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
         if refused is not None:
             return None, refused
         if user is None:
@@ -273,7 +274,7 @@ class Connector:
 
     async def _update(self, request: web.Request, conversation_id: str, activity_id: str) -> web.Response:
         raw = await self._read(request)
-        seq, answer = self._find_sent(conversation_id, activity_id)
+        seq, answer = await self._find_sent(conversation_id, activity_id)
         if answer is not None:
             return answer
         if raw is None or len(raw) > MAX_ACTIVITY_BYTES:
@@ -285,8 +286,8 @@ class Connector:
         self.ctx.store.update_message(seq, activity, self.ctx.config.keep_bodies)
         return json_response(200, {"id": activity_id})
 
-    def _delete(self, conversation_id: str, activity_id: str) -> web.Response:
-        seq, answer = self._find_sent(conversation_id, activity_id)
+    async def _delete(self, conversation_id: str, activity_id: str) -> web.Response:
+        seq, answer = await self._find_sent(conversation_id, activity_id)
         if answer is not None:
             return answer
         self.ctx.store.delete_message(seq)
