@@ -66,6 +66,8 @@ def create_people(first: int, count: int, department: str) -> None:
 
 
 def new_campaign(department: str, name: str):
+    from django.utils import timezone
+
     from campaigns.models import Audience, Campaign, Category, MessageTemplate
 
     category, _ = Category.objects.get_or_create(slug="bench", defaults={"name": "Benchmarks"})
@@ -76,7 +78,10 @@ def new_campaign(department: str, name: str):
         name=f"Department {department}",
         defaults={"kind": Audience.Kind.RULES, "rules": [{"field": "department", "op": "eq", "value": department}]},
     )
-    return Campaign.objects.create(name=name, template=template, audience=audience, category=category)
+    # Approved beforehand, as an announcement to this many people must be before anyone launches it.
+    return Campaign.objects.create(
+        name=name, template=template, audience=audience, category=category, approved_at=timezone.now()
+    )
 
 
 def wait_completed(campaign, timeout: float, on_progress=None) -> None:

@@ -128,6 +128,8 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
         claim = (delivery_id, attempts)
         cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
         row = cursor.fetchone()
+    if row is None:  # the person was deleted while the campaign's rows were being written
+        return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
     person = SimpleNamespace(id=recipient_id, **dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)], strict=True)))
     user_id, stored_tenant, service_url, conversation_id, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 

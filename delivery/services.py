@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, Min, OuterRef
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Exists, F, Max, Min, OuterRef
 from django.utils import timezone
 
 from campaigns.approvals import approval_require
@@ -40,7 +42,10 @@ ACTIVE = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETR
 # One range of recipient ids of the audience becomes delivery rows in one statement inside
 # PostgreSQL (a range, not ORDER BY ... LIMIT, which makes the planner scan and sort the whole table
 # for every chunk); people who opted out (or blocked the bot) and people without a Teams identity
-# are inserted already skipped, with the reason.
+# are inserted already skipped, with the reason. A range nobody has written yet is inserted plainly;
+# one that may hold rows already (a materialisation resumed after a crash, or written twice at
+# once) is inserted with ON CONFLICT DO NOTHING, which costs a speculative insertion per row. The
+# unique constraint (campaign, recipient) holds either way.
 MATERIALISE_CHUNK = """
 WITH chunk AS (
     SELECT people.id, people.aad_object_id FROM ({people}) AS people
@@ -52,11 +57,10 @@ WITH chunk AS (
            CASE WHEN c.opted_out THEN 'opted_out' WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END,
            CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN now() END
       FROM (SELECT chunk.id, chunk.aad_object_id, {opted_out} AS opted_out FROM chunk) AS c
-    ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+    {on_conflict}
     RETURNING status
 )
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM inserted WHERE status = 'skipped'),
-       (SELECT max(id) FROM campaigns_recipient)
+SELECT count(*), count(*) FILTER (WHERE status = 'skipped') FROM inserted
 """
 
 
@@ -108,41 +112,142 @@ def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) 
 
 def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int, int, int, bool]:
     """Writes the delivery rows for the audience's people whose id is in the next
-    ``MATERIALISE_CHUNK_SIZE`` ids above ``after``. Returns (the range's end, rows inserted, of which
-    skipped, finished: no recipient has a higher id)."""
+    ``MATERIALISE_CHUNK_SIZE`` ids above ``after``, in the caller's transaction, which holds the
+    campaign row. Returns (the range's end, rows inserted, of which skipped, finished: no recipient
+    has a higher id)."""
     upper = after + settings.MATERIALISE_CHUNK_SIZE
-    people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            MATERIALISE_CHUNK.format(
-                people=people, opted_out=opted_out_sql(recipient="chunk.id", mandatory="%s", category="%s")
-            ),
-            [*params, after, upper, campaign.pk, campaign.category.mandatory, campaign.category_id],
-        )
-        inserted, skipped, highest = cursor.fetchone()
-    finished = upper >= (highest or 0)
+    inserted, skipped = _deliveries_insert(campaign=campaign, after=after, upper=upper)
+    finished = upper >= _highest_recipient_id()
     Campaign.objects.filter(pk=campaign.pk).update(
         total_deliveries=F("total_deliveries") + inserted, **({"materialised_at": timezone.now()} if finished else {})
     )
     return upper, inserted, skipped, finished
 
 
-def campaign_materialise(*, campaign_id: int, after: int) -> int:
-    """The rest of a large audience, one committed chunk at a time, so workers send meanwhile."""
-    total = 0
-    finished = False
-    while not finished:
-        progress.client().set(materialising_key(campaign_id), after, ex=settings.RETRY_GRACE_SECONDS * 4)
+def _highest_recipient_id() -> int:
+    return Recipient.objects.aggregate(highest=Max("id"))["highest"] or 0
+
+
+def _deliveries_insert(*, campaign: Campaign, after: int, upper: int) -> tuple[int, int]:
+    """Inserts the rows of one range of recipient ids; returns (inserted, of which skipped). Must
+    run in a transaction."""
+    people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
+    opted_out = opted_out_sql(recipient="chunk.id", mandatory="%s", category="%s")
+    params = [*params, after, upper, campaign.pk, campaign.category.mandatory, campaign.category_id]
+    with connection.cursor() as cursor:
+        # The planner prices the per-person subqueries of 50,000 rows high enough to compile the
+        # statement just in time, which costs more than the statement itself.
+        cursor.execute("SET LOCAL jit = off")
+        try:
+            with transaction.atomic():
+                cursor.execute(MATERIALISE_CHUNK.format(people=people, opted_out=opted_out, on_conflict=""), params)
+        except IntegrityError:  # some of the range is written already
+            on_conflict = "ON CONFLICT (campaign_id, recipient_id) DO NOTHING"
+            cursor.execute(MATERIALISE_CHUNK.format(people=people, opted_out=opted_out, on_conflict=on_conflict), params)
+        inserted, skipped = cursor.fetchone()
+    return inserted, skipped
+
+
+class _Turn:
+    """Whether a range's transaction committed, for the range above it, which commits only after."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.committed = False
+
+    def end(self, committed: bool) -> None:
+        self.committed = committed
+        self._done.set()
+
+    def wait(self) -> bool:
+        self._done.wait()
+        return self.committed
+
+
+def _deliveries_materialise_range(
+    *, campaign: Campaign, after: int, upper: int, below: _Turn | None, turn: _Turn, own_connection: bool = False
+) -> int | None:
+    """One range in its own transaction; returns the rows inserted, or None when it was not
+    committed (the campaign was cancelled, or the range below was not committed)."""
+    committed = False
+    try:
         with transaction.atomic():
-            # The campaign row's lock orders each chunk against a cancel: a chunk either commits
-            # before the cancel (which then skips its rows) or sees the campaign cancelled.
-            campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
-            if campaign.status == Campaign.Status.CANCELLED:
-                Campaign.objects.filter(pk=campaign_id).update(materialised_at=timezone.now())
-                break
-            after, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=after)
-        progress.record(campaign_id, skipped=skipped)
-        total += inserted
+            inserted, skipped = _deliveries_insert(campaign=campaign, after=after, upper=upper)
+            # Ranges commit in the order of their ids, so the rows written are always everyone of
+            # the audience up to some id: the reconciler resumes a lost materialisation from the
+            # last person who has a row, whatever was written at once.
+            if below is not None and not below.wait():
+                transaction.set_rollback(True)
+                return None
+            # The campaign row's lock orders each range against a cancel: this update waits for a
+            # cancel in progress and then finds the campaign cancelled (the range is rolled back),
+            # or the cancel waits for this commit and then skips these rows.
+            counted = Campaign.objects.filter(pk=campaign.pk).exclude(status=Campaign.Status.CANCELLED).update(
+                total_deliveries=F("total_deliveries") + inserted
+            )
+            if not counted:
+                transaction.set_rollback(True)
+                return None
+        committed = True
+    finally:
+        turn.end(committed)
+        if own_connection:
+            connection.close()
+    progress.record(campaign.pk, skipped=skipped)
+    return inserted
+
+
+def campaign_materialise(*, campaign_id: int, after: int) -> int:
+    """The rest of a large audience, one committed range at a time, so workers send meanwhile.
+    ``MATERIALISE_CONNECTIONS`` ranges are written at once, each by its own connection (inside a
+    caller's transaction, which other connections could not see, one after the other). One task
+    writes a campaign at a time: another one (the reconciler restarts a task whose Redis key was
+    lost while it still runs) leaves it to the first; the lock goes with the first's connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [MATERIALISING_LOCK, campaign_id])
+        if not cursor.fetchone()[0]:
+            logger.info("campaign %s is being materialised by another task", campaign_id)
+            return 0
+    try:
+        return _campaign_materialise(campaign_id=campaign_id, after=after)
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [MATERIALISING_LOCK, campaign_id])
+        except DatabaseError:  # the connection is gone, and the lock with it
+            logger.warning("could not release the materialisation lock of campaign %s", campaign_id)
+
+
+# The first key of the advisory lock held while a campaign is materialised (the second is its id).
+MATERIALISING_LOCK = 0x6D617431
+
+
+def _campaign_materialise(*, campaign_id: int, after: int) -> int:
+    lanes = 1 if connection.in_atomic_block else max(1, settings.MATERIALISE_CONNECTIONS)
+    size = settings.MATERIALISE_CHUNK_SIZE
+    total = 0
+    with ThreadPoolExecutor(max_workers=lanes - 1 or 1, thread_name_prefix="materialise") as pool:
+        while True:
+            progress.client().set(materialising_key(campaign_id), after, ex=settings.RETRY_GRACE_SECONDS * 4)
+            campaign = Campaign.objects.select_related("category", "audience").get(pk=campaign_id)
+            highest = _highest_recipient_id()
+            if campaign.status != Campaign.Status.CANCELLED:
+                starts = [after + i * size for i in range(lanes) if i == 0 or after + i * size < highest]
+                turns = [_Turn() for _ in starts]
+                jobs = [
+                    dict(campaign=campaign, after=start, upper=start + size, below=turns[i - 1] if i else None, turn=turns[i])
+                    for i, start in enumerate(starts)
+                ]
+                others = [pool.submit(_deliveries_materialise_range, **job, own_connection=True) for job in jobs[1:]]
+                written = [_deliveries_materialise_range(**jobs[0]), *(future.result() for future in others)]
+                total += sum(rows or 0 for rows in written)
+                if None not in written:
+                    after = starts[-1] + size
+                    if after < highest:
+                        continue
+            # Finished, or cancelled (a cancelled campaign's audience is written as far as it goes).
+            Campaign.objects.filter(pk=campaign_id).update(materialised_at=timezone.now())
+            break
     progress.client().delete(materialising_key(campaign_id))
     return total
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from django.db import connection
 
 from bots.models import TeamsAddress
 from campaigns.models import MessageTemplate, OptOut
@@ -182,6 +183,18 @@ def test_a_person_who_left_after_launch_is_skipped(teams):
     assert delivery_send(delivery_id=delivery.pk).status == "skipped"
     delivery.refresh_from_db()
     assert delivery.skip_reason == "inactive"
+
+
+def test_a_person_deleted_while_their_row_was_written_is_skipped_not_a_crash(teams):
+    person = factories.recipient()
+    delivery = launched(person)
+    with connection.cursor() as cursor:  # the row outlived its person (no foreign key checks on deliveries)
+        cursor.execute("DELETE FROM campaigns_recipient WHERE id = %s", [person.pk])
+
+    assert delivery_send(delivery_id=delivery.pk).status == "skipped"
+    delivery.refresh_from_db()
+    assert delivery.skip_reason == "inactive"
+    assert messages_for(teams, person) == []
 
 
 def test_wrong_bot_credentials_fail_the_delivery_visibly(teams, settings):

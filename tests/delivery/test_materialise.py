@@ -1,0 +1,212 @@
+"""Writing a large audience's rows: several ranges at once, each on its own connection, committed in
+order, resumed after a crash, stopped by a cancel. These run outside a test transaction, since the
+other connections must see the campaign."""
+
+import threading
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.db.models import Count, Max, Min
+from django.utils import timezone
+
+from campaigns.models import Campaign, OptOut, Recipient
+from delivery import recovery, services
+from delivery.models import Delivery
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def chunks(settings):
+    settings.MATERIALISE_CHUNK_SIZE = 3
+    settings.MATERIALISE_CONNECTIONS = 2
+
+
+def launched_with(people: int) -> Campaign:
+    for _ in range(people):
+        factories.recipient()
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)  # the first chunk; the task for the rest is queued
+    return Campaign.objects.get(pk=campaign.pk)
+
+
+def first_chunk_end() -> int:
+    from django.conf import settings
+
+    return Recipient.objects.aggregate(lowest=Min("id"))["lowest"] - 1 + settings.MATERIALISE_CHUNK_SIZE
+
+
+def assert_everyone_once(campaign: Campaign) -> None:
+    campaign.refresh_from_db()
+    everyone = set(Recipient.objects.values_list("id", flat=True))
+    rows = list(campaign.deliveries.values_list("recipient_id", flat=True))
+    assert sorted(rows) == sorted(everyone)
+    assert campaign.total_deliveries == len(everyone)
+    assert campaign.materialised_at is not None
+
+
+def test_ranges_written_at_once_give_each_person_exactly_one_row(chunks, redis_client):
+    stopped = factories.recipient()
+    OptOut.objects.create(recipient=stopped, source=OptOut.Source.TYPED_STOP)
+    campaign = launched_with(20)
+    assert campaign.deliveries.count() == 3
+
+    written = services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+
+    assert written == 18
+    assert_everyone_once(campaign)
+    assert campaign.deliveries.get(recipient=stopped).skip_reason == Delivery.SkipReason.OPTED_OUT
+    assert not redis_client.exists(services.materialising_key(campaign.pk))
+
+
+def test_ranges_are_written_by_connections_of_their_own(chunks, redis_client):
+    campaign = launched_with(12)
+    threads = set()
+    insert = services._deliveries_insert
+
+    def watched(**kwargs):
+        threads.add(threading.current_thread().name)
+        return insert(**kwargs)
+
+    with mock.patch.object(services, "_deliveries_insert", side_effect=watched):
+        services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+
+    assert len(threads) == 2
+    assert_everyone_once(campaign)
+
+
+def test_a_materialisation_over_rows_already_written_adds_only_the_missing_ones(chunks, redis_client):
+    campaign = launched_with(20)
+    lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"]
+    Delivery.objects.create(campaign=campaign, recipient_id=lowest + 10)  # written meanwhile, say by a welcome
+    Campaign.objects.filter(pk=campaign.pk).update(total_deliveries=4)
+
+    assert services.campaign_materialise(campaign_id=campaign.pk, after=lowest - 1) == 16  # from the start again
+
+    assert_everyone_once(campaign)
+
+
+def test_two_materialisations_of_one_campaign_at_once_write_each_person_once(chunks, redis_client):
+    campaign = launched_with(30)
+    after = first_chunk_end()
+    results, errors = [], []
+
+    def materialise():
+        from django.db import connection
+
+        try:
+            results.append(services.campaign_materialise(campaign_id=campaign.pk, after=after))
+        except Exception as exc:  # pragma: no cover - shown by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    both = [threading.Thread(target=materialise) for _ in range(2)]
+    for thread in both:
+        thread.start()
+    for thread in both:
+        thread.join()
+
+    assert errors == []
+    assert sum(results) == 27  # each row counted by the one that wrote it
+    assert_everyone_once(campaign)
+
+
+def test_a_range_written_above_one_that_failed_is_rolled_back_so_the_rows_stay_a_prefix(chunks, redis_client):
+    campaign = launched_with(20)
+    after = first_chunk_end()
+    failing = after + 2 * 3  # the lower range of the second step; the upper one is written meanwhile
+    insert = services._deliveries_insert
+    upper_written = threading.Event()
+
+    def crash(**kwargs):
+        if kwargs["after"] == failing:
+            upper_written.wait(5)
+            raise RuntimeError("the worker died")
+        rows = insert(**kwargs)
+        if kwargs["after"] == failing + 3:
+            upper_written.set()
+        return rows
+
+    with mock.patch.object(services, "_deliveries_insert", side_effect=crash), pytest.raises(RuntimeError):
+        services.campaign_materialise(campaign_id=campaign.pk, after=after)
+
+    assert upper_written.is_set()
+    campaign.refresh_from_db()
+    last = campaign.deliveries.aggregate(last=Max("recipient_id"))["last"]
+    assert last == failing
+    assert campaign.deliveries.count() == campaign.total_deliveries == 9
+    assert campaign.materialised_at is None
+
+
+def test_a_materialisation_that_crashed_is_resumed_by_the_reconciler_and_completed_once(chunks, redis_client):
+    campaign = launched_with(20)
+    after = first_chunk_end()
+    insert = services._deliveries_insert
+
+    def crash(**kwargs):
+        if kwargs["after"] >= after + 2 * 3:
+            raise RuntimeError("the worker died")
+        return insert(**kwargs)
+
+    with mock.patch.object(services, "_deliveries_insert", side_effect=crash), pytest.raises(RuntimeError):
+        services.campaign_materialise(campaign_id=campaign.pk, after=after)
+    redis_client.delete(services.materialising_key(campaign.pk))  # its key expires with the task
+    Campaign.objects.filter(pk=campaign.pk).update(launched_at=timezone.now() - timedelta(minutes=5))
+
+    with mock.patch("delivery.tasks.campaign_materialise.delay") as restart:
+        assert recovery.reconcile()["materialisations_restarted"] == 1
+    [(campaign_id, resume_after)] = [call.args for call in restart.call_args_list]
+    services.campaign_materialise(campaign_id=campaign_id, after=resume_after)
+
+    assert_everyone_once(campaign)
+    duplicates = campaign.deliveries.values("recipient_id").annotate(n=Count("id")).filter(n__gt=1)
+    assert not duplicates.exists()
+
+
+def test_a_cancel_while_a_range_is_written_leaves_nobody_pending_and_stops_the_writing(chunks, redis_client):
+    campaign = launched_with(20)
+    after = first_chunk_end()
+    insert = services._deliveries_insert
+    cancelled_during = after + 2 * 3
+
+    def cancel_meanwhile(**kwargs):
+        rows = insert(**kwargs)
+        if kwargs["after"] == cancelled_during:
+            canceller = threading.Thread(target=_cancel, args=(campaign.pk,))
+            canceller.start()
+            canceller.join(10)
+            assert not canceller.is_alive()  # the cancel did not wait for this uncommitted range
+        return rows
+
+    with mock.patch.object(services, "_deliveries_insert", side_effect=cancel_meanwhile):
+        services.campaign_materialise(campaign_id=campaign.pk, after=after)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+    assert campaign.materialised_at is not None
+    assert not campaign.deliveries.filter(status=Delivery.Status.PENDING).exists()
+    assert campaign.deliveries.count() == campaign.total_deliveries == 9  # the ranges committed before it
+    assert set(campaign.deliveries.values_list("skip_reason", flat=True)) == {Delivery.SkipReason.CAMPAIGN_CANCELLED}
+
+
+def _cancel(campaign_id: int) -> None:
+    from django.db import connection
+
+    try:
+        services.campaign_cancel(campaign_id=campaign_id)
+    finally:
+        connection.close()
+
+
+def test_a_campaign_cancelled_before_its_task_runs_gets_no_more_rows(chunks, redis_client):
+    campaign = launched_with(10)
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    assert services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end()) == 0
+
+    campaign.refresh_from_db()
+    assert campaign.deliveries.count() == campaign.total_deliveries == 3
+    assert campaign.materialised_at is not None
