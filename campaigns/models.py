@@ -356,6 +356,7 @@ class AuditEntry(models.Model):
         RECALL = "recall", "Recalled the sent message"
         OPT_OUT_ADDED = "opt_out_added", "Recorded an opt-out"
         OPT_OUT_REMOVED = "opt_out_removed", "Removed an opt-out"
+        EXPORT = "export", "Exported per-person results"
 
     action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -18,7 +18,8 @@ from delivery.exports import deliveries_csv
 from delivery.models import Delivery
 from delivery.reports import campaign_watch
 
-from ..models import Campaign
+from ..audit import Actor
+from ..models import AuditEntry, Campaign
 
 # Statuses in which a campaign still changes by itself: the page refreshes while in one of them.
 WATCHED = (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)
@@ -126,6 +127,10 @@ class CampaignWatch:
         if not self._can_see_deliveries(request):
             raise PermissionDenied
         rows = Delivery.objects.filter(campaign_id=campaign.pk)
+        # Who took a file of people's results (names, e-mail addresses) out of Crier.
+        Actor(user=request.user).record(
+            AuditEntry.Action.EXPORT, campaign=campaign, summary=f"Exported the per-person results of “{campaign}”"
+        )
         response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
         name = slugify(campaign.name)[:60] or "campaign"
         response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{name}-deliveries.csv"'

@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from delivery import services
 from delivery.sending import delivery_send
+from campaigns.models import AuditEntry
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -158,6 +159,8 @@ def test_the_export_is_every_delivery_of_the_campaign_as_csv(comms_client, sendi
         ("watch-3", "pending", "", ""),
     ]
     assert rows[1]["last_status_code"] == "403"
+    [entry] = AuditEntry.objects.filter(action=AuditEntry.Action.EXPORT)
+    assert (entry.campaign, entry.user.username) == (sending, "casey")
 
 
 def test_staff_without_view_permission_on_campaigns_are_refused(client, sending):
