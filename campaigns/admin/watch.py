@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.text import slugify
 
 from delivery.admin import CAMPAIGN_PARAMETER
@@ -113,6 +114,7 @@ class CampaignWatch:
             "bar_max": max(1, data["progress"]["total"]),
             "bar_value": data["done"] if data["progress"]["total"] else int(data["finished"]),
             "data_url": reverse("admin:campaigns_campaign_watch_data", args=[campaign.pk]),
+            "time_zone": timezone.get_current_timezone_name(),  # the staff member's own, for the chart
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/campaigns/campaign/watch.html", context)

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from delivery import services
 from delivery.sending import delivery_send
-from campaigns.models import AuditEntry
+from campaigns.models import AuditEntry, StaffProfile
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +71,14 @@ def test_the_page_shows_progress_reasons_and_the_controls_of_a_running_campaign(
     assert "vendor/chart.js/chart.umd.min.js" in page and "crier/watch.js" in page
     assert f'data-url="{data(sending)}"' in page
     assert response.context["data"]["poll"] is True
+
+
+def test_the_chart_speaks_in_the_staff_members_own_time_zone(comms_client, comms_user, sending):
+    assert 'data-zone="UTC"' in comms_client.get(watch(sending)).content.decode()
+
+    StaffProfile.objects.create(user=comms_user, time_zone="Asia/Kolkata")
+
+    assert 'data-zone="Asia/Kolkata"' in comms_client.get(watch(sending)).content.decode()
 
 
 def test_the_page_of_a_completed_campaign_offers_no_controls_and_does_not_refresh(comms_client, sending):

@@ -9,6 +9,8 @@
     return;
   }
   const dataUrl = root.dataset.url;
+  // Times on the chart in the staff member's own time zone (My profile), as everywhere in the admin.
+  const zone = root.dataset.zone || undefined;
   const COLORS = { sent: "#2e7d32", failed: "#ba2121", skipped: "#8a8a8a" };
   const LABELS = { sent: "Sent", failed: "Failed", skipped: "Skipped" };
   // Time-axis steps, in minutes: the smallest that gives at most eight labels.
@@ -121,8 +123,8 @@
 
   function timeLabel(value, spanMs) {
     const options = spanMs > 24 * 3600 * 1000
-      ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
-      : { hour: "2-digit", minute: "2-digit" };
+      ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: zone }
+      : { hour: "2-digit", minute: "2-digit", timeZone: zone };
     return new Date(value).toLocaleString([], options);
   }
 
@@ -193,7 +195,7 @@
         plugins: {
           tooltip: {
             callbacks: {
-              title: (items) => (items.length ? new Date(items[0].parsed.x).toLocaleString() : ""),
+              title: (items) => (items.length ? new Date(items[0].parsed.x).toLocaleString([], { timeZone: zone }) : ""),
             },
           },
         },
@@ -253,7 +255,7 @@
       .then((data) => {
         failuresInARow = 0;
         render(data);
-        setText("watch-updated", data.poll ? "Updated " + new Date().toLocaleTimeString() : "");
+        setText("watch-updated", data.poll ? "Updated " + new Date().toLocaleTimeString([], { timeZone: zone }) : "");
         schedule(data);
       })
       .catch((error) => {
