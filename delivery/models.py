@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
+from django.utils import timezone
 
 
 class Delivery(models.Model):
@@ -184,7 +185,8 @@ class MessageChange(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_action_display()} of “{self.campaign}” ({self.created_at:%Y-%m-%d %H:%M})"
+        when = timezone.localtime(self.created_at) if self.created_at else None  # the reader's own time zone
+        return f"{self.get_action_display()} of “{self.campaign}” ({when:%Y-%m-%d %H:%M})" if when else str(self.campaign)
 
     @property
     def is_edit(self) -> bool:
