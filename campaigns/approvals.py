@@ -4,12 +4,17 @@ the approver role, before it can be launched or scheduled.
 What is approved is the campaign as it stands: changing its template, audience or category (in the
 admin or through the API), or editing the template it uses, withdraws the approval, and a scheduled
 campaign that loses its approval goes back to draft, visibly, rather than sending unapproved. An
+approval also records a fingerprint of the template, audience and category as they were; an edit
+of the audience or category itself (its rules, its lists, a category made mandatory) changes it, so
+the approval no longer counts. The approver is neither the campaign's author nor the last person
+who changed what it says or whom it reaches, and approves what the approval page showed them. An
 API key with the ``campaigns:approve`` scope approves the campaigns it launches itself (an
 integration the organisation trusts); every approval is in the audit log.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,7 +23,7 @@ from django.utils import timezone
 
 from .audit import Actor
 from .errors import ApplicationError
-from .models import AuditEntry, Campaign
+from .models import Audience, AuditEntry, Campaign, Category, MessageTemplate
 from .selectors import audience_count
 
 # Changing one of these after approval withdraws it.
@@ -37,14 +42,25 @@ class ApprovalState:
         return self.needed and not self.approved
 
 
+def approval_fingerprint(*, campaign: Campaign) -> str:
+    """What an approval covers: the template, the audience and the category, as they are now."""
+    template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
+    audience = Audience.objects.filter(pk=campaign.audience_id).values_list("updated_at", flat=True).first()
+    mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
+    parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory]
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def _approved(campaign: Campaign) -> bool:
+    return campaign.approved_at is not None and campaign.approved_fingerprint == approval_fingerprint(campaign=campaign)
+
+
 def approval_state(*, campaign: Campaign) -> ApprovalState:
     threshold = settings.APPROVAL_THRESHOLD
     if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
         return ApprovalState(needed=False, approved=campaign.approved_at is not None, people=0, threshold=threshold)
     people = audience_count(audience=campaign.audience)
-    return ApprovalState(
-        needed=people > threshold, approved=campaign.approved_at is not None, people=people, threshold=threshold
-    )
+    return ApprovalState(needed=people > threshold, approved=_approved(campaign), people=people, threshold=threshold)
 
 
 def approval_require(*, campaign: Campaign, actor: Actor) -> None:
@@ -57,15 +73,18 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
     if key is not None and "campaigns:approve" in (key.scopes or []):
         _approve(campaign, actor, state)
         return
+    again = " changed since it was approved (its template, audience or category), and" if campaign.approved_at else ""
     raise ApplicationError(
-        f"“{campaign}” reaches {state.people} people, more than {state.threshold}: a second person with the "
+        f"“{campaign}”{again} reaches {state.people} people, more than {state.threshold}: a second person with the "
         "approver role must approve it first.",
         code="approval_required",
         status=409,
     )
 
 
-def campaign_approve(*, campaign_id: int, actor: Actor) -> Campaign:
+def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None) -> Campaign:
+    """``seen`` is the fingerprint of what the approval page showed: if the campaign, its template,
+    audience or category changed since, nothing is approved."""
     user = actor.user
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
@@ -74,13 +93,19 @@ def campaign_approve(*, campaign_id: int, actor: Actor) -> Campaign:
                 f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign is approved.",
                 code="invalid_state", status=409,
             )
-        if campaign.approved_at is not None:
+        if _approved(campaign):
             raise ApplicationError(f"“{campaign}” is already approved.", code="invalid_state", status=409)
         if user is None or not user.has_perm("campaigns.approve_campaign"):
             raise ApplicationError("Only a person with the approver role can approve a campaign.", code="forbidden", status=403)
-        if campaign.created_by_id is not None and campaign.created_by_id == user.pk:
+        if user.pk in (campaign.created_by_id, campaign.edited_by_id):
             raise ApplicationError(
-                "You wrote this campaign: a second person must approve it.", code="approver_is_author", status=403
+                "You wrote or changed this campaign: a second person must approve it.", code="approver_is_author",
+                status=403,
+            )
+        if seen is not None and seen != approval_fingerprint(campaign=campaign):
+            raise ApplicationError(
+                "The campaign, its template, audience or category changed while you were looking at it: "
+                "look at it again before approving.", code="changed", status=409,
             )
         _approve(campaign, actor, approval_state(campaign=campaign))
     return campaign
@@ -89,7 +114,8 @@ def campaign_approve(*, campaign_id: int, actor: Actor) -> Campaign:
 def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     campaign.approved_by = actor.user if actor.user is not None else None
     campaign.approved_at = timezone.now()
-    campaign.save(update_fields=["approved_by", "approved_at", "updated_at"])
+    campaign.approved_fingerprint = approval_fingerprint(campaign=campaign)
+    campaign.save(update_fields=["approved_by", "approved_at", "approved_fingerprint", "updated_at"])
     actor.record(
         AuditEntry.Action.APPROVE, campaign=campaign,
         summary=f"Approved “{campaign}” for {state.people} people",

@@ -171,7 +171,11 @@ def _url_problem(url: str, *, images: bool) -> str | None:
     if not url.lower().startswith("https://"):
         return "Must be an https:// link (Teams only opens and loads secure links)."
     concrete = _PLACEHOLDER_ANYWHERE.sub("x", url)
-    if not urlsplit(concrete).netloc or any(char.isspace() for char in concrete):
+    try:
+        netloc = urlsplit(concrete).netloc
+    except ValueError:  # e.g. an unclosed IPv6 address, "https://[::1"
+        netloc = ""
+    if not netloc or any(char.isspace() for char in concrete):
         return "Is not a complete link, such as https://example.com/page."
     return None
 

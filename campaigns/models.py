@@ -198,6 +198,13 @@ class Campaign(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
     )
     approved_at = models.DateTimeField(null=True, blank=True)
+    approved_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="What was approved: its template, audience and category as they were."
+    )
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who last changed its template, audience or category in the admin.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from typing import Any
 
@@ -88,8 +89,11 @@ def _spelled(value: str | int) -> str | int | float | bool | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
-    if _NUMBER.fullmatch(text):
-        return float(text) if "." in text else int(text)
+    # Longer than any number an HR system keeps: Python's int() refuses thousands of digits, and a
+    # float that large is infinite, which PostgreSQL's JSON refuses.
+    if _NUMBER.fullmatch(text) and len(text) <= 30:
+        number = float(text) if "." in text else int(text)
+        return number if math.isfinite(number) else None
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return None

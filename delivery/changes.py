@@ -28,7 +28,7 @@ from campaigns.rendering import validate_template
 
 from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .connections import redis_for
-from .models import DeliveryChange, MessageChange
+from .models import Delivery, DeliveryChange, MessageChange
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -102,6 +102,11 @@ def message_change_refusal(*, campaign: Campaign) -> str | None:
     if campaign.status not in CHANGEABLE:
         status = campaign.get_status_display().lower()
         return f"{name} is {status}: nothing has been sent, so there is nothing to change."
+    if campaign.deliveries.filter(status=Delivery.Status.SENDING).exists():
+        return (
+            f"{name} still has messages on their way to Teams (its cancel stopped waiting for them): "
+            "try again in a minute, so that they are changed too."
+        )
     running = campaign.message_changes.filter(status=MessageChange.Status.RUNNING).first()
     if running is not None:
         return (

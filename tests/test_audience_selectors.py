@@ -293,3 +293,11 @@ def test_an_attribute_named_like_a_query_word_is_read_as_an_attribute():
     in_is_not_z = {"field": "attributes.in", "op": "neq", "value": "z"}
 
     assert rules_select(contains_x, in_is_not_z) == {person.pk}
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "9" * 400 + ".5"])
+def test_an_attribute_rule_with_an_absurd_number_selects_by_text_instead_of_failing(value):
+    factories.recipient(attributes={"grade": 7})
+    audience = factories.audience(kind=Audience.Kind.RULES, rules=[{"field": "attributes.grade", "op": "eq", "value": value}])
+
+    assert audience_count(audience=audience) == 0

@@ -223,3 +223,11 @@ def test_a_problem_inside_a_card_shown_by_a_button_names_its_place():
         {"type": "Action.ShowCard", "title": "More", "card": {"type": "AdaptiveCard", "body": [{"type": "Column"}]}}]))
 
     assert problems[0].startswith("actions[0].card.body[0].type: Column cannot be used here")
+
+
+def test_a_link_that_cannot_be_parsed_is_a_field_error_not_a_crash():
+    card = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Hi"}],
+            "actions": [{"type": "Action.OpenUrl", "title": "Open", "url": "https://[::1"}]}
+
+    with pytest.raises(ValidationError, match="Is not a complete link"):
+        validate_template(kind="adaptive_card", text="", card=card)

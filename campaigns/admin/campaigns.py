@@ -21,7 +21,7 @@ from django.utils.html import format_html, format_html_join
 from delivery import progress
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
-from ..approvals import APPROVED_FIELDS, approval_state, approval_withdraw, campaign_approve
+from ..approvals import APPROVED_FIELDS, approval_fingerprint, approval_state, approval_withdraw, campaign_approve
 from ..audit import Actor
 from ..errors import ApplicationError
 from ..models import Campaign, Recipient
@@ -44,11 +44,11 @@ class Transition:
     confirm: str  # the confirmation page's button
     done: str  # the success message, after the campaign's name
     shown_when: tuple[str, ...]  # statuses in which the change page offers it
-    run: Callable[[Campaign, object], Campaign]
+    run: Callable[[Campaign, object, dict], Campaign]  # (campaign, user, the confirmation form's data)
     permission: str = "campaigns.change_campaign"
 
 
-def _schedule(campaign: Campaign, user) -> Campaign:
+def _schedule(campaign: Campaign, user, data) -> Campaign:
     if campaign.send_at is None:
         raise ApplicationError("Set “Send at” and save the campaign before scheduling it.")
     return campaign_schedule(campaign_id=campaign.pk, send_at=campaign.send_at, actor=Actor(user=user))
@@ -58,12 +58,14 @@ TRANSITIONS = {
     "launch": Transition(
         "Launch now", "Send now? Messages start going out at once; this cannot be undone.", "Yes, send it now",
         "was launched: sending has started", (S.DRAFT, S.SCHEDULED),
-        lambda campaign, user: campaign_launch(campaign_id=campaign.pk, actor=Actor(user=user)),
+        lambda campaign, user, data: campaign_launch(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "approve": Transition(
         "Approve", "Approve it for sending? Check the message and who it reaches.", "Yes, approve it",
         "is approved: it can be launched or scheduled", (S.DRAFT, S.SCHEDULED),
-        lambda campaign, user: campaign_approve(campaign_id=campaign.pk, actor=Actor(user=user)),
+        lambda campaign, user, data: campaign_approve(
+            campaign_id=campaign.pk, actor=Actor(user=user), seen=data.get("fingerprint", "")
+        ),
         permission="campaigns.approve_campaign",
     ),
     "schedule": Transition(
@@ -72,19 +74,19 @@ TRANSITIONS = {
     "pause": Transition(
         "Pause", "Pause sending? Nobody more receives it until it is resumed.", "Yes, pause it",
         "is paused: nobody more receives it until it is resumed", (S.RUNNING,),
-        lambda campaign, user: campaign_pause(
+        lambda campaign, user, data: campaign_pause(
             campaign_id=campaign.pk, reason=f"Paused by {user} in the admin.", actor=Actor(user=user)
         ),
     ),
     "resume": Transition(
         "Resume", "Resume sending?", "Yes, resume", "is running again", (S.PAUSED,),
-        lambda campaign, user: campaign_resume(campaign_id=campaign.pk, actor=Actor(user=user)),
+        lambda campaign, user, data: campaign_resume(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "cancel": Transition(
         "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",
         "Yes, cancel it", "is cancelled: whoever had not received it yet is skipped",
         (S.SCHEDULED, S.RUNNING, S.PAUSED),
-        lambda campaign, user: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
+        lambda campaign, user, data: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
 }
 
@@ -144,6 +146,9 @@ class CampaignAdmin(admin.ModelAdmin):
             obj.created_by = request.user
             obj.save()
         else:
+            if set(form.changed_data) & set(APPROVED_FIELDS):
+                obj.edited_by = request.user  # who chose what it says or whom it reaches may not approve it
+                form.changed_data.append("edited_by")
             if set(form.changed_data) & set(APPROVED_FIELDS) and approval_withdraw(
                 campaign=obj, actor=Actor(user=request.user), reason="it was changed"
             ):
@@ -214,12 +219,18 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="Approval")
     def approval(self, campaign: Campaign) -> str:
+        if not campaign.is_editable:
+            return f"Approved by {campaign.approved_by or 'an API key'}, {_when(campaign.approved_at)}." if (
+                campaign.approved_at) else "—"
+        state = approval_state(campaign=campaign)
         if campaign.approved_at is not None:
             by = campaign.approved_by or "an API key with the campaigns:approve scope"
-            return f"Approved by {by}, {_when(campaign.approved_at)}."
-        if not campaign.is_editable:
-            return "—"
-        state = approval_state(campaign=campaign)
+            if state.approved or not state.needed:
+                return f"Approved by {by}, {_when(campaign.approved_at)}."
+            return (
+                f"Approved by {by}, {_when(campaign.approved_at)}, but its template, audience or category changed "
+                "since: it needs approval again."
+            )
         if not state.needed:
             return f"Not needed: it reaches {state.people} people (approval starts above {state.threshold})."
         return (
@@ -252,7 +263,7 @@ class CampaignAdmin(admin.ModelAdmin):
     def _apply(self, request, campaign: Campaign, name: str) -> None:
         transition = TRANSITIONS[name]
         try:
-            transition.run(campaign, request.user)
+            transition.run(campaign, request.user, request.POST)
         except ApplicationError as exc:
             self.message_user(request, f"“{campaign}”: {exc.message}", messages.ERROR)
         else:
@@ -300,6 +311,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "sample": people,
             "activity": json.loads(message.render(person)),
             "element_id": f"activity-{campaign.pk}",
+            "fingerprint": approval_fingerprint(campaign=campaign),
         }
 
     def test_send_view(self, request, object_id: str):
@@ -307,7 +319,7 @@ class CampaignAdmin(admin.ModelAdmin):
         campaign = self.get_object(request, unquote(object_id))
         if campaign is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if request.method != "POST" or not self.has_view_permission(request, campaign):
+        if request.method != "POST" or not self.has_change_permission(request, campaign):
             raise PermissionDenied
         try:
             test = staff_test_send(user=request.user, template_id=campaign.template_id, category_id=campaign.category_id)

@@ -28,13 +28,25 @@ class ProfileForm(forms.Form):
     )
     teams_email = forms.CharField(
         label="Who you are in Teams", required=False, max_length=255,
-        help_text="Your e-mail address or UPN as the HR system knows it; tests you send go to this person.",
+        help_text="Your e-mail address or UPN as the HR system knows it; tests you send go to this person. "
+        "It must be the e-mail address of your admin account (an administrator may link anyone).",
     )
 
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
     def clean_teams_email(self):
-        value = self.cleaned_data["teams_email"].strip()
+        value = self.cleaned_data["teams_email"].strip().replace("\x00", "")
         if not value:
             return None
+        # Tests go to whoever is linked, whatever they opted out of: staff link only themselves.
+        own = (self.user.email or "").strip().lower() if self.user is not None else ""
+        if self.user is not None and not self.user.is_superuser and value.lower() != own:
+            raise forms.ValidationError(
+                f"You can link only yourself: use {self.user.email or 'the e-mail address of your account'} "
+                "(ask an administrator to set your account's e-mail address if it is not yours)."
+            )
         matches = list(
             Recipient.objects.filter(is_active=True).filter(
                 Q(email__iexact=value) | Q(upn__iexact=value) | Q(external_id=value)
@@ -51,7 +63,7 @@ class ProfileForm(forms.Form):
 def profile_view(request):
     profile = staff_profile(request.user)
     if request.method == "POST":
-        form = ProfileForm(request.POST)
+        form = ProfileForm(request.POST, user=request.user)
         if form.is_valid():
             try:
                 staff_profile_update(
@@ -64,7 +76,7 @@ def profile_view(request):
                 return HttpResponseRedirect(reverse("crier-profile"))
     else:
         linked = profile.recipient
-        form = ProfileForm(initial={
+        form = ProfileForm(user=request.user, initial={
             "time_zone": profile.time_zone,
             "teams_email": (linked.email or linked.upn or linked.external_id) if linked else "",
         })

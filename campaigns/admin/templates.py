@@ -249,7 +249,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         """People whose name, e-mail or HR id holds ``q``, for the preview's picker."""
         if not (self.has_view_permission(request) and request.user.has_perm("campaigns.view_recipient")):
             raise PermissionDenied
-        term = request.GET.get("q", "").strip()
+        term = request.GET.get("q", "").replace("\x00", "").strip()  # PostgreSQL text holds no NUL
         people = Recipient.objects.filter(is_active=True)
         if term:
             people = people.filter(

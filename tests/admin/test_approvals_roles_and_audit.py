@@ -12,6 +12,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.api.auth import api_key_create
+from campaigns.approvals import approval_fingerprint
+from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate, OptOut, StaffProfile
 from delivery import services
 from delivery.models import Delivery
@@ -29,8 +31,17 @@ def big_audience(settings):
     return [factories.recipient() for _ in range(3)]
 
 
-def transition(client, campaign, name):
-    return client.post(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]), follow=True)
+def transition(client, campaign, name, **data):
+    if name == "approve":  # what the approval page showed, as its form sends it
+        data.setdefault("fingerprint", approval_fingerprint(campaign=campaign))
+    return client.post(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]), data, follow=True)
+
+
+def approved(campaign, approver):
+    campaign.approved_by, campaign.approved_at = approver, timezone.now()
+    campaign.approved_fingerprint = approval_fingerprint(campaign=campaign)
+    campaign.save()
+    return campaign
 
 
 def test_an_author_cannot_launch_a_large_campaign_before_an_approver_approves_it(
@@ -75,7 +86,9 @@ def test_nobody_approves_their_own_campaign(client, approver_user, big_audience)
 
     response = transition(client, campaign, "approve")
 
-    assert ("error", f"“{campaign}”: You wrote this campaign: a second person must approve it.") in messages_of(response)
+    assert ("error", f"“{campaign}”: You wrote or changed this campaign: a second person must approve it.") in (
+        messages_of(response)
+    )
     campaign.refresh_from_db()
     assert campaign.approved_at is None
 
@@ -101,9 +114,7 @@ def test_a_small_campaign_needs_no_approval(comms_client, settings):
 
 
 def test_editing_a_template_withdraws_the_approval_and_unschedules_the_campaign(approver_user, big_audience):
-    campaign = factories.campaign()
-    campaign.approved_by, campaign.approved_at = approver_user, timezone.now()
-    campaign.save()
+    campaign = approved(factories.campaign(), approver_user)
     services.campaign_schedule(campaign_id=campaign.pk, send_at=timezone.now() + datetime.timedelta(hours=1))
 
     template = MessageTemplate.objects.get(pk=campaign.template_id)
@@ -118,9 +129,7 @@ def test_editing_a_template_withdraws_the_approval_and_unschedules_the_campaign(
 
 
 def test_changing_the_audience_in_the_admin_withdraws_the_approval(client, comms_user, approver_user, big_audience):
-    campaign = factories.campaign(created_by=comms_user)
-    campaign.approved_by, campaign.approved_at = approver_user, timezone.now()
-    campaign.save()
+    campaign = approved(factories.campaign(created_by=comms_user), approver_user)
     other = factories.audience()
     client.force_login(comms_user)
 
@@ -223,11 +232,76 @@ def test_send_at_is_typed_and_shown_in_the_staff_members_own_time_zone(client, c
 def test_an_unknown_teams_identity_is_a_form_error_and_saves_nothing(client, comms_user):
     client.force_login(comms_user)
 
-    response = client.post(reverse("crier-profile"), {"time_zone": "Europe/Paris", "teams_email": "who@nowhere.example"})
+    response = client.post(reverse("crier-profile"), {"time_zone": "Europe/Paris", "teams_email": "casey@example.com"})
 
     assert response.status_code == 200
     assert "Nobody active in Crier has the e-mail" in response.content.decode()
     assert not StaffProfile.objects.filter(user=comms_user, time_zone="Europe/Paris").exists()
+
+
+def test_staff_link_only_themselves_so_a_test_cannot_be_sent_to_someone_else(client, comms_user, viewer_user):
+    factories.recipient(email="ceo@example.com")
+    client.force_login(comms_user)
+
+    response = client.post(reverse("crier-profile"), {"time_zone": "", "teams_email": "ceo@example.com"})
+
+    assert "You can link only yourself: use casey@example.com" in response.content.decode()
+    assert StaffProfile.objects.filter(user=comms_user, recipient__isnull=False).count() == 0
+    client.force_login(viewer_user)  # and a viewer sends no test at all
+    campaign = factories.campaign()
+    assert client.post(reverse("admin:campaigns_campaign_test_send", args=[campaign.pk])).status_code == 403
+
+
+def test_an_approval_no_longer_counts_once_the_audience_or_category_itself_changes(approver_user, big_audience):
+    audience = factories.audience(kind="static")
+    audience.members.set(big_audience)
+    campaign = approved(factories.campaign(audience=audience), approver_user)
+
+    audience.kind = "everyone"  # now it reaches everyone active
+    audience.save()
+
+    with pytest.raises(ApplicationError, match="changed since it was approved"):
+        services.campaign_launch(campaign_id=campaign.pk)
+    campaign.category.mandatory = False
+    audience.kind = "static"
+    audience.save()
+    campaign = approved(Campaign.objects.get(pk=campaign.pk), approver_user)
+    campaign.category.mandatory = True  # now it reaches people who opted out
+    campaign.category.save()
+    with pytest.raises(ApplicationError, match="changed since it was approved"):
+        services.campaign_launch(campaign_id=campaign.pk)
+    assert not Delivery.objects.filter(campaign=campaign).exists()
+
+
+def test_an_approver_who_changed_a_campaign_cannot_approve_it_alone(client, comms_user, approver_user, big_audience):
+    campaign = factories.campaign(created_by=comms_user)
+    client.force_login(approver_user)
+    client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": campaign.name, "kind": campaign.kind, "template": factories.template().pk, "audience": "",
+         "category": campaign.category_id, "send_at_0": "", "send_at_1": ""},
+    )
+
+    response = transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
+
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_the_approver_approves_only_what_the_approval_page_showed(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+    page = client.get(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "approve"])).content.decode()
+    seen = approval_fingerprint(campaign=campaign)
+    assert f'name="fingerprint" value="{seen}"' in page
+
+    template = campaign.template
+    template.text = "Changed while the approver was reading"
+    template.save()
+    response = transition(client, campaign, "approve", fingerprint=seen)
+
+    assert any("changed while you were looking at it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
 
 
 def test_send_a_test_to_me_needs_a_linked_identity_then_sends_to_that_person(client, comms_user):

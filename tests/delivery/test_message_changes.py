@@ -13,7 +13,7 @@ from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate
 from delivery import changes, services
 from delivery.changes import message_change_complete, message_change_process, message_change_start
-from delivery.models import DeliveryChange, MessageChange
+from delivery.models import Delivery, DeliveryChange, MessageChange
 from delivery.pacing import pacer
 from delivery.sending import delivery_send
 from tests import factories
@@ -363,3 +363,12 @@ def test_a_real_worker_recalls_from_everyone_within_teams_limits(teams, live_ser
     throttled = sum(after["throttled"].values()) - sum(before["throttled"].values())
     assert after["requests"] - before["requests"] >= 120 and throttled <= 2, (before, after)
     assert len(people) == 120
+
+
+def test_a_recall_waits_for_sends_still_on_their_way_after_a_cancel(teams, editor):
+    campaign, people = sent_campaign(2)
+    Delivery.objects.filter(campaign=campaign, recipient=people[0]).update(status=Delivery.Status.SENDING)
+
+    with pytest.raises(ApplicationError, match="still has messages on their way to Teams"):
+        message_change_start(campaign_id=campaign.pk, action="recall", user=editor)
+    assert not MessageChange.objects.filter(campaign=campaign).exists()
