@@ -145,6 +145,14 @@ def message_change_start(
             raise ApplicationError(refusal, code="invalid_state", status=409)
         fields: dict[str, Any] = {}
         if action == MessageChange.Action.EDIT:
+            # New words to many people are what approval is for: above the threshold only an approver
+            # edits (a recall, which only takes a message back, stays with the author).
+            reach = message_reach(campaign_id=campaign.pk)
+            if reach > settings.APPROVAL_THRESHOLD and not user.has_perm("campaigns.approve_campaign"):
+                raise ApplicationError(
+                    f"This edit reaches {reach} people, more than {settings.APPROVAL_THRESHOLD}: a person with the "
+                    "approver role makes it.", code="approval_required", status=403,
+                )
             kind = kind or campaign.template.kind
             text = text or ""
             card = card or None

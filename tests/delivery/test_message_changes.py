@@ -372,3 +372,23 @@ def test_a_recall_waits_for_sends_still_on_their_way_after_a_cancel(teams, edito
     with pytest.raises(ApplicationError, match="still has messages on their way to Teams"):
         message_change_start(campaign_id=campaign.pk, action="recall", user=editor)
     assert not MessageChange.objects.filter(campaign=campaign).exists()
+
+
+def test_new_words_to_more_people_than_the_approval_threshold_need_the_approver_role(teams, editor, settings):
+    campaign, people = sent_campaign(2)
+    settings.APPROVAL_THRESHOLD = 1
+
+    with pytest.raises(ApplicationError, match="a person with the approver role makes it"):
+        message_change_start(campaign_id=campaign.pk, action="edit", user=editor, text="New words")
+    assert not MessageChange.objects.filter(campaign=campaign).exists()
+
+    editor.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
+    approver = User.objects.get(pk=editor.pk)  # a fresh instance: permissions are cached per instance
+    assert message_change_start(campaign_id=campaign.pk, action="edit", user=approver, text="New words").total == 2
+
+
+def test_a_recall_stays_with_the_author_whatever_its_reach(teams, editor, settings):
+    campaign, people = sent_campaign(2)
+    settings.APPROVAL_THRESHOLD = 1
+
+    assert message_change_start(campaign_id=campaign.pk, action="recall", user=editor).total == 2
