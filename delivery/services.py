@@ -16,7 +16,7 @@ from django.utils import timezone
 from campaigns.approvals import approval_require
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
-from campaigns.models import AuditEntry, Campaign, Category, Recipient
+from campaigns.models import ApiKey, AuditEntry, Campaign, Category, Recipient
 from campaigns.selectors import audience_recipients, opted_out_sql
 
 from . import progress
@@ -271,12 +271,23 @@ RETURNING status
 """
 
 
-def campaign_send_direct(*, name: str, template_id: int, category: Category, external_ids: list[str]) -> Campaign:
+def campaign_send_direct(
+    *, name: str, template_id: int, category: Category, external_ids: list[str], actor: Actor = SYSTEM
+) -> Campaign:
     """Sends a message to the people named, now: a transactional notice ("your laptop is ready") or
     a test of a campaign. Every person named gets a delivery row, so none is dropped silently: those
     who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
     refused before anything is sent."""
     wanted = list(dict.fromkeys(external_ids))
+    # A message to more people than the approval threshold is an announcement in all but name.
+    key = actor.api_key
+    approves = key is not None and ApiKey.Scope.CAMPAIGNS_APPROVE in (key.scopes or [])
+    if len(wanted) > settings.APPROVAL_THRESHOLD and not approves:
+        raise ApplicationError(
+            f"A direct message to {len(wanted)} people, more than {settings.APPROVAL_THRESHOLD}, needs approval: "
+            "make it a campaign for an approver, or use a key with the campaigns:approve scope.",
+            code="approval_required", status=409,
+        )
     known = set(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", flat=True))
     unknown = [external_id for external_id in wanted if external_id not in known]
     if unknown:
@@ -292,6 +303,10 @@ def campaign_send_direct(*, name: str, template_id: int, category: Category, ext
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
+        if len(wanted) > settings.APPROVAL_THRESHOLD:
+            Campaign.objects.filter(pk=campaign.pk).update(approved_at=now)
+            actor.record(AuditEntry.Action.APPROVE, campaign=campaign,
+                         summary=f"Approved and sent the direct message “{campaign}” to {len(wanted)} people")
         transaction.on_commit(lambda: _after_launch(campaign.pk, 0, skipped, True))
     return campaign
 

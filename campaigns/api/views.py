@@ -510,6 +510,7 @@ class DirectMessageViewSet(ApiViewSet):
         campaign = campaign_send_direct(
             name=data.get("name") or f"{template.name} to {len(data['recipients'])} people",
             template_id=template.pk, category=data["category"], external_ids=data["recipients"],
+            actor=Actor(api_key=request.auth),
         )
         context = {**self.get_serializer_context(), "with_counts": True}
         return Response(CampaignSerializer(campaign, context=context).data, status=201)

@@ -79,3 +79,23 @@ def test_a_direct_message_cannot_be_launched_again(api):
     sent = api.post("/api/v1/messages/", {"template": template.pk, "category": "it", "recipients": ["p"]},
                     format="json").json()
     assert api.post(f"/api/v1/campaigns/{sent['id']}/launch/").status_code == 409
+
+
+def test_a_direct_message_to_more_people_than_the_approval_threshold_needs_a_key_that_may_approve(api, settings):
+    settings.APPROVAL_THRESHOLD = 2
+    for n in range(3):
+        factories.recipient(external_id=f"many-{n}")
+    template, _ = factories.template(), factories.category(slug="it")
+    body = {"template": template.pk, "category": "it", "recipients": ["many-0", "many-1", "many-2"]}
+
+    refused = api.post("/api/v1/messages/", body, format="json")
+
+    assert refused.status_code == 409 and error_of(refused)["code"] == "approval_required"
+    assert not Campaign.objects.exists()
+    _, secret = api_key_create(name="trusted", scopes=["campaigns:send", "campaigns:approve"])
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    sent = api.post("/api/v1/messages/", body, format="json")
+    assert sent.status_code == 201, sent.json()
+    campaign = Campaign.objects.get(pk=sent.json()["id"])
+    assert campaign.approved_at is not None
+    assert campaign.audit_entries.get().api_key.name == "trusted"
