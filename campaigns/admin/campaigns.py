@@ -188,8 +188,8 @@ class CampaignAdmin(admin.ModelAdmin):
             return False
         if name == "schedule" and not campaign.send_at:
             return False
-        if name == "approve":
-            return campaign.approved_at is None and approval_state(campaign=campaign).needed
+        if name == "approve":  # also when an approval stopped counting (what it covered changed)
+            return approval_state(campaign=campaign).missing
         return True
 
     def get_urls(self):

@@ -321,3 +321,22 @@ def test_send_a_test_to_me_needs_a_linked_identity_then_sends_to_that_person(cli
     assert list(test.deliveries.values_list("recipient_id", flat=True)) == [me.pk]
     assert test.created_by == comms_user
     assert AuditEntry.objects.filter(action=AuditEntry.Action.TEST_SEND, user=comms_user).count() == 1
+
+
+def test_an_approval_that_stopped_counting_can_be_given_again_from_the_campaign_page(client, approver_user, big_audience):
+    audience = factories.audience(kind="static")
+    audience.members.set(big_audience)
+    campaign = approved(factories.campaign(audience=audience), approver_user)
+    audience.name = "Renamed after approval"
+    audience.save()
+    other_approver = approver_user.__class__.objects.create_user("ada", "ada@example.com", "pw", is_staff=True)
+    other_approver.groups.set(approver_user.groups.all())
+    client.force_login(other_approver)
+
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+
+    assert "it needs approval again" in page
+    assert f"/{campaign.pk}/do/approve/" in page
+    transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
+    services.campaign_launch(campaign_id=campaign.pk)
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
