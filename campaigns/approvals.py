@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .audit import Actor
 from .errors import ApplicationError
-from .models import Audience, AuditEntry, Campaign, Category, MessageTemplate
+from .models import ApiKey, Audience, AuditEntry, Campaign, Category, MessageTemplate
 from .selectors import audience_count
 
 # Changing one of these after approval withdraws it.
@@ -33,9 +33,10 @@ APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "catego
 @dataclass(frozen=True)
 class ApprovalState:
     needed: bool  # the audience is above the threshold
-    approved: bool
+    approved: bool  # approved, and what was approved is what it is now
     people: int
     threshold: int
+    fingerprint: str  # what an approval given now covers
 
     @property
     def missing(self) -> bool:
@@ -51,16 +52,21 @@ def approval_fingerprint(*, campaign: Campaign) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
-def _approved(campaign: Campaign) -> bool:
-    return campaign.approved_at is not None and campaign.approved_fingerprint == approval_fingerprint(campaign=campaign)
-
-
 def approval_state(*, campaign: Campaign) -> ApprovalState:
     threshold = settings.APPROVAL_THRESHOLD
-    if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
-        return ApprovalState(needed=False, approved=campaign.approved_at is not None, people=0, threshold=threshold)
-    people = audience_count(audience=campaign.audience)
-    return ApprovalState(needed=people > threshold, approved=_approved(campaign), people=people, threshold=threshold)
+    fingerprint = approval_fingerprint(campaign=campaign)
+    approved = campaign.approved_at is not None and campaign.approved_fingerprint == fingerprint
+    # Only announcements need approval: a welcome greets one new starter at a time, and a direct
+    # message is checked when it is sent (``key_approves``).
+    people = audience_count(audience=campaign.audience) if campaign.kind == Campaign.Kind.ANNOUNCEMENT else 0
+    return ApprovalState(
+        needed=people > threshold, approved=approved, people=people, threshold=threshold, fingerprint=fingerprint
+    )
+
+
+def key_approves(actor: Actor) -> bool:
+    """Whether the caller is an API key trusted to approve what it sends itself."""
+    return actor.api_key is not None and ApiKey.Scope.CAMPAIGNS_APPROVE in (actor.api_key.scopes or [])
 
 
 def approval_require(*, campaign: Campaign, actor: Actor) -> None:
@@ -69,8 +75,7 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
     state = approval_state(campaign=campaign)
     if not state.missing:
         return
-    key = actor.api_key
-    if key is not None and "campaigns:approve" in (key.scopes or []):
+    if key_approves(actor):
         _approve(campaign, actor, state)
         return
     again = " changed since it was approved (its template, audience or category), and" if campaign.approved_at else ""
@@ -93,7 +98,8 @@ def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None)
                 f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign is approved.",
                 code="invalid_state", status=409,
             )
-        if _approved(campaign):
+        state = approval_state(campaign=campaign)
+        if state.approved:
             raise ApplicationError(f"“{campaign}” is already approved.", code="invalid_state", status=409)
         if user is None or not user.has_perm("campaigns.approve_campaign"):
             raise ApplicationError("Only a person with the approver role can approve a campaign.", code="forbidden", status=403)
@@ -102,19 +108,19 @@ def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None)
                 "You wrote or changed this campaign: a second person must approve it.", code="approver_is_author",
                 status=403,
             )
-        if seen is not None and seen != approval_fingerprint(campaign=campaign):
+        if seen is not None and seen != state.fingerprint:
             raise ApplicationError(
                 "The campaign, its template, audience or category changed while you were looking at it: "
                 "look at it again before approving.", code="changed", status=409,
             )
-        _approve(campaign, actor, approval_state(campaign=campaign))
+        _approve(campaign, actor, state)
     return campaign
 
 
 def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     campaign.approved_by = actor.user if actor.user is not None else None
     campaign.approved_at = timezone.now()
-    campaign.approved_fingerprint = approval_fingerprint(campaign=campaign)
+    campaign.approved_fingerprint = state.fingerprint
     campaign.save(update_fields=["approved_by", "approved_at", "approved_fingerprint", "updated_at"])
     actor.record(
         AuditEntry.Action.APPROVE, campaign=campaign,

@@ -3,6 +3,7 @@ own tests)."""
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
 
 from django.db import transaction
@@ -27,6 +28,13 @@ def staff_recipient(user) -> Recipient | None:
     return profile.recipient if profile else None
 
 
+@functools.cache
+def time_zone_names() -> tuple[str, ...]:
+    """The time zones a staff member may choose (read from the system's database once, when first
+    needed: it takes tens of milliseconds, which no process should pay at start-up)."""
+    return tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
+
+
 def staff_time_zone(user) -> zoneinfo.ZoneInfo | None:
     """One query per request, and none written: most staff never open their profile."""
     name = StaffProfile.objects.filter(user=user).values_list("time_zone", flat=True).first()
@@ -37,7 +45,7 @@ def staff_time_zone(user) -> zoneinfo.ZoneInfo | None:
 
 
 def staff_profile_update(*, user, time_zone: str, recipient: Recipient | None) -> StaffProfile:
-    if time_zone and time_zone not in zoneinfo.available_timezones():
+    if time_zone and time_zone not in time_zone_names():
         raise ApplicationError(f"Unknown time zone {time_zone!r}.", fields={"time_zone": ["Unknown time zone."]})
     profile = staff_profile(user)
     profile.time_zone = time_zone

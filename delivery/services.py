@@ -13,10 +13,10 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, F, Max, Min, OuterRef
 from django.utils import timezone
 
-from campaigns.approvals import approval_require
+from campaigns.approvals import approval_require, key_approves
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
-from campaigns.models import ApiKey, AuditEntry, Campaign, Category, Recipient
+from campaigns.models import AuditEntry, Campaign, Category, Recipient
 from campaigns.selectors import audience_recipients, opted_out_sql
 
 from . import progress
@@ -280,9 +280,7 @@ def campaign_send_direct(
     refused before anything is sent."""
     wanted = list(dict.fromkeys(external_ids))
     # A message to more people than the approval threshold is an announcement in all but name.
-    key = actor.api_key
-    approves = key is not None and ApiKey.Scope.CAMPAIGNS_APPROVE in (key.scopes or [])
-    if len(wanted) > settings.APPROVAL_THRESHOLD and not approves:
+    if len(wanted) > settings.APPROVAL_THRESHOLD and not key_approves(actor):
         raise ApplicationError(
             f"A direct message to {len(wanted)} people, more than {settings.APPROVAL_THRESHOLD}, needs approval: "
             "make it a campaign for an approver, or use a key with the campaigns:approve scope.",

@@ -21,15 +21,15 @@ from django.utils.html import format_html, format_html_join
 from delivery import progress
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
-from ..approvals import APPROVED_FIELDS, approval_fingerprint, approval_state, approval_withdraw, campaign_approve
+from ..approvals import APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve
 from ..audit import Actor
 from ..errors import ApplicationError
-from ..models import Campaign, Recipient
+from ..models import Campaign
 from ..rendering import compile_message
 from ..selectors import audience_recipients
 from ..staff import staff_test_send
 from .changes import change_links, change_urls
-from .common import _when, pace_text
+from .common import SAMPLE_RECIPIENT, _when, pace_text
 from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
@@ -149,9 +149,10 @@ class CampaignAdmin(admin.ModelAdmin):
             if set(form.changed_data) & set(APPROVED_FIELDS):
                 obj.edited_by = request.user  # who chose what it says or whom it reaches may not approve it
                 form.changed_data.append("edited_by")
-            if set(form.changed_data) & set(APPROVED_FIELDS) and approval_withdraw(
-                campaign=obj, actor=Actor(user=request.user), reason="it was changed"
-            ):
+                withdrawn = approval_withdraw(campaign=obj, actor=Actor(user=request.user), reason="it was changed")
+            else:
+                withdrawn = False
+            if withdrawn:
                 self.message_user(request, f"“{obj}” was changed after its approval: it needs approval again.", messages.WARNING)
                 form.changed_data.extend(f for f in ("approved_by", "approved_at", "status", "status_reason") if f not in form.changed_data)
             rescheduled = obj.status == S.SCHEDULED and "send_at" in form.changed_data
@@ -189,7 +190,7 @@ class CampaignAdmin(admin.ModelAdmin):
         if name == "schedule" and not campaign.send_at:
             return False
         if name == "approve":  # also when an approval stopped counting (what it covered changed)
-            return approval_state(campaign=campaign).missing
+            return self._approval(campaign).missing
         return True
 
     def get_urls(self):
@@ -217,12 +218,19 @@ class CampaignAdmin(admin.ModelAdmin):
             return "—"
         return "{sent} / {failed} / {skipped} / {total}".format(**self._counts(campaign))
 
+    @staticmethod
+    def _approval(campaign: Campaign) -> ApprovalState:
+        """Read once per campaign and page: it counts the audience."""
+        if not hasattr(campaign, "_admin_approval"):
+            campaign._admin_approval = approval_state(campaign=campaign)
+        return campaign._admin_approval
+
     @admin.display(description="Approval")
     def approval(self, campaign: Campaign) -> str:
         if not campaign.is_editable:
             return f"Approved by {campaign.approved_by or 'an API key'}, {_when(campaign.approved_at)}." if (
                 campaign.approved_at) else "—"
-        state = approval_state(campaign=campaign)
+        state = self._approval(campaign)
         if campaign.approved_at is not None:
             by = campaign.approved_by or "an API key with the campaigns:approve scope"
             if state.approved or not state.needed:
@@ -274,7 +282,7 @@ class CampaignAdmin(admin.ModelAdmin):
             return ""
         if campaign.kind == Campaign.Kind.WELCOME:
             return f"welcomes each new starter{f' in {campaign.audience}' if campaign.audience else ''}"
-        people = approval_state(campaign=campaign).people
+        people = self._approval(campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
@@ -302,7 +310,7 @@ class CampaignAdmin(admin.ModelAdmin):
     def _preview(campaign: Campaign) -> dict:
         """What the approver checks: the message as the first of its people receives it, and a few names."""
         people = list(audience_recipients(audience=campaign.audience).order_by("id")[:8])
-        person = people[0] if people else Recipient(first_name="Alex", last_name="Sample", display_name="Alex Sample")
+        person = people[0] if people else SAMPLE_RECIPIENT
         template = campaign.template
         message = compile_message(kind=template.kind, text=template.text or "", card=template.card)
         return {
@@ -311,7 +319,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "sample": people,
             "activity": json.loads(message.render(person)),
             "element_id": f"activity-{campaign.pk}",
-            "fingerprint": approval_fingerprint(campaign=campaign),
+            "fingerprint": CampaignAdmin._approval(campaign).fingerprint,
         }
 
     def test_send_view(self, request, object_id: str):

@@ -10,6 +10,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from ..models import Recipient
+
 
 class PrettyJSONField(forms.JSONField):
     """JSON shown indented, so a person can edit a card or a rule list in the textarea. JSON nested
@@ -42,6 +44,13 @@ class PrettyJSONField(forms.JSONField):
 JSON_AS_TEXT = {
     models.JSONField: {"form_class": PrettyJSONField, "widget": forms.Textarea(attrs={"rows": 12, "cols": 80})}
 }
+
+
+# Who a preview shows the message to when there is nobody real to show it to.
+SAMPLE_RECIPIENT = Recipient(
+    external_id="sample", first_name="Alex", last_name="Sample", display_name="Alex Sample",
+    email="alex.sample@example.com", department="Sales", job_title="Account manager", country="FR",
+)
 
 
 def pace_text(now: dict, *, unit: str, nothing_left: str) -> str:

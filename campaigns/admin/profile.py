@@ -3,8 +3,6 @@ the admin speak in that time zone (dates shown and typed, including “Send at�
 
 from __future__ import annotations
 
-import zoneinfo
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
@@ -16,14 +14,15 @@ from django.utils import timezone
 
 from ..errors import ApplicationError
 from ..models import Recipient
-from ..staff import staff_profile, staff_profile_update, staff_time_zone
+from ..staff import staff_profile, staff_profile_update, staff_time_zone, time_zone_names
 
-TIME_ZONES = sorted(zoneinfo.available_timezones() - {"localtime", "Factory"})
+def _time_zone_choices() -> list[tuple[str, str]]:
+    return [("", "The server's time zone"), *((name, name) for name in time_zone_names())]
 
 
 class ProfileForm(forms.Form):
     time_zone = forms.ChoiceField(
-        choices=[("", "The server's time zone")] + [(name, name) for name in TIME_ZONES], required=False,
+        choices=_time_zone_choices, required=False,
         help_text="Dates in the admin are shown, and “Send at” is typed, in this time zone.",
     )
     teams_email = forms.CharField(

@@ -22,12 +22,8 @@ from ..errors import ApplicationError
 from ..models import MessageTemplate, Recipient
 from ..rendering import PLACEHOLDER_FIELDS, compile_message
 from ..staff import staff_recipient, staff_test_send
-from .common import JSON_AS_TEXT
+from .common import JSON_AS_TEXT, SAMPLE_RECIPIENT
 
-SAMPLE_RECIPIENT = Recipient(
-    external_id="sample", first_name="Alex", last_name="Sample", display_name="Alex Sample",
-    email="alex.sample@example.com", department="Sales", job_title="Account manager", country="FR",
-)
 PICKER_SIZE = 10  # people offered in the preview's picker before searching
 SEARCH_SIZE = 20
 
