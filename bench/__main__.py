@@ -4,7 +4,7 @@ A  bare Celery: a no-op task per recipient, two worker processes (one per core)
 B  Crier unthrottled: a real campaign (create conversation + send + record) on the same layout
 C  at Teams' limits: Microsoft's published limits enforced by the emulator, with and without
    stored conversations
-D  scale: launch to a very large audience; materialisation, first message, Redis, worker memory
+D  scale: launch to a very large audience, at Teams' pace and unthrottled; materialisation, first message, Redis, worker memory
 E  faults: worker kill -9 ×3, a Redis restart, a PostgreSQL restart, and 503/429/timeouts from Teams
 F  the API: people uploaded through POST /api/v1/recipients/bulk/ in 10,000-row calls, over HTTP
 
@@ -68,6 +68,7 @@ def create_people(first: int, count: int, department: str) -> None:
 def new_campaign(department: str, name: str):
     from django.utils import timezone
 
+    from campaigns.approvals import approval_fingerprint
     from campaigns.models import Audience, Campaign, Category, MessageTemplate
 
     category, _ = Category.objects.get_or_create(slug="bench", defaults={"name": "Benchmarks"})
@@ -79,9 +80,12 @@ def new_campaign(department: str, name: str):
         defaults={"kind": Audience.Kind.RULES, "rules": [{"field": "department", "op": "eq", "value": department}]},
     )
     # Approved beforehand, as an announcement to this many people must be before anyone launches it.
-    return Campaign.objects.create(
+    campaign = Campaign.objects.create(
         name=name, template=template, audience=audience, category=category, approved_at=timezone.now()
     )
+    campaign.approved_fingerprint = approval_fingerprint(campaign=campaign)
+    campaign.save(update_fields=["approved_fingerprint"])
+    return campaign
 
 
 def wait_completed(campaign, timeout: float, on_progress=None) -> None:
@@ -109,7 +113,7 @@ def send_span(campaign) -> tuple[int, float]:
 
     from delivery.models import Delivery
 
-    rows = Delivery.objects.filter(campaign=campaign, status="sent")
+    rows = Delivery.objects.of_campaign(campaign.pk).filter(status="sent")
     span = rows.aggregate(first=Min("finished_at"), last=Max("finished_at"))
     return rows.count(), (span["last"] - span["first"]).total_seconds()
 
@@ -203,43 +207,63 @@ def bench_c(processes: Processes, emulator, n: int) -> None:
 # --- D -------------------------------------------------------------------------------------------
 
 def bench_d(processes: Processes, emulator, n: int, sending_seconds: float) -> None:
-    from django.db.models import Min
-
-    from campaigns.models import Campaign
-    from delivery.models import Delivery
-    from delivery.services import campaign_cancel, campaign_launch
-
-    emulator.client.config(limits=False, faults={}, keep_bodies=False)
+    """Two launches to the same audience: at Teams' published pace, the product's default and the
+    goal's condition; then unthrottled, where two workers sending as fast as the emulator answers
+    take most of the two cores from the statement writing the rows (a stress, for comparison)."""
     started = time.monotonic()
     create_people(10_000_000, n, "D")
     print(f"      ({n:,} recipients created in {time.monotonic() - started:.1f} s)", flush=True)
-    start_crier(processes, {"TEAMS_RATE_LIMIT_PER_SECOND": "1000000"})
+    _launch_big(processes, emulator, n, sending_seconds, "at Teams' pace", limits=True, extra={}, goals=True)
+    _launch_big(processes, emulator, n, sending_seconds, "unthrottled", limits=False,
+                extra={"TEAMS_RATE_LIMIT_PER_SECOND": "1000000"}, goals=False)
+
+
+def _launch_big(processes: Processes, emulator, n: int, sending_seconds: float, label: str, *, limits: bool,
+                extra: dict[str, str], goals: bool) -> None:
+    from django.db import connection
+    from django.db.models import Min
+
+    from campaigns.models import Campaign
+    from delivery import feeding, progress
+    from delivery.models import Delivery
+    from delivery.services import campaign_cancel, campaign_launch
+
+    emulator.client.config(limits=limits, faults={}, keep_bodies=False)
+    with connection.cursor() as cursor:
+        cursor.execute("CHECKPOINT")  # the previous launch's writes are not this one's to flush
+    start_crier(processes, extra)
     time.sleep(3)  # let the workers start before the clock does
     sampler = Sampler(processes)
     sampler.start()
-    campaign = new_campaign("D", "D scale")
+    campaign = new_campaign("D", f"D {label}")
     launched = time.time()
     campaign_launch(campaign_id=campaign.pk)
     launch_returned = time.time() - launched
-    first_sent = wait_for(
-        lambda: Delivery.objects.filter(campaign=campaign, status="sent").aggregate(t=Min("finished_at"))["t"],
-        120, "the first message", every=0.1)
+    # Watched through the campaign's counters in Redis: a query for sent rows would read the rows
+    # being written, on the same cores, ten times a second.
+    counters = progress.client()
+    wait_for(lambda: int(counters.hget(progress.key(campaign.pk), "sent") or 0), 120, "the first message", every=0.05)
     wait_for(lambda: Campaign.objects.get(pk=campaign.pk).materialised_at, 600, "materialisation", every=0.2)
     campaign.refresh_from_db()
     materialise_seconds = (campaign.materialised_at - campaign.launched_at).total_seconds()
     time.sleep(max(0.0, sending_seconds - (time.time() - launched)))
     sampler.stop()
     campaign_cancel(campaign_id=campaign.pk)
+    # The workers drop the cancelled campaign's queued tasks before they stop, so the next launch
+    # does not start behind them.
+    wait_for(lambda: feeding.queue_depth() == 0, 120, "the queue to drain", every=0.2)
     processes.stop_all()
+    first_sent = Delivery.objects.of_campaign(campaign.pk).filter(status="sent").aggregate(t=Min("finished_at"))["t"]
     rss = [mb for _, mb in sampler.rss if mb > 0]
     quarter = max(1, len(rss) // 4)
-    report("D", f"launch to {n:,}: delivery rows written per second", f"{campaign.total_deliveries / materialise_seconds:,.0f}/s",
-           "goal >= 300,000/s")
+    goal = (lambda text: text) if goals else (lambda text: "")
+    report("D", f"launch to {n:,} {label}: delivery rows written/s", f"{campaign.total_deliveries / materialise_seconds:,.0f}/s",
+           goal("goal >= 300,000/s"))
     report("D", "  the launch call returned after", f"{launch_returned:.2f} s")
-    report("D", "  first message after launch", f"{(first_sent.timestamp() - launched):.2f} s", "goal <= 5 s")
-    report("D", "  peak Redis memory", f"{sampler.redis_peak / 2**20:.1f} MB", "goal < 64 MB")
+    report("D", "  first message after launch", f"{(first_sent.timestamp() - launched):.2f} s", goal("goal <= 5 s"))
+    report("D", "  peak Redis memory", f"{sampler.redis_peak / 2**20:.1f} MB", goal("goal < 64 MB"))
     report("D", "  worker RSS, first quarter -> last quarter (MB)",
-           f"{sum(rss[:quarter]) / quarter:.0f} -> {sum(rss[-quarter:]) / quarter:.0f}", "goal flat")
+           f"{sum(rss[:quarter]) / quarter:.0f} -> {sum(rss[-quarter:]) / quarter:.0f}", goal("goal flat"))
 
 
 # --- E -------------------------------------------------------------------------------------------
@@ -293,7 +317,7 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
     wait_completed(campaign, 3600, on_progress)
     processes.stop_all()
     close_old_connections()
-    rows = Delivery.objects.filter(campaign=campaign)
+    rows = Delivery.objects.of_campaign(campaign.pk)
     unfinished = rows.exclude(status__in=Delivery.FINAL).count()
     ambiguous = rows.filter(ambiguous=True).count()
     delta = stats_delta(before, emulator.client.stats())

@@ -64,10 +64,15 @@ def opted_out_sql(*, recipient: str, mandatory: str, category: str) -> str:
     category only having blocked the bot does (Teams would refuse anyway); otherwise also an opt-out
     of everything or of that category. The arguments are SQL expressions (columns or placeholders);
     the engine embeds this in its set-based statements."""
+    return f"EXISTS ({opted_out_people_sql(mandatory=mandatory, category=category)} AND o.recipient_id = {recipient})"
+
+
+def opted_out_people_sql(*, mandatory: str, category: str) -> str:
+    """SQL selecting (as ``o.recipient_id``, possibly twice) the people whose opt-outs stop a
+    message of a category, by the same rule: for a set-based statement over many people."""
     return (
-        "EXISTS (SELECT 1 FROM campaigns_optout o"
-        f" WHERE o.recipient_id = {recipient}"
-        f" AND (o.source = 'blocked' OR (NOT {mandatory} AND (o.category_id IS NULL OR o.category_id = {category}))))"
+        "SELECT o.recipient_id FROM campaigns_optout o"
+        f" WHERE (o.source = 'blocked' OR (NOT {mandatory} AND (o.category_id IS NULL OR o.category_id = {category})))"
     )
 
 

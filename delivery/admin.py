@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Q
+
+from campaigns.models import Recipient
 
 from . import webhooks
 from .models import Delivery, WebhookAttempt, WebhookEndpoint
@@ -51,18 +54,37 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return queryset.filter(error_code=self.value()) if self.value() else queryset
 
 
+class CampaignFilter(admin.RelatedFieldListFilter):
+    """A campaign's rows through the primary key's range (delivery.models), not a scan of every row."""
+
+    def queryset(self, request, queryset):
+        campaign_id = request.GET.get(CAMPAIGN_PARAMETER, "")
+        return queryset.of_campaign(int(campaign_id)) if campaign_id.isdigit() else super().queryset(request, queryset)
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
     list_display = (
         "id", "campaign", "recipient", "recipient__external_id", "status", "skip_reason", "error_code", "attempts",
         "last_status_code", "finished_at",
     )
-    list_filter = ("status", "skip_reason", ErrorCodeFilter, "campaign")
-    # Exact matches: a person is looked up by id or address, and a contains-search would scan every row.
-    search_fields = ("recipient__external_id__exact", "recipient__email__iexact")
+    list_filter = ("status", "skip_reason", ErrorCodeFilter, ("campaign", CampaignFilter))
+    search_fields = ("recipient__external_id", "recipient__email")
     search_help_text = "A person's exact external id or e-mail address."
     list_select_related = ("campaign", "recipient")
     show_full_result_count = False  # a campaign can have a million rows
+
+    def get_search_results(self, request, queryset, search_term):
+        """Exact matches only: the people with that external id or address, then their rows
+        through the primary key (one probe per campaign); a contains-search would scan every row."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        people = Recipient.objects.filter(Q(external_id=term) | Q(email__iexact=term)).values_list("pk", flat=True)[:20]
+        rows = Q(pk__in=[])
+        for recipient_id in people:
+            rows |= Q(pk__in=Delivery.objects.of_person(recipient_id).values("pk"))
+        return queryset.filter(rows), False
 
 
 @admin.register(WebhookEndpoint)

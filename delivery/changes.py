@@ -28,7 +28,7 @@ from campaigns.rendering import validate_template
 
 from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .connections import redis_for
-from .models import Delivery, DeliveryChange, MessageChange
+from .models import PERSON_BITS, Delivery, DeliveryChange, MessageChange
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -59,21 +59,24 @@ def concurrency() -> int:
 
 # --- starting a change ---------------------------------------------------------------------------
 
-# The people who have the campaign's message now: sent, with the ids Teams gave, and not recalled.
-HAVE_THE_MESSAGE = """
+# The people who have the campaign's message now: sent, with the ids Teams gave, and not recalled
+# (the campaign's rows found through the primary key's range: see delivery.models).
+HAVE_THE_MESSAGE = f"""
   FROM delivery_delivery AS d
- WHERE d.campaign_id = %s AND d.status = 'sent' AND d.activity_id <> '' AND d.conversation_id <> ''
+ WHERE d.id >= %(campaign)s * {1 << PERSON_BITS} AND d.id < (%(campaign)s + 1) * {1 << PERSON_BITS}
+   AND d.campaign_id = %(campaign)s
+   AND d.status = 'sent' AND d.activity_id <> '' AND d.conversation_id <> ''
    AND NOT EXISTS (
        SELECT 1 FROM delivery_deliverychange AS r JOIN delivery_messagechange AS m ON m.id = r.change_id
         WHERE r.delivery_id = d.id AND m.action = 'recall' AND r.status = 'done')
 """
-WRITE_ROWS = f"INSERT INTO delivery_deliverychange (change_id, delivery_id) SELECT %s, d.id {HAVE_THE_MESSAGE}"
+WRITE_ROWS = f"INSERT INTO delivery_deliverychange (change_id, delivery_id) SELECT %(change)s, d.id {HAVE_THE_MESSAGE}"
 
 
 def message_reach(*, campaign_id: int) -> int:
     """How many people have the campaign's message now (and would be reached by an edit or a recall)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) {HAVE_THE_MESSAGE}", [campaign_id])
+        cursor.execute(f"SELECT count(*) {HAVE_THE_MESSAGE}", {"campaign": campaign_id})
         return cursor.fetchone()[0]
 
 
@@ -173,7 +176,7 @@ def message_change_start(
                 status=409,
             ) from None
         with connection.cursor() as cursor:
-            cursor.execute(WRITE_ROWS, [change.pk, campaign.pk])
+            cursor.execute(WRITE_ROWS, {"change": change.pk, "campaign": campaign.pk})
             total = cursor.rowcount
         if not total:
             raise ApplicationError(

@@ -21,7 +21,8 @@ from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 
 from . import feeding, progress, webhooks
-from .models import Delivery
+from .models import Delivery, campaign_ids
+from .settled import settled_below
 from .pacing import pacer
 from .transport import BLOCKED_CODES, TransportError
 
@@ -88,20 +89,22 @@ def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
         campaign.cancelled_at = timezone.now()
         campaign.save(update_fields=["status", "cancelled_at", "updated_at"])
         actor.record(AuditEntry.Action.CANCEL, campaign=campaign, summary=f"Cancelled “{campaign}”")
+        # The campaign's rows from where unfinished ones begin (delivery.settled) to its last.
         skip = (
             "UPDATE delivery_delivery SET status = 'skipped', skip_reason = 'campaign_cancelled', finished_at = now()"
-            " WHERE campaign_id = %s AND status IN ('pending', 'retrying')"
+            " WHERE campaign_id = %s AND id >= %s AND id < %s AND status IN ('pending', 'retrying')"
         )
+        rows = [campaign.pk, settled_below(campaign.pk), campaign_ids(campaign.pk)[1]]
         with connection.cursor() as cursor:
             if "delivery.skipped" in (wanted := webhooks.wanted_types()):
                 cursor.execute(
                     f"WITH done AS ({skip} {webhooks.DELIVERY_RETURNING}), "
                     f"events AS ({webhooks.delivery_events_sql(returning='done')}) SELECT count(*) FROM done",
-                    [campaign.pk, list(wanted)],
+                    [*rows, list(wanted)],
                 )
                 skipped = cursor.fetchone()[0]
             else:
-                cursor.execute(skip, [campaign.pk])
+                cursor.execute(skip, rows)
                 skipped = cursor.rowcount
     progress.record(campaign.pk, skipped=skipped)
     deadline = time.monotonic() + settings.CANCEL_DRAIN_SECONDS

@@ -21,6 +21,7 @@ from campaigns.models import Campaign
 
 from .connections import lock_acquire, lock_release, redis_for
 from .models import Delivery
+from .settled import settled_below
 
 QUEUE = "deliveries"
 # Direct messages (transactional notices, test sends) and welcomes: workers take from this queue in
@@ -115,9 +116,12 @@ def feed() -> int:
 
 
 def _next_batch(client: redis.Redis, campaign_id: int, limit: int) -> list[int]:
-    cursor = int(client.get(cursor_key(campaign_id)) or 0)
+    """The next pending rows after the cursor (after a rewind, from where unfinished rows begin),
+    through the primary key: a campaign's ids are one range (delivery.models)."""
+    cursor = max(int(client.get(cursor_key(campaign_id)) or 0), settled_below(campaign_id) - 1)
     return list(
-        Delivery.objects.filter(campaign_id=campaign_id, status=Delivery.Status.PENDING, id__gt=cursor)
+        Delivery.objects.of_campaign(campaign_id)
+        .filter(status=Delivery.Status.PENDING, id__gt=cursor)
         .order_by("id")
         .values_list("id", flat=True)[:limit]
     )

@@ -4,8 +4,61 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.utils import timezone
+
+
+UNSETTLED = ("pending", "sending", "retrying")
+
+# A delivery's id is its campaign's id and its person's id in one number, campaign first
+# (campaign * 2**32 + person; a check constraint holds it): the primary key alone makes a person's
+# row unique in a campaign, holds a campaign's rows together in its order, and finds any person's
+# row in any campaign. A campaign's million rows are then written with one full index (see
+# delivery.services).
+PERSON_BITS = 32
+
+
+def delivery_id(campaign_id: int, recipient_id: int) -> int:
+    return (campaign_id << PERSON_BITS) + recipient_id
+
+
+# The ids a person's rows would have, one per campaign (an array, so each is one probe of the key).
+PERSON_IDS = f"ARRAY(SELECT c.id * {1 << PERSON_BITS} + %s FROM campaigns_campaign AS c)"
+
+
+def campaign_ids(campaign_id: int | str) -> tuple[int, int]:
+    """The range of a campaign's delivery ids: (first, end) with the end excluded."""
+    lowest = delivery_id(int(campaign_id), 0)
+    return lowest, lowest + (1 << PERSON_BITS)
+
+
+class Any(models.Lookup):
+    """``column = ANY(array)``: each element one probe of the column's index."""
+
+    lookup_name = "any"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def of_campaign(self, campaign_id: int | str) -> "DeliveryQuerySet":
+        """The campaign's rows, found through the primary key's range."""
+        lowest, end = campaign_ids(campaign_id)
+        return self.filter(campaign_id=int(campaign_id), pk__gte=lowest, pk__lt=end)
+
+    def of_person(self, recipient_id: int) -> "DeliveryQuerySet":
+        """The person's rows, one probe of the primary key per campaign."""
+        return self.filter(id__any=RawSQL(PERSON_IDS, [recipient_id]))
+
+    def bulk_create(self, objs, *args, **kwargs):
+        for obj in objs:
+            obj.set_id()
+        return super().bulk_create(objs, *args, **kwargs)
 
 
 class Delivery(models.Model):
@@ -25,15 +78,18 @@ class Delivery(models.Model):
         NO_TEAMS_IDENTITY = "no_teams_identity", "No Entra object id or Teams address"
         CAMPAIGN_CANCELLED = "campaign_cancelled", "Campaign cancelled"
 
+    id = models.BigIntegerField(primary_key=True, editable=False, help_text="campaign * 2**32 + person")
     # A campaign's rows are written a million at a time (delivery.services): PostgreSQL checks no
-    # foreign key on them (two trigger checks per row cost more than the insert itself); Django
-    # still deletes a campaign's or a person's rows with them. The campaign needs no index of its
-    # own: the unique constraint and the status index both begin with it.
+    # foreign key on them (two trigger checks per row cost more than the insert itself) and keeps
+    # no index of campaigns or people (the primary key serves both). A campaign's or a person's
+    # rows are deleted with them through the primary key (delivery.signals), not by Django's
+    # cascade, which would look for them without it.
     campaign = models.ForeignKey(
-        "campaigns.Campaign", on_delete=models.CASCADE, related_name="deliveries", db_constraint=False, db_index=False
+        "campaigns.Campaign", on_delete=models.DO_NOTHING, related_name="deliveries", db_constraint=False, db_index=False
     )
     recipient = models.ForeignKey(
-        "campaigns.Recipient", on_delete=models.CASCADE, related_name="deliveries", db_constraint=False
+        "campaigns.Recipient", on_delete=models.DO_NOTHING, related_name="deliveries", db_constraint=False,
+        db_index=False,
     )
     status = models.CharField(max_length=16, choices=Status.choices, db_default=Status.PENDING)
     skip_reason = models.CharField(max_length=32, choices=SkipReason.choices, blank=True, db_default="")
@@ -53,17 +109,45 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = DeliveryQuerySet.as_manager()
+
     class Meta:
         verbose_name_plural = "deliveries"
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["campaign", "recipient"], name="one_delivery_per_recipient")
+            models.CheckConstraint(
+                condition=models.Q(id=F("campaign_id") * (1 << PERSON_BITS) + F("recipient_id")),
+                name="delivery_id_is_campaign_and_person",
+            ),
+            # A person's id beyond 32 bits would make the id of a row of the next campaign.
+            models.CheckConstraint(
+                condition=models.Q(recipient_id__gte=0, recipient_id__lt=1 << PERSON_BITS), name="delivery_person_id_fits"
+            ),
         ]
-        # Serves the counts per state and the feeder's walk through a campaign's pending rows.
-        indexes = [models.Index(fields=["campaign", "status", "id"], name="delivery_campaign_status_idx")]
+        # Rows still to be sent are found through the primary key from where they begin
+        # (delivery.settled), not through an index a launch would write a million times.
+        indexes = [
+            # The few rows worth finding by state: in flight, waiting to retry, failed, skipped
+            # (the reconciler, the failure reports). Sent and pending rows are not in it.
+            models.Index(
+                fields=["status", "campaign", "id"], name="delivery_outcome_idx",
+                condition=~models.Q(status__in=("pending", "sent")),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.campaign_id}/{self.recipient_id}: {self.status}"
+
+    def set_id(self) -> None:
+        if self.id is None:
+            self.id = delivery_id(self.campaign_id, self.recipient_id)
+
+    def save(self, *args, **kwargs) -> None:
+        self.set_id()
+        super().save(*args, **kwargs)
+
+
+Delivery._meta.pk.register_lookup(Any)
 
 
 class WebhookEndpoint(models.Model):

@@ -75,10 +75,10 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
 def rebuild(campaign_id: int) -> dict[str, int]:
     """Counts the rows (one GROUP BY) and replaces the counters with the result."""
     counts = dict.fromkeys(COUNTERS, 0)
-    rows = Delivery.objects.filter(campaign_id=campaign_id, status__in=FINAL)
+    rows = Delivery.objects.of_campaign(campaign_id).filter(status__in=FINAL)
     for row in rows.values("status").annotate(n=Count("id")).order_by():
         counts[row["status"]] = row["n"]
-    counts["ambiguous"] = Delivery.objects.filter(campaign_id=campaign_id, ambiguous=True).count()
+    counts["ambiguous"] = Delivery.objects.of_campaign(campaign_id).filter(ambiguous=True).count()
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))
@@ -128,7 +128,7 @@ def timeline_rebuild(campaign_id: int) -> dict[int, dict[str, int]]:
 
 def _timeline_from_rows(campaign_id: int) -> dict[int, dict[str, int]]:
     rows = (
-        Delivery.objects.filter(campaign_id=campaign_id, status__in=FINAL, finished_at__isnull=False)
+        Delivery.objects.of_campaign(campaign_id).filter(status__in=FINAL, finished_at__isnull=False)
         .annotate(minute=TruncMinute("finished_at", tzinfo=datetime.timezone.utc))
         .values("minute", "status")
         .annotate(n=Count("id"))

@@ -25,7 +25,8 @@ from django.utils import timezone
 from campaigns.models import Campaign
 
 from . import feeding, progress
-from .models import Delivery
+from .models import PERSON_BITS, Delivery
+from .settled import first_unsettled, settled_below
 from .welcome import welcome_campaign, welcome_enqueue
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,9 @@ def reconcile() -> dict[str, int]:
         running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
         for campaign_id in running.values_list("id", flat=True):
             cursor = int(client.get(feeding.cursor_key(campaign_id)) or 0)
-            stale = Delivery.objects.filter(
-                campaign_id=campaign_id,
+            stale = Delivery.objects.of_campaign(campaign_id).filter(
                 status=Delivery.Status.PENDING,
+                id__gte=settled_below(campaign_id),
                 id__lte=cursor,
                 created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
             )
@@ -82,9 +83,9 @@ def reconcile() -> dict[str, int]:
                 rewound += 1
     # Welcome deliveries are queued directly, not fed: re-queue those left pending for long.
     welcome = welcome_campaign()
+    # (A welcome campaign's rows are written one new hire at a time, in no order: no mark for it.)
     welcome_lost = [] if welcome is None else list(
-        Delivery.objects.filter(
-            campaign=welcome,
+        Delivery.objects.of_campaign(welcome.pk).filter(
             status=Delivery.Status.PENDING,
             created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
         ).values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
@@ -107,8 +108,11 @@ def _skip_what_cancelled_campaigns_left(now) -> int:
         status=Campaign.Status.CANCELLED, cancelled_at__gte=now - timedelta(days=1)
     ).values_list("id", flat=True)
     for campaign_id in recent:
-        count = Delivery.objects.filter(
-            campaign_id=campaign_id, status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)
+        first = first_unsettled(campaign_id)
+        if first is None:
+            continue
+        count = Delivery.objects.of_campaign(campaign_id).filter(
+            id__gte=first, status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)
         ).update(status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED, finished_at=now)
         if count:
             progress.record(campaign_id, skipped=count)
@@ -132,7 +136,8 @@ def _restart_lost_materialisations(now) -> int:
     for campaign_id in stalled:
         if progress.client().exists(materialising_key(campaign_id)):
             continue
-        last = Delivery.objects.filter(campaign_id=campaign_id).aggregate(last=Max("recipient_id"))["last"] or 0
+        highest = Delivery.objects.of_campaign(campaign_id).aggregate(highest=Max("id"))["highest"]
+        last = highest - (campaign_id << PERSON_BITS) if highest is not None else 0
         campaign_materialise.delay(campaign_id, last)
         restarted += 1
     return restarted

@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import ExitStack, contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Exists, F, Max, Min, OuterRef
+from django.db.models import F, Max, Min
 from django.utils import timezone
 
 from campaigns.approvals import approval_require, key_approves
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, Category, Recipient
-from campaigns.selectors import audience_recipients, opted_out_sql
+from campaigns.selectors import audience_recipients, opted_out_people_sql, opted_out_sql
 
 from . import progress
 from .control import campaign_cancel, campaign_pause, campaign_resume
-from .models import Delivery
+from .models import PERSON_BITS, Delivery, delivery_id
+from .settled import first_unsettled
 
 __all__ = [
     "campaign_cancel",
@@ -32,35 +34,43 @@ __all__ = [
     "campaign_schedule",
     "campaign_send_direct",
     "campaigns_complete_finished",
+    "deliveries_delete",
     "deliveries_materialise_chunk",
     "launch_due_campaigns",
 ]
 
 logger = logging.getLogger(__name__)
-ACTIVE = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
-# One range of recipient ids of the audience becomes delivery rows in one statement inside
-# PostgreSQL (a range, not ORDER BY ... LIMIT, which makes the planner scan and sort the whole table
-# for every chunk); people who opted out (or blocked the bot) and people without a Teams identity
-# are inserted already skipped, with the reason. A range nobody has written yet is inserted plainly;
-# one that may hold rows already (a materialisation resumed after a crash, or written twice at
-# once) is inserted with ON CONFLICT DO NOTHING, which costs a speculative insertion per row. The
-# unique constraint (campaign, recipient) holds either way.
-MATERIALISE_CHUNK = """
+# One range of recipient ids of the audience becomes delivery rows (a range, not ORDER BY ... LIMIT,
+# which makes the planner scan and sort the whole table for every chunk); people who opted out (or
+# blocked the bot) and people without a Teams identity are written already skipped, with the
+# reason. The rows are computed inside PostgreSQL and either inserted by the same statement (the
+# launch's first range) or streamed, as PostgreSQL's binary COPY format and untouched, from a
+# second connection into COPY ... FROM STDIN, which writes a page of rows at a time instead of one
+# row at a time, while the other connection computes the next rows on the other core. A range
+# that may hold rows already (a materialisation resumed after a crash) is inserted with ON CONFLICT
+# DO NOTHING. The primary key (campaign and person in one number) holds in every case.
+MATERIALISE_ROWS = """
 WITH chunk AS (
     SELECT people.id, people.aad_object_id FROM ({people}) AS people
      WHERE people.id > %s AND people.id <= %s
-), inserted AS (
-    INSERT INTO delivery_delivery (campaign_id, recipient_id, status, skip_reason, finished_at)
-    SELECT %s, c.id,
-           CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN 'skipped' ELSE 'pending' END,
-           CASE WHEN c.opted_out THEN 'opted_out' WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END,
-           CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN now() END
-      FROM (SELECT chunk.id, chunk.aad_object_id, {opted_out} AS opted_out FROM chunk) AS c
-    {on_conflict}
-    RETURNING status
+), opted AS (
+    SELECT DISTINCT o.recipient_id FROM ({opted_out}) AS o WHERE o.recipient_id > %s AND o.recipient_id <= %s
 )
-SELECT count(*), count(*) FILTER (WHERE status = 'skipped') FROM inserted
+SELECT %s::bigint + c.id, %s::bigint, c.id::bigint,
+       (CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN 'skipped' ELSE 'pending' END)::text,
+       (CASE WHEN c.opted_out THEN 'opted_out' WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END)::text,
+       CASE WHEN c.opted_out OR c.aad_object_id IS NULL THEN %s::timestamptz END
+  FROM (SELECT chunk.id, chunk.aad_object_id, opted.recipient_id IS NOT NULL AS opted_out
+          FROM chunk LEFT JOIN opted ON opted.recipient_id = chunk.id) AS c
+"""
+COPY_BLOCK = 1 << 16
+MATERIALISE_COLUMNS = "delivery_delivery (id, campaign_id, recipient_id, status, skip_reason, finished_at)"
+# The rows of a range this transaction wrote skipped (they end when it began), counted through
+# delivery_outcome_idx: a RETURNING clause would keep every row inserted until the statement ends.
+SKIPPED_IN_RANGE = """
+SELECT count(*) FROM delivery_delivery
+ WHERE status = 'skipped' AND campaign_id = %s AND id > %s AND id <= %s AND finished_at = now()
 """
 
 
@@ -124,28 +134,83 @@ def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int
     return upper, inserted, skipped, finished
 
 
+# A campaign's rows, or a person's, and the changes made to them, through the primary key (one range
+# for a campaign, one probe per campaign for a person), before Django deletes the campaign or the person.
+DELETE_ROWS = {
+    "campaign": "{column} >= %(campaign)s * {size} AND {column} < (%(campaign)s + 1) * {size}",
+    "person": "{column} = ANY(ARRAY(SELECT c.id * {size} + %(person)s FROM campaigns_campaign AS c))",
+}
+
+
+def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:
+    """Deletes the delivery rows of a campaign or of a person; returns how many."""
+    which, params = ("campaign", {"campaign": campaign_id}) if campaign_id is not None else ("person", {"person": recipient_id})
+    size = 1 << PERSON_BITS
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM delivery_deliverychange WHERE " + DELETE_ROWS[which].format(column="delivery_id", size=size), params
+        )
+        cursor.execute("DELETE FROM delivery_delivery WHERE " + DELETE_ROWS[which].format(column="id", size=size), params)
+        return cursor.rowcount
+
+
 def _highest_recipient_id() -> int:
     return Recipient.objects.aggregate(highest=Max("id"))["highest"] or 0
 
 
-def _deliveries_insert(*, campaign: Campaign, after: int, upper: int) -> tuple[int, int]:
-    """Inserts the rows of one range of recipient ids; returns (inserted, of which skipped). Must
-    run in a transaction."""
+def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=None) -> tuple[int, int]:
+    """Writes the rows of one range of recipient ids; returns (inserted, of which skipped). Must
+    run in a transaction. ``reader``, a second connection to the database (``_reader``), computes
+    the rows for COPY; without it one INSERT statement does both."""
     people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
-    opted_out = opted_out_sql(recipient="chunk.id", mandatory="%s", category="%s")
-    params = [*params, after, upper, campaign.pk, campaign.category.mandatory, campaign.category_id]
+    rows = MATERIALISE_ROWS.format(people=people, opted_out=opted_out_people_sql(mandatory="%s", category="%s"))
     with connection.cursor() as cursor:
-        # The planner prices the per-person subqueries of 50,000 rows high enough to compile the
-        # statement just in time, which costs more than the statement itself.
+        # The planner prices the statement over 50,000 people high enough to compile it just in
+        # time, which costs more than the statement itself.
         cursor.execute("SET LOCAL jit = off")
-        try:
-            with transaction.atomic():
-                cursor.execute(MATERIALISE_CHUNK.format(people=people, opted_out=opted_out, on_conflict=""), params)
-        except IntegrityError:  # some of the range is written already
-            on_conflict = "ON CONFLICT (campaign_id, recipient_id) DO NOTHING"
-            cursor.execute(MATERIALISE_CHUNK.format(people=people, opted_out=opted_out, on_conflict=on_conflict), params)
-        inserted, skipped = cursor.fetchone()
+        cursor.execute("SELECT now()")
+        params = [
+            *params, after, upper, campaign.category.mandatory, campaign.category_id, after, upper,
+            delivery_id(campaign.pk, 0), campaign.pk, cursor.fetchone()[0],
+        ]
+        inserted = None
+        if reader is not None:
+            try:
+                with transaction.atomic(), connection.wrap_database_errors:
+                    with reader.cursor() as source, source.copy(f"COPY ({rows}) TO STDOUT (FORMAT binary)", params) as out:
+                        with cursor.copy(f"COPY {MATERIALISE_COLUMNS} FROM STDIN (FORMAT binary)") as into:
+                            block = bytearray()  # rows arrive one by one; they leave 64 KiB at a time
+                            for data in out:
+                                block += data
+                                if len(block) >= COPY_BLOCK:
+                                    into.write(bytes(block))
+                                    block.clear()
+                            into.write(bytes(block))
+                    inserted = cursor.rowcount
+            except IntegrityError:  # some of the range is written already
+                pass
+        if inserted is None:
+            try:
+                with transaction.atomic():
+                    cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows}", params)
+            except IntegrityError:  # some of the range is written already
+                cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows} ON CONFLICT (id) DO NOTHING", params)
+            inserted = cursor.rowcount
+        cursor.execute(SKIPPED_IN_RANGE, [campaign.pk, delivery_id(campaign.pk, after), delivery_id(campaign.pk, upper)])
+        skipped = cursor.fetchone()[0]
     return inserted, skipped
+
+
+@contextmanager
+def _reader():
+    """A connection of its own (autocommit) that computes delivery rows for COPY."""
+    reader = connection.get_new_connection(connection.get_connection_params())
+    try:
+        reader.autocommit = True
+        reader.execute("SET jit = off")
+        yield reader
+    finally:
+        reader.close()
 
 
 class _Turn:
@@ -165,14 +230,15 @@ class _Turn:
 
 
 def _deliveries_materialise_range(
-    *, campaign: Campaign, after: int, upper: int, below: _Turn | None, turn: _Turn, own_connection: bool = False
+    *, campaign: Campaign, after: int, upper: int, below: _Turn | None, turn: _Turn, own_connection: bool = False,
+    reader=None,
 ) -> int | None:
     """One range in its own transaction; returns the rows inserted, or None when it was not
     committed (the campaign was cancelled, or the range below was not committed)."""
     committed = False
     try:
         with transaction.atomic():
-            inserted, skipped = _deliveries_insert(campaign=campaign, after=after, upper=upper)
+            inserted, skipped = _deliveries_insert(campaign=campaign, after=after, upper=upper, reader=reader)
             # Ranges commit in the order of their ids, so the rows written are always everyone of
             # the audience up to some id: the reconciler resumes a lost materialisation from the
             # last person who has a row, whatever was written at once.
@@ -223,10 +289,14 @@ MATERIALISING_LOCK = 0x6D617431
 
 
 def _campaign_materialise(*, campaign_id: int, after: int) -> int:
-    lanes = 1 if connection.in_atomic_block else max(1, settings.MATERIALISE_CONNECTIONS)
-    size = settings.MATERIALISE_CHUNK_SIZE
+    # Other connections (the ranges' own, the readers for COPY) would not see what a caller's
+    # transaction holds: inside one, the ranges are written one after the other by INSERT.
+    alone = connection.in_atomic_block
+    lanes = 1 if alone else max(1, settings.MATERIALISE_CONNECTIONS)
+    size = settings.MATERIALISE_RANGE_SIZE
     total = 0
-    with ThreadPoolExecutor(max_workers=lanes - 1 or 1, thread_name_prefix="materialise") as pool:
+    with ThreadPoolExecutor(max_workers=lanes - 1 or 1, thread_name_prefix="materialise") as pool, ExitStack() as stack:
+        readers = [None if alone else stack.enter_context(_reader()) for _ in range(lanes)]  # one per lane, kept
         while True:
             progress.client().set(materialising_key(campaign_id), after, ex=settings.RETRY_GRACE_SECONDS * 4)
             campaign = Campaign.objects.select_related("category", "audience").get(pk=campaign_id)
@@ -235,7 +305,8 @@ def _campaign_materialise(*, campaign_id: int, after: int) -> int:
                 starts = [after + i * size for i in range(lanes) if i == 0 or after + i * size < highest]
                 turns = [_Turn() for _ in starts]
                 jobs = [
-                    dict(campaign=campaign, after=start, upper=start + size, below=turns[i - 1] if i else None, turn=turns[i])
+                    dict(campaign=campaign, after=start, upper=start + size, below=turns[i - 1] if i else None, turn=turns[i],
+                         reader=readers[i])
                     for i, start in enumerate(starts)
                 ]
                 others = [pool.submit(_deliveries_materialise_range, **job, own_connection=True) for job in jobs[1:]]
@@ -258,8 +329,8 @@ def materialising_key(campaign_id: int) -> str:
 
 
 DIRECT_DELIVERIES = f"""
-INSERT INTO delivery_delivery (campaign_id, recipient_id, status, skip_reason, finished_at)
-SELECT %s, c.id,
+INSERT INTO delivery_delivery (id, campaign_id, recipient_id, status, skip_reason, finished_at)
+SELECT %s + c.id, %s, c.id,
        CASE WHEN NOT c.is_active OR c.opted_out OR c.aad_object_id IS NULL THEN 'skipped' ELSE 'pending' END,
        CASE WHEN NOT c.is_active THEN 'inactive' WHEN c.opted_out THEN 'opted_out'
             WHEN c.aad_object_id IS NULL THEN 'no_teams_identity' ELSE '' END,
@@ -299,7 +370,7 @@ def campaign_send_direct(
             status=Campaign.Status.RUNNING, launched_at=now, materialised_at=now, total_deliveries=len(wanted),
         )
         with connection.cursor() as cursor:
-            cursor.execute(DIRECT_DELIVERIES, [campaign.pk, category.mandatory, category.pk, wanted])
+            cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
         if len(wanted) > settings.APPROVAL_THRESHOLD:
             Campaign.objects.filter(pk=campaign.pk).update(approved_at=now)
@@ -337,14 +408,8 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
 def campaigns_complete_finished() -> list[int]:
     """Marks completed the running announcements whose audience is fully written and in which
     every recipient has reached an end state; their counters are then rebuilt from the rows."""
-    unfinished = Delivery.objects.filter(campaign_id=OuterRef("pk"), status__in=ACTIVE)
-    done = list(
-        Campaign.objects.filter(
-            status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS, materialised_at__isnull=False
-        )
-        .exclude(Exists(unfinished))
-        .values_list("id", flat=True)
-    )
+    written = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS, materialised_at__isnull=False)
+    done = [campaign_id for campaign_id in written.values_list("id", flat=True) if first_unsettled(campaign_id) is None]
     if done:
         Campaign.objects.filter(pk__in=done, status=Campaign.Status.RUNNING).update(
             status=Campaign.Status.COMPLETED, completed_at=timezone.now()

@@ -1,5 +1,6 @@
 """Opt-outs become webhook events however they are made or lifted: by the person in Teams, by the
-HR system through the API, or by comms staff in the admin."""
+HR system through the API, or by comms staff in the admin. A deleted campaign or person takes its
+delivery rows along."""
 
 from __future__ import annotations
 
@@ -13,6 +14,20 @@ def _payload(opt_out) -> dict:
         "source": opt_out.source,
         "at": opt_out.created_at,
     }
+
+
+# A campaign's or a person's delivery rows go with them (see delivery.models: Django's cascade would
+# look for them without the primary key).
+def campaign_deleting(sender, instance, **kwargs) -> None:
+    from .services import deliveries_delete
+
+    deliveries_delete(campaign_id=instance.pk)
+
+
+def recipient_deleting(sender, instance, **kwargs) -> None:
+    from .services import deliveries_delete
+
+    deliveries_delete(recipient_id=instance.pk)
 
 
 # Called inside the transaction that saves or deletes the opt-out: the event stands or falls with it.

@@ -11,7 +11,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, Recipient
 from campaigns.selectors import audience_recipients
 
-from .models import Delivery
+from .models import Delivery, delivery_id
 
 
 def welcome_campaign() -> Campaign | None:
@@ -25,10 +25,10 @@ def _welcome(campaign: Campaign, people) -> list[int]:
     ).values("id").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Delivery._meta.db_table} (campaign_id, recipient_id) "
-            f"SELECT %s, people.id FROM ({people_sql}) AS people "
-            "ON CONFLICT (campaign_id, recipient_id) DO NOTHING RETURNING id",
-            [campaign.pk, *params],
+            f"INSERT INTO {Delivery._meta.db_table} (id, campaign_id, recipient_id) "
+            f"SELECT %s + people.id, %s, people.id FROM ({people_sql}) AS people "
+            "ON CONFLICT (id) DO NOTHING RETURNING id",
+            [delivery_id(campaign.pk, 0), campaign.pk, *params],
         )
         ids = [row[0] for row in cursor.fetchall()]
         if ids:

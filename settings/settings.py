@@ -233,10 +233,12 @@ DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)
 # Feeding: the deliveries queue is topped up to this many messages (about 1 KB of Redis each).
 FEED_HIGH_WATER = env_int("FEED_HIGH_WATER", 4000)
-# Materialisation: a campaign's rows are written this many recipient ids per statement, by this
-# many database connections at once (one range each; see delivery.services.campaign_materialise).
-# More than one did not write faster on a 2-core machine shared with the workers (README, Benchmarks).
+# Materialisation: a launch writes the rows of this many recipient ids in its own transaction; a
+# task writes the rest a range at a time, each committed, by this many database connections at
+# once (see delivery.services.campaign_materialise). More than one did not write faster on a 2-core
+# machine shared with the workers (README, Benchmarks).
 MATERIALISE_CHUNK_SIZE = env_int("MATERIALISE_CHUNK_SIZE", 50_000)
+MATERIALISE_RANGE_SIZE = env_int("MATERIALISE_RANGE_SIZE", 200_000)
 MATERIALISE_CONNECTIONS = env_int("MATERIALISE_CONNECTIONS", 1)
 # Recovery: a delivery claimed longer ago than the lease belongs to a worker that died. The lease
 # outlasts the delivery task's hard time limit, which outlasts the slowest possible send.

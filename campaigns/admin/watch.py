@@ -128,7 +128,7 @@ class CampaignWatch:
         campaign = self._campaign(request, object_id)
         if not self._can_see_deliveries(request):
             raise PermissionDenied
-        rows = Delivery.objects.filter(campaign_id=campaign.pk)
+        rows = Delivery.objects.of_campaign(campaign.pk)
         # Who took a file of people's results (names, e-mail addresses) out of Crier.
         Actor(user=request.user).record(
             AuditEntry.Action.EXPORT, campaign=campaign, summary=f"Exported the per-person results of “{campaign}”"

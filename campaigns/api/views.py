@@ -472,7 +472,7 @@ class CampaignDeliveryViewSet(mixins.ListModelMixin, ApiViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Delivery.objects.none()
-        return Delivery.objects.filter(campaign_id=self.kwargs["campaign_id"]).select_related("recipient").only(
+        return Delivery.objects.of_campaign(self.kwargs["campaign_id"]).select_related("recipient").only(
             *(name for name in DeliverySerializer.Meta.fields if name != "recipient"), "recipient__external_id"
         )
 
@@ -488,7 +488,7 @@ class CampaignDeliveryViewSet(mixins.ListModelMixin, ApiViewSet):
     @action(detail=False, methods=["get"])
     def export(self, request, *args, **kwargs):
         get_object_or_404(Campaign.objects.only("id"), pk=kwargs["campaign_id"])
-        rows = self.filter_queryset(Delivery.objects.filter(campaign_id=kwargs["campaign_id"]))
+        rows = self.filter_queryset(Delivery.objects.of_campaign(kwargs["campaign_id"]))
         response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="campaign-{kwargs["campaign_id"]}-deliveries.csv"'
         return response

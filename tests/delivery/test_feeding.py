@@ -77,7 +77,7 @@ def test_paused_campaigns_are_not_fed(settings, redis_client):
 
 
 def test_a_large_audience_is_written_in_chunks_and_only_then_can_complete(settings, redis_client):
-    settings.MATERIALISE_CHUNK_SIZE = 10
+    settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 10
     campaign = launched_with(25)
     assert campaign.deliveries.count() == 10
     campaign.deliveries.update(status=Delivery.Status.SENT)

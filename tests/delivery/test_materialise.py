@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def chunks(settings):
-    settings.MATERIALISE_CHUNK_SIZE = 3
+    settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 3
     settings.MATERIALISE_CONNECTIONS = 2
 
 
@@ -53,8 +53,11 @@ def test_ranges_written_at_once_give_each_person_exactly_one_row(chunks, redis_c
     campaign = launched_with(20)
     assert campaign.deliveries.count() == 3
 
-    written = services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+    with mock.patch.object(services, "_deliveries_insert", wraps=services._deliveries_insert) as ranges:
+        written = services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
 
+    readers = {call.kwargs["reader"] for call in ranges.call_args_list}
+    assert len(ranges.call_args_list) == 6 and len(readers) == 2 and None not in readers  # COPY, one reader a lane
     assert written == 18
     assert_everyone_once(campaign)
     assert campaign.deliveries.get(recipient=stopped).skip_reason == Delivery.SkipReason.OPTED_OUT

@@ -89,7 +89,7 @@ def test_a_materialisation_whose_task_was_lost_is_restarted_from_the_last_person
     from campaigns.models import Campaign
     from delivery.services import materialising_key
 
-    settings.MATERIALISE_CHUNK_SIZE = 2
+    settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 2
     for _ in range(5):
         factories.recipient()
     campaign = factories.campaign()
