@@ -188,6 +188,9 @@ class Campaign(models.Model):
         null=True, blank=True, help_text="When every recipient had a delivery row."
     )
     total_deliveries = models.PositiveIntegerField(default=0, help_text="Delivery rows written so far.")
+    settled_below = models.BigIntegerField(
+        default=0, editable=False, help_text="Every delivery row of this campaign with a lower id has ended (delivery.settled)."
+    )
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(

@@ -56,6 +56,7 @@ class DeliveryQuerySet(models.QuerySet):
         return self.filter(id__any=RawSQL(PERSON_IDS, [recipient_id]))
 
     def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
         for obj in objs:
             obj.set_id()
         return super().bulk_create(objs, *args, **kwargs)

@@ -10,7 +10,9 @@ Shared by every worker process on every machine through Redis, atomically (Lua):
   (7 per 1 s, 8 per 2 s, 60 per 30 s, 1800 per hour); a call that would break one is deferred rather
   than made to wait while holding a worker.
 
-Times come from Redis (``TIME``), so machines with skewed clocks still agree.
+Times come from Redis (``TIME``), so machines with skewed clocks still agree. Each process also
+remembers the ``Retry-After`` it last heard of, from its own 429s and from every slot it takes, and
+honours it even when Redis lost it (a restart empties Redis) or cannot be reached.
 """
 
 from __future__ import annotations
@@ -63,13 +65,14 @@ local rate_at = tonumber(s[3]) or now
 local pause_until = tonumber(s[4]) or 0
 rate = math.max(min_rate, math.min(max_rate, rate + recovery * math.max(0, now - rate_at)))
 local start = math.max(now, tat, pause_until)
+local paused = tostring(math.max(0, pause_until - now))
 if start - now > tonumber(ARGV[4]) then
   -- Too long to sleep for: reserve nothing, so a long Retry-After does not pile up the schedule.
-  return {'defer', tostring(start - now)}
+  return {'defer', tostring(start - now), paused}
 end
 redis.call('HSET', KEYS[1], 'tat', tostring(start + 1 / rate), 'rate', tostring(rate), 'rate_at', tostring(now))
 redis.call('EXPIRE', KEYS[1], 3600)
-return {'go', tostring(start - now)}
+return {'go', tostring(start - now), paused}
 """
 
 # KEYS[1]: the app+tenant state. ARGV: retry_after seconds, min_rate, decrease factor
@@ -110,6 +113,7 @@ def stop_key(campaign_id: int) -> str:
 
 class Pacer:
     def __init__(self, client: redis.Redis | None = None) -> None:
+        self._heard: dict[str, float] = {}  # tenant -> end of the last Retry-After heard of (monotonic)
         self._client = client
         self._acquire = None
         self._throttled = None
@@ -158,7 +162,8 @@ class Pacer:
             verdict = answer[0].decode()
             if verdict == "stop":
                 raise Stopped(answer[1].decode())
-            wait = float(answer[1])
+            self.heard(tenant_id=tenant_id, pause=float(answer[2]) if len(answer) > 2 else 0.0)
+            wait = max(float(answer[1]), self._heard_left(tenant_id))
             if verdict == "defer" or slept + wait > max_sleep:
                 raise Deferred(wait=max(wait, 0.05))
             if wait <= 0:
@@ -166,7 +171,7 @@ class Pacer:
             time.sleep(wait)
             slept += wait
             # A Retry-After announced, or a stop, while this process slept: ask again.
-            if self._pause_left(tenant_id) <= 0 and not (stop and self.client.exists(stop)):
+            if max(self._pause_left(tenant_id), self._heard_left(tenant_id)) <= 0 and not (stop and self.client.exists(stop)):
                 return slept
             thread_key, windows = "", []  # the thread's call is already counted
 
@@ -174,6 +179,18 @@ class Pacer:
         now_seconds, now_micro = self.client.time()
         pause_until = self.client.hget(self.tenant_key(tenant_id), "pause_until")
         return float(pause_until or 0) - (now_seconds + now_micro / 1e6)
+
+    def heard(self, *, tenant_id: str, pause: float) -> None:
+        """Remembers in this process that the tenant must wait ``pause`` seconds from now."""
+        if pause > 0:
+            self._heard[tenant_id] = max(self._heard.get(tenant_id, 0.0), time.monotonic() + pause)
+
+    def forget_heard(self) -> None:
+        """Forgets every pause heard (with an emptied Redis, for a fresh start)."""
+        self._heard.clear()
+
+    def _heard_left(self, tenant_id: str) -> float:
+        return self._heard.get(tenant_id, 0.0) - time.monotonic()
 
     def stop(self, *, campaign_id: int, reason: str) -> None:
         self.client.set(stop_key(campaign_id), reason, ex=7 * 24 * 3600)
@@ -189,6 +206,7 @@ class Pacer:
         _, throttled = self._scripts()
         _, bottom = self._rates()
         pause = retry_after if retry_after is not None else 1.0
+        self.heard(tenant_id=tenant_id, pause=pause)  # kept here if Redis cannot be told, or forgets
         return float(throttled(keys=[self.tenant_key(tenant_id)], args=[pause, bottom, settings.TEAMS_PACE_DECREASE]))
 
 

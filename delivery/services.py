@@ -173,7 +173,7 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
             *params, after, upper, campaign.category.mandatory, campaign.category_id, after, upper,
             delivery_id(campaign.pk, 0), campaign.pk, cursor.fetchone()[0],
         ]
-        inserted = None
+        inserted, written_already = None, False
         if reader is not None:
             try:
                 with transaction.atomic(), connection.wrap_database_errors:
@@ -188,13 +188,16 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
                             into.write(bytes(block))
                     inserted = cursor.rowcount
             except IntegrityError:  # some of the range is written already
-                pass
-        if inserted is None:
+                written_already = True
+        if inserted is None and not written_already:
             try:
                 with transaction.atomic():
                     cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows}", params)
+                    inserted = cursor.rowcount
             except IntegrityError:  # some of the range is written already
-                cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows} ON CONFLICT (id) DO NOTHING", params)
+                pass
+        if inserted is None:
+            cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows} ON CONFLICT (id) DO NOTHING", params)
             inserted = cursor.rowcount
         cursor.execute(SKIPPED_IN_RANGE, [campaign.pk, delivery_id(campaign.pk, after), delivery_id(campaign.pk, upper)])
         skipped = cursor.fetchone()[0]
@@ -295,7 +298,8 @@ def _campaign_materialise(*, campaign_id: int, after: int) -> int:
     lanes = 1 if alone else max(1, settings.MATERIALISE_CONNECTIONS)
     size = settings.MATERIALISE_RANGE_SIZE
     total = 0
-    with ThreadPoolExecutor(max_workers=lanes - 1 or 1, thread_name_prefix="materialise") as pool, ExitStack() as stack:
+    # The lanes' threads end before their readers close.
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=lanes - 1 or 1, thread_name_prefix="materialise") as pool:
         readers = [None if alone else stack.enter_context(_reader()) for _ in range(lanes)]  # one per lane, kept
         while True:
             progress.client().set(materialising_key(campaign_id), after, ex=settings.RETRY_GRACE_SECONDS * 4)

@@ -94,7 +94,10 @@ class TeamsTransport:
             return call(**arguments)
         except ConnectorError as exc:
             if exc.status == 429:
-                self.pacing.throttled(tenant_id=address.tenant_id, retry_after=exc.retry_after)
+                try:
+                    self.pacing.throttled(tenant_id=address.tenant_id, retry_after=exc.retry_after)
+                except redis.RedisError:  # this process still waits (Pacer.heard); the 429 is recorded
+                    pass
             raise
 
     def send(self, *, address: Address, activity_json: bytes, campaign_id: int | None = None) -> SendResult:

@@ -46,6 +46,20 @@ def test_delivery_list_finds_a_person_by_exact_external_id(comms_client):
     assert response.context["cl"].show_full_result_count is False
 
 
+def test_delivery_list_counts_no_further_than_its_cap_and_shows_the_newest_first(comms_client, monkeypatch):
+    from delivery.admin import CappedCountPaginator
+
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 2)
+    campaign = factories.campaign()
+    rows = [Delivery.objects.create(campaign=campaign, recipient=factories.recipient()) for _ in range(4)]
+
+    response = comms_client.get(reverse("admin:delivery_delivery_changelist"))
+
+    assert response.context["cl"].result_count == 3  # counted up to one past the cap, then stopped
+    assert "more than 2 deliveries" in response.content.decode()
+    assert list(response.context["cl"].result_list) == rows[::-1]
+
+
 def test_deliveries_cannot_be_changed_even_by_a_superuser(admin_client):
     delivery = Delivery.objects.create(campaign=factories.campaign(), recipient=factories.recipient())
 

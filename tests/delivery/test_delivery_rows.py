@@ -49,6 +49,35 @@ def test_a_second_row_for_a_person_in_a_campaign_is_refused():
     assert Delivery.objects.count() == 1
 
 
+def test_a_campaign_completes_once_no_row_is_left_and_remembers_where_unfinished_rows_begin():
+    people = [factories.recipient() for _ in range(4)]
+    campaign = launched(people)
+    rows = list(Delivery.objects.of_campaign(campaign.pk).order_by("id"))
+    Delivery.objects.filter(pk__in=[rows[0].pk, rows[1].pk]).update(status=Delivery.Status.SENT)
+
+    assert services.campaigns_complete_finished() == []
+    campaign.refresh_from_db()
+    assert campaign.settled_below == rows[2].pk  # the next check starts there
+
+    Delivery.objects.filter(pk__in=[rows[2].pk, rows[3].pk]).update(status=Delivery.Status.FAILED)
+    assert services.campaigns_complete_finished() == [campaign.pk]
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED
+
+
+def test_a_cancel_skips_the_unfinished_rows_only_from_where_they_begin():
+    people = [factories.recipient() for _ in range(3)]
+    campaign = launched(people)
+    rows = list(Delivery.objects.of_campaign(campaign.pk).order_by("id"))
+    Delivery.objects.filter(pk=rows[0].pk).update(status=Delivery.Status.SENT)
+    services.campaigns_complete_finished()  # the mark moves past the sent row
+
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    statuses = dict(Delivery.objects.of_campaign(campaign.pk).values_list("pk", "status"))
+    assert statuses == {rows[0].pk: "sent", rows[1].pk: "skipped", rows[2].pk: "skipped"}
+
+
 def test_deleting_a_campaign_deletes_its_rows_and_the_changes_to_them_and_nothing_else():
     people = [factories.recipient() for _ in range(3)]
     gone, kept = launched(people), launched(people)

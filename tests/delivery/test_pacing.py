@@ -3,6 +3,7 @@ let calls go faster than allowed; how fast it can go is the benchmark's business
 
 import threading
 import time
+from unittest import mock
 
 import pytest
 import redis
@@ -67,6 +68,38 @@ def test_retry_after_holds_back_every_worker_not_only_the_one_told(pace):
     other.acquire(tenant_id=TENANT)
 
     assert time.monotonic() - started >= 0.6 - 0.01
+
+
+def test_a_retry_after_is_still_honoured_when_redis_forgets_it(pace, redis_client):
+    told, other = new_pacer(pace), new_pacer(pace)
+    told.throttled(tenant_id=TENANT, retry_after=0.6)
+    with pytest.raises(Deferred):
+        other.acquire(tenant_id=TENANT, max_sleep=0.1)  # the other process hears of it from its slot
+    redis_client.flushdb()  # a Redis restart: the pause is gone from it
+    started = time.monotonic()
+    waited = {}
+
+    def call(name, pacer):
+        pacer.acquire(tenant_id=TENANT)
+        waited[name] = time.monotonic() - started
+
+    both = [threading.Thread(target=call, args=item) for item in (("told", told), ("other", other))]
+    for thread in both:
+        thread.start()
+    for thread in both:
+        thread.join()
+    assert min(waited.values()) >= 0.3  # what was left of the 0.6 s, in each process
+
+
+def test_a_429_while_redis_is_away_still_holds_back_the_process_that_got_it(pace):
+    pacer = new_pacer(pace)
+    away = redis.ConnectionError("Redis is restarting")
+    with mock.patch("redis.commands.core.Script.__call__", side_effect=away), pytest.raises(redis.RedisError):
+        pacer.throttled(tenant_id=TENANT, retry_after=0.5)
+
+    started = time.monotonic()
+    pacer.acquire(tenant_id=TENANT)
+    assert time.monotonic() - started >= 0.4
 
 
 def test_retry_after_longer_than_a_worker_should_sleep_defers_the_delivery(pace):
