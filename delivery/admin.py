@@ -6,8 +6,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.utils.functional import cached_property
 from django.db.models import Q
+from django.utils.functional import cached_property
 
 from campaigns.models import Recipient
 

@@ -22,8 +22,8 @@ from campaigns.models import AuditEntry, Campaign
 
 from . import feeding, progress, webhooks
 from .models import Delivery, campaign_ids
-from .settled import settled_below
 from .pacing import pacer
+from .settled import settled_below
 from .transport import BLOCKED_CODES, TransportError
 
 logger = logging.getLogger(__name__)

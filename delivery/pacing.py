@@ -162,8 +162,12 @@ class Pacer:
             verdict = answer[0].decode()
             if verdict == "stop":
                 raise Stopped(answer[1].decode())
-            self.heard(tenant_id=tenant_id, pause=float(answer[2]) if len(answer) > 2 else 0.0)
-            wait = max(float(answer[1]), self._heard_left(tenant_id))
+            told = float(answer[2]) if len(answer) > 2 else 0.0
+            self.heard(tenant_id=tenant_id, pause=told)
+            heard_left = self._heard_left(tenant_id)
+            if len(answer) > 2 and heard_left > told + 0.05:
+                self._retell(tenant_id, heard_left)  # Redis lost it (a restart): every worker hears again
+            wait = max(float(answer[1]), heard_left)
             if verdict == "defer" or slept + wait > max_sleep:
                 raise Deferred(wait=max(wait, 0.05))
             if wait <= 0:
@@ -184,6 +188,11 @@ class Pacer:
         """Remembers in this process that the tenant must wait ``pause`` seconds from now."""
         if pause > 0:
             self._heard[tenant_id] = max(self._heard.get(tenant_id, 0.0), time.monotonic() + pause)
+
+    def _retell(self, tenant_id: str, pause: float) -> None:
+        _, throttled = self._scripts()
+        _, bottom = self._rates()
+        throttled(keys=[self.tenant_key(tenant_id)], args=[pause, bottom, 1.0])  # the pace unchanged
 
     def forget_heard(self) -> None:
         """Forgets every pause heard (with an emptied Redis, for a fresh start)."""

@@ -91,6 +91,19 @@ def test_a_retry_after_is_still_honoured_when_redis_forgets_it(pace, redis_clien
     assert min(waited.values()) >= 0.3  # what was left of the 0.6 s, in each process
 
 
+def test_a_pause_redis_lost_is_told_again_to_the_processes_that_never_heard_of_it(pace, redis_client):
+    told, other = new_pacer(pace), new_pacer(pace)
+    told.throttled(tenant_id=TENANT, retry_after=0.6)
+    redis_client.flushdb()  # a Redis restart before the other process took a slot
+
+    with pytest.raises(Deferred):
+        told.acquire(tenant_id=TENANT, max_sleep=0.1)  # tells Redis again what it remembers
+    started = time.monotonic()
+    other.acquire(tenant_id=TENANT)
+
+    assert time.monotonic() - started >= 0.3
+
+
 def test_a_429_while_redis_is_away_still_holds_back_the_process_that_got_it(pace):
     pacer = new_pacer(pace)
     away = redis.ConnectionError("Redis is restarting")
