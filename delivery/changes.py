@@ -28,7 +28,7 @@ from campaigns.rendering import validate_template
 
 from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .connections import redis_for
-from .models import PERSON_BITS, Delivery, DeliveryChange, MessageChange
+from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -61,10 +61,9 @@ def concurrency() -> int:
 
 # The people who have the campaign's message now: sent, with the ids Teams gave, and not recalled
 # (the campaign's rows found through the primary key's range: see delivery.models).
-HAVE_THE_MESSAGE = f"""
+HAVE_THE_MESSAGE = """
   FROM delivery_delivery AS d
- WHERE d.id >= %(campaign)s * {1 << PERSON_BITS} AND d.id < (%(campaign)s + 1) * {1 << PERSON_BITS}
-   AND d.campaign_id = %(campaign)s
+ WHERE d.id >= %(lowest)s AND d.id < %(end)s AND d.campaign_id = %(campaign)s
    AND d.status = 'sent' AND d.activity_id <> '' AND d.conversation_id <> ''
    AND NOT EXISTS (
        SELECT 1 FROM delivery_deliverychange AS r JOIN delivery_messagechange AS m ON m.id = r.change_id
@@ -73,10 +72,15 @@ HAVE_THE_MESSAGE = f"""
 WRITE_ROWS = f"INSERT INTO delivery_deliverychange (change_id, delivery_id) SELECT %(change)s, d.id {HAVE_THE_MESSAGE}"
 
 
+def _campaign_rows(campaign_id: int) -> dict[str, int]:
+    lowest, end = campaign_ids(campaign_id)
+    return {"campaign": campaign_id, "lowest": lowest, "end": end}
+
+
 def message_reach(*, campaign_id: int) -> int:
     """How many people have the campaign's message now (and would be reached by an edit or a recall)."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) {HAVE_THE_MESSAGE}", {"campaign": campaign_id})
+        cursor.execute(f"SELECT count(*) {HAVE_THE_MESSAGE}", _campaign_rows(campaign_id))
         return cursor.fetchone()[0]
 
 
@@ -176,7 +180,7 @@ def message_change_start(
                 status=409,
             ) from None
         with connection.cursor() as cursor:
-            cursor.execute(WRITE_ROWS, {"change": change.pk, "campaign": campaign.pk})
+            cursor.execute(WRITE_ROWS, {"change": change.pk, **_campaign_rows(campaign.pk)})
             total = cursor.rowcount
         if not total:
             raise ApplicationError(

@@ -94,7 +94,7 @@ def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
             "UPDATE delivery_delivery SET status = 'skipped', skip_reason = 'campaign_cancelled', finished_at = now()"
             " WHERE campaign_id = %s AND id >= %s AND id < %s AND status IN ('pending', 'retrying')"
         )
-        rows = [campaign.pk, settled_below(campaign.pk), campaign_ids(campaign.pk)[1]]
+        rows = [campaign.pk, settled_below(campaign.pk, campaign.settled_below), campaign_ids(campaign.pk)[1]]
         with connection.cursor() as cursor:
             if "delivery.skipped" in (wanted := webhooks.wanted_types()):
                 cursor.execute(

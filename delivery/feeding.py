@@ -87,21 +87,25 @@ def feed() -> int:
         room = settings.FEED_HIGH_WATER - queue_depth()
         if room < settings.FEED_HIGH_WATER // 4:
             return 0
-        kinds = dict(
-            Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
+        campaigns = {
+            campaign_id: (kind, mark)
+            for campaign_id, kind, mark in Campaign.objects.filter(
+                status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS
+            )
             .order_by("launched_at", "id")
-            .values_list("id", "kind")
-        )
-        running = list(kinds)
+            .values_list("id", "kind", "settled_below")
+        }
+        running = list(campaigns)
         queued = 0
         while running and room > 0:
             share = max(100, room // len(running))
             still_pending = []
             for campaign_id in running:
                 limit = min(share, room)
-                ids = _next_batch(client, campaign_id, limit)
+                kind, mark = campaigns[campaign_id]
+                ids = _next_batch(client, campaign_id, limit, mark)
                 if ids:
-                    publish(ids, queue=DIRECT_QUEUE if kinds[campaign_id] == Campaign.Kind.DIRECT else QUEUE)
+                    publish(ids, queue=DIRECT_QUEUE if kind == Campaign.Kind.DIRECT else QUEUE)
                     client.set(cursor_key(campaign_id), ids[-1], ex=7 * 24 * 3600)
                     queued += len(ids)
                     room -= len(ids)
@@ -115,10 +119,10 @@ def feed() -> int:
         lock_release(client, LOCK_KEY, token)
 
 
-def _next_batch(client: redis.Redis, campaign_id: int, limit: int) -> list[int]:
-    """The next pending rows after the cursor (after a rewind, from where unfinished rows begin),
-    through the primary key: a campaign's ids are one range (delivery.models)."""
-    cursor = max(int(client.get(cursor_key(campaign_id)) or 0), settled_below(campaign_id) - 1)
+def _next_batch(client: redis.Redis, campaign_id: int, limit: int, mark: int) -> list[int]:
+    """The next pending rows after the cursor (after a rewind, from where unfinished rows begin,
+    ``mark``), through the primary key: a campaign's ids are one range (delivery.models)."""
+    cursor = max(int(client.get(cursor_key(campaign_id)) or 0), settled_below(campaign_id, mark) - 1)
     return list(
         Delivery.objects.of_campaign(campaign_id)
         .filter(status=Delivery.Status.PENDING, id__gt=cursor)

@@ -25,7 +25,7 @@ from django.utils import timezone
 from campaigns.models import Campaign
 
 from . import feeding, progress
-from .models import PERSON_BITS, Delivery
+from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
 from .welcome import welcome_campaign, welcome_enqueue
 
@@ -70,11 +70,11 @@ def reconcile() -> dict[str, int]:
     if feeding.queue_depth() < settings.FEED_HIGH_WATER // 4:
         client = feeding.broker()
         running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
-        for campaign_id in running.values_list("id", flat=True):
+        for campaign_id, mark in running.values_list("id", "settled_below"):
             cursor = int(client.get(feeding.cursor_key(campaign_id)) or 0)
             stale = Delivery.objects.of_campaign(campaign_id).filter(
                 status=Delivery.Status.PENDING,
-                id__gte=settled_below(campaign_id),
+                id__gte=settled_below(campaign_id, mark),
                 id__lte=cursor,
                 created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
             )
@@ -106,9 +106,9 @@ def _skip_what_cancelled_campaigns_left(now) -> int:
     swept = 0
     recent = Campaign.objects.filter(
         status=Campaign.Status.CANCELLED, cancelled_at__gte=now - timedelta(days=1)
-    ).values_list("id", flat=True)
-    for campaign_id in recent:
-        first = first_unsettled(campaign_id)
+    ).values_list("id", "settled_below")
+    for campaign_id, mark in recent:
+        first = first_unsettled(campaign_id, mark)
         if first is None:
             continue
         count = Delivery.objects.of_campaign(campaign_id).filter(
@@ -137,7 +137,7 @@ def _restart_lost_materialisations(now) -> int:
         if progress.client().exists(materialising_key(campaign_id)):
             continue
         highest = Delivery.objects.of_campaign(campaign_id).aggregate(highest=Max("id"))["highest"]
-        last = highest - (campaign_id << PERSON_BITS) if highest is not None else 0
+        last = highest - campaign_ids(campaign_id)[0] if highest is not None else 0
         campaign_materialise.delay(campaign_id, last)
         restarted += 1
     return restarted

@@ -22,7 +22,7 @@ from campaigns.selectors import audience_recipients, opted_out_people_sql, opted
 
 from . import progress
 from .control import campaign_cancel, campaign_pause, campaign_resume
-from .models import PERSON_BITS, Delivery, delivery_id
+from .models import Delivery, delivery_id
 from .settled import first_unsettled
 
 __all__ = [
@@ -134,23 +134,15 @@ def deliveries_materialise_chunk(*, campaign: Campaign, after: int) -> tuple[int
     return upper, inserted, skipped, finished
 
 
-# A campaign's rows, or a person's, and the changes made to them, through the primary key (one range
-# for a campaign, one probe per campaign for a person), before Django deletes the campaign or the person.
-DELETE_ROWS = {
-    "campaign": "{column} >= %(campaign)s * {size} AND {column} < (%(campaign)s + 1) * {size}",
-    "person": "{column} = ANY(ARRAY(SELECT c.id * {size} + %(person)s FROM campaigns_campaign AS c))",
-}
-
-
 def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:
-    """Deletes the delivery rows of a campaign or of a person; returns how many."""
-    which, params = ("campaign", {"campaign": campaign_id}) if campaign_id is not None else ("person", {"person": recipient_id})
-    size = 1 << PERSON_BITS
+    """Deletes the delivery rows of a campaign or of a person, and the changes made to them, found
+    through the primary key (``of_campaign``, ``of_person``), before Django deletes the campaign or
+    the person; returns how many rows. Raw deletes: Django's would load every row first."""
+    rows = Delivery.objects.of_campaign(campaign_id) if campaign_id is not None else Delivery.objects.of_person(recipient_id)
+    ids, params = rows.values("pk").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "DELETE FROM delivery_deliverychange WHERE " + DELETE_ROWS[which].format(column="delivery_id", size=size), params
-        )
-        cursor.execute("DELETE FROM delivery_delivery WHERE " + DELETE_ROWS[which].format(column="id", size=size), params)
+        cursor.execute(f"DELETE FROM delivery_deliverychange WHERE delivery_id IN ({ids})", params)
+        cursor.execute(f"DELETE FROM delivery_delivery WHERE id IN ({ids})", params)
         return cursor.rowcount
 
 
@@ -173,35 +165,33 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
             *params, after, upper, campaign.category.mandatory, campaign.category_id, after, upper,
             delivery_id(campaign.pk, 0), campaign.pk, cursor.fetchone()[0],
         ]
-        inserted, written_already = None, False
-        if reader is not None:
-            try:
-                with transaction.atomic(), connection.wrap_database_errors:
-                    with reader.cursor() as source, source.copy(f"COPY ({rows}) TO STDOUT (FORMAT binary)", params) as out:
-                        with cursor.copy(f"COPY {MATERIALISE_COLUMNS} FROM STDIN (FORMAT binary)") as into:
-                            block = bytearray()  # rows arrive one by one; they leave 64 KiB at a time
-                            for data in out:
-                                block += data
-                                if len(block) >= COPY_BLOCK:
-                                    into.write(bytes(block))
-                                    block.clear()
-                            into.write(bytes(block))
-                    inserted = cursor.rowcount
-            except IntegrityError:  # some of the range is written already
-                written_already = True
-        if inserted is None and not written_already:
-            try:
-                with transaction.atomic():
+        try:
+            with transaction.atomic():
+                if reader is None:
                     cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows}", params)
-                    inserted = cursor.rowcount
-            except IntegrityError:  # some of the range is written already
-                pass
-        if inserted is None:
+                else:
+                    _rows_copy(cursor, reader, rows, params)
+                inserted = cursor.rowcount
+        except IntegrityError:  # some of the range is written already
             cursor.execute(f"INSERT INTO {MATERIALISE_COLUMNS} {rows} ON CONFLICT (id) DO NOTHING", params)
             inserted = cursor.rowcount
         cursor.execute(SKIPPED_IN_RANGE, [campaign.pk, delivery_id(campaign.pk, after), delivery_id(campaign.pk, upper)])
         skipped = cursor.fetchone()[0]
     return inserted, skipped
+
+
+def _rows_copy(cursor, reader, rows: str, params: list) -> None:
+    """Streams the rows ``reader`` computes into COPY on ``cursor``'s connection, untouched."""
+    with connection.wrap_database_errors:  # a duplicate row is Django's IntegrityError, as for INSERT
+        with reader.cursor() as source, source.copy(f"COPY ({rows}) TO STDOUT (FORMAT binary)", params) as out:
+            with cursor.copy(f"COPY {MATERIALISE_COLUMNS} FROM STDIN (FORMAT binary)") as into:
+                block = bytearray()  # rows arrive one by one; they leave 64 KiB at a time
+                for data in out:
+                    block += data
+                    if len(block) >= COPY_BLOCK:
+                        into.write(bytes(block))
+                        block.clear()
+                into.write(bytes(block))
 
 
 @contextmanager
@@ -413,7 +403,10 @@ def campaigns_complete_finished() -> list[int]:
     """Marks completed the running announcements whose audience is fully written and in which
     every recipient has reached an end state; their counters are then rebuilt from the rows."""
     written = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS, materialised_at__isnull=False)
-    done = [campaign_id for campaign_id in written.values_list("id", flat=True) if first_unsettled(campaign_id) is None]
+    done = [
+        campaign_id for campaign_id, mark in written.values_list("id", "settled_below")
+        if first_unsettled(campaign_id, mark) is None
+    ]
     if done:
         Campaign.objects.filter(pk__in=done, status=Campaign.Status.RUNNING).update(
             status=Campaign.Status.COMPLETED, completed_at=timezone.now()

@@ -15,16 +15,16 @@ from campaigns.models import Campaign
 from .models import UNSETTLED, Delivery, campaign_ids
 
 
-def settled_below(campaign_id: int) -> int:
-    """The id below which every row of the campaign is final (at least its first row's id)."""
-    mark = Campaign.objects.filter(pk=campaign_id).values_list("settled_below", flat=True).first() or 0
+def settled_below(campaign_id: int, mark: int) -> int:
+    """The id below which every row of the campaign is final, from its ``mark`` (the campaign row's
+    ``settled_below``, which callers read with the rest of the row): at least its first row's id."""
     return max(campaign_ids(campaign_id)[0], mark)
 
 
-def first_unsettled(campaign_id: int) -> int | None:
-    """The id of the campaign's first row that is not final, or None; moves the mark there. Only
-    for a campaign whose rows are all written (rows written later could fall below the mark)."""
-    since = settled_below(campaign_id)
+def first_unsettled(campaign_id: int, mark: int) -> int | None:
+    """The id of the campaign's first row that is not final, or None; moves the campaign's ``mark``
+    there. Only for a campaign whose rows are all written (rows written later could fall below)."""
+    since = settled_below(campaign_id, mark)
     first = (
         Delivery.objects.of_campaign(campaign_id)
         .filter(pk__gte=since, status__in=UNSETTLED)
