@@ -320,7 +320,8 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
     rows = Delivery.objects.of_campaign(campaign.pk)
     unfinished = rows.exclude(status__in=Delivery.FINAL).count()
     ambiguous = rows.filter(ambiguous=True).count()
-    delta = stats_delta(before, emulator.client.stats())
+    after = emulator.client.stats()
+    delta = stats_delta(before, after)
     report("E", f"faults, {n} recipients: completed in", f"{time.monotonic() - started:.0f} s", "goal: completes")
     report("E", "  sent / failed / skipped / not final",
            f"{rows.filter(status='sent').count()}/{rows.filter(status='failed').count()}/"
@@ -330,6 +331,11 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
     report("E", "  calls made before a Retry-After expired", f"{delta['early_calls']}", "goal 0")
     report("E", "  calls already on their way when Teams said 429", f"{delta['in_flight_at_retry_after']}",
            "(arrived < 100 ms after it)")
+    early = after.get("early_call_samples", [])[-delta["early_calls"]:] if delta["early_calls"] else []
+    for sample in early:
+        print(f"      early call: {sample['scope']} scope, {sample['late_ms']} ms after the 429, "
+              f"{sample['left_ms']} ms before its end{', with a token never seen before' if sample['new_token'] else ''}",
+              flush=True)
 
 
 # --- F -------------------------------------------------------------------------------------------

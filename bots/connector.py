@@ -84,14 +84,22 @@ class BotConnectorClient:
     def __init__(self, tokens: TokenProvider = token_provider) -> None:
         self.tokens = tokens
 
+    def _token(self) -> str:
+        try:
+            return self.tokens.get()
+        except TokenError as exc:
+            # Refused credentials read like Teams' own 401; an unreachable authority like a timeout.
+            raise ConnectorError(status=None if exc.transient else 401, code=exc.code, message=str(exc)) from exc
+
+    def prepare(self) -> None:
+        """Has a token ready (almost always from the cache). A paced caller asks before it takes its
+        slot, so a call is never held back past its slot while the authority answers."""
+        self._token()
+
     def _call(self, method: str, url: str, payload: bytes | None) -> Any:
         """One call, with one token refresh on 401 (an expired or revoked token)."""
         for attempt in (1, 2):
-            try:
-                token = self.tokens.get()
-            except TokenError as exc:
-                # Refused credentials read like Teams' own 401; an unreachable authority like a timeout.
-                raise ConnectorError(status=None if exc.transient else 401, code=exc.code, message=str(exc)) from exc
+            token = self._token()
             headers = {"Authorization": f"Bearer {token}"}
             if payload is not None:
                 headers["Content-Type"] = "application/json; charset=utf-8"

@@ -86,6 +86,9 @@ class TeamsTransport:
         """Waits for this call's slot, makes ``call(**arguments)``, and tells every worker when Teams
         said 429. Raises ``Stopped`` (the campaign was paused or cancelled) or ``Deferred`` (the call
         must wait longer than a worker should sleep); neither has called Teams."""
+        # The token first: fetched between the slot and the call, it would let the call reach Teams
+        # after a Retry-After that other workers had already heard of.
+        self.client.prepare()
         try:
             self.pacing.acquire(tenant_id=address.tenant_id, thread=thread, campaign_id=campaign_id)
         except redis.RedisError as exc:

@@ -134,7 +134,9 @@ class Connector:
         ctx = self.ctx
         store = ctx.store
         store.requests += 1
-        if not ctx.tokens.check(request.headers.get("Authorization")):
+        authorization = request.headers.get("Authorization")
+        new_token = not ctx.tokens.known(authorization)
+        if not ctx.tokens.check(authorization):
             return unauthorized()
         raw = await self._read(request)
         body = _parse_json(raw) if raw is not None else None
@@ -149,7 +151,7 @@ class Connector:
         now = time.monotonic()
         app_scope = ("app", tenant or ctx.settings.tenant_id)
         user_scope = ("user", member_aad or member_id)
-        store.retry_after.note_call((app_scope, user_scope), now)
+        store.retry_after.note_call((app_scope, user_scope), now, new_token=new_token)
         refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
         if refused is not None:
             return refused
@@ -194,7 +196,9 @@ class Connector:
     async def conversation_call(self, request: web.Request) -> web.Response:
         ctx = self.ctx
         ctx.store.requests += 1
-        if not ctx.tokens.check(request.headers.get("Authorization")):
+        authorization = request.headers.get("Authorization")
+        new_token = not ctx.tokens.known(authorization)
+        if not ctx.tokens.check(authorization):
             return unauthorized()
         # Parse the raw path: the conversation id is URL-encoded and may hold ':', ';', '@' or '%2F'.
         region, _, rest = request.rel_url.raw_path[1:].partition("/v3/conversations/")
@@ -205,18 +209,18 @@ class Connector:
         if len(parts) == 2 or not parts[2]:
             if request.method != "POST":
                 return teams_error(405, "MethodNotAllowed", f"{request.method} is not supported here.")
-            return await self._send(request, conversation_id)
+            return await self._send(request, conversation_id, new_token)
         activity_id = unquote(parts[2])
         if request.method == "POST":
             # ReplyToActivity: in a one-to-one chat, a send like any other.
-            return await self._send(request, conversation_id)
+            return await self._send(request, conversation_id, new_token)
         if request.method == "PUT":
             return await self._update(request, conversation_id, activity_id)
         if request.method == "DELETE":
             return await self._delete(conversation_id, activity_id)
         return teams_error(405, "MethodNotAllowed", f"{request.method} is not supported here.")
 
-    async def _send(self, request: web.Request, conversation_id: str) -> web.Response:
+    async def _send(self, request: web.Request, conversation_id: str, new_token: bool) -> web.Response:
         ctx = self.ctx
         store = ctx.store
         raw = await self._read(request)
@@ -224,7 +228,7 @@ class Connector:
         now = time.monotonic()
         app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
         thread_scope = ("conversation", conversation_id)
-        store.retry_after.note_call((app_scope, thread_scope), now)
+        store.retry_after.note_call((app_scope, thread_scope), now, new_token=new_token)
         refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
         if refused is not None:
             return refused

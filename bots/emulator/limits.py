@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import deque
 from bisect import bisect_right
 from collections.abc import Hashable
 
@@ -80,17 +81,22 @@ def retry_after_header(wait: float) -> int:
 # learned of the wait (a busy client sends from many threads at once): it is counted apart from
 # the calls made when the caller could have known.
 IN_FLIGHT_GRACE_SECONDS = 0.1
+EARLY_SAMPLES = 20  # the latest early calls kept, with what is known of them, for the stats
 
 
 class RetryAfterTracker:
     """Remembers, per scope, when callers were told to wait and until when, and counts the calls
     that come sooner: ``early_calls`` (made after the caller could have known) and
-    ``in_flight_calls`` (arriving within ``IN_FLIGHT_GRACE_SECONDS`` of the 429)."""
+    ``in_flight_calls`` (arriving within ``IN_FLIGHT_GRACE_SECONDS`` of the 429). The latest early
+    calls are kept as samples: which scope, how long after the caller was told, how long before the
+    wait ended, and whether the call carried a token never seen before (the caller had just fetched
+    one)."""
 
     def __init__(self) -> None:
         self._until: dict[Hashable, tuple[float, float]] = {}  # scope -> (told at, wait until)
         self.early_calls = 0
         self.in_flight_calls = 0
+        self.early_samples: deque[dict[str, object]] = deque(maxlen=EARLY_SAMPLES)
 
     def told_to_wait(self, scope: Hashable, until: float, now: float) -> None:
         told_at, current = self._until.get(scope, (now, 0.0))
@@ -98,32 +104,43 @@ class RetryAfterTracker:
             # A wait still running is extended from when the caller was first told of it.
             self._until[scope] = (told_at if now < current else now, until)
 
-    def _lateness(self, scope: Hashable, now: float) -> float | None:
-        """Seconds since the caller was told to wait, if this call comes before the wait is over."""
+    def _wait(self, scope: Hashable, now: float) -> tuple[float, float] | None:
+        """(seconds since the caller was told to wait, seconds left) if this call comes before the wait
+        is over."""
         told = self._until.get(scope)
         if told is None:
             return None
         if now < told[1]:
-            return now - told[0]
+            return now - told[0], told[1] - now
         del self._until[scope]
         return None
 
     def is_early(self, scope: Hashable, now: float) -> bool:
-        return self._lateness(scope, now) is not None
+        return self._wait(scope, now) is not None
 
-    def note_call(self, scopes: tuple[Hashable, ...], now: float) -> None:
+    def note_call(self, scopes: tuple[Hashable, ...], now: float, *, new_token: bool = False) -> None:
         """Counts the call once if it comes before a wait is over in any of its scopes."""
         if not self._until:
             return
-        lateness = [late for scope in scopes if (late := self._lateness(scope, now)) is not None]
-        if not lateness:
+        waits = []
+        for scope in scopes:
+            wait = self._wait(scope, now)
+            if wait is not None:
+                waits.append((*wait, scope))
+        if not waits:
             return
-        if max(lateness) >= IN_FLIGHT_GRACE_SECONDS:
-            self.early_calls += 1
-        else:
+        late, left, scope = max(waits, key=lambda wait: wait[0])
+        if late < IN_FLIGHT_GRACE_SECONDS:
             self.in_flight_calls += 1
+            return
+        self.early_calls += 1
+        kind = scope[0] if isinstance(scope, tuple) and scope else str(scope)
+        self.early_samples.append(
+            {"scope": kind, "late_ms": round(late * 1000), "left_ms": round(left * 1000), "new_token": new_token}
+        )
 
     def clear(self) -> None:
         self._until.clear()
         self.early_calls = 0
         self.in_flight_calls = 0
+        self.early_samples.clear()

@@ -246,6 +246,7 @@ class Store:
             "duplicates": self.duplicates,
             "early_calls": self.retry_after.early_calls,
             "in_flight_at_retry_after": self.retry_after.in_flight_calls,
+            "early_call_samples": list(self.retry_after.early_samples),
             "users": len(self.users),
             "max_messages_per_user": self.max_messages_per_user,
             "first_message_at": iso(self.log.received_at[0]) if count else None,

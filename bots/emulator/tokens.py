@@ -123,6 +123,10 @@ class AccessTokenChecker:
         self._app_id = app_id
         self._valid: dict[str, float] = {}  # token -> expiry (epoch seconds)
 
+    def known(self, authorization: str | None) -> bool:
+        """Whether this token passed a check before (a caller that just fetched one sends a new one)."""
+        return bool(authorization) and authorization[7:].strip() in self._valid
+
     def check(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Bearer "):
             return False

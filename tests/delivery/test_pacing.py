@@ -1,8 +1,10 @@
 """The shared pacer, against real Redis. Assertions on time are lower bounds: the pacer must never
 let calls go faster than allowed; how fast it can go is the benchmark's business."""
 
+import json
 import threading
 import time
+import uuid
 from unittest import mock
 
 import pytest
@@ -175,3 +177,31 @@ def test_deferred_calls_reserve_nothing_so_no_backlog_builds_behind_a_long_retry
     time.sleep(1.05)
 
     assert pacer.acquire(tenant_id=TENANT, max_sleep=0.2) <= 0.05  # free again at once: nothing piled up
+
+
+def test_the_token_is_ready_before_the_slot_is_taken_so_no_call_waits_on_the_authority_past_it(pace, teams):
+    from bots.connector import BotConnectorClient
+    from bots.tokens import TokenProvider
+    from delivery.transport import Address, TeamsTransport
+
+    steps: list[str] = []
+
+    class Tokens(TokenProvider):
+        def get(self) -> str:
+            steps.append("token")
+            return super().get()
+
+    class Slots(Pacer):
+        def acquire(self, **arguments) -> float:
+            steps.append("slot")
+            return super().acquire(**arguments)
+
+    transport = TeamsTransport(client=BotConnectorClient(tokens=Tokens()), pacing=Slots(redis.Redis.from_url(pace.REDIS_URL)))
+    address = Address(member_id=str(uuid.uuid4()), tenant_id=pace.BOT_TENANT_ID, service_url=teams.service_url)
+
+    result = transport.send(address=address, activity_json=json.dumps({"type": "message", "text": "hello"}).encode())
+
+    assert result.activity_id and result.conversation_id
+    assert steps[:2] == ["token", "slot"]  # creating the conversation: the token came first
+    second = steps.index("slot", 1)
+    assert steps[second - 1] == "token"  # and again before the send's slot

@@ -354,9 +354,18 @@ def test_injected_429_has_retry_after_and_early_retries_are_counted(emu: Running
     time.sleep(0.15)  # past the moment a call could still have been on its way
     assert teams.send(cid).status == 429
     emu.client.config(faults={})
-    assert teams.send(cid).status == 201  # still inside the 2 s: early, though it succeeds
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REQUESTS_CA_BUNDLE", emu.ca_file)
+        fresh = Teams(emu, acquire_token(emu)["access_token"])
+    assert fresh.send(cid).status == 201  # still inside the 2 s: early, though it succeeds
     stats = emu.client.stats()
     assert stats["faults"]["status_429"] == 2 and stats["early_calls"] == 2 and stats["messages"] == 1
+    # Each early call is described: its scope, how late after the first 429, how soon before the end,
+    # and whether its caller had just fetched its token.
+    samples = stats["early_call_samples"]
+    assert [sample["scope"] for sample in samples] == ["app", "app"]
+    assert all(150 <= sample["late_ms"] and 0 < sample["left_ms"] <= 2000 for sample in samples)
+    assert [sample["new_token"] for sample in samples] == [False, True]
 
 
 def test_duplicates_are_counted_per_user_and_bodies_can_be_dropped(emu: RunningEmulator, teams: Teams) -> None:
