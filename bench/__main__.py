@@ -333,7 +333,8 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
            "(arrived < 100 ms after it)")
     early = after.get("early_call_samples", [])[-delta["early_calls"]:] if delta["early_calls"] else []
     for sample in early:
-        print(f"      early call: {sample['scope']} scope, {sample['late_ms']} ms after the 429, "
+        print(f"      early call: {sample['scope']} scope, made {sample['late_ms']} ms after the 429 "
+              f"(arrived after {sample['arrived_ms']} ms), "
               f"{sample['left_ms']} ms before its end{', with a token never seen before' if sample['new_token'] else ''}",
               flush=True)
 

@@ -80,6 +80,11 @@ def _conversation_url(service_url: str, conversation_id: str) -> str:
     return f"{service_url.rstrip('/')}/v3/conversations/{quote(conversation_id, safe='')}"
 
 
+# When a call was made (epoch seconds), sent with each call. Teams ignores it; the emulator judges a
+# call against a Retry-After by it rather than by its arrival on a busy machine.
+SENT_AT_HEADER = "X-Crier-Sent-At"
+
+
 class BotConnectorClient:
     def __init__(self, tokens: TokenProvider = token_provider) -> None:
         self.tokens = tokens
@@ -103,6 +108,7 @@ class BotConnectorClient:
             headers = {"Authorization": f"Bearer {token}"}
             if payload is not None:
                 headers["Content-Type"] = "application/json; charset=utf-8"
+            headers[SENT_AT_HEADER] = f"{time.time():.6f}"
             try:
                 response = http.request(method, url, body=payload, headers=headers)
             except http.HttpTimeout as exc:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from .context import Context
 from .faults import FAULT_ERRORS
-from .limits import retry_after_header
+from .limits import SENT_AT_HEADER, made_at, retry_after_header
 from .responses import (
     bad_argument,
     blocked_by_user,
@@ -151,7 +151,9 @@ class Connector:
         now = time.monotonic()
         app_scope = ("app", tenant or ctx.settings.tenant_id)
         user_scope = ("user", member_aad or member_id)
-        store.retry_after.note_call((app_scope, user_scope), now, new_token=new_token)
+        store.retry_after.note_call(
+            (app_scope, user_scope), now, made=made_at(request.headers.get(SENT_AT_HEADER), now), new_token=new_token
+        )
         refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
         if refused is not None:
             return refused
@@ -228,7 +230,9 @@ class Connector:
         now = time.monotonic()
         app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
         thread_scope = ("conversation", conversation_id)
-        store.retry_after.note_call((app_scope, thread_scope), now, new_token=new_token)
+        store.retry_after.note_call(
+            (app_scope, thread_scope), now, made=made_at(request.headers.get(SENT_AT_HEADER), now), new_token=new_token
+        )
         refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
         if refused is not None:
             return refused

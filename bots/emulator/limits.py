@@ -8,6 +8,7 @@ calls are remembered, so rejected calls never count toward a window.
 from __future__ import annotations
 
 import math
+import time
 from array import array
 from collections import deque
 from bisect import bisect_right
@@ -77,10 +78,23 @@ def retry_after_header(wait: float) -> int:
     return max(1, math.ceil(wait - 1e-9))
 
 
-# A call that arrives this soon after a 429 was answered was already on its way when the caller
-# learned of the wait (a busy client sends from many threads at once): it is counted apart from
-# the calls made when the caller could have known.
+# A call made this soon after a 429 was answered was already on its way when the caller learned of
+# the wait (a busy client sends from many threads at once): it is counted apart from the calls made
+# when the caller could have known. When the caller says when it made the call (the
+# ``X-Crier-Sent-At`` header, this machine's clock), that moment is judged, not the arrival: a
+# call that waited for a core on a busy machine was still made in time.
 IN_FLIGHT_GRACE_SECONDS = 0.1
+SENT_AT_HEADER = "X-Crier-Sent-At"
+
+
+def made_at(header: str | None, now: float) -> float:
+    """When the call was made, on the monotonic clock of ``now``: from the caller's wall-clock stamp,
+    if it gave a believable one (in the last ten seconds), else its arrival."""
+    try:
+        ago = time.time() - float(header) if header else 0.0
+    except ValueError:
+        ago = 0.0
+    return now - ago if 0.0 < ago < 10.0 else now
 EARLY_SAMPLES = 20  # the latest early calls kept, with what is known of them, for the stats
 
 
@@ -88,8 +102,8 @@ class RetryAfterTracker:
     """Remembers, per scope, when callers were told to wait and until when, and counts the calls
     that come sooner: ``early_calls`` (made after the caller could have known) and
     ``in_flight_calls`` (arriving within ``IN_FLIGHT_GRACE_SECONDS`` of the 429). The latest early
-    calls are kept as samples: which scope, how long after the caller was told, how long before the
-    wait ended, and whether the call carried a token never seen before (the caller had just fetched
+    calls are kept as samples: which scope, how long after the caller was told it was made and when it
+    arrived, how long before the wait ended, and whether the call carried a token never seen before (the caller had just fetched
     one)."""
 
     def __init__(self) -> None:
@@ -104,40 +118,47 @@ class RetryAfterTracker:
             # A wait still running is extended from when the caller was first told of it.
             self._until[scope] = (told_at if now < current else now, until)
 
-    def _wait(self, scope: Hashable, now: float) -> tuple[float, float] | None:
-        """(seconds since the caller was told to wait, seconds left) if this call comes before the wait
-        is over."""
+    def _wait(self, scope: Hashable, now: float, made: float) -> tuple[float, float, float] | None:
+        """(seconds from when the caller was told to wait to when it made this call, then to when it
+        arrived, seconds left) if this call arrives before the wait is over."""
         told = self._until.get(scope)
         if told is None:
             return None
         if now < told[1]:
-            return now - told[0], told[1] - now
+            return made - told[0], now - told[0], told[1] - now
         del self._until[scope]
         return None
 
     def is_early(self, scope: Hashable, now: float) -> bool:
-        return self._wait(scope, now) is not None
+        return self._wait(scope, now, now) is not None
 
-    def note_call(self, scopes: tuple[Hashable, ...], now: float, *, new_token: bool = False) -> None:
-        """Counts the call once if it comes before a wait is over in any of its scopes."""
+    def note_call(
+        self, scopes: tuple[Hashable, ...], now: float, *, made: float | None = None, new_token: bool = False
+    ) -> None:
+        """Counts the call once if it arrives before a wait is over in any of its scopes; ``made`` is
+        when the caller made it (its arrival if unknown)."""
         if not self._until:
             return
         waits = []
         for scope in scopes:
-            wait = self._wait(scope, now)
+            wait = self._wait(scope, now, now if made is None else made)
             if wait is not None:
                 waits.append((*wait, scope))
         if not waits:
             return
-        late, left, scope = max(waits, key=lambda wait: wait[0])
+        late, arrived, left, scope = max(waits, key=lambda wait: wait[0])
         if late < IN_FLIGHT_GRACE_SECONDS:
             self.in_flight_calls += 1
             return
         self.early_calls += 1
         kind = scope[0] if isinstance(scope, tuple) and scope else str(scope)
-        self.early_samples.append(
-            {"scope": kind, "late_ms": round(late * 1000), "left_ms": round(left * 1000), "new_token": new_token}
-        )
+        self.early_samples.append({
+            "scope": kind,
+            "late_ms": round(late * 1000),  # made this long after the 429
+            "arrived_ms": round(arrived * 1000),
+            "left_ms": round(left * 1000),
+            "new_token": new_token,
+        })
 
     def clear(self) -> None:
         self._until.clear()

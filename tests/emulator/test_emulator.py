@@ -99,9 +99,11 @@ class Teams:
             body["channelData"] = {"tenant": {"id": tenant}}
         return self.call("POST", "/v3/conversations", body)
 
-    def send(self, conversation_id: str, activity: dict[str, Any] | None = None, raw: bytes | None = None) -> Answer:
+    def send(self, conversation_id: str, activity: dict[str, Any] | None = None, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> Answer:
         activity = activity if activity is not None else {"type": "message", "text": "Hello"}
-        return self.call("POST", f"/v3/conversations/{quote(conversation_id, safe='')}/activities", activity, raw=raw)
+        return self.call("POST", f"/v3/conversations/{quote(conversation_id, safe='')}/activities", activity,
+                         raw=raw, headers=headers)
 
     def conversation(self, aad: str) -> str:
         answer = self.create(aad)
@@ -366,6 +368,26 @@ def test_injected_429_has_retry_after_and_early_retries_are_counted(emu: Running
     assert [sample["scope"] for sample in samples] == ["app", "app"]
     assert all(150 <= sample["late_ms"] and 0 < sample["left_ms"] <= 2000 for sample in samples)
     assert [sample["new_token"] for sample in samples] == [False, True]
+
+
+def test_a_call_is_judged_by_when_its_caller_made_it_not_by_when_it_arrived(emu: RunningEmulator, teams: Teams) -> None:
+    cid = teams.conversation(new_user(emu)["aad_object_id"])
+    emu.client.config(faults={"status_429": 1.0, "retry_after_seconds": 2})
+    made_before_the_429 = time.time()
+    assert teams.send(cid).status == 429
+    emu.client.config(faults={})
+    time.sleep(0.3)
+
+    # Made before Teams said 429, arriving 300 ms later (it waited for a core): it was on its way.
+    assert teams.send(cid, headers={"X-Crier-Sent-At": f"{made_before_the_429:.6f}"}).status == 201
+    # Made now, inside the 2 s: early.
+    assert teams.send(cid, headers={"X-Crier-Sent-At": f"{time.time():.6f}"}).status == 201
+    # A stamp that cannot be right (from the future) is ignored: judged by its arrival, early.
+    assert teams.send(cid, headers={"X-Crier-Sent-At": f"{time.time() + 60:.6f}"}).status == 201
+
+    stats = emu.client.stats()
+    assert (stats["in_flight_at_retry_after"], stats["early_calls"]) == (1, 2)
+    assert all(sample["late_ms"] >= 300 and sample["arrived_ms"] >= 300 for sample in stats["early_call_samples"])
 
 
 def test_duplicates_are_counted_per_user_and_bodies_can_be_dropped(emu: RunningEmulator, teams: Teams) -> None:
