@@ -3,15 +3,21 @@ message costs about 1 KB of Redis) while workers never starve, whatever the audi
 
 Each running campaign has a cursor (the highest delivery id handed to the queue, in Redis; lost
 cursors start again from zero, which is harmless since a delivery is claimed before it is sent).
-A tick, from beat every second and right after a launch, tops the queue up to ``FEED_HIGH_WATER``
-messages, sharing the room between the running campaigns so a small campaign is never stuck
-behind a large one.
+A tick, from beat every second and right after a launch, tops the queue up, sharing the room between
+the running campaigns so a small campaign is never stuck behind a large one.
+
+How deep: as many messages as the workers take in ``FEED_AHEAD_SECONDS`` (measured between ticks),
+at least ``FEED_LOW_WATER`` and at most ``FEED_HIGH_WATER``. At Teams' pace (50 calls a second) that
+is a few hundred, so a campaign launched while another runs has its first message sent within
+seconds, not after the thousands queued ahead of it; unthrottled, the queue deepens to the bound.
+A queue that ran dry doubles its depth at once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 
 import redis
@@ -29,6 +35,7 @@ QUEUE = "deliveries"
 DIRECT_QUEUE = "direct"
 DELIVER_TASK = "delivery.tasks.deliver"
 LOCK_KEY = "crier:feeder:lock"
+DRAIN_KEY = "crier:feed:drain"  # the last tick's time, the depth it left and its target
 
 
 def broker() -> redis.Redis:
@@ -77,6 +84,34 @@ def queue_depth() -> int:
     return int(broker().llen(QUEUE))
 
 
+def _clock(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
+def target_depth(client: redis.Redis, depth: int, now: float) -> int:
+    """How deep the queue should be now, from how fast the workers took messages since the last tick."""
+    low, high = min(settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER), settings.FEED_HIGH_WATER
+    last = client.hmget(DRAIN_KEY, "at", "depth", "target")
+    if last[0] is None:
+        return low
+    at, left, target = float(last[0]), int(last[1]), int(last[2])
+    elapsed = now - at
+    if elapsed <= 0 or elapsed > 60:
+        return low  # an idle spell says nothing of the workers' speed
+    wanted = (left - depth) / elapsed * settings.FEED_AHEAD_SECONDS
+    if depth == 0 and left > 0:
+        wanted = max(wanted, 2 * target)  # ran dry: the workers could take more than they were given
+    return max(low, min(high, math.ceil(wanted)))
+
+
+def nearly_empty() -> bool:
+    """Fewer messages queued than a quarter of the last target: the feeder would top it up now."""
+    client = broker()
+    target = client.hget(DRAIN_KEY, "target")
+    return queue_depth() < (int(target) if target else settings.FEED_HIGH_WATER) // 4
+
+
 def feed() -> int:
     """One tick: returns how many deliveries it queued."""
     client = broker()
@@ -84,8 +119,11 @@ def feed() -> int:
     if token is None:
         return 0  # another tick is feeding
     try:
-        room = settings.FEED_HIGH_WATER - queue_depth()
-        if room < settings.FEED_HIGH_WATER // 4:
+        now, depth = _clock(client), queue_depth()
+        target = target_depth(client, depth, now)
+        room = target - depth
+        if room < target // 4:
+            _remember(client, now, depth, target)
             return 0
         campaigns = {
             campaign_id: (kind, mark)
@@ -114,9 +152,15 @@ def feed() -> int:
                 if room <= 0:
                     break
             running = still_pending
+        _remember(client, now, depth + queued, target)
         return queued
     finally:
         lock_release(client, LOCK_KEY, token)
+
+
+def _remember(client: redis.Redis, now: float, depth: int, target: int) -> None:
+    client.hset(DRAIN_KEY, mapping={"at": now, "depth": depth, "target": target})
+    client.expire(DRAIN_KEY, 3600)
 
 
 def _next_batch(client: redis.Redis, campaign_id: int, limit: int, mark: int) -> list[int]:

@@ -67,7 +67,7 @@ def reconcile() -> dict[str, int]:
     feeding.publish(overdue)
 
     rewound = 0
-    if feeding.queue_depth() < settings.FEED_HIGH_WATER // 4:
+    if feeding.nearly_empty():
         client = feeding.broker()
         running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
         for campaign_id, mark in running.values_list("id", "settled_below"):

@@ -43,6 +43,43 @@ def test_the_queue_is_filled_up_to_its_bound_and_no_further(settings, redis_clie
     assert queued_ids(redis_client) == pending[:40]
 
 
+def drained(redis_client, taken: int, seconds: float) -> None:
+    """The workers took ``taken`` messages over the ``seconds`` since the last tick."""
+    for _ in range(taken):
+        redis_client.rpop(feeding.QUEUE)
+    at = float(redis_client.hget(feeding.DRAIN_KEY, "at"))
+    redis_client.hset(feeding.DRAIN_KEY, "at", at - seconds)
+
+
+def test_the_queue_holds_what_the_workers_take_in_a_few_seconds_so_a_later_campaign_waits_seconds(settings, redis_client):
+    settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER, settings.FEED_AHEAD_SECONDS = 10, 1000, 3.0
+    launched_with(300)
+
+    assert feeding.feed() == 10  # nothing measured yet: the floor
+    drained(redis_client, taken=8, seconds=2.0)  # 4 a second: 12 is three seconds' worth
+    feeding.feed()
+    assert redis_client.llen(feeding.QUEUE) == 12
+
+    drained(redis_client, taken=12, seconds=1.0)  # ran dry: 12 a second, and more could have been taken
+    feeding.feed()
+    assert redis_client.llen(feeding.QUEUE) == 36
+
+    drained(redis_client, taken=36, seconds=0.05)  # unthrottled: deep, but never past the bound
+    feeding.feed()
+    assert redis_client.llen(feeding.QUEUE) == 244 == 300 - 10 - 10 - 36  # every row left, under the bound
+
+
+def test_the_depth_is_measured_afresh_after_an_idle_spell(settings, redis_client):
+    settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER = 10, 1000
+    launched_with(100)
+    feeding.feed()
+    drained(redis_client, taken=10, seconds=3600)  # ran dry, an hour ago
+
+    feeding.feed()
+
+    assert redis_client.llen(feeding.QUEUE) == 10  # the floor again, not twice the last depth
+
+
 def test_feeding_resumes_after_the_cursor_as_workers_drain_the_queue(settings, redis_client):
     settings.FEED_HIGH_WATER = 40
     campaign = launched_with(100)
