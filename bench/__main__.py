@@ -187,6 +187,7 @@ def bench_c(processes: Processes, emulator, n: int) -> None:
     if people.count() < n:
         raise SystemExit("C reuses B's recipients and their stored conversations: run B first (or with it)")
     emulator.client.config(limits=True, faults={}, keep_bodies=False)
+    create_people(30_000_000, LATER_AUDIENCE, "CL")
     start_crier(processes, {})
     for stored, label, goal in ((True, "stored conversations", 50 * 0.95), (False, "no stored conversation", 25 * 0.95)):
         if not stored:
@@ -194,14 +195,44 @@ def bench_c(processes: Processes, emulator, n: int) -> None:
         before = emulator.client.stats()
         campaign = new_campaign("BC", f"C {label}")
         campaign_launch(campaign_id=campaign.pk)
-        wait_completed(campaign, 3600)
+        later: dict = {}
+
+        def launch_later(current: dict) -> None:
+            """A tenth of the way in, a small campaign is launched beside the large one."""
+            if stored and not later and current["sent"] >= n // 10:
+                later["campaign"] = new_campaign("CL", "C launched later")
+                later["at"] = time.time()
+                campaign_launch(campaign_id=later["campaign"].pk)
+
+        wait_completed(campaign, 3600, launch_later)
         sent, span = send_span(campaign)
         delta = stats_delta(before, emulator.client.stats())
+        extra = 0
+        if later:
+            wait_completed(later["campaign"], 600)
+            extra, _ = send_span(later["campaign"])
         report("C", f"at Teams' limits, {label}: recipients/s", f"{sent / span:,.1f}/s", f"goal >= {goal:.1f}/s")
         report("C", f"  calls answered 429 ({delta['throttled']} of {delta['requests']})",
                f"{100 * delta['throttled'] / max(1, delta['requests']):.2f}%", "goal < 0.5%")
-        report("C", "  sent / emulator messages / duplicates", f"{sent}/{delta['messages']}/{delta['duplicates']}", f"goal {n}/{n}/0")
+        report("C", "  sent / emulator messages / duplicates", f"{sent}/{delta['messages'] - extra}/{delta['duplicates']}",
+               f"goal {n}/{n}/0")
+        if later:
+            first = first_sent_at(later["campaign"])
+            report("C", f"  a campaign to {LATER_AUDIENCE} launched meanwhile: first message after",
+                   f"{first - later['at']:.1f} s", "")
     processes.stop_all()
+
+
+LATER_AUDIENCE = 20  # people in the campaign C launches while its large one is sending
+
+
+def first_sent_at(campaign) -> float:
+    from django.db.models import Min
+
+    from delivery.models import Delivery
+
+    first = Delivery.objects.of_campaign(campaign.pk).filter(status="sent").aggregate(first=Min("finished_at"))["first"]
+    return first.timestamp()
 
 
 # --- D -------------------------------------------------------------------------------------------
