@@ -8,8 +8,8 @@ the running campaigns so a small campaign is never stuck behind a large one.
 
 How deep: as many messages as the workers take in ``FEED_AHEAD_SECONDS`` (measured between ticks),
 at least ``FEED_LOW_WATER`` and at most ``FEED_HIGH_WATER``. At Teams' pace (50 calls a second) that
-is a few hundred, so a campaign launched while another runs has its first message sent within
-seconds, not after the thousands queued ahead of it; unthrottled, the queue deepens to the bound.
+is a few hundred, so a campaign launched while another runs does not wait behind thousands of the
+other's messages; unthrottled, the queue deepens to the bound.
 A queue that ran dry doubles its depth at once.
 """
 
