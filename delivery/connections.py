@@ -17,6 +17,12 @@ def redis_for(url: str) -> redis.Redis:
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
+def redis_clock(client: redis.Redis) -> float:
+    """Now, in seconds, on Redis's clock (``TIME``): the one every machine sharing it agrees on."""
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
 def lock_acquire(client: redis.Redis, name: str, ttl_seconds: float) -> str | None:
     """A lock across processes: a token if this caller got it, else None. Size the TTL to outlast
     the work it guards."""

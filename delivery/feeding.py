@@ -25,7 +25,7 @@ from django.conf import settings
 
 from campaigns.models import Campaign
 
-from .connections import lock_acquire, lock_release, redis_for
+from .connections import lock_acquire, lock_release, redis_clock, redis_for
 from .models import Delivery
 from .settled import settled_below
 
@@ -84,11 +84,6 @@ def queue_depth() -> int:
     return int(broker().llen(QUEUE))
 
 
-def _clock(client: redis.Redis) -> float:
-    seconds, micros = client.time()
-    return seconds + micros / 1e6
-
-
 def target_depth(client: redis.Redis, depth: int, now: float) -> int:
     """How deep the queue should be now, from how fast the workers took messages since the last tick."""
     low, high = min(settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER), settings.FEED_HIGH_WATER
@@ -106,7 +101,8 @@ def target_depth(client: redis.Redis, depth: int, now: float) -> int:
 
 
 def nearly_empty() -> bool:
-    """Fewer messages queued than a quarter of the last target: the feeder would top it up now."""
+    """Fewer messages queued than a quarter of the feeder's last target: queued messages may have
+    been lost (the reconciler then looks for rows left behind the feeder's cursors)."""
     client = broker()
     target = client.hget(DRAIN_KEY, "target")
     return queue_depth() < (int(target) if target else settings.FEED_HIGH_WATER) // 4
@@ -119,7 +115,7 @@ def feed() -> int:
     if token is None:
         return 0  # another tick is feeding
     try:
-        now, depth = _clock(client), queue_depth()
+        now, depth = redis_clock(client), queue_depth()
         target = target_depth(client, depth, now)
         room = target - depth
         if room < target // 4:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from .connections import redis_for
+from .connections import redis_clock, redis_for
 
 # KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
 # KEYS[2]: the thread's log of calls (sorted set), or "" for none
@@ -180,9 +180,9 @@ class Pacer:
             thread_key, windows = "", []  # the thread's call is already counted
 
     def _pause_left(self, tenant_id: str) -> float:
-        now_seconds, now_micro = self.client.time()
+        now = redis_clock(self.client)
         pause_until = self.client.hget(self.tenant_key(tenant_id), "pause_until")
-        return float(pause_until or 0) - (now_seconds + now_micro / 1e6)
+        return float(pause_until or 0) - now
 
     def heard(self, *, tenant_id: str, pause: float) -> None:
         """Remembers in this process that the tenant must wait ``pause`` seconds from now."""

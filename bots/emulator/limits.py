@@ -103,8 +103,8 @@ class RetryAfterTracker:
     that come sooner: ``early_calls`` (made after the caller could have known) and
     ``in_flight_calls`` (arriving within ``IN_FLIGHT_GRACE_SECONDS`` of the 429). The latest early
     calls are kept as samples: which scope, how long after the caller was told it was made and when it
-    arrived, how long before the wait ended, and whether the call carried a token never seen before (the caller had just fetched
-    one)."""
+    arrived, how long before the wait ended, and whether the call carried a token never seen before
+    (the caller had just fetched one)."""
 
     def __init__(self) -> None:
         self._until: dict[Hashable, tuple[float, float]] = {}  # scope -> (told at, wait until)
