@@ -6,11 +6,11 @@ cursors start again from zero, which is harmless since a delivery is claimed bef
 A tick, from beat every second and right after a launch, tops the queue up, sharing the room between
 the running campaigns so a small campaign is never stuck behind a large one.
 
-How deep: as many messages as the workers take in ``FEED_AHEAD_SECONDS`` (measured between ticks),
-at least ``FEED_LOW_WATER`` and at most ``FEED_HIGH_WATER``. At Teams' pace (50 calls a second) that
-is a few hundred, so a campaign launched while another runs does not wait behind thousands of the
-other's messages; unthrottled, the queue deepens to the bound.
-A queue that ran dry doubles its depth at once.
+How deep: as many messages as the workers send in ``FEED_AHEAD_SECONDS`` at the rate of the last
+seconds, at least ``FEED_LOW_WATER`` and at most ``FEED_HIGH_WATER``. At Teams' pace (50 calls a
+second) that is a few hundred, so a campaign launched while another runs does not wait behind
+thousands of the other's messages; unthrottled, the queue deepens to the bound within seconds (each
+tick can give the workers three seconds of what they managed in one).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from django.conf import settings
 
 from campaigns.models import Campaign
 
+from . import progress
 from .connections import lock_acquire, lock_release, redis_clock, redis_for
 from .models import Delivery
 from .settled import settled_below
@@ -35,7 +36,7 @@ QUEUE = "deliveries"
 DIRECT_QUEUE = "direct"
 DELIVER_TASK = "delivery.tasks.deliver"
 LOCK_KEY = "crier:feeder:lock"
-DRAIN_KEY = "crier:feed:drain"  # the last tick's time, the depth it left and its target
+KEEP_SECONDS = 7 * 24 * 3600  # a campaign's cursor outlives any pause
 
 
 def broker() -> redis.Redis:
@@ -44,6 +45,12 @@ def broker() -> redis.Redis:
 
 def cursor_key(campaign_id: int) -> str:
     return f"crier:feed:{campaign_id}"
+
+
+def fed_key(campaign_id: int) -> str:
+    """The cursor after each tick that fed the campaign, scored by the tick's time: the reconciler
+    tells a message lost from one still waiting in the queue by how long ago its row was fed."""
+    return f"crier:feed:{campaign_id}:fed"
 
 
 def publish(delivery_ids: list[int], *, task: str = DELIVER_TASK, queue: str = QUEUE) -> None:
@@ -84,28 +91,23 @@ def queue_depth() -> int:
     return int(broker().llen(QUEUE))
 
 
-def target_depth(client: redis.Redis, depth: int, now: float) -> int:
-    """How deep the queue should be now, from how fast the workers took messages since the last tick."""
+def target_depth() -> int:
+    """How deep the queue should be: what the workers sent in the last ``FEED_AHEAD_SECONDS``
+    seconds' worth at their current rate, within the bounds. The queue's own drain is no measure:
+    a worker starting up takes its prefetch in one gulp."""
     low, high = min(settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER), settings.FEED_HIGH_WATER
-    last = client.hmget(DRAIN_KEY, "at", "depth", "target")
-    if last[0] is None:
-        return low
-    at, left, target = float(last[0]), int(last[1]), int(last[2])
-    elapsed = now - at
-    if elapsed <= 0 or elapsed > 60:
-        return low  # an idle spell says nothing of the workers' speed
-    wanted = (left - depth) / elapsed * settings.FEED_AHEAD_SECONDS
-    if depth == 0 and left > 0:
-        wanted = max(wanted, 2 * target)  # ran dry: the workers could take more than they were given
-    return max(low, min(high, math.ceil(wanted)))
+    return max(low, min(high, math.ceil(progress.sent_per_second() * settings.FEED_AHEAD_SECONDS)))
 
 
-def nearly_empty() -> bool:
-    """Fewer messages queued than a quarter of the feeder's last target: queued messages may have
-    been lost (the reconciler then looks for rows left behind the feeder's cursors)."""
-    client = broker()
-    target = client.hget(DRAIN_KEY, "target")
-    return queue_depth() < (int(target) if target else settings.FEED_HIGH_WATER) // 4
+def queue_for(kind: str) -> str:
+    return DIRECT_QUEUE if kind == Campaign.Kind.DIRECT else QUEUE
+
+
+def fed_before(campaign_id: int, moment: float) -> int:
+    """The campaign's cursor as it stood at ``moment`` (Redis's clock): every pending row up to it
+    was queued by then. 0 if nothing is known from that far back."""
+    found = broker().zrevrangebyscore(fed_key(campaign_id), moment, "-inf", start=0, num=1)
+    return int(found[0]) if found else 0
 
 
 def feed() -> int:
@@ -116,10 +118,9 @@ def feed() -> int:
         return 0  # another tick is feeding
     try:
         now, depth = redis_clock(client), queue_depth()
-        target = target_depth(client, depth, now)
+        target = target_depth()
         room = target - depth
         if room < target // 4:
-            _remember(client, now, depth, target)
             return 0
         campaigns = {
             campaign_id: (kind, mark)
@@ -132,15 +133,15 @@ def feed() -> int:
         running = list(campaigns)
         queued = 0
         while running and room > 0:
-            share = max(100, room // len(running))
+            share = math.ceil(room / len(running))  # an even split, however little room there is
             still_pending = []
             for campaign_id in running:
                 limit = min(share, room)
                 kind, mark = campaigns[campaign_id]
                 ids = _next_batch(client, campaign_id, limit, mark)
                 if ids:
-                    publish(ids, queue=DIRECT_QUEUE if kind == Campaign.Kind.DIRECT else QUEUE)
-                    client.set(cursor_key(campaign_id), ids[-1], ex=7 * 24 * 3600)
+                    publish(ids, queue=queue_for(kind))
+                    _advance(client, campaign_id, ids[-1], now)
                     queued += len(ids)
                     room -= len(ids)
                     if len(ids) == limit:
@@ -148,15 +149,19 @@ def feed() -> int:
                 if room <= 0:
                     break
             running = still_pending
-        _remember(client, now, depth + queued, target)
         return queued
     finally:
         lock_release(client, LOCK_KEY, token)
 
 
-def _remember(client: redis.Redis, now: float, depth: int, target: int) -> None:
-    client.hset(DRAIN_KEY, mapping={"at": now, "depth": depth, "target": target})
-    client.expire(DRAIN_KEY, 3600)
+def _advance(client: redis.Redis, campaign_id: int, cursor: int, now: float) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.set(cursor_key(campaign_id), cursor, ex=KEEP_SECONDS)
+    pipe.zadd(fed_key(campaign_id), {str(cursor): now})
+    # Enough history for the reconciler, which looks RETRY_GRACE_SECONDS back.
+    pipe.zremrangebyscore(fed_key(campaign_id), "-inf", now - 2 * settings.RETRY_GRACE_SECONDS - 60)
+    pipe.expire(fed_key(campaign_id), KEEP_SECONDS)
+    pipe.execute()
 
 
 def _next_batch(client: redis.Redis, campaign_id: int, limit: int, mark: int) -> list[int]:
@@ -172,6 +177,5 @@ def _next_batch(client: redis.Redis, campaign_id: int, limit: int, mark: int) ->
 
 
 def rewind(campaign_id: int) -> None:
-    """Feed the campaign's pending deliveries again from the start (after a pause, or when queued
-    messages were lost)."""
-    broker().delete(cursor_key(campaign_id))
+    """Feed the campaign's pending deliveries again from the start (after a pause)."""
+    broker().delete(cursor_key(campaign_id), fed_key(campaign_id))

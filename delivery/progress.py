@@ -41,6 +41,11 @@ def timeline_key(campaign_id: int) -> str:
     return f"crier:timeline:{campaign_id}"
 
 
+def rate_key(campaign_id: int | None, second: int) -> str:
+    """Messages sent in that second by the campaign, or by every campaign (``None``)."""
+    return f"crier:rate:{'all' if campaign_id is None else campaign_id}:{second}"
+
+
 def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
     """Adds to the campaign's counters (``sent=1``, ``skipped=5000``...) and to this minute's
     bucket of each end state; ``start`` marks both as complete from the launch on. One pipelined
@@ -58,9 +63,9 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
                     pipe.hincrby(timeline, f"{now - now % 60}:{field}", amount)
                     timed = True
         if increments.get("sent"):
-            bucket = f"crier:rate:{campaign_id}:{now}"
-            pipe.incrby(bucket, increments["sent"])
-            pipe.expire(bucket, RATE_WINDOW_SECONDS * 3)
+            for bucket in (rate_key(campaign_id, now), rate_key(None, now)):
+                pipe.incrby(bucket, increments["sent"])
+                pipe.expire(bucket, RATE_WINDOW_SECONDS * 3)
         if start:
             pipe.hsetnx(counters, "built", 1)
             pipe.hsetnx(timeline, "built", 1)
@@ -70,6 +75,16 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
         pipe.execute()
     except redis.RedisError:
         pass
+
+
+def sent_per_second(seconds: int = 3) -> float:
+    """Messages sent per second by every campaign together, over the last ``seconds`` whole seconds."""
+    now = int(time.time())
+    try:
+        counts = client().mget([rate_key(None, second) for second in range(now - seconds, now)])
+    except redis.RedisError:
+        return 0.0
+    return sum(int(count) for count in counts if count) / seconds
 
 
 def rebuild(campaign_id: int) -> dict[str, int]:
@@ -165,7 +180,7 @@ def read(campaign: Any) -> dict[str, Any]:
             pipe = client().pipeline(transaction=False)
             pipe.hgetall(key(campaign.pk))
             now = int(time.time())
-            pipe.mget([f"crier:rate:{campaign.pk}:{second}" for second in range(now - RATE_WINDOW_SECONDS + 1, now + 1)])
+            pipe.mget([rate_key(campaign.pk, second) for second in range(now - RATE_WINDOW_SECONDS + 1, now + 1)])
             raw, rates = pipe.execute()
         except redis.RedisError:
             raw, rates = {}, []

@@ -8,8 +8,10 @@ in flight, so anything Redis lost is found again in the rows:
   marked ``ambiguous`` and tried again (the policy, and why, is in the README: "Delivery
   guarantees"). The lease is longer than the longest a live task may take (its hard time limit).
 * **retrying past its time**: the retry's countdown message was lost with a worker or with Redis.
-* **pending behind the feeder's cursor** while the queue is nearly empty: queued messages were lost
-  (a Redis restart); the campaign is fed again from its start (claims make this harmless).
+* **pending, though fed more than ``RETRY_GRACE_SECONDS`` ago**: the queued message was lost (a
+  worker killed with messages it had prefetched; a Redis restart empties the feeder's cursors too,
+  so the feeder itself starts again). Only those rows are queued again: a message still waiting
+  in the queue is a few seconds' work away, and queuing the rest again would only crowd it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from django.utils import timezone
 from campaigns.models import Campaign
 
 from . import feeding, progress
+from .connections import redis_clock
 from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
 from .welcome import welcome_campaign, welcome_enqueue
@@ -66,21 +69,7 @@ def reconcile() -> dict[str, int]:
     overdue = sorted(set(overdue) | {delivery_id for delivery_id, _ in expired})
     feeding.publish(overdue)
 
-    rewound = 0
-    if feeding.nearly_empty():
-        client = feeding.broker()
-        running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
-        for campaign_id, mark in running.values_list("id", "settled_below"):
-            cursor = int(client.get(feeding.cursor_key(campaign_id)) or 0)
-            stale = Delivery.objects.of_campaign(campaign_id).filter(
-                status=Delivery.Status.PENDING,
-                id__gte=settled_below(campaign_id, mark),
-                id__lte=cursor,
-                created_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
-            )
-            if cursor and stale.exists():
-                feeding.rewind(campaign_id)
-                rewound += 1
+    fed_again = _queue_again_what_was_fed_and_lost()
     # Welcome deliveries are queued directly, not fed: re-queue those left pending for long.
     welcome = welcome_campaign()
     # (A welcome campaign's rows are written one new hire at a time, in no order: no mark for it.)
@@ -94,10 +83,29 @@ def reconcile() -> dict[str, int]:
     return {
         "lease_expired": len(expired),
         "requeued": len(overdue) + len(welcome_lost),
-        "rewound": rewound,
+        "fed_again": fed_again,
         "swept": swept,
         "materialisations_restarted": restarted,
     }
+
+
+def _queue_again_what_was_fed_and_lost() -> int:
+    moment = redis_clock(feeding.broker()) - settings.RETRY_GRACE_SECONDS
+    running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
+    queued = 0
+    for campaign_id, kind, mark in running.values_list("id", "kind", "settled_below"):
+        fed = feeding.fed_before(campaign_id, moment)
+        if not fed:
+            continue
+        lost = list(
+            Delivery.objects.of_campaign(campaign_id)
+            .filter(status=Delivery.Status.PENDING, id__gte=settled_below(campaign_id, mark), id__lte=fed)
+            .order_by("id")
+            .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
+        )
+        feeding.publish(lost, queue=feeding.queue_for(kind))
+        queued += len(lost)
+    return queued
 
 
 def _skip_what_cancelled_campaigns_left(now) -> int:

@@ -2,11 +2,12 @@
 
 import base64
 import json
+import time
 
 import pytest
 
 from campaigns.models import Campaign
-from delivery import feeding, services
+from delivery import feeding, progress, services
 from delivery.models import Delivery
 from tests import factories
 
@@ -43,41 +44,51 @@ def test_the_queue_is_filled_up_to_its_bound_and_no_further(settings, redis_clie
     assert queued_ids(redis_client) == pending[:40]
 
 
-def drained(redis_client, taken: int, seconds: float) -> None:
-    """The workers took ``taken`` messages over the ``seconds`` since the last tick."""
-    for _ in range(taken):
-        redis_client.rpop(feeding.QUEUE)
-    at = float(redis_client.hget(feeding.DRAIN_KEY, "at"))
-    redis_client.hset(feeding.DRAIN_KEY, "at", at - seconds)
+def sending_at(redis_client, per_second: int) -> None:
+    """The workers sent ``per_second`` messages in each of the last few seconds."""
+    now = int(time.time())
+    redis_client.delete(*[progress.rate_key(None, second) for second in range(now - 10, now + 1)])
+    for second in range(now - 3, now):
+        redis_client.set(progress.rate_key(None, second), per_second)
 
 
-def test_the_queue_holds_what_the_workers_take_in_a_few_seconds_so_a_later_campaign_waits_seconds(settings, redis_client):
+def test_the_queue_holds_what_the_workers_send_in_a_few_seconds_so_a_later_campaign_waits_seconds(
+    settings, redis_client
+):
     settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER, settings.FEED_AHEAD_SECONDS = 10, 1000, 3.0
     launched_with(300)
 
-    assert feeding.feed() == 10  # nothing measured yet: the floor
-    drained(redis_client, taken=8, seconds=2.0)  # 4 a second: 12 is three seconds' worth
-    feeding.feed()
+    assert feeding.feed() == 10  # nothing sent yet: the floor
+    for _ in range(8):
+        redis_client.rpop(feeding.QUEUE)  # the workers took eight
+    sending_at(redis_client, 4)  # three seconds' worth: 12
+    assert feeding.feed() == 10
     assert redis_client.llen(feeding.QUEUE) == 12
 
-    drained(redis_client, taken=12, seconds=1.0)  # ran dry: 12 a second, and more could have been taken
+    sending_at(redis_client, 50)  # unthrottled: deep, but never past what is left
     feeding.feed()
-    assert redis_client.llen(feeding.QUEUE) == 36
-
-    drained(redis_client, taken=36, seconds=0.05)  # unthrottled: deep, but never past the bound
-    feeding.feed()
-    assert redis_client.llen(feeding.QUEUE) == 244 == 300 - 10 - 10 - 36  # every row left, under the bound
+    assert redis_client.llen(feeding.QUEUE) == 150
 
 
-def test_the_depth_is_measured_afresh_after_an_idle_spell(settings, redis_client):
+def test_a_queue_emptied_by_prefetching_workers_is_not_deepened(settings, redis_client):
     settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER = 10, 1000
     launched_with(100)
     feeding.feed()
-    drained(redis_client, taken=10, seconds=3600)  # ran dry, an hour ago
+    redis_client.delete(feeding.QUEUE)  # two workers starting up took everything into their prefetch
 
     feeding.feed()
 
-    assert redis_client.llen(feeding.QUEUE) == 10  # the floor again, not twice the last depth
+    assert redis_client.llen(feeding.QUEUE) == 10  # nothing sent yet: still the floor
+
+
+def test_the_queue_depth_never_passes_its_bound(settings, redis_client):
+    settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER = 10, 100
+    launched_with(300)
+    sending_at(redis_client, 1000)
+
+    feeding.feed()
+
+    assert redis_client.llen(feeding.QUEUE) == 100
 
 
 def test_feeding_resumes_after_the_cursor_as_workers_drain_the_queue(settings, redis_client):
@@ -105,6 +116,24 @@ def test_a_small_campaign_is_not_stuck_behind_a_large_one(settings, redis_client
     queued = set(queued_ids(redis_client))
     assert set(small.deliveries.values_list("id", flat=True)) <= queued
     assert len(queued) <= 200 and queued & set(large.deliveries.values_list("id", flat=True))
+
+
+def test_a_campaign_launched_later_gets_its_share_of_a_small_top_up(settings, redis_client):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 10
+    large = launched_with(30)
+    feeding.feed()
+    few = factories.audience(kind="static")
+    few.members.add(*list(large.deliveries.values_list("recipient_id", flat=True)[:4]))
+    later = factories.campaign(audience=few)
+    services.campaign_launch(campaign_id=later.pk)
+    for _ in range(8):
+        redis_client.rpop(feeding.QUEUE)  # the workers took eight of the large campaign's
+
+    feeding.feed()
+
+    queued = set(queued_ids(redis_client))
+    assert len(queued) == 10
+    assert len(queued & set(later.deliveries.values_list("id", flat=True))) == 4
 
 
 def test_paused_campaigns_are_not_fed(settings, redis_client):

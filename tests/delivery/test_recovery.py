@@ -55,16 +55,45 @@ def test_a_retry_whose_message_was_lost_is_queued_again(settings, redis_client):
     assert queued_ids(redis_client) == [delivery.pk]
 
 
-def test_pending_deliveries_lost_with_the_queue_are_fed_again(settings, redis_client):
+def fed_ago(redis_client, campaign, seconds: float) -> None:
+    """The feeder's ticks for the campaign happened ``seconds`` earlier than they did."""
+    key = feeding.fed_key(campaign.pk)
+    redis_client.zadd(key, {member: score - seconds for member, score in redis_client.zrange(key, 0, -1, withscores=True)})
+
+
+def test_pending_deliveries_whose_queued_messages_were_lost_are_queued_again(settings, redis_client):
     campaign = launched(3)
     feeding.feed()
-    redis_client.delete(feeding.QUEUE)  # Redis restarted: queued messages are gone, the cursor is not
-    Delivery.objects.filter(campaign=campaign).update(created_at=timezone.now() - timedelta(minutes=5))
+    redis_client.delete(feeding.QUEUE)  # a worker killed with them in its prefetch
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
 
-    assert recovery.reconcile()["rewound"] == 1
-    feeding.feed()
+    assert recovery.reconcile()["fed_again"] == 3
 
     assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
+
+
+def test_pending_deliveries_fed_moments_ago_are_left_to_the_queue(settings, redis_client):
+    campaign = launched(3)
+    feeding.feed()
+    redis_client.delete(feeding.QUEUE)  # taken by workers that have not claimed them yet
+    Delivery.objects.filter(campaign=campaign).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    assert recovery.reconcile()["fed_again"] == 0
+    assert queued_ids(redis_client) == []
+
+
+def test_only_the_rows_fed_before_the_grace_are_queued_again(settings, redis_client):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 2
+    campaign = launched(4)
+    feeding.feed()
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+    redis_client.delete(feeding.QUEUE)
+    feeding.feed()  # the next two, just now
+
+    assert recovery.reconcile()["fed_again"] == 2
+
+    ids = sorted(campaign.deliveries.values_list("id", flat=True))
+    assert queued_ids(redis_client) == ids  # the first two again, beside the next two, each once
 
 
 def test_what_a_cancel_left_retrying_ends_skipped(redis_client):
