@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor
@@ -32,6 +34,49 @@ RECIPIENT_FIELDS = (
 )
 
 
+def _by_column(column: str, values: list[Any], other: str) -> list[tuple[Any, Any]]:
+    """(value, other) for the people whose ``column`` is one of ``values``: one array parameter,
+    where ``__in`` would send 10,000."""
+    meta, quote = Recipient._meta, connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote(column)}, {quote(other)} FROM {quote(meta.db_table)} "
+            f"WHERE {quote(column)} = ANY(%s::{meta.get_field(column).db_type(connection)}[])",
+            [values],
+        )
+        return cursor.fetchall()
+
+
+@functools.cache
+def _upsert_statement(*, with_sync: bool) -> tuple[str, tuple[Any, ...]]:
+    """One ``INSERT … ON CONFLICT (external_id) DO UPDATE`` whose rows PostgreSQL reads from one JSON
+    parameter (``jsonb_to_recordset``): for 10,000 people, Django's ``bulk_create`` spent seconds
+    preparing 170,000 parameters. Built from the model, so a field left out of a row gets the
+    model's default, as a new ``Recipient`` would. Parameters: the defaults returned, the sync's id,
+    then the rows as a JSON array."""
+    meta, quote = Recipient._meta, connection.ops.quote_name
+    columns, record, selected, defaults = [], [], [], []
+    for name in ("external_id", *RECIPIENT_FIELDS):
+        model_field = meta.get_field(name)
+        column = quote(model_field.column)
+        columns.append(column)
+        record.append(f"{column} {model_field.db_type(connection)}")
+        default = model_field.get_default()
+        if default is None or name == "external_id":
+            selected.append(f"r.{column}")
+        else:
+            selected.append(f"coalesce(r.{column}, %s)")
+            defaults.append(model_field.get_db_prep_save(default, connection))
+    sync_column = quote(meta.get_field("last_sync").column)
+    updated = [*columns[1:], *([sync_column] if with_sync else []), quote("updated_at")]
+    statement = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}, {sync_column}, {quote('created_at')}, {quote('updated_at')}) "
+        f"SELECT {', '.join(selected)}, %s, now(), now() FROM jsonb_to_recordset(%s::jsonb) AS r({', '.join(record)}) "
+        f"ON CONFLICT ({quote('external_id')}) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in updated)}"
+    )
+    return statement, tuple(defaults)
+
+
 @dataclass
 class UpsertResult:
     created: int = 0
@@ -50,10 +95,8 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
     result = UpsertResult()
     external_ids = [row["external_id"] for row in rows]
     aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
-    owners = dict(
-        Recipient.objects.filter(aad_object_id__in=aad_ids).values_list("aad_object_id", "external_id")
-    )
-    valid: list[Recipient] = []
+    owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
+    valid: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
         aad = row.get("aad_object_id")
         if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
@@ -61,22 +104,18 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
                 {"index": index, "field": "aad_object_id", "message": f"Already used by recipient {owners[aad]!r}."}
             )
             continue
-        valid.append(
-            Recipient(
-                external_id=row["external_id"], last_sync=sync, **{k: row[k] for k in RECIPIENT_FIELDS if k in row}
-            )
-        )
+        valid.append(row)
     try:
         with transaction.atomic():
-            before = dict(
-                Recipient.objects.filter(external_id__in=external_ids).values_list("external_id", "is_active")
-            )
-            Recipient.objects.bulk_create(
-                valid,
-                update_conflicts=True,
-                unique_fields=["external_id"],
-                update_fields=[*RECIPIENT_FIELDS, "updated_at", *(["last_sync"] if sync is not None else [])],
-            )
+            before = dict(_by_column("external_id", external_ids, "is_active"))
+            if valid:
+                statement, defaults = _upsert_statement(with_sync=sync is not None)
+                rows_json = json.dumps(
+                    [{"external_id": row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}} for row in valid],
+                    default=str,  # UUIDs and dates, as PostgreSQL reads them
+                )
+                with connection.cursor() as cursor:
+                    cursor.execute(statement, [*defaults, sync.pk if sync is not None else None, rows_json])
     except IntegrityError as exc:
         # Another upload gave one of these Entra object ids to someone else in the meantime.
         raise ApplicationError(
@@ -84,12 +123,12 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
             code="concurrent_update",
             status=409,
         ) from exc
-    for recipient in valid:
-        if recipient.external_id not in before:
+    for row in valid:
+        if row["external_id"] not in before:
             result.created += 1
         else:
             result.updated += 1
-            if before[recipient.external_id] and not recipient.is_active:
+            if before[row["external_id"]] and not row.get("is_active", True):
                 result.deactivated += 1
     return result
 
