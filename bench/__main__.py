@@ -319,9 +319,11 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
     emulator.client.config(limits=False, keep_bodies=False, seed=7, faults={
         "status_503": 0.10, "status_429": 0.02, "timeout": 0.01, "retry_after_seconds": 1, "timeout_seconds": 4})
     create_people(20_000_000, n, "E")
+    # Paced as in production (Microsoft's 50 calls a second per tenant); the faults are the emulator's.
+    # Recovery is made quicker so the run ends in minutes: a shorter lease, grace and timeout.
     fast_recovery = {
-        "TEAMS_RATE_LIMIT_PER_SECOND": "1000000", "BOT_HTTP_TIMEOUT_SECONDS": "2",
-        "DELIVERY_TASK_TIME_LIMIT_SECONDS": "20", "DELIVERY_LEASE_SECONDS": "30", "RETRY_GRACE_SECONDS": "5",
+        "BOT_HTTP_TIMEOUT_SECONDS": "2",
+        "DELIVERY_TASK_TIME_LIMIT_SECONDS": "20", "DELIVERY_LEASE_SECONDS": "30", "RETRY_GRACE_SECONDS": "10",
         "RECONCILE_INTERVAL_SECONDS": "5", "DELIVERY_MAX_ATTEMPTS": "12", "CAMPAIGN_PAUSE_ERROR_RATE": "1.01",
     }
     start_crier(processes, fast_recovery)
@@ -353,7 +355,7 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
     ambiguous = rows.filter(ambiguous=True).count()
     after = emulator.client.stats()
     delta = stats_delta(before, after)
-    report("E", f"faults, {n} recipients: completed in", f"{time.monotonic() - started:.0f} s", "goal: completes")
+    report("E", f"faults, paced, {n} recipients: completed in", f"{time.monotonic() - started:.0f} s", "goal: completes")
     report("E", "  sent / failed / skipped / not final",
            f"{rows.filter(status='sent').count()}/{rows.filter(status='failed').count()}/"
            f"{rows.filter(status='skipped').count()}/{unfinished}", "goal: not final = 0")
