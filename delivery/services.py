@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from contextlib import ExitStack, contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import psycopg
+from psycopg import pq
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Min
@@ -181,17 +184,83 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
 
 
 def _rows_copy(cursor, reader, rows: str, params: list) -> None:
-    """Streams the rows ``reader`` computes into COPY on ``cursor``'s connection, untouched."""
+    """Streams the rows ``reader`` computes into COPY on ``cursor``'s connection, untouched.
+
+    PostgreSQL sends a COPY's output one row at a time; psycopg's ``Copy`` hands over each through
+    its generator machinery, about 1.2 s of this process's CPU per million rows. libpq's own calls,
+    in a plain loop, cost half that: rows are read without blocking (waiting for the socket with
+    the GIL released, so the worker's other threads keep sending) and written 64 KiB at a time."""
+    encoding = reader.info.encoding
+    source = reader.pgconn
+
+    def failed(result) -> Exception:
+        _drain(source)  # the reader is left ready for its next statement
+        return psycopg.errors.error_from_result(result, encoding=encoding)
+
     with connection.wrap_database_errors:  # a duplicate row is Django's IntegrityError, as for INSERT
-        with reader.cursor() as source, source.copy(f"COPY ({rows}) TO STDOUT (FORMAT binary)", params) as out:
+        with psycopg.ClientCursor(reader) as binder:
+            query = binder.mogrify(f"COPY ({rows}) TO STDOUT (FORMAT binary)", params)
+        source.send_query(query.encode(encoding))
+        started = _result(source)
+        if started.status != pq.ExecStatus.COPY_OUT:
+            raise failed(started)
+        try:
             with cursor.copy(f"COPY {MATERIALISE_COLUMNS} FROM STDIN (FORMAT binary)") as into:
-                block = bytearray()  # rows arrive one by one; they leave 64 KiB at a time
-                for data in out:
+                block = bytearray()
+                while (data := _copy_data(source)) is not None:
                     block += data
                     if len(block) >= COPY_BLOCK:
                         into.write(bytes(block))
                         block.clear()
+                # The reader's end: its error, if any, aborts the COPY before it takes what was sent.
+                while (finished := _result(source)) is not None:
+                    if finished.status != pq.ExecStatus.COMMAND_OK:
+                        raise failed(finished)
                 into.write(bytes(block))
+        except BaseException:
+            if source.transaction_status == pq.TransactionStatus.ACTIVE:
+                reader.cancel_safe()  # the writer failed while the reader was still sending
+                _drain(source)
+            raise
+
+
+def _wait(source) -> None:
+    """Until libpq has the next answer, waiting on the socket with the GIL released."""
+    while source.is_busy():
+        select.select([source.socket], [], [])
+        source.consume_input()
+
+
+def _result(source):
+    _wait(source)
+    return source.get_result()
+
+
+def _copy_data(source) -> bytes | None:
+    """The next row of a COPY's output, or None at its end."""
+    while True:
+        size, data = source.get_copy_data(1)
+        if size > 0:
+            return data
+        if size < 0:
+            return None
+        select.select([source.socket], [], [])
+        source.consume_input()
+
+
+def _drain(source) -> None:
+    if source.transaction_status == pq.TransactionStatus.ACTIVE:
+        while _copy_data_quietly(source):
+            pass
+    while _result(source) is not None:
+        pass
+
+
+def _copy_data_quietly(source) -> bool:
+    try:
+        return _copy_data(source) is not None
+    except psycopg.Error:
+        return False
 
 
 @contextmanager

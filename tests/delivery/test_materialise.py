@@ -213,3 +213,34 @@ def test_a_campaign_cancelled_before_its_task_runs_gets_no_more_rows(chunks, red
     campaign.refresh_from_db()
     assert campaign.deliveries.count() == campaign.total_deliveries == 3
     assert campaign.materialised_at is not None
+
+
+@pytest.mark.parametrize("rows", [
+    "SELECT no_such_column FROM campaigns_recipient",  # refused before any row
+    "SELECT 1::bigint, 1::bigint, 1::bigint, 'pending'::text, ''::text, NULL::timestamptz "
+    "UNION ALL SELECT 2, 1, 1 / (g - 2), 'pending', '', NULL FROM generate_series(1, 3) AS g",  # fails after a row
+])
+def test_an_error_computing_rows_for_copy_is_raised_and_nothing_is_written(rows, redis_client):
+    from django.db import DatabaseError, connection, transaction
+
+    with services._reader() as reader:
+        with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+            services._rows_copy(cursor, reader, rows, [])
+        assert reader.execute("SELECT 41 + 1").fetchone() == (42,)  # the reader is usable again
+
+    assert not Delivery.objects.exists()
+
+
+def test_a_writer_failing_mid_copy_leaves_the_reader_ready_for_the_next_range(redis_client):
+    from django.db import connection, transaction
+    from psycopg import Copy
+
+    rows = ("SELECT g::bigint, 1::bigint, g::bigint, 'pending'::text, ''::text, NULL::timestamptz "
+            "FROM generate_series(1, 20000) AS g")  # over a megabyte: several writes
+    with services._reader() as reader:
+        with mock.patch.object(Copy, "write", side_effect=OSError("the writer's connection broke")):
+            with pytest.raises(OSError), transaction.atomic(), connection.cursor() as cursor:
+                services._rows_copy(cursor, reader, rows, [])
+        assert reader.execute("SELECT 41 + 1").fetchone() == (42,)
+
+    assert not Delivery.objects.exists()
