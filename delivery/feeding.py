@@ -19,6 +19,7 @@ import base64
 import json
 import math
 import uuid
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -45,6 +46,12 @@ def broker() -> redis.Redis:
 
 def cursor_key(campaign_id: int) -> str:
     return f"crier:feed:{campaign_id}"
+
+
+def check_key(campaign_id: int) -> str:
+    """The reconciler's last look for lost rows: up to which id none was pending (``clean``), and
+    up to which id, when, it queued rows again (``requeued``, ``at``)."""
+    return f"crier:feed:{campaign_id}:check"
 
 
 def fed_key(campaign_id: int) -> str:
@@ -88,15 +95,19 @@ def publish(delivery_ids: list[int], *, task: str = DELIVER_TASK, queue: str = Q
 
 
 def queue_depth() -> int:
-    return int(broker().llen(QUEUE))
+    """Messages waiting in both queues the feeder fills."""
+    pipe = broker().pipeline(transaction=False)
+    pipe.llen(QUEUE)
+    pipe.llen(DIRECT_QUEUE)
+    return sum(pipe.execute())
 
 
 def target_depth() -> int:
-    """How deep the queue should be: what the workers sent in the last ``FEED_AHEAD_SECONDS``
-    seconds' worth at their current rate, within the bounds. The queue's own drain is no measure:
+    """How deep the queue should be: ``FEED_AHEAD_SECONDS`` of what the workers end (send or fail
+    for good) at the rate of the last seconds, within the bounds. The queue's own drain is no measure:
     a worker starting up takes its prefetch in one gulp."""
     low, high = min(settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER), settings.FEED_HIGH_WATER
-    return max(low, min(high, math.ceil(progress.sent_per_second() * settings.FEED_AHEAD_SECONDS)))
+    return max(low, min(high, math.ceil(progress.ended_per_second() * settings.FEED_AHEAD_SECONDS)))
 
 
 def queue_for(kind: str) -> str:
@@ -131,6 +142,8 @@ def feed() -> int:
             .values_list("id", "kind", "settled_below")
         }
         running = list(campaigns)
+        turn = int(now) % len(running) if running else 0
+        running = running[turn:] + running[:turn]  # when the room is tiny, not always the same ones first
         queued = 0
         while running and room > 0:
             share = math.ceil(room / len(running))  # an even split, however little room there is
@@ -176,6 +189,25 @@ def _next_batch(client: redis.Redis, campaign_id: int, limit: int, mark: int) ->
     )
 
 
+@dataclass(frozen=True)
+class LostCheck:
+    clean: int = 0
+    requeued: int = 0
+    at: float = 0.0
+
+
+def lost_check(campaign_id: int) -> LostCheck:
+    clean, requeued, at = broker().hmget(check_key(campaign_id), "clean", "requeued", "at")
+    return LostCheck(int(clean or 0), int(requeued or 0), float(at or 0))
+
+
+def lost_checked(campaign_id: int, check: LostCheck) -> None:
+    pipe = broker().pipeline(transaction=False)
+    pipe.hset(check_key(campaign_id), mapping={"clean": check.clean, "requeued": check.requeued, "at": check.at})
+    pipe.expire(check_key(campaign_id), KEEP_SECONDS)
+    pipe.execute()
+
+
 def rewind(campaign_id: int) -> None:
     """Feed the campaign's pending deliveries again from the start (after a pause)."""
-    broker().delete(cursor_key(campaign_id), fed_key(campaign_id))
+    broker().delete(cursor_key(campaign_id), fed_key(campaign_id), check_key(campaign_id))

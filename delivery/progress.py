@@ -41,9 +41,14 @@ def timeline_key(campaign_id: int) -> str:
     return f"crier:timeline:{campaign_id}"
 
 
-def rate_key(campaign_id: int | None, second: int) -> str:
-    """Messages sent in that second by the campaign, or by every campaign (``None``)."""
-    return f"crier:rate:{'all' if campaign_id is None else campaign_id}:{second}"
+def rate_key(campaign_id: int, second: int) -> str:
+    """Messages the campaign sent in that second."""
+    return f"crier:rate:{campaign_id}:{second}"
+
+
+def ended_key(second: int) -> str:
+    """Deliveries of every campaign that ended sent or failed in that second: the workers' pace."""
+    return f"crier:ended:{second}"
 
 
 def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
@@ -63,9 +68,11 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
                     pipe.hincrby(timeline, f"{now - now % 60}:{field}", amount)
                     timed = True
         if increments.get("sent"):
-            for bucket in (rate_key(campaign_id, now), rate_key(None, now)):
-                pipe.incrby(bucket, increments["sent"])
-                pipe.expire(bucket, RATE_WINDOW_SECONDS * 3)
+            pipe.incrby(rate_key(campaign_id, now), increments["sent"])
+            pipe.expire(rate_key(campaign_id, now), RATE_WINDOW_SECONDS * 3)
+        if ended := increments.get("sent", 0) + increments.get("failed", 0):
+            pipe.incrby(ended_key(now), ended)
+            pipe.expire(ended_key(now), RATE_WINDOW_SECONDS * 3)
         if start:
             pipe.hsetnx(counters, "built", 1)
             pipe.hsetnx(timeline, "built", 1)
@@ -77,11 +84,12 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
         pass
 
 
-def sent_per_second(seconds: int = 3) -> float:
-    """Messages sent per second by every campaign together, over the last ``seconds`` whole seconds."""
+def ended_per_second(seconds: int = 3) -> float:
+    """Deliveries ended (sent or failed) per second by every campaign together, over the last
+    ``seconds`` whole seconds."""
     now = int(time.time())
     try:
-        counts = client().mget([rate_key(None, second) for second in range(now - seconds, now)])
+        counts = client().mget([ended_key(second) for second in range(now - seconds, now)])
     except redis.RedisError:
         return 0.0
     return sum(int(count) for count in counts if count) / seconds

@@ -90,21 +90,33 @@ def reconcile() -> dict[str, int]:
 
 
 def _queue_again_what_was_fed_and_lost() -> int:
-    moment = redis_clock(feeding.broker()) - settings.RETRY_GRACE_SECONDS
+    """Rows fed more than ``RETRY_GRACE_SECONDS`` ago and still pending are queued again, each at
+    most once a grace: rows queued again are given that long before they count as lost again. The
+    search starts past the rows an earlier look found settled."""
+    now = redis_clock(feeding.broker())
+    moment = now - settings.RETRY_GRACE_SECONDS
     running = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS)
     queued = 0
     for campaign_id, kind, mark in running.values_list("id", "kind", "settled_below"):
         fed = feeding.fed_before(campaign_id, moment)
         if not fed:
             continue
+        check = feeding.lost_check(campaign_id)
+        start = max(settled_below(campaign_id, mark), check.clean + 1)
+        waiting = check.at > moment and check.requeued >= start
         lost = list(
             Delivery.objects.of_campaign(campaign_id)
-            .filter(status=Delivery.Status.PENDING, id__gte=settled_below(campaign_id, mark), id__lte=fed)
+            .filter(status=Delivery.Status.PENDING, id__gte=check.requeued + 1 if waiting else start, id__lte=fed)
             .order_by("id")
             .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
         )
         feeding.publish(lost, queue=feeding.queue_for(kind))
         queued += len(lost)
+        feeding.lost_checked(campaign_id, feeding.LostCheck(
+            clean=check.clean if waiting else (lost[0] - 1 if lost else fed),
+            requeued=lost[-1] if lost else check.requeued,
+            at=now if lost else check.at,
+        ))
     return queued
 
 

@@ -47,9 +47,9 @@ def test_the_queue_is_filled_up_to_its_bound_and_no_further(settings, redis_clie
 def sending_at(redis_client, per_second: int) -> None:
     """The workers sent ``per_second`` messages in each of the last few seconds."""
     now = int(time.time())
-    redis_client.delete(*[progress.rate_key(None, second) for second in range(now - 10, now + 1)])
+    redis_client.delete(*[progress.ended_key(second) for second in range(now - 10, now + 1)])
     for second in range(now - 3, now):
-        redis_client.set(progress.rate_key(None, second), per_second)
+        redis_client.set(progress.ended_key(second), per_second)
 
 
 def test_the_queue_holds_what_the_workers_send_in_a_few_seconds_so_a_later_campaign_waits_seconds(
@@ -136,6 +136,15 @@ def test_a_campaign_launched_later_gets_its_share_of_a_small_top_up(settings, re
     assert len(queued & set(later.deliveries.values_list("id", flat=True))) == 4
 
 
+def test_messages_waiting_in_the_direct_queue_count_toward_the_depth(settings, redis_client):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 10
+    launched_with(30)
+    feeding.publish(list(range(1, 9)), queue=feeding.DIRECT_QUEUE)  # eight direct messages waiting
+
+    assert feeding.feed() == 2  # the room left beside them
+    assert redis_client.llen(feeding.QUEUE) == 2 and feeding.queue_depth() == 10
+
+
 def test_paused_campaigns_are_not_fed(settings, redis_client):
     campaign = launched_with(5)
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
@@ -170,3 +179,14 @@ def test_direct_messages_get_their_own_queue_so_a_large_campaign_never_delays_th
     args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
     assert args == [direct.deliveries.get().pk]
     assert len(queued_ids(redis_client)) == 50  # the campaign's own, on the deliveries queue
+
+
+def test_the_pace_counts_deliveries_ended_sent_or_failed_not_those_skipped_at_launch(redis_client):
+    campaign = launched_with(1)
+    now = int(time.time())
+    progress.record(campaign.pk, sent=1)
+    progress.record(campaign.pk, failed=1)
+    progress.record(campaign.pk, skipped=5000)
+
+    ended = sum(int(redis_client.get(progress.ended_key(second)) or 0) for second in (now, now + 1))
+    assert ended == 2

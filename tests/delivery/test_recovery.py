@@ -96,6 +96,33 @@ def test_only_the_rows_fed_before_the_grace_are_queued_again(settings, redis_cli
     assert queued_ids(redis_client) == ids  # the first two again, beside the next two, each once
 
 
+def test_rows_queued_again_are_given_a_grace_before_they_are_queued_once_more(settings, redis_client):
+    campaign = launched(3)
+    feeding.feed()
+    redis_client.delete(feeding.QUEUE)
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+    assert recovery.reconcile()["fed_again"] == 3
+    redis_client.delete(feeding.QUEUE)  # lost again, with the worker that took them
+
+    assert recovery.reconcile()["fed_again"] == 0  # within the grace: they may still be on their way
+
+    at = float(redis_client.hget(feeding.check_key(campaign.pk), "at"))
+    redis_client.hset(feeding.check_key(campaign.pk), "at", at - settings.RETRY_GRACE_SECONDS - 1)
+    assert recovery.reconcile()["fed_again"] == 3
+    assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
+
+
+def test_the_search_for_lost_rows_starts_past_those_found_settled(settings, redis_client):
+    campaign = launched(3)
+    feeding.feed()
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+    campaign.deliveries.update(status=Delivery.Status.SENT)
+    assert recovery.reconcile()["fed_again"] == 0
+
+    check = feeding.lost_check(campaign.pk)
+    assert check.clean == max(campaign.deliveries.values_list("id", flat=True))
+
+
 def test_what_a_cancel_left_retrying_ends_skipped(redis_client):
     from delivery.services import campaign_cancel
 
