@@ -52,10 +52,14 @@ def approval_fingerprint(*, campaign: Campaign) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
-def approval_state(*, campaign: Campaign) -> ApprovalState:
+def _approved_as_it_stands(campaign: Campaign, fingerprint: str) -> bool:
+    return campaign.approved_at is not None and campaign.approved_fingerprint == fingerprint
+
+
+def approval_state(*, campaign: Campaign, fingerprint: str | None = None) -> ApprovalState:
     threshold = settings.APPROVAL_THRESHOLD
-    fingerprint = approval_fingerprint(campaign=campaign)
-    approved = campaign.approved_at is not None and campaign.approved_fingerprint == fingerprint
+    fingerprint = fingerprint or approval_fingerprint(campaign=campaign)
+    approved = _approved_as_it_stands(campaign, fingerprint)
     # Only announcements need approval: a welcome greets one new starter at a time, and a direct
     # message is checked when it is sent (``key_approves``).
     people = audience_count(audience=campaign.audience) if campaign.kind == Campaign.Kind.ANNOUNCEMENT else 0
@@ -72,9 +76,10 @@ def key_approves(actor: Actor) -> bool:
 def approval_require(*, campaign: Campaign, actor: Actor) -> None:
     """Raises unless the campaign may be sent as it is. A key with ``campaigns:approve`` approves
     it on the way (called inside the launching transaction, with the campaign row locked)."""
-    if campaign.approved_at is not None and campaign.approved_fingerprint == approval_fingerprint(campaign=campaign):
-        return  # approved as it stands: no need to count a million people inside the launch
-    state = approval_state(campaign=campaign)
+    fingerprint = approval_fingerprint(campaign=campaign)
+    if _approved_as_it_stands(campaign, fingerprint):
+        return  # no need to count a million people inside the launch
+    state = approval_state(campaign=campaign, fingerprint=fingerprint)
     if not state.missing:
         return
     if key_approves(actor):

@@ -8,10 +8,10 @@ the running campaigns so a small campaign is never stuck behind a large one.
 
 How deep, counting the ``direct`` queue too: as many messages as the workers end (send, or fail for
 good) in ``FEED_AHEAD_SECONDS`` at the rate of the last seconds, at least ``FEED_LOW_WATER`` and at
-most ``FEED_HIGH_WATER``. At Teams' pace (50 calls a
-second) that is a few hundred, so a campaign launched while another runs does not wait behind
-thousands of the other's messages; unthrottled, the queue deepens to the bound within seconds (each
-tick can give the workers three seconds of what they managed in one).
+most ``FEED_HIGH_WATER``. At Teams' pace (50 calls a second) that is a few hundred, so a campaign
+launched while another runs does not wait behind thousands of the other's messages; unthrottled, the
+queue deepens to the bound within seconds (each tick can give the workers three seconds of what they
+managed in one).
 """
 
 from __future__ import annotations

@@ -224,11 +224,16 @@ def _rows_copy(cursor, reader, rows: str, params: list) -> None:
             raise
 
 
+def _read_more(source) -> None:
+    """Waits for the socket with the GIL released, then hands what came to libpq."""
+    select.select([source.socket], [], [])
+    source.consume_input()
+
+
 def _wait(source) -> None:
-    """Until libpq has the next answer, waiting on the socket with the GIL released."""
+    """Until libpq has the next answer."""
     while source.is_busy():
-        select.select([source.socket], [], [])
-        source.consume_input()
+        _read_more(source)
 
 
 def _result(source):
@@ -244,23 +249,19 @@ def _copy_data(source) -> bytes | None:
             return data
         if size < 0:
             return None
-        select.select([source.socket], [], [])
-        source.consume_input()
+        _read_more(source)
 
 
 def _drain(source) -> None:
+    """Reads what is left of the reader's statement, COPY output included, and drops it."""
     if source.transaction_status == pq.TransactionStatus.ACTIVE:
-        while _copy_data_quietly(source):
+        try:
+            while _copy_data(source) is not None:
+                pass
+        except psycopg.Error:  # the output broke off: its error is among the results below
             pass
     while _result(source) is not None:
         pass
-
-
-def _copy_data_quietly(source) -> bool:
-    try:
-        return _copy_data(source) is not None
-    except psycopg.Error:
-        return False
 
 
 @contextmanager

@@ -231,7 +231,7 @@ APPROVAL_THRESHOLD = env_int("APPROVAL_THRESHOLD", 500)
 MESSAGE_CHANGE_CONCURRENCY = env_int("MESSAGE_CHANGE_CONCURRENCY", 4)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)
-# Feeding: the deliveries queue holds what the workers send in FEED_AHEAD_SECONDS, at least
+# Feeding: the queues hold what the workers end (send or fail) in FEED_AHEAD_SECONDS, at least
 # FEED_LOW_WATER and at most FEED_HIGH_WATER messages (about 1 KB of Redis each).
 FEED_HIGH_WATER = env_int("FEED_HIGH_WATER", 4000)
 FEED_LOW_WATER = env_int("FEED_LOW_WATER", 200)
