@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 
-from . import feeding, progress
+from . import feeding, progress, webhooks
 from .connections import redis_clock
 from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
@@ -34,10 +34,20 @@ from .welcome import welcome_campaign, welcome_enqueue
 
 logger = logging.getLogger(__name__)
 
-TAKE_BACK_EXPIRED_LEASES = """
+WORKER_LOST = "WorkerLost"
+WORKER_LOST_MESSAGE = "The worker stopped while sending; Teams may have accepted the message."
+# A delivery whose worker died on its last attempt fails; the others are tried again. Both are ambiguous.
+FAIL_EXPIRED_LEASES = f"""
+UPDATE delivery_delivery AS d
+   SET status = 'failed', ambiguous = true, finished_at = now(), last_status_code = NULL,
+       error_code = '{WORKER_LOST}', error_message = '{WORKER_LOST_MESSAGE}'
+ WHERE d.status = 'sending' AND d.claimed_at < %s AND d.attempts >= %s
+{webhooks.DELIVERY_RETURNING}, (SELECT o.ambiguous FROM delivery_delivery AS o WHERE o.id = d.id) AS was_ambiguous
+"""
+TAKE_BACK_EXPIRED_LEASES = f"""
 UPDATE delivery_delivery AS d
    SET status = 'retrying', ambiguous = true, next_attempt_at = now(),
-       error_code = 'WorkerLost', error_message = 'The worker stopped while sending; Teams may have accepted the message.'
+       error_code = '{WORKER_LOST}', error_message = '{WORKER_LOST_MESSAGE}'
  WHERE d.status = 'sending' AND d.claimed_at < %s
 RETURNING d.id, d.campaign_id
 """
@@ -45,9 +55,21 @@ RETURNING d.id, d.campaign_id
 
 def reconcile() -> dict[str, int]:
     now = timezone.now()
+    lease_start = now - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
     with connection.cursor() as cursor:
-        cursor.execute(TAKE_BACK_EXPIRED_LEASES, [now - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)])
+        # Every attempt counts, those whose worker died too: the last one ends the delivery.
+        cursor.execute(
+            f"WITH done AS ({FAIL_EXPIRED_LEASES}), events AS ({webhooks.delivery_events_sql(returning='done')})"
+            " SELECT campaign_id, was_ambiguous FROM done",
+            [lease_start, settings.DELIVERY_MAX_ATTEMPTS, list(webhooks.wanted_types())],
+        )
+        failed = cursor.fetchall()
+        cursor.execute(TAKE_BACK_EXPIRED_LEASES, [lease_start])
         expired = cursor.fetchall()
+    for campaign_id, was_ambiguous in failed:
+        progress.record(campaign_id, failed=1, ambiguous=0 if was_ambiguous else 1)
+    if failed:
+        logger.warning("failed %d deliveries whose worker stopped while sending their last attempt", len(failed))
     for _, campaign_id in expired:
         progress.record(campaign_id, ambiguous=1)
     if expired:
@@ -81,7 +103,7 @@ def reconcile() -> dict[str, int]:
     )
     welcome_enqueue(welcome_lost)
     return {
-        "lease_expired": len(expired),
+        "lease_expired": len(expired) + len(failed),
         "requeued": len(overdue) + len(welcome_lost),
         "fed_again": fed_again,
         "swept": swept,

@@ -113,6 +113,12 @@ BY_CODE: dict[str, Explanation] = {
         "Crier does not know this person's Microsoft 365 tenant, so it cannot address them.",
         "Set the person's tenant id (through the API or the admin), or BOT_TENANT_ID for a single-tenant bot.",
     ),
+    "crier_error": Explanation(
+        "Sending to this person raised an error in Crier itself (a bug, or data it could not use), at every "
+        "attempt; the message shows the error's kind. Teams may have accepted a message whose send raised during the call.",
+        "Check the workers' logs for this error and the person's data (custom attributes, template placeholders); "
+        "once fixed, send again to these people.",
+    ),
     "WorkerLost": Explanation(
         "A Crier worker stopped while sending to this person; Teams may have accepted the message.",
         "Check the workers' logs (memory, restarts); send again only if the person did not receive it.",

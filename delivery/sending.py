@@ -6,6 +6,7 @@ context, record the outcome), each a single round trip.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from .transport import Address, TeamsTransport, TransportError
 logger = logging.getLogger(__name__)
 _transport = TeamsTransport()
 Status = Delivery.Status
+# The error code of a delivery whose send raised (a bug or bad data rather than an answer from Teams).
+CRIER_ERROR = "crier_error"
 
 # Claims the row only while its campaign runs: a paused or cancelled campaign's queued tasks claim nothing.
 CLAIM = """
@@ -125,12 +128,42 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
         if claimed is None:
             return NOT_CLAIMED
         campaign_id, recipient_id, attempts, template_id, category_id = claimed
-        claim = (delivery_id, attempts)
-        cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
-        row = cursor.fetchone()
+    claim = (delivery_id, attempts)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
+            row = cursor.fetchone()
+        return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: after the lease, the reconciler takes the row back
+    except _Accepted as accepted:
+        return _record_accepted_despite(claim, campaign_id, accepted)
+    except _CallCrashed as crashed:
+        return _record_crash(claim, campaign_id, crashed.__cause__, ambiguous=True)
+    except Exception as error:  # a bug or bad data: the row must still reach an end state
+        return _record_crash(claim, campaign_id, error, ambiguous=False)
+
+
+class _CallCrashed(Exception):
+    """The call to Teams raised something that is not one of its answers: Teams may have the message."""
+
+
+class _Accepted(Exception):
+    """Teams accepted the message, then recording that raised: the person must not get it again."""
+
+    def __init__(self, activity_id: str, conversation_id: str) -> None:
+        super().__init__(activity_id)
+        self.activity_id, self.conversation_id = activity_id, conversation_id
+
+
+def _send_claimed(
+    claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: TeamsTransport
+) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
     person = SimpleNamespace(id=recipient_id, **dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)], strict=True)))
+    if isinstance(person.attributes, str):  # jsonb read by raw SQL arrives as text
+        person.attributes = json.loads(person.attributes)
     user_id, stored_tenant, service_url, conversation_id, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 
     if not person.is_active:
@@ -155,25 +188,75 @@ def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) 
         )
     body = _compiled(template_id, template_updated.isoformat()).render(person)
     try:
-        result = (transport or _transport).send(address=address, activity_json=body, campaign_id=campaign_id)
+        result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:
         return _stopped(claim, campaign_id, stopped.reason)
     except Deferred as deferred:
         return _deferred(claim, deferred.wait)
     except TransportError as error:
         return _record_failure(claim, campaign_id, person, address, error)
-    if result.conversation_id != address.conversation_id:
-        _remember_conversation(person.aad_object_id, address, result.conversation_id)
-    return _finish(
-        claim,
-        campaign_id,
-        Status.SENT,
-        activity_id=result.activity_id,
-        conversation_id=result.conversation_id,
-        last_status_code=201,
-        error_code="",
-        error_message="",
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as error:
+        raise _CallCrashed() from error
+    try:
+        if result.conversation_id != address.conversation_id:
+            _remember_conversation(person.aad_object_id, address, result.conversation_id)
+        return _finish(
+            claim,
+            campaign_id,
+            Status.SENT,
+            activity_id=result.activity_id,
+            conversation_id=result.conversation_id,
+            last_status_code=201,
+            error_code="",
+            error_message="",
+        )
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as error:
+        raise _Accepted(result.activity_id, result.conversation_id) from error
+
+
+def _crash_reason(error: BaseException | None) -> str:
+    """The exception's class and the start of its text: enough to find the bug, shown on the watch page."""
+    if error is None:
+        return "Unknown error"
+    text = str(error).splitlines()[0][:300] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _record_crash(claim: tuple[int, int], campaign_id: int, error: BaseException | None, *, ambiguous: bool) -> Outcome:
+    """A send that raised (a bug, bad data) is retried like a transient error and, once it has used
+    ``DELIVERY_MAX_ATTEMPTS``, fails with code ``crier_error`` and the exception's class, so its
+    campaign still completes. ``ambiguous``: it raised inside the call to Teams."""
+    delivery_id, attempts = claim
+    logger.error("delivery %s raised while sending (attempt %s)", delivery_id, attempts, exc_info=error)
+    fields: dict[str, Any] = {"error_code": CRIER_ERROR, "error_message": _crash_reason(error)[:1000], "last_status_code": None}
+    if ambiguous and _write(f"UPDATE delivery_delivery SET ambiguous = true WHERE {CLAIMED} AND NOT ambiguous", [*claim]):
+        progress.record(campaign_id, ambiguous=1)
+    if attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+        return _finish(claim, campaign_id, Status.FAILED, **fields)
+    delay = retry_delay(attempt=attempts, retry_after=None)
+    assignments = ", ".join(f"{name} = %s" for name in fields)
+    _write(
+        f"UPDATE delivery_delivery SET status = 'retrying', next_attempt_at = %s, {assignments} WHERE {CLAIMED}",
+        [timezone.now() + timedelta(seconds=delay), *fields.values(), *claim],
     )
+    return Outcome(Status.RETRYING, retry_in=delay)
+
+
+def _record_accepted_despite(claim: tuple[int, int], campaign_id: int, accepted: _Accepted) -> Outcome:
+    """Teams has the message: record it sent in the plainest way, so it is never sent again."""
+    logger.error("delivery %s was accepted by Teams but recording it raised", claim[0], exc_info=accepted.__cause__)
+    written = _write(
+        "UPDATE delivery_delivery SET status = 'sent', activity_id = %s, conversation_id = %s, last_status_code = 201,"
+        f" error_code = '', error_message = '', finished_at = now() WHERE {CLAIMED}",
+        [accepted.activity_id, accepted.conversation_id, *claim],
+    )
+    if written:
+        progress.record(campaign_id, sent=1)
+    return Outcome(Status.SENT)
 
 
 def _stopped(claim: tuple[int, int], campaign_id: int, reason: str) -> Outcome:

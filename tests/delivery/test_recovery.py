@@ -181,3 +181,26 @@ def test_a_welcome_whose_message_was_lost_is_queued_again_where_welcomes_go(sett
 
     [raw] = redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)
     assert json.loads(base64.b64decode(json.loads(raw)["body"]))[0] == [delivery_id]
+
+
+def test_a_delivery_whose_worker_died_at_every_attempt_fails_after_the_last_and_the_campaign_completes(
+    settings, redis_client
+):
+    from campaigns.models import Campaign
+
+    campaign = launched()
+    delivery = campaign.deliveries.get()
+    expired = timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=Delivery.Status.SENDING, attempts=settings.DELIVERY_MAX_ATTEMPTS, claimed_at=expired
+    )
+
+    result = recovery.reconcile()
+
+    delivery.refresh_from_db()
+    assert result["lease_expired"] == 1
+    assert (delivery.status, delivery.ambiguous, delivery.error_code) == ("failed", True, "WorkerLost")
+    assert delivery.finished_at is not None
+    assert queued_ids(redis_client) == []
+    assert services.campaigns_complete_finished() == [campaign.pk]
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED

@@ -170,6 +170,8 @@ def test_failures_are_grouped_by_teams_answer_with_what_they_mean(teams):
         ("MessageSizeTooBig", 413, "too large"),
         ("GatewayTimeout", 504, "unavailable or overloaded"),
         ("BotDisabledByAdmin", 403, "administrator has blocked"),
+        ("crier_error", None, "error in Crier itself"),
+        ("WorkerLost", None, "worker stopped"),
     ],
 )
 def test_each_known_failure_has_a_plain_explanation_and_something_to_do(code, status, expected):

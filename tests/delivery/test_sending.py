@@ -243,3 +243,83 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_newer_claim(teams
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.error_code) == ("sending", 2, "")
+
+
+def test_a_custom_attribute_placeholder_reaches_teams(teams):
+    person = factories.recipient(attributes={"floor": "3rd floor lab", "badge": 42})
+    template = factories.template(text="Meet us at {{attributes.floor}} (badge {{attributes.badge}})")
+    delivery = launched(person, template=template)
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    assert outcome.status == "sent"
+    [message] = messages_for(teams, person)
+    assert message["activity"]["text"] == "Meet us at 3rd floor lab (badge 42)"
+
+
+def broken_transport(monkeypatch, error=RuntimeError("boom")):
+    from delivery import sending
+
+    def send(**kwargs):
+        raise error
+
+    monkeypatch.setattr(sending._transport, "send", send)
+
+
+def test_a_send_that_raises_is_retried_then_fails_with_its_reason_and_the_campaign_completes(teams, settings, monkeypatch):
+    from campaigns.models import Campaign
+
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    person = factories.recipient()
+    delivery = launched(person)
+    broken_transport(monkeypatch)
+
+    outcomes = [delivery_send(delivery_id=delivery.pk).status for _ in range(4)]
+
+    delivery.refresh_from_db()
+    assert outcomes == ["retrying", "retrying", "failed", "not_claimed"]
+    assert (delivery.status, delivery.attempts, delivery.error_code) == ("failed", 3, "crier_error")
+    assert delivery.error_message.startswith("RuntimeError")
+    assert delivery.ambiguous  # the error came from inside the call: Teams may have had the message
+    assert services.campaigns_complete_finished() == [delivery.campaign_id]
+    assert Campaign.objects.get(pk=delivery.campaign_id).status == Campaign.Status.COMPLETED
+
+
+def test_a_crash_before_the_call_to_teams_is_not_ambiguous(teams, settings, monkeypatch):
+    from delivery import sending
+
+    settings.DELIVERY_MAX_ATTEMPTS = 1
+    person = factories.recipient()
+    delivery = launched(person)
+
+    def render(self, person):
+        raise KeyError("nope")
+
+    monkeypatch.setattr(sending.CompiledMessage, "render", render)
+
+    assert delivery_send(delivery_id=delivery.pk).status == "failed"
+
+    delivery.refresh_from_db()
+    assert (delivery.error_code, delivery.ambiguous) == ("crier_error", False)
+    assert delivery.error_message.startswith("KeyError")
+    assert messages_for(teams, person) == []
+
+
+def test_a_message_teams_accepted_is_recorded_sent_even_when_recording_it_raises(teams, monkeypatch):
+    from delivery import sending
+
+    person = factories.recipient()
+    delivery = launched(person)
+
+    def remember(*args):
+        raise RuntimeError("cannot remember")
+
+    monkeypatch.setattr(sending, "_remember_conversation", remember)
+
+    assert delivery_send(delivery_id=delivery.pk).status == "sent"
+    assert delivery_send(delivery_id=delivery.pk).status == "not_claimed"
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.error_code) == ("sent", "")
+    assert delivery.activity_id and delivery.finished_at is not None
+    assert len(messages_for(teams, person)) == 1
