@@ -54,7 +54,8 @@ def test_hr_system_to_teams_end_to_end(teams, celery, api):
     tenant = settings.BOT_TENANT_ID
     people = [
         {"external_id": f"E{n:04d}", "aad_object_id": str(uuid.uuid4()), "tenant_id": tenant,
-         "first_name": f"Person{n}", "email": f"p{n}@contoso.example", "department": "Sales" if n % 2 else "Legal"}
+         "first_name": f"Person{n}", "email": f"p{n}@contoso.example", "department": "Sales" if n % 2 else "Legal",
+         "attributes": {"desk": f"D-{n}"}}
         for n in range(PEOPLE)
     ]
     result = post(api, "/api/v1/recipients/bulk/", {"recipients": people})
@@ -114,9 +115,9 @@ def test_hr_system_to_teams_end_to_end(teams, celery, api):
     assert Recipient.objects.count() == PEOPLE + 1
 
     # A transactional notice to two named people, now.
-    laptop = post(api, "/api/v1/templates/", {"name": "Laptop", "kind": "markdown", "text": "Your laptop is ready, {{first_name}}."})
+    laptop = post(api, "/api/v1/templates/", {"name": "Laptop", "kind": "markdown", "text": "Your laptop is ready at {{attributes.desk}}, {{first_name}}."})
     direct = post(api, "/api/v1/messages/", {"template": laptop["id"], "category": "news", "recipients": ["E0001", "E0002"]})
     wait_until(lambda: campaign_status(direct["id"]) == "completed", celery, what="the direct message")
     for external_id, name in (("E0001", "Person1"), ("E0002", "Person2")):
         texts = [m["activity"]["text"] for m in teams.client.messages(user=people[int(external_id[1:])]["aad_object_id"])]
-        assert texts.count(f"Your laptop is ready, {name}.") == 1
+        assert texts.count(f"Your laptop is ready at D-{int(external_id[1:])}, {name}.") == 1
