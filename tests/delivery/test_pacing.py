@@ -222,7 +222,7 @@ def most_in_one_second(moments: list[float]) -> int:
     return most
 
 
-def test_threads_that_wake_late_together_never_put_more_than_the_limit_in_any_second(pace, redis_client, monkeypatch):
+def test_threads_that_wake_late_together_never_put_more_than_the_limit_in_any_second(pace, monkeypatch):
     """A busy machine: every thread due to wake during a stall wakes at its end, together. The slots
     were 20 ms apart; the calls must still never be more than 50 in any trailing second."""
     import delivery.pacing as pacing
