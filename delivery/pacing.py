@@ -80,9 +80,9 @@ return {'go', tostring(start - now), paused}
 """
 
 # Right before the call. KEYS[1]: the app+tenant state, KEYS[2]: its log of calls let go (sorted set),
-# KEYS[3]: the campaign's stop flag, or "". ARGV: the most calls in one window, the window in seconds.
-# Answers 'go' (the call is logged), 'stop', 'paused' (a Retry-After arrived: take a slot past it) or
-# 'full' with the seconds until the window has room.
+# KEYS[3]: the campaign's stop flag, or "". ARGV: the most calls in one window, the window in seconds,
+# the least time between two calls. Answers 'go' (the call is logged), 'stop', 'paused' (a Retry-After
+# arrived: take a slot past it) or 'full' with the seconds until the window has room.
 ADMIT = """
 if KEYS[3] ~= '' then
   local stop = redis.call('GET', KEYS[3])
@@ -98,6 +98,10 @@ local count = redis.call('ZCARD', KEYS[2])
 if count >= limit then
   local oldest = redis.call('ZRANGE', KEYS[2], count - limit, count - limit, 'WITHSCORES')
   return {'full', tostring(math.max(0.001, tonumber(oldest[2]) + window - now))}
+end
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) + tonumber(ARGV[3]) > now then
+  return {'full', tostring(tonumber(last[2]) + tonumber(ARGV[3]) - now)}
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('ZADD', KEYS[2], now, tostring(seq))
@@ -225,13 +229,16 @@ class Pacer:
 
     def _admit_call(self, *, tenant_id: str, stop: str, slept: float, max_sleep: float) -> tuple[bool, float]:
         """Lets the call go only if the trailing second (and a little) holds fewer calls than the
-        limit, waiting for room if not. Returns (False, slept) when a Retry-After was heard of meanwhile."""
+        limit, and half a slot has passed since the last call (threads that woke late together go one
+        by one, not in a burst that Teams would receive unevenly spread), waiting if not. Returns
+        (False, slept) when a Retry-After was heard of meanwhile."""
         limit = max(1, int(settings.TEAMS_RATE_LIMIT_PER_SECOND))
+        gap = 0.5 / settings.TEAMS_RATE_LIMIT_PER_SECOND
         while True:
             if self._heard_left(tenant_id) > 0:
                 return False, slept
             answer = self._admit(
-                keys=[self.tenant_key(tenant_id), self.calls_key(tenant_id), stop], args=[limit, call_window()]
+                keys=[self.tenant_key(tenant_id), self.calls_key(tenant_id), stop], args=[limit, call_window(), gap]
             )
             verdict = answer[0].decode()
             if verdict == "go":

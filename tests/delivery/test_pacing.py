@@ -315,3 +315,27 @@ def test_a_call_waits_for_room_in_the_trailing_second_whatever_its_slot_says(pac
 
     assert most_in_one_second(moments) <= 50
     assert moments[-1] - moments[0] >= 1.0  # the 51st waited for the first to leave the window
+
+
+def test_threads_that_wake_late_together_go_one_by_one_not_in_a_burst(pace, monkeypatch):
+    """A burst reaches Teams spread unevenly (it answers one request after another), which would
+    blur the trailing second the pacer keeps; late threads go at least half a slot apart instead."""
+    import delivery.pacing as pacing
+
+    real_sleep, monotonic = time.sleep, time.monotonic
+    stall_end = monotonic() + 0.5
+
+    def late_sleep(seconds: float) -> None:
+        real_sleep(max(0.0, max(monotonic() + seconds, stall_end) - monotonic()))  # all starved until then
+
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(sleep=late_sleep, monotonic=monotonic))
+    pacers = [new_pacer(pace) for _ in range(12)]
+    threads = [threading.Thread(target=pacer.acquire, kwargs={"tenant_id": TENANT}) for pacer in pacers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    moments = [score for _, score in pacers[0].client.zrange(pacers[0].calls_key(TENANT), 0, -1, withscores=True)]
+    assert len(moments) == 12
+    assert min(b - a for a, b in zip(moments, moments[1:])) >= 0.5 / 50 - 1e-6
