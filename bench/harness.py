@@ -101,6 +101,46 @@ class Processes:
         self.running.clear()
 
 
+HOG = """
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+"""
+
+
+class CpuHog:
+    """Keeps every core busy: one busy-looping process per core, at the workers' own priority. Each
+    ends by itself after ``seconds`` even if the benchmark dies; ``stop`` ends them sooner."""
+
+    def __init__(self, seconds: float, cores: int | None = None) -> None:
+        self.seconds = seconds
+        self.cores = cores or os.cpu_count() or 2
+        self.running: list[subprocess.Popen] = []
+
+    def __enter__(self) -> CpuHog:
+        for _ in range(self.cores):
+            self.running.append(subprocess.Popen(
+                [sys.executable, "-c", HOG, str(self.seconds)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            ))
+        return self
+
+    def alive(self) -> int:
+        return sum(process.poll() is None for process in self.running)
+
+    def stop(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.kill()
+        for process in self.running:
+            process.wait()
+        self.running.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

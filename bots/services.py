@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -12,8 +14,12 @@ from django.utils import timezone
 from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
 
+from delivery.pacing import Deferred
+from delivery.retry import retry_delay
+from delivery.transport import Address, TeamsTransport, TransportError
+
 from .models import TeamsAddress
-from .schema import parse_activity
+from .schema import message_activity, parse_activity
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +130,49 @@ def _message(activity) -> list[str]:
             opt_out_remove_all(recipient=recipient)
         return [REPLY_STARTED.format(bot=bot)]
     return [REPLY_HELP]
+
+
+_transport = TeamsTransport()
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    status: str  # "sent", "failed" or "retrying"
+    retry_in: float | None = None  # seconds, when retrying
+    attempt: int = 1  # the attempt to make next, when retrying
+
+
+def reply_send(
+    *, service_url: str, conversation_id: str, tenant_id: str, text: str, attempt: int = 1,
+    transport: TeamsTransport | None = None,
+) -> ReplyOutcome:
+    """Sends one reply, paced like every call to Teams, and says whether and when to try again:
+    by the same table as a campaign's sends (``delivery.transport.classify``, ``delivery.retry``).
+    A conversation at its own limit costs no attempt."""
+    address = Address(
+        member_id="", tenant_id=tenant_id or settings.BOT_TENANT_ID, service_url=service_url,
+        conversation_id=conversation_id,
+    )
+    body = json.dumps(message_activity(text=text)).encode()
+    try:
+        (transport or _transport).reply(address=address, activity_json=body)
+    except Deferred as deferred:
+        return ReplyOutcome("retrying", retry_in=deferred.wait, attempt=attempt)
+    except TransportError as error:
+        if error.permanent or attempt >= settings.DELIVERY_MAX_ATTEMPTS:
+            logger.info("reply not sent (attempt %s): %s %s", attempt, error.status, error.code)
+            return ReplyOutcome("failed")
+        delay = retry_delay(attempt=attempt, retry_after=error.retry_after)
+        return ReplyOutcome("retrying", retry_in=delay, attempt=attempt + 1)
+    return ReplyOutcome("sent")
+
+
+def activity_tenant(*, data: dict[str, Any]) -> str:
+    """The tenant an inbound activity came from (its replies are paced in that tenant)."""
+    channel_data = data.get("channelData")
+    tenant = (channel_data.get("tenant") or {}) if isinstance(channel_data, dict) else {}
+    conversation = data.get("conversation") or {}
+    found = (tenant.get("id") if isinstance(tenant, dict) else None) or (
+        conversation.get("tenantId") if isinstance(conversation, dict) else None
+    )
+    return found if isinstance(found, str) else ""

@@ -1,17 +1,20 @@
 from __future__ import annotations
 
-import json
-
 from celery import shared_task
 
-from .connector import ConnectorError, connector
-from .schema import message_activity
+from .services import reply_send
 
 
-@shared_task(
-    autoretry_for=(ConnectorError,), retry_backoff=2, retry_backoff_max=60, max_retries=5, ignore_result=True
-)
-def send_reply(service_url: str, conversation_id: str, text: str) -> str:
-    """A reply to something the person said. The service URL came from a validated activity."""
-    body = json.dumps(message_activity(text=text)).encode()
-    return connector.send(service_url=service_url, conversation_id=conversation_id, activity_json=body)
+@shared_task(ignore_result=True)
+def send_reply(service_url: str, conversation_id: str, text: str, tenant_id: str = "", attempt: int = 1) -> str:
+    """A reply to something the person said. The service URL came from a validated activity. Paced
+    and retried as a campaign's sends are: only what Teams lists as retryable, after its Retry-After."""
+    outcome = reply_send(
+        service_url=service_url, conversation_id=conversation_id, tenant_id=tenant_id, text=text, attempt=attempt
+    )
+    if outcome.status == "retrying":
+        send_reply.apply_async(
+            args=[service_url, conversation_id, text, tenant_id], kwargs={"attempt": outcome.attempt},
+            countdown=outcome.retry_in,
+        )
+    return outcome.status

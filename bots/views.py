@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .auth import InboundAuthError, parse_body, validate_inbound
-from .services import activity_handle
+from .services import activity_handle, activity_tenant
 from .tasks import send_reply
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def messages_endpoint(request: HttpRequest) -> HttpResponse:
         replies = activity_handle(data=data)
         conversation_id = (data.get("conversation") or {}).get("id")
         service_url = data.get("serviceUrl")
+        tenant_id = activity_tenant(data=data)
         for text in replies if conversation_id and service_url else []:
-            transaction.on_commit(lambda text=text: send_reply.delay(service_url, conversation_id, text))
+            transaction.on_commit(lambda text=text: send_reply.delay(service_url, conversation_id, text, tenant_id))
     return HttpResponse(status=200)

@@ -139,9 +139,9 @@ class TeamsTransport:
                 raise classify(exc, conversation_id=conversation_id) from exc
         raise AssertionError("unreachable")
 
-    # Edits and recalls of a sent message: paced exactly as sends are (the tenant's slot, the
-    # conversation's own limits, a 429's Retry-After told to every worker), but never stopped by the
-    # campaign's flag: the campaign is over, and a cancel must not stop its recall.
+    # Edits and recalls of a sent message, and the bot's replies: paced exactly as sends are (the
+    # tenant's slot, the conversation's own limits, a 429's Retry-After told to every worker), but
+    # never stopped by a campaign's flag: the campaign is over, and a cancel must not stop its recall.
 
     def update(self, *, address: Address, activity_id: str, activity_json: bytes) -> None:
         self._existing(address, self.client.update, activity_id=activity_id, activity_json=activity_json)
@@ -149,9 +149,13 @@ class TeamsTransport:
     def delete(self, *, address: Address, activity_id: str) -> None:
         self._existing(address, self.client.delete, activity_id=activity_id)
 
-    def _existing(self, address: Address, call, **arguments) -> None:
+    def reply(self, *, address: Address, activity_json: bytes) -> str:
+        """The bot's answer in a conversation the person just wrote in: paced as edits are."""
+        return self._existing(address, self.client.send, activity_json=activity_json)
+
+    def _existing(self, address: Address, call, **arguments):
         try:
-            self._paced(
+            return self._paced(
                 address, f"conversation:{address.conversation_id}", None, call,
                 service_url=address.service_url, conversation_id=address.conversation_id, **arguments,
             )

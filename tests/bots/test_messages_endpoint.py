@@ -111,3 +111,18 @@ def test_an_activity_without_a_valid_token_is_refused(bot, client):
 
 def test_a_body_that_is_not_json_is_a_400(client):
     assert client.post("/api/messages", "nope", content_type="application/json").status_code == 400
+
+
+def test_a_reply_is_paced_in_the_tenant_the_person_wrote_from(bot, redis_client):
+    person = factories.recipient()
+    other_tenant = "22222222-2222-2222-2222-222222222222"
+    bot.client.register_users([{"aad_object_id": str(person.aad_object_id), "tenant_id": other_tenant}])
+    bot.client.install(str(person.aad_object_id))
+
+    bot.client.say(str(person.aad_object_id), text="hello")
+
+    import base64
+
+    queued = [json.loads(raw) for raw in redis_client.lrange("default", 0, -1)]
+    [args] = [json.loads(base64.b64decode(m["body"]))[0] for m in queued if m["headers"]["task"] == "bots.tasks.send_reply"]
+    assert args[3] == other_tenant

@@ -5,11 +5,15 @@ import json
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 from unittest import mock
 
 import pytest
 import redis
 
+from django.conf import settings
+
+from delivery.connections import redis_clock
 from delivery.pacing import Deferred, Pacer
 
 TENANT = "tenant-a"
@@ -205,3 +209,133 @@ def test_the_token_is_ready_before_the_slot_is_taken_so_no_call_waits_on_the_aut
     assert steps[:2] == ["token", "slot"]  # creating the conversation: the token came first
     second = steps.index("slot", 1)
     assert steps[second - 1] == "token"  # and again before the send's slot
+
+
+def most_in_one_second(moments: list[float]) -> int:
+    """The largest number of the given moments that fall within any trailing 1 s window."""
+    moments = sorted(moments)
+    most, first = 0, 0
+    for last, moment in enumerate(moments):
+        while moment - moments[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def test_threads_that_wake_late_together_never_put_more_than_the_limit_in_any_second(pace, monkeypatch):
+    """A busy machine: every thread due to wake during a stall wakes at its end, together. The slots
+    were 20 ms apart; the calls must still never be more than 50 in any trailing second."""
+    import delivery.pacing as pacing
+
+    pace.TEAMS_PACE_FRACTION = 0.97  # the default, and the margin it leaves
+    real_sleep, monotonic = time.sleep, time.monotonic
+    started = monotonic()
+    stall = (started + 0.4, started + 0.8)
+
+    def late_sleep(seconds: float) -> None:
+        wake = monotonic() + seconds
+        if stall[0] <= wake < stall[1]:
+            wake = stall[1]  # starved of CPU until the stall ends
+        real_sleep(max(0.0, wake - monotonic()))
+
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(sleep=late_sleep, monotonic=monotonic))
+    moments: list[float] = []
+    lock = threading.Lock()
+
+    def worker():
+        pacer = new_pacer(pace)
+        for _ in range(8):
+            pacer.acquire(tenant_id=TENANT)
+            now = redis_clock(pacer.client)  # the moment of the call, on the clock every worker shares
+            with lock:
+                moments.append(now)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(moments) == 128
+    assert most_in_one_second(moments) <= 50
+
+
+def fill_log(pacer, thread: str, ages: list[float]) -> None:
+    """Calls already made in ``thread``, ``ages`` seconds ago (on Redis's clock)."""
+    now = redis_clock(pacer.client)
+    key = f"crier:thread:{settings.BOT_APP_ID}:{thread}"
+    pacer.client.zadd(key, {f"past:{index}": now - age for index, age in enumerate(ages)})
+
+
+def test_a_conversation_may_have_8_calls_in_2_seconds_and_no_more(pace):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 1000.0
+    pacer = new_pacer(pace)
+    fill_log(pacer, "conversation:c:1", [1.1 + 0.1 * i for i in range(7)])  # 7 in the last 2 s, none in the last 1 s
+
+    pacer.acquire(tenant_id=TENANT, thread="conversation:c:1")  # the 8th
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, thread="conversation:c:1")
+    assert 2 - 1.7 - 0.1 <= deferred.value.wait <= 2 - 1.7 + 0.05  # until the oldest leaves the 2 s window
+
+
+def test_a_conversation_may_have_60_calls_in_30_seconds_and_no_more(pace):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 1000.0
+    pacer = new_pacer(pace)
+    fill_log(pacer, "conversation:c:2", [3.0 + 0.4 * i for i in range(59)])  # 59 in the last 30 s, few per 2 s
+
+    pacer.acquire(tenant_id=TENANT, thread="conversation:c:2")  # the 60th
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, thread="conversation:c:2")
+    oldest = 3.0 + 0.4 * 58
+    assert 30 - oldest - 0.1 <= deferred.value.wait <= 30 - oldest + 0.05
+
+
+def test_a_conversation_may_have_1800_calls_in_an_hour_and_no_more(pace):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 1000.0
+    pacer = new_pacer(pace)
+    fill_log(pacer, "conversation:c:3", [40.0 + 1.9 * i for i in range(1799)])  # 1,799 in the hour, few per 30 s
+
+    pacer.acquire(tenant_id=TENANT, thread="conversation:c:3")  # the 1,800th
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, thread="conversation:c:3", max_sleep=5)
+    oldest = 40.0 + 1.9 * 1798
+    assert 3600 - oldest - 0.1 <= deferred.value.wait <= 3600 - oldest + 0.05
+
+
+def test_a_call_waits_for_room_in_the_trailing_second_whatever_its_slot_says(pace, monkeypatch):
+    import delivery.pacing as pacing
+
+    pace.TEAMS_PACE_FRACTION = 20.0  # slots 1 ms apart: only the check at the moment of the call holds
+    monkeypatch.setattr(pacing, "call_window", lambda: 1 / 0.97)  # the margin the default pace leaves
+    pacer = new_pacer(pace)
+    moments = []
+    for _ in range(60):
+        pacer.acquire(tenant_id=TENANT)
+        moments.append(redis_clock(pacer.client))
+
+    assert most_in_one_second(moments) <= 50
+    assert moments[-1] - moments[0] >= 1.0  # the 51st waited for the first to leave the window
+
+
+def test_threads_that_wake_late_together_go_one_by_one_not_in_a_burst(pace, monkeypatch):
+    """A burst reaches Teams spread unevenly (it answers one request after another), which would
+    blur the trailing second the pacer keeps; late threads go at least half a slot apart instead."""
+    import delivery.pacing as pacing
+
+    real_sleep, monotonic = time.sleep, time.monotonic
+    stall_end = monotonic() + 0.5
+
+    def late_sleep(seconds: float) -> None:
+        real_sleep(max(0.0, max(monotonic() + seconds, stall_end) - monotonic()))  # all starved until then
+
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(sleep=late_sleep, monotonic=monotonic))
+    pacers = [new_pacer(pace) for _ in range(12)]
+    threads = [threading.Thread(target=pacer.acquire, kwargs={"tenant_id": TENANT}) for pacer in pacers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    moments = [score for _, score in pacers[0].client.zrange(pacers[0].calls_key(TENANT), 0, -1, withscores=True)]
+    assert len(moments) == 12
+    assert min(b - a for a, b in zip(moments, moments[1:])) >= 0.5 / 50 - 1e-6
