@@ -181,20 +181,22 @@ def recipient_value(recipient: Any, name: str) -> str:
 
 # Compiling marks each placeholder with the place it sits in: "~" markdown, "^" a link, none plain
 # text. Templates cannot hold these marks themselves (``placeholder_problem`` refuses them).
-_MARKDOWN, _LINK, _PLAIN = "~", "^", ""
-_MARKED = re.compile(r"\{\{([~^]?)\s*([A-Za-z0-9_.\-]+)\s*(?:\|([^{}\"\\]*))?\}\}")
+# "!" marks a value that would make a link's scheme or host (in a template saved before that was
+# refused): it is left out, and only the template's fallback, if any, is put in its place.
+_MARKDOWN, _LINK, _PLAIN, _HOST = "~", "^", "", "!"
+_MARKED = re.compile(r"\{\{([~^!]?)\s*([A-Za-z0-9_.\-]+)\s*(?:\|([^{}\"\\]*))?\}\}")
 # Teams' markdown subset reacts to these anywhere; a backslash makes each plain text.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#+\-!|~<>])")
 # At a line's start: indentation (a code block), "1." (a numbered list) and "=" (a heading's line).
-_LINE_INDENT = re.compile(r"\n[ \t]+")
-_LINE_MARKER = re.compile(r"(?m)^(\d+)\.|^=")
+_LINE_INDENT = re.compile(r"(?m)^[ \t]+")
+_LINE_MARKER = re.compile(r"(?m)^(\d+)\.(?=[ \t]|$)|^=")
 _URL_KEYS = frozenset({"url", "iconUrl", "backgroundImage"})
 
 
 def markdown_escape(value: str) -> str:
     """``value`` as markdown that shows it as written: no link, emphasis, list, heading or code."""
-    value = _MARKDOWN_SPECIAL.sub(r"\\\1", value)
-    value = _LINE_INDENT.sub("\n", value)
+    value = _MARKDOWN_SPECIAL.sub(r"\\\1", value.replace("\r\n", "\n").replace("\r", "\n"))
+    value = _LINE_INDENT.sub("", value)
     return _LINE_MARKER.sub(lambda match: f"{match.group(1)}\\." if match.group(1) else "\\=", value)
 
 
@@ -203,7 +205,12 @@ def _mark(text: str, place: str) -> str:
     is marked as a link."""
 
     def marked(match: re.Match[str]) -> str:
-        where = _LINK if place == _MARKDOWN and _link_target_start(text, match.start()) is not None else place
+        where, start = place, 0
+        if place == _MARKDOWN and (target := _link_target_start(text, match.start())) is not None:
+            where, start = _LINK, target
+        written = text[start:match.start()]
+        if where == _LINK and link_host_problem(written + "{{") and not written.startswith("data:"):
+            where = _HOST
         fallback = "" if match.group(2) is None else f"|{match.group(2)}"
         return f"{{{{{where}{match.group(1)}{fallback}}}}}"
 
@@ -253,7 +260,7 @@ class CompiledMessage:
 
         def fill(match: re.Match[str]) -> str:
             place, name, fallback = match.groups()
-            value = recipient_value(recipient, name)
+            value = "" if place == _HOST else recipient_value(recipient, name)
             value = _filled(value, place) if value else (fallback or "").strip()
             return json.dumps(value, ensure_ascii=False)[1:-1]
 

@@ -110,3 +110,22 @@ def test_a_value_cannot_inject_json_in_any_place():
 
     assert content["body"] == [{"type": "TextBlock", "text": r'"}\], "x": {"'}]
     assert content["actions"][0]["title"] == '"}], "x": {"'
+
+
+def test_a_template_saved_before_hosts_were_checked_cannot_send_a_link_to_a_host_from_hr_data():
+    # compile_message does not validate: a template stored before the check still goes through it
+    template = card(
+        {"type": "TextBlock", "text": "[Reset]({{attributes.link}}) or [here](https://{{attributes.host}}/x)"},
+        actions=[{"type": "Action.OpenUrl", "title": "Go",
+                  "url": "https://{{attributes.host|intranet.example.com}}/x"}],
+    )
+
+    content = rendered_card(template, person(attributes={"link": "https://evil.example/login", "host": "evil.example"}))
+
+    assert "evil" not in json.dumps(content)
+    assert content["actions"][0]["url"] == "https://intranet.example.com/x"  # the template's own fallback
+
+
+def test_markdown_escape_treats_a_carriage_return_as_a_new_line_and_keeps_decimals_plain():
+    assert markdown_escape("a\r1. b\r\n    c") == "a\n1\\. b\nc"
+    assert markdown_escape("    7.5 days") == "7.5 days"
