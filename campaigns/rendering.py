@@ -89,10 +89,11 @@ def _link_target_start(text: str, position: int) -> int | None:
     opening = text.rfind("](", 0, position)
     if opening < 0:
         return None
-    between = PLACEHOLDER.sub("x", text[opening + 2:position]).lstrip().lstrip("<")
-    if any(char.isspace() or char == ")" for char in between):
+    raw = text[opening + 2:position]
+    target = raw.lstrip().lstrip("<")
+    if any(char.isspace() or char == ")" for char in PLACEHOLDER.sub("x", target)):
         return None
-    return position - len(between)
+    return position - len(target)
 
 
 def placeholder_problem(text: str) -> str | None:

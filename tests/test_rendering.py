@@ -88,6 +88,14 @@ def test_a_value_in_a_markdown_link_target_is_percent_encoded_not_escaped():
     assert content["body"][0]["text"] == r"[Your desk](https://desk.example.com/a%20b%29) for Zoé\_1"
 
 
+def test_every_value_in_a_markdown_link_target_is_percent_encoded():
+    template = card({"type": "TextBlock", "text": "[Desk](https://desk.example.com/{{department|all}}/{{external_id}})"})
+
+    content = rendered_card(template, person(department="R&D", external_id="a_b"))
+
+    assert content["body"][0]["text"] == "[Desk](https://desk.example.com/R%26D/a_b)"
+
+
 def test_plain_text_places_keep_the_value_as_it_is():
     template = card(
         {"type": "Image", "url": "https://example.com/a.png", "altText": "{{first_name}}"},
