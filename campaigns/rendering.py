@@ -13,6 +13,7 @@ one path segment or query value. A link's scheme and host must be written in the
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass
@@ -62,38 +63,24 @@ def link_host_problem(url: str) -> str | None:
             "as in https://intranet.example.com/people/{{external_id}}.")
 
 
+# A markdown link's target: after "](" (and a "<"), whole placeholders and anything but spaces and
+# parentheses. One pass over the text, however many links and placeholders it holds.
+_LINK_TARGET = re.compile(r"\]\(\s*<?((?:\{\{[^{}]*\}\}|[^\s()])*)")
+
+
+def _markdown_link_targets(text: str) -> list[tuple[int, int]]:
+    """Where the targets of the markdown links in ``text`` that hold a placeholder start and end."""
+    if "{{" not in text:
+        return []
+    return [match.span(1) for match in _LINK_TARGET.finditer(text) if "{{" in match.group(1)]
+
+
 def _markdown_link_problem(text: str) -> str | None:
     """What is wrong with a markdown link whose target is (partly) a placeholder, if anything."""
-    for target in _markdown_link_targets(text):
-        if problem := link_host_problem(target):
+    for start, end in _markdown_link_targets(text):
+        if problem := link_host_problem(text[start:end]):
             return problem
     return None
-
-
-def _markdown_link_targets(text: str) -> list[str]:
-    """The targets of the markdown links in ``text`` that hold a placeholder, each up to its end."""
-    targets = []
-    for match in PLACEHOLDER.finditer(text):
-        start = _link_target_start(text, match.start())
-        if start is not None:
-            end = match.end()
-            while end < len(text) and not text[end].isspace() and text[end] not in ")>":
-                end += 1
-            targets.append(text[start:end])
-    return targets
-
-
-def _link_target_start(text: str, position: int) -> int | None:
-    """Where the markdown link target holding ``position`` starts, or None when it is in no link
-    target: the nearest "](" before it, with no space or ")" between (placeholders aside)."""
-    opening = text.rfind("](", 0, position)
-    if opening < 0:
-        return None
-    raw = text[opening + 2:position]
-    target = raw.lstrip().lstrip("<")
-    if any(char.isspace() or char == ")" for char in PLACEHOLDER.sub("x", target)):
-        return None
-    return position - len(target)
 
 
 def placeholder_problem(text: str) -> str | None:
@@ -202,20 +189,31 @@ def markdown_escape(value: str) -> str:
 
 
 def _mark(text: str, place: str) -> str:
-    """``text`` with each placeholder marked for its place; in markdown, one inside a link's target
-    is marked as a link."""
+    """``text`` with each placeholder marked for its place. In markdown, one inside a link's target
+    is marked as a link; in a link whose host would come from a placeholder, every placeholder is
+    marked to be left out (``_HOST``)."""
+    if "{{" not in text:
+        return text
+    links: list[tuple[int, int, str]] = []  # (start, end, mark) of each link in the text
+    if place == _LINK:
+        links.append((0, len(text), _link_mark(text)))
+    elif place == _MARKDOWN:
+        links.extend((start, end, _link_mark(text[start:end])) for start, end in _markdown_link_targets(text))
+    starts = [start for start, _, _ in links]
 
     def marked(match: re.Match[str]) -> str:
-        where, start = place, 0
-        if place == _MARKDOWN and (target := _link_target_start(text, match.start())) is not None:
-            where, start = _LINK, target
-        written = text[start:match.start()]
-        if where == _LINK and link_host_problem(written + "{{") and not written.startswith("data:"):
-            where = _HOST
+        where = place
+        n = bisect.bisect_right(starts, match.start()) - 1
+        if n >= 0 and match.start() < links[n][1]:
+            where = links[n][2]
         fallback = "" if match.group(2) is None else f"|{match.group(2)}"
         return f"{{{{{where}{match.group(1)}{fallback}}}}}"
 
-    return PLACEHOLDER.sub(marked, text) if "{{" in text else text
+    return PLACEHOLDER.sub(marked, text)
+
+
+def _link_mark(url: str) -> str:
+    return _HOST if link_host_problem(url) and not url.startswith("data:") else _LINK
 
 
 def _place(key: str | None, owner: dict[str, Any] | None, listed_in: str | None) -> str:

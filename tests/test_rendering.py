@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 
-from campaigns.rendering import compile_message, markdown_escape
+import pytest
+from django.core.exceptions import ValidationError
+
+from campaigns.rendering import compile_message, markdown_escape, validate_template
 
 PHISHING = "[Reset your password](https://evil.example/login)"
 
@@ -137,3 +141,15 @@ def test_a_template_saved_before_hosts_were_checked_cannot_send_a_link_to_a_host
 def test_markdown_escape_treats_a_carriage_return_as_a_new_line_and_keeps_decimals_plain():
     assert markdown_escape("a\r1. b\r\n    c") == "a\n1\\. b\nc"
     assert markdown_escape("    7.5 days") == "7.5 days"
+
+
+def test_a_huge_template_full_of_link_placeholders_is_judged_in_linear_time():
+    text = "[a](https://x.example/" + "{{first_name}}" * 40_000 + ")"
+    url = "https://x.example/" + "{{first_name}}" * 40_000
+    started = time.monotonic()
+    for kind, candidate in (("markdown", {"text": text, "card": None}),
+                            ("adaptive_card", {"text": "", "card": card({"type": "Image", "url": url})})):
+        with pytest.raises(ValidationError, match="bytes"):  # too big for Teams, said quickly
+            validate_template(kind=kind, **candidate)
+
+    assert time.monotonic() - started < 5
