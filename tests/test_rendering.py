@@ -93,7 +93,8 @@ def test_a_value_in_a_markdown_link_target_is_percent_encoded_not_escaped():
 
 
 def test_every_value_in_a_markdown_link_target_is_percent_encoded():
-    template = card({"type": "TextBlock", "text": "[Desk](https://desk.example.com/{{department|all}}/{{external_id}})"})
+    template = card(
+        {"type": "TextBlock", "text": "[Desk](https://desk.example.com/{{department|all}}/{{external_id}})"})
 
     content = rendered_card(template, person(department="R&D", external_id="a_b"))
 
