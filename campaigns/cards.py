@@ -165,11 +165,15 @@ _PLACEHOLDER_ANYWHERE = re.compile(r"\{\{[^{}]*\}\}")
 
 def _url_problem(url: str, *, images: bool) -> str | None:
     """Links must be https (Teams opens and loads nothing else); images may also be inline data. A
-    placeholder may fill part of a link, after its ``https://`` and host."""
+    placeholder may fill part of a link, after its ``https://`` and host and the ``/`` that ends it."""
+    from .rendering import link_host_problem
+
     if images and url.startswith("data:image/"):
         return None
     if not url.lower().startswith("https://"):
         return "Must be an https:// link (Teams only opens and loads secure links)."
+    if problem := link_host_problem(url):
+        return problem
     concrete = _PLACEHOLDER_ANYWHERE.sub("x", url)
     try:
         netloc = urlsplit(concrete).netloc

@@ -62,6 +62,12 @@ class Recipient(models.Model):
     def __str__(self) -> str:
         return self.display_name or f"{self.first_name} {self.last_name}".strip() or self.external_id
 
+    def clean(self) -> None:
+        from .attributes import attributes_problem_list
+
+        if problems := attributes_problem_list(self.attributes):
+            raise ValidationError({"attributes": problems})
+
 
 class Category(models.Model):
     """What a campaign is about, for opt-outs. Nobody can opt out of a mandatory category."""

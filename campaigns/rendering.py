@@ -3,15 +3,22 @@ fallback) filled in per recipient.
 
 A template is compiled once per campaign into the JSON text of its activity; per recipient only
 the placeholders are replaced, each value JSON-escaped, so no name can break the card's JSON or
-inject card elements.
+inject card elements. A value is also treated for the place it lands in, which compiling marks on
+each placeholder: where Teams reads markdown (a markdown message, a TextBlock's text, a fact's title
+and value) it is escaped, so a job title such as ``[Reset](https://evil.example)`` shows as text and
+not as a link; in a link (a ``url``, or a markdown link's target) it is percent-encoded, so it stays
+one path segment or query value. A link's scheme and host must be written in the template
+(``link_host_problem``). Preview and send both go through ``CompiledMessage.render``.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
 
@@ -39,6 +46,43 @@ _ATTRIBUTE = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
 MAX_ACTIVITY_BYTES = 80 * 1024
 
 
+def link_host_problem(url: str) -> str | None:
+    """A placeholder may fill a link's path, query or fragment, never its scheme or host: the host
+    must be written out and ended by "/", "?" or "#" before the first placeholder (else a value such
+    as "@evil.example" or ".evil.example" would choose where the link leads)."""
+    first = url.find("{{")
+    if first < 0:
+        return None
+    written = url[:first]
+    scheme, separator, rest = written.partition("://")
+    if separator and rest and any(char in rest for char in "/?#"):
+        return None
+    if written.lower().startswith("mailto:"):  # [Write to me](mailto:{{email}}) leads to no site
+        return None
+    return ("A placeholder cannot make a link's host: write the address out, up to its first /, "
+            "as in https://intranet.example.com/people/{{external_id}}.")
+
+
+# A markdown link's target: after "](" (and a "<"), whole placeholders and anything but spaces and
+# parentheses. One pass over the text, however many links and placeholders it holds.
+_LINK_TARGET = re.compile(r"\]\(\s*<?((?:\{\{[^{}]*\}\}|[^\s()])*)")
+
+
+def _markdown_link_targets(text: str) -> list[tuple[int, int]]:
+    """Where the targets of the markdown links in ``text`` that hold a placeholder start and end."""
+    if "{{" not in text:
+        return []
+    return [match.span(1) for match in _LINK_TARGET.finditer(text) if "{{" in match.group(1)]
+
+
+def _markdown_link_problem(text: str) -> str | None:
+    """What is wrong with a markdown link whose target is (partly) a placeholder, if anything."""
+    for start, end in _markdown_link_targets(text):
+        if problem := link_host_problem(text[start:end]):
+            return problem
+    return None
+
+
 def placeholder_problem(text: str) -> str | None:
     """What is wrong with the placeholders in this text, if anything. They are looked for as the
     text stands in the activity's JSON, where they are found when sending: a fallback holding a
@@ -50,7 +94,7 @@ def placeholder_problem(text: str) -> str | None:
             return f"Unknown placeholder {{{{{name}}}}}; use {', '.join(PLACEHOLDER_FIELDS)} or attributes.<key>."
     if "{{" in PLACEHOLDER.sub("", text):
         return "A placeholder is not closed or holds characters it may not: use {{field}}."
-    return None
+    return _markdown_link_problem(text)
 
 
 def _check_placeholders(text: str, where: str) -> None:
@@ -121,21 +165,110 @@ def recipient_value(recipient: Any, name: str) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+# --- Values in their place --------------------------------------------------------------------
+
+# Compiling marks each placeholder with the place it sits in: "~" markdown, "^" a link, none plain
+# text. Templates cannot hold these marks themselves (``placeholder_problem`` refuses them).
+# "!" marks a value that would make a link's scheme or host (in a template saved before that was
+# refused): it is left out, and only the template's fallback, if any, is put in its place.
+_MARKDOWN, _LINK, _PLAIN, _HOST = "~", "^", "", "!"
+_MARKED = re.compile(r"\{\{([~^!]?)\s*([A-Za-z0-9_.\-]+)\s*(?:\|([^{}\"\\]*))?\}\}")
+# Teams' markdown subset reacts to these anywhere; a backslash makes each plain text.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#+\-!|~<>])")
+# At a line's start: indentation (a code block), "1." (a numbered list) and "=" (a heading's line).
+_LINE_INDENT = re.compile(r"(?m)^[ \t]+")
+_LINE_MARKER = re.compile(r"(?m)^(\d+)\.(?=[ \t]|$)|^=")
+_URL_KEYS = frozenset({"url", "iconUrl", "backgroundImage"})
+
+
+def markdown_escape(value: str) -> str:
+    """``value`` as markdown that shows it as written: no link, emphasis, list, heading or code."""
+    value = _MARKDOWN_SPECIAL.sub(r"\\\1", value.replace("\r\n", "\n").replace("\r", "\n"))
+    value = _LINE_INDENT.sub("", value)
+    return _LINE_MARKER.sub(lambda match: f"{match.group(1)}\\." if match.group(1) else "\\=", value)
+
+
+def _mark(text: str, place: str) -> str:
+    """``text`` with each placeholder marked for its place. In markdown, one inside a link's target
+    is marked as a link; in a link whose host would come from a placeholder, every placeholder is
+    marked to be left out (``_HOST``)."""
+    if "{{" not in text:
+        return text
+    links: list[tuple[int, int, str]] = []  # (start, end, mark) of each link in the text
+    if place == _LINK:
+        links.append((0, len(text), _link_mark(text)))
+    elif place == _MARKDOWN:
+        links.extend((start, end, _link_mark(text[start:end])) for start, end in _markdown_link_targets(text))
+    starts = [start for start, _, _ in links]
+
+    def marked(match: re.Match[str]) -> str:
+        where = place
+        n = bisect.bisect_right(starts, match.start()) - 1
+        if n >= 0 and match.start() < links[n][1]:
+            where = links[n][2]
+        fallback = "" if match.group(2) is None else f"|{match.group(2)}"
+        return f"{{{{{where}{match.group(1)}{fallback}}}}}"
+
+    return PLACEHOLDER.sub(marked, text)
+
+
+def _link_mark(url: str) -> str:
+    return _HOST if link_host_problem(url) and not url.startswith("data:") else _LINK
+
+
+def _place(key: str | None, owner: dict[str, Any] | None, listed_in: str | None) -> str:
+    """How Teams reads the string at ``key`` of ``owner`` (an item of the list ``listed_in``): as a
+    link, as markdown (only a TextBlock's text and a fact's title and value, as Teams documents), or
+    as plain text."""
+    if key in _URL_KEYS:
+        return _LINK
+    if key == "text" and owner is not None:
+        default = "TextRun" if listed_in == "inlines" else None
+        return _PLAIN if owner.get("type", default) == "TextRun" else _MARKDOWN
+    if key in ("title", "value") and listed_in == "facts":
+        return _MARKDOWN
+    return _PLAIN
+
+
+def _mark_card(node: Any, key: str | None = None, owner: dict[str, Any] | None = None,
+               listed_in: str | None = None) -> Any:
+    if isinstance(node, str):
+        return _mark(node, _place(key, owner, listed_in))
+    if isinstance(node, list):
+        return [_mark_card(item, None, None, key) for item in node]
+    if isinstance(node, dict):
+        return {name: _mark_card(value, name, node, listed_in) for name, value in node.items()}
+    return node
+
+
+def _filled(value: str, place: str) -> str:
+    if place == _MARKDOWN:
+        return markdown_escape(value)
+    if place == _LINK:
+        return quote(value, safe="")
+    return value
+
+
 @dataclass(frozen=True)
 class CompiledMessage:
-    activity_json: str  # the activity as JSON text, placeholders still in it
+    activity_json: str  # the activity as JSON text, placeholders still in it, marked for their place
 
     def render(self, recipient: Any) -> bytes:
+        """The activity for one person: the one way a message is filled in, for sends and previews.
+        A value is treated for its place; a fallback is the template's own text, kept as written."""
+
         def fill(match: re.Match[str]) -> str:
-            value = recipient_value(recipient, match.group(1)) or (match.group(2) or "").strip()
+            place, name, fallback = match.groups()
+            value = "" if place == _HOST else recipient_value(recipient, name)
+            value = _filled(value, place) if value else (fallback or "").strip()
             return json.dumps(value, ensure_ascii=False)[1:-1]
 
-        return PLACEHOLDER.sub(fill, self.activity_json).encode("utf-8")
+        return _MARKED.sub(fill, self.activity_json).encode("utf-8")
 
 
 def compile_message(*, kind: str, text: str, card: Any) -> CompiledMessage:
     if kind == "adaptive_card":
-        activity = message_activity(card=card, summary=text or None)
+        activity = message_activity(card=_mark_card(card), summary=_mark(text, _PLAIN) if text else None)
     else:
-        activity = message_activity(text=text)
+        activity = message_activity(text=_mark(text, _MARKDOWN))
     return CompiledMessage(activity_json=json.dumps(activity, ensure_ascii=False, separators=(",", ":")))

@@ -223,6 +223,13 @@ TEAMS_PACE_MIN_FRACTION = env_float("TEAMS_PACE_MIN_FRACTION", 0.2)
 TEAMS_PACE_DECREASE = env_float("TEAMS_PACE_DECREASE", 0.8)
 TEAMS_PACE_RECOVERY_PER_SECOND = env_float("TEAMS_PACE_RECOVERY_PER_SECOND", 0.25)
 
+# --- Recipients ------------------------------------------------------------------------------
+# A person's free attributes (see campaigns/attributes.py and docs/api.md): at most this many keys,
+# characters per value, and characters of keys and values together.
+RECIPIENT_ATTRIBUTES_MAX_KEYS = env_int("RECIPIENT_ATTRIBUTES_MAX_KEYS", 50)
+RECIPIENT_ATTRIBUTE_MAX_LENGTH = env_int("RECIPIENT_ATTRIBUTE_MAX_LENGTH", 1000)
+RECIPIENT_ATTRIBUTES_MAX_CHARS = env_int("RECIPIENT_ATTRIBUTES_MAX_CHARS", 10_000)
+
 # --- Delivery --------------------------------------------------------------------------------
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
 # An announcement to more people than this needs a second person's approval (see campaigns.approvals).

@@ -231,3 +231,49 @@ def test_a_link_that_cannot_be_parsed_is_a_field_error_not_a_crash():
 
     with pytest.raises(ValidationError, match="Is not a complete link"):
         validate_template(kind="adaptive_card", text="", card=card)
+
+
+@pytest.mark.parametrize("url", [
+    "https://{{attributes.host}}/login",
+    "https://{{attributes.host}}",
+    "https://intranet.example.com{{attributes.path}}",
+    "https://intranet.example.com.{{attributes.domain}}/x",
+    "https://{{first_name}}@intranet.example.com/x",
+    "https://intranet.example.com:{{attributes.port}}/x",
+])
+def test_a_link_whose_host_comes_from_a_placeholder_is_refused_naming_its_place(url):
+    problems = card_problems_of(card(
+        {"type": "TextBlock", "text": "Hi"},
+        actions=[{"type": "Action.OpenUrl", "title": "Go", "url": url}],
+    ))
+
+    assert problems[0].startswith("actions[0].url: ")
+    assert "host" in problems[0]
+
+
+def test_a_placeholder_may_fill_a_links_path_query_or_fragment():
+    validate_template(kind="adaptive_card", text="", card=card(
+        {"type": "Image", "url": "https://photos.example.com/{{external_id}}.png",
+         "selectAction": {"type": "Action.OpenUrl", "url": "https://hr.example.com?who={{external_id}}"}},
+        actions=[{"type": "Action.OpenUrl", "title": "Go", "url": "https://hr.example.com#{{attributes.anchor}}"}],
+    ))
+
+
+def test_a_markdown_link_whose_host_comes_from_a_placeholder_is_refused_in_a_card_and_in_text():
+    problems = card_problems_of(card({"type": "TextBlock", "text": "[Reset]({{attributes.link}}) now"}))
+    assert problems[0].startswith("body[0].text: ") and "host" in problems[0]
+
+    with pytest.raises(ValidationError) as raised:
+        validate_template(kind="markdown", text="See [your page](https://{{attributes.site}}/me)", card=None)
+    assert "host" in raised.value.message_dict["text"][0]
+
+    validate_template(kind="markdown", text="See [your page](https://hr.example.com/{{external_id}})", card=None)
+    validate_template(kind="markdown", text="[Write to me](mailto:{{email}})", card=None)
+
+
+def test_an_image_link_whose_host_comes_from_a_placeholder_is_refused_in_the_simple_fields():
+    problems = design_problems({"title": "Hi", "image": "https://{{attributes.cdn}}/a.png",
+                                "buttons": [{"label": "Go", "url": "https://{{attributes.host}}/x"}]})
+
+    assert set(problems) == {"image", "buttons[0].url"}
+    assert "host" in problems["image"]

@@ -18,6 +18,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from campaigns.attributes import WHOLE, attributes_problems
 from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient, RecipientSync
 from campaigns.selectors import audience_count
 from delivery.progress import read as campaign_progress
@@ -205,14 +206,26 @@ class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         return value
 
     def validate_attributes(self, value: Any) -> dict[str, Any]:
+        """Bounded as ``campaigns.attributes`` says; a problem with one attribute is reported under its
+        key (``attributes.bio``), one with the whole under ``attributes``."""
         if value is None:
             return {}
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Attributes are a JSON object.")
-        for key, item in value.items():
-            if item is not None and not isinstance(item, (str, int, float, bool)):
-                raise serializers.ValidationError(f"Attribute {key!r} must be a string, number, boolean or null.")
+        if problems := attributes_problems(value):
+            if WHOLE in problems:
+                raise serializers.ValidationError(problems[WHOLE])
+            raise serializers.ValidationError({key: [problem] for key, problem in problems.items()})
         return value
+
+
+def _flat_errors(detail: Mapping[str, Any], prefix: str = "") -> list[tuple[str, list[Any]]]:
+    """A row's errors, each with its dotted field name (``attributes.bio``)."""
+    flat: list[tuple[str, list[Any]]] = []
+    for name, messages in detail.items():
+        if isinstance(messages, Mapping):
+            flat.extend(_flat_errors(messages, f"{prefix}{name}."))
+        else:
+            flat.append((f"{prefix}{name}", messages if isinstance(messages, list) else [messages]))
+    return flat
 
 
 def recipient_rows_validate(rows: list[Any]) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]:
@@ -232,8 +245,8 @@ def recipient_rows_validate(rows: list[Any]) -> tuple[list[dict[str, Any]], list
         except serializers.ValidationError as exc:
             data = None
             detail = exc.detail if isinstance(exc.detail, dict) else {api_settings.NON_FIELD_ERRORS_KEY: exc.detail}
-            for name, messages in detail.items():
-                for message in messages if isinstance(messages, list) else [messages]:
+            for name, messages in _flat_errors(detail):
+                for message in messages:
                     row_errors.append({"index": index, "field": name, "message": str(message)})
         source = data if data is not None else (row if isinstance(row, dict) else {})
         external_id = source.get("external_id")

@@ -176,7 +176,8 @@ def test_the_preview_json_escapes_a_name_with_quotes(comms_client):
 
     assert response.status_code == 200
     body = response.json()["activity"]["attachments"][0]["content"]["body"]
-    assert body == [{"type": "TextBlock", "text": 'Hi Zoë "Z" \\ <b>'}]  # one text block: nothing injected
+    # one text block, nothing injected; in its markdown the backslash and the brackets are escaped
+    assert body == [{"type": "TextBlock", "text": 'Hi Zoë "Z" \\\\ \\<b\\>'}]
 
 
 def test_the_preview_of_a_markdown_message_uses_the_sample_person_by_default(comms_client):
@@ -298,3 +299,35 @@ def test_a_post_without_the_composer_script_saves_the_json_box(comms_client):
     assert response.status_code == 302
     template.refresh_from_db()
     assert (template.card, template.design) == (edited, None)
+
+
+def test_a_button_whose_link_host_is_a_placeholder_is_a_form_error_and_nothing_is_saved(comms_client):
+    response = comms_client.post(reverse(ADD), card_fields(
+        design_title="Hi", button_1_label="Reset", button_1_url="https://{{attributes.host}}/login",
+    ))
+
+    assert response.status_code == 200
+    assert "host" in form_errors(response)["button_1_url"][0]
+    assert not MessageTemplate.objects.exists()
+
+
+def test_a_json_card_whose_link_host_is_a_placeholder_is_a_form_error_naming_its_place(comms_client):
+    bad = {**CARD, "actions": [{"type": "Action.OpenUrl", "title": "Go", "url": "https://{{first_name}}.example.com/"}]}
+
+    response = comms_client.post(reverse(ADD), card_fields(editor="json", card=json.dumps(bad)))
+
+    assert response.status_code == 200
+    assert form_errors(response)["card"][0].startswith("actions[0].url: ")
+    assert not MessageTemplate.objects.exists()
+
+
+def test_the_preview_shows_a_job_title_link_as_escaped_text(comms_client):
+    person = factories.recipient(job_title="[Reset your password](https://evil.example/login)")
+
+    response = comms_client.post(reverse(PREVIEW), card_fields(
+        design_body="Your role: {{job_title}}", preview_recipient=person.pk,
+    ))
+
+    assert response.status_code == 200
+    body = response.json()["activity"]["attachments"][0]["content"]["body"]
+    assert body[0]["text"] == r"Your role: \[Reset your password\]\(https://evil.example/login\)"

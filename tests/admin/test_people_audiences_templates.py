@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from bots.models import TeamsAddress
-from campaigns.models import Audience, MessageTemplate, OptOut
+from campaigns.models import Audience, MessageTemplate, OptOut, Recipient
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -129,7 +129,8 @@ def test_template_preview_fills_in_the_first_active_person_and_escapes_it(comms_
 
     page = comms_client.get(reverse("admin:campaigns_messagetemplate_change", args=[template.pk])).content.decode()
 
-    assert "Hello &lt;b&gt;Zoé&lt;/b&gt;" in page
+    # escaped as markdown (a backslash, shown as \\ in the JSON), then as HTML
+    assert r"Hello \\&lt;b\\&gt;Zoé\\&lt;/b\\&gt;" in page
     assert "<b>Zoé</b>" not in page
     assert "Gone" not in page
 
@@ -173,3 +174,25 @@ def test_comms_user_finds_people_to_add_to_an_audience_by_name(comms_client):
 
     assert response.status_code == 200
     assert [result["id"] for result in response.json()["results"]] == [str(wanted.pk)]
+
+
+def test_an_oversized_attribute_is_a_form_error_naming_it_and_nothing_is_saved(comms_client):
+    response = comms_client.post(reverse("admin:campaigns_recipient_add"), {
+        "external_id": "E9", "is_active": "on",
+        "attributes": json.dumps({"site": "Paris", "bio": "x" * 1_000_000, "cost center": "A1"}),
+    })
+
+    assert response.status_code == 200
+    errors = form_errors(response)["attributes"]
+    assert errors[0].startswith("bio: 1000000 characters; an attribute holds at most 1000")
+    assert errors[1].startswith("cost center: A key is 1 to 64 letters")
+    assert not Recipient.objects.exists()
+
+
+def test_attributes_within_bounds_are_saved_from_the_admin(comms_client):
+    response = comms_client.post(reverse("admin:campaigns_recipient_add"), {
+        "external_id": "E9", "is_active": "on", "attributes": json.dumps({"site": "Paris", "bio": "b" * 1000}),
+    })
+
+    assert response.status_code == 302
+    assert Recipient.objects.get().attributes == {"site": "Paris", "bio": "b" * 1000}

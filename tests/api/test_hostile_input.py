@@ -4,6 +4,7 @@ and harmless where it is free text, never a server error."""
 import pytest
 
 from campaigns.models import Recipient
+from campaigns.rendering import markdown_escape
 from tests import factories
 from tests.api.helpers import error_of
 
@@ -41,7 +42,8 @@ def test_free_text_keeps_hostile_strings_verbatim_and_renders_them_inert(api):
     assert (person.first_name, person.department) == (MARKUP, SQL)
     assert Recipient.objects.count() == 1  # the table is still there
     card = preview.json()["activity"]["attachments"][0]["content"]
-    assert card["body"] == [{"type": "TextBlock", "text": f"Hi {MARKUP}"}]  # one text block: nothing injected
+    # one text block, nothing injected, and its markdown escaped
+    assert card["body"] == [{"type": "TextBlock", "text": f"Hi {markdown_escape(MARKUP)}"}]
 
 
 @pytest.mark.parametrize("query", [f"?country={SQL}", f"?department={SQL}", "?is_active=1;DROP", f"?cursor={SQL}"])

@@ -69,7 +69,7 @@ def test_bulk_upsert_reports_bad_rows_and_keeps_good_ones(api):
         (2, "external_id"),
         (4, "time_zone"),
         (5, "aad_object_id"),
-        (6, "attributes"),
+        (6, "attributes.nested"),
         (7, "non_field_errors"),
         (8, "external_id"),
         (9, "shoe_size"),
@@ -190,3 +190,67 @@ def test_bulk_upsert_reports_malformed_json_in_the_error_shape(api):
 
     assert response.status_code == 400
     assert error_of(response)["code"] == "parse_error"
+
+
+def test_bulk_upsert_refuses_a_megabyte_attribute_naming_it_and_keeps_the_other_rows(api):
+    response = api.post(BULK, {"recipients": [
+        person("fine", attributes={"bio": "b" * 1000}),
+        person("huge", attributes={"site": "Paris", "bio": "x" * 1_000_000}),
+    ]}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "attributes.bio")]
+    assert "1000000 characters" in body["errors"][0]["message"] and "1000" in body["errors"][0]["message"]
+    assert list(Recipient.objects.values_list("external_id", flat=True)) == ["fine"]
+
+
+@pytest.mark.parametrize(("attributes", "field", "says"), [
+    ({f"k{n}": n for n in range(51)}, "attributes", "51 attributes"),
+    ({"cost center": "A1"}, "attributes.cost center", "letters, digits"),
+    ({"k" * 65: "A1"}, f"attributes.{'k' * 65}", "letters, digits"),
+    ({"": "A1"}, "attributes.", "letters, digits"),
+    ({f"k{n}": "v" * 900 for n in range(12)}, "attributes", "characters in all"),
+    ({"note": "a\x00b"}, "attributes.note", "Null characters"),
+])
+def test_bulk_upsert_refuses_attributes_past_their_bounds_naming_the_field(api, attributes, field, says):
+    body = api.post(BULK, {"recipients": [person("p", attributes=attributes)]}, format="json").json()
+
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, field)]
+    assert says in body["errors"][0]["message"]
+    assert not Recipient.objects.exists()
+
+
+def test_bulk_upsert_refuses_an_attribute_json_can_say_but_postgresql_cannot_store(api):
+    def post(attributes: str):
+        body = '{"recipients": [{"external_id": "p", "attributes": %s}]}' % attributes
+        return api.post(BULK, body, content_type="application/json")
+
+    surrogate, not_a_number = post('{"note": "\\ud800"}'), post('{"grade": NaN}')
+
+    assert surrogate.status_code == 200
+    assert surrogate.json()["errors"] == [
+        {"index": 0, "field": "attributes.note", "message": "Surrogate characters are not allowed."}
+    ]
+    assert not_a_number.status_code == 400 and error_of(not_a_number)["code"] == "parse_error"
+    assert not Recipient.objects.exists()
+
+
+def test_bulk_upsert_accepts_what_an_hr_system_sends(api):
+    attributes = {f"field_{n}": f"value {n}" for n in range(48)} | {"bio": "b" * 1000, "grade": 7.5}
+
+    body = api.post(BULK, {"recipients": [person("p", attributes=attributes)]}, format="json").json()
+
+    assert body["errors"] == []
+    assert Recipient.objects.get().attributes == attributes
+
+
+def test_attribute_bounds_follow_the_settings(api, settings):
+    settings.RECIPIENT_ATTRIBUTES_MAX_KEYS = 2
+    settings.RECIPIENT_ATTRIBUTE_MAX_LENGTH = 5
+
+    body = api.post(BULK, {"recipients": [
+        person("a", attributes={"x": "123456"}), person("b", attributes={"x": 1, "y": 2, "z": 3}),
+    ]}, format="json").json()
+
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "attributes.x"), (1, "attributes")]

@@ -80,3 +80,25 @@ def test_categories_are_managed_by_slug(api):
     assert renamed.json()["description"] == "When things break"
     assert api.delete("/api/v1/categories/it-outages/").status_code == 204
     assert not Category.objects.exists()
+
+
+def test_template_with_a_link_whose_host_is_a_placeholder_is_refused_naming_the_place(api):
+    card = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Hi"}],
+            "actions": [{"type": "Action.OpenUrl", "title": "Reset", "url": "https://{{attributes.host}}/login"}]}
+
+    response = api.post("/api/v1/templates/", {"name": "Reset", "kind": "adaptive_card", "card": card}, format="json")
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["fields"]["card"][0].startswith("actions[0].url: ")
+    assert not MessageTemplate.objects.exists()
+
+
+def test_template_preview_shows_a_job_title_link_as_escaped_text(api):
+    factories.recipient(external_id="e-1", job_title="[Reset your password](https://evil.example/login)")
+    template = factories.template(text="Your title: {{job_title}}")
+
+    response = api.get(f"/api/v1/templates/{template.pk}/preview/?recipient=e-1")
+
+    assert response.status_code == 200
+    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\]\(https://evil.example/login\)"

@@ -1,0 +1,156 @@
+"""Rendering: what a person's HR data becomes inside a message. Values land in markdown as text
+(never as a link, list or heading), in links percent-encoded, and nowhere else as markup."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from campaigns.rendering import compile_message, markdown_escape, validate_template
+
+PHISHING = "[Reset your password](https://evil.example/login)"
+
+
+def person(**fields) -> SimpleNamespace:
+    values = {name: "" for name in ("first_name", "last_name", "job_title", "department", "external_id")}
+    values["attributes"] = {}
+    values.update(fields)
+    return SimpleNamespace(**values)
+
+
+def card(*body, **extra) -> dict:
+    return {"type": "AdaptiveCard", "version": "1.5", "body": list(body), **extra}
+
+
+def rendered_card(template_card: dict, recipient: SimpleNamespace) -> dict:
+    activity = json.loads(compile_message(kind="adaptive_card", text="", card=template_card).render(recipient))
+    return activity["attachments"][0]["content"]
+
+
+def test_markdown_escape_leaves_no_link_list_heading_or_emphasis_to_markdown():
+    assert markdown_escape(PHISHING) == r"\[Reset your password\]\(https://evil.example/login\)"
+    assert markdown_escape("**bold** _it_ `code` # > ! | ~ + \\") == (
+        r"\*\*bold\*\* \_it\_ \`code\` \# \> \! \| \~ \+ \\"
+    )
+    assert markdown_escape("<https://evil.example>") == r"\<https://evil.example\>"
+
+
+def test_markdown_escape_keeps_a_newline_from_starting_a_list_heading_or_code_block():
+    assert markdown_escape("Engineer\n- Reset: here\n1. one\n   2) two\n===\n    code") == (
+        "Engineer\n\\- Reset: here\n1\\. one\n2\\) two\n\\===\ncode"
+    )
+    assert markdown_escape("12. Floor") == r"12\. Floor"
+
+
+def test_a_job_title_that_is_a_markdown_link_reaches_a_text_block_as_text():
+    content = rendered_card(card({"type": "TextBlock", "text": "Your role: {{job_title}}"}), person(job_title=PHISHING))
+
+    assert content["body"][0]["text"] == r"Your role: \[Reset your password\]\(https://evil.example/login\)"
+
+
+def test_an_attribute_is_escaped_in_fact_titles_and_values():
+    template = card({"type": "FactSet", "facts": [{"title": "{{attributes.label}}", "value": "{{attributes.site}}"}]})
+
+    content = rendered_card(template, person(attributes={"label": "*Site*", "site": "[x](https://evil.example)"}))
+
+    assert content["body"][0]["facts"] == [{"title": r"\*Site\*", "value": r"\[x\]\(https://evil.example\)"}]
+
+
+def test_a_markdown_message_escapes_values_but_not_the_template_or_its_fallback():
+    compiled = compile_message(kind="markdown", text="**Hi** {{first_name}}, {{department|_team_}}", card=None)
+
+    activity = json.loads(compiled.render(person(first_name="[Ann](https://evil.example)")))
+
+    assert activity["text"] == r"**Hi** \[Ann\]\(https://evil.example\), _team_"
+
+
+def test_values_in_links_are_percent_encoded():
+    template = card(
+        {"type": "Image", "url": "https://photos.example.com/{{external_id}}.png",
+         "selectAction": {"type": "Action.OpenUrl", "url": "https://hr.example.com/p?who={{attributes.who}}"}},
+        actions=[{"type": "Action.OpenUrl", "title": "Desk", "url": "https://desk.example.com/{{department}}"}],
+    )
+
+    content = rendered_card(template, person(external_id="a/../b c", department="R&D #2",
+                                             attributes={"who": "x&admin=1"}))
+
+    assert content["body"][0]["url"] == "https://photos.example.com/a%2F..%2Fb%20c.png"
+    assert content["body"][0]["selectAction"]["url"] == "https://hr.example.com/p?who=x%26admin%3D1"
+    assert content["actions"][0]["url"] == "https://desk.example.com/R%26D%20%232"
+
+
+def test_a_value_in_a_markdown_link_target_is_percent_encoded_not_escaped():
+    template = card(
+        {"type": "TextBlock", "text": "[Your desk](https://desk.example.com/{{external_id}}) for {{first_name}}"})
+
+    content = rendered_card(template, person(external_id="a b)", first_name="Zoé_1"))
+
+    assert content["body"][0]["text"] == r"[Your desk](https://desk.example.com/a%20b%29) for Zoé\_1"
+
+
+def test_every_value_in_a_markdown_link_target_is_percent_encoded():
+    template = card(
+        {"type": "TextBlock", "text": "[Desk](https://desk.example.com/{{department|all}}/{{external_id}})"})
+
+    content = rendered_card(template, person(department="R&D", external_id="a_b"))
+
+    assert content["body"][0]["text"] == "[Desk](https://desk.example.com/R%26D/a_b)"
+
+
+def test_plain_text_places_keep_the_value_as_it_is():
+    template = card(
+        {"type": "Image", "url": "https://example.com/a.png", "altText": "{{first_name}}"},
+        {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": "{{first_name}}"}]},
+        actions=[{"type": "Action.OpenUrl", "title": "{{first_name}}", "url": "https://example.com"}],
+    )
+
+    content = rendered_card(template, person(first_name="Jean-Luc_O'Neil"))
+
+    assert content["body"][0]["altText"] == "Jean-Luc_O'Neil"
+    assert content["body"][1]["inlines"][0]["text"] == "Jean-Luc_O'Neil"
+    assert content["actions"][0]["title"] == "Jean-Luc_O'Neil"
+
+
+def test_a_value_cannot_inject_json_in_any_place():
+    template = card({"type": "TextBlock", "text": "{{first_name}}"}, actions=[
+        {"type": "Action.OpenUrl", "title": "{{first_name}}", "url": "https://e.example/{{first_name}}"}])
+
+    content = rendered_card(template, person(first_name='"}], "x": {"'))
+
+    assert content["body"] == [{"type": "TextBlock", "text": r'"}\], "x": {"'}]
+    assert content["actions"][0]["title"] == '"}], "x": {"'
+
+
+def test_a_template_saved_before_hosts_were_checked_cannot_send_a_link_to_a_host_from_hr_data():
+    # compile_message does not validate: a template stored before the check still goes through it
+    template = card(
+        {"type": "TextBlock", "text": "[Reset]({{attributes.link}}) or [here](https://{{attributes.host}}/x)"},
+        actions=[{"type": "Action.OpenUrl", "title": "Go",
+                  "url": "https://{{attributes.host|intranet.example.com}}/x"}],
+    )
+
+    content = rendered_card(template, person(attributes={"link": "https://evil.example/login", "host": "evil.example"}))
+
+    assert "evil" not in json.dumps(content)
+    assert content["actions"][0]["url"] == "https://intranet.example.com/x"  # the template's own fallback
+
+
+def test_markdown_escape_treats_a_carriage_return_as_a_new_line_and_keeps_decimals_plain():
+    assert markdown_escape("a\r1. b\r\n    c") == "a\n1\\. b\nc"
+    assert markdown_escape("    7.5 days") == "7.5 days"
+
+
+def test_a_huge_template_full_of_link_placeholders_is_judged_in_linear_time():
+    text = "[a](https://x.example/" + "{{first_name}}" * 40_000 + ")"
+    url = "https://x.example/" + "{{first_name}}" * 40_000
+    started = time.monotonic()
+    for kind, candidate in (("markdown", {"text": text, "card": None}),
+                            ("adaptive_card", {"text": "", "card": card({"type": "Image", "url": url})})):
+        with pytest.raises(ValidationError, match="bytes"):  # too big for Teams, said quickly
+            validate_template(kind=kind, **candidate)
+
+    assert time.monotonic() - started < 5
