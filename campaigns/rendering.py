@@ -173,11 +173,14 @@ def recipient_value(recipient: Any, name: str) -> str:
 # refused): it is left out, and only the template's fallback, if any, is put in its place.
 _MARKDOWN, _LINK, _PLAIN, _HOST = "~", "^", "", "!"
 _MARKED = re.compile(r"\{\{([~^!]?)\s*([A-Za-z0-9_.\-]+)\s*(?:\|([^{}\"\\]*))?\}\}")
-# Teams' markdown subset reacts to these anywhere; a backslash makes each plain text.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#+\-!|~<>])")
-# At a line's start: indentation (a code block), "1." (a numbered list) and "=" (a heading's line).
+# Markdown reacts to these anywhere (emphasis, code, links, HTML, strikethrough); a backslash makes each plain
+# text. Others ("-", "(", "#"...) only mean something where a line starts or after "[", so names such as
+# "Jean-Pierre" or "Sales (EMEA)" stay as they are written.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<~])")
+# At a line's start: indentation (a code block), "#" (a heading), "-", "+" and ">" (a list, a quote),
+# "1." or "1)" (a numbered list) and "=" (a heading's underline).
 _LINE_INDENT = re.compile(r"(?m)^[ \t]+")
-_LINE_MARKER = re.compile(r"(?m)^(\d+)\.(?=[ \t]|$)|^=")
+_LINE_MARKER = re.compile(r"(?m)^(\d+)([.)])(?=[ \t]|$)|^([#\-+>=])")
 _URL_KEYS = frozenset({"url", "iconUrl", "backgroundImage"})
 
 
@@ -185,7 +188,7 @@ def markdown_escape(value: str) -> str:
     """``value`` as markdown that shows it as written: no link, emphasis, list, heading or code."""
     value = _MARKDOWN_SPECIAL.sub(r"\\\1", value.replace("\r\n", "\n").replace("\r", "\n"))
     value = _LINE_INDENT.sub("", value)
-    return _LINE_MARKER.sub(lambda match: f"{match.group(1)}\\." if match.group(1) else "\\=", value)
+    return _LINE_MARKER.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", value)
 
 
 def _mark(text: str, place: str) -> str:

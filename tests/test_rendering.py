@@ -32,11 +32,16 @@ def rendered_card(template_card: dict, recipient: SimpleNamespace) -> dict:
 
 
 def test_markdown_escape_leaves_no_link_list_heading_or_emphasis_to_markdown():
-    assert markdown_escape(PHISHING) == r"\[Reset your password\]\(https://evil.example/login\)"
+    assert markdown_escape(PHISHING) == r"\[Reset your password\](https://evil.example/login)"
     assert markdown_escape("**bold** _it_ `code` # > ! | ~ + \\") == (
-        r"\*\*bold\*\* \_it\_ \`code\` \# \> \! \| \~ \+ \\"
+        r"\*\*bold\*\* \_it\_ \`code\` # > ! | \~ + \\"
     )
-    assert markdown_escape("<https://evil.example>") == r"\<https://evil.example\>"
+    assert markdown_escape("<https://evil.example>") == r"\<https://evil.example>"
+    assert markdown_escape("# Boss\n> quote\n+ more") == "\\# Boss\n\\> quote\n\\+ more"
+
+
+def test_markdown_escape_leaves_names_and_titles_as_they_are_written():
+    assert markdown_escape("Jean-Pierre O'Neil, Sales (EMEA) #1!") == "Jean-Pierre O'Neil, Sales (EMEA) #1!"
 
 
 def test_markdown_escape_keeps_a_newline_from_starting_a_list_heading_or_code_block():
@@ -49,7 +54,7 @@ def test_markdown_escape_keeps_a_newline_from_starting_a_list_heading_or_code_bl
 def test_a_job_title_that_is_a_markdown_link_reaches_a_text_block_as_text():
     content = rendered_card(card({"type": "TextBlock", "text": "Your role: {{job_title}}"}), person(job_title=PHISHING))
 
-    assert content["body"][0]["text"] == r"Your role: \[Reset your password\]\(https://evil.example/login\)"
+    assert content["body"][0]["text"] == r"Your role: \[Reset your password\](https://evil.example/login)"
 
 
 def test_an_attribute_is_escaped_in_fact_titles_and_values():
@@ -57,7 +62,7 @@ def test_an_attribute_is_escaped_in_fact_titles_and_values():
 
     content = rendered_card(template, person(attributes={"label": "*Site*", "site": "[x](https://evil.example)"}))
 
-    assert content["body"][0]["facts"] == [{"title": r"\*Site\*", "value": r"\[x\]\(https://evil.example\)"}]
+    assert content["body"][0]["facts"] == [{"title": r"\*Site\*", "value": r"\[x\](https://evil.example)"}]
 
 
 def test_a_markdown_message_escapes_values_but_not_the_template_or_its_fallback():
@@ -65,7 +70,7 @@ def test_a_markdown_message_escapes_values_but_not_the_template_or_its_fallback(
 
     activity = json.loads(compiled.render(person(first_name="[Ann](https://evil.example)")))
 
-    assert activity["text"] == r"**Hi** \[Ann\]\(https://evil.example\), _team_"
+    assert activity["text"] == r"**Hi** \[Ann\](https://evil.example), _team_"
 
 
 def test_values_in_links_are_percent_encoded():

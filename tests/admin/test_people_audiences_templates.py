@@ -130,7 +130,7 @@ def test_template_preview_fills_in_the_first_active_person_and_escapes_it(comms_
     page = comms_client.get(reverse("admin:campaigns_messagetemplate_change", args=[template.pk])).content.decode()
 
     # escaped as markdown (a backslash, shown as \\ in the JSON), then as HTML
-    assert r"Hello \\&lt;b\\&gt;Zoé\\&lt;/b\\&gt;" in page
+    assert r"Hello \\&lt;b&gt;Zoé\\&lt;/b&gt;" in page
     assert "<b>Zoé</b>" not in page
     assert "Gone" not in page
 

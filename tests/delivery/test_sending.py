@@ -39,7 +39,7 @@ def test_it_sends_renders_and_records_activity_and_conversation(teams):
     assert address.conversation_id == delivery.conversation_id
     [message] = messages_for(teams, person)
     assert message["activity_id"] == delivery.activity_id
-    assert message["activity"]["attachments"][0]["content"]["body"][0]["text"] == r'Hi Zoë "Z" \<b\>'  # as markdown, escaped
+    assert message["activity"]["attachments"][0]["content"]["body"][0]["text"] == r'Hi Zoë "Z" \<b>'  # as markdown, escaped
 
 
 def test_a_second_task_for_the_same_delivery_sends_nothing(teams):
