@@ -138,6 +138,8 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The cache holds the API's per-key rate counters, shared by every web process.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# /readyz (and /healthz) give PostgreSQL and Redis this long each to answer.
+HEALTH_CHECK_TIMEOUT_SECONDS = env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0)
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True

@@ -19,5 +19,5 @@ urlpatterns = [
     path("api/v1/", include("campaigns.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("healthz", include("bots.health_urls")),
+    path("", include("bots.health_urls")),  # /livez, /readyz, /healthz
 ]
