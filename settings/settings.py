@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI for /api/docs/, pinned and served as static files
     "delivery",
     "bots",
 ]
@@ -132,6 +133,10 @@ SPECTACULAR_SETTINGS = {
     # The schema and its docs page are public; every operation in it still needs a key.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs page's Swagger UI comes from drf-spectacular-sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Redis and Celery ------------------------------------------------------------------------
