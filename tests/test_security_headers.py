@@ -1,0 +1,46 @@
+"""The admin and the docs page are served with a Content-Security-Policy that allows only Crier's own
+scripts, and with the other headers browsers act on."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+
+def directives(response) -> dict[str, list[str]]:
+    policy = response["Content-Security-Policy"]
+    return {name: values for name, *values in (part.split() for part in policy.split(";") if part.strip())}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/admin/login/", "/api/docs/"])
+def test_pages_allow_only_their_own_scripts(client, url):
+    response = client.get(url)
+    policy = directives(response)
+    assert policy["script-src"] == ["'self'"]
+    assert policy["default-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["base-uri"] == ["'self'"]
+    assert "'unsafe-inline'" not in policy["script-src"] and "'unsafe-eval'" not in policy["script-src"]
+
+
+@pytest.mark.django_db
+def test_the_admin_pages_have_no_inline_script(admin_client):
+    for url in ("/admin/", reverse("admin:campaigns_campaign_add"), reverse("admin:campaigns_messagetemplate_add")):
+        html = admin_client.get(url).content.decode()
+        # Data blocks (json_script) are not run, so the policy does not concern them.
+        scripts = re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", html)
+        assert scripts == [], url
+        assert not re.search(r"\son[a-z]+=\"", html), url
+
+
+@pytest.mark.django_db
+def test_pages_carry_the_browser_security_headers(client):
+    response = client.get("/admin/login/")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+    permissions = response["Permissions-Policy"]
+    for feature in ("camera=()", "microphone=()", "geolocation=()", "payment=()"):
+        assert feature in permissions
