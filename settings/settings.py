@@ -3,6 +3,7 @@ environment, through the helpers in ``settings.env``; the README lists each vari
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "delivery",
     "bots",
     "csp",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -56,6 +58,7 @@ MIDDLEWARE = [
     "campaigns.admin.profile.StaffTimeZoneMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "campaigns.api.audit.ApiAuditMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers locked-out logins
 ]
 
 ROOT_URLCONF = "settings.urls"
@@ -79,6 +82,21 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crier")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Failed admin logins are throttled per account and per address (django-axes): past the limit, logging in
+# is refused, even with the right password, until the cool-off after the last failure; a success forgets
+# the failures. NUM_PROXIES trusted proxies in front (see campaigns/client_address.py) say which address.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+NUM_PROXIES = env_int("NUM_PROXIES", 0)
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "campaigns.client_address.client_address"
+AXES_LOCKOUT_CALLABLE = "campaigns.admin.lockout.login_locked_out"
+# Invalid API keys, per address: past API_KEY_FAILURE_LIMIT within the window, 429 until it ends.
+API_KEY_FAILURE_LIMIT = env_int("API_KEY_FAILURE_LIMIT", 20)
+API_KEY_FAILURE_WINDOW_SECONDS = env_int("API_KEY_FAILURE_WINDOW_SECONDS", 60)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
