@@ -44,3 +44,29 @@ def test_pages_carry_the_browser_security_headers(client):
     permissions = response["Permissions-Policy"]
     for feature in ("camera=()", "microphone=()", "geolocation=()", "payment=()"):
         assert feature in permissions
+
+
+@pytest.fixture
+def production_https(settings):
+    settings.SECURE_HSTS_SECONDS = 31_536_000
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = True
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    return settings
+
+
+@pytest.mark.django_db
+def test_https_answers_carry_hsts(client, production_https):
+    response = client.get("/admin/login/", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 200
+    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+
+
+@pytest.mark.django_db
+def test_plain_http_is_redirected_to_https_but_the_probes_are_answered(client, production_https):
+    response = client.get("/admin/login/")
+    assert response.status_code == 301
+    assert response["Location"] == "https://testserver/admin/login/"
+    for probe in ("/livez", "/readyz", "/healthz"):
+        assert client.get(probe).status_code == 200, probe
