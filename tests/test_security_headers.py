@@ -2,6 +2,7 @@
 scripts, and with the other headers browsers act on."""
 
 import re
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -33,6 +34,18 @@ def test_the_admin_pages_have_no_inline_script(admin_client):
         scripts = re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", html)
         assert scripts == [], url
         assert not re.search(r"\son[a-z]+=\"", html), url
+
+
+def test_no_template_of_crier_runs_inline_script():
+    """Other engineers' pages must keep to the policy too: scripts in files, data in json_script blocks."""
+    root = Path(__file__).resolve().parents[1]
+    templates = [path for app in ("campaigns", "delivery", "bots") for path in (root / app).rglob("templates/**/*.html")]
+    assert templates
+    for path in templates:
+        html = path.read_text()
+        assert not re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", html), path
+        assert not re.search(r"\son[a-z]+\s*=", html), path
+        assert "javascript:" not in html, path
 
 
 @pytest.mark.django_db
