@@ -195,7 +195,6 @@ SPECTACULAR_SETTINGS = {
     # The docs page's Swagger UI comes from drf-spectacular-sidecar's static files, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Redis and Celery ------------------------------------------------------------------------
