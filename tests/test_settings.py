@@ -59,7 +59,8 @@ def test_a_malformed_boolean_is_a_readable_error(monkeypatch):
 
 
 def production_env(**env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_", "SECURE_"))}
+    ours = ("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_", "SECURE_", "DEBUG", "SESSION_", "CSRF_", "NUM_PROXIES")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return {**clean, "SECRET_KEY": "k" * 20 + secrets.token_urlsafe(40), "BOT_APP_PASSWORD": "p",
             "DJANGO_SETTINGS_MODULE": "settings.settings", **env}
 
