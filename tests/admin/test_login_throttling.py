@@ -88,3 +88,9 @@ def test_behind_a_proxy_the_address_is_the_one_the_proxy_saw(client, staff, sett
     client.logout()
     forged = log_in(client, "morgan", PASSWORD, address="10.0.0.2", HTTP_X_FORWARDED_FOR="192.0.2.5, 198.51.100.66")
     assert forged.status_code == 429
+
+
+def test_a_forwarded_address_that_is_not_one_is_no_server_error(client, staff, settings):
+    settings.NUM_PROXIES = 1
+    response = log_in(client, "morgan", "wrong", address="10.0.0.2", HTTP_X_FORWARDED_FOR="not-an-address")
+    assert response.status_code == 200
