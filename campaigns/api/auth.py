@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import datetime
 
@@ -17,6 +18,8 @@ from campaigns.models import ApiKey
 from delivery.connections import redis_for
 
 KEY_PREFIX = "crier_"
+
+logger = logging.getLogger(__name__)
 
 
 def hash_key(key: str) -> str:
@@ -74,7 +77,12 @@ def invalid_key_record(*, address: str) -> None:
     """Counts an invalid key from an address, in a window that starts with its first."""
     client = redis_for(settings.REDIS_URL)
     name = _failures_name(address)
-    client.pipeline().set(name, 0, ex=settings.API_KEY_FAILURE_WINDOW_SECONDS, nx=True).incr(name).execute()
+    _, failures = client.pipeline().set(name, 0, ex=settings.API_KEY_FAILURE_WINDOW_SECONDS, nx=True).incr(name).execute()
+    if failures == settings.API_KEY_FAILURE_LIMIT:
+        logger.warning(
+            "%s invalid API keys from %s within %s s: its calls are refused until the window ends",
+            failures, address, settings.API_KEY_FAILURE_WINDOW_SECONDS,
+        )
 
 
 class ApiKeyUser:

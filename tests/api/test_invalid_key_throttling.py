@@ -33,6 +33,17 @@ def test_invalid_keys_beyond_the_limit_get_429_while_a_valid_key_elsewhere_works
     assert client_from("192.0.2.10", secret).get("/api/v1/campaigns/").status_code == 200
 
 
+def test_the_address_is_logged_once_when_it_reaches_the_limit(settings, caplog):
+    settings.API_KEY_FAILURE_LIMIT = 3
+    guesser = client_from("198.51.100.7", "crier_guess")
+    for _ in range(6):
+        guesser.get("/api/v1/campaigns/")
+
+    warnings = [record.getMessage() for record in caplog.records if record.name == "campaigns.api.auth"]
+    assert warnings == ["3 invalid API keys from 198.51.100.7 within 60 s: its calls are refused until the window ends"]
+    assert "crier_guess" not in caplog.text
+
+
 def test_valid_keys_do_not_count_toward_the_limit(settings):
     settings.API_KEY_FAILURE_LIMIT = 3
     _, secret = api_key_create(name="hr-sync")
