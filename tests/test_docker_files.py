@@ -44,3 +44,8 @@ def test_production_services_need_their_secrets():
     web = compose()["services"]["web"]["environment"]
     assert web["CRIER_ENV"] == "production"
     assert "SECRET_KEY_FILE" in web and "BOT_APP_PASSWORD_FILE" in web
+
+
+def test_the_web_service_is_healthy_only_when_ready():
+    probe = " ".join(compose()["services"]["web"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8000/readyz" in probe

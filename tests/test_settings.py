@@ -1,6 +1,7 @@
 """Configuration comes from the environment; production refuses to start half-configured."""
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,58 @@ def test_a_malformed_boolean_is_a_readable_error(monkeypatch):
     monkeypatch.setenv("CRIER_TEST_FLAG", "maybe")
     with pytest.raises(ConfigurationError, match="CRIER_TEST_FLAG"):
         env_bool("CRIER_TEST_FLAG")
+
+
+def production_env(**env):
+    ours = ("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_", "SECURE_", "DEBUG", "SESSION_", "CSRF_", "NUM_PROXIES")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    return {**clean, "SECRET_KEY": "k" * 20 + secrets.token_urlsafe(40), "BOT_APP_PASSWORD": "p",
+            "DJANGO_SETTINGS_MODULE": "settings.settings", **env}
+
+
+def production_setting(expression: str, **env) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import settings.settings as s; print(repr({expression}))"],
+        cwd=ROOT, env=production_env(**env), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_production_settings_pass_the_deployment_checks_without_a_warning():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=production_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_sends_hsts_and_redirects_to_https_by_default():
+    assert production_setting("(s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_HSTS_PRELOAD)") == (
+        "(31536000, True, True)"
+    )
+    assert production_setting("s.SECURE_SSL_REDIRECT") == "True"
+    assert production_setting("s.SECURE_PROXY_SSL_HEADER") == "('HTTP_X_FORWARDED_PROTO', 'https')"
+
+
+def test_hsts_https_redirect_and_the_proxy_header_are_configurable():
+    assert production_setting(
+        "(s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_HSTS_PRELOAD, s.SECURE_SSL_REDIRECT)",
+        SECURE_HSTS_SECONDS="3600", SECURE_HSTS_INCLUDE_SUBDOMAINS="false", SECURE_HSTS_PRELOAD="false",
+        SECURE_SSL_REDIRECT="false",
+    ) == "(3600, False, False, False)"
+    assert production_setting("s.SECURE_PROXY_SSL_HEADER", SECURE_PROXY_SSL_HEADER="X-Forwarded-Scheme") == (
+        "('HTTP_X_FORWARDED_SCHEME', 'https')"
+    )
+    assert production_setting("s.SECURE_PROXY_SSL_HEADER", SECURE_PROXY_SSL_HEADER="") == "None"
+
+
+def test_the_probes_are_answered_over_plain_http_behind_the_redirect():
+    exempt = production_setting("s.SECURE_REDIRECT_EXEMPT")
+    assert all(probe in exempt for probe in ("livez", "readyz", "healthz"))
+
+
+def test_outside_production_there_is_no_hsts_nor_redirect():
+    assert production_setting("(s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT)", CRIER_ENV="development") == "(0, False)"

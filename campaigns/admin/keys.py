@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers, patch_cache_control
 
 from ..api.auth import api_key_create, api_key_revoke
 from ..models import ApiKey, ApiRequest
@@ -57,12 +59,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for field in ApiKey._meta.concrete_fields:
             setattr(obj, field.attname, getattr(api_key, field.attname))
         obj._state.adding = False
-        self.message_user(
+        request._crier_api_key_secret = secret  # for response_add, and only for this request
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The secret is shown once, in this answer itself: never in a message (Django keeps those in a
+        signed, readable cookie), the session or a page a cache may keep."""
+        secret = getattr(request, "_crier_api_key_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(
             request,
-            f"The key for “{api_key.name}” is {secret} — copy it now: only its hash is stored, "
-            "it will not be shown again.",
-            messages.SUCCESS,
+            "admin/campaigns/apikey/created.html",
+            {**self.admin_site.each_context(request), "opts": self.opts, "api_key": obj, "secret": secret},
         )
+        add_never_cache_headers(response)
+        patch_cache_control(response, no_store=True, private=True)
+        return response
 
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):

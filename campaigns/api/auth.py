@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import datetime
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from campaigns.client_address import client_address
 from campaigns.errors import ApplicationError
 from campaigns.models import ApiKey
+from delivery.connections import redis_for
 
 KEY_PREFIX = "crier_"
+
+logger = logging.getLogger(__name__)
 
 
 def hash_key(key: str) -> str:
@@ -52,6 +58,33 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
+def _failures_name(address: str) -> str:
+    return f"crier:api-key-failures:{address}"
+
+
+def invalid_key_wait(*, address: str) -> int | None:
+    """Seconds until an address that sent more than ``API_KEY_FAILURE_LIMIT`` invalid keys within the
+    window may try again; None when it may now."""
+    client = redis_for(settings.REDIS_URL)
+    name = _failures_name(address)
+    failures, ttl = client.pipeline().get(name).ttl(name).execute()
+    if failures is None or int(failures) < settings.API_KEY_FAILURE_LIMIT:
+        return None
+    return max(1, ttl)
+
+
+def invalid_key_record(*, address: str) -> None:
+    """Counts an invalid key from an address, in a window that starts with its first."""
+    client = redis_for(settings.REDIS_URL)
+    name = _failures_name(address)
+    _, failures = client.pipeline().set(name, 0, ex=settings.API_KEY_FAILURE_WINDOW_SECONDS, nx=True).incr(name).execute()
+    if failures == settings.API_KEY_FAILURE_LIMIT:
+        logger.warning(
+            "%s invalid API keys from %s within %s s: its calls are refused until the window ends",
+            failures, address, settings.API_KEY_FAILURE_WINDOW_SECONDS,
+        )
+
+
 class ApiKeyUser:
     """What ``request.user`` is for a call made with an API key."""
 
@@ -77,11 +110,19 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme != self.keyword or not key.strip():
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
+        # An address that guessed too many keys is refused whatever key it sends, so that a right guess
+        # is not told apart from a wrong one.
+        address = client_address(request._request)
+        wait = invalid_key_wait(address=address)
+        if wait is not None:
+            raise exceptions.Throttled(wait=wait, detail="Too many invalid API keys from this address.")
         api_key = ApiKey.objects.filter(key_hash=hash_key(key.strip()), revoked_at__isnull=True).first()
         if api_key is None:
+            invalid_key_record(address=address)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         now = timezone.now()
         if api_key.expires_at is not None and api_key.expires_at <= now:
+            invalid_key_record(address=address)
             raise exceptions.AuthenticationFailed(f"This API key expired at {api_key.expires_at.isoformat()}.")
         request._request.crier_api_key = api_key  # for the audit trail (campaigns.api.audit)
         if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:

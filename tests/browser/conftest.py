@@ -71,6 +71,12 @@ class Browser:
         self.screenshots = screenshots
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        # What the Content-Security-Policy refused: Chromium reports each refusal on the console.
+        self.page.on("console", self._note_refusal)
+
+    def _note_refusal(self, message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.errors.append(message.text)
 
     def sign_in(self, username: str) -> Page:
         self.page.goto("/admin/login/")
@@ -103,4 +109,4 @@ def open_browser(chromium, live_server):
     for browser in opened:
         errors = browser.errors
         browser.close()
-        assert not errors, f"JavaScript errors in the page: {errors}"
+        assert not errors, f"JavaScript errors or refusals of the Content-Security-Policy in the page: {errors}"
