@@ -123,6 +123,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env_str("API_RATE_LIMIT", "1200/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only, nested no deeper than campaigns.api.parsers.MAX_JSON_DEPTH, without NUL characters.
+    "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.CrierJSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crier API",
