@@ -140,7 +140,7 @@ def request_pinned(
     sent) or HttpTimeout."""
     parts = urllib3.util.parse_url(url)
     if parts.scheme not in ("http", "https") or not parts.host:
-        raise TargetRefused(f"not an http(s) URL: {_without_query(url)}")
+        raise TargetRefused(f"not an http(s) URL ({parts.scheme})")
     host = parts.host.strip("[]")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     addresses = resolve(host, port)
@@ -158,6 +158,7 @@ def request_pinned(
         )
     else:
         pool = urllib3.HTTPConnectionPool(**options)
+    where = f"{method} {parts.scheme}://{parts.netloc}"  # not the path: it may hold a secret token
     try:
         response = pool.urlopen(
             method, parts.request_uri, body=body, headers={**(headers or {}), "Host": parts.netloc},
@@ -165,10 +166,8 @@ def request_pinned(
         )
         data = response.read(MAX_PINNED_BODY_BYTES)
         response.release_conn()
-    except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError) as exc:
-        raise HttpTimeout(f"{method} {_without_query(url)}: {type(exc).__name__}") from exc
-    except urllib3.exceptions.HTTPError as exc:
-        raise HttpTimeout(f"{method} {_without_query(url)}: {exc.__class__.__name__}") from exc
+    except urllib3.exceptions.HTTPError as exc:  # timeouts, broken connections, TLS failures
+        raise HttpTimeout(f"{where}: {type(exc).__name__}") from exc
     finally:
         pool.close()
     return HttpResponse(status=response.status, headers=dict(response.headers), body=data)

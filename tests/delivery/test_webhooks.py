@@ -371,3 +371,20 @@ def test_the_name_is_resolved_once_and_the_call_goes_to_the_address_checked(rece
 
     assert lookups == ["hooks.example"]
     assert receiver.calls == []  # the second answer, this machine, was never asked for nor called
+
+
+def test_a_failed_call_is_logged_without_the_urls_path_which_may_hold_a_secret(settings):
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once closed
+    WebhookEndpoint.objects.create(name="hr", url=f"http://127.0.0.1:{port}/hooks/s3cr3t-token", secret=SECRET,
+                                   events=["opt_out.created"])
+    webhooks.forget_subscriptions()
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 0
+
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.status_code is None and f"127.0.0.1:{port}" in attempt.error
+    assert "s3cr3t" not in attempt.error
