@@ -109,10 +109,6 @@ def test_an_activity_without_a_valid_token_is_refused(bot, client):
     assert forged.status_code == 401
 
 
-def test_a_body_that_is_not_json_is_a_400(client):
-    assert client.post("/api/messages", "nope", content_type="application/json").status_code == 400
-
-
 def test_deeply_nested_json_is_a_clean_400_and_nothing_is_processed(client, redis_client):
     nested = "[" * 5000 + "]" * 5000  # about 10 KB, deeper than Python's recursion limit
     body = '{"type": "conversationUpdate", "channelId": "msteams", "channelData": ' + nested + "}"
@@ -135,3 +131,8 @@ def test_an_oversized_body_is_a_json_413_and_nothing_is_processed(client, settin
     assert set(response.json()["error"]) == {"code", "message", "fields"}
     assert response.json()["error"]["code"] == "too_large"
     assert not TeamsAddress.objects.exists() and redis_client.llen("default") == 0
+
+
+def test_a_body_that_is_not_json_is_a_400(client):
+    assert client.post("/api/messages", "nope", content_type="application/json").status_code == 400
+
