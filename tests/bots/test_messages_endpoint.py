@@ -135,4 +135,3 @@ def test_an_oversized_body_is_a_json_413_and_nothing_is_processed(client, settin
 
 def test_a_body_that_is_not_json_is_a_400(client):
     assert client.post("/api/messages", "nope", content_type="application/json").status_code == 400
-
