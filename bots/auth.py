@@ -6,13 +6,14 @@ day, and fetched again when a token names a key we do not know (at most every fe
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
 import jwt
 from django.conf import settings
+
+from campaigns.api.parsers import json_loads_bounded
 
 from . import http
 
@@ -94,7 +95,8 @@ def validate_inbound(authorization: str, activity: dict[str, Any]) -> dict[str, 
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    data = json.loads(body)
+    """The activity in a request body; ValueError for anything else (too deep a document included)."""
+    data = json_loads_bounded(body)
     if not isinstance(data, dict):
         raise ValueError("an activity is a JSON object")
     return data

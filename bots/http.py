@@ -1,4 +1,4 @@
-"""The one seam through which Crier makes outbound HTTP calls (Bot Connector, key discovery).
+"""The one seam through which Crier makes outbound HTTP calls (Bot Connector, key discovery, webhooks).
 
 A single pooled urllib3 client per process: the synchronous client that measured fastest here.
 TLS trust follows the same environment variables as requests and OpenSSL (``REQUESTS_CA_BUNDLE``,
@@ -7,9 +7,12 @@ then ``SSL_CERT_FILE``), so a private cloud or the local emulator needs nothing 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +34,13 @@ class HttpResponse:
 class HttpTimeout(Exception):
     """No answer in time, or the connection broke: the request may or may not have been handled."""
 
+
+class TargetRefused(Exception):
+    """The URL's host is, or resolves to, an address the caller refuses: nothing was sent."""
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+MAX_PINNED_BODY_BYTES = 64 * 1024  # what is read of an answer to a pinned request
 
 _pool: urllib3.PoolManager | None = None
 _pool_pid: int | None = None
@@ -90,3 +100,74 @@ def reset_pool() -> None:
     global _pool, _pool_pid
     with _lock:
         _pool, _pool_pid = None, None
+
+
+def resolve(host: str, port: int) -> list[Address]:
+    """Every address ``host`` resolves to, looked up once (an IP literal is itself). HttpTimeout if
+    it resolves to nothing."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise HttpTimeout(f"cannot resolve {host}: {type(exc).__name__}") from exc
+    addresses: list[Address] = []
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise HttpTimeout(f"cannot resolve {host}")
+    return addresses
+
+
+def request_pinned(
+    method: str,
+    url: str,
+    *,
+    check: Callable[[Address], str | None],
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float,
+) -> HttpResponse:
+    """A request to a URL someone chose: its host resolved once, every address it resolves to given
+    to ``check`` (which says why one is refused, or None), and the connection made to the first
+    address, not to the name again, so the name cannot resolve elsewhere in between (DNS
+    rebinding). The Host header, TLS SNI and the certificate check stay on the name. No redirects are
+    followed and at most MAX_PINNED_BODY_BYTES of the answer are read. Raises TargetRefused (nothing
+    sent) or HttpTimeout."""
+    parts = urllib3.util.parse_url(url)
+    if parts.scheme not in ("http", "https") or not parts.host:
+        raise TargetRefused(f"not an http(s) URL ({parts.scheme})")
+    host = parts.host.strip("[]")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = resolve(host, port)
+    for address in addresses:
+        reason = check(address)
+        if reason is not None:
+            raise TargetRefused(f"{address} {reason}" if str(address) == host else f"{host} resolves to {address}, which {reason}")
+    options: dict[str, Any] = {
+        "host": str(addresses[0]), "port": port, "retries": False, "maxsize": 1,
+        "timeout": urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
+    }
+    if parts.scheme == "https":
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+            **options, cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle(), server_hostname=host, assert_hostname=host
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(**options)
+    where = f"{method} {parts.scheme}://{parts.netloc}"  # not the path: it may hold a secret token
+    try:
+        response = pool.urlopen(
+            method, parts.request_uri, body=body, headers={**(headers or {}), "Host": parts.netloc},
+            redirect=False, assert_same_host=False, preload_content=False,
+        )
+        data = response.read(MAX_PINNED_BODY_BYTES)
+        response.release_conn()
+    except urllib3.exceptions.HTTPError as exc:  # timeouts, broken connections, TLS failures
+        raise HttpTimeout(f"{where}: {type(exc).__name__}") from exc
+    finally:
+        pool.close()
+    return HttpResponse(status=response.status, headers=dict(response.headers), body=data)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+
+from campaigns.api.errors import error_body
 
 from .auth import InboundAuthError, parse_body, validate_inbound
 from .services import activity_handle, activity_tenant
@@ -21,13 +24,15 @@ logger = logging.getLogger(__name__)
 def messages_endpoint(request: HttpRequest) -> HttpResponse:
     try:
         data = parse_body(request.body)
+    except RequestDataTooBig:  # over DATA_UPLOAD_MAX_MEMORY_SIZE: Django alone would answer an HTML 400
+        return JsonResponse(error_body("too_large", "The request body is too large."), status=413)
     except ValueError:
-        return JsonResponse({"error": {"code": "invalid_json", "message": "The body must be a JSON activity."}}, status=400)
+        return JsonResponse(error_body("invalid_json", "The body must be a JSON activity."), status=400)
     try:
         validate_inbound(request.headers.get("Authorization", ""), data)
     except InboundAuthError as exc:
         logger.warning("rejected an activity: %s", exc)
-        return JsonResponse({"error": {"code": "unauthorized", "message": str(exc)}}, status=exc.status)
+        return JsonResponse(error_body("unauthorized", str(exc)), status=exc.status)
     with transaction.atomic():
         replies = activity_handle(data=data)
         conversation_id = (data.get("conversation") or {}).get("id")

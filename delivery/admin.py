@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.db import models
 from django.db.models import Q
 from django.utils.functional import cached_property
 
@@ -116,6 +117,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     list_display = ("name", "url", "active", "failures", "next_attempt_at", "cursor")
     fields = ("name", "url", "events", "secret", "active", "failures", "next_attempt_at", "cursor")
     readonly_fields = ("failures", "next_attempt_at", "cursor")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # "hr.example/hook" means HTTPS
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)

@@ -1,4 +1,8 @@
-"""Per-recipient results as CSV, streamed: memory stays flat on a million rows."""
+"""Per-recipient results as CSV, streamed: memory stays flat on a million rows.
+
+Every text cell comes from outside (the HR system's ids and addresses, Teams' error messages): one
+that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is prefixed with a single quote,
+as OWASP advises against CSV injection, so a spreadsheet shows it as text instead of running it."""
 
 from __future__ import annotations
 
@@ -24,6 +28,18 @@ COLUMNS = (
 )
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value as a CSV cell a spreadsheet will not read as a formula (numbers are left as they are)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -37,4 +53,4 @@ def deliveries_csv(deliveries: QuerySet[Delivery]) -> Iterator[str]:
         chunk_size=2000
     )
     for row in rows:
-        yield writer.writerow(["" if value is None else value for value in row])
+        yield writer.writerow([csv_cell(value) for value in row])

@@ -162,7 +162,7 @@ class WebhookEndpoint(models.Model):
         OPT_OUT_DELETED = "opt_out.deleted", "Someone opted back in"
 
     name = models.CharField(max_length=150, unique=True)
-    url = models.URLField(max_length=500, help_text="HTTPS, except on this machine (127.0.0.1 or localhost).")
+    url = models.URLField(max_length=500, help_text="HTTPS, to a service outside Crier’s own network (see WEBHOOK_ALLOW_PRIVATE_TARGETS).")
     secret = models.CharField(max_length=128, help_text="Signs each call: HMAC-SHA256 of “timestamp.body”.")
     events = models.JSONField(default=list, help_text="The event types it receives.")
     active = models.BooleanField(default=True)
@@ -179,7 +179,7 @@ class WebhookEndpoint(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from .webhooks import endpoint_url_validate
+        from .targets import endpoint_url_validate
 
         endpoint_url_validate(self.url)
         unknown = set(self.events or []) - set(self.Event.values)

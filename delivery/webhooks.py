@@ -6,7 +6,9 @@ endpoint its events in transaction order, only from transactions older than ever
 none can appear behind the cursor later), up to ``WEBHOOK_BATCH`` a call, as ``{"events": [...]}``, signed:
 ``Crier-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the endpoint's secret>``.
 A call that fails is retried with exponential backoff (at most an hour apart) from the same event;
-every call is logged with its answer.
+every call is logged with its status and a short excerpt of its answer. Calls go only to targets
+outside Crier's network (``targets``), follow no redirect, and keep no more of an answer than
+``EXCERPT_CHARS``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ import secrets
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Min, Q
 from django.db.models.expressions import RawSQL
@@ -30,20 +30,15 @@ from django.utils import timezone
 
 from bots import http
 
+from . import targets
 from .connections import lock_acquire, lock_release, redis_for
 from .models import WebhookAttempt, WebhookEndpoint, WebhookEvent
 
 SIGNATURE_HEADER = "Crier-Signature"
 # Events of transactions older than every running one: nothing can commit before them any more.
 OLDEST_RUNNING_TRANSACTION = RawSQL("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint", [])
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+EXCERPT_CHARS = 200
 _wanted: tuple[float, frozenset[str]] = (0.0, frozenset())
-
-
-def endpoint_url_validate(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS):
-        raise ValidationError({"url": "Webhooks are sent over HTTPS (plain HTTP only to this machine)."})
 
 
 def new_secret() -> str:
@@ -146,12 +141,14 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
     started = time.monotonic()
     status, error = None, ""
     try:
-        response = http.request("POST", endpoint.url, body=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+        response = targets.request("POST", endpoint.url, body=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
         status = response.status
         if not 200 <= status < 300:
-            error = response.body[:300].decode("utf-8", "replace")
+            error = excerpt(response.body.decode("utf-8", "replace"))
+    except http.TargetRefused as exc:
+        error = excerpt(f"Refused: {exc}.")
     except http.HttpTimeout as exc:
-        error = str(exc)[:300]
+        error = excerpt(str(exc))
     ok = status is not None and 200 <= status < 300
     WebhookAttempt.objects.create(
         endpoint=endpoint, first_event_id=events[0].id, last_event_id=events[-1].id, events=len(events),
@@ -166,6 +163,11 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
         endpoint.next_attempt_at = timezone.now() + timedelta(seconds=delay)
     endpoint.save(update_fields=["cursor", "cursor_transaction", "failures", "next_attempt_at"])
     return ok
+
+
+def excerpt(text: str) -> str:
+    """The first EXCERPT_CHARS characters of an answer, on one line (kept as text, never shown as HTML)."""
+    return " ".join(text.split())[:EXCERPT_CHARS]
 
 
 def _forget_delivered() -> None:

@@ -183,6 +183,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env_str("API_RATE_LIMIT", "1200/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only, nested no deeper than campaigns.api.parsers.MAX_JSON_DEPTH, without NUL characters.
+    "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.CrierJSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crier API",
@@ -325,6 +327,10 @@ DELIVERY_DB_RETRY_SECONDS = env_float("DELIVERY_DB_RETRY_SECONDS", 60.0)
 WEBHOOK_BATCH = env_int("WEBHOOK_BATCH", 500)
 WEBHOOK_MAX_BATCHES_PER_TICK = env_int("WEBHOOK_MAX_BATCHES_PER_TICK", 20)
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Webhooks never go to loopback, link-local, metadata or other non-public addresses; private
+# networks (RFC 1918, 100.64.0.0/10, fc00::/7) only when this is on (an HR system on the same network).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+WEBHOOK_ALLOW_LOOPBACK_TARGETS = False  # the test suite's local receivers only; not read from the environment
 # Control.
 CANCEL_DRAIN_SECONDS = env_float("CANCEL_DRAIN_SECONDS", 20.0)
 CAMPAIGN_PAUSE_ERROR_RATE = env_float("CAMPAIGN_PAUSE_ERROR_RATE", 0.5)

@@ -13,14 +13,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ParseError, ValidationError
-from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.utils import json
 
 from campaigns.errors import ApplicationError
 from campaigns.rendering import compile_message
+from campaigns.api.parsers import MAX_BULK_BYTES, BulkJSONParser
 from delivery.exports import deliveries_csv
 from campaigns.models import (
     ApiKey,
@@ -97,41 +97,11 @@ class CrierAutoSchema(AutoSchema):
         return responses
 
 
-def _first_nul(value, path: str = "") -> str | None:
-    """Where a NUL character hides in parsed JSON (PostgreSQL refuses it in text), or None."""
-    if isinstance(value, str):
-        return (path or "non_field_errors") if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return where
-            if (found := _first_nul(item, where)) is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if (found := _first_nul(item, f"{path}[{index}]" if path else f"[{index}]")) is not None:
-                return found
-    return None
-
-
-class CrierJSONParser(JSONParser):
-    """JSON without NUL characters: refused with the field named, before any lookup can trip on one."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        data = super().parse(stream, media_type, parser_context)
-        where = _first_nul(data)
-        if where is not None:
-            raise ValidationError({where: ["Text may not contain NUL (\\u0000) characters."]})
-        return data
-
-
 class ApiViewSet(viewsets.GenericViewSet):
     """The base of every endpoint: scopes (``write_scope`` for changes, see ``permissions``) and
     ``Idempotency-Key`` on POST (see ``idempotency``)."""
 
     schema = CrierAutoSchema()
-    parser_classes = [CrierJSONParser]
     permission_classes = [IsAuthenticated, HasScope]
     conflict_actions: frozenset[str] = frozenset()
     write_scope: str = ApiKey.Scope.CAMPAIGNS_WRITE
@@ -179,37 +149,6 @@ class ProtectedDestroyMixin(mixins.DestroyModelMixin):
 
 
 # --- Recipients ------------------------------------------------------------------------------
-
-MAX_BULK_BYTES = 32 * 1024 * 1024  # 10,000 full rows with attributes: about 5 to 15 MB
-
-
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = f"The body is over {MAX_BULK_BYTES // (1024 * 1024)} MB; send fewer people per call."
-
-
-class BulkJSONParser(BaseParser):
-    """JSON for the bulk upload. DRF's JSONParser goes through ``request.body``, capped by Django's
-    DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default: about 5,000 full rows); this one reads the
-    stream itself, up to MAX_BULK_BYTES, so the other endpoints keep the small cap."""
-
-    media_type = "application/json"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        request = (parser_context or {}).get("request")
-        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > MAX_BULK_BYTES:
-            raise PayloadTooLarge()
-        raw = stream.read(MAX_BULK_BYTES + 1)
-        if len(raw) > MAX_BULK_BYTES:
-            raise PayloadTooLarge()
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
-        try:
-            return json.loads(raw.decode(encoding))
-        except ValueError as exc:  # also UnicodeDecodeError
-            raise ParseError(f"JSON parse error - {exc}") from exc
-
 
 class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """The people Crier can message, as the HR system sent them."""

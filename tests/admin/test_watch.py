@@ -171,6 +171,17 @@ def test_the_export_is_every_delivery_of_the_campaign_as_csv(comms_client, sendi
     assert (entry.campaign, entry.user.username) == (sending, "casey")
 
 
+def test_the_export_neutralises_a_hostile_external_id(comms_client):
+    campaign = factories.campaign()
+    factories.recipient(external_id='=HYPERLINK("https://evil.example","Open")')
+    services.campaign_launch(campaign_id=campaign.pk)
+
+    response = comms_client.get(export(campaign))
+
+    [row] = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode(), newline="")))
+    assert row["external_id"] == '\'=HYPERLINK("https://evil.example","Open")'
+
+
 def test_staff_without_view_permission_on_campaigns_are_refused(client, sending):
     client.force_login(User.objects.create_user("nina", "nina@example.com", "not-a-superuser", is_staff=True))
 

@@ -61,3 +61,36 @@ def test_a_nul_character_anywhere_in_a_body_is_refused_with_its_place_named(api)
                                              "rules": [{"field": "department", "op": "eq", "value": "x\x00"}]}, format="json")
     assert response.status_code == 400 and "category" in error_of(response)["fields"]
     assert nested.status_code == 400 and "rules[0].value" in error_of(nested)["fields"]
+
+
+def deeply_nested(depth: int = 5000) -> str:
+    """About 10 KB of JSON nested deeper than Python's recursion limit."""
+    return '{"recipients": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/messages/", "/api/v1/recipients/bulk/", "/api/v1/templates/", "/api/v1/audiences/"]
+)
+def test_deeply_nested_json_is_a_400_in_the_error_shape(api, path):
+    response = api.generic("POST", path, deeply_nested(), content_type="application/json")
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "parse_error"
+    assert "nested" in error_of(response)["message"]
+
+
+def test_json_nested_past_the_limit_but_within_the_recursion_limit_is_refused(api):
+    response = api.generic("POST", "/api/v1/messages/", deeply_nested(depth=200), content_type="application/json")
+
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "parse_error"
+
+
+def test_an_adaptive_card_nested_as_cards_are_is_still_accepted(api):
+    inner = {"type": "TextBlock", "text": "Hi {{first_name}}"}
+    for _ in range(8):
+        inner = {"type": "Container", "items": [inner]}
+    card = {"type": "AdaptiveCard", "version": "1.4", "body": [inner]}
+    response = api.post("/api/v1/templates/", {"name": "Nested", "kind": "adaptive_card", "card": card}, format="json")
+
+    assert response.status_code == 201, response.json()

