@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from delivery import progress
+from delivery.reports import progress_summary
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
 from ..approvals import APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve
@@ -216,6 +217,8 @@ class CampaignAdmin(admin.ModelAdmin):
     def delivery_counts(self, campaign: Campaign) -> str:
         if campaign.launched_at is None:
             return "—"
+        if campaign.kind == Campaign.Kind.WELCOME:  # its audience grows as people arrive: no total to show
+            return progress_summary(campaign=campaign, counts=self._counts(campaign))
         return "{sent} / {failed} / {skipped} / {total}".format(**self._counts(campaign))
 
     @staticmethod
