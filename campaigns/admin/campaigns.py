@@ -271,14 +271,21 @@ class CampaignAdmin(admin.ModelAdmin):
 
     # --- state changes: list actions and change-page buttons, both through TRANSITIONS
 
-    def _apply(self, request, campaign: Campaign, name: str) -> None:
+    def _apply(self, request, campaign: Campaign, name: str) -> bool:
         transition = TRANSITIONS[name]
         try:
             transition.run(campaign, request.user, request.POST)
         except ApplicationError as exc:
             self.message_user(request, f"“{campaign}”: {exc.message}", messages.ERROR)
-        else:
-            self.message_user(request, f"“{campaign}” {transition.done}.", messages.SUCCESS)
+            return False
+        self.message_user(request, f"“{campaign}” {transition.done}.", messages.SUCCESS)
+        return True
+
+    @staticmethod
+    def _after(campaign: Campaign, name: str, done: bool) -> HttpResponseRedirect:
+        """Where a change leaves its author: a launched campaign's Watch page, else its change page."""
+        page = "watch" if name == "launch" and done else "change"
+        return HttpResponseRedirect(reverse(f"admin:campaigns_campaign_{page}", args=[campaign.pk]))
 
     def _reach(self, campaign: Campaign, name: str) -> str:
         if name not in ("launch", "approve"):
@@ -347,8 +354,9 @@ class CampaignAdmin(admin.ModelAdmin):
         campaigns = list(queryset.select_related("template", "audience", "category"))
         if confirm and request.POST.get("post") != "yes":
             return self._confirmation(request, campaigns, name, action)
-        for campaign in campaigns:
-            self._apply(request, campaign, name)
+        done = [self._apply(request, campaign, name) for campaign in campaigns]
+        if name == "launch" and done == [True]:  # one campaign launched: watch it go out
+            return self._after(campaigns[0], name, True)
         return None
 
     @admin.action(description="Launch now…", permissions=["change"])
@@ -382,7 +390,6 @@ class CampaignAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return self._confirmation(request, [campaign], name)
-        self._apply(request, campaign, name)
-        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+        return self._after(campaign, name, self._apply(request, campaign, name))
 
 
