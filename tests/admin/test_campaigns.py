@@ -250,3 +250,33 @@ def test_a_launch_that_fails_stays_on_the_change_page_with_its_reason(comms_clie
 
     assert response.redirect_chain[-1][0] == reverse("admin:campaigns_campaign_change", args=[campaign.pk])
     assert messages_of(response)[0][0] == "error"
+
+
+def test_a_second_campaign_with_the_same_name_is_saved_with_a_warning(comms_client):
+    first = factories.campaign(name="Town hall")
+    template, category = factories.template(), factories.category()
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_add"),
+        {"name": "town hall ", "kind": "announcement", "template": template.pk, "category": category.pk,
+         "audience": ""},
+        follow=True,
+    )
+
+    assert Campaign.objects.filter(name__iexact="town hall").count() == 2
+    assert ("warning", f"Another campaign is also called “Town hall” (#{first.pk}): a different name tells them apart "
+            "in lists and reports.") in messages_of(response)
+
+
+def test_a_campaign_saved_under_its_own_name_gets_no_warning(comms_client):
+    campaign = factories.campaign(name="Town hall")
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": "Town hall", "template": campaign.template_id, "category": campaign.category_id, "audience": "",
+         "_save": "1"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert [level for level, _ in messages_of(response) if level == "warning"] == []
