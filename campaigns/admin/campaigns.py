@@ -31,6 +31,7 @@ from ..selectors import audience_recipients, campaign_same_name
 from ..staff import staff_test_send
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
+from .live import live_config, live_urls
 from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
@@ -175,6 +176,9 @@ class CampaignAdmin(admin.ModelAdmin):
             )
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if self.has_change_permission(request, obj) if obj else self.has_add_permission(request):
+            if obj is None or obj.is_editable:  # its size and message, live, while it can be changed
+                context["campaign_live"] = live_config(obj)
         if obj is not None and obj.pk:
             context["campaign_transitions"] = [
                 (transition.label, reverse("admin:campaigns_campaign_transition", args=[obj.pk, name]))
@@ -208,7 +212,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "<path:object_id>/test-send/", self.admin_site.admin_view(self.test_send_view),
             name="campaigns_campaign_test_send",
         )
-        return [transition, test_send, *watch_urls(self), *change_urls(self), *super().get_urls()]
+        return [transition, test_send, *live_urls(self), *watch_urls(self), *change_urls(self), *super().get_urls()]
 
     # --- read-only fields
 
