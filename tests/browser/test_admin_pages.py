@@ -66,3 +66,29 @@ def test_the_deliveries_list_fits_a_1440_pixel_wide_screen(staff, open_browser):
     )
     assert widths["page"] <= widths["window"], widths
     assert widths["table"] <= widths["box"] + 1, widths
+
+
+def test_the_emulator_s_inbox_draws_markdown_and_cards_with_the_admin_s_renderer(teams, transactional_db, chromium):
+    from delivery import services
+    from delivery.sending import delivery_send
+
+    person = factories.recipient(first_name="Robin")
+    card = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Meet in the **atrium**"}]}
+    for template in (factories.template(text="Hello {{first_name}}: the **3rd floor lab** opens Monday."),
+                     factories.template(kind="adaptive_card", text="", card=card)):
+        campaign = factories.campaign(template=template)
+        services.campaign_launch(campaign_id=campaign.pk)
+        delivery_send(delivery_id=campaign.deliveries.get(recipient=person).pk)
+
+    context = chromium.new_context(ignore_https_errors=True)  # the emulator's own certificate authority
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{teams.url}/inbox/{person.aad_object_id}")
+        expect(page.locator(".drawn strong").filter(has_text="3rd floor lab")).to_have_count(1)
+        expect(page.locator(".drawn .ac-adaptiveCard strong")).to_have_text("atrium")
+        expect(page.locator("body")).not_to_contain_text("**")
+        assert errors == []
+    finally:
+        context.close()
