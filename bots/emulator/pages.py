@@ -86,7 +86,8 @@ def _json_script(element_id: str, value: Any) -> str:
 
 def _drawn(element_id: str, activity: dict[str, Any], fallback: str) -> str:
     """A part of a message the renderer draws from ``activity``; ``fallback`` until it does."""
-    return f'{_json_script(element_id, activity)}<div class="drawn" data-activity-source="{escape(element_id)}">{fallback}</div>'
+    source = escape(element_id)
+    return f'{_json_script(element_id, activity)}<div class="drawn" data-activity-source="{source}">{fallback}</div>'
 
 
 def _safe_image_url(url: Any) -> str | None:
@@ -203,9 +204,8 @@ class Pages:
         if found is None or not found[0].is_file():
             raise web.HTTPNotFound(text="no such file")
         path, content_type = found
-        return web.FileResponse(
-            path, headers={"Content-Type": f"{content_type}; charset=utf-8", "Cache-Control": f"max-age={ASSET_CACHE_SECONDS}"}
-        )
+        headers = {"Content-Type": f"{content_type}; charset=utf-8", "Cache-Control": f"max-age={ASSET_CACHE_SECONDS}"}
+        return web.FileResponse(path, headers=headers)
 
     async def index(self, request: web.Request) -> web.Response:
         store = self.ctx.store

@@ -27,11 +27,11 @@ from ..audit import Actor
 from ..errors import ApplicationError
 from ..models import Campaign
 from ..rendering import compile_message
-from ..selectors import audience_recipients, campaign_same_name
+from ..selectors import audience_recipients
 from ..staff import staff_test_send
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
-from .live import live_config, live_urls
+from .live import live_config, live_urls, name_warning
 from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
@@ -161,13 +161,8 @@ class CampaignAdmin(admin.ModelAdmin):
             obj.save(update_fields=[*(f for f in form.changed_data if f != "send_at" or not rescheduled), "updated_at"])
             if rescheduled:
                 self._apply(request, obj, "schedule")
-        if "name" in form.changed_data and (same := campaign_same_name(name=obj.name, exclude_id=obj.pk)):
-            self.message_user(
-                request,
-                f"Another campaign is also called “{same.name}” (#{same.pk}): a different name tells them apart in "
-                "lists and reports.",
-                messages.WARNING,
-            )
+        if "name" in form.changed_data and (warning := name_warning(name=obj.name, exclude_id=obj.pk)):
+            self.message_user(request, warning, messages.WARNING)
         if obj.status == S.DRAFT and obj.send_at:
             self.message_user(
                 request,

@@ -1,6 +1,7 @@
 """The campaign form's live panel: before a campaign is saved, how many people the chosen audience
-reaches today (and a few of them) and the chosen template's message as the first of them receives
-it. crier/campaign-form.js asks ``live/`` again each time the audience, template or kind changes."""
+reaches today (and a few of them), the chosen template's message as the first of them receives it,
+and whether another campaign already has its name. crier/campaign-form.js asks ``live/`` again each
+time the name, audience, template or kind changes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.urls import URLPattern, path, reverse
 
 from ..models import Audience, Campaign, MessageTemplate, Recipient
 from ..rendering import compile_message
-from ..selectors import audience_recipients, recipient_label
+from ..selectors import audience_recipients, campaign_same_name, recipient_label
 from .common import SAMPLE_RECIPIENT
 
 SAMPLE_SIZE = 5
@@ -27,7 +28,22 @@ def live_urls(model_admin) -> list[URLPattern]:
 
 def live_config(campaign: Campaign | None) -> dict:
     """The panel's settings (a json_script): its endpoint, and the kind when the form no longer offers it."""
-    return {"url": reverse("admin:campaigns_campaign_live"), "kind": campaign.kind if campaign else ""}
+    return {
+        "url": reverse("admin:campaigns_campaign_live"),
+        "kind": campaign.kind if campaign else "",
+        "campaign": campaign.pk if campaign else None,
+    }
+
+
+def name_warning(*, name: str, exclude_id: int | None) -> str:
+    """Names need not be unique; two alike are hard to tell apart, so the form says so (and saves)."""
+    same = campaign_same_name(name=name, exclude_id=exclude_id) if name.strip() else None
+    if same is None:
+        return ""
+    return (
+        f"Another campaign is also called “{same.name}” (#{same.pk}): a different name tells them apart in lists "
+        "and reports."
+    )
 
 
 class _Invalid(Exception):
@@ -62,6 +78,7 @@ class CampaignLive:
         try:
             audience = _chosen(request.GET, "audience", Audience)
             template = _chosen(request.GET, "template", MessageTemplate)
+            campaign = _chosen(request.GET, "campaign", Campaign)
             kind = request.GET.get("kind", "") or Campaign.Kind.ANNOUNCEMENT
             if kind not in Campaign.Kind.values:
                 raise _Invalid("kind", f"Choose a kind: {', '.join(Campaign.Kind.values)}.")
@@ -72,7 +89,9 @@ class CampaignLive:
         see_people = request.user.has_perm("campaigns.view_recipient")
         people = audience_recipients(audience=audience)
         first = list(people.order_by("id")[:SAMPLE_SIZE]) if see_people else []
+        name = request.GET.get("name", "")[: Campaign._meta.get_field("name").max_length]
         return JsonResponse({
+            "name_warning": name_warning(name=name, exclude_id=campaign.pk if campaign else None),
             "reach": self._reach(audience, kind, people.count(), first),
             "message": self._message(template, first[0] if first else SAMPLE_RECIPIENT),
         })

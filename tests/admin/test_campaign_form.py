@@ -107,3 +107,18 @@ def test_a_launched_campaign_s_page_has_no_live_panel(comms_client):
     page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
 
     assert 'id="campaign-live"' not in page
+
+
+def test_the_form_warns_while_typing_a_name_another_campaign_has(comms_client):
+    other = factories.campaign(name="Town hall")
+    mine = factories.campaign(name="Town hall draft")
+
+    answer = live(comms_client, name=" town HALL", campaign=mine.pk).json()
+    own = live(comms_client, name="Town hall", campaign=other.pk).json()
+    fresh = live(comms_client, name="Something new").json()
+
+    assert answer["name_warning"] == (
+        f"Another campaign is also called “Town hall” (#{other.pk}): a different name tells them apart in lists "
+        "and reports."
+    )
+    assert own["name_warning"] == "" and fresh["name_warning"] == ""

@@ -34,6 +34,15 @@ def test_the_campaign_form_shows_its_audience_s_size_and_its_message_before_it_i
     # Drawn by the Adaptive Cards renderer's markdown, for the audience's first person.
     expect(page.locator("#campaign-live-card strong")).to_have_text("3rd floor lab")
     expect(page.locator("#campaign-live-recipient")).to_contain_text("Lab0")
+    # A name another campaign has: a warning under the field, as it is typed (the save is not refused).
+    other = factories.campaign(name="Lab move")
+    page.fill("#id_name", "lab move")
+    expect(page.locator("#campaign-live-name")).to_have_text(
+        f"Another campaign is also called “Lab move” (#{other.pk}): a different name tells them apart in lists and "
+        "reports."
+    )
+    page.fill("#id_name", "Lab move: Monday")
+    expect(page.locator("#campaign-live-name")).to_be_hidden()
     author.shot("campaign-form")
 
 

@@ -1,7 +1,8 @@
-/* The campaign form's live panel: each time the audience, the template or the kind changes (and on
-   opening), asks the admin's live endpoint how many people the audience reaches today and what the
-   template's message looks like, and draws the message with the Adaptive Cards renderer
-   (crier/card-preview.js). Nothing is saved. Settings come from the "crier-campaign-live" json_script. */
+/* The campaign form's live panel: each time the name, the audience, the template or the kind changes
+   (and on opening), asks the admin's live endpoint how many people the audience reaches today, what
+   the template's message looks like and whether another campaign has the name; draws the message
+   with the Adaptive Cards renderer (crier/card-preview.js) and warns under the name. Nothing is
+   saved. Settings come from the "crier-campaign-live" json_script. */
 "use strict";
 
 (function () {
@@ -11,6 +12,7 @@
     return;
   }
   const config = JSON.parse(settings.textContent);
+  const name = document.getElementById("id_name");
   const fields = {
     audience: document.getElementById("id_audience"),
     template: document.getElementById("id_template"),
@@ -22,6 +24,15 @@
   const status = document.getElementById("campaign-live-message-status");
   const card = document.getElementById("campaign-live-card");
   let asked = 0; // only the latest question's answer is shown
+  let typing = null;
+  const nameWarning = document.createElement("p");
+  nameWarning.id = "campaign-live-name";
+  nameWarning.className = "help crier-name-warning";
+  nameWarning.setAttribute("role", "status");
+  nameWarning.hidden = true;
+  if (name) {
+    name.insertAdjacentElement("afterend", nameWarning);
+  }
 
   function say(element, text) {
     element.textContent = text;
@@ -62,6 +73,8 @@
   async function refresh() {
     const question = ++asked;
     const params = new URLSearchParams({
+      name: name ? name.value : "",
+      campaign: config.campaign || "",
       audience: fields.audience ? fields.audience.value : "",
       template: fields.template ? fields.template.value : "",
       kind: fields.kind ? fields.kind.value : config.kind || "",
@@ -80,6 +93,7 @@
         showError((answer.error && answer.error.message) || "Could not count the people (HTTP " + response.status + ").");
         return;
       }
+      say(nameWarning, answer.name_warning);
       showReach(answer.reach);
       showMessage(answer.message);
     } catch (error) {
@@ -97,6 +111,14 @@
     if (field) {
       field.addEventListener("change", refresh);
     }
+  }
+  if (name) {
+    // A moment after typing stops, and when the field is left.
+    name.addEventListener("input", () => {
+      window.clearTimeout(typing);
+      typing = window.setTimeout(refresh, 400);
+    });
+    name.addEventListener("change", refresh);
   }
   refresh();
 })();
