@@ -98,6 +98,12 @@ class CampaignLive:
 
     @staticmethod
     def _reach(audience: Audience | None, kind: str, count: int, first: list[Recipient]) -> dict:
+        if kind == Campaign.Kind.DIRECT:  # made and sent at once by the API (delivery.services)
+            text = (
+                "A direct message reaches the people named when it is sent through the API: it is not launched "
+                "from here."
+            )
+            return {"count": None, "text": text, "sample": []}
         whom = f"in “{audience}”" if audience else ": everyone active"
         text = f"{_people(count)} {whom} today." if audience else f"{_people(count)}{whom} today."
         if kind == Campaign.Kind.WELCOME:

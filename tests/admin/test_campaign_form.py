@@ -122,3 +122,13 @@ def test_the_form_warns_while_typing_a_name_another_campaign_has(comms_client):
         "and reports."
     )
     assert own["name_warning"] == "" and fresh["name_warning"] == ""
+
+
+def test_a_direct_message_says_whom_it_reaches_instead_of_counting_an_audience(comms_client):
+    factories.recipient()
+
+    answer = live(comms_client, kind="direct").json()
+
+    assert answer["reach"]["text"] == (
+        "A direct message reaches the people named when it is sent through the API: it is not launched from here."
+    )
