@@ -85,11 +85,16 @@ class CampaignLive:
         except _Invalid as invalid:
             error = {"code": "invalid", "message": invalid.message, "fields": {invalid.field: [invalid.message]}}
             return JsonResponse({"error": error}, status=400)
+        for chosen, permission in ((audience, "view_audience"), (template, "view_messagetemplate")):
+            if chosen is not None and not request.user.has_perm(f"campaigns.{permission}"):
+                raise PermissionDenied
         # Names and HR data only for staff who may see people; the others see the sample person.
         see_people = request.user.has_perm("campaigns.view_recipient")
         people = audience_recipients(audience=audience)
         first = list(people.order_by("id")[:SAMPLE_SIZE]) if see_people else []
-        name = request.GET.get("name", "")[: Campaign._meta.get_field("name").max_length]
+        # As the form would take it: no NUL (PostgreSQL text holds none), no longer than the field.
+        name = request.GET.get("name", "")
+        name = "" if "\x00" in name else name[: Campaign._meta.get_field("name").max_length]
         return JsonResponse({
             "name_warning": name_warning(name=name, exclude_id=campaign.pk if campaign else None),
             "reach": self._reach(audience, kind, people.count(), first),

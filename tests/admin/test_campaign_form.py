@@ -132,3 +132,23 @@ def test_a_direct_message_says_whom_it_reaches_instead_of_counting_an_audience(c
     assert answer["reach"]["text"] == (
         "A direct message reaches the people named when it is sent through the API: it is not launched from here."
     )
+
+
+def test_a_template_or_audience_the_staff_member_may_not_see_is_not_shown(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    reader = django_user_model.objects.create_user("reader", "r@example.com", "x", is_staff=True)
+    reader.user_permissions.add(Permission.objects.get(codename="view_campaign"))
+    client.force_login(reader)
+    template = factories.template(text="Salary review: {{first_name}}")
+    lab = factories.audience(name="Lab")
+
+    assert live(client, template=template.pk).status_code == 403
+    assert live(client, audience=lab.pk).status_code == 403
+
+
+def test_a_name_holding_a_nul_or_far_too_long_is_checked_without_a_server_error(comms_client):
+    factories.campaign(name="Town hall")
+
+    assert live(comms_client, name="Town\x00 hall").json()["name_warning"] == ""
+    assert live(comms_client, name="x" * 100_000).json()["name_warning"] == ""
