@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Lower
 
-from .models import Audience, Recipient
+from .models import Audience, Campaign, Recipient
 from .rules import rules_to_q
 
 # --- Who an audience selects ----------------------------------------------------------------------
@@ -57,6 +57,15 @@ def audience_recipients(*, audience: Audience | None) -> QuerySet[Recipient]:
 
 def audience_count(*, audience: Audience | None) -> int:
     return audience_recipients(audience=audience).count()
+
+
+def campaign_same_name(*, name: str, exclude_id: int | None = None) -> Campaign | None:
+    """Another campaign already called ``name`` (case and surrounding spaces aside): names need not be
+    unique, but two alike are hard to tell apart in lists and reports."""
+    others = Campaign.objects.filter(name__iexact=name.strip()).order_by("id")
+    if exclude_id is not None:
+        others = others.exclude(pk=exclude_id)
+    return others.only("id", "name").first()
 
 
 def opted_out_sql(*, recipient: str, mandatory: str, category: str) -> str:

@@ -246,6 +246,15 @@ def duration_words(seconds: float | None) -> str:
     return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
 
 
+def progress_summary(*, campaign: Campaign, counts: dict[str, Any]) -> str:
+    """Progress in words: a share of the people launched to, or, for a welcome campaign (whose
+    audience grows as people arrive), how many it welcomed."""
+    if campaign.kind == Campaign.Kind.WELCOME:
+        return f"{counts['sent']:,} welcomed"
+    done = counts["sent"] + counts["failed"] + counts["skipped"]
+    return f"{done:,} of {counts['total']:,} people done"
+
+
 def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
     """Everything the watch page shows, read cheaply enough to poll every few seconds: counters and
     timeline from Redis, reasons from the failed and skipped rows of this campaign only."""
@@ -254,7 +263,10 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
     done = counts["sent"] + counts["failed"] + counts["skipped"]
     total = counts["total"]
     finished = campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED)
-    if total:
+    welcome = campaign.kind == Campaign.Kind.WELCOME
+    if welcome:
+        percent = None  # its audience grows as people arrive: no share of a whole to show
+    elif total:
         percent = min(100.0, int(done * 1000 / total) / 10)  # rounded down: 100% only when all are done
     else:
         percent = 100.0 if finished else 0.0
@@ -267,6 +279,7 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         "progress": counts,
         "done": done,
         "percent": percent,
+        "summary": progress_summary(campaign=campaign, counts=counts),
         "time_left": duration_words(counts["eta_seconds"]) if campaign.status == Campaign.Status.RUNNING else "",
         "timeline": progress.timeline(campaign.pk) if launched else [],
         **_reasons(campaign.pk, failed=counts["failed"], skipped=counts["skipped"]),

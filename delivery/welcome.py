@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from campaigns.models import Campaign, Recipient
@@ -32,6 +33,8 @@ def _welcome(campaign: Campaign, people) -> list[int]:
         )
         ids = [row[0] for row in cursor.fetchall()]
         if ids:
+            # Its rows are its total so far: the watch page counts what is still on its way against them.
+            Campaign.objects.filter(pk=campaign.pk).update(total_deliveries=F("total_deliveries") + len(ids))
             transaction.on_commit(lambda: welcome_enqueue(ids))
     return ids
 

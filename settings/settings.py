@@ -117,6 +117,8 @@ STATICFILES_DIRS = [
     ("vendor/markdown-it", NODE_MODULES / "markdown-it" / "dist" / "browser"),
     ("vendor/chart.js", NODE_MODULES / "chart.js" / "dist"),
 ]
+# Files served at the site's root by WhiteNoise: /favicon.ico.
+WHITENOISE_ROOT = BASE_DIR / "settings" / "public"
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)

@@ -8,6 +8,7 @@ from campaigns.admin.profile import profile_urls
 admin.site.site_header = "Crier"
 admin.site.site_title = "Crier"
 admin.site.index_title = "Teams announcements"
+admin.site.site_url = None  # no public site: no “View site” link to a page that does not exist
 
 handler404 = "campaigns.api.errors.not_found"
 handler500 = "campaigns.api.errors.server_error"

@@ -1,10 +1,16 @@
 """The inbox pages people watch during the demo: ``/`` (stats and users) and ``/inbox/{aad}`` (what the
-bot sent one user, newest first). Every value from a user or the bot is HTML-escaped."""
+bot sent one user, newest first). Every value from a user or the bot is HTML-escaped.
+
+Messages are drawn in the browser as Teams draws them: text as markdown and cards by Microsoft's
+Adaptive Cards renderer, with the admin's own preview script (campaigns/static/crier/card-preview.js),
+all served by the emulator from the project's files and node_modules (no CDN). The page holds a plain
+HTML rendering of each message too, shown until (or unless) the scripts run."""
 
 from __future__ import annotations
 
 import json
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +23,22 @@ from .state import iso, normalize_aad
 USERS_SHOWN = 500
 MESSAGES_SHOWN = 200
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_MODULES = ROOT / "node_modules"
+# The only files /static/ serves: a fixed table, so no path from a request reaches the disk.
+ASSETS: dict[str, tuple[Path, str]] = {
+    "markdown-it.min.js": (NODE_MODULES / "markdown-it" / "dist" / "browser" / "markdown-it.umd.min.js",
+                           "text/javascript"),
+    "adaptivecards.min.js": (NODE_MODULES / "adaptivecards" / "dist" / "adaptivecards.min.js", "text/javascript"),
+    "adaptivecards.css": (NODE_MODULES / "adaptivecards" / "dist" / "adaptivecards.css", "text/css"),
+    "card-preview.js": (ROOT / "campaigns" / "static" / "crier" / "card-preview.js", "text/javascript"),
+}
+ASSET_CACHE_SECONDS = 3600  # the page reloads every three seconds; its scripts need not
+SCRIPTS = "".join(
+    f'<script src="/static/{name}" defer></script>'
+    for name in ("markdown-it.min.js", "adaptivecards.min.js", "card-preview.js")
+)
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #1f2328;
@@ -48,9 +70,24 @@ def _page(title: str, body: str) -> web.Response:
     html = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta http-equiv="refresh" content="3">'
-        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>"
+        f'<title>{escape(title)}</title><link rel="stylesheet" href="/static/adaptivecards.css">'
+        f"<style>{STYLE}</style>{SCRIPTS}</head><body>{body}</body></html>"
     )
     return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+
+def _json_script(element_id: str, value: Any) -> str:
+    """``value`` as a JSON data block the page's script reads, escaped as Django's json_script does
+    (no ``</script>``, ``<!--`` or ``&`` can end or change it)."""
+    text = json.dumps(value, ensure_ascii=False)
+    text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return f'<script type="application/json" id="{escape(element_id)}">{text}</script>'
+
+
+def _drawn(element_id: str, activity: dict[str, Any], fallback: str) -> str:
+    """A part of a message the renderer draws from ``activity``; ``fallback`` until it does."""
+    source = escape(element_id)
+    return f'{_json_script(element_id, activity)}<div class="drawn" data-activity-source="{source}">{fallback}</div>'
 
 
 def _safe_image_url(url: Any) -> str | None:
@@ -125,7 +162,8 @@ def render_attachment(attachment: Any) -> str:
     return f'<div class="card">{escape(str(attachment.get("contentType", "")))}<pre>{escape(dump)}</pre></div>'
 
 
-def render_message(message: Message) -> str:
+def render_message(message: Message, number: int = 0) -> str:
+    """One message; ``number`` keeps the ids of its parts unique on the page."""
     badges = ""
     if message.updated:
         badges += f'<span class="badge updated">updated ×{message.updated}</span>'
@@ -136,10 +174,18 @@ def render_message(message: Message) -> str:
         content = f"<div class=meta>body not kept (sha256 {message.digest.hex()[:16]}…)</div>"
     else:
         text = activity.get("text")
-        content = f'<div class="text">{escape(text)}</div>' if isinstance(text, str) and text else ""
+        content = ""
+        if isinstance(text, str) and text:
+            content = _drawn(f"m{number}-text", {"text": text}, f'<div class="text">{escape(text)}</div>')
         attachments = activity.get("attachments")
         if isinstance(attachments, list):
-            content += "".join(render_attachment(a) for a in attachments)
+            for index, attachment in enumerate(attachments):
+                fallback = render_attachment(attachment)
+                card = isinstance(attachment, dict) and attachment.get("contentType") == ADAPTIVE_CARD
+                card = card and isinstance(attachment.get("content"), dict)
+                content += (
+                    _drawn(f"m{number}-card{index}", {"attachments": [attachment]}, fallback) if card else fallback
+                )
     css = "message deleted" if message.deleted else "message"
     meta = f"{escape(iso(message.received_at))} · activity {escape(message.activity_id)}"
     return f'<div class="{css}"><div class="meta">{meta}{badges}</div>{content}</div>'
@@ -150,7 +196,16 @@ class Pages:
         self.ctx = ctx
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/", self.index), web.get("/inbox/{aad}", self.inbox)]
+        return [web.get("/", self.index), web.get("/inbox/{aad}", self.inbox), web.get("/static/{name}", self.asset)]
+
+    async def asset(self, request: web.Request) -> web.StreamResponse:
+        """The renderer's scripts and style, from the project's files (``make`` installs node_modules)."""
+        found = ASSETS.get(request.match_info["name"])
+        if found is None or not found[0].is_file():
+            raise web.HTTPNotFound(text="no such file")
+        path, content_type = found
+        headers = {"Content-Type": f"{content_type}; charset=utf-8", "Cache-Control": f"max-age={ASSET_CACHE_SECONDS}"}
+        return web.FileResponse(path, headers=headers)
 
     async def index(self, request: web.Request) -> web.Response:
         store = self.ctx.store
@@ -183,7 +238,7 @@ class Pages:
         if user is None:
             raise web.HTTPNotFound(text="unknown user")
         newest = store.user_messages(user, newest_first=MESSAGES_SHOWN)
-        items = "".join(render_message(m) for m in newest) or "<p>No messages yet.</p>"
+        items = "".join(render_message(m, number) for number, m in enumerate(newest)) or "<p>No messages yet.</p>"
         body = (
             '<p><a href="/">← all users</a></p>'
             f"<h1>{escape(user.name)}</h1>"

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from delivery import progress
+from delivery.reports import progress_summary
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
 from ..approvals import APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve
@@ -30,6 +31,7 @@ from ..selectors import audience_recipients
 from ..staff import staff_test_send
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
+from .live import live_config, live_urls, name_warning
 from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
@@ -159,6 +161,8 @@ class CampaignAdmin(admin.ModelAdmin):
             obj.save(update_fields=[*(f for f in form.changed_data if f != "send_at" or not rescheduled), "updated_at"])
             if rescheduled:
                 self._apply(request, obj, "schedule")
+        if "name" in form.changed_data and (warning := name_warning(name=obj.name, exclude_id=obj.pk)):
+            self.message_user(request, warning, messages.WARNING)
         if obj.status == S.DRAFT and obj.send_at:
             self.message_user(
                 request,
@@ -167,6 +171,9 @@ class CampaignAdmin(admin.ModelAdmin):
             )
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if self.has_change_permission(request, obj) if obj else self.has_add_permission(request):
+            if obj is None or obj.is_editable:  # its size and message, live, while it can be changed
+                context["campaign_live"] = live_config(obj)
         if obj is not None and obj.pk:
             context["campaign_transitions"] = [
                 (transition.label, reverse("admin:campaigns_campaign_transition", args=[obj.pk, name]))
@@ -200,7 +207,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "<path:object_id>/test-send/", self.admin_site.admin_view(self.test_send_view),
             name="campaigns_campaign_test_send",
         )
-        return [transition, test_send, *watch_urls(self), *change_urls(self), *super().get_urls()]
+        return [transition, test_send, *live_urls(self), *watch_urls(self), *change_urls(self), *super().get_urls()]
 
     # --- read-only fields
 
@@ -216,6 +223,8 @@ class CampaignAdmin(admin.ModelAdmin):
     def delivery_counts(self, campaign: Campaign) -> str:
         if campaign.launched_at is None:
             return "—"
+        if campaign.kind == Campaign.Kind.WELCOME:  # its audience grows as people arrive: no total to show
+            return progress_summary(campaign=campaign, counts=self._counts(campaign))
         return "{sent} / {failed} / {skipped} / {total}".format(**self._counts(campaign))
 
     @staticmethod
@@ -268,14 +277,21 @@ class CampaignAdmin(admin.ModelAdmin):
 
     # --- state changes: list actions and change-page buttons, both through TRANSITIONS
 
-    def _apply(self, request, campaign: Campaign, name: str) -> None:
+    def _apply(self, request, campaign: Campaign, name: str) -> bool:
         transition = TRANSITIONS[name]
         try:
             transition.run(campaign, request.user, request.POST)
         except ApplicationError as exc:
             self.message_user(request, f"“{campaign}”: {exc.message}", messages.ERROR)
-        else:
-            self.message_user(request, f"“{campaign}” {transition.done}.", messages.SUCCESS)
+            return False
+        self.message_user(request, f"“{campaign}” {transition.done}.", messages.SUCCESS)
+        return True
+
+    @staticmethod
+    def _after(campaign: Campaign, name: str, done: bool) -> HttpResponseRedirect:
+        """Where a change leaves its author: a launched campaign's Watch page, else its change page."""
+        page = "watch" if name == "launch" and done else "change"
+        return HttpResponseRedirect(reverse(f"admin:campaigns_campaign_{page}", args=[campaign.pk]))
 
     def _reach(self, campaign: Campaign, name: str) -> str:
         if name not in ("launch", "approve"):
@@ -344,8 +360,9 @@ class CampaignAdmin(admin.ModelAdmin):
         campaigns = list(queryset.select_related("template", "audience", "category"))
         if confirm and request.POST.get("post") != "yes":
             return self._confirmation(request, campaigns, name, action)
-        for campaign in campaigns:
-            self._apply(request, campaign, name)
+        done = [self._apply(request, campaign, name) for campaign in campaigns]
+        if name == "launch" and done == [True]:  # one campaign launched: watch it go out
+            return self._after(campaigns[0], name, True)
         return None
 
     @admin.action(description="Launch now…", permissions=["change"])
@@ -379,7 +396,6 @@ class CampaignAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return self._confirmation(request, [campaign], name)
-        self._apply(request, campaign, name)
-        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+        return self._after(campaign, name, self._apply(request, campaign, name))
 
 

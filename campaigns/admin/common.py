@@ -62,6 +62,8 @@ def pace_text(now: dict, *, unit: str, nothing_left: str) -> str:
 
 
 def _when(moment) -> str:
-    return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "—"
+    """A moment in the staff member's time zone, written to sit inside a sentence: “5 Dec 2026, 09:30
+    CET” (no “a.m.” whose own full stop would double the sentence's)."""
+    return date_format(timezone.localtime(moment), "j M Y, H:i T") if moment else "—"
 
 

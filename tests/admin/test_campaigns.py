@@ -218,3 +218,65 @@ def test_campaign_page_shows_counts_and_links_to_its_deliveries(comms_client):
     assert "Sent: 1, Failed: 1, Skipped: 0, Still to do: 0" in page
     url = f"{reverse('admin:delivery_delivery_changelist')}?campaign__id__exact={campaign.pk}"
     assert f'<a href="{url}">View 2 deliveries</a>' in page
+
+
+def test_launching_from_the_change_page_lands_on_the_watch_page(comms_client):
+    factories.recipient()
+    campaign = factories.campaign()
+    button = reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "launch"])
+
+    response = comms_client.post(button, follow=True)
+
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
+    assert response.redirect_chain[-1][0] == reverse("admin:campaigns_campaign_watch", args=[campaign.pk])
+    assert ("success", f"“{campaign}” was launched: sending has started.") in messages_of(response)
+
+
+def test_launching_one_campaign_from_the_list_lands_on_its_watch_page(comms_client):
+    factories.recipient()
+    campaign = factories.campaign()
+
+    response = act(comms_client, "launch_selected", campaign, confirm=True)
+
+    assert response.redirect_chain[-1][0] == reverse("admin:campaigns_campaign_watch", args=[campaign.pk])
+
+
+def test_a_launch_that_fails_stays_on_the_change_page_with_its_reason(comms_client):
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    button = reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "launch"])
+
+    response = comms_client.post(button, follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("admin:campaigns_campaign_change", args=[campaign.pk])
+    assert messages_of(response)[0][0] == "error"
+
+
+def test_a_second_campaign_with_the_same_name_is_saved_with_a_warning(comms_client):
+    first = factories.campaign(name="Town hall")
+    template, category = factories.template(), factories.category()
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_add"),
+        {"name": "town hall ", "kind": "announcement", "template": template.pk, "category": category.pk,
+         "audience": ""},
+        follow=True,
+    )
+
+    assert Campaign.objects.filter(name__iexact="town hall").count() == 2
+    assert ("warning", f"Another campaign is also called “Town hall” (#{first.pk}): a different name tells them apart "
+            "in lists and reports.") in messages_of(response)
+
+
+def test_a_campaign_saved_under_its_own_name_gets_no_warning(comms_client):
+    campaign = factories.campaign(name="Town hall")
+
+    response = comms_client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": "Town hall", "template": campaign.template_id, "category": campaign.category_id, "audience": "",
+         "_save": "1"},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert [level for level, _ in messages_of(response) if level == "warning"] == []

@@ -197,3 +197,36 @@ def test_an_unknown_campaign_is_not_found(comms_client):
         reverse("admin:campaigns_campaign_watch", args=["not-a-number"]),
     ):
         assert comms_client.get(url).status_code == 404, url
+
+
+@pytest.fixture
+def welcoming(teams):
+    """A running welcome campaign: two people arrived, one of them welcomed so far."""
+    from campaigns.models import Campaign
+    from delivery import welcome
+
+    people = [factories.recipient(external_id=f"starter-{n}") for n in range(2)]
+    campaign = factories.campaign(name="Welcome aboard", kind=Campaign.Kind.WELCOME)
+    services.campaign_launch(campaign_id=campaign.pk)
+    for person in people:
+        welcome.welcome_on_install(aad_object_id=str(person.aad_object_id))
+    delivery_send(delivery_id=campaign.deliveries.get(recipient=people[0]).pk)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def test_a_welcome_campaign_counts_the_people_welcomed_not_a_share_of_nobody(comms_client, welcoming):
+    response = comms_client.get(watch(welcoming))
+
+    page = response.content.decode()
+    assert '<span id="progress-done">1 welcomed</span>' in page
+    assert "people done" not in page and 'id="progress-percent"' not in page
+    assert '<dd id="count-remaining">1</dd>' in page  # the second person's welcome is on its way
+    assert comms_client.get(data(welcoming)).json()["summary"] == "1 welcomed"
+
+
+def test_the_campaign_list_says_how_many_a_welcome_campaign_welcomed(comms_client, welcoming):
+    page = comms_client.get(reverse("admin:campaigns_campaign_changelist")).content.decode()
+
+    assert "1 welcomed" in page
+    assert "1 / 0 / 0 / 0" not in page

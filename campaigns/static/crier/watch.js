@@ -207,7 +207,8 @@
     const progress = data.progress;
     setText("watch-status", data.status_display);
     setText("watch-status-reason", data.status_reason ? ": " + data.status_reason : "");
-    const percent = Number(data.percent).toFixed(1) + "%";
+    // A welcome campaign has no percentage (its audience grows as people arrive): no bar is drawn.
+    const percent = data.percent === null ? "" : Number(data.percent).toFixed(1) + "%";
     const bar = byId("progress-bar");
     if (bar) {
       bar.max = Math.max(1, progress.total);
@@ -215,7 +216,7 @@
       bar.textContent = percent;
     }
     setText("progress-percent", percent);
-    setText("progress-done", number(data.done) + " of " + number(progress.total) + " people done");
+    setText("progress-done", data.summary);
     for (const name of ["sent", "failed", "skipped", "remaining", "ambiguous"]) {
       setText("count-" + name, number(progress[name]));
     }
