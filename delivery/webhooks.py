@@ -36,7 +36,23 @@ from .models import WebhookAttempt, WebhookEndpoint, WebhookEvent
 
 SIGNATURE_HEADER = "Crier-Signature"
 # Events of transactions older than every running one: nothing can commit before them any more.
-OLDEST_RUNNING_TRANSACTION = RawSQL("(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint", [])
+# Transaction ids are numbered across the whole server, so the running ones seen to belong to another
+# database (which never writes events here) are left out; any other, or one that cannot be told apart,
+# still holds events back.
+OLDEST_RUNNING_TRANSACTION = RawSQL(
+    """
+    (SELECT COALESCE(
+                (SELECT min(running.xid::text::bigint)
+                   FROM pg_snapshot_xip(now.snapshot) AS running(xid)
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM pg_stat_activity AS other
+                         WHERE other.datname <> current_database()
+                           AND other.backend_xid::text::bigint = running.xid::text::bigint %% 4294967296)),
+                pg_snapshot_xmax(now.snapshot)::text::bigint)
+       FROM (SELECT pg_current_snapshot() AS snapshot) AS now)
+    """,
+    [],
+)
 EXCERPT_CHARS = 200
 _wanted: tuple[float, frozenset[str]] = (0.0, frozenset())
 

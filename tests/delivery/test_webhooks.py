@@ -184,6 +184,23 @@ def test_an_event_whose_transaction_is_still_running_waits_and_is_not_skipped(re
     assert [e["data"]["recipient"] for e in receiver.events()] == ["early", "late"]
 
 
+def test_a_transaction_in_another_database_of_the_server_does_not_hold_events_back(receiver):
+    import psycopg
+    from django.db import connection
+
+    subscribe(receiver, "opt_out.created")
+    params = connection.get_connection_params()
+    params["dbname"] = "postgres"  # another database of the same PostgreSQL server
+    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}) as elsewhere:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # a transaction that holds an id, left open
+        opt_out_record(recipient=factories.recipient(external_id="now"), source=OptOut.Source.API)
+
+        webhooks.dispatch()
+
+        assert [e["data"]["recipient"] for e in receiver.events()] == ["now"]
+        elsewhere.rollback()
+
+
 # --- Targets: nothing internal is reachable ------------------------------------------------------
 
 LOOPBACK = ["https://127.0.0.1/", "http://127.0.0.1:6391/", "https://localhost/", "https://[::1]/",
