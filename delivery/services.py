@@ -17,7 +17,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
-from campaigns.approvals import approval_require, key_approves
+from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require, key_approves
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, Category, Recipient
@@ -112,6 +112,17 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
             last_id, _, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
             transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, skipped, finished))
     return campaign
+
+
+@contextmanager
+def _voiding_outgrown_approval(campaign_id: int):
+    """A launch or schedule refused because the campaign outgrew its approval rolls back; the
+    approval is then voided, with the reason on the campaign, and the refusal goes on."""
+    try:
+        yield
+    except ApprovalOutgrown as exc:
+        approval_void_outgrown(campaign_id=campaign_id, reason=exc.message)
+        raise
 
 
 def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) -> None:
@@ -414,13 +425,6 @@ def campaign_send_direct(
     who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
     refused before anything is sent."""
     wanted = list(dict.fromkeys(external_ids))
-    # A message to more people than the approval threshold is an announcement in all but name.
-    if len(wanted) > settings.APPROVAL_THRESHOLD and not key_approves(actor):
-        raise ApplicationError(
-            f"A direct message to {len(wanted)} people, more than {settings.APPROVAL_THRESHOLD}, needs approval: "
-            "make it a campaign for an approver, or use a key with the campaigns:approve scope.",
-            code="approval_required", status=409,
-        )
     known = set(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", flat=True))
     unknown = [external_id for external_id in wanted if external_id not in known]
     if unknown:
@@ -428,16 +432,18 @@ def campaign_send_direct(
             f"No recipient with external id {', '.join(map(repr, unknown[:20]))}.", fields={"recipients": unknown[:100]}
         )
     with transaction.atomic():
+        # Reach, not one call, needs approval: the template's row stays locked until this commits.
+        approved = direct_reach_require(template_id=template_id, people=len(wanted), actor=actor)
         now = timezone.now()
         campaign = Campaign.objects.create(
             name=name, kind=Campaign.Kind.DIRECT, template_id=template_id, category=category,
             status=Campaign.Status.RUNNING, launched_at=now, materialised_at=now, total_deliveries=len(wanted),
+            created_by=actor.user, api_key=actor.api_key, approved_at=now if approved else None,
         )
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
-        if len(wanted) > settings.APPROVAL_THRESHOLD:
-            Campaign.objects.filter(pk=campaign.pk).update(approved_at=now)
+        if approved and actor.api_key is not None and key_approves(actor):
             actor.record(AuditEntry.Action.APPROVE, campaign=campaign,
                          summary=f"Approved and sent the direct message “{campaign}” to {len(wanted)} people")
         transaction.on_commit(lambda: _after_launch(campaign.pk, 0, skipped, True))
@@ -449,7 +455,7 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
         raise ApplicationError(
             "send_at must be in the future; launch the campaign to send it now.", fields={"send_at": ["Must be in the future."]}
         )
-    with transaction.atomic():
+    with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         if campaign.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED):
             raise ApplicationError(

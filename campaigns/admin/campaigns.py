@@ -21,7 +21,9 @@ from django.utils.html import format_html, format_html_join
 from delivery import progress
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
-from ..approvals import APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve
+from ..approvals import (
+    APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve, change_record,
+)
 from ..audit import Actor
 from ..errors import ApplicationError
 from ..models import Campaign
@@ -45,7 +47,8 @@ class Transition:
     done: str  # the success message, after the campaign's name
     shown_when: tuple[str, ...]  # statuses in which the change page offers it
     run: Callable[[Campaign, object, dict], Campaign]  # (campaign, user, the confirmation form's data)
-    permission: str = "campaigns.change_campaign"
+    # Authors launch, schedule and resume; approvers and authors pause and cancel (campaigns.roles).
+    permission: str = "campaigns.launch_campaign"
 
 
 def _schedule(campaign: Campaign, user, data) -> Campaign:
@@ -77,6 +80,7 @@ TRANSITIONS = {
         lambda campaign, user, data: campaign_pause(
             campaign_id=campaign.pk, reason=f"Paused by {user} in the admin.", actor=Actor(user=user)
         ),
+        permission="campaigns.control_campaign",
     ),
     "resume": Transition(
         "Resume", "Resume sending?", "Yes, resume", "is running again", (S.PAUSED,),
@@ -87,6 +91,7 @@ TRANSITIONS = {
         "Yes, cancel it", "is cancelled: whoever had not received it yet is skipped",
         (S.SCHEDULED, S.RUNNING, S.PAUSED),
         lambda campaign, user, data: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
+        permission="campaigns.control_campaign",
     ),
 }
 
@@ -149,6 +154,8 @@ class CampaignAdmin(admin.ModelAdmin):
             if set(form.changed_data) & set(APPROVED_FIELDS):
                 obj.edited_by = request.user  # who chose what it says or whom it reaches may not approve it
                 form.changed_data.append("edited_by")
+                changed = ", ".join(sorted(set(form.changed_data) & set(APPROVED_FIELDS)))
+                change_record(user=request.user, obj=obj, summary=f"Changed the {changed} of “{obj}”")
                 withdrawn = approval_withdraw(campaign=obj, actor=Actor(user=request.user), reason="it was changed")
             else:
                 withdrawn = False
@@ -348,23 +355,29 @@ class CampaignAdmin(admin.ModelAdmin):
             self._apply(request, campaign, name)
         return None
 
-    @admin.action(description="Launch now…", permissions=["change"])
+    def has_launch_permission(self, request) -> bool:
+        return request.user.has_perm("campaigns.launch_campaign")
+
+    def has_control_permission(self, request) -> bool:
+        return request.user.has_perm("campaigns.control_campaign")
+
+    @admin.action(description="Launch now…", permissions=["launch"])
     def launch_selected(self, request, queryset):
         return self._run_action(request, queryset, "launch", "launch_selected", confirm=True)
 
-    @admin.action(description="Schedule at their “Send at” time", permissions=["change"])
+    @admin.action(description="Schedule at their “Send at” time", permissions=["launch"])
     def schedule_selected(self, request, queryset):
         return self._run_action(request, queryset, "schedule", "schedule_selected", confirm=False)
 
-    @admin.action(description="Pause", permissions=["change"])
+    @admin.action(description="Pause", permissions=["control"])
     def pause_selected(self, request, queryset):
         return self._run_action(request, queryset, "pause", "pause_selected", confirm=False)
 
-    @admin.action(description="Resume", permissions=["change"])
+    @admin.action(description="Resume", permissions=["launch"])
     def resume_selected(self, request, queryset):
         return self._run_action(request, queryset, "resume", "resume_selected", confirm=False)
 
-    @admin.action(description="Cancel…", permissions=["change"])
+    @admin.action(description="Cancel…", permissions=["control"])
     def cancel_selected(self, request, queryset):
         return self._run_action(request, queryset, "cancel", "cancel_selected", confirm=True)
 

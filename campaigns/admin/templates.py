@@ -22,7 +22,7 @@ from ..errors import ApplicationError
 from ..models import MessageTemplate, Recipient
 from ..rendering import PLACEHOLDER_FIELDS, compile_message
 from ..staff import staff_recipient, staff_test_send
-from .common import JSON_AS_TEXT, SAMPLE_RECIPIENT
+from .common import JSON_AS_TEXT, SAMPLE_RECIPIENT, RecordsChanges
 
 PICKER_SIZE = 10  # people offered in the preview's picker before searching
 SEARCH_SIZE = 20
@@ -160,7 +160,7 @@ class MessageTemplateForm(forms.ModelForm):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
+class MessageTemplateAdmin(RecordsChanges, admin.ModelAdmin):
     form = MessageTemplateForm
     formfield_overrides = JSON_AS_TEXT
     list_display = ("name", "kind", "updated_at")

@@ -409,8 +409,9 @@ class CampaignViewSet(
     @extend_schema(
         request=TestSendSerializer,
         responses={201: CampaignSerializer},
-        description="Sends the campaign's message now to a few named people, to check it; the campaign itself "
-        "is not touched. Answers with the direct message that carries the test.",
+        description="Sends the campaign's message now to a few named people (at most 5 a call), to check it; the "
+        "campaign itself is not touched. Tests count toward the reach that needs approval, as direct messages do. "
+        "Answers with the direct message that carries the test.",
     )
     @action(detail=True, methods=["post"], url_path="test-send")
     def test_send(self, request, pk=None):
@@ -419,7 +420,7 @@ class CampaignViewSet(
         body.is_valid(raise_exception=True)
         test = campaign_send_direct(
             name=f"Test of {campaign.name}"[:200], template_id=campaign.template_id, category=campaign.category,
-            external_ids=body.validated_data["recipients"],
+            external_ids=body.validated_data["recipients"], actor=Actor(api_key=request.auth),
         )
         return Response(self.get_serializer(test).data, status=201)
 

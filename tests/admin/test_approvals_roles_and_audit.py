@@ -86,7 +86,7 @@ def test_nobody_approves_their_own_campaign(client, approver_user, big_audience)
 
     response = transition(client, campaign, "approve")
 
-    assert ("error", f"“{campaign}”: You wrote or changed this campaign: a second person must approve it.") in (
+    assert ("error", f"“{campaign}”: You wrote or changed this campaign (or its template, audience or category): a second person must approve it.") in (
         messages_of(response)
     )
     campaign.refresh_from_db()
@@ -273,7 +273,10 @@ def test_an_approval_no_longer_counts_once_the_audience_or_category_itself_chang
     assert not Delivery.objects.filter(campaign=campaign).exists()
 
 
-def test_an_approver_who_changed_a_campaign_cannot_approve_it_alone(client, comms_user, approver_user, big_audience):
+def test_an_approver_who_changed_a_campaign_cannot_approve_it_alone(
+    client, comms_user, comms_group, approver_user, big_audience
+):
+    approver_user.groups.add(comms_group)  # someone holding both roles
     campaign = factories.campaign(created_by=comms_user)
     client.force_login(approver_user)
     client.post(
