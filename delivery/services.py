@@ -81,8 +81,9 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
     """Starts a campaign now. The first chunk of delivery rows is written in the launching
     transaction (a small campaign is complete at once); the rest by a task, chunk by chunk, while
     sending has already begun. Launching twice is refused, so two schedulers racing for the same
-    campaign launch it once. A large announcement needs its approval (``campaigns.approvals``)."""
-    with transaction.atomic():
+    campaign launch it once. A large announcement needs its approval (``campaigns.approvals``); one
+    that would reach more people than its approval showed voids it."""
+    with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         if campaign.kind == Campaign.Kind.DIRECT:

@@ -12,7 +12,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.api.auth import api_key_create
-from campaigns.approvals import approval_fingerprint
+from campaigns.approvals import approval_fingerprint, campaign_approve
+from campaigns.audit import Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate, OptOut, StaffProfile
 from delivery import services
@@ -343,3 +344,199 @@ def test_an_approval_that_stopped_counting_can_be_given_again_from_the_campaign_
     transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
     services.campaign_launch(campaign_id=campaign.pk)
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
+
+
+# --- An approval covers the people it showed ---------------------------------------------------------
+
+def _approved_for_three(approver_user, comms_user, big_audience):
+    audience = factories.audience(kind="static")
+    audience.members.set(big_audience)
+    campaign = factories.campaign(audience=audience, created_by=comms_user)
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=approver_user))
+    return audience, Campaign.objects.get(pk=campaign.pk)
+
+
+def test_a_launch_reaching_more_people_than_the_approval_showed_voids_it_and_says_why(
+    client, comms_user, approver_user, big_audience
+):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    assert campaign.approved_people == 3
+    audience.members.add(factories.recipient(), factories.recipient())  # the lists grew; nothing else changed
+    client.force_login(comms_user)
+
+    refused = transition(client, campaign, "launch")
+
+    assert any("was approved for 3 people and now reaches 5" in text for level, text in messages_of(refused)
+               if level == "error")
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.approved_at, campaign.approved_people) == (Campaign.Status.DRAFT, None, None)
+    assert "approved for 3 people and now reaches 5" in campaign.status_reason
+    assert not Delivery.objects.filter(campaign=campaign).exists()
+    assert AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.APPROVAL_WITHDRAWN).exists()
+
+
+def test_the_scheduler_does_not_send_a_campaign_that_outgrew_its_approval(comms_user, approver_user, big_audience):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    services.campaign_schedule(campaign_id=campaign.pk, send_at=timezone.now() + datetime.timedelta(minutes=5),
+                               actor=Actor(user=comms_user))
+    audience.members.add(factories.recipient())
+    Campaign.objects.filter(pk=campaign.pk).update(send_at=timezone.now() - datetime.timedelta(seconds=1))
+
+    assert services.launch_due_campaigns() == []
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT and campaign.approved_at is None
+    assert "approved for 3 people and now reaches 4" in campaign.status_reason
+
+
+def test_a_launch_reaching_no_more_people_than_approved_goes_ahead(comms_user, approver_user, big_audience):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    audience.members.remove(big_audience[0])
+
+    services.campaign_launch(campaign_id=campaign.pk, actor=Actor(user=comms_user))
+
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
+
+
+# --- Separation of duties ------------------------------------------------------------------------------
+
+@pytest.fixture
+def both_roles(approver_user, comms_group):
+    approver_user.groups.add(comms_group)
+    return approver_user
+
+
+def test_whoever_edited_a_campaigns_template_cannot_approve_it_even_if_another_author_owns_it(
+    client, comms_user, both_roles, big_audience
+):
+    campaign = factories.campaign(created_by=comms_user, template=factories.template(text="Town hall at 3"))
+    client.force_login(both_roles)
+    edited = client.post(
+        reverse("admin:campaigns_messagetemplate_change", args=[campaign.template_id]),
+        {"name": campaign.template.name, "kind": "markdown", "editor": "json", "text": "Town hall cancelled",
+         "card": "null"},
+    )
+    assert edited.status_code == 302, edited.context["adminform"].form.errors
+
+    response = transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
+
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.CHANGE, user=both_roles)
+    assert entry.detail == {"template": campaign.template_id}
+
+
+@pytest.mark.parametrize("what", ["audience", "category"])
+def test_whoever_changed_whom_a_campaign_reaches_cannot_approve_it(client, comms_user, both_roles, big_audience, what):
+    audience = factories.audience(kind="static")
+    audience.members.set(big_audience)
+    campaign = factories.campaign(created_by=comms_user, audience=audience)
+    client.force_login(both_roles)
+    if what == "audience":
+        url = reverse("admin:campaigns_audience_change", args=[audience.pk])
+        data = {"name": audience.name, "kind": "static", "rules": "[]", "members": [p.pk for p in big_audience],
+                "excluded": [], "people_file_action": "include"}
+    else:
+        url = reverse("admin:campaigns_category_change", args=[campaign.category_id])
+        data = {"name": campaign.category.name, "slug": campaign.category.slug, "description": "", "mandatory": "on"}
+    saved = client.post(url, data)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+
+    response = transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
+
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_a_change_made_before_the_campaign_existed_does_not_bar_its_approver(client, comms_user, both_roles,
+                                                                            big_audience):
+    template = factories.template()
+    AuditEntry.objects.create(action=AuditEntry.Action.CHANGE, user=both_roles, summary="old edit",
+                              detail={"template": template.pk})
+    AuditEntry.objects.filter(user=both_roles).update(created_at=timezone.now() - datetime.timedelta(days=30))
+    campaign = factories.campaign(created_by=comms_user, template=template)
+    client.force_login(both_roles)
+
+    transition(client, campaign, "approve")
+
+    assert Campaign.objects.get(pk=campaign.pk).approved_by == both_roles
+
+
+# --- Roles: approvers read, approve, pause, cancel, recall ----------------------------------------------
+
+def test_an_approver_cannot_edit_a_campaign_by_posting_its_change_form(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    response = client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": "Hijacked", "kind": campaign.kind, "template": factories.template().pk, "audience": "",
+         "category": campaign.category_id, "send_at_0": "", "send_at_1": ""},
+    )
+
+    assert response.status_code == 403
+    assert Campaign.objects.get(pk=campaign.pk).name == campaign.name
+
+
+@pytest.mark.parametrize("model", ["audience", "messagetemplate", "category"])
+def test_an_approver_cannot_change_what_a_campaign_uses(client, approver_user, model):
+    objects = {"audience": factories.audience(kind="static"), "messagetemplate": factories.template(),
+               "category": factories.category()}
+    target = objects[model]
+    client.force_login(approver_user)
+
+    response = client.post(reverse(f"admin:campaigns_{model}_change", args=[target.pk]), {"name": "Hijacked"})
+
+    assert response.status_code == 403
+    assert type(target).objects.get(pk=target.pk).name != "Hijacked"
+
+
+@pytest.mark.parametrize("name", ["launch", "schedule", "resume"])
+def test_an_approver_cannot_launch_schedule_or_resume_by_posting_the_button(client, approver_user, name):
+    campaign = factories.campaign(send_at=timezone.now() + datetime.timedelta(hours=1))
+    if name == "resume":
+        services.campaign_launch(campaign_id=campaign.pk)
+        services.campaign_pause(campaign_id=campaign.pk, reason="held")
+    client.force_login(approver_user)
+    before = Campaign.objects.get(pk=campaign.pk).status
+
+    response = client.post(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]))
+
+    assert response.status_code == 403
+    assert Campaign.objects.get(pk=campaign.pk).status == before
+
+
+@pytest.mark.parametrize("action", ["launch_selected", "schedule_selected", "resume_selected"])
+def test_an_approver_cannot_launch_schedule_or_resume_through_the_list_actions(client, approver_user, action):
+    campaign = factories.campaign(send_at=timezone.now() + datetime.timedelta(hours=1))
+    if action == "resume_selected":
+        services.campaign_launch(campaign_id=campaign.pk)
+        services.campaign_pause(campaign_id=campaign.pk, reason="held")
+    before = Campaign.objects.get(pk=campaign.pk).status
+    client.force_login(approver_user)
+
+    client.post(reverse("admin:campaigns_campaign_changelist"),
+                {"action": action, "_selected_action": [campaign.pk], "post": "yes"})
+
+    assert Campaign.objects.get(pk=campaign.pk).status == before
+
+
+def test_an_approver_pauses_and_cancels(client, approver_user):
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    client.force_login(approver_user)
+
+    transition(client, campaign, "pause")
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.PAUSED
+    transition(client, campaign, "cancel")
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+
+
+def test_an_approver_cannot_send_a_test_of_a_campaign(client, approver_user):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    response = client.post(reverse("admin:campaigns_campaign_test_send", args=[campaign.pk]))
+
+    assert response.status_code == 403
+    assert not Campaign.objects.filter(kind=Campaign.Kind.DIRECT).exists()
