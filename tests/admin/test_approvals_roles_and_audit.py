@@ -540,3 +540,61 @@ def test_an_approver_cannot_send_a_test_of_a_campaign(client, approver_user):
 
     assert response.status_code == 403
     assert not Campaign.objects.filter(kind=Campaign.Kind.DIRECT).exists()
+
+
+# --- Reach of direct messages and tests -----------------------------------------------------------------
+
+def test_staff_tests_add_up_toward_the_threshold_and_the_one_that_passes_it_is_refused(client, comms_user, settings):
+    settings.APPROVAL_THRESHOLD = 2
+    me = factories.recipient(email="casey@example.com")
+    StaffProfile.objects.update_or_create(user=comms_user, defaults={"recipient": me})
+    campaign = factories.campaign()
+    client.force_login(comms_user)
+    url = reverse("admin:campaigns_campaign_test_send", args=[campaign.pk])
+
+    for _ in range(2):
+        assert any(level == "success" for level, _ in messages_of(client.post(url, follow=True)))
+    refused = client.post(url, follow=True)
+
+    assert any("already reached 2 people sent by you" in text for level, text in messages_of(refused)
+               if level == "error")
+    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 2
+
+
+def test_an_approver_approves_a_template_for_direct_messages_from_the_template_list(
+    client, comms_user, approver_user, settings
+):
+    settings.APPROVAL_THRESHOLD = 1
+    client.force_login(comms_user)
+    client.post(reverse("admin:campaigns_messagetemplate_add"),
+                {"name": "Payslip ready", "kind": "markdown", "editor": "json", "text": "Your payslip is ready",
+                 "card": "null"}, follow=True)
+    template = MessageTemplate.objects.get(name="Payslip ready")
+    changelist = reverse("admin:campaigns_messagetemplate_changelist")
+    action = {"action": "approve_for_direct_messages", "_selected_action": [template.pk]}
+
+    own = client.post(changelist, action, follow=True)  # the author holds no approver role
+    assert MessageTemplate.objects.get(pk=template.pk).direct_approved_at is None
+    assert not any(level == "success" for level, _ in messages_of(own))
+
+    client.force_login(approver_user)
+    approved = client.post(changelist, action, follow=True)
+
+    assert ("success", "“Payslip ready” is approved for direct messages until it is edited.") in messages_of(approved)
+    template.refresh_from_db()
+    assert template.direct_approved_by == approver_user
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.APPROVE_DIRECT, user=approver_user).exists()
+
+
+def test_whoever_wrote_a_template_cannot_approve_it_for_direct_messages(client, comms_user, both_roles):
+    client.force_login(both_roles)
+    client.post(reverse("admin:campaigns_messagetemplate_add"),
+                {"name": "Payslip ready", "kind": "markdown", "editor": "json", "text": "Your payslip is ready",
+                 "card": "null"})
+    template = MessageTemplate.objects.get(name="Payslip ready")
+
+    refused = client.post(reverse("admin:campaigns_messagetemplate_changelist"),
+                          {"action": "approve_for_direct_messages", "_selected_action": [template.pk]}, follow=True)
+
+    assert any("a second person must approve it" in text for level, text in messages_of(refused) if level == "error")
+    assert MessageTemplate.objects.get(pk=template.pk).direct_approved_at is None
