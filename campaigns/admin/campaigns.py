@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from delivery import progress
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
+from ..approval_requests import approval_request
 from ..approvals import (
     APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve, change_record,
 )
@@ -116,11 +117,28 @@ class CampaignForm(forms.ModelForm):
         return cleaned
 
 
+class WaitingForApprovalFilter(admin.SimpleListFilter):
+    """What waits for the approvers: campaigns whose author asked for approval, not approved yet."""
+
+    title = "approval"
+    parameter_name = "approval"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Waiting for approval")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(
+                approval_requested_at__isnull=False, approved_at__isnull=True, status__in=(S.DRAFT, S.SCHEDULED)
+            ).order_by("approval_requested_at")
+        return queryset
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
     list_display = ("name", "kind", "status", "send_at", "launched_at", "delivery_counts")
-    list_filter = ("status", "kind", "category")
+    list_filter = (WaitingForApprovalFilter, "status", "kind", "category")
     search_fields = ("name",)
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
@@ -180,6 +198,12 @@ class CampaignAdmin(admin.ModelAdmin):
                 for name, transition in TRANSITIONS.items()
                 if self._offers(request, obj, name)
             ]
+            # Said before, not after a confirmation page: what waits for approval and how to ask for it.
+            blocked = self._waits_for_approval(request, obj)
+            context["campaign_blocked"] = [(TRANSITIONS[name].label, blocked) for name in ("launch", "schedule")
+                                           if blocked and self._offers(request, obj, name, blocked_too=True)]
+            if blocked and request.user.has_perm("campaigns.launch_campaign"):
+                context["request_approval_url"] = reverse("admin:campaigns_campaign_request_approval", args=[obj.pk])
             context["campaign_links"] = [
                 *([("Watch", reverse("admin:campaigns_campaign_watch", args=[obj.pk]))] if obj.launched_at else []),
                 *change_links(request, obj),
@@ -190,7 +214,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def _offers(self, request, campaign: Campaign, name: str) -> bool:
+    def _offers(self, request, campaign: Campaign, name: str, blocked_too: bool = False) -> bool:
         transition = TRANSITIONS[name]
         if campaign.status not in transition.shown_when or not request.user.has_perm(transition.permission):
             return False
@@ -198,7 +222,19 @@ class CampaignAdmin(admin.ModelAdmin):
             return False
         if name == "approve":  # also when an approval stopped counting (what it covered changed)
             return self._approval(campaign).missing
+        if name in ("launch", "schedule") and not blocked_too:  # refused until approved: not offered
+            return not self._approval(campaign).missing
         return True
+
+    def _waits_for_approval(self, request, campaign: Campaign) -> str:
+        """Why “Launch now” and “Schedule” are not offered, or ""."""
+        if not campaign.is_editable or not self._approval(campaign).missing:
+            return ""
+        state = self._approval(campaign)
+        asked = (f" Approval was requested {_when(campaign.approval_requested_at)}."
+                 if campaign.approval_requested_at else " Ask for it with “Request approval”.")
+        return (f"Waits for approval: it reaches {state.people} people, more than {state.threshold}, and a person "
+                f"with the approver role other than its author must approve it first.{asked}")
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.transition_view)
@@ -207,7 +243,11 @@ class CampaignAdmin(admin.ModelAdmin):
             "<path:object_id>/test-send/", self.admin_site.admin_view(self.test_send_view),
             name="campaigns_campaign_test_send",
         )
-        return [transition, test_send, *watch_urls(self), *change_urls(self), *super().get_urls()]
+        request_approval = path(
+            "<path:object_id>/request-approval/", self.admin_site.admin_view(self.request_approval_view),
+            name="campaigns_campaign_request_approval",
+        )
+        return [transition, test_send, request_approval, *watch_urls(self), *change_urls(self), *super().get_urls()]
 
     # --- read-only fields
 
@@ -291,9 +331,11 @@ class CampaignAdmin(admin.ModelAdmin):
             return f"welcomes each new starter{f' in {campaign.audience}' if campaign.audience else ''}"
         people = self._approval(campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
+        waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
+                 if name == "launch" and campaign.is_editable and self._approval(campaign).missing else "")
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
-            f"category {campaign.category}{mandatory}"
+            f"category {campaign.category}{mandatory}{waits}"
         )
 
     def _confirmation(self, request, campaigns: list[Campaign], name: str, action: str = "") -> TemplateResponse:
@@ -328,6 +370,34 @@ class CampaignAdmin(admin.ModelAdmin):
             "element_id": f"activity-{campaign.pk}",
             "fingerprint": CampaignAdmin._approval(campaign).fingerprint,
         }
+
+    def request_approval_view(self, request, object_id: str):
+        """“Request approval”: on the approvers' list, and a message to each of them in Teams."""
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if request.method != "POST" or not request.user.has_perm("campaigns.launch_campaign"):
+            raise PermissionDenied
+        try:
+            asked = approval_request(campaign_id=campaign.pk, user=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, f"“{campaign}”: {exc.message}", messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Approval of “{campaign}” requested: {asked.messaged} approver(s) got a message in Teams.",
+                messages.SUCCESS,
+            )
+            if asked.without_teams:
+                self.message_user(
+                    request, f"{asked.without_teams} approver(s) have not linked who they are in Teams (My profile): "
+                    "they find it under Campaigns, “Waiting for approval”.", messages.WARNING,
+                )
+            if not asked.link:
+                self.message_user(
+                    request, "PUBLIC_BASE_URL is not set, so the Teams message carries no link to the approval page.",
+                    messages.WARNING,
+                )
+        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
 
     def test_send_view(self, request, object_id: str):
         """“Send a test to me”: the campaign's message, now, to the staff member's own Teams identity."""

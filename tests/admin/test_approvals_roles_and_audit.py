@@ -598,3 +598,79 @@ def test_whoever_wrote_a_template_cannot_approve_it_for_direct_messages(client, 
 
     assert any("a second person must approve it" in text for level, text in messages_of(refused) if level == "error")
     assert MessageTemplate.objects.get(pk=template.pk).direct_approved_at is None
+
+
+# --- Saying it before: “Launch now” waits for approval; “Request approval” --------------------------------
+
+def test_launch_is_not_offered_before_approval_and_the_page_says_why(client, comms_user, approver_user, big_audience):
+    campaign = factories.campaign(created_by=comms_user, send_at=timezone.now() + datetime.timedelta(days=1))
+    client.force_login(comms_user)
+
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+
+    assert f"/{campaign.pk}/do/launch/" not in page and f"/{campaign.pk}/do/schedule/" not in page
+    assert 'aria-disabled="true"' in page and "Waits for approval: it reaches 3 people, more than 2" in page
+    assert f"/{campaign.pk}/request-approval/" in page
+    confirmation = client.get(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "launch"]))
+    assert "not approved yet" in confirmation.content.decode()
+
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=approver_user))
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert f"/{campaign.pk}/do/launch/" in page and "Waits for approval" not in page
+
+
+def test_request_approval_lists_the_campaign_for_approvers_and_messages_them_in_teams(
+    client, comms_user, approver_user, big_audience, settings
+):
+    settings.PUBLIC_BASE_URL = "https://crier.example.com"
+    approver_in_teams = factories.recipient(external_id="avery-in-teams")
+    StaffProfile.objects.update_or_create(user=approver_user, defaults={"recipient": approver_in_teams})
+    campaign = factories.campaign(created_by=comms_user, name="Office move")
+    client.force_login(comms_user)
+
+    asked = client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk]), follow=True)
+
+    assert ("success", "Approval of “Office move” requested: 1 approver(s) got a message in Teams.") in messages_of(asked)
+    message = Campaign.objects.get(kind=Campaign.Kind.DIRECT)
+    assert list(message.deliveries.values_list("recipient__external_id", flat=True)) == ["avery-in-teams"]
+    link = f"https://crier.example.com/admin/campaigns/campaign/{campaign.pk}/do/approve/"
+    assert f"[Open the approval page]({link})" in message.template.text
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.APPROVAL_REQUESTED, user=comms_user).exists()
+
+    client.force_login(approver_user)
+    waiting = client.get(reverse("admin:campaigns_campaign_changelist") + "?approval=waiting").content.decode()
+    assert "Office move" in waiting and "Approval request: Office move" not in waiting
+
+
+def test_request_approval_without_a_public_address_says_the_message_has_no_link(
+    client, comms_user, approver_user, big_audience, settings
+):
+    settings.PUBLIC_BASE_URL = ""
+    StaffProfile.objects.update_or_create(user=approver_user, defaults={"recipient": factories.recipient()})
+    campaign = factories.campaign(created_by=comms_user)
+    client.force_login(comms_user)
+
+    asked = client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk]), follow=True)
+
+    assert any("PUBLIC_BASE_URL is not set" in text for level, text in messages_of(asked) if level == "warning")
+    assert "PUBLIC_BASE_URL" in Campaign.objects.get(kind=Campaign.Kind.DIRECT).template.text
+
+
+def test_request_approval_messages_no_approver_who_changed_the_campaign(
+    client, comms_user, both_roles, big_audience
+):
+    StaffProfile.objects.update_or_create(user=both_roles, defaults={"recipient": factories.recipient()})
+    campaign = factories.campaign(created_by=both_roles)
+    client.force_login(both_roles)
+
+    asked = client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk]), follow=True)
+
+    assert ("success", f"Approval of “{campaign}” requested: 0 approver(s) got a message in Teams.") in messages_of(asked)
+    assert not Campaign.objects.filter(kind=Campaign.Kind.DIRECT).exists()
+
+
+def test_an_approver_cannot_request_approval(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    assert client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk])).status_code == 403
