@@ -194,8 +194,9 @@ def approval_void_outgrown(*, campaign_id: int, reason: str) -> None:
 
 def campaign_changers(*, campaign: Campaign) -> set[int]:
     """The staff members who wrote or changed what the campaign sends or whom it reaches: its author,
-    whoever changed its template, audience or category on it, and whoever edited that template,
-    audience or category since the campaign was made (whoever owns them)."""
+    whoever changed its template, audience or category on it, and whoever created or edited that
+    template, audience or category, whoever owns them and whenever it was (a template written for
+    someone else's campaign is still what its writer would approve)."""
     touched = Q(campaign=campaign)
     if campaign.template_id:
         touched |= Q(detail__template=campaign.template_id)
@@ -204,7 +205,7 @@ def campaign_changers(*, campaign: Campaign) -> set[int]:
     if campaign.category_id:
         touched |= Q(detail__category=campaign.category_id)
     changed = AuditEntry.objects.filter(
-        touched, action=AuditEntry.Action.CHANGE, user__isnull=False, created_at__gte=campaign.created_at
+        touched, action=AuditEntry.Action.CHANGE, user__isnull=False
     ).values_list("user_id", flat=True)
     return {user for user in (campaign.created_by_id, campaign.edited_by_id, *changed) if user is not None}
 

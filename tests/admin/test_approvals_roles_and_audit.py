@@ -448,18 +448,19 @@ def test_whoever_changed_whom_a_campaign_reaches_cannot_approve_it(client, comms
     assert Campaign.objects.get(pk=campaign.pk).approved_at is None
 
 
-def test_a_change_made_before_the_campaign_existed_does_not_bar_its_approver(client, comms_user, both_roles,
-                                                                            big_audience):
-    template = factories.template()
-    AuditEntry.objects.create(action=AuditEntry.Action.CHANGE, user=both_roles, summary="old edit",
-                              detail={"template": template.pk})
-    AuditEntry.objects.filter(user=both_roles).update(created_at=timezone.now() - datetime.timedelta(days=30))
-    campaign = factories.campaign(created_by=comms_user, template=template)
+def test_whoever_wrote_the_template_before_the_campaign_existed_cannot_approve_it(client, comms_user, both_roles,
+                                                                                 big_audience):
     client.force_login(both_roles)
+    client.post(reverse("admin:campaigns_messagetemplate_add"),
+                {"name": "Written for someone else", "kind": "markdown", "editor": "json", "text": "Click here",
+                 "card": "null"})
+    template = MessageTemplate.objects.get(name="Written for someone else")
+    campaign = factories.campaign(created_by=comms_user, template=template)
 
-    transition(client, campaign, "approve")
+    response = transition(client, campaign, "approve")
 
-    assert Campaign.objects.get(pk=campaign.pk).approved_by == both_roles
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
 
 
 # --- Roles: approvers read, approve, pause, cancel, recall ----------------------------------------------
