@@ -150,7 +150,11 @@ def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     campaign.approved_at = timezone.now()
     campaign.approved_fingerprint = state.fingerprint
     campaign.approved_people = state.people
-    campaign.save(update_fields=["approved_by", "approved_at", "approved_fingerprint", "approved_people", "updated_at"])
+    fields = ["approved_by", "approved_at", "approved_fingerprint", "approved_people", "updated_at"]
+    if campaign.status == Campaign.Status.DRAFT and campaign.status_reason:
+        campaign.status_reason = ""  # why it went back to draft (its approval was withdrawn): answered now
+        fields.append("status_reason")
+    campaign.save(update_fields=fields)
     actor.record(
         AuditEntry.Action.APPROVE, campaign=campaign,
         summary=f"Approved “{campaign}” for {state.people} people",
@@ -237,19 +241,21 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
 
 # --- Direct messages and tests: reach within a window ------------------------------------------
 
-def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> bool:
+def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> str:
     """Raises unless ``actor`` may send the template to ``people`` more people now. What one API key
     or staff member sent with one template within ``APPROVAL_WINDOW_HOURS`` adds up: passing
     ``APPROVAL_THRESHOLD`` needs the template approved for direct messages, or a key with
-    ``campaigns:approve``. Returns whether the send is approved (so it counts toward no reach).
+    ``campaigns:approve``. Returns what approves the send, so it counts toward no reach: "template"
+    (approved for direct messages), "key" (a key with ``campaigns:approve`` passing the threshold),
+    or "" (not approved: it counts).
 
     Called inside the sending transaction: the template's row is locked until it commits, so two
     calls at once are counted one after the other and cannot both pass."""
     template = MessageTemplate.objects.select_for_update().only("id", "name", "direct_approved_at").get(pk=template_id)
     if template.direct_approved_at is not None:
-        return True
+        return "template"
     if actor.api_key is None and actor.user is None:
-        return False  # Crier itself (the approval requests it sends): nobody's reach
+        return ""  # Crier itself (the approval requests it sends): nobody's reach
     threshold = settings.APPROVAL_THRESHOLD
     since = timezone.now() - timedelta(hours=settings.APPROVAL_WINDOW_HOURS)
     sent = Campaign.objects.filter(
@@ -258,9 +264,9 @@ def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> bool
     )
     already = sent.aggregate(people=Sum("total_deliveries"))["people"] or 0
     if already + people <= threshold:
-        return False
+        return ""
     if key_approves(actor):
-        return True
+        return "key"
     who = "this API key" if actor.api_key is not None else "you"
     raise ApplicationError(
         f"“{template}” already reached {already} people sent by {who} in the last {settings.APPROVAL_WINDOW_HOURS} "

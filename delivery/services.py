@@ -17,7 +17,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
-from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require, key_approves
+from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, Category, Recipient
@@ -444,7 +444,7 @@ def campaign_send_direct(
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
-        if approved and actor.api_key is not None and key_approves(actor):
+        if approved == "key":
             actor.record(AuditEntry.Action.APPROVE, campaign=campaign,
                          summary=f"Approved and sent the direct message “{campaign}” to {len(wanted)} people")
         transaction.on_commit(lambda: _after_launch(campaign.pk, 0, skipped, True))

@@ -282,6 +282,11 @@ class CampaignAdmin(admin.ModelAdmin):
             by = campaign.approved_by or "an API key with the campaigns:approve scope"
             if state.approved or not state.needed:
                 return f"Approved by {by}, {_when(campaign.approved_at)}."
+            if campaign.approved_people is not None and state.people > campaign.approved_people:
+                return (
+                    f"Approved by {by}, {_when(campaign.approved_at)}, for {campaign.approved_people} people, but it "
+                    f"now reaches {state.people}: it needs approval again."
+                )
             return (
                 f"Approved by {by}, {_when(campaign.approved_at)}, but its template, audience or category changed "
                 "since: it needs approval again."

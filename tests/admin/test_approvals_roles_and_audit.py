@@ -675,3 +675,22 @@ def test_an_approver_cannot_request_approval(client, approver_user, big_audience
     client.force_login(approver_user)
 
     assert client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk])).status_code == 403
+
+
+def test_the_campaign_page_says_when_it_reaches_more_people_than_approved_and_a_new_approval_clears_the_reason(
+    client, comms_user, approver_user, big_audience
+):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    audience.members.add(factories.recipient())
+    client.force_login(comms_user)
+
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert "for 3 people, but it now reaches 4: it needs approval again" in page
+    assert f"/{campaign.pk}/do/launch/" not in page
+
+    transition(client, campaign, "launch")  # refused, the approval voided
+    other = approver_user.__class__.objects.create_user("ada", "ada@example.com", "pw", is_staff=True)
+    other.groups.set(approver_user.groups.all())
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=other))
+    campaign.refresh_from_db()
+    assert (campaign.approved_people, campaign.status_reason) == (4, "")
