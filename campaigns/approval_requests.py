@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,6 +21,7 @@ from .errors import ApplicationError
 from .models import AuditEntry, Campaign, Category, MessageTemplate, StaffProfile
 
 CATEGORY_SLUG = "crier-approvals"
+REQUEST_AGAIN_AFTER = timedelta(minutes=15)  # approvers are asked once, not once per click
 # Characters markdown gives a meaning to, and the braces of placeholders: a campaign's name is shown as it is.
 _MARKDOWN = re.compile(r"([\\`*_\[\]()#+\-.!|>~<{}])")
 
@@ -72,7 +74,13 @@ def approval_request(*, campaign_id: int, user) -> ApprovalRequest:
                 f"“{campaign}” needs no approval now." if not state.needed else f"“{campaign}” is already approved.",
                 code="invalid_state", status=409,
             )
-        campaign.approval_requested_at = timezone.now()
+        now = timezone.now()
+        if campaign.approval_requested_at and now - campaign.approval_requested_at < REQUEST_AGAIN_AFTER:
+            raise ApplicationError(
+                f"Approval of “{campaign}” was requested less than {REQUEST_AGAIN_AFTER.seconds // 60} minutes ago; "
+                "the approvers have it on their list.", code="already_requested", status=409,
+            )
+        campaign.approval_requested_at = now
         campaign.save(update_fields=["approval_requested_at", "updated_at"])
         Actor(user=user).record(
             AuditEntry.Action.APPROVAL_REQUESTED, campaign=campaign,

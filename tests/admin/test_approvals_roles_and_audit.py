@@ -694,3 +694,17 @@ def test_the_campaign_page_says_when_it_reaches_more_people_than_approved_and_a_
     campaign_approve(campaign_id=campaign.pk, actor=Actor(user=other))
     campaign.refresh_from_db()
     assert (campaign.approved_people, campaign.status_reason) == (4, "")
+
+
+def test_approvers_are_asked_once_not_once_per_click(client, comms_user, approver_user, big_audience):
+    StaffProfile.objects.update_or_create(user=approver_user, defaults={"recipient": factories.recipient()})
+    campaign = factories.campaign(created_by=comms_user)
+    client.force_login(comms_user)
+    url = reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk])
+
+    client.post(url)
+    again = client.post(url, follow=True)
+
+    assert any("was requested less than 15 minutes ago" in text for level, text in messages_of(again)
+               if level == "error")
+    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 1
