@@ -216,3 +216,22 @@ def test_a_launch_through_the_api_reaching_more_people_than_approved_is_refused_
     campaign.refresh_from_db()
     assert campaign.status == "draft" and campaign.approved_at is None
     assert "approved for 3 people and now reaches 5" in campaign.status_reason
+
+
+def test_a_key_that_may_approve_but_not_write_or_send_cannot_change_or_launch_a_campaign():
+    from rest_framework.test import APIClient
+
+    from campaigns.api.auth import api_key_create
+
+    _, secret = api_key_create(name="approver-like", scopes=["read", "campaigns:approve"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    campaign = factories.campaign(name="Before")
+
+    changed = client.patch(f"/api/v1/campaigns/{campaign.pk}/", {"name": "After"}, format="json")
+    launched = client.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+
+    assert (changed.status_code, error_of(changed)["code"]) == (403, "missing_scope")
+    assert (launched.status_code, error_of(launched)["code"]) == (403, "missing_scope")
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.status) == ("Before", "draft")
