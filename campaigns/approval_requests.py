@@ -65,7 +65,8 @@ def approval_request(*, campaign_id: int, user) -> ApprovalRequest:
         campaign = Campaign.objects.select_for_update().select_related("template").get(pk=campaign_id)
         if not campaign.is_editable:
             raise ApplicationError(
-                f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign is approved.",
+                f"“{campaign}” is {campaign.get_status_display().lower()}; "
+                "only a draft or scheduled campaign is approved.",
                 code="invalid_state", status=409,
             )
         state = approval_state(campaign=campaign)

@@ -39,6 +39,7 @@ from .selectors import audience_count
 class ApprovalOutgrown(ApplicationError):
     """The campaign would reach more people than its approval showed: the approval is void."""
 
+
 # Changing one of these after approval withdraws it.
 APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id")
 
@@ -173,7 +174,8 @@ def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str, outgrown
     campaign.approved_at = None
     campaign.approved_people = None
     fields = ["approved_by", "approved_at", "approved_people", "updated_at"]
-    unscheduled = campaign.status == Campaign.Status.SCHEDULED and (outgrown or approval_state(campaign=campaign).needed)
+    scheduled = campaign.status == Campaign.Status.SCHEDULED
+    unscheduled = scheduled and (outgrown or approval_state(campaign=campaign).needed)
     if unscheduled or outgrown:
         campaign.status = Campaign.Status.DRAFT
         campaign.status_reason = (
@@ -281,11 +283,15 @@ def template_approve_direct(*, template_id: int, actor: Actor) -> MessageTemplat
     transactional notice such as "your payslip is ready"), until it is edited."""
     user = actor.user
     if user is None or not user.has_perm("campaigns.approve_campaign"):
-        raise ApplicationError("Only a person with the approver role can approve a template.", code="forbidden", status=403)
+        raise ApplicationError(
+            "Only a person with the approver role can approve a template.", code="forbidden", status=403
+        )
     with transaction.atomic():
         template = MessageTemplate.objects.select_for_update().get(pk=template_id)
         if template.direct_approved_at is not None:
-            raise ApplicationError(f"“{template}” is already approved for direct messages.", code="invalid_state", status=409)
+            raise ApplicationError(
+                f"“{template}” is already approved for direct messages.", code="invalid_state", status=409
+            )
         changed = AuditEntry.objects.filter(action=AuditEntry.Action.CHANGE, user=user, detail__template=template.pk)
         if changed.exists():
             raise ApplicationError(
