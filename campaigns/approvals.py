@@ -279,10 +279,11 @@ def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> str:
 
 
 def template_approve_direct(*, template_id: int, actor: Actor) -> MessageTemplate:
-    """An approver approves a template for direct messages to any number of people (a
-    transactional notice such as "your payslip is ready"), until it is edited."""
+    """An approver (or a key with ``campaigns:approve``) approves a template for direct messages to
+    any number of people (a transactional notice such as "your payslip is ready"), until it is
+    edited."""
     user = actor.user
-    if user is None or not user.has_perm("campaigns.approve_campaign"):
+    if not key_approves(actor) and (user is None or not user.has_perm("campaigns.approve_campaign")):
         raise ApplicationError(
             "Only a person with the approver role can approve a template.", code="forbidden", status=403
         )
@@ -293,16 +294,16 @@ def template_approve_direct(*, template_id: int, actor: Actor) -> MessageTemplat
                 f"“{template}” is already approved for direct messages.", code="invalid_state", status=409
             )
         changed = AuditEntry.objects.filter(action=AuditEntry.Action.CHANGE, user=user, detail__template=template.pk)
-        if changed.exists():
+        if user is not None and changed.exists():
             raise ApplicationError(
                 "You wrote or changed this template: a second person must approve it.", code="approver_is_author",
                 status=403,
             )
-        template.direct_approved_by = user
+        template.direct_approved_by = user if actor.api_key is None else None
         template.direct_approved_at = timezone.now()
         # Not save(): its updated_at is what campaign approvals fingerprint.
         MessageTemplate.objects.filter(pk=template.pk).update(
-            direct_approved_by=user, direct_approved_at=template.direct_approved_at
+            direct_approved_by=template.direct_approved_by, direct_approved_at=template.direct_approved_at
         )
         actor.record(
             AuditEntry.Action.APPROVE_DIRECT, summary=f"Approved “{template}” for direct messages",

@@ -333,8 +333,8 @@ class MessageTemplateSerializer(RejectUnknownFieldsMixin, serializers.ModelSeria
 
     class Meta:
         model = MessageTemplate
-        fields = ["id", "name", "kind", "text", "card", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        fields = ["id", "name", "kind", "text", "card", "direct_approved_at", "created_at", "updated_at"]
+        read_only_fields = ["id", "direct_approved_at", "created_at", "updated_at"]
 
     def validate(self, attrs):
         current = self.instance

@@ -233,3 +233,27 @@ def test_two_parallel_direct_messages_cannot_both_pass_the_threshold(settings):
 
     assert sorted(results) == ["approval_required", "sent"]
     assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 1
+
+
+def test_a_key_that_may_approve_approves_a_template_for_direct_messages_and_one_that_may_not_is_refused(
+    api, settings
+):
+    from rest_framework.test import APIClient
+
+    settings.APPROVAL_THRESHOLD = 2
+    people = _people(3)
+    template, _ = factories.template(), factories.category(slug="payroll")
+
+    refused = api.post(f"/api/v1/templates/{template.pk}/approve-direct/")
+    assert (refused.status_code, error_of(refused)["code"]) == (403, "missing_scope")
+
+    _, secret = api_key_create(name="payroll-approver", scopes=["read", "campaigns:approve"])
+    approver = APIClient()
+    approver.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    approved = approver.post(f"/api/v1/templates/{template.pk}/approve-direct/")
+    assert approved.status_code == 200 and approved.json()["direct_approved_at"]
+    assert approver.post(f"/api/v1/templates/{template.pk}/approve-direct/").status_code == 409
+
+    sent = api.post("/api/v1/messages/", {"template": template.pk, "category": "payroll", "recipients": people},
+                    format="json")
+    assert sent.status_code == 201, sent.json()
