@@ -6,25 +6,39 @@ admin or through the API), or editing the template it uses, withdraws the approv
 campaign that loses its approval goes back to draft, visibly, rather than sending unapproved. An
 approval also records a fingerprint of the template, audience and category as they were; an edit
 of the audience or category itself (its rules, its lists, a category made mandatory) changes it, so
-the approval no longer counts. The approver is neither the campaign's author nor the last person
-who changed what it says or whom it reaches, and approves what the approval page showed them. An
+the approval no longer counts. An approval covers the number of people it showed: a launch or
+schedule that would reach more voids it, with the reason on the campaign. The approver is nobody
+who wrote or changed what the campaign says or whom it reaches (its template, audience or category,
+whoever owns them: ``campaign_changers``), and approves what the approval page showed them. An
 API key with the ``campaigns:approve`` scope approves the campaigns it launches itself (an
 integration the organisation trusts); every approval is in the audit log.
+
+Direct messages and tests are counted as reach (``direct_reach_require``): what one API key or
+staff member sends with one template within ``APPROVAL_WINDOW_HOURS`` adds up, and what would pass
+the threshold is refused, unless an approver approved the template for direct messages
+(transactional notices); editing the template withdraws that too.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from .audit import Actor
+from .audit import SYSTEM, Actor
 from .errors import ApplicationError
 from .models import ApiKey, Audience, AuditEntry, Campaign, Category, MessageTemplate
 from .selectors import audience_count
+
+
+class ApprovalOutgrown(ApplicationError):
+    """The campaign would reach more people than its approval showed: the approval is void."""
+
 
 # Changing one of these after approval withdraws it.
 APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id")
@@ -56,13 +70,17 @@ def _approved_as_it_stands(campaign: Campaign, fingerprint: str) -> bool:
     return campaign.approved_at is not None and campaign.approved_fingerprint == fingerprint
 
 
+def _outgrown(campaign: Campaign, people: int) -> bool:
+    return campaign.approved_people is not None and people > campaign.approved_people
+
+
 def approval_state(*, campaign: Campaign, fingerprint: str | None = None) -> ApprovalState:
     threshold = settings.APPROVAL_THRESHOLD
     fingerprint = fingerprint or approval_fingerprint(campaign=campaign)
-    approved = _approved_as_it_stands(campaign, fingerprint)
     # Only announcements need approval: a welcome greets one new starter at a time, and a direct
-    # message is checked when it is sent (``key_approves``).
+    # message is checked when it is sent (``direct_reach_require``).
     people = audience_count(audience=campaign.audience) if campaign.kind == Campaign.Kind.ANNOUNCEMENT else 0
+    approved = _approved_as_it_stands(campaign, fingerprint) and not _outgrown(campaign, people)
     return ApprovalState(
         needed=people > threshold, approved=approved, people=people, threshold=threshold, fingerprint=fingerprint
     )
@@ -77,14 +95,18 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
     """Raises unless the campaign may be sent as it is. A key with ``campaigns:approve`` approves
     it on the way (called inside the launching transaction, with the campaign row locked)."""
     fingerprint = approval_fingerprint(campaign=campaign)
-    if _approved_as_it_stands(campaign, fingerprint):
-        return  # no need to count a million people inside the launch
     state = approval_state(campaign=campaign, fingerprint=fingerprint)
     if not state.missing:
         return
     if key_approves(actor):
         _approve(campaign, actor, state)
         return
+    if _approved_as_it_stands(campaign, fingerprint):  # approved, but for fewer people than it reaches now
+        raise ApprovalOutgrown(
+            f"“{campaign}” was approved for {campaign.approved_people} people and now reaches {state.people}: "
+            "the approval is void, and a person with the approver role must approve it again.",
+            code="approval_required", status=409,
+        )
     again = " changed since it was approved (its template, audience or category), and" if campaign.approved_at else ""
     raise ApplicationError(
         f"“{campaign}”{again} reaches {state.people} people, more than {state.threshold}: a second person with the "
@@ -110,10 +132,10 @@ def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None)
             raise ApplicationError(f"“{campaign}” is already approved.", code="invalid_state", status=409)
         if user is None or not user.has_perm("campaigns.approve_campaign"):
             raise ApplicationError("Only a person with the approver role can approve a campaign.", code="forbidden", status=403)
-        if user.pk in (campaign.created_by_id, campaign.edited_by_id):
+        if user.pk in campaign_changers(campaign=campaign):
             raise ApplicationError(
-                "You wrote or changed this campaign: a second person must approve it.", code="approver_is_author",
-                status=403,
+                "You wrote or changed this campaign (or its template, audience or category): a second person must "
+                "approve it.", code="approver_is_author", status=403,
             )
         if seen is not None and seen != state.fingerprint:
             raise ApplicationError(
@@ -128,7 +150,12 @@ def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     campaign.approved_by = actor.user if actor.user is not None else None
     campaign.approved_at = timezone.now()
     campaign.approved_fingerprint = state.fingerprint
-    campaign.save(update_fields=["approved_by", "approved_at", "approved_fingerprint", "updated_at"])
+    campaign.approved_people = state.people
+    fields = ["approved_by", "approved_at", "approved_fingerprint", "approved_people", "updated_at"]
+    if campaign.status == Campaign.Status.DRAFT and campaign.status_reason:
+        campaign.status_reason = ""  # why it went back to draft (its approval was withdrawn): answered now
+        fields.append("status_reason")
+    campaign.save(update_fields=fields)
     actor.record(
         AuditEntry.Action.APPROVE, campaign=campaign,
         summary=f"Approved “{campaign}” for {state.people} people",
@@ -136,18 +163,24 @@ def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     )
 
 
-def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str) -> bool:
+def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str, outgrown: bool = False) -> bool:
     """Withdraws the approval of a campaign not sent yet (the caller holds its row). A scheduled
-    campaign that now needs approval goes back to draft. Returns whether anything changed."""
+    campaign that now needs approval goes back to draft. ``outgrown``: the campaign reaches more
+    people than the approval showed, and ``reason`` says so on the campaign. Returns whether
+    anything changed."""
     if campaign.approved_at is None or not campaign.is_editable:
         return False
     campaign.approved_by = None
     campaign.approved_at = None
-    fields = ["approved_by", "approved_at", "updated_at"]
-    unscheduled = campaign.status == Campaign.Status.SCHEDULED and approval_state(campaign=campaign).needed
-    if unscheduled:
+    campaign.approved_people = None
+    fields = ["approved_by", "approved_at", "approved_people", "updated_at"]
+    scheduled = campaign.status == Campaign.Status.SCHEDULED
+    unscheduled = scheduled and (outgrown or approval_state(campaign=campaign).needed)
+    if unscheduled or outgrown:
         campaign.status = Campaign.Status.DRAFT
-        campaign.status_reason = f"Back to draft: {reason}; it needs approval again before it is scheduled."
+        campaign.status_reason = (
+            reason if outgrown else f"Back to draft: {reason}; it needs approval again before it is scheduled."
+        )[:500]
         fields += ["status", "status_reason"]
     campaign.save(update_fields=fields)
     actor.record(
@@ -157,12 +190,123 @@ def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str) -> bool:
     return True
 
 
+def approval_void_outgrown(*, campaign_id: int, reason: str) -> None:
+    """After a launch or schedule refused with ``ApprovalOutgrown`` (its transaction rolled back):
+    the approval is void, and the campaign says why."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        approval_withdraw(campaign=campaign, actor=SYSTEM, reason=reason, outgrown=True)
+
+
+def campaign_changers(*, campaign: Campaign) -> set[int]:
+    """The staff members who wrote or changed what the campaign sends or whom it reaches: its author,
+    whoever changed its template, audience or category on it, and whoever created or edited that
+    template, audience or category, whoever owns them and whenever it was (a template written for
+    someone else's campaign is still what its writer would approve)."""
+    touched = Q(campaign=campaign)
+    if campaign.template_id:
+        touched |= Q(detail__template=campaign.template_id)
+    if campaign.audience_id:
+        touched |= Q(detail__audience=campaign.audience_id)
+    if campaign.category_id:
+        touched |= Q(detail__category=campaign.category_id)
+    changed = AuditEntry.objects.filter(
+        touched, action=AuditEntry.Action.CHANGE, user__isnull=False
+    ).values_list("user_id", flat=True)
+    return {user for user in (campaign.created_by_id, campaign.edited_by_id, *changed) if user is not None}
+
+
+def change_record(*, user, obj, summary: str) -> None:
+    """Records that a staff member changed a campaign, template, audience or category (what a
+    campaign sends or whom it reaches), so they cannot approve what uses it."""
+    key = {Campaign: "campaign", MessageTemplate: "template", Audience: "audience", Category: "category"}[type(obj)]
+    Actor(user=user).record(
+        AuditEntry.Action.CHANGE, summary=summary, campaign=obj if key == "campaign" else None,
+        detail={} if key == "campaign" else {key: obj.pk},
+    )
+
+
 def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
-    """The template of approved campaigns changed: their approval no longer covers what they say."""
+    """The template of approved campaigns changed: their approval no longer covers what they say,
+    nor does its approval for direct messages."""
     withdrawn = 0
     with transaction.atomic():
+        MessageTemplate.objects.filter(pk=template_id, direct_approved_at__isnull=False).update(
+            direct_approved_at=None, direct_approved_by=None
+        )
         for campaign in Campaign.objects.select_for_update().filter(
             template_id=template_id, approved_at__isnull=False, status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         ):
             withdrawn += approval_withdraw(campaign=campaign, actor=actor, reason="its template was edited")
     return withdrawn
+
+
+# --- Direct messages and tests: reach within a window ------------------------------------------
+
+def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> str:
+    """Raises unless ``actor`` may send the template to ``people`` more people now. What one API key
+    or staff member sent with one template within ``APPROVAL_WINDOW_HOURS`` adds up: passing
+    ``APPROVAL_THRESHOLD`` needs the template approved for direct messages, or a key with
+    ``campaigns:approve``. Returns what approves the send, so it counts toward no reach: "template"
+    (approved for direct messages), "key" (a key with ``campaigns:approve`` passing the threshold),
+    or "" (not approved: it counts).
+
+    Called inside the sending transaction: the template's row is locked until it commits, so two
+    calls at once are counted one after the other and cannot both pass."""
+    template = MessageTemplate.objects.select_for_update().only("id", "name", "direct_approved_at").get(pk=template_id)
+    if template.direct_approved_at is not None:
+        return "template"
+    if actor.api_key is None and actor.user is None:
+        return ""  # Crier itself (the approval requests it sends): nobody's reach
+    threshold = settings.APPROVAL_THRESHOLD
+    since = timezone.now() - timedelta(hours=settings.APPROVAL_WINDOW_HOURS)
+    sent = Campaign.objects.filter(
+        kind=Campaign.Kind.DIRECT, template_id=template_id, created_at__gte=since, approved_at__isnull=True,
+        **({"api_key": actor.api_key} if actor.api_key is not None else {"created_by": actor.user}),
+    )
+    already = sent.aggregate(people=Sum("total_deliveries"))["people"] or 0
+    if already + people <= threshold:
+        return ""
+    if key_approves(actor):
+        return "key"
+    who = "this API key" if actor.api_key is not None else "you"
+    raise ApplicationError(
+        f"“{template}” already reached {already} people sent by {who} in the last {settings.APPROVAL_WINDOW_HOURS} "
+        f"hours; {people} more would pass {threshold}, the number that needs approval. Ask a person with the "
+        "approver role to approve the template for direct messages (transactional notices), or make it a campaign.",
+        code="approval_required", status=409,
+    )
+
+
+def template_approve_direct(*, template_id: int, actor: Actor) -> MessageTemplate:
+    """An approver (or a key with ``campaigns:approve``) approves a template for direct messages to
+    any number of people (a transactional notice such as "your payslip is ready"), until it is
+    edited."""
+    user = actor.user
+    if not key_approves(actor) and (user is None or not user.has_perm("campaigns.approve_campaign")):
+        raise ApplicationError(
+            "Only a person with the approver role can approve a template.", code="forbidden", status=403
+        )
+    with transaction.atomic():
+        template = MessageTemplate.objects.select_for_update().get(pk=template_id)
+        if template.direct_approved_at is not None:
+            raise ApplicationError(
+                f"“{template}” is already approved for direct messages.", code="invalid_state", status=409
+            )
+        changed = AuditEntry.objects.filter(action=AuditEntry.Action.CHANGE, user=user, detail__template=template.pk)
+        if user is not None and changed.exists():
+            raise ApplicationError(
+                "You wrote or changed this template: a second person must approve it.", code="approver_is_author",
+                status=403,
+            )
+        template.direct_approved_by = user if actor.api_key is None else None
+        template.direct_approved_at = timezone.now()
+        # Not save(): its updated_at is what campaign approvals fingerprint.
+        MessageTemplate.objects.filter(pk=template.pk).update(
+            direct_approved_by=template.direct_approved_by, direct_approved_at=template.direct_approved_at
+        )
+        actor.record(
+            AuditEntry.Action.APPROVE_DIRECT, summary=f"Approved “{template}” for direct messages",
+            detail={"template": template.pk},
+        )
+    return template

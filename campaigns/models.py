@@ -141,6 +141,13 @@ class MessageTemplate(models.Model):
         null=True, blank=True,
         help_text="What the card editor was given (title, image, body, buttons); empty for cards written as JSON.",
     )
+    direct_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who approved it for direct messages (transactional notices) to any number of people.",
+    )
+    direct_approved_at = models.DateTimeField(
+        null=True, blank=True, help_text="Its direct messages count toward no reach until it is edited."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -210,6 +217,16 @@ class Campaign(models.Model):
     approved_fingerprint = models.CharField(
         max_length=64, blank=True, help_text="What was approved: its template, audience and category as they were."
     )
+    approved_people = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How many people the approval showed: a launch reaching more voids it."
+    )
+    approval_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its author asked the approvers to look at it."
+    )
+    api_key = models.ForeignKey(
+        "ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The API key that sent it (direct messages), for the reach that needs approval.",
+    )
     edited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="Who last changed its template, audience or category in the admin.",
@@ -222,6 +239,8 @@ class Campaign(models.Model):
         permissions = [
             ("approve_campaign", "Can approve a campaign for a large audience"),
             ("recall_campaign", "Can edit or delete a sent message for everyone who received it"),
+            ("launch_campaign", "Can launch, schedule or resume a campaign"),
+            ("control_campaign", "Can pause or cancel a campaign"),
         ]
         indexes = [models.Index(fields=["status", "send_at"], name="campaign_due_idx")]
         constraints = [
@@ -363,6 +382,9 @@ class AuditEntry(models.Model):
         LAUNCH = "launch", "Launched"
         SCHEDULE = "schedule", "Scheduled"
         APPROVE = "approve", "Approved"
+        APPROVE_DIRECT = "approve_direct", "Approved a template for direct messages"
+        APPROVAL_REQUESTED = "approval_requested", "Asked for approval"
+        CHANGE = "change", "Changed what a campaign sends or whom it reaches"
         APPROVAL_WITHDRAWN = "approval_withdrawn", "Approval withdrawn"
         PAUSE = "pause", "Paused"
         RESUME = "resume", "Resumed"

@@ -80,9 +80,8 @@ def staff_test_send(*, user, template_id: int, category_id: int | None = None) -
     with transaction.atomic():
         campaign = campaign_send_direct(
             name=f"Test of {template.name}"[:200], template_id=template.pk, category=category,
-            external_ids=[recipient.external_id],
+            external_ids=[recipient.external_id], actor=Actor(user=user),
         )
-        Campaign.objects.filter(pk=campaign.pk).update(created_by=user)
         Actor(user=user).record(
             AuditEntry.Action.TEST_SEND, campaign=campaign, summary=f"Sent a test of “{template}” to {recipient}",
             detail={"template": template.pk, "recipient": recipient.external_id},

@@ -17,7 +17,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 
-from campaigns.approvals import approval_require, key_approves
+from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, Category, Recipient
@@ -81,8 +81,9 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
     """Starts a campaign now. The first chunk of delivery rows is written in the launching
     transaction (a small campaign is complete at once); the rest by a task, chunk by chunk, while
     sending has already begun. Launching twice is refused, so two schedulers racing for the same
-    campaign launch it once. A large announcement needs its approval (``campaigns.approvals``)."""
-    with transaction.atomic():
+    campaign launch it once. A large announcement needs its approval (``campaigns.approvals``); one
+    that would reach more people than its approval showed voids it."""
+    with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         if campaign.kind == Campaign.Kind.DIRECT:
@@ -112,6 +113,17 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
             last_id, _, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
             transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, skipped, finished))
     return campaign
+
+
+@contextmanager
+def _voiding_outgrown_approval(campaign_id: int):
+    """A launch or schedule refused because the campaign outgrew its approval rolls back; the
+    approval is then voided, with the reason on the campaign, and the refusal goes on."""
+    try:
+        yield
+    except ApprovalOutgrown as exc:
+        approval_void_outgrown(campaign_id=campaign_id, reason=exc.message)
+        raise
 
 
 def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) -> None:
@@ -414,13 +426,6 @@ def campaign_send_direct(
     who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
     refused before anything is sent."""
     wanted = list(dict.fromkeys(external_ids))
-    # A message to more people than the approval threshold is an announcement in all but name.
-    if len(wanted) > settings.APPROVAL_THRESHOLD and not key_approves(actor):
-        raise ApplicationError(
-            f"A direct message to {len(wanted)} people, more than {settings.APPROVAL_THRESHOLD}, needs approval: "
-            "make it a campaign for an approver, or use a key with the campaigns:approve scope.",
-            code="approval_required", status=409,
-        )
     known = set(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", flat=True))
     unknown = [external_id for external_id in wanted if external_id not in known]
     if unknown:
@@ -428,16 +433,18 @@ def campaign_send_direct(
             f"No recipient with external id {', '.join(map(repr, unknown[:20]))}.", fields={"recipients": unknown[:100]}
         )
     with transaction.atomic():
+        # Reach, not one call, needs approval: the template's row stays locked until this commits.
+        approved = direct_reach_require(template_id=template_id, people=len(wanted), actor=actor)
         now = timezone.now()
         campaign = Campaign.objects.create(
             name=name, kind=Campaign.Kind.DIRECT, template_id=template_id, category=category,
             status=Campaign.Status.RUNNING, launched_at=now, materialised_at=now, total_deliveries=len(wanted),
+            created_by=actor.user, api_key=actor.api_key, approved_at=now if approved else None,
         )
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")
-        if len(wanted) > settings.APPROVAL_THRESHOLD:
-            Campaign.objects.filter(pk=campaign.pk).update(approved_at=now)
+        if approved == "key":
             actor.record(AuditEntry.Action.APPROVE, campaign=campaign,
                          summary=f"Approved and sent the direct message “{campaign}” to {len(wanted)} people")
         transaction.on_commit(lambda: _after_launch(campaign.pk, 0, skipped, True))
@@ -449,7 +456,7 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
         raise ApplicationError(
             "send_at must be in the future; launch the campaign to send it now.", fields={"send_at": ["Must be in the future."]}
         )
-    with transaction.atomic():
+    with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         if campaign.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED):
             raise ApplicationError(

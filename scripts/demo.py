@@ -108,7 +108,9 @@ def main() -> int:
            "BOT_OPENID_METADATA_URL": info["openid_metadata_url"], "REQUESTS_CA_BUNDLE": info["ca_file"],
            "ALLOWED_HOSTS": "127.0.0.1,localhost", "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false",
            # Small enough that an announcement to the whole demo organisation needs an approver.
-           "APPROVAL_THRESHOLD": os.environ.get("APPROVAL_THRESHOLD", "100")}
+           "APPROVAL_THRESHOLD": os.environ.get("APPROVAL_THRESHOLD", "100"),
+           # The link in the Teams message that asks an approver to approve a campaign.
+           "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}"}
     say("migrating the database")
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)

@@ -303,6 +303,11 @@ RECIPIENT_ATTRIBUTES_MAX_CHARS = env_int("RECIPIENT_ATTRIBUTES_MAX_CHARS", 10_00
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
 # An announcement to more people than this needs a second person's approval (see campaigns.approvals).
 APPROVAL_THRESHOLD = env_int("APPROVAL_THRESHOLD", 500)
+# The window in which the direct messages (and tests) a key or staff member sends with one template
+# add up toward APPROVAL_THRESHOLD.
+APPROVAL_WINDOW_HOURS = env_int("APPROVAL_WINDOW_HOURS", 24)
+# Where people reach this Crier (https://crier.example.com), for links in Teams messages.
+PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL", "") or "").rstrip("/")
 # Chains of tasks editing or deleting one campaign's sent messages at once (see delivery.changing).
 MESSAGE_CHANGE_CONCURRENCY = env_int("MESSAGE_CHANGE_CONCURRENCY", 4)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)

@@ -25,7 +25,7 @@ from ..selectors import (
     recipient_field_values,
     recipients_from_csv,
 )
-from .common import JSON_AS_TEXT, PrettyJSONField
+from .common import JSON_AS_TEXT, PrettyJSONField, RecordsChanges
 
 # A list longer than this is shown as a count, not as a list of names to edit: each name is a
 # field of the form post, and Django refuses posts of more than 1,000 fields.
@@ -133,7 +133,7 @@ class AudiencePreviewForm(forms.Form):
 
 
 @admin.register(Audience)
-class AudienceAdmin(admin.ModelAdmin):
+class AudienceAdmin(RecordsChanges, admin.ModelAdmin):
     form = AudienceForm
     formfield_overrides = JSON_AS_TEXT
     # The count is one query per row: fine for the dozens of audiences an organisation keeps.

@@ -22,7 +22,10 @@ from delivery import progress
 from delivery.reports import progress_summary
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
-from ..approvals import APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve
+from ..approval_requests import approval_request
+from ..approvals import (
+    APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve, change_record,
+)
 from ..audit import Actor
 from ..errors import ApplicationError
 from ..models import Campaign
@@ -47,7 +50,8 @@ class Transition:
     done: str  # the success message, after the campaign's name
     shown_when: tuple[str, ...]  # statuses in which the change page offers it
     run: Callable[[Campaign, object, dict], Campaign]  # (campaign, user, the confirmation form's data)
-    permission: str = "campaigns.change_campaign"
+    # Authors launch, schedule and resume; approvers and authors pause and cancel (campaigns.roles).
+    permission: str = "campaigns.launch_campaign"
 
 
 def _schedule(campaign: Campaign, user, data) -> Campaign:
@@ -79,6 +83,7 @@ TRANSITIONS = {
         lambda campaign, user, data: campaign_pause(
             campaign_id=campaign.pk, reason=f"Paused by {user} in the admin.", actor=Actor(user=user)
         ),
+        permission="campaigns.control_campaign",
     ),
     "resume": Transition(
         "Resume", "Resume sending?", "Yes, resume", "is running again", (S.PAUSED,),
@@ -89,6 +94,7 @@ TRANSITIONS = {
         "Yes, cancel it", "is cancelled: whoever had not received it yet is skipped",
         (S.SCHEDULED, S.RUNNING, S.PAUSED),
         lambda campaign, user, data: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
+        permission="campaigns.control_campaign",
     ),
 }
 
@@ -113,11 +119,28 @@ class CampaignForm(forms.ModelForm):
         return cleaned
 
 
+class WaitingForApprovalFilter(admin.SimpleListFilter):
+    """What waits for the approvers: campaigns whose author asked for approval, not approved yet."""
+
+    title = "approval"
+    parameter_name = "approval"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Waiting for approval")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(
+                approval_requested_at__isnull=False, approved_at__isnull=True, status__in=(S.DRAFT, S.SCHEDULED)
+            ).order_by("approval_requested_at")
+        return queryset
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
     list_display = ("name", "kind", "status", "send_at", "launched_at", "delivery_counts")
-    list_filter = ("status", "kind", "category")
+    list_filter = (WaitingForApprovalFilter, "status", "kind", "category")
     search_fields = ("name",)
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
@@ -151,6 +174,8 @@ class CampaignAdmin(admin.ModelAdmin):
             if set(form.changed_data) & set(APPROVED_FIELDS):
                 obj.edited_by = request.user  # who chose what it says or whom it reaches may not approve it
                 form.changed_data.append("edited_by")
+                changed = ", ".join(sorted(set(form.changed_data) & set(APPROVED_FIELDS)))
+                change_record(user=request.user, obj=obj, summary=f"Changed the {changed} of “{obj}”")
                 withdrawn = approval_withdraw(campaign=obj, actor=Actor(user=request.user), reason="it was changed")
             else:
                 withdrawn = False
@@ -180,6 +205,12 @@ class CampaignAdmin(admin.ModelAdmin):
                 for name, transition in TRANSITIONS.items()
                 if self._offers(request, obj, name)
             ]
+            # Said before, not after a confirmation page: what waits for approval and how to ask for it.
+            blocked = self._waits_for_approval(request, obj)
+            context["campaign_blocked"] = [(TRANSITIONS[name].label, blocked) for name in ("launch", "schedule")
+                                           if blocked and self._offers(request, obj, name, blocked_too=True)]
+            if blocked and request.user.has_perm("campaigns.launch_campaign"):
+                context["request_approval_url"] = reverse("admin:campaigns_campaign_request_approval", args=[obj.pk])
             context["campaign_links"] = [
                 *([("Watch", reverse("admin:campaigns_campaign_watch", args=[obj.pk]))] if obj.launched_at else []),
                 *change_links(request, obj),
@@ -190,7 +221,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def _offers(self, request, campaign: Campaign, name: str) -> bool:
+    def _offers(self, request, campaign: Campaign, name: str, blocked_too: bool = False) -> bool:
         transition = TRANSITIONS[name]
         if campaign.status not in transition.shown_when or not request.user.has_perm(transition.permission):
             return False
@@ -198,7 +229,19 @@ class CampaignAdmin(admin.ModelAdmin):
             return False
         if name == "approve":  # also when an approval stopped counting (what it covered changed)
             return self._approval(campaign).missing
+        if name in ("launch", "schedule") and not blocked_too:  # refused until approved: not offered
+            return not self._approval(campaign).missing
         return True
+
+    def _waits_for_approval(self, request, campaign: Campaign) -> str:
+        """Why “Launch now” and “Schedule” are not offered, or ""."""
+        if not campaign.is_editable or not self._approval(campaign).missing:
+            return ""
+        state = self._approval(campaign)
+        asked = (f" Approval was requested {_when(campaign.approval_requested_at)}."
+                 if campaign.approval_requested_at else " Ask for it with “Request approval”.")
+        return (f"Waits for approval: it reaches {state.people} people, more than {state.threshold}, and a person "
+                f"with the approver role other than its author must approve it first.{asked}")
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.transition_view)
@@ -207,7 +250,14 @@ class CampaignAdmin(admin.ModelAdmin):
             "<path:object_id>/test-send/", self.admin_site.admin_view(self.test_send_view),
             name="campaigns_campaign_test_send",
         )
-        return [transition, test_send, *live_urls(self), *watch_urls(self), *change_urls(self), *super().get_urls()]
+        request_approval = path(
+            "<path:object_id>/request-approval/", self.admin_site.admin_view(self.request_approval_view),
+            name="campaigns_campaign_request_approval",
+        )
+        return [
+            transition, test_send, request_approval, *live_urls(self), *watch_urls(self), *change_urls(self),
+            *super().get_urls(),
+        ]
 
     # --- read-only fields
 
@@ -244,6 +294,11 @@ class CampaignAdmin(admin.ModelAdmin):
             by = campaign.approved_by or "an API key with the campaigns:approve scope"
             if state.approved or not state.needed:
                 return f"Approved by {by}, {_when(campaign.approved_at)}."
+            if campaign.approved_people is not None and state.people > campaign.approved_people:
+                return (
+                    f"Approved by {by}, {_when(campaign.approved_at)}, for {campaign.approved_people} people, but it "
+                    f"now reaches {state.people}: it needs approval again."
+                )
             return (
                 f"Approved by {by}, {_when(campaign.approved_at)}, but its template, audience or category changed "
                 "since: it needs approval again."
@@ -300,9 +355,11 @@ class CampaignAdmin(admin.ModelAdmin):
             return f"welcomes each new starter{f' in {campaign.audience}' if campaign.audience else ''}"
         people = self._approval(campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
+        waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
+                 if name == "launch" and campaign.is_editable and self._approval(campaign).missing else "")
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
-            f"category {campaign.category}{mandatory}"
+            f"category {campaign.category}{mandatory}{waits}"
         )
 
     def _confirmation(self, request, campaigns: list[Campaign], name: str, action: str = "") -> TemplateResponse:
@@ -338,6 +395,34 @@ class CampaignAdmin(admin.ModelAdmin):
             "fingerprint": CampaignAdmin._approval(campaign).fingerprint,
         }
 
+    def request_approval_view(self, request, object_id: str):
+        """“Request approval”: on the approvers' list, and a message to each of them in Teams."""
+        campaign = self.get_object(request, unquote(object_id))
+        if campaign is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if request.method != "POST" or not request.user.has_perm("campaigns.launch_campaign"):
+            raise PermissionDenied
+        try:
+            asked = approval_request(campaign_id=campaign.pk, user=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, f"“{campaign}”: {exc.message}", messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Approval of “{campaign}” requested: {asked.messaged} approver(s) got a message in Teams.",
+                messages.SUCCESS,
+            )
+            if asked.without_teams:
+                self.message_user(
+                    request, f"{asked.without_teams} approver(s) have not linked who they are in Teams (My profile): "
+                    "they find it under Campaigns, “Waiting for approval”.", messages.WARNING,
+                )
+            if not asked.link:
+                self.message_user(
+                    request, "PUBLIC_BASE_URL is not set, so the Teams message carries no link to the approval page.",
+                    messages.WARNING,
+                )
+        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
+
     def test_send_view(self, request, object_id: str):
         """“Send a test to me”: the campaign's message, now, to the staff member's own Teams identity."""
         campaign = self.get_object(request, unquote(object_id))
@@ -365,23 +450,29 @@ class CampaignAdmin(admin.ModelAdmin):
             return self._after(campaigns[0], name, True)
         return None
 
-    @admin.action(description="Launch now…", permissions=["change"])
+    def has_launch_permission(self, request) -> bool:
+        return request.user.has_perm("campaigns.launch_campaign")
+
+    def has_control_permission(self, request) -> bool:
+        return request.user.has_perm("campaigns.control_campaign")
+
+    @admin.action(description="Launch now…", permissions=["launch"])
     def launch_selected(self, request, queryset):
         return self._run_action(request, queryset, "launch", "launch_selected", confirm=True)
 
-    @admin.action(description="Schedule at their “Send at” time", permissions=["change"])
+    @admin.action(description="Schedule at their “Send at” time", permissions=["launch"])
     def schedule_selected(self, request, queryset):
         return self._run_action(request, queryset, "schedule", "schedule_selected", confirm=False)
 
-    @admin.action(description="Pause", permissions=["change"])
+    @admin.action(description="Pause", permissions=["control"])
     def pause_selected(self, request, queryset):
         return self._run_action(request, queryset, "pause", "pause_selected", confirm=False)
 
-    @admin.action(description="Resume", permissions=["change"])
+    @admin.action(description="Resume", permissions=["launch"])
     def resume_selected(self, request, queryset):
         return self._run_action(request, queryset, "resume", "resume_selected", confirm=False)
 
-    @admin.action(description="Cancel…", permissions=["change"])
+    @admin.action(description="Cancel…", permissions=["control"])
     def cancel_selected(self, request, queryset):
         return self._run_action(request, queryset, "cancel", "cancel_selected", confirm=True)
 

@@ -10,7 +10,23 @@ from django.db import models
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from ..approvals import change_record
 from ..models import Recipient
+
+
+class RecordsChanges:
+    """For the admin of what a campaign sends or whom it reaches (templates, audiences, categories):
+    every save by a staff member is in the audit log, so nobody approves a campaign using something
+    they wrote or changed. Django logs each save of the change form (fields, lists, an uploaded file)
+    once, after everything is saved: recorded there."""
+
+    def log_addition(self, request, obj, message):
+        change_record(user=request.user, obj=obj, summary=f"Created the {obj._meta.verbose_name} “{obj}”")
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        change_record(user=request.user, obj=obj, summary=f"Changed the {obj._meta.verbose_name} “{obj}”")
+        return super().log_change(request, obj, message)
 
 
 class PrettyJSONField(forms.JSONField):

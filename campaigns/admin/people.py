@@ -13,7 +13,7 @@ from bots.models import TeamsAddress
 from ..models import Category, OptOut, Recipient
 from ..audit import Actor
 from ..services import opt_out_delete, opt_out_record
-from .common import JSON_AS_TEXT, _when
+from .common import JSON_AS_TEXT, RecordsChanges, _when
 
 # --- People ----------------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class RecipientAdmin(admin.ModelAdmin):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(RecordsChanges, admin.ModelAdmin):
     list_display = ("name", "slug", "mandatory")
     list_filter = ("mandatory",)
     search_fields = ("name", "slug")

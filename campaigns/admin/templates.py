@@ -17,12 +17,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
+from ..approvals import template_approve_direct
+from ..audit import Actor
 from ..cards import MAX_BUTTONS, card_from_design, design_normalise, design_problems
 from ..errors import ApplicationError
 from ..models import MessageTemplate, Recipient
 from ..rendering import PLACEHOLDER_FIELDS, compile_message
 from ..staff import staff_recipient, staff_test_send
-from .common import JSON_AS_TEXT, SAMPLE_RECIPIENT
+from .common import JSON_AS_TEXT, SAMPLE_RECIPIENT, RecordsChanges
 
 PICKER_SIZE = 10  # people offered in the preview's picker before searching
 SEARCH_SIZE = 20
@@ -160,13 +162,36 @@ class MessageTemplateForm(forms.ModelForm):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
+class MessageTemplateAdmin(RecordsChanges, admin.ModelAdmin):
     form = MessageTemplateForm
     formfield_overrides = JSON_AS_TEXT
-    list_display = ("name", "kind", "updated_at")
+    list_display = ("name", "kind", "direct_approval", "updated_at")
     list_filter = ("kind",)
     search_fields = ("name", "text")
     readonly_fields = ("preview", "created_at", "updated_at")
+    actions = ("approve_for_direct_messages",)
+
+    @admin.display(description="Direct messages")
+    def direct_approval(self, template: MessageTemplate) -> str:
+        if template.direct_approved_at is None:
+            return "Counted toward the approval threshold"
+        return f"Approved by {template.direct_approved_by or 'an approver'}"
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm("campaigns.approve_campaign")
+
+    @admin.action(description="Approve for direct messages to any number of people (transactional notices)",
+                  permissions=["approve"])
+    def approve_for_direct_messages(self, request, queryset):
+        for template in queryset:
+            try:
+                template_approve_direct(template_id=template.pk, actor=Actor(user=request.user))
+            except ApplicationError as exc:
+                self.message_user(request, f"“{template}”: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"“{template}” is approved for direct messages until it is edited.", messages.SUCCESS
+                )
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [

@@ -9,6 +9,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from campaigns.models import ApiKey
 
 SEND_ACTIONS = frozenset({"launch", "schedule", "pause", "resume", "cancel", "test_send"})
+APPROVE_ACTIONS = frozenset({"approve_direct"})
 
 
 def required_scope(request, view) -> str:
@@ -16,6 +17,8 @@ def required_scope(request, view) -> str:
         return ApiKey.Scope.READ
     if getattr(view, "action", None) in SEND_ACTIONS:
         return ApiKey.Scope.CAMPAIGNS_SEND
+    if getattr(view, "action", None) in APPROVE_ACTIONS:
+        return ApiKey.Scope.CAMPAIGNS_APPROVE
     return view.write_scope
 
 

@@ -346,8 +346,8 @@ class MessageTemplateSerializer(RejectUnknownFieldsMixin, serializers.ModelSeria
 
     class Meta:
         model = MessageTemplate
-        fields = ["id", "name", "kind", "text", "card", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        fields = ["id", "name", "kind", "text", "card", "direct_approved_at", "created_at", "updated_at"]
+        read_only_fields = ["id", "direct_approved_at", "created_at", "updated_at"]
 
     def validate(self, attrs):
         current = self.instance
@@ -545,10 +545,14 @@ class DirectMessageSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, help_text="For the admin and the results.")
 
 
+MAX_TEST_RECIPIENTS = 5  # a test is for the few people who check a message, not a way round approval
+
+
 class TestSendSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     recipients = serializers.ListField(
-        child=serializers.CharField(max_length=255), min_length=1, max_length=50,
-        help_text="External ids of the people who check the message, up to 50.",
+        child=serializers.CharField(max_length=255), min_length=1, max_length=MAX_TEST_RECIPIENTS,
+        help_text=f"External ids of the people who check the message, up to {MAX_TEST_RECIPIENTS}.",
+        error_messages={"max_length": f"A test goes to at most {MAX_TEST_RECIPIENTS} people a call."},
     )
 
 

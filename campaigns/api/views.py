@@ -34,7 +34,7 @@ from campaigns.models import (
     RecipientSync,
 )
 from campaigns.selectors import audience_count
-from campaigns.approvals import approval_withdraw
+from campaigns.approvals import approval_withdraw, template_approve_direct
 from campaigns.audit import Actor
 from campaigns.services import opt_out_delete, opt_out_record, recipient_sync_finish, recipients_bulk_upsert
 from delivery.models import Delivery
@@ -239,6 +239,22 @@ class MessageTemplateViewSet(ProtectedModelViewSet):
 
     queryset = MessageTemplate.objects.all()
     serializer_class = MessageTemplateSerializer
+    conflict_actions = ProtectedModelViewSet.conflict_actions | {"approve_direct"}
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: MessageTemplateSerializer,
+            403: OpenApiResponse(ErrorSerializer, description="The key lacks the campaigns:approve scope."),
+        },
+        description="Approves the template for direct messages (messages/, test-send/) to any number of people, "
+        "for transactional notices such as “your payslip is ready”: its direct sends no longer count toward "
+        "the reach that needs approval. Editing the template withdraws it. Needs campaigns:approve.",
+    )
+    @action(detail=True, methods=["post"], url_path="approve-direct")
+    def approve_direct(self, request, pk=None):
+        template = template_approve_direct(template_id=self.get_object().pk, actor=Actor(api_key=request.auth))
+        return Response(self.get_serializer(template).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("recipient", str, required=True, description="The person's external id.")],
@@ -348,8 +364,9 @@ class CampaignViewSet(
     @extend_schema(
         request=TestSendSerializer,
         responses={201: CampaignSerializer},
-        description="Sends the campaign's message now to a few named people, to check it; the campaign itself "
-        "is not touched. Answers with the direct message that carries the test.",
+        description="Sends the campaign's message now to a few named people (at most 5 a call), to check it; the "
+        "campaign itself is not touched. Tests count toward the reach that needs approval, as direct messages do. "
+        "Answers with the direct message that carries the test.",
     )
     @action(detail=True, methods=["post"], url_path="test-send")
     def test_send(self, request, pk=None):
@@ -358,7 +375,7 @@ class CampaignViewSet(
         body.is_valid(raise_exception=True)
         test = campaign_send_direct(
             name=f"Test of {campaign.name}"[:200], template_id=campaign.template_id, category=campaign.category,
-            external_ids=body.validated_data["recipients"],
+            external_ids=body.validated_data["recipients"], actor=Actor(api_key=request.auth),
         )
         return Response(self.get_serializer(test).data, status=201)
 

@@ -3,14 +3,13 @@ superuser)."""
 
 from __future__ import annotations
 
-import importlib
 
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import Group, User
 from django.contrib.messages import get_messages
 
-roles_migration = importlib.import_module("campaigns.migrations.0009_roles")
+from campaigns import roles as roles_migration
 
 
 @pytest.fixture

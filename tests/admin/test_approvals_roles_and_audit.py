@@ -12,7 +12,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.api.auth import api_key_create
-from campaigns.approvals import approval_fingerprint
+from campaigns.approvals import approval_fingerprint, campaign_approve
+from campaigns.audit import Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate, OptOut, StaffProfile
 from delivery import services
@@ -86,7 +87,7 @@ def test_nobody_approves_their_own_campaign(client, approver_user, big_audience)
 
     response = transition(client, campaign, "approve")
 
-    assert ("error", f"“{campaign}”: You wrote or changed this campaign: a second person must approve it.") in (
+    assert ("error", f"“{campaign}”: You wrote or changed this campaign (or its template, audience or category): a second person must approve it.") in (
         messages_of(response)
     )
     campaign.refresh_from_db()
@@ -273,7 +274,10 @@ def test_an_approval_no_longer_counts_once_the_audience_or_category_itself_chang
     assert not Delivery.objects.filter(campaign=campaign).exists()
 
 
-def test_an_approver_who_changed_a_campaign_cannot_approve_it_alone(client, comms_user, approver_user, big_audience):
+def test_an_approver_who_changed_a_campaign_cannot_approve_it_alone(
+    client, comms_user, comms_group, approver_user, big_audience
+):
+    approver_user.groups.add(comms_group)  # someone holding both roles
     campaign = factories.campaign(created_by=comms_user)
     client.force_login(approver_user)
     client.post(
@@ -340,3 +344,367 @@ def test_an_approval_that_stopped_counting_can_be_given_again_from_the_campaign_
     transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
     services.campaign_launch(campaign_id=campaign.pk)
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
+
+
+# --- An approval covers the people it showed ---------------------------------------------------------
+
+def _approved_for_three(approver_user, comms_user, big_audience):
+    audience = factories.audience(kind="static")
+    audience.members.set(big_audience)
+    campaign = factories.campaign(audience=audience, created_by=comms_user)
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=approver_user))
+    return audience, Campaign.objects.get(pk=campaign.pk)
+
+
+def test_a_launch_reaching_more_people_than_the_approval_showed_voids_it_and_says_why(
+    client, comms_user, approver_user, big_audience
+):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    assert campaign.approved_people == 3
+    audience.members.add(factories.recipient(), factories.recipient())  # the lists grew; nothing else changed
+    client.force_login(comms_user)
+
+    refused = transition(client, campaign, "launch")
+
+    assert any("was approved for 3 people and now reaches 5" in text for level, text in messages_of(refused)
+               if level == "error")
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.approved_at, campaign.approved_people) == (Campaign.Status.DRAFT, None, None)
+    assert "approved for 3 people and now reaches 5" in campaign.status_reason
+    assert not Delivery.objects.filter(campaign=campaign).exists()
+    assert AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.APPROVAL_WITHDRAWN).exists()
+
+
+def test_the_scheduler_does_not_send_a_campaign_that_outgrew_its_approval(comms_user, approver_user, big_audience):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    services.campaign_schedule(campaign_id=campaign.pk, send_at=timezone.now() + datetime.timedelta(minutes=5),
+                               actor=Actor(user=comms_user))
+    audience.members.add(factories.recipient())
+    Campaign.objects.filter(pk=campaign.pk).update(send_at=timezone.now() - datetime.timedelta(seconds=1))
+
+    assert services.launch_due_campaigns() == []
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT and campaign.approved_at is None
+    assert "approved for 3 people and now reaches 4" in campaign.status_reason
+
+
+def test_a_launch_reaching_no_more_people_than_approved_goes_ahead(comms_user, approver_user, big_audience):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    audience.members.remove(big_audience[0])
+
+    services.campaign_launch(campaign_id=campaign.pk, actor=Actor(user=comms_user))
+
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.RUNNING
+
+
+# --- Separation of duties ------------------------------------------------------------------------------
+
+@pytest.fixture
+def both_roles(approver_user, comms_group):
+    approver_user.groups.add(comms_group)
+    return approver_user
+
+
+def test_whoever_edited_a_campaigns_template_cannot_approve_it_even_if_another_author_owns_it(
+    client, comms_user, both_roles, big_audience
+):
+    campaign = factories.campaign(created_by=comms_user, template=factories.template(text="Town hall at 3"))
+    client.force_login(both_roles)
+    edited = client.post(
+        reverse("admin:campaigns_messagetemplate_change", args=[campaign.template_id]),
+        {"name": campaign.template.name, "kind": "markdown", "editor": "json", "text": "Town hall cancelled",
+         "card": "null"},
+    )
+    assert edited.status_code == 302, edited.context["adminform"].form.errors
+
+    response = transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
+
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.CHANGE, user=both_roles)
+    assert entry.detail == {"template": campaign.template_id}
+
+
+@pytest.mark.parametrize("what", ["audience", "category"])
+def test_whoever_changed_whom_a_campaign_reaches_cannot_approve_it(client, comms_user, both_roles, big_audience, what):
+    audience = factories.audience(kind="static")
+    audience.members.set(big_audience)
+    campaign = factories.campaign(created_by=comms_user, audience=audience)
+    client.force_login(both_roles)
+    if what == "audience":
+        url = reverse("admin:campaigns_audience_change", args=[audience.pk])
+        data = {"name": audience.name, "kind": "static", "rules": "[]", "members": [p.pk for p in big_audience],
+                "excluded": [], "people_file_action": "include"}
+    else:
+        url = reverse("admin:campaigns_category_change", args=[campaign.category_id])
+        data = {"name": campaign.category.name, "slug": campaign.category.slug, "description": "", "mandatory": "on"}
+    saved = client.post(url, data)
+    assert saved.status_code == 302, saved.context["adminform"].form.errors
+
+    response = transition(client, Campaign.objects.get(pk=campaign.pk), "approve")
+
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_whoever_wrote_the_template_before_the_campaign_existed_cannot_approve_it(client, comms_user, both_roles,
+                                                                                 big_audience):
+    client.force_login(both_roles)
+    client.post(reverse("admin:campaigns_messagetemplate_add"),
+                {"name": "Written for someone else", "kind": "markdown", "editor": "json", "text": "Click here",
+                 "card": "null"})
+    template = MessageTemplate.objects.get(name="Written for someone else")
+    campaign = factories.campaign(created_by=comms_user, template=template)
+
+    response = transition(client, campaign, "approve")
+
+    assert any("a second person must approve it" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+# --- Roles: approvers read, approve, pause, cancel, recall ----------------------------------------------
+
+def test_an_approver_cannot_edit_a_campaign_by_posting_its_change_form(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    response = client.post(
+        reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
+        {"name": "Hijacked", "kind": campaign.kind, "template": factories.template().pk, "audience": "",
+         "category": campaign.category_id, "send_at_0": "", "send_at_1": ""},
+    )
+
+    assert response.status_code == 403
+    assert Campaign.objects.get(pk=campaign.pk).name == campaign.name
+
+
+@pytest.mark.parametrize("model", ["audience", "messagetemplate", "category"])
+def test_an_approver_cannot_change_what_a_campaign_uses(client, approver_user, model):
+    objects = {"audience": factories.audience(kind="static"), "messagetemplate": factories.template(),
+               "category": factories.category()}
+    target = objects[model]
+    client.force_login(approver_user)
+
+    response = client.post(reverse(f"admin:campaigns_{model}_change", args=[target.pk]), {"name": "Hijacked"})
+
+    assert response.status_code == 403
+    assert type(target).objects.get(pk=target.pk).name != "Hijacked"
+
+
+@pytest.mark.parametrize("name", ["launch", "schedule", "resume"])
+def test_an_approver_cannot_launch_schedule_or_resume_by_posting_the_button(client, approver_user, name):
+    campaign = factories.campaign(send_at=timezone.now() + datetime.timedelta(hours=1))
+    if name == "resume":
+        services.campaign_launch(campaign_id=campaign.pk)
+        services.campaign_pause(campaign_id=campaign.pk, reason="held")
+    client.force_login(approver_user)
+    before = Campaign.objects.get(pk=campaign.pk).status
+
+    response = client.post(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]))
+
+    assert response.status_code == 403
+    assert Campaign.objects.get(pk=campaign.pk).status == before
+
+
+@pytest.mark.parametrize("action", ["launch_selected", "schedule_selected", "resume_selected"])
+def test_an_approver_cannot_launch_schedule_or_resume_through_the_list_actions(client, approver_user, action):
+    campaign = factories.campaign(send_at=timezone.now() + datetime.timedelta(hours=1))
+    if action == "resume_selected":
+        services.campaign_launch(campaign_id=campaign.pk)
+        services.campaign_pause(campaign_id=campaign.pk, reason="held")
+    before = Campaign.objects.get(pk=campaign.pk).status
+    client.force_login(approver_user)
+
+    client.post(reverse("admin:campaigns_campaign_changelist"),
+                {"action": action, "_selected_action": [campaign.pk], "post": "yes"})
+
+    assert Campaign.objects.get(pk=campaign.pk).status == before
+
+
+def test_an_approver_pauses_and_cancels(client, approver_user):
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    client.force_login(approver_user)
+
+    transition(client, campaign, "pause")
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.PAUSED
+    transition(client, campaign, "cancel")
+    assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.CANCELLED
+
+
+def test_an_approver_cannot_send_a_test_of_a_campaign(client, approver_user):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    response = client.post(reverse("admin:campaigns_campaign_test_send", args=[campaign.pk]))
+
+    assert response.status_code == 403
+    assert not Campaign.objects.filter(kind=Campaign.Kind.DIRECT).exists()
+
+
+# --- Reach of direct messages and tests -----------------------------------------------------------------
+
+def test_staff_tests_add_up_toward_the_threshold_and_the_one_that_passes_it_is_refused(client, comms_user, settings):
+    settings.APPROVAL_THRESHOLD = 2
+    me = factories.recipient(email="casey@example.com")
+    StaffProfile.objects.update_or_create(user=comms_user, defaults={"recipient": me})
+    campaign = factories.campaign()
+    client.force_login(comms_user)
+    url = reverse("admin:campaigns_campaign_test_send", args=[campaign.pk])
+
+    for _ in range(2):
+        assert any(level == "success" for level, _ in messages_of(client.post(url, follow=True)))
+    refused = client.post(url, follow=True)
+
+    assert any("already reached 2 people sent by you" in text for level, text in messages_of(refused)
+               if level == "error")
+    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 2
+
+
+def test_an_approver_approves_a_template_for_direct_messages_from_the_template_list(
+    client, comms_user, approver_user, settings
+):
+    settings.APPROVAL_THRESHOLD = 1
+    client.force_login(comms_user)
+    client.post(reverse("admin:campaigns_messagetemplate_add"),
+                {"name": "Payslip ready", "kind": "markdown", "editor": "json", "text": "Your payslip is ready",
+                 "card": "null"}, follow=True)
+    template = MessageTemplate.objects.get(name="Payslip ready")
+    changelist = reverse("admin:campaigns_messagetemplate_changelist")
+    action = {"action": "approve_for_direct_messages", "_selected_action": [template.pk]}
+
+    own = client.post(changelist, action, follow=True)  # the author holds no approver role
+    assert MessageTemplate.objects.get(pk=template.pk).direct_approved_at is None
+    assert not any(level == "success" for level, _ in messages_of(own))
+
+    client.force_login(approver_user)
+    approved = client.post(changelist, action, follow=True)
+
+    assert ("success", "“Payslip ready” is approved for direct messages until it is edited.") in messages_of(approved)
+    template.refresh_from_db()
+    assert template.direct_approved_by == approver_user
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.APPROVE_DIRECT, user=approver_user).exists()
+
+
+def test_whoever_wrote_a_template_cannot_approve_it_for_direct_messages(client, comms_user, both_roles):
+    client.force_login(both_roles)
+    client.post(reverse("admin:campaigns_messagetemplate_add"),
+                {"name": "Payslip ready", "kind": "markdown", "editor": "json", "text": "Your payslip is ready",
+                 "card": "null"})
+    template = MessageTemplate.objects.get(name="Payslip ready")
+
+    refused = client.post(reverse("admin:campaigns_messagetemplate_changelist"),
+                          {"action": "approve_for_direct_messages", "_selected_action": [template.pk]}, follow=True)
+
+    assert any("a second person must approve it" in text for level, text in messages_of(refused) if level == "error")
+    assert MessageTemplate.objects.get(pk=template.pk).direct_approved_at is None
+
+
+# --- Saying it before: “Launch now” waits for approval; “Request approval” --------------------------------
+
+def test_launch_is_not_offered_before_approval_and_the_page_says_why(client, comms_user, approver_user, big_audience):
+    campaign = factories.campaign(created_by=comms_user, send_at=timezone.now() + datetime.timedelta(days=1))
+    client.force_login(comms_user)
+
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+
+    assert f"/{campaign.pk}/do/launch/" not in page and f"/{campaign.pk}/do/schedule/" not in page
+    assert 'aria-disabled="true"' in page and "Waits for approval: it reaches 3 people, more than 2" in page
+    assert f"/{campaign.pk}/request-approval/" in page
+    confirmation = client.get(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "launch"]))
+    assert "not approved yet" in confirmation.content.decode()
+
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=approver_user))
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert f"/{campaign.pk}/do/launch/" in page and "Waits for approval" not in page
+
+
+def test_request_approval_lists_the_campaign_for_approvers_and_messages_them_in_teams(
+    client, comms_user, approver_user, big_audience, settings
+):
+    settings.PUBLIC_BASE_URL = "https://crier.example.com"
+    approver_in_teams = factories.recipient(external_id="avery-in-teams")
+    StaffProfile.objects.update_or_create(user=approver_user, defaults={"recipient": approver_in_teams})
+    campaign = factories.campaign(created_by=comms_user, name="Office move")
+    client.force_login(comms_user)
+
+    asked = client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk]), follow=True)
+
+    assert ("success", "Approval of “Office move” requested: 1 approver(s) got a message in Teams.") in messages_of(asked)
+    message = Campaign.objects.get(kind=Campaign.Kind.DIRECT)
+    assert list(message.deliveries.values_list("recipient__external_id", flat=True)) == ["avery-in-teams"]
+    link = f"https://crier.example.com/admin/campaigns/campaign/{campaign.pk}/do/approve/"
+    assert f"[Open the approval page]({link})" in message.template.text
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.APPROVAL_REQUESTED, user=comms_user).exists()
+
+    client.force_login(approver_user)
+    waiting = client.get(reverse("admin:campaigns_campaign_changelist") + "?approval=waiting").content.decode()
+    assert "Office move" in waiting and "Approval request: Office move" not in waiting
+
+
+def test_request_approval_without_a_public_address_says_the_message_has_no_link(
+    client, comms_user, approver_user, big_audience, settings
+):
+    settings.PUBLIC_BASE_URL = ""
+    StaffProfile.objects.update_or_create(user=approver_user, defaults={"recipient": factories.recipient()})
+    campaign = factories.campaign(created_by=comms_user)
+    client.force_login(comms_user)
+
+    asked = client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk]), follow=True)
+
+    assert any("PUBLIC_BASE_URL is not set" in text for level, text in messages_of(asked) if level == "warning")
+    assert "PUBLIC_BASE_URL" in Campaign.objects.get(kind=Campaign.Kind.DIRECT).template.text
+
+
+def test_request_approval_messages_no_approver_who_changed_the_campaign(
+    client, comms_user, both_roles, big_audience
+):
+    StaffProfile.objects.update_or_create(user=both_roles, defaults={"recipient": factories.recipient()})
+    campaign = factories.campaign(created_by=both_roles)
+    client.force_login(both_roles)
+
+    asked = client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk]), follow=True)
+
+    assert ("success", f"Approval of “{campaign}” requested: 0 approver(s) got a message in Teams.") in messages_of(asked)
+    assert not Campaign.objects.filter(kind=Campaign.Kind.DIRECT).exists()
+
+
+def test_an_approver_cannot_request_approval(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    assert client.post(reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk])).status_code == 403
+
+
+def test_the_campaign_page_says_when_it_reaches_more_people_than_approved_and_a_new_approval_clears_the_reason(
+    client, comms_user, approver_user, big_audience
+):
+    audience, campaign = _approved_for_three(approver_user, comms_user, big_audience)
+    audience.members.add(factories.recipient())
+    client.force_login(comms_user)
+
+    page = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert "for 3 people, but it now reaches 4: it needs approval again" in page
+    assert f"/{campaign.pk}/do/launch/" not in page
+
+    transition(client, campaign, "launch")  # refused, the approval voided
+    other = approver_user.__class__.objects.create_user("ada", "ada@example.com", "pw", is_staff=True)
+    other.groups.set(approver_user.groups.all())
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=other))
+    campaign.refresh_from_db()
+    assert (campaign.approved_people, campaign.status_reason) == (4, "")
+
+
+def test_approvers_are_asked_once_not_once_per_click(client, comms_user, approver_user, big_audience):
+    StaffProfile.objects.update_or_create(user=approver_user, defaults={"recipient": factories.recipient()})
+    campaign = factories.campaign(created_by=comms_user)
+    client.force_login(comms_user)
+    url = reverse("admin:campaigns_campaign_request_approval", args=[campaign.pk])
+
+    client.post(url)
+    again = client.post(url, follow=True)
+
+    assert any("was requested less than 15 minutes ago" in text for level, text in messages_of(again)
+               if level == "error")
+    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 1

@@ -188,3 +188,50 @@ def test_a_draft_cannot_be_paused_or_resumed(api):
     campaign_id = api.post("/api/v1/campaigns/", campaign_body(), format="json").json()["id"]
     assert api.post(f"/api/v1/campaigns/{campaign_id}/pause/", {}, format="json").status_code == 409
     assert api.post(f"/api/v1/campaigns/{campaign_id}/resume/").status_code == 409
+
+
+def test_a_launch_through_the_api_reaching_more_people_than_approved_is_refused_and_voids_the_approval(api, settings):
+    from django.contrib.auth.models import User
+
+    from campaigns.approvals import campaign_approve
+    from campaigns.audit import Actor
+    from campaigns.roles import APPROVERS, roles_ensure
+
+    settings.APPROVAL_THRESHOLD = 2
+    audience = factories.audience(kind="rules", rules=[{"field": "department", "op": "eq", "value": "Lab"}])
+    for n in range(3):
+        factories.recipient(external_id=f"lab-{n}", department="Lab")
+    campaign = factories.campaign(audience=audience)
+    approver = User.objects.create_user("avery", is_staff=True)
+    approver.groups.add(roles_ensure()[APPROVERS])
+    campaign_approve(campaign_id=campaign.pk, actor=Actor(user=approver))
+    moved = api.post("/api/v1/recipients/bulk/", {"recipients": [{"external_id": f"moved-{n}", "department": "Lab"}
+                                                                 for n in range(2)]}, format="json")
+    assert moved.status_code == 200, moved.json()
+
+    refused = api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+
+    assert refused.status_code == 409 and error_of(refused)["code"] == "approval_required"
+    assert "approved for 3 people and now reaches 5" in error_of(refused)["message"]
+    campaign.refresh_from_db()
+    assert campaign.status == "draft" and campaign.approved_at is None
+    assert "approved for 3 people and now reaches 5" in campaign.status_reason
+
+
+def test_a_key_that_may_approve_but_not_write_or_send_cannot_change_or_launch_a_campaign():
+    from rest_framework.test import APIClient
+
+    from campaigns.api.auth import api_key_create
+
+    _, secret = api_key_create(name="approver-like", scopes=["read", "campaigns:approve"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    campaign = factories.campaign(name="Before")
+
+    changed = client.patch(f"/api/v1/campaigns/{campaign.pk}/", {"name": "After"}, format="json")
+    launched = client.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+
+    assert (changed.status_code, error_of(changed)["code"]) == (403, "missing_scope")
+    assert (launched.status_code, error_of(launched)["code"]) == (403, "missing_scope")
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.status) == ("Before", "draft")

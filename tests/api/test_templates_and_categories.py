@@ -22,7 +22,7 @@ def test_template_is_created_read_and_edited(api):
     assert edited.status_code == 200
     assert api.get(url).json() | {"created_at": None, "updated_at": None} == {
         "id": created.json()["id"], "name": "Welcome", "kind": "adaptive_card", "text": "Welcome aboard", "card": CARD,
-        "created_at": None, "updated_at": None,
+        "direct_approved_at": None, "created_at": None, "updated_at": None,
     }
 
 

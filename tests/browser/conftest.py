@@ -51,7 +51,7 @@ def staff(transactional_db):
     """An author and an approver, in the groups the roles migration creates."""
     from importlib import import_module
 
-    roles = import_module("campaigns.migrations.0009_roles")
+    roles = import_module("campaigns.roles")
     groups = roles.roles_ensure(apps)
     people = {}
     for username, group in (("casey", roles.AUTHORS), ("avery", roles.APPROVERS)):

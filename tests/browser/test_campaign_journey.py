@@ -64,10 +64,11 @@ def test_author_tests_approver_approves_and_the_progress_bar_reaches_100(
     [test] = engine.wait_until(lambda: teams.client.messages(user=str(me.aad_object_id)), what="the test message")
     assert test["activity"]["text"] == "Hello Casey: the all-hands is on **Friday**."
 
-    # Launching is refused until someone else approves.
-    page.get_by_role("link", name="Launch now", exact=True).click()
-    page.click("input[value='Yes, send it now']")
-    expect(page.locator(".messagelist .error")).to_contain_text("must approve it first")
+    # Launching waits for someone else's approval, said before any confirmation; the author asks for it.
+    expect(page.get_by_role("link", name="Launch now", exact=True)).to_have_count(0)
+    expect(page.locator("#waits-for-approval")).to_contain_text("Waits for approval")
+    page.click("#request-approval")
+    expect(page.locator(".messagelist")).to_contain_text("Approval of “All-hands reminder” requested")
 
     approver = open_browser()
     their_page = approver.sign_in("avery")

@@ -91,7 +91,7 @@ class Command(BaseCommand):
             User.objects.create_superuser("admin", "admin@contoso.example", "admin")
         # An author and an approver (passwords as their names, demo only), each linked to a person
         # of the demo organisation in Teams so "Send a test to me" reaches the emulator's inbox.
-        roles = import_module("campaigns.migrations.0009_roles")
+        roles = import_module("campaigns.roles")
         groups = roles.roles_ensure(apps)
         staff = [("admin", None), ("author", roles.AUTHORS), ("approver", roles.APPROVERS)]
         first_people = list(Recipient.objects.filter(external_id__in=[r["external_id"] for r in rows[:3]]).order_by("id"))
