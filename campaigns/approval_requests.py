@@ -89,7 +89,7 @@ def approval_request(*, campaign_id: int, user) -> ApprovalRequest:
         )
         barred = campaign_changers(campaign=campaign) | {user.pk}
         approvers = get_user_model().objects.with_perm(
-            "campaigns.approve_campaign", include_superusers=False
+            "campaigns.approve_campaign", include_superusers=False, backend="django.contrib.auth.backends.ModelBackend"
         ).filter(is_active=True).exclude(pk__in=barred)
         linked = list(
             StaffProfile.objects.filter(user__in=approvers, recipient__isnull=False)

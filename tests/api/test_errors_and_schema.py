@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 from django.core.management import call_command
@@ -82,3 +84,18 @@ def test_the_api_root_lists_the_resources(api):
         "recipients", "recipients/syncs", "templates", "categories", "audiences", "campaigns", "opt-outs",
         "messages",
     }
+
+
+def test_text_the_api_trims_must_hold_a_visible_character_in_the_schema(openapi):
+    name = openapi["components"]["schemas"]["CategoryRequest"]["properties"]["name"]
+
+    assert re.search(name["pattern"], "Company news")
+    for blank in ("\f", " \u3000 ", "\x1c", "\u2028"):
+        assert blank.strip() == "" and not re.search(name["pattern"], blank)
+
+
+def test_the_bulk_body_takes_any_row_and_says_how_many(openapi):
+    recipients = openapi["components"]["schemas"]["RecipientBulkRequest"]["properties"]["recipients"]
+
+    assert recipients["maxItems"] == 10_000
+    assert recipients["items"]["anyOf"] == [{"$ref": "#/components/schemas/RecipientRowRequest"}, {}]
