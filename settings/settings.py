@@ -94,6 +94,7 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "campaigns.client_address.client_address"
 AXES_LOCKOUT_CALLABLE = "campaigns.admin.lockout.login_locked_out"
+AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged
 # Invalid API keys, per address: past API_KEY_FAILURE_LIMIT within the window, 429 until it ends.
 API_KEY_FAILURE_LIMIT = env_int("API_KEY_FAILURE_LIMIT", 20)
 API_KEY_FAILURE_WINDOW_SECONDS = env_int("API_KEY_FAILURE_WINDOW_SECONDS", 60)
