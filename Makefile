@@ -35,7 +35,7 @@ browser:
 test: venv services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Pictures of the admin's main pages for the README, taken by the browser tests.
+# Pictures of the admin's main pages for the docs, taken by the browser tests.
 screenshots: venv services browser
 	CRIER_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser
 

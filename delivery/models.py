@@ -101,7 +101,7 @@ class Delivery(models.Model):
     ambiguous = models.BooleanField(
         db_default=False,
         help_text="A worker stopped while Teams was answering, so this person may have received the message "
-        "twice (see README, Delivery guarantees).",
+        "twice (see docs/architecture.md, Delivery guarantees).",
     )
     activity_id = models.CharField(max_length=500, blank=True, db_default="")
     conversation_id = models.CharField(max_length=500, blank=True, db_default="")

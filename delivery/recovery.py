@@ -5,7 +5,7 @@ in flight, so anything Redis lost is found again in the rows:
 
 * **sending past its lease**: the worker died (kill -9, out of memory, a lost machine) between its
   claim and its record. Whether Teams accepted the message cannot be known, so the delivery is
-  marked ``ambiguous`` and tried again (the policy, and why, is in the README: "Delivery
+  marked ``ambiguous`` and tried again (the policy, and why, is in docs/architecture.md: "Delivery
   guarantees"). The lease is longer than the longest a live task may take (its hard time limit).
 * **retrying past its time**: the retry's countdown message was lost with a worker or with Redis.
 * **pending, though fed more than ``RETRY_GRACE_SECONDS`` ago**: the queued message was lost (a

@@ -1,7 +1,7 @@
 """The Teams transport: reach one person, and decide what each Teams answer means.
 
 Every decision about which answers are permanent lives in ``classify`` below, following
-Microsoft's table of Bot Connector status codes (see the protocol reference in the README).
+Microsoft's table of Bot Connector status codes (docs/architecture.md, "What each Teams answer leads to").
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def classify(error: ConnectorError, *, conversation_id: str = "") -> TransportEr
     status = error.status
     if status is None:
         # Timeout or broken connection: the call may have gone through. Retry (the policy for this
-        # ambiguous case is in the README, "Delivery guarantees").
+        # ambiguous case is in docs/architecture.md, "Delivery guarantees").
         permanent = False
     else:
         permanent = status not in RETRYABLE_STATUSES

@@ -1,5 +1,5 @@
 """Crier's Django settings. Every value that varies between deployments is read here, from the
-environment, through the helpers in ``settings.env``; the README lists each variable."""
+environment, through the helpers in ``settings.env``; docs/configuration.md lists each variable."""
 
 from __future__ import annotations
 
@@ -321,7 +321,7 @@ FEED_AHEAD_SECONDS = env_float("FEED_AHEAD_SECONDS", 3.0)
 # Materialisation: a launch writes the rows of this many recipient ids in its own transaction; a
 # task writes the rest a range at a time, each committed, by this many database connections at
 # once (see delivery.services.campaign_materialise). More than one did not write faster on a 2-core
-# machine shared with the workers (README, Benchmarks).
+# machine shared with the workers (docs/benchmarks.md).
 MATERIALISE_CHUNK_SIZE = env_int("MATERIALISE_CHUNK_SIZE", 50_000)
 MATERIALISE_RANGE_SIZE = env_int("MATERIALISE_RANGE_SIZE", 200_000)
 MATERIALISE_CONNECTIONS = env_int("MATERIALISE_CONNECTIONS", 1)
