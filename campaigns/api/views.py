@@ -226,8 +226,9 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
             413: OpenApiResponse(ErrorSerializer, description=f"The body is over {MAX_BULK_BYTES} bytes."),
         },
         description=(
-            f"Creates or updates up to {MAX_BULK_ROWS} people by external_id. Each row is a full record "
-            "(a field left out is reset); is_active=false deactivates a leaver. Invalid rows are reported "
+            f"Creates or updates up to {MAX_BULK_ROWS} people by external_id. A row changes only the fields "
+            "it names: a field left out stays as it is (a new person gets it empty) and null clears it; "
+            "is_active=false deactivates a leaver. Invalid rows are reported "
             "in `errors` with their index and the valid ones are still saved."
         ),
     )
