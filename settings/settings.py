@@ -132,6 +132,7 @@ SPECTACULAR_SETTINGS = {
     # The schema and its docs page are public; every operation in it still needs a key.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "campaigns.api.schema.postprocess"],
 }
 
 # --- Redis and Celery ------------------------------------------------------------------------

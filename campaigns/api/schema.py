@@ -1,0 +1,228 @@
+"""The OpenAPI schema as the API behaves: each operation's scope, its Idempotency-Key header, every
+answer it can give in the one error shape (with Retry-After on 429), request bodies that refuse
+unknown fields, formats and enums that hold for the data, and real examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+from rest_framework.permissions import SAFE_METHODS
+
+from campaigns.models import ApiKey
+
+from . import idempotency
+from .permissions import SEND_ACTIONS
+from .serializers import ErrorSerializer
+
+
+def _error(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+# What each error answer means, and one real body of it.
+ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "400": (
+        "Invalid input; `fields` says which and why (code `invalid`, or `parse_error` for malformed JSON). "
+        "Also the rules a schema cannot express: an id, slug or external id that names nothing, a name "
+        "already taken, a template placeholder that does not exist, a cursor this API did not give out, "
+        "text with a NUL (\\u0000) character (which PostgreSQL cannot store).",
+        _error("invalid", "country: Use a two-letter ISO 3166-1 country code, such as FR.",
+               {"country": ["Use a two-letter ISO 3166-1 country code, such as FR."]}),
+    ),
+    "401": (
+        "No API key, or an unknown, revoked or expired one (code `not_authenticated` or "
+        "`authentication_failed`).",
+        _error("not_authenticated", "Authentication credentials were not provided."),
+    ),
+    "403": (
+        "The key lacks the scope this operation needs (code `missing_scope`).",
+        _error("missing_scope", "This API key lacks the campaigns:send scope."),
+    ),
+    "404": ("No such object (code `not_found`).", _error("not_found", "No Campaign matches the given query.")),
+    "409": (
+        "Not possible now (codes `invalid_state`, `approval_required`, `in_use`, `concurrent_update`, "
+        "`empty_sync`, `idempotency_key_in_progress`).",
+        _error("invalid_state", "Campaign 7 is completed; only a draft or scheduled campaign can be edited."),
+    ),
+    "413": ("The body is too large (code `too_large`).", _error("too_large", "The request body is too large.")),
+    "415": (
+        "The body is not JSON (code `unsupported_media_type`).",
+        _error("unsupported_media_type", 'Unsupported media type "text/plain" in request.'),
+    ),
+    "422": (
+        "This Idempotency-Key was already used for a different request (code `idempotency_key_reused`).",
+        _error("idempotency_key_reused",
+               "This Idempotency-Key was used for a different request; use a new key for a new request."),
+    ),
+    "429": (
+        "Too many calls with this key (`API_RATE_LIMIT`, code `throttled`); try again after `Retry-After` seconds.",
+        _error("throttled", "Request was throttled. Expected available in 12 seconds."),
+    ),
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before calling again.", "schema": {"type": "integer", "example": 12}}
+}
+
+
+def required_scope(view, method: str) -> str:
+    """The scope an operation needs: the schema's reading of ``permissions.required_scope``."""
+    if method in SAFE_METHODS:
+        return ApiKey.Scope.READ
+    if getattr(view, "action", None) in SEND_ACTIONS:
+        return ApiKey.Scope.CAMPAIGNS_SEND
+    return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
+
+
+class CrierAutoSchema(AutoSchema):
+    """Documents, next to each operation's own answers, its scope, its Idempotency-Key and the error
+    answers it can give, in the one error shape."""
+
+    def get_tags(self):
+        resource = next((part for part in self._tokenize_path() if part != "v1" and "{" not in part), "api")
+        return [resource]
+
+    def _scope(self) -> str:
+        return str(required_scope(self.view, self.method))
+
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None:
+            needs = f"Needs an API key with the `{self._scope()}` scope."
+            operation["description"] = f"{operation.get('description', '')}\n\n{needs}".strip()
+        return operation
+
+    def get_extensions(self):
+        return {**(super().get_extensions() or {}), "x-required-scopes": [self._scope()]}
+
+    def get_override_parameters(self):
+        parameters = list(super().get_override_parameters())
+        if self.method == "POST":
+            parameters.append(
+                OpenApiParameter(
+                    idempotency.HEADER, {"type": "string", "minLength": 1, "maxLength": 255},
+                    OpenApiParameter.HEADER, required=False,
+                    description="Any unique string of 1 to 255 characters: a retry with the same key and body "
+                    "gets the first answer (with `Idempotent-Replayed: true`) and does nothing again.",
+                    examples=[OpenApiExample("A key", value="people-2026-11-25")],
+                )
+            )
+        return parameters
+
+    def _has_body(self) -> bool:
+        return self.method in ("POST", "PUT", "PATCH")
+
+    def _error_codes(self) -> list[str]:
+        codes = ["401", "403", "429"]
+        if self._has_body() or self._is_list_view() or self.get_filter_backends() or self._get_parameters_of_kind():
+            codes.append("400")
+        if "{" in self.path:
+            codes.append("404")
+        if self.method == "POST" or getattr(self.view, "action", None) in getattr(self.view, "conflict_actions", ()):
+            codes.append("409")
+        if self._has_body():
+            codes += ["413", "415"]
+        if self.method == "POST":
+            codes.append("422")
+        return codes
+
+    def _get_parameters_of_kind(self) -> bool:
+        return any(isinstance(p, OpenApiParameter) and p.location == OpenApiParameter.QUERY
+                   for p in super().get_override_parameters())
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for code in sorted(self._error_codes()):
+            description, example = ERRORS[code]
+            error = OpenApiResponse(
+                ErrorSerializer, description=description, examples=[OpenApiExample(code, value=example)]
+            )
+            if code not in responses:
+                responses[code] = self._get_response_for_code(error, code, direction=direction)
+            for body in responses[code].get("content", {}).values():
+                body.setdefault("examples", {code: {"value": example}})
+            if code == "429":
+                responses[code]["headers"] = RETRY_AFTER
+        return responses
+
+
+# --- After generation: what the serializers cannot say ---------------------------------------
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "external_id": "E1001", "email": "ada.lovelace@example.com", "upn": "ada.lovelace@example.com",
+    "aad_object_id": "6d0f7b6e-2a1e-4c59-8a53-0f6f5a0c1001", "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "first_name": "Ada", "last_name": "Lovelace", "display_name": "Ada Lovelace", "department": "Sales",
+    "job_title": "Account manager", "location": "Paris", "country": "FR", "time_zone": "Europe/Paris",
+    "locale": "fr-FR", "start_date": "2026-01-05", "slug": "news", "note": "Asked HR",
+    "reason": "Wrong date in the message", "public_id": "3f2c1a9e-5b7d-4e0f-9a1b-2c3d4e5f6a7b",
+    "activity_id": "1:1aBcD", "error_code": "", "error_message": "", "status_reason": "",
+}
+EXAMPLES_BY_COMPONENT: dict[str, dict[str, Any]] = {
+    "MessageTemplate": {"name": "Office move", "text": "Hello {{first_name}}, we move on Monday."},
+    "Category": {"name": "Company news", "description": "News for everyone."},
+    "Audience": {"name": "Sales in France", "rules": [{"field": "department", "op": "eq", "value": "Sales"}],
+                 "members": ["E1001"], "excluded": ["E1002"]},
+    "Campaign": {"name": "Office move"},
+    "DirectMessage": {"name": "Laptop ready", "recipients": ["E1001", "E1002"]},
+    "TestSend": {"recipients": ["E1001"]},
+    "OptOut": {"recipient": "E1001", "category": "news"},
+    "Recipient": {"attributes": {"site": "paris", "grade": 7, "manager": True}},
+    "RecipientRow": {"attributes": {"site": "paris", "grade": 7, "manager": True}},
+    "ErrorDetail": {"code": "invalid", "message": "country: Use a two-letter ISO 3166-1 country code, such as FR.",
+                    "fields": {"country": ["Use a two-letter ISO 3166-1 country code, such as FR."]}},
+    "TemplatePreview": {"recipient": "E1001",
+                        "activity": {"type": "message", "textFormat": "markdown", "text": "Hello Ada, we move on Monday."}},
+}
+
+
+def postprocess(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
+    """SPECTACULAR_SETTINGS' POSTPROCESSING_HOOKS: request bodies refuse fields they do not name
+    (as the API does); text that may be empty is not given a format it would break; opt-outs'
+    empty category is said to mean every category; properties get real examples."""
+    schemas = result.get("components", {}).get("schemas", {})
+    for name, component in schemas.items():
+        properties = component.get("properties")
+        if properties is None:
+            continue
+        if name.endswith("Request"):
+            component["additionalProperties"] = False
+        base = name.removeprefix("Patched").removesuffix("Request")
+        for prop_name, prop in properties.items():
+            if prop.get("format") == "email":
+                del prop["format"]  # may be empty: an address, or "" when the HR system gave none
+                prop["description"] = "An email address, or empty when unknown."
+            example = EXAMPLES_BY_COMPONENT.get(base, {}).get(prop_name, EXAMPLES.get(prop_name))
+            if example is not None and "example" not in prop and "$ref" not in prop and "allOf" not in prop:
+                prop["example"] = example
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query" and parameter["name"] not in ("cursor", "page_size"):
+                    _empty_means_no_filter(parameter)
+    skip_reason = schemas.get("Delivery", {}).get("properties", {}).get("skip_reason")
+    if skip_reason is not None:  # "" for every delivery that was not skipped
+        schemas.setdefault("BlankEnum", {"enum": [""]})
+        skip_reason.pop("allOf", None)
+        skip_reason["oneOf"] = [{"$ref": "#/components/schemas/SkipReasonEnum"}, {"$ref": "#/components/schemas/BlankEnum"}]
+        skip_reason["description"] = 'Why the person was skipped; "" when they were not.'
+    opt_out = schemas.get("OptOutRequest", {}).get("properties", {}).get("category")
+    if opt_out is not None:
+        opt_out.pop("minLength", None)
+        opt_out["description"] = (
+            'A category slug; null or "" (or leaving it out) for every non-mandatory category.'
+        )
+    return result
+
+
+def _empty_means_no_filter(parameter: dict[str, Any]) -> None:
+    """A list filter given empty (``?status=``) filters nothing, as django-filter does: its schema
+    says so."""
+    schema = parameter["schema"]
+    if "enum" in schema and "" not in schema["enum"]:
+        schema["enum"] = [*schema["enum"], ""]
+    elif "format" in schema:
+        parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+    else:
+        return
+    parameter["description"] = f"{parameter.get('description', '')} Empty: no filter.".strip()
