@@ -171,6 +171,7 @@ def recipient_sync_finish(*, sync: RecipientSync, dry_run: bool) -> SyncResult:
             raise ApplicationError(
                 "This sync listed nobody, so finishing it would deactivate everyone; upload the people first.",
                 code="empty_sync",
+                status=409,
             )
         leavers = Recipient.objects.filter(is_active=True).exclude(last_sync=sync)
         if dry_run:

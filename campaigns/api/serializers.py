@@ -373,6 +373,7 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "value": {"description": "A string, or a list of strings for in and not_in."},
             },
             "required": ["field", "op", "value"],
+            "additionalProperties": False,
         },
         "description": 'All must hold, e.g. [{"field": "department", "op": "eq", "value": "Sales"}].',
     }

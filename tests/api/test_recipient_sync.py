@@ -45,7 +45,7 @@ def test_a_sync_that_listed_nobody_cannot_deactivate_everyone(api):
 
     response = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
 
-    assert response.status_code == 400 and error_of(response)["code"] == "empty_sync"
+    assert response.status_code == 409 and error_of(response)["code"] == "empty_sync"
     assert Recipient.objects.filter(is_active=True).count() == 1
 
 
