@@ -191,6 +191,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "locale": "fr-FR", "start_date": "2026-01-05", "slug": "news", "note": "Asked HR",
     "reason": "Wrong date in the message", "public_id": "3f2c1a9e-5b7d-4e0f-9a1b-2c3d4e5f6a7b",
     "activity_id": "1:1aBcD", "error_code": "", "error_message": "", "status_reason": "",
+    "category": "news", "field": "country", "message": "Use a two-letter ISO 3166-1 country code, such as FR.",
+    "card": {"type": "AdaptiveCard", "version": "1.5",
+             "body": [{"type": "TextBlock", "text": "Hello {{first_name}}", "wrap": True}]},
 }
 EXAMPLES_BY_COMPONENT: dict[str, dict[str, Any]] = {
     "MessageTemplate": {"name": "Office move", "text": "Hello {{first_name}}, we move on Monday."},
