@@ -26,7 +26,9 @@ from campaigns.models import (
     Recipient,
     RecipientSync,
 )
+from delivery.models import Delivery
 from settings.wsgi import application
+from tests import factories
 
 # A fixed secret, so schemathesis knows the key (and tells its own invalid ones apart); the test
 # database gets the key itself.
@@ -108,3 +110,21 @@ def test_sequences_of_calls_pass_every_check(api_key):
             suppress_health_check=list(HealthCheck),
         )
     )
+
+
+def test_answers_with_empty_values_match_the_schema(api_key):
+    campaign = factories.campaign()
+    person = factories.recipient(email="", aad_object_id=None, start_date=None)
+    Delivery.objects.create(campaign=campaign, recipient=person, status="sent")
+    Delivery.objects.create(campaign=campaign, recipient=factories.recipient(), status="skipped", skip_reason="opted_out")
+    headers = {"Authorization": f"Bearer {SECRET}"}
+
+    for path, parameters in [
+        ("/api/v1/campaigns/{campaign_id}/deliveries/", {"campaign_id": campaign.pk}),
+        ("/api/v1/recipients/{id}/", {"id": person.pk}),
+    ]:
+        case = schema[path]["GET"].Case(path_parameters=parameters, headers=headers)
+        response = case.call()
+
+        assert response.status_code == 200
+        schema[path]["GET"].validate_response(response)
