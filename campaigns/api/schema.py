@@ -14,7 +14,7 @@ from campaigns.models import ApiKey
 
 from . import idempotency
 from .permissions import SEND_ACTIONS
-from .serializers import ErrorSerializer
+from .serializers import MAX_BULK_ROWS, ErrorSerializer
 
 
 def _error(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
@@ -213,6 +213,10 @@ EXAMPLES_BY_COMPONENT: dict[str, dict[str, Any]] = {
 }
 
 
+# A character Python's str.strip() keeps: DRF trims text, so one made only of these is empty.
+NOT_BLANK = "[^\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+
+
 def postprocess(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
     """SPECTACULAR_SETTINGS' POSTPROCESSING_HOOKS: request bodies refuse fields they do not name
     (as the API does); text that may be empty is not given a format it would break; opt-outs'
@@ -224,6 +228,11 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
             continue
         if name.endswith("Request"):
             component["additionalProperties"] = False
+            for prop in properties.values():
+                if prop.get("type") == "string" and prop.get("minLength", 0) >= 1 and not (
+                    {"pattern", "format", "enum"} & set(prop)
+                ):
+                    prop["pattern"] = NOT_BLANK  # text is trimmed: blank after trimming is empty
         base = name.removeprefix("Patched").removesuffix("Request")
         for prop_name, prop in properties.items():
             if prop.get("format") == "email":
@@ -232,6 +241,15 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
             example = EXAMPLES_BY_COMPONENT.get(base, {}).get(prop_name, EXAMPLES.get(prop_name))
             if example is not None and "example" not in prop and "$ref" not in prop and "allOf" not in prop:
                 prop["example"] = example
+    bulk = schemas.get("RecipientBulkRequest", {}).get("properties", {}).get("recipients")
+    if bulk is not None:
+        # Each row is checked on its own: one that is not a RecipientRow is reported in `errors`
+        # (with a 200), so the body accepts any row.
+        bulk["items"] = {"anyOf": [bulk["items"], {}]}
+        bulk["maxItems"] = MAX_BULK_ROWS
+        bulk["description"] = (
+            f"Up to {MAX_BULK_ROWS} people, each a RecipientRow; a row that is not one is reported in `errors`."
+        )
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 from django.core.management import call_command
@@ -180,3 +182,18 @@ def test_an_opt_out_with_an_empty_category_covers_every_category(api):
 
     assert response.status_code == 201, response.json()
     assert response.json()["category"] is None
+
+
+def test_text_the_api_trims_must_hold_a_visible_character_in_the_schema(openapi):
+    name = openapi["components"]["schemas"]["CategoryRequest"]["properties"]["name"]
+
+    assert re.search(name["pattern"], "Company news")
+    for blank in ("\f", " \u3000 ", "\x1c", "\u2028"):
+        assert blank.strip() == "" and not re.search(name["pattern"], blank)
+
+
+def test_the_bulk_body_takes_any_row_and_says_how_many(openapi):
+    recipients = openapi["components"]["schemas"]["RecipientBulkRequest"]["properties"]["recipients"]
+
+    assert recipients["maxItems"] == 10_000
+    assert recipients["items"]["anyOf"] == [{"$ref": "#/components/schemas/RecipientRowRequest"}, {}]

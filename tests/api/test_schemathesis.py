@@ -10,6 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
+from django.core.cache import cache
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
@@ -38,7 +39,7 @@ CONFIG = SchemathesisConfig.from_dict(
         "auth": {"openapi": {"ApiKey": {"bearer": SECRET}}},
         "seed": 11,
         # NUL characters are refused (PostgreSQL cannot store them): a rule the 400 documents.
-        "generation": {"deterministic": True, "max-examples": 50, "allow-x00": False},
+        "generation": {"deterministic": True, "max-examples": 100, "allow-x00": False},
         "phases": {
             "examples": {"enabled": True},
             "coverage": {"enabled": True},
@@ -96,8 +97,9 @@ def test_generated_requests_pass_every_check(case, api_key):
 
 class Sequences(schema.as_state_machine()):
     def setup(self):
-        # Each sequence starts from an empty API, so a sequence replays the same when Hypothesis
-        # shrinks it (the key stays).
+        # Each sequence starts from an empty API and fresh rate counters, so a sequence replays the
+        # same when Hypothesis shrinks it (the key stays).
+        cache.clear()
         for model in (Campaign, OptOut, Audience, MessageTemplate, Category, Recipient, RecipientSync,
                       IdempotencyRecord):
             model.objects.all().delete()
@@ -106,7 +108,7 @@ class Sequences(schema.as_state_machine()):
 def test_sequences_of_calls_pass_every_check(api_key):
     Sequences.run(
         settings=settings(
-            max_examples=60, stateful_step_count=10, deadline=None, derandomize=True,
+            max_examples=150, stateful_step_count=12, deadline=None, derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
     )
