@@ -249,3 +249,13 @@ def test_bulk_upsert_updates_rows_of_different_shapes_in_one_call(api):
     assert (body["created"], body["updated"]) == (1, 2)
     rows = dict((r.external_id, (r.department, r.job_title)) for r in Recipient.objects.all())
     assert rows == {"a": ("Sales", "Manager"), "b": ("HR", "Counsel"), "c": ("IT", "")}
+
+
+def test_bulk_upsert_deactivates_a_leaver_named_only_by_external_id_and_keeps_the_rest(api):
+    leaver = factories.recipient(external_id="leaves", department="Legal")
+
+    body = api.post(BULK, {"recipients": [{"external_id": "leaves", "is_active": False}]}, format="json").json()
+
+    assert (body["updated"], body["deactivated"]) == (1, 1)
+    gone = Recipient.objects.get(external_id="leaves")
+    assert (gone.is_active, gone.department, gone.aad_object_id) == (False, "Legal", leaver.aad_object_id)

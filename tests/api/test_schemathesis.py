@@ -57,6 +57,7 @@ CONFIG = SchemathesisConfig.from_dict(
 )
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application, config=CONFIG)
 
+
 @schemathesis.check
 def only_business_rules_refuse_valid_data(ctx, response, case):
     """A 400 to a request the schema allows names only fields whose rules the schema cannot express
