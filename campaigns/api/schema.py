@@ -137,9 +137,11 @@ class CrierAutoSchema(AutoSchema):
                 OpenApiParameter(
                     idempotency.HEADER, {"type": "string", "minLength": 1, "maxLength": 255},
                     OpenApiParameter.HEADER, required=False,
-                    description="Any unique string of 1 to 255 characters: a retry with the same key and body "
-                    "gets the first answer (with `Idempotent-Replayed: true`) and does nothing again.",
-                    examples=[OpenApiExample("A key", value="people-2026-11-25")],
+                    # No example value: every example request would share it, and all but the first
+                    # would be refused as a reused key.
+                    description="Any unique string of 1 to 255 characters, such as `people-2026-11-25`: a retry "
+                    "with the same key and body gets the first answer (with `Idempotent-Replayed: true`) and "
+                    "does nothing again; the same key with another body is a 422.",
                 )
             )
         return parameters
