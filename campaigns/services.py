@@ -49,13 +49,17 @@ def _by_column(column: str, values: list[Any], other: str) -> list[tuple[Any, An
 
 @functools.cache
 def _upsert_statement(*, with_sync: bool) -> tuple[str, tuple[Any, ...]]:
-    """One ``INSERT … ON CONFLICT (external_id) DO UPDATE`` whose rows PostgreSQL reads from one JSON
-    parameter (``jsonb_to_recordset``): for 10,000 people, Django's ``bulk_create`` spent seconds
-    preparing 170,000 parameters. Built from the model, so a field left out of a row gets the
-    model's default, as a new ``Recipient`` would. Parameters: the defaults returned, the sync's id,
-    then the rows as a JSON array."""
+    """One statement that writes a whole batch, reading its rows from one JSON parameter (for
+    10,000 people, Django's ``bulk_create`` spent seconds preparing 170,000 parameters). A row
+    updates only the fields it names (``doc ? 'field'``); a new person gets the model's default
+    for the fields their row leaves out, as a new ``Recipient`` would. The update and the insert
+    see the same snapshot, so the insert takes exactly the people who did not exist; one created
+    meanwhile by another upload is left out (``ON CONFLICT DO NOTHING``) and counted by neither.
+    Built from the model. Parameters: the sync's id, the rows as a JSON array, then the field names
+    and defaults returned. Returns one row: how many people were updated, how many inserted."""
     meta, quote = Recipient._meta, connection.ops.quote_name
-    columns, record, selected, defaults = [], [], [], []
+    table, key = quote(meta.db_table), quote(meta.get_field("external_id").column)
+    columns, record, values, value_params, assignments, assignment_params = [], [], [], [], [], []
     for name in ("external_id", *RECIPIENT_FIELDS):
         model_field = meta.get_field(name)
         column = quote(model_field.column)
@@ -63,18 +67,29 @@ def _upsert_statement(*, with_sync: bool) -> tuple[str, tuple[Any, ...]]:
         record.append(f"{column} {model_field.db_type(connection)}")
         default = model_field.get_default()
         if default is None or name == "external_id":
-            selected.append(f"r.{column}")
+            value, params = f"s.{column}", []
         else:
-            selected.append(f"coalesce(r.{column}, %s)")
-            defaults.append(model_field.get_db_prep_save(default, connection))
+            value, params = f"coalesce(s.{column}, %s)", [model_field.get_db_prep_save(default, connection)]
+        values.append(value)
+        value_params.extend(params)
+        if name != "external_id":
+            assignments.append(f"{column} = CASE WHEN s.doc ? %s THEN {value} ELSE t.{column} END")
+            assignment_params.extend([name, *params])
     sync_column = quote(meta.get_field("last_sync").column)
-    updated = [*columns[1:], *([sync_column] if with_sync else []), quote("updated_at")]
+    if with_sync:
+        assignments.append(f"{sync_column} = s.sync")
     statement = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}, {sync_column}, {quote('created_at')}, {quote('updated_at')}) "
-        f"SELECT {', '.join(selected)}, %s, now(), now() FROM jsonb_to_recordset(%s::jsonb) AS r({', '.join(record)}) "
-        f"ON CONFLICT ({quote('external_id')}) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in updated)}"
+        f"WITH s AS (SELECT j.doc, %s::bigint AS sync, r.* FROM jsonb_array_elements(%s::jsonb) AS j(doc) "
+        f"CROSS JOIN LATERAL jsonb_to_record(j.doc) AS r({', '.join(record)})), "
+        f"updated AS (UPDATE {table} AS t SET {', '.join(assignments)}, {quote('updated_at')} = now() "
+        f"FROM s WHERE t.{key} = s.{key} RETURNING 1), "
+        f"inserted AS (INSERT INTO {table} ({', '.join(columns)}, {sync_column}, {quote('created_at')}, "
+        f"{quote('updated_at')}) SELECT {', '.join(values)}, s.sync, now(), now() FROM s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = s.{key}) "
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING 1) "
+        f"SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted)"
     )
-    return statement, tuple(defaults)
+    return statement, (*assignment_params, *value_params)
 
 
 @dataclass
@@ -86,8 +101,9 @@ class UpsertResult:
 
 
 def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | None = None) -> UpsertResult:
-    """Creates or updates people by ``external_id`` in one statement. Each row is a full record:
-    a field left out is reset to its empty value. A row whose Entra object id already belongs to
+    """Creates or updates people by ``external_id`` in one statement. A row changes only the fields
+    it names: a field left out stays as it is (a new person gets its empty value), and null clears
+    it. A row whose Entra object id already belongs to
     someone else is reported (with its index) and the others are still saved. With ``sync``, the
     people are marked as listed by that full sync."""
     if sync is not None and sync.finished_at is not None:
@@ -109,13 +125,16 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
         with transaction.atomic():
             before = dict(_by_column("external_id", external_ids, "is_active"))
             if valid:
-                statement, defaults = _upsert_statement(with_sync=sync is not None)
+                statement, params = _upsert_statement(with_sync=sync is not None)
                 rows_json = json.dumps(
                     [{"external_id": row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}} for row in valid],
                     default=str,  # UUIDs and dates, as PostgreSQL reads them
                 )
                 with connection.cursor() as cursor:
-                    cursor.execute(statement, [*defaults, sync.pk if sync is not None else None, rows_json])
+                    cursor.execute(statement, [sync.pk if sync is not None else None, rows_json, *params])
+                    updated, inserted = cursor.fetchone()
+                if updated + inserted != len(valid):
+                    raise IntegrityError("people created by another upload meanwhile")
     except IntegrityError as exc:
         # Another upload gave one of these Entra object ids to someone else in the meantime.
         raise ApplicationError(
@@ -152,6 +171,7 @@ def recipient_sync_finish(*, sync: RecipientSync, dry_run: bool) -> SyncResult:
             raise ApplicationError(
                 "This sync listed nobody, so finishing it would deactivate everyone; upload the people first.",
                 code="empty_sync",
+                status=409,
             )
         leavers = Recipient.objects.filter(is_active=True).exclude(last_sync=sync)
         if dry_run:

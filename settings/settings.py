@@ -200,6 +200,7 @@ SPECTACULAR_SETTINGS = {
     # The docs page's Swagger UI comes from drf-spectacular-sidecar's static files, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "campaigns.api.schema.postprocess"],
 }
 
 # --- Redis and Celery ------------------------------------------------------------------------

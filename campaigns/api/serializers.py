@@ -152,9 +152,12 @@ def _time_zones() -> frozenset[str]:
 
 
 class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    """One person in a bulk upsert. A plain serializer (no database access), so thousands of
-    rows validate in a fraction of a second; uniqueness is checked across the batch by the view
-    and against the database by ``recipients_bulk_upsert``."""
+    """One person, by external_id. A row changes only the fields it names: a field left out stays
+    as it is (a new person gets it empty), and null clears it."""
+
+    # A plain serializer (no database access), so thousands of rows validate in a fraction of a
+    # second; uniqueness is checked across the batch by the view and against the database by
+    # ``recipients_bulk_upsert``.
 
     external_id = serializers.CharField(max_length=255, help_text="The HR system's id.")
     email = OptionalTextField(max_length=254, check=EmailValidator())
@@ -280,8 +283,10 @@ def recipient_rows_validate(rows: list[Any]) -> tuple[list[dict[str, Any]], list
 
 
 class RecipientBulkSerializer(serializers.Serializer):
-    """Up to 10,000 people. (Documents the body: the view validates row by row, so one bad row
-    does not cost the others.)"""
+    """Up to 10,000 people. Each row is checked on its own: a bad row is reported and the others
+    are saved."""
+
+    # Documents the body: the view validates row by row (``recipient_rows_validate``).
 
     recipients = RecipientRowSerializer(many=True, max_length=MAX_BULK_ROWS)
     sync = serializers.IntegerField(required=False, help_text="The id of the full sync these people belong to.")
@@ -386,6 +391,7 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "value": {"description": "A string, or a list of strings for in and not_in."},
             },
             "required": ["field", "op", "value"],
+            "additionalProperties": False,
         },
         "description": 'All must hold, e.g. [{"field": "department", "op": "eq", "value": "Sales"}].',
     }

@@ -8,7 +8,6 @@ from django.db import transaction
 from django.db.models import Prefetch, ProtectedError
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -50,6 +49,7 @@ from delivery.services import (
 from . import idempotency
 from .filters import CampaignFilter, DeliveryFilter, OptOutFilter, RecipientFilter
 from .permissions import HasScope
+from .schema import CrierAutoSchema
 from .serializers import (
     MAX_BULK_ROWS,
     AudienceCountSerializer,
@@ -75,26 +75,6 @@ from .serializers import (
 )
 
 
-class CrierAutoSchema(AutoSchema):
-    """Documents the error answers (in the one error shape) next to each operation's own."""
-
-    def get_tags(self):
-        resource = next((part for part in self._tokenize_path() if part != "v1" and "{" not in part), "api")
-        return [resource]
-
-    def _get_response_bodies(self, direction="response"):
-        responses = super()._get_response_bodies(direction)
-        errors = {"401": "No API key, or an unknown or revoked one."}
-        if self.method in ("POST", "PUT", "PATCH") or self._is_list_view():
-            errors["400"] = "Invalid input; `fields` says which and why."
-        if "{" in self.path:
-            errors["404"] = "No such object."
-        if getattr(self.view, "action", None) in getattr(self.view, "conflict_actions", ()):
-            errors["409"] = "Not possible in the object's current state."
-        for code, description in sorted(errors.items()):
-            error = OpenApiResponse(ErrorSerializer, description=description)
-            responses.setdefault(code, self._get_response_for_code(error, code, direction=direction))
-        return responses
 
 
 class ApiViewSet(viewsets.GenericViewSet):
@@ -165,8 +145,9 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
             413: OpenApiResponse(ErrorSerializer, description=f"The body is over {MAX_BULK_BYTES} bytes."),
         },
         description=(
-            f"Creates or updates up to {MAX_BULK_ROWS} people by external_id. Each row is a full record "
-            "(a field left out is reset); is_active=false deactivates a leaver. Invalid rows are reported "
+            f"Creates or updates up to {MAX_BULK_ROWS} people by external_id. A row changes only the fields "
+            "it names: a field left out stays as it is (a new person gets it empty) and null clears it; "
+            "is_active=false deactivates a leaver. Invalid rows are reported "
             "in `errors` with their index and the valid ones are still saved."
         ),
     )

@@ -5,6 +5,7 @@ import yaml
 from django.core.management import call_command
 
 from campaigns.models import Category, MessageTemplate
+from tests import factories
 from tests.api.helpers import error_of
 
 
@@ -54,12 +55,21 @@ def test_an_unknown_id_is_a_404_in_the_error_shape(api):
     assert error_of(response)["code"] == "not_found"
 
 
-def test_the_openapi_schema_validates_without_warnings(tmp_path):
-    schema_file = tmp_path / "schema.yaml"
-
+@pytest.fixture(scope="module")
+def openapi(tmp_path_factory):
+    schema_file = tmp_path_factory.mktemp("schema") / "schema.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(schema_file))
+    return yaml.safe_load(schema_file.read_text())
 
-    schema = yaml.safe_load(schema_file.read_text())
+
+def operations(schema):
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            yield path, method.upper(), operation
+
+
+def test_the_openapi_schema_validates_without_warnings(openapi):
+    schema = openapi
     assert "/api/v1/recipients/bulk/" in schema["paths"]
     assert "/api/v1/campaigns/{id}/launch/" in schema["paths"]
     assert schema["components"]["schemas"]["Error"]["properties"]["error"]
@@ -84,6 +94,94 @@ def test_the_api_root_lists_the_resources(api):
         "recipients", "recipients/syncs", "templates", "categories", "audiences", "campaigns", "opt-outs",
         "messages",
     }
+
+
+def test_every_post_documents_the_idempotency_key_header(openapi):
+    posts = [(path, op) for path, method, op in operations(openapi) if method == "POST"]
+
+    assert len(posts) > 10
+    for path, operation in posts:
+        headers = {p["name"]: p for p in operation.get("parameters", []) if p["in"] == "header"}
+        assert headers["Idempotency-Key"]["schema"] == {"type": "string", "minLength": 1, "maxLength": 255}, path
+
+
+@pytest.mark.parametrize(
+    "path, method, scope",
+    [
+        ("/api/v1/recipients/", "GET", "read"),
+        ("/api/v1/recipients/bulk/", "POST", "recipients:write"),
+        ("/api/v1/templates/{id}/", "PATCH", "campaigns:write"),
+        ("/api/v1/campaigns/{id}/launch/", "POST", "campaigns:send"),
+        ("/api/v1/messages/", "POST", "campaigns:send"),
+        ("/api/v1/opt-outs/{id}/", "DELETE", "opt-outs:write"),
+    ],
+)
+def test_each_operation_names_the_scope_it_needs(openapi, path, method, scope):
+    operation = openapi["paths"][path][method.lower()]
+
+    assert operation["x-required-scopes"] == [scope]
+    assert f"`{scope}` scope" in operation["description"]
+    assert operation["security"] == [{"ApiKey": []}]
+
+
+def test_every_operation_documents_its_error_answers_in_the_error_shape(openapi):
+    for path, method, operation in operations(openapi):
+        responses = operation["responses"]
+        expected = {"401", "403", "429"}
+        if method in ("POST", "PUT", "PATCH"):
+            expected |= {"400", "413", "415"}
+        if method == "POST":
+            expected |= {"409", "422"}
+        if "{" in path:
+            expected.add("404")
+        assert expected <= set(responses), (method, path, sorted(expected - set(responses)))
+        for code in expected:
+            body = responses[code]["content"]["application/json"]
+            assert body["schema"] == {"$ref": "#/components/schemas/Error"}, (method, path, code)
+            (example,) = body["examples"].values()
+            assert set(example["value"]["error"]) == {"code", "message", "fields"}
+        assert "integer" == responses["429"]["headers"]["Retry-After"]["schema"]["type"]
+    assert "missing_scope" in openapi["paths"]["/api/v1/campaigns/{id}/launch/"]["post"]["responses"]["403"]["description"]
+    assert "approval_required" in openapi["paths"]["/api/v1/campaigns/{id}/launch/"]["post"]["responses"]["409"]["description"]
+
+
+def test_request_bodies_refuse_in_the_schema_the_fields_the_api_refuses(openapi):
+    schemas = openapi["components"]["schemas"]
+
+    for name in ("RecipientRowRequest", "MessageTemplateRequest", "PatchedCampaignRequest", "OptOutRequest"):
+        assert schemas[name]["additionalProperties"] is False, name
+
+
+def test_the_schema_allows_the_empty_values_the_api_gives(openapi):
+    schemas = openapi["components"]["schemas"]
+
+    skip_reason = schemas["Delivery"]["properties"]["skip_reason"]
+    assert {"$ref": "#/components/schemas/BlankEnum"} in skip_reason["oneOf"]
+    assert schemas["BlankEnum"]["enum"] == [""]
+    assert "format" not in schemas["Recipient"]["properties"]["email"]
+    assert "minLength" not in schemas["OptOutRequest"]["properties"]["category"]
+    assert "every non-mandatory category" in schemas["OptOutRequest"]["properties"]["category"]["description"]
+    status_filter = next(p for p in openapi["paths"]["/api/v1/campaigns/"]["get"]["parameters"] if p["name"] == "status")
+    assert "" in status_filter["schema"]["enum"]
+
+
+def test_the_schema_gives_real_examples(openapi):
+    text = yaml.safe_dump(openapi)
+    row = openapi["components"]["schemas"]["RecipientRowRequest"]["properties"]
+
+    assert (row["external_id"]["example"], row["country"]["example"]) == ("E1001", "FR")
+    assert row["attributes"]["example"] == {"site": "paris", "grade": 7, "manager": True}
+    assert "additionalProp1" not in text
+
+
+@pytest.mark.django_db
+def test_an_opt_out_with_an_empty_category_covers_every_category(api):
+    person = factories.recipient()
+
+    response = api.post("/api/v1/opt-outs/", {"recipient": person.external_id, "category": ""}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["category"] is None
 
 
 def test_text_the_api_trims_must_hold_a_visible_character_in_the_schema(openapi):

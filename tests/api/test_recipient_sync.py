@@ -45,7 +45,7 @@ def test_a_sync_that_listed_nobody_cannot_deactivate_everyone(api):
 
     response = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
 
-    assert response.status_code == 400 and error_of(response)["code"] == "empty_sync"
+    assert response.status_code == 409 and error_of(response)["code"] == "empty_sync"
     assert Recipient.objects.filter(is_active=True).count() == 1
 
 
@@ -64,3 +64,18 @@ def test_a_finished_sync_takes_no_more_uploads_and_cannot_finish_twice(api):
 def test_an_unknown_sync_is_a_400_naming_it(api):
     response = api.post("/api/v1/recipients/bulk/", {"sync": 424242, "recipients": [{"external_id": "x"}]}, format="json")
     assert response.status_code == 400 and "sync" in error_of(response)["fields"]
+
+
+def test_a_sync_row_naming_only_the_external_id_keeps_the_person_reachable(api):
+    known = factories.recipient(external_id="E1001", department="Sales", country="FR")
+    factories.recipient(external_id="gone")
+    sync = api.post("/api/v1/recipients/syncs/", {}, format="json").json()
+    upload(api, sync["id"], "E1001")
+
+    dry = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": True}, format="json")
+
+    assert dry.json() == {"listed": 1, "deactivated": 1, "dry_run": True}
+    kept = Recipient.objects.get(external_id="E1001")
+    assert (kept.aad_object_id, kept.department, kept.country, kept.is_active) == (
+        known.aad_object_id, "Sales", "FR", True
+    )

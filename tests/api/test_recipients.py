@@ -254,3 +254,72 @@ def test_attribute_bounds_follow_the_settings(api, settings):
     ]}, format="json").json()
 
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "attributes.x"), (1, "attributes")]
+
+
+def test_bulk_upsert_leaves_the_fields_a_row_does_not_mention_as_they_are(api):
+    aad = uuid.uuid4()
+    factories.recipient(
+        external_id="E1", first_name="Ada", aad_object_id=aad, department="Sales", country="FR",
+        start_date="2024-05-01", attributes={"site": "paris"}, is_active=True,
+    )
+
+    response = api.post(BULK, {"recipients": [{"external_id": "E1", "first_name": "Adèle"}]}, format="json")
+
+    assert response.json() == {"created": 0, "updated": 1, "deactivated": 0, "errors": []}
+    ada = Recipient.objects.get(external_id="E1")
+    assert ada.first_name == "Adèle"
+    assert (ada.aad_object_id, ada.department, ada.country) == (aad, "Sales", "FR")
+    assert (str(ada.start_date), ada.attributes, ada.is_active) == ("2024-05-01", {"site": "paris"}, True)
+    assert ada.email.endswith("@example.com")
+
+
+def test_bulk_upsert_clears_a_field_sent_as_null(api):
+    factories.recipient(
+        external_id="E1", department="Sales", start_date="2024-05-01", attributes={"site": "paris"}, country="FR"
+    )
+
+    api.post(
+        BULK,
+        {"recipients": [{"external_id": "E1", "department": None, "aad_object_id": None, "start_date": None,
+                         "attributes": None}]},
+        format="json",
+    )
+
+    person_now = Recipient.objects.get(external_id="E1")
+    assert (person_now.department, person_now.aad_object_id, person_now.start_date) == ("", None, None)
+    assert (person_now.attributes, person_now.country) == ({}, "FR")
+
+
+def test_bulk_upsert_gives_a_new_person_the_empty_values_for_fields_left_out(api):
+    api.post(BULK, {"recipients": [{"external_id": "new", "first_name": "Ann"}]}, format="json")
+
+    new = Recipient.objects.get(external_id="new")
+    assert (new.first_name, new.department, new.aad_object_id, new.attributes, new.is_active) == (
+        "Ann", "", None, {}, True
+    )
+
+
+def test_bulk_upsert_updates_rows_of_different_shapes_in_one_call(api):
+    factories.recipient(external_id="a", department="Sales", job_title="Clerk")
+    factories.recipient(external_id="b", department="Legal", job_title="Counsel")
+
+    body = api.post(
+        BULK,
+        {"recipients": [{"external_id": "a", "job_title": "Manager"}, {"external_id": "b", "department": "HR"},
+                        {"external_id": "c", "department": "IT"}]},
+        format="json",
+    ).json()
+
+    assert (body["created"], body["updated"]) == (1, 2)
+    rows = dict((r.external_id, (r.department, r.job_title)) for r in Recipient.objects.all())
+    assert rows == {"a": ("Sales", "Manager"), "b": ("HR", "Counsel"), "c": ("IT", "")}
+
+
+def test_bulk_upsert_deactivates_a_leaver_named_only_by_external_id_and_keeps_the_rest(api):
+    leaver = factories.recipient(external_id="leaves", department="Legal")
+
+    body = api.post(BULK, {"recipients": [{"external_id": "leaves", "is_active": False}]}, format="json").json()
+
+    assert (body["updated"], body["deactivated"]) == (1, 1)
+    gone = Recipient.objects.get(external_id="leaves")
+    assert (gone.is_active, gone.department, gone.aad_object_id) == (False, "Legal", leaver.aad_object_id)
