@@ -114,7 +114,11 @@ class BotConnectorClient:
             except http.HttpTimeout as exc:
                 raise ConnectorError(status=None, code="Timeout", message=str(exc)) from exc
             if 200 <= response.status < 300:
-                return response.json()
+                try:
+                    return response.json()
+                except ValueError:  # accepted, with a body something on the way replaced: no ids to read
+                    logger.warning("bot connector %s answered %s with a body that is not JSON", method, response.status)
+                    return {}
             error = error_from_response(response.status, response.headers, response.body)
             logger.info(
                 "bot connector %s answered %s %s (operation %s)",
@@ -134,6 +138,8 @@ class BotConnectorClient:
             bot_id=f"28:{settings.BOT_APP_ID}", bot_name=settings.BOT_NAME, member_id=member_id, tenant_id=tenant_id
         )
         data = self._call("POST", f"{service_url.rstrip('/')}/v3/conversations", json.dumps(body).encode())
+        if not isinstance(data, dict) or not data.get("id"):  # nothing was sent yet: asking again is harmless
+            raise ConnectorError(status=502, code="BadGateway", message="The conversation was created without its id.")
         return str(data["id"])
 
     def send(self, *, service_url: str, conversation_id: str, activity_json: bytes) -> str:

@@ -49,7 +49,7 @@ UPDATE delivery_delivery AS d
    SET status = 'retrying', ambiguous = true, next_attempt_at = now(),
        error_code = '{WORKER_LOST}', error_message = '{WORKER_LOST_MESSAGE}'
  WHERE d.status = 'sending' AND d.claimed_at < %s
-RETURNING d.id, d.campaign_id
+RETURNING d.id, d.campaign_id, (SELECT o.ambiguous FROM delivery_delivery AS o WHERE o.id = d.id) AS was_ambiguous
 """
 
 
@@ -70,8 +70,9 @@ def reconcile() -> dict[str, int]:
         progress.record(campaign_id, failed=1, ambiguous=0 if was_ambiguous else 1)
     if failed:
         logger.warning("failed %d deliveries whose worker stopped while sending their last attempt", len(failed))
-    for _, campaign_id in expired:
-        progress.record(campaign_id, ambiguous=1)
+    for _, campaign_id, was_ambiguous in expired:
+        if not was_ambiguous:
+            progress.record(campaign_id, ambiguous=1)
     if expired:
         logger.warning("took back %d deliveries whose worker stopped while sending", len(expired))
 
@@ -88,7 +89,7 @@ def reconcile() -> dict[str, int]:
         .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
     )
     # Those just taken back are due now.
-    overdue = sorted(set(overdue) | {delivery_id for delivery_id, _ in expired})
+    overdue = sorted(set(overdue) | {delivery_id for delivery_id, *_ in expired})
     feeding.publish(overdue)
 
     fed_again = _queue_again_what_was_fed_and_lost()

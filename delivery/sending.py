@@ -227,16 +227,24 @@ def _crash_reason(error: BaseException | None) -> str:
 
 
 def _record_crash(claim: tuple[int, int], campaign_id: int, error: BaseException | None, *, ambiguous: bool) -> Outcome:
-    """A send that raised (a bug, bad data) is retried like a transient error and, once it has used
-    ``DELIVERY_MAX_ATTEMPTS``, fails with code ``crier_error`` and the exception's class, so its
-    campaign still completes. ``ambiguous``: it raised inside the call to Teams."""
+    """A send that raised (a bug, bad data) records code ``crier_error`` and the exception's class.
+    Raised before the call to Teams, it is retried like a transient error until it has used
+    ``DELIVERY_MAX_ATTEMPTS``; raised inside the call (``ambiguous``: Teams may have the message),
+    it fails at once rather than risk sending the message again. Either way its campaign completes,
+    and a campaign where every send raises pauses itself like one whose sends Teams refuses."""
     delivery_id, attempts = claim
     logger.error("delivery %s raised while sending (attempt %s)", delivery_id, attempts, exc_info=error)
-    fields: dict[str, Any] = {"error_code": CRIER_ERROR, "error_message": _crash_reason(error)[:1000], "last_status_code": None}
+    reason = _crash_reason(error)[:1000]
+    fields: dict[str, Any] = {"error_code": CRIER_ERROR, "error_message": reason, "last_status_code": None}
     if ambiguous and _write(f"UPDATE delivery_delivery SET ambiguous = true WHERE {CLAIMED} AND NOT ambiguous", [*claim]):
         progress.record(campaign_id, ambiguous=1)
-    if attempts >= settings.DELIVERY_MAX_ATTEMPTS:
-        return _finish(claim, campaign_id, Status.FAILED, **fields)
+    if ambiguous or attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+        outcome = _finish(claim, campaign_id, Status.FAILED, **fields)
+        from .control import campaign_watch_errors
+
+        error_seen = TransportError(status=None, code=CRIER_ERROR, message=reason, permanent=True)
+        campaign_watch_errors(campaign_id=campaign_id, error=error_seen)
+        return outcome
     delay = retry_delay(attempt=attempts, retry_after=None)
     assignments = ", ".join(f"{name} = %s" for name in fields)
     _write(
@@ -247,8 +255,17 @@ def _record_crash(claim: tuple[int, int], campaign_id: int, error: BaseException
 
 
 def _record_accepted_despite(claim: tuple[int, int], campaign_id: int, accepted: _Accepted) -> Outcome:
-    """Teams has the message: record it sent in the plainest way, so it is never sent again."""
+    """Teams has the message: record it sent, with its webhook event, or at least in the plainest
+    way, so that it is never sent again."""
     logger.error("delivery %s was accepted by Teams but recording it raised", claim[0], exc_info=accepted.__cause__)
+    fields = {"activity_id": accepted.activity_id, "conversation_id": accepted.conversation_id, "last_status_code": 201,
+              "error_code": "", "error_message": ""}
+    try:
+        return _finish(claim, campaign_id, Status.SENT, **fields)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        logger.exception("delivery %s: recording it sent with its webhook event raised too", claim[0])
     written = _write(
         "UPDATE delivery_delivery SET status = 'sent', activity_id = %s, conversation_id = %s, last_status_code = 201,"
         f" error_code = '', error_message = '', finished_at = now() WHERE {CLAIMED}",

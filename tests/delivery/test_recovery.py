@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from delivery import feeding, recovery, services
+from delivery import feeding, progress, recovery, services
 from delivery.models import Delivery
 from tests import factories
 from tests.delivery.test_feeding import queued_ids
@@ -204,3 +204,14 @@ def test_a_delivery_whose_worker_died_at_every_attempt_fails_after_the_last_and_
     assert queued_ids(redis_client) == []
     assert services.campaigns_complete_finished() == [campaign.pk]
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED
+
+
+def test_a_delivery_taken_back_twice_counts_once_as_ambiguous(settings, redis_client):
+    campaign = launched()
+    delivery = campaign.deliveries.get()
+    expired = timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
+    for _ in range(2):
+        Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.SENDING, attempts=1, claimed_at=expired)
+        recovery.reconcile()
+
+    assert int(redis_client.hget(progress.key(campaign.pk), "ambiguous")) == 1

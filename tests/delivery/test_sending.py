@@ -266,7 +266,9 @@ def broken_transport(monkeypatch, error=RuntimeError("boom")):
     monkeypatch.setattr(sending._transport, "send", send)
 
 
-def test_a_send_that_raises_is_retried_then_fails_with_its_reason_and_the_campaign_completes(teams, settings, monkeypatch):
+def test_a_send_that_raises_inside_the_call_fails_at_once_as_ambiguous_and_the_campaign_completes(
+    teams, settings, monkeypatch
+):
     from campaigns.models import Campaign
 
     settings.DELIVERY_MAX_ATTEMPTS = 3
@@ -274,15 +276,80 @@ def test_a_send_that_raises_is_retried_then_fails_with_its_reason_and_the_campai
     delivery = launched(person)
     broken_transport(monkeypatch)
 
+    outcomes = [delivery_send(delivery_id=delivery.pk).status for _ in range(2)]
+
+    delivery.refresh_from_db()
+    assert outcomes == ["failed", "not_claimed"]  # Teams may have the message: never sent again
+    assert (delivery.status, delivery.attempts, delivery.error_code) == ("failed", 1, "crier_error")
+    assert delivery.error_message.startswith("RuntimeError")
+    assert delivery.ambiguous
+    assert services.campaigns_complete_finished() == [delivery.campaign_id]
+    assert Campaign.objects.get(pk=delivery.campaign_id).status == Campaign.Status.COMPLETED
+
+
+def test_a_send_that_raises_before_the_call_is_retried_then_fails_with_its_reason(teams, settings, monkeypatch):
+    from delivery import sending
+
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    person = factories.recipient()
+    delivery = launched(person)
+
+    def render(self, person):
+        raise AttributeError("'str' object has no attribute 'get'")
+
+    monkeypatch.setattr(sending.CompiledMessage, "render", render)
+
     outcomes = [delivery_send(delivery_id=delivery.pk).status for _ in range(4)]
 
     delivery.refresh_from_db()
     assert outcomes == ["retrying", "retrying", "failed", "not_claimed"]
     assert (delivery.status, delivery.attempts, delivery.error_code) == ("failed", 3, "crier_error")
-    assert delivery.error_message.startswith("RuntimeError")
-    assert delivery.ambiguous  # the error came from inside the call: Teams may have had the message
+    assert delivery.error_message.startswith("AttributeError") and not delivery.ambiguous
     assert services.campaigns_complete_finished() == [delivery.campaign_id]
-    assert Campaign.objects.get(pk=delivery.campaign_id).status == Campaign.Status.COMPLETED
+
+
+def test_a_campaign_whose_every_send_raises_pauses_itself_with_the_reason(teams, settings, monkeypatch):
+    from campaigns.models import Campaign
+    from delivery import sending
+
+    settings.DELIVERY_MAX_ATTEMPTS = 1
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
+    people = [factories.recipient() for _ in range(6)]
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+
+    def render(self, person):
+        raise AttributeError("boom")
+
+    monkeypatch.setattr(sending.CompiledMessage, "render", render)
+
+    for delivery in Delivery.objects.filter(campaign=campaign).order_by("id"):
+        delivery_send(delivery_id=delivery.pk)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "crier_error" in campaign.status_reason and "AttributeError" in campaign.status_reason
+    assert Delivery.objects.filter(campaign=campaign, status="failed").count() < len(people)
+
+
+def test_a_message_teams_accepted_with_an_unreadable_answer_is_recorded_sent_once(teams, monkeypatch):
+    from bots import connector
+
+    person = factories.recipient()
+    delivery = launched(person)
+    real = connector.http.request
+
+    def gateway_page(method, url, **kwargs):
+        response = real(method, url, **kwargs)
+        if url.endswith("/activities") and 200 <= response.status < 300:
+            return connector.http.HttpResponse(status=response.status, headers=response.headers, body=b"<html>gw</html>")
+        return response
+
+    monkeypatch.setattr(connector.http, "request", gateway_page)
+
+    assert delivery_send(delivery_id=delivery.pk).status == "sent"
+    assert delivery_send(delivery_id=delivery.pk).status == "not_claimed"
+    assert len(messages_for(teams, person)) == 1
 
 
 def test_a_crash_before_the_call_to_teams_is_not_ambiguous(teams, settings, monkeypatch):
@@ -306,8 +373,11 @@ def test_a_crash_before_the_call_to_teams_is_not_ambiguous(teams, settings, monk
 
 
 def test_a_message_teams_accepted_is_recorded_sent_even_when_recording_it_raises(teams, monkeypatch):
-    from delivery import sending
+    from delivery import sending, webhooks
+    from delivery.models import WebhookEndpoint, WebhookEvent
 
+    WebhookEndpoint.objects.create(name="hr", url="https://hooks.example/", secret="s", events=["delivery.sent"])
+    webhooks.forget_subscriptions()
     person = factories.recipient()
     delivery = launched(person)
 
@@ -323,3 +393,4 @@ def test_a_message_teams_accepted_is_recorded_sent_even_when_recording_it_raises
     assert (delivery.status, delivery.error_code) == ("sent", "")
     assert delivery.activity_id and delivery.finished_at is not None
     assert len(messages_for(teams, person)) == 1
+    assert WebhookEvent.objects.filter(type="delivery.sent").count() == 1
