@@ -41,26 +41,6 @@ if KEYS[3] ~= '' then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if KEYS[2] ~= '' then
-  local longest = 0
-  local allowed_at = now
-  for i = 5, #ARGV, 2 do
-    local window, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-    if window > longest then longest = window end
-    local count = redis.call('ZCOUNT', KEYS[2], now - window, '+inf')
-    if count >= limit then
-      local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], now - window, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
-      local free_at = tonumber(oldest[2]) + window
-      if free_at > allowed_at then allowed_at = free_at end
-    end
-  end
-  if allowed_at > now then
-    return {'defer', tostring(allowed_at - now)}
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - longest)
-  redis.call('ZADD', KEYS[2], now, tostring(now) .. ':' .. tostring(math.random()))
-  redis.call('EXPIRE', KEYS[2], math.ceil(longest))
-end
 local max_rate, min_rate, recovery = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local s = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'rate_at', 'pause_until')
 local tat = tonumber(s[1]) or 0
@@ -73,6 +53,28 @@ local paused = tostring(math.max(0, pause_until - now))
 if start - now > tonumber(ARGV[4]) then
   -- Too long to sleep for: reserve nothing, so a long Retry-After does not pile up the schedule.
   return {'defer', tostring(start - now), paused}
+end
+if KEYS[2] ~= '' then
+  -- The thread's calls are logged at their slots, the moments they will be made (slots only move
+  -- forward), so its windows hold for the calls themselves, not for when they were booked.
+  local longest = 0
+  local allowed_at = start
+  for i = 5, #ARGV, 2 do
+    local window, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    if window > longest then longest = window end
+    local count = redis.call('ZCOUNT', KEYS[2], start - window, '+inf')
+    if count >= limit then
+      local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], start - window, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+      local free_at = tonumber(oldest[2]) + window
+      if free_at > allowed_at then allowed_at = free_at end
+    end
+  end
+  if allowed_at > start then
+    return {'defer', tostring(allowed_at - now), paused}
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', start - longest)
+  redis.call('ZADD', KEYS[2], start, tostring(start) .. ':' .. tostring(math.random()))
+  redis.call('EXPIRE', KEYS[2], math.ceil(longest + start - now))
 end
 redis.call('HSET', KEYS[1], 'tat', tostring(start + 1 / rate), 'rate', tostring(rate), 'rate_at', tostring(now))
 redis.call('EXPIRE', KEYS[1], 3600)

@@ -339,3 +339,33 @@ def test_threads_that_wake_late_together_go_one_by_one_not_in_a_burst(pace, monk
     moments = [score for _, score in pacers[0].client.zrange(pacers[0].calls_key(TENANT), 0, -1, withscores=True)]
     assert len(moments) == 12
     assert min(b - a for a, b in zip(moments, moments[1:])) >= 0.5 / 50 - 1e-6
+
+
+def test_a_conversation_booked_behind_a_backlog_still_gets_no_more_than_7_calls_in_a_second(pace, monkeypatch):
+    import time as real_time
+    from types import SimpleNamespace
+
+    from delivery import pacing
+
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 1000.0
+    pacer = new_pacer(pace)
+    slots: list[float] = []
+    # Instead of sleeping until its slot, each call notes the moment it would be made.
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(
+        sleep=lambda seconds: None, monotonic=real_time.monotonic, time=real_time.time,
+    ))
+    pacer.client.hset(pacer.tenant_key(TENANT), "tat", redis_clock(pacer.client) + 2.5)  # a backlog of 2.5 s
+
+    def call():
+        before = redis_clock(pacer.client)
+        try:
+            slots.append(before + pacer.acquire(tenant_id=TENANT, thread="conversation:c:9", max_sleep=10))
+        except Deferred:
+            pass
+
+    call()  # booked now, made in 2.5 s
+    real_time.sleep(1.1)  # booked later, made right after it
+    for _ in range(7):
+        call()
+
+    assert most_in_one_second(slots) <= 7
