@@ -130,8 +130,8 @@ def validate_template(*, kind: str, text: str, card: Any) -> None:
     if kind == "markdown":
         if not text.strip():
             raise ValidationError({"text": "A markdown message needs text."})
-        if card:
-            raise ValidationError({"card": "A markdown message has no card; choose the Adaptive Card kind."})
+        if card is not None:  # also false, 0, "" or []: the API stores what it is given
+            raise ValidationError({"card": "A markdown message has no card (send null); choose the Adaptive Card kind."})
     elif kind == "adaptive_card":
         if not isinstance(card, dict):
             raise ValidationError({"card": "An Adaptive Card is a JSON object."})

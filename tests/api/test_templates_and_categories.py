@@ -102,3 +102,12 @@ def test_template_preview_shows_a_job_title_link_as_escaped_text(api):
 
     assert response.status_code == 200
     assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https://evil.example/login)"
+
+
+@pytest.mark.parametrize("card", [False, 0, "", []])
+def test_a_markdown_template_with_any_card_value_but_none_is_refused_naming_card(api, card):
+    response = api.post("/api/v1/templates/", {"name": "T", "kind": "markdown", "text": "Hi", "card": card}, format="json")
+
+    assert response.status_code == 400
+    assert "card" in error_of(response)["fields"]
+    assert not MessageTemplate.objects.exists()
