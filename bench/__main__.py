@@ -257,6 +257,9 @@ def bench_c_under_load(processes: Processes, emulator, n: int) -> None:
     report("C", f"under load ({busy} CPU hogs), stored conversations: recipients/s", f"{rate:,.1f}/s",
            f"{100 * rate / TEAMS_APP_LIMIT:.1f}% of 50/s, goal >= 95%")
     report("C", f"  429s from the app-wide limit, in {delta['requests']} calls", f"{app_429}", "goal 0")
+    when_made = after["app_throttled_when_made"] - before["app_throttled_when_made"]
+    report("C", "    of them, over the limit by the moments Crier made the calls", f"{when_made}",
+           "the rest bunched up on their way (arrival)")
     report("C", f"  all 429s ({delta['throttled']} of {delta['requests']})",
            f"{100 * delta['throttled'] / max(1, delta['requests']):.2f}%", "")
     report("C", "  sent / emulator messages / duplicates", f"{sent}/{delta['messages']}/{delta['duplicates']}",

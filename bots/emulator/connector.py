@@ -98,18 +98,24 @@ class Connector:
         except web.HTTPRequestEntityTooLarge:
             return None
 
-    def _global_limit(self, app_scope: Hashable, now: float) -> web.Response | None:
-        """50 calls per second per app per tenant, across every connector call."""
+    def _global_limit(self, app_scope: Hashable, now: float, made: float | None = None) -> web.Response | None:
+        """50 calls per second per app per tenant, across every connector call, judged by arrival as
+        Teams does; a refusal is also counted apart (``app_throttled_when_made``) when the calls were over the
+        limit by the moments their caller made them, not only by the moments they arrived."""
         ctx = self.ctx
         if not ctx.config.limits:
             return None
+        made = now if made is None else made
         wait = ctx.global_limiter.wait_time(app_scope, now)
         if wait > 0:
             ctx.store.throttled["app"] += 1
+            if ctx.global_made.over(app_scope, made):
+                ctx.store.app_throttled_when_made += 1
             retry = retry_after_header(wait)
             ctx.store.retry_after.told_to_wait(app_scope, now + retry, now)
             return throttled(retry, "Too many requests for this application in this tenant.")
         ctx.global_limiter.record(app_scope, now)
+        ctx.global_made.record(app_scope, made)
         return None
 
     async def _fault(self, app_scope: Hashable, now: float) -> web.Response | None:
@@ -152,9 +158,10 @@ class Connector:
         app_scope = ("app", tenant or ctx.settings.tenant_id)
         user_scope = ("user", member_aad or member_id)
         store.retry_after.note_call(
-            (app_scope, user_scope), now, made=made_at(request.headers.get(SENT_AT_HEADER), now), new_token=new_token
+            (app_scope, user_scope), now, made=(made := made_at(request.headers.get(SENT_AT_HEADER), now)),
+            new_token=new_token,
         )
-        refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
+        refused = self._global_limit(app_scope, now, made) or await self._fault(app_scope, now)
         if refused is not None:
             return refused
 
@@ -231,9 +238,10 @@ class Connector:
         app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
         thread_scope = ("conversation", conversation_id)
         store.retry_after.note_call(
-            (app_scope, thread_scope), now, made=made_at(request.headers.get(SENT_AT_HEADER), now), new_token=new_token
+            (app_scope, thread_scope), now, made=(made := made_at(request.headers.get(SENT_AT_HEADER), now)),
+            new_token=new_token,
         )
-        refused = self._global_limit(app_scope, now) or await self._fault(app_scope, now)
+        refused = self._global_limit(app_scope, now, made) or await self._fault(app_scope, now)
         if refused is not None:
             return refused
 

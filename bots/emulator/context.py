@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from .bot_client import BotClient
 from .config import RuntimeConfig, Settings
 from .faults import FaultInjector
-from .limits import CREATE_WINDOWS, GLOBAL_WINDOWS, THREAD_WINDOWS, SlidingLimiter
+from .limits import CREATE_WINDOWS, GLOBAL_WINDOWS, THREAD_WINDOWS, MadeMoments, SlidingLimiter
 from .state import Store
 from .tokens import AccessTokenChecker, SigningKey
 
@@ -21,6 +21,7 @@ class Context:
     store: Store = field(default_factory=Store)
     faults: FaultInjector = field(default_factory=FaultInjector)
     global_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(GLOBAL_WINDOWS))
+    global_made: MadeMoments = field(default_factory=lambda: MadeMoments(*GLOBAL_WINDOWS[0]))
     thread_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(THREAD_WINDOWS))
     create_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(CREATE_WINDOWS))
     tokens: AccessTokenChecker = field(init=False)
@@ -45,5 +46,6 @@ class Context:
         self.faults.clear_counts()
         self.faults.reseed(self.config.seed)
         self.global_limiter.clear()
+        self.global_made.clear()
         self.thread_limiter.clear()
         self.create_limiter.clear()

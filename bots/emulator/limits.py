@@ -11,7 +11,7 @@ import math
 import time
 from array import array
 from collections import deque
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Hashable
 
 # Microsoft's numbers: (limit, period in seconds).
@@ -71,6 +71,35 @@ class SlidingLimiter:
     def clear(self) -> None:
         self._calls.clear()
         self._since_prune = 0
+
+
+class MadeMoments:
+    """The moments callers say they made the calls a limit accepted (their ``X-Crier-Sent-At``), to tell,
+    for a call refused by its arrival, whether its caller had gone over the limit at all, or whether the
+    calls only bunched up on their way (a busy machine delays some more than others)."""
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit, self.period = limit, period
+        self._moments: dict[Hashable, list[float]] = {}
+
+    def record(self, scope: Hashable, made: float) -> None:
+        moments = self._moments.setdefault(scope, [])
+        insort(moments, made)
+        if moments[0] < made - 10 * self.period:
+            del moments[: bisect_left(moments, made - 10 * self.period)]
+
+    def over(self, scope: Hashable, made: float) -> bool:
+        """Whether a call made at ``made`` would put more than the limit into some window of the period."""
+        moments = self._moments.get(scope, [])
+        near = moments[bisect_left(moments, made - self.period): bisect_right(moments, made + self.period)]
+        for start in [made - self.period, *[m for m in near if m <= made]]:
+            inside = sum(1 for m in near if start <= m <= start + self.period)
+            if inside + 1 > self.limit:
+                return True
+        return False
+
+    def clear(self) -> None:
+        self._moments.clear()
 
 
 def retry_after_header(wait: float) -> int:

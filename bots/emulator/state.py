@@ -117,6 +117,8 @@ class Store:
         self.requests = 0
         self.tokens_issued = 0
         self.throttled = {"app": 0, "conversation": 0, "create": 0}
+        # Of the "app" refusals, those over the limit by the moments their caller made the calls too.
+        self.app_throttled_when_made = 0
         self.duplicates = 0
         self.max_messages_per_user = 0
         self.retry_after = RetryAfterTracker()
@@ -242,6 +244,7 @@ class Store:
             "requests": self.requests,
             "tokens_issued": self.tokens_issued,
             "throttled": dict(self.throttled),
+            "app_throttled_when_made": self.app_throttled_when_made,
             "faults": dict(fault_counts),
             "duplicates": self.duplicates,
             "early_calls": self.retry_after.early_calls,

@@ -562,3 +562,26 @@ def test_bad_arguments_exit_with_code_2_and_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["emulator: error: --limits must be 'on' or 'off', not 'sometimes'"]
+
+
+def test_a_refusal_by_arrival_says_whether_the_caller_was_over_the_limit_when_it_made_the_calls(
+    emu: RunningEmulator, teams: Teams
+) -> None:
+    conversations = [teams.conversation(new_user(emu)["aad_object_id"]) for _ in range(8)]
+    emu.client.config(limits=True)
+    spread = time.time() - 5  # made 30 ms apart, five seconds ago: 34 a second, arriving all at once
+    stamps = [spread + 0.03 * n for n in range(56)]
+    calls = [(cid, stamp) for cid, stamp in zip(conversations * 7, stamps, strict=True)]
+    statuses = [teams.send(cid, headers={"X-Crier-Sent-At": f"{stamp:.6f}"}).status for cid, stamp in calls]
+    assert statuses.count(429) == 6
+    assert (emu.client.stats()["throttled"]["app"], emu.client.stats()["app_throttled_when_made"]) == (6, 0)
+
+    emu.client.config(limits=False)
+    others = [teams.conversation(new_user(emu)["aad_object_id"]) for _ in range(8)]  # their own per-chat limits
+    emu.client.config(limits=True)
+    time.sleep(1.1)
+    now = time.time()  # made in the same instant: over the limit however they travel
+    statuses = [teams.send(cid, headers={"X-Crier-Sent-At": f"{now:.6f}"}).status for cid in others * 7]
+    assert statuses.count(429) == 6
+    stats = emu.client.stats()
+    assert (stats["throttled"], stats["app_throttled_when_made"]) == ({"app": 12, "conversation": 0, "create": 0}, 6)
