@@ -188,6 +188,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # JSON only, nested no deeper than campaigns.api.parsers.MAX_JSON_DEPTH, without NUL characters.
     "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.CrierJSONParser"],
+    # "?format=" is an ordinary query parameter, not a way to pick a renderer (an unknown one was a 404).
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Crier API",

@@ -197,3 +197,9 @@ def test_the_bulk_body_takes_any_row_and_says_how_many(openapi):
 
     assert recipients["maxItems"] == 10_000
     assert recipients["items"]["anyOf"] == [{"$ref": "#/components/schemas/RecipientRowRequest"}, {}]
+
+
+def test_an_unknown_format_query_parameter_is_ignored_not_a_404(api):
+    response = api.get("/api/v1/templates/?format=xml")
+
+    assert response.status_code == 200
