@@ -241,6 +241,27 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
     return withdrawn
 
 
+def template_edit_require(*, template_id: int | None) -> None:
+    """Raises unless the template may be edited: an announcement or direct campaign that is running
+    or paused still sends it to people not reached yet, who would get text nobody approved. A
+    welcome campaign runs for ever, and its template stays editable."""
+    if template_id is None:
+        return
+    sending = (
+        Campaign.objects.filter(
+            template_id=template_id, kind__in=Campaign.FED_KINDS,
+            status__in=(Campaign.Status.RUNNING, Campaign.Status.PAUSED),
+        ).order_by("pk").first()
+    )
+    if sending is not None:
+        raise ApplicationError(
+            f"“{sending}” is {sending.get_status_display().lower()} with this template: people it has not reached "
+            "yet would get the new text. Wait until it completes or cancel it, or change what people already "
+            "received with “Edit the sent message”.",
+            code="template_in_use", status=409,
+        )
+
+
 # --- Direct messages and tests: reach within a window ------------------------------------------
 
 def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> str:

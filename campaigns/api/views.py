@@ -34,7 +34,7 @@ from campaigns.models import (
     RecipientSync,
 )
 from campaigns.selectors import audience_count
-from campaigns.approvals import approval_withdraw, template_approve_direct
+from campaigns.approvals import approval_withdraw, template_approve_direct, template_edit_require
 from campaigns.audit import Actor
 from campaigns.services import opt_out_delete, opt_out_record, recipient_sync_finish, recipients_bulk_upsert
 from delivery.models import Delivery
@@ -239,7 +239,18 @@ class MessageTemplateViewSet(ProtectedModelViewSet):
 
     queryset = MessageTemplate.objects.all()
     serializer_class = MessageTemplateSerializer
-    conflict_actions = ProtectedModelViewSet.conflict_actions | {"approve_direct"}
+    conflict_actions = ProtectedModelViewSet.conflict_actions | {"approve_direct", "update", "partial_update"}
+
+    def update(self, request, *args, **kwargs):
+        # A campaign still sending it (running or paused) would send the new, unapproved text.
+        template_edit_require(template_id=self.get_object().pk)  # a conflict is reported before any field error
+        return super().update(request, *args, **kwargs)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            MessageTemplate.objects.select_for_update().filter(pk=serializer.instance.pk).first()
+            template_edit_require(template_id=serializer.instance.pk)  # launched since the check above?
+            serializer.save()
 
     @extend_schema(
         request=None,
