@@ -426,15 +426,17 @@ def campaign_send_direct(
     who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
     refused before anything is sent."""
     wanted = list(dict.fromkeys(external_ids))
-    known = set(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", flat=True))
+    known = dict(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", "id"))
     unknown = [external_id for external_id in wanted if external_id not in known]
     if unknown:
         raise ApplicationError(
             f"No recipient with external id {', '.join(map(repr, unknown[:20]))}.", fields={"recipients": unknown[:100]}
         )
     with transaction.atomic():
-        # Reach, not one call, needs approval: the template's row stays locked until this commits.
-        approved = direct_reach_require(template_id=template_id, people=len(wanted), actor=actor)
+        # Reach, not one call, needs approval: the sender's row stays locked until this commits.
+        approved = direct_reach_require(
+            template_id=template_id, recipient_ids=[known[external_id] for external_id in wanted], actor=actor
+        )
         now = timezone.now()
         campaign = Campaign.objects.create(
             name=name, kind=Campaign.Kind.DIRECT, template_id=template_id, category=category,

@@ -545,7 +545,9 @@ def test_an_approver_cannot_send_a_test_of_a_campaign(client, approver_user):
 
 # --- Reach of direct messages and tests -----------------------------------------------------------------
 
-def test_staff_tests_add_up_toward_the_threshold_and_the_one_that_passes_it_is_refused(client, comms_user, settings):
+def test_staff_tests_count_the_tester_once_and_add_up_with_their_other_sends(client, comms_user, settings):
+    from delivery.services import campaign_send_direct
+
     settings.APPROVAL_THRESHOLD = 2
     me = factories.recipient(email="casey@example.com")
     StaffProfile.objects.update_or_create(user=comms_user, defaults={"recipient": me})
@@ -553,13 +555,20 @@ def test_staff_tests_add_up_toward_the_threshold_and_the_one_that_passes_it_is_r
     client.force_login(comms_user)
     url = reverse("admin:campaigns_campaign_test_send", args=[campaign.pk])
 
-    for _ in range(2):
+    for _ in range(3):  # the same person, however often: one person reached
         assert any(level == "success" for level, _ in messages_of(client.post(url, follow=True)))
-    refused = client.post(url, follow=True)
+    campaign_send_direct(name="x", template_id=factories.template().pk, category=campaign.category,
+                         external_ids=[factories.recipient().external_id], actor=Actor(user=comms_user))
+    other = factories.campaign()
+    again = client.post(reverse("admin:campaigns_campaign_test_send", args=[other.pk]), follow=True)
 
-    assert any("already reached 2 people sent by you" in text for level, text in messages_of(refused)
-               if level == "error")
-    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 2
+    assert any(level == "success" for level, _ in messages_of(again))  # still the same person: 2 reached
+    someone_else = factories.recipient()
+    with pytest.raises(ApplicationError) as passed:
+        campaign_send_direct(name="y", template_id=other.template_id, category=campaign.category,
+                             external_ids=[someone_else.external_id], actor=Actor(user=comms_user))
+    assert "sent by you already reached 2 people" in passed.value.message
+    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 5
 
 
 def test_an_approver_approves_a_template_for_direct_messages_from_the_template_list(
