@@ -117,9 +117,13 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
     )
 
 
-def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None) -> Campaign:
-    """``seen`` is the fingerprint of what the approval page showed: if the campaign, its template,
-    audience or category changed since, nothing is approved."""
+def campaign_approve(
+    *, campaign_id: int, actor: Actor, seen: str | None = None, people_seen: int | str | None = None
+) -> Campaign:
+    """``seen`` is the fingerprint of what the approval page showed, and ``people_seen`` the number of
+    people it showed: if the campaign, its template, audience or category changed since, or the
+    audience now holds another number of people, nothing is approved. The approval page gives both;
+    ``None`` (a caller with no page) checks neither."""
     user = actor.user
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
@@ -143,11 +147,17 @@ def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None)
                 "The campaign, its template, audience or category changed while you were looking at it: "
                 "look at it again before approving.", code="changed", status=409,
             )
-        _approve(campaign, actor, state)
+        if people_seen is not None and str(people_seen) != str(state.people):
+            shown = f"{people_seen} people, now {state.people}" if str(people_seen).isdigit() else "no number"
+            raise ApplicationError(
+                f"Whom “{campaign}” reaches changed while you were looking at it (the page showed {shown}): "
+                "look at it again before approving.", code="changed", status=409,
+            )
+        _approve(campaign, actor, state, people_seen=state.people if people_seen is not None else None)
     return campaign
 
 
-def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
+def _approve(campaign: Campaign, actor: Actor, state: ApprovalState, people_seen: int | None = None) -> None:
     campaign.approved_by = actor.user if actor.user is not None else None
     campaign.approved_at = timezone.now()
     campaign.approved_fingerprint = state.fingerprint
@@ -160,7 +170,8 @@ def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     actor.record(
         AuditEntry.Action.APPROVE, campaign=campaign,
         summary=f"Approved “{campaign}” for {state.people} people",
-        detail={"people": state.people, "threshold": state.threshold},
+        detail={"people": state.people, "threshold": state.threshold,
+                **({"people_shown": people_seen} if people_seen is not None else {})},
     )
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.api.auth import api_key_create
-from campaigns.approvals import approval_fingerprint, campaign_approve
+from campaigns.approvals import approval_fingerprint, approval_state, campaign_approve
 from campaigns.audit import Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate, OptOut, StaffProfile
@@ -35,6 +35,7 @@ def big_audience(settings):
 def transition(client, campaign, name, **data):
     if name == "approve":  # what the approval page showed, as its form sends it
         data.setdefault("fingerprint", approval_fingerprint(campaign=campaign))
+        data.setdefault("people", approval_state(campaign=campaign).people)
     return client.post(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]), data, follow=True)
 
 
@@ -306,6 +307,42 @@ def test_the_approver_approves_only_what_the_approval_page_showed(client, approv
 
     assert any("changed while you were looking at it" in text for _, text in messages_of(response))
     assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_the_approver_approves_only_the_number_of_people_the_approval_page_showed(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+    page = client.get(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "approve"])).content.decode()
+    seen = approval_fingerprint(campaign=campaign)
+    assert 'name="people" value="3"' in page
+
+    factories.recipient()  # one more person while the approver was reading: no timestamp moved
+    response = transition(client, campaign, "approve", fingerprint=seen, people=3)
+
+    assert any("changed while you were looking at it" in text and "3 people" in text and "now 4" in text
+               for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_an_approval_page_post_without_the_number_shown_approves_nothing(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    response = transition(client, campaign, "approve", people="")
+
+    assert any("look at it again" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_an_approval_records_the_number_of_people_it_showed(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    transition(client, campaign, "approve", people=3)
+
+    campaign.refresh_from_db()
+    assert campaign.approved_people == 3
+    assert campaign.audit_entries.get(action=AuditEntry.Action.APPROVE).detail["people_shown"] == 3
 
 
 def test_send_a_test_to_me_needs_a_linked_identity_then_sends_to_that_person(client, comms_user):
