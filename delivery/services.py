@@ -26,6 +26,7 @@ from campaigns.selectors import audience_recipients, opted_out_people_sql, opted
 from . import progress
 from .control import campaign_cancel, campaign_pause, campaign_resume
 from .models import Delivery, delivery_id
+from .reach import pause_outgrown, reach_limit, require_within_reach
 from .settled import first_unsettled
 
 __all__ = [
@@ -110,7 +111,8 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}")
         if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
             lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"] or 1
-            last_id, _, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
+            last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
+            require_within_reach(campaign=campaign, rows=inserted)
             transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, skipped, finished))
     return campaign
 
@@ -304,12 +306,18 @@ class _Turn:
         return self.committed
 
 
+# What ``_deliveries_materialise_range`` returns for a range it did not commit because its rows
+# would take the campaign past the people its approval covers.
+OUTGROWN = -1
+
+
 def _deliveries_materialise_range(
     *, campaign: Campaign, after: int, upper: int, below: _Turn | None, turn: _Turn, own_connection: bool = False,
     reader=None,
 ) -> int | None:
     """One range in its own transaction; returns the rows inserted, or None when it was not
-    committed (the campaign was cancelled, or the range below was not committed)."""
+    committed (the campaign was cancelled, or the range below was not committed), or ``OUTGROWN``
+    when it was not committed because the campaign would reach more people than it may."""
     committed = False
     try:
         with transaction.atomic():
@@ -329,6 +337,12 @@ def _deliveries_materialise_range(
             if not counted:
                 transaction.set_rollback(True)
                 return None
+            limit = reach_limit(campaign=campaign)
+            if limit is not None and Campaign.objects.filter(pk=campaign.pk).values_list(
+                "total_deliveries", flat=True
+            ).get() > limit:
+                transaction.set_rollback(True)  # nobody unapproved gets a row
+                return OUTGROWN
         committed = True
     finally:
         turn.end(committed)
@@ -387,8 +401,10 @@ def _campaign_materialise(*, campaign_id: int, after: int) -> int:
                 ]
                 others = [pool.submit(_deliveries_materialise_range, **job, own_connection=True) for job in jobs[1:]]
                 written = [_deliveries_materialise_range(**jobs[0]), *(future.result() for future in others)]
-                total += sum(rows or 0 for rows in written)
-                if None not in written:
+                total += sum(rows for rows in written if rows and rows > 0)
+                if OUTGROWN in written:
+                    pause_outgrown(campaign=campaign)
+                elif None not in written:
                     after = starts[-1] + size
                     if after < highest:
                         continue

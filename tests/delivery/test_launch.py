@@ -174,3 +174,29 @@ def test_campaign_completes_when_every_delivery_has_ended():
     assert services.campaigns_complete_finished() == [campaign.pk]
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.COMPLETED
+
+
+def test_people_added_between_the_count_and_the_first_rows_void_the_approval_and_launch_nothing(settings):
+    from unittest import mock
+
+    from campaigns import approvals
+    from campaigns.approvals import approval_fingerprint
+    from campaigns.errors import ApplicationError
+
+    settings.APPROVAL_THRESHOLD = 2
+    for _ in range(5):
+        factories.recipient()
+    campaign = factories.campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(
+        approved_at=timezone.now(), approved_people=3, approved_fingerprint=approval_fingerprint(campaign=campaign)
+    )
+
+    # The audience is counted (3, as approved) before two people are added and the rows written.
+    with mock.patch.object(approvals, "audience_count", return_value=3), pytest.raises(ApplicationError) as refused:
+        services.campaign_launch(campaign_id=campaign.pk)
+
+    assert refused.value.code == "approval_required"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT and campaign.approved_at is None
+    assert "approved for 3 people and now reaches 5" in campaign.status_reason
+    assert not Delivery.objects.exists()
