@@ -256,9 +256,14 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
 def template_edit_require(*, template_id: int | None) -> None:
     """Raises unless the template may be edited: an announcement or direct campaign that is running
     or paused still sends it to people not reached yet, who would get text nobody approved. A
-    welcome campaign runs for ever, and its template stays editable."""
+    welcome campaign runs for ever, and its template stays editable.
+
+    In a transaction, the template's row stays locked until it commits: a launch, which locks it
+    too (``delivery.services.campaign_launch``), waits for the edit, then sees what it changed."""
     if template_id is None:
         return
+    if connection.in_atomic_block:
+        list(MessageTemplate.objects.select_for_update().filter(pk=template_id).values_list("pk", flat=True))
     sending = (
         Campaign.objects.filter(
             template_id=template_id, kind__in=Campaign.FED_KINDS,

@@ -248,7 +248,6 @@ class MessageTemplateViewSet(ProtectedModelViewSet):
 
     def perform_update(self, serializer):
         with transaction.atomic():
-            MessageTemplate.objects.select_for_update().filter(pk=serializer.instance.pk).first()
             template_edit_require(template_id=serializer.instance.pk)  # launched since the check above?
             serializer.save()
 
