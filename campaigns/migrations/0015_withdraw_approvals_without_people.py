@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AlterModelOptions(
             name='campaign',
-            options={'ordering': ['-id'], 'permissions': [('approve_campaign', 'Can approve a campaign for a large audience'), ('recall_campaign', 'Can recall a sent message for everyone who received it (editing it also needs change)'), ('launch_campaign', 'Can launch, schedule or resume a campaign'), ('control_campaign', 'Can pause or cancel a campaign')]},
+            options={'ordering': ['-id'], 'permissions': [('approve_campaign', 'Can approve a campaign for a large audience'), ('recall_campaign', 'Can recall a sent message for everyone (editing it also needs change)'), ('launch_campaign', 'Can launch, schedule or resume a campaign'), ('control_campaign', 'Can pause or cancel a campaign')]},
         ),
     ]
 
