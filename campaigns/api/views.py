@@ -234,6 +234,18 @@ class ProtectedModelViewSet(
     """List, read, create, update, and delete unless campaigns still use it."""
 
 
+TEMPLATE_IN_USE = OpenApiResponse(
+    ErrorSerializer,
+    description="`template_in_use`: a running or paused announcement or direct message sends this template, and "
+    "people it has not reached yet would get the new text. Wait until it completes or cancel it (a welcome "
+    "campaign's template stays editable).",
+)
+
+
+@extend_schema_view(
+    update=extend_schema(responses={200: MessageTemplateSerializer, 409: TEMPLATE_IN_USE}),
+    partial_update=extend_schema(responses={200: MessageTemplateSerializer, 409: TEMPLATE_IN_USE}),
+)
 class MessageTemplateViewSet(ProtectedModelViewSet):
     """Messages with placeholders such as {{first_name}}, in Markdown or as an Adaptive Card."""
 

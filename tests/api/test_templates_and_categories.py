@@ -137,3 +137,13 @@ def test_a_template_whose_campaigns_are_not_sending_stays_editable(api, status):
     response = api.patch(f"/api/v1/templates/{template.pk}/", {"text": "Town hall at 4"}, format="json")
 
     assert response.status_code == 200, response.json()
+
+
+def test_the_schema_says_a_template_in_use_cannot_be_edited():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = schema["paths"]["/api/v1/templates/{id}/"]
+
+    for method in ("put", "patch"):
+        assert "template_in_use" in operations[method]["responses"]["409"]["description"]
