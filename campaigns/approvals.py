@@ -13,10 +13,10 @@ whoever owns them: ``campaign_changers``), and approves what the approval page s
 API key with the ``campaigns:approve`` scope approves the campaigns it launches itself (an
 integration the organisation trusts); every approval is in the audit log.
 
-Direct messages and tests are counted as reach (``direct_reach_require``): what one API key or
-staff member sends with one template within ``APPROVAL_WINDOW_HOURS`` adds up, and what would pass
-the threshold is refused, unless an approver approved the template for direct messages
-(transactional notices); editing the template withdraws that too.
+Direct messages and tests are counted as reach (``direct_reach_require``): the people one API key
+or staff member reaches within ``APPROVAL_WINDOW_HOURS``, with any template not approved for direct
+messages, add up, and what would pass the threshold is refused, unless an approver approved the
+template for direct messages (transactional notices); editing the template withdraws that too.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q, Sum
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor
@@ -116,9 +117,13 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
     )
 
 
-def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None) -> Campaign:
-    """``seen`` is the fingerprint of what the approval page showed: if the campaign, its template,
-    audience or category changed since, nothing is approved."""
+def campaign_approve(
+    *, campaign_id: int, actor: Actor, seen: str | None = None, people_seen: int | str | None = None
+) -> Campaign:
+    """``seen`` is the fingerprint of what the approval page showed, and ``people_seen`` the number of
+    people it showed: if the campaign, its template, audience or category changed since, or the
+    audience now holds another number of people, nothing is approved. The approval page gives both;
+    ``None`` (a caller with no page) checks neither."""
     user = actor.user
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
@@ -142,11 +147,17 @@ def campaign_approve(*, campaign_id: int, actor: Actor, seen: str | None = None)
                 "The campaign, its template, audience or category changed while you were looking at it: "
                 "look at it again before approving.", code="changed", status=409,
             )
-        _approve(campaign, actor, state)
+        if people_seen is not None and str(people_seen) != str(state.people):
+            shown = f"{people_seen} people, now {state.people}" if str(people_seen).isdigit() else "no number"
+            raise ApplicationError(
+                f"Whom “{campaign}” reaches changed while you were looking at it (the page showed {shown}): "
+                "look at it again before approving.", code="changed", status=409,
+            )
+        _approve(campaign, actor, state, people_seen=state.people if people_seen is not None else None)
     return campaign
 
 
-def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
+def _approve(campaign: Campaign, actor: Actor, state: ApprovalState, people_seen: int | None = None) -> None:
     campaign.approved_by = actor.user if actor.user is not None else None
     campaign.approved_at = timezone.now()
     campaign.approved_fingerprint = state.fingerprint
@@ -159,7 +170,8 @@ def _approve(campaign: Campaign, actor: Actor, state: ApprovalState) -> None:
     actor.record(
         AuditEntry.Action.APPROVE, campaign=campaign,
         summary=f"Approved “{campaign}” for {state.people} people",
-        detail={"people": state.people, "threshold": state.threshold},
+        detail={"people": state.people, "threshold": state.threshold,
+                **({"people_shown": people_seen} if people_seen is not None else {})},
     )
 
 
@@ -241,41 +253,95 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
     return withdrawn
 
 
+def template_edit_require(*, template_id: int | None) -> None:
+    """Raises unless the template may be edited: an announcement or direct campaign that is running
+    or paused still sends it to people not reached yet, who would get text nobody approved. A
+    welcome campaign runs for ever, and its template stays editable.
+
+    In a transaction, the template's row stays locked until it commits: a launch, which locks it
+    too (``delivery.services.campaign_launch``), waits for the edit, then sees what it changed."""
+    if template_id is None:
+        return
+    if connection.in_atomic_block:
+        list(MessageTemplate.objects.select_for_update().filter(pk=template_id).values_list("pk", flat=True))
+    sending = (
+        Campaign.objects.filter(
+            template_id=template_id, kind__in=Campaign.FED_KINDS,
+            status__in=(Campaign.Status.RUNNING, Campaign.Status.PAUSED),
+        ).order_by("pk").first()
+    )
+    if sending is not None:
+        raise ApplicationError(
+            f"“{sending}” is {sending.get_status_display().lower()} with this template: people it has not reached "
+            "yet would get the new text. Wait until it completes or cancel it, or change what people already "
+            "received with “Edit the sent message”.",
+            code="template_in_use", status=409,
+        )
+
+
 # --- Direct messages and tests: reach within a window ------------------------------------------
 
-def direct_reach_require(*, template_id: int, people: int, actor: Actor) -> str:
-    """Raises unless ``actor`` may send the template to ``people`` more people now. What one API key
-    or staff member sent with one template within ``APPROVAL_WINDOW_HOURS`` adds up: passing
-    ``APPROVAL_THRESHOLD`` needs the template approved for direct messages, or a key with
-    ``campaigns:approve``. Returns what approves the send, so it counts toward no reach: "template"
-    (approved for direct messages), "key" (a key with ``campaigns:approve`` passing the threshold),
-    or "" (not approved: it counts).
+def direct_reach_require(*, template_id: int, recipient_ids: list[int], actor: Actor) -> str:
+    """Raises unless ``actor`` may send the template to these people now. The people one API key or
+    staff member reached with direct messages and tests within ``APPROVAL_WINDOW_HOURS``, whatever
+    the template (a copy of a template reaches nobody more), add up: passing ``APPROVAL_THRESHOLD``
+    needs the template approved for direct messages, or a key with ``campaigns:approve``. People are
+    counted once however often they were told. Returns what approves the send, so it counts toward
+    no reach: "template" (approved for direct messages), "key" (a key with ``campaigns:approve``
+    passing the threshold), or "" (not approved: it counts).
 
-    Called inside the sending transaction: the template's row is locked until it commits, so two
-    calls at once are counted one after the other and cannot both pass."""
-    template = MessageTemplate.objects.select_for_update().only("id", "name", "direct_approved_at").get(pk=template_id)
+    Called inside the sending transaction: the sender's row (the key, or the staff member) stays
+    locked until it commits, so two calls at once are counted one after the other and cannot both
+    pass."""
+    template = MessageTemplate.objects.only("id", "name", "direct_approved_at").get(pk=template_id)
     if template.direct_approved_at is not None:
         return "template"
     if actor.api_key is None and actor.user is None:
         return ""  # Crier itself (the approval requests it sends): nobody's reach
+    if actor.api_key is not None:
+        sender = {"api_key": actor.api_key}
+        list(ApiKey.objects.select_for_update().filter(pk=actor.api_key.pk).values_list("pk", flat=True))
+    else:
+        sender = {"created_by": actor.user}
+        list(get_user_model().objects.select_for_update().filter(pk=actor.user.pk).values_list("pk", flat=True))
     threshold = settings.APPROVAL_THRESHOLD
     since = timezone.now() - timedelta(hours=settings.APPROVAL_WINDOW_HOURS)
-    sent = Campaign.objects.filter(
-        kind=Campaign.Kind.DIRECT, template_id=template_id, created_at__gte=since, approved_at__isnull=True,
-        **({"api_key": actor.api_key} if actor.api_key is not None else {"created_by": actor.user}),
-    )
-    already = sent.aggregate(people=Sum("total_deliveries"))["people"] or 0
-    if already + people <= threshold:
+    sent = Campaign.objects.filter(kind=Campaign.Kind.DIRECT, created_at__gte=since, approved_at__isnull=True, **sender)
+    already, more = _people_reached(list(sent.values_list("id", flat=True)), list(dict.fromkeys(recipient_ids)))
+    if already + more <= threshold:
         return ""
     if key_approves(actor):
         return "key"
     who = "this API key" if actor.api_key is not None else "you"
     raise ApplicationError(
-        f"“{template}” already reached {already} people sent by {who} in the last {settings.APPROVAL_WINDOW_HOURS} "
-        f"hours; {people} more would pass {threshold}, the number that needs approval. Ask a person with the "
-        "approver role to approve the template for direct messages (transactional notices), or make it a campaign.",
+        f"Direct messages and tests sent by {who} already reached {already} people in the last "
+        f"{settings.APPROVAL_WINDOW_HOURS} hours, whatever their template; {more} more would pass {threshold}, the "
+        f"number that needs approval. Ask a person with the approver role to approve “{template}” for direct "
+        "messages (transactional notices), or make it a campaign.",
         code="approval_required", status=409,
     )
+
+
+# The people the campaigns' rows reach, each campaign's rows found through the primary key's range
+# (delivery ids are campaign * 2**32 + person), and how many of the people named are not among them.
+PEOPLE_REACHED = """
+WITH reached AS (
+    SELECT DISTINCT d.recipient_id
+      FROM unnest(%(campaigns)s::bigint[]) AS c(id)
+      JOIN delivery_delivery AS d ON d.id >= c.id * 4294967296 AND d.id < (c.id + 1) * 4294967296
+)
+SELECT (SELECT count(*) FROM reached),
+       (SELECT count(*) FROM unnest(%(people)s::bigint[]) AS p(id) WHERE p.id NOT IN (SELECT recipient_id FROM reached))
+"""
+
+
+def _people_reached(campaign_ids: list[int], recipient_ids: list[int]) -> tuple[int, int]:
+    if not campaign_ids:
+        return 0, len(recipient_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(PEOPLE_REACHED, {"campaigns": campaign_ids, "people": recipient_ids})
+        already, more = cursor.fetchone()
+    return already, more
 
 
 def template_approve_direct(*, template_id: int, actor: Actor) -> MessageTemplate:

@@ -238,7 +238,7 @@ class Campaign(models.Model):
         ordering = ["-id"]
         permissions = [
             ("approve_campaign", "Can approve a campaign for a large audience"),
-            ("recall_campaign", "Can edit or delete a sent message for everyone who received it"),
+            ("recall_campaign", "Can recall a sent message for everyone (editing it also needs change)"),
             ("launch_campaign", "Can launch, schedule or resume a campaign"),
             ("control_campaign", "Can pause or cancel a campaign"),
         ]

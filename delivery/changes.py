@@ -49,6 +49,8 @@ Row = DeliveryChange.Status
 # send the old text after the edit.
 CHANGEABLE = (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED)
 PERMISSION = "campaigns.recall_campaign"
+# New words are the author's to write (approvers recall, they do not write): an edit also needs this.
+EDIT_PERMISSION = "campaigns.change_campaign"
 
 
 def concurrency() -> int:
@@ -141,6 +143,11 @@ def message_change_start(
         )
     if action not in MessageChange.Action.values:
         raise ApplicationError(f"Unknown action {action!r}: use edit or recall.", fields={"action": ["Unknown."]})
+    if action == MessageChange.Action.EDIT and not user.has_perm(EDIT_PERMISSION):
+        raise ApplicationError(
+            "Editing a sent message is for authors (who may change campaigns); you may recall it.",
+            code="permission_denied", status=403,
+        )
     with transaction.atomic():
         try:
             # Locked so that no other change of it can start meanwhile.

@@ -20,12 +20,13 @@ from django.utils import timezone
 from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
-from campaigns.models import AuditEntry, Campaign, Category, Recipient
+from campaigns.models import AuditEntry, Campaign, Category, MessageTemplate, Recipient
 from campaigns.selectors import audience_recipients, opted_out_people_sql, opted_out_sql
 
 from . import progress
 from .control import campaign_cancel, campaign_pause, campaign_resume
 from .models import Delivery, delivery_id
+from .reach import pause_outgrown, reach_limit, require_within_reach
 from .settled import first_unsettled
 
 __all__ = [
@@ -84,6 +85,11 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
     campaign launch it once. A large announcement needs its approval (``campaigns.approvals``); one
     that would reach more people than its approval showed voids it."""
     with _voiding_outgrown_approval(campaign_id), transaction.atomic():
+        # Its template's row first (then the campaign's, the order an edit of the template takes):
+        # an edit under way finishes first, and this launch then sees it (``template_edit_require``).
+        list(MessageTemplate.objects.select_for_update(of=("self",)).filter(campaigns__pk=campaign_id).values_list(
+            "pk", flat=True
+        ))
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         if campaign.kind == Campaign.Kind.DIRECT:
@@ -110,7 +116,8 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}")
         if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
             lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"] or 1
-            last_id, _, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
+            last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
+            require_within_reach(campaign=campaign, rows=inserted)
             transaction.on_commit(lambda: _after_launch(campaign.pk, last_id, skipped, finished))
     return campaign
 
@@ -304,12 +311,18 @@ class _Turn:
         return self.committed
 
 
+# What ``_deliveries_materialise_range`` returns for a range it did not commit because its rows
+# would take the campaign past the people its approval covers.
+OUTGROWN = -1
+
+
 def _deliveries_materialise_range(
     *, campaign: Campaign, after: int, upper: int, below: _Turn | None, turn: _Turn, own_connection: bool = False,
     reader=None,
 ) -> int | None:
     """One range in its own transaction; returns the rows inserted, or None when it was not
-    committed (the campaign was cancelled, or the range below was not committed)."""
+    committed (the campaign was cancelled, or the range below was not committed), or ``OUTGROWN``
+    when it was not committed because the campaign would reach more people than it may."""
     committed = False
     try:
         with transaction.atomic():
@@ -329,6 +342,12 @@ def _deliveries_materialise_range(
             if not counted:
                 transaction.set_rollback(True)
                 return None
+            limit = reach_limit(campaign=campaign)
+            if limit is not None and Campaign.objects.filter(pk=campaign.pk).values_list(
+                "total_deliveries", flat=True
+            ).get() > limit:
+                transaction.set_rollback(True)  # nobody unapproved gets a row
+                return OUTGROWN
         committed = True
     finally:
         turn.end(committed)
@@ -387,8 +406,10 @@ def _campaign_materialise(*, campaign_id: int, after: int) -> int:
                 ]
                 others = [pool.submit(_deliveries_materialise_range, **job, own_connection=True) for job in jobs[1:]]
                 written = [_deliveries_materialise_range(**jobs[0]), *(future.result() for future in others)]
-                total += sum(rows or 0 for rows in written)
-                if None not in written:
+                total += sum(rows for rows in written if rows and rows > 0)
+                if OUTGROWN in written:
+                    pause_outgrown(campaign=campaign)
+                elif None not in written:
                     after = starts[-1] + size
                     if after < highest:
                         continue
@@ -426,15 +447,17 @@ def campaign_send_direct(
     who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
     refused before anything is sent."""
     wanted = list(dict.fromkeys(external_ids))
-    known = set(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", flat=True))
+    known = dict(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", "id"))
     unknown = [external_id for external_id in wanted if external_id not in known]
     if unknown:
         raise ApplicationError(
             f"No recipient with external id {', '.join(map(repr, unknown[:20]))}.", fields={"recipients": unknown[:100]}
         )
     with transaction.atomic():
-        # Reach, not one call, needs approval: the template's row stays locked until this commits.
-        approved = direct_reach_require(template_id=template_id, people=len(wanted), actor=actor)
+        # Reach, not one call, needs approval: the sender's row stays locked until this commits.
+        approved = direct_reach_require(
+            template_id=template_id, recipient_ids=[known[external_id] for external_id in wanted], actor=actor
+        )
         now = timezone.now()
         campaign = Campaign.objects.create(
             name=name, kind=Campaign.Kind.DIRECT, template_id=template_id, category=category,

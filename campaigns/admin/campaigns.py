@@ -70,7 +70,8 @@ TRANSITIONS = {
         "Approve", "Approve it for sending? Check the message and who it reaches.", "Yes, approve it",
         "is approved: it can be launched or scheduled", (S.DRAFT, S.SCHEDULED),
         lambda campaign, user, data: campaign_approve(
-            campaign_id=campaign.pk, actor=Actor(user=user), seen=data.get("fingerprint", "")
+            campaign_id=campaign.pk, actor=Actor(user=user), seen=data.get("fingerprint", ""),
+            people_seen=data.get("people", ""),
         ),
         permission="campaigns.approve_campaign",
     ),
@@ -393,6 +394,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "activity": json.loads(message.render(person)),
             "element_id": f"activity-{campaign.pk}",
             "fingerprint": CampaignAdmin._approval(campaign).fingerprint,
+            "people": CampaignAdmin._approval(campaign).people,
         }
 
     def request_approval_view(self, request, object_id: str):

@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from delivery.admin import ReadOnlyAdmin
 from delivery.changes import (
+    EDIT_PERMISSION,
     PERMISSION,
     message_change_progress,
     message_change_refusal,
@@ -53,8 +54,9 @@ def change_links(request, campaign: Campaign) -> list[tuple[str, str]]:
         return []
     if not request.user.has_perm(PERMISSION):
         return []
+    edit = [("Edit the sent message", reverse("admin:campaigns_campaign_edit_sent", args=[campaign.pk]))]
     return [
-        ("Edit the sent message", reverse("admin:campaigns_campaign_edit_sent", args=[campaign.pk])),
+        *(edit if request.user.has_perm(EDIT_PERMISSION) else []),
         ("Recall the sent message", reverse("admin:campaigns_campaign_recall", args=[campaign.pk])),
     ]
 
@@ -102,6 +104,8 @@ def _started(model_admin, request, change: MessageChange, done: str) -> HttpResp
 def edit_sent_view(model_admin, request, object_id: str):
     """GET: the form, with what people were last sent. POST: checks it and starts the edit; any
     refusal is shown on the form, with everything typed kept."""
+    if not request.user.has_perm(EDIT_PERMISSION):
+        raise PermissionDenied  # approvers recall; new words are an author's
     campaign = _campaign(model_admin, request, object_id)
     if campaign is None:
         return model_admin._get_obj_does_not_exist_redirect(request, model_admin.opts, object_id)

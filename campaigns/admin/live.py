@@ -1,7 +1,8 @@
 """The campaign form's live panel: before a campaign is saved, how many people the chosen audience
 reaches today (and a few of them), the chosen template's message as the first of them receives it,
 and whether another campaign already has its name. crier/campaign-form.js asks ``live/`` again each
-time the name, audience, template or kind changes."""
+time the audience, template or kind changes, and, with ``only=name``, only for the name's warning
+when the name changes (nothing is counted or rendered then)."""
 
 from __future__ import annotations
 
@@ -75,10 +76,13 @@ class CampaignLive:
     def answer(self, request) -> JsonResponse:
         if not self.model_admin.has_view_permission(request):
             raise PermissionDenied
+        only_name = request.GET.get("only", "") == "name"  # the name was typed: nothing else changed
         try:
+            campaign = _chosen(request.GET, "campaign", Campaign)
+            if only_name:
+                return JsonResponse({"name_warning": self._name_warning(request, campaign)})
             audience = _chosen(request.GET, "audience", Audience)
             template = _chosen(request.GET, "template", MessageTemplate)
-            campaign = _chosen(request.GET, "campaign", Campaign)
             kind = request.GET.get("kind", "") or Campaign.Kind.ANNOUNCEMENT
             if kind not in Campaign.Kind.values:
                 raise _Invalid("kind", f"Choose a kind: {', '.join(Campaign.Kind.values)}.")
@@ -92,14 +96,18 @@ class CampaignLive:
         see_people = request.user.has_perm("campaigns.view_recipient")
         people = audience_recipients(audience=audience)
         first = list(people.order_by("id")[:SAMPLE_SIZE]) if see_people else []
-        # As the form would take it: no NUL (PostgreSQL text holds none), no longer than the field.
-        name = request.GET.get("name", "")
-        name = "" if "\x00" in name else name[: Campaign._meta.get_field("name").max_length]
         return JsonResponse({
-            "name_warning": name_warning(name=name, exclude_id=campaign.pk if campaign else None),
+            "name_warning": self._name_warning(request, campaign),
             "reach": self._reach(audience, kind, people.count(), first),
             "message": self._message(template, first[0] if first else SAMPLE_RECIPIENT),
         })
+
+    @staticmethod
+    def _name_warning(request, campaign: Campaign | None) -> str:
+        # As the form would take it: no NUL (PostgreSQL text holds none), no longer than the field.
+        name = request.GET.get("name", "")
+        name = "" if "\x00" in name else name[: Campaign._meta.get_field("name").max_length]
+        return name_warning(name=name, exclude_id=campaign.pk if campaign else None)
 
     @staticmethod
     def _reach(audience: Audience | None, kind: str, count: int, first: list[Recipient]) -> dict:

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
-from ..approvals import template_approve_direct
+from ..approvals import template_approve_direct, template_edit_require
 from ..audit import Actor
 from ..cards import MAX_BUTTONS, card_from_design, design_normalise, design_problems
 from ..errors import ApplicationError
@@ -125,6 +125,11 @@ class MessageTemplateForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if self.instance.pk is not None:
+            try:
+                template_edit_require(template_id=self.instance.pk)
+            except ApplicationError as error:
+                raise forms.ValidationError(error.message, code=error.code) from error
         editor, kind = cleaned.get("editor"), cleaned.get("kind")
         if "kind" not in self.fields:
             return cleaned

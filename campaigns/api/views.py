@@ -33,7 +33,7 @@ from campaigns.models import (
     RecipientSync,
 )
 from campaigns.selectors import audience_count
-from campaigns.approvals import approval_withdraw, template_approve_direct
+from campaigns.approvals import approval_withdraw, template_approve_direct, template_edit_require
 from campaigns.audit import Actor
 from campaigns.services import opt_out_delete, opt_out_record, recipient_sync_finish, recipients_bulk_upsert
 from delivery.models import Delivery
@@ -215,12 +215,34 @@ class ProtectedModelViewSet(
     """List, read, create, update, and delete unless campaigns still use it."""
 
 
+TEMPLATE_IN_USE = OpenApiResponse(
+    ErrorSerializer,
+    description="`template_in_use`: a running or paused announcement or direct message sends this template, and "
+    "people it has not reached yet would get the new text. Wait until it completes or cancel it (a welcome "
+    "campaign's template stays editable).",
+)
+
+
+@extend_schema_view(
+    update=extend_schema(responses={200: MessageTemplateSerializer, 409: TEMPLATE_IN_USE}),
+    partial_update=extend_schema(responses={200: MessageTemplateSerializer, 409: TEMPLATE_IN_USE}),
+)
 class MessageTemplateViewSet(ProtectedModelViewSet):
     """Messages with placeholders such as {{first_name}}, in Markdown or as an Adaptive Card."""
 
     queryset = MessageTemplate.objects.all()
     serializer_class = MessageTemplateSerializer
-    conflict_actions = ProtectedModelViewSet.conflict_actions | {"approve_direct"}
+    conflict_actions = ProtectedModelViewSet.conflict_actions | {"approve_direct", "update", "partial_update"}
+
+    def update(self, request, *args, **kwargs):
+        # A campaign still sending it (running or paused) would send the new, unapproved text.
+        template_edit_require(template_id=self.get_object().pk)  # a conflict is reported before any field error
+        return super().update(request, *args, **kwargs)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            template_edit_require(template_id=serializer.instance.pk)  # launched since the check above?
+            serializer.save()
 
     @extend_schema(
         request=None,

@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.api.auth import api_key_create
-from campaigns.approvals import approval_fingerprint, campaign_approve
+from campaigns.approvals import approval_fingerprint, approval_state, campaign_approve
 from campaigns.audit import Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate, OptOut, StaffProfile
@@ -35,6 +35,7 @@ def big_audience(settings):
 def transition(client, campaign, name, **data):
     if name == "approve":  # what the approval page showed, as its form sends it
         data.setdefault("fingerprint", approval_fingerprint(campaign=campaign))
+        data.setdefault("people", approval_state(campaign=campaign).people)
     return client.post(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]), data, follow=True)
 
 
@@ -308,6 +309,42 @@ def test_the_approver_approves_only_what_the_approval_page_showed(client, approv
     assert Campaign.objects.get(pk=campaign.pk).approved_at is None
 
 
+def test_the_approver_approves_only_the_number_of_people_the_approval_page_showed(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+    page = client.get(reverse("admin:campaigns_campaign_transition", args=[campaign.pk, "approve"])).content.decode()
+    seen = approval_fingerprint(campaign=campaign)
+    assert 'name="people" value="3"' in page
+
+    factories.recipient()  # one more person while the approver was reading: no timestamp moved
+    response = transition(client, campaign, "approve", fingerprint=seen, people=3)
+
+    assert any("changed while you were looking at it" in text and "3 people" in text and "now 4" in text
+               for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_an_approval_page_post_without_the_number_shown_approves_nothing(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    response = transition(client, campaign, "approve", people="")
+
+    assert any("look at it again" in text for _, text in messages_of(response))
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None
+
+
+def test_an_approval_records_the_number_of_people_it_showed(client, approver_user, big_audience):
+    campaign = factories.campaign()
+    client.force_login(approver_user)
+
+    transition(client, campaign, "approve", people=3)
+
+    campaign.refresh_from_db()
+    assert campaign.approved_people == 3
+    assert campaign.audit_entries.get(action=AuditEntry.Action.APPROVE).detail["people_shown"] == 3
+
+
 def test_send_a_test_to_me_needs_a_linked_identity_then_sends_to_that_person(client, comms_user):
     me = factories.recipient(email="casey@example.com")
     campaign = factories.campaign()
@@ -545,7 +582,9 @@ def test_an_approver_cannot_send_a_test_of_a_campaign(client, approver_user):
 
 # --- Reach of direct messages and tests -----------------------------------------------------------------
 
-def test_staff_tests_add_up_toward_the_threshold_and_the_one_that_passes_it_is_refused(client, comms_user, settings):
+def test_staff_tests_count_the_tester_once_and_add_up_with_their_other_sends(client, comms_user, settings):
+    from delivery.services import campaign_send_direct
+
     settings.APPROVAL_THRESHOLD = 2
     me = factories.recipient(email="casey@example.com")
     StaffProfile.objects.update_or_create(user=comms_user, defaults={"recipient": me})
@@ -553,13 +592,20 @@ def test_staff_tests_add_up_toward_the_threshold_and_the_one_that_passes_it_is_r
     client.force_login(comms_user)
     url = reverse("admin:campaigns_campaign_test_send", args=[campaign.pk])
 
-    for _ in range(2):
+    for _ in range(3):  # the same person, however often: one person reached
         assert any(level == "success" for level, _ in messages_of(client.post(url, follow=True)))
-    refused = client.post(url, follow=True)
+    campaign_send_direct(name="x", template_id=factories.template().pk, category=campaign.category,
+                         external_ids=[factories.recipient().external_id], actor=Actor(user=comms_user))
+    other = factories.campaign()
+    again = client.post(reverse("admin:campaigns_campaign_test_send", args=[other.pk]), follow=True)
 
-    assert any("already reached 2 people sent by you" in text for level, text in messages_of(refused)
-               if level == "error")
-    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 2
+    assert any(level == "success" for level, _ in messages_of(again))  # still the same person: 2 reached
+    someone_else = factories.recipient()
+    with pytest.raises(ApplicationError) as passed:
+        campaign_send_direct(name="y", template_id=other.template_id, category=campaign.category,
+                             external_ids=[someone_else.external_id], actor=Actor(user=comms_user))
+    assert "sent by you already reached 2 people" in passed.value.message
+    assert Campaign.objects.filter(kind=Campaign.Kind.DIRECT).count() == 5
 
 
 def test_an_approver_approves_a_template_for_direct_messages_from_the_template_list(

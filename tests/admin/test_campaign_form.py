@@ -152,3 +152,33 @@ def test_a_name_holding_a_nul_or_far_too_long_is_checked_without_a_server_error(
 
     assert live(comms_client, name="Town\x00 hall").json()["name_warning"] == ""
     assert live(comms_client, name="x" * 100_000).json()["name_warning"] == ""
+
+
+def test_typing_the_name_answers_only_the_name_warning_without_counting_or_rendering(comms_client):
+    from unittest import mock
+
+    from campaigns.admin import live as live_module
+
+    other = factories.campaign(name="Town hall")
+    lab = factories.audience(kind="static")
+
+    with mock.patch.object(live_module, "audience_recipients", wraps=live_module.audience_recipients) as counted, \
+            mock.patch.object(live_module, "compile_message", wraps=live_module.compile_message) as rendered:
+        answer = live(comms_client, only="name", name="Town hall", audience=lab.pk, template=other.template_id).json()
+
+    assert answer == {"name_warning": (
+        f"Another campaign is also called “Town hall” (#{other.pk}): a different name tells them apart in lists "
+        "and reports."
+    )}
+    assert not counted.called and not rendered.called
+
+
+def test_the_form_script_asks_only_for_the_name_warning_while_the_name_is_typed():
+    from pathlib import Path
+
+    from django.conf import settings
+
+    script = (Path(settings.BASE_DIR) / "campaigns/static/crier/campaign-form.js").read_text()
+
+    assert 'typing = window.setTimeout(() => refresh("name"), 400)' in script
+    assert 'name.addEventListener("change", () => refresh("name"))' in script

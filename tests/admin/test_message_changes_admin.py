@@ -152,6 +152,21 @@ def test_without_the_recall_permission_both_pages_are_forbidden(client, viewer_u
     assert not MessageChange.objects.exists()
 
 
+def test_an_approver_may_recall_but_not_edit_a_sent_message(client, approver_user, rf):
+    from campaigns.admin.changes import change_links
+
+    campaign = sent(1)
+    client.force_login(approver_user)
+    request = rf.get("/")
+    request.user = approver_user
+
+    assert client.get(edit_url(campaign)).status_code == 403
+    assert client.post(edit_url(campaign), {"kind": "markdown", "text": "New words", "card": ""}).status_code == 403
+    assert [label for label, _ in change_links(request, campaign)] == ["Recall the sent message"]
+    assert client.get(recall_url(campaign)).status_code == 200
+    assert not MessageChange.objects.exists()
+
+
 def test_an_author_with_the_permission_may_recall(client, django_user_model):
     campaign = sent(1)
     author = django_user_model.objects.create_user("rae", "rae@example.com", "pw", is_staff=True)

@@ -196,3 +196,20 @@ def test_attributes_within_bounds_are_saved_from_the_admin(comms_client):
 
     assert response.status_code == 302
     assert Recipient.objects.get().attributes == {"site": "Paris", "bio": "b" * 1000}
+
+
+@pytest.mark.parametrize("status", ["running", "paused"])
+def test_a_template_a_running_or_paused_campaign_sends_cannot_be_edited_in_the_admin(comms_client, status):
+    template = factories.template(text="Town hall at 3")
+    factories.campaign(template=template, status=status)
+
+    response = comms_client.post(
+        reverse("admin:campaigns_messagetemplate_change", args=[template.pk]),
+        {"name": template.name, "kind": "markdown", "editor": "json", "text": "Town hall cancelled", "card": "null"},
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.non_field_errors()
+    assert any("Edit the sent message" in error for error in errors), errors
+    template.refresh_from_db()
+    assert template.text == "Town hall at 3"

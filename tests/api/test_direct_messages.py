@@ -120,10 +120,60 @@ def test_direct_messages_with_one_template_add_up_and_the_call_that_passes_the_t
     message = error_of(second)["message"]
     assert "already reached 3 people" in message and "3 more would pass 4" in message
     assert Campaign.objects.count() == 1
-    # Another template has its own reach; so does another key.
+    # Another template shares the key's reach: a copy of the template reaches nobody more.
     other = api.post("/api/v1/messages/", {"template": factories.template().pk, "category": "it",
                                            "recipients": people[3:]}, format="json")
-    assert other.status_code == 201
+    assert other.status_code == 409 and error_of(other)["code"] == "approval_required"
+
+
+def test_copies_of_a_template_share_one_reach_and_the_call_past_the_threshold_is_refused(api, settings):
+    settings.APPROVAL_THRESHOLD = 3
+    people = _people(9)
+    factories.category(slug="it")
+    copies = [factories.template(text="Reset your password") for _ in range(3)]
+
+    answers = [
+        api.post("/api/v1/messages/", {"template": copy.pk, "category": "it", "recipients": people[3 * n:3 * n + 3]},
+                 format="json")
+        for n, copy in enumerate(copies)
+    ]
+
+    assert [answer.status_code for answer in answers] == [201, 409, 409]
+    assert Delivery.objects.count() == 3
+
+
+def test_another_key_has_its_own_reach(api, settings):
+    settings.APPROVAL_THRESHOLD = 3
+    people = _people(6)
+    template, _ = factories.template(), factories.category(slug="it")
+    assert api.post("/api/v1/messages/", {"template": template.pk, "category": "it", "recipients": people[:3]},
+                    format="json").status_code == 201
+    _, raw = api_key_create(name="another system")
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    other = api.post("/api/v1/messages/", {"template": template.pk, "category": "it", "recipients": people[3:]},
+                     format="json")
+
+    assert other.status_code == 201, other.json()
+
+
+def test_reach_counts_people_so_telling_the_same_people_again_stays_within_it(api, settings):
+    settings.APPROVAL_THRESHOLD = 3
+    people = _people(4)
+    factories.category(slug="it")
+
+    again = [
+        api.post("/api/v1/messages/", {"template": factories.template().pk, "category": "it", "recipients": people[:3]},
+                 format="json").status_code
+        for _ in range(3)
+    ]
+    one_more = api.post("/api/v1/messages/", {"template": factories.template().pk, "category": "it",
+                                              "recipients": people[2:]}, format="json")
+
+    assert again == [201, 201, 201]
+    assert one_more.status_code == 409
+    assert "already reached 3 people" in error_of(one_more)["message"]
+    assert "1 more would pass 3" in error_of(one_more)["message"]
 
 
 def test_direct_messages_outside_the_window_no_longer_count(api, settings):
@@ -257,3 +307,24 @@ def test_a_key_that_may_approve_approves_a_template_for_direct_messages_and_one_
     sent = api.post("/api/v1/messages/", {"template": template.pk, "category": "payroll", "recipients": people},
                     format="json")
     assert sent.status_code == 201, sent.json()
+
+
+def test_a_staff_members_sends_with_several_templates_share_one_reach(settings):
+    from django.contrib.auth.models import User
+
+    from campaigns.audit import Actor
+    from campaigns.errors import ApplicationError
+    from delivery.services import campaign_send_direct
+
+    settings.APPROVAL_THRESHOLD = 3
+    people = _people(6)
+    category, staff = factories.category(), User.objects.create_user("casey", is_staff=True)
+    campaign_send_direct(name="a", template_id=factories.template().pk, category=category, external_ids=people[:3],
+                         actor=Actor(user=staff))
+
+    with pytest.raises(ApplicationError) as refused:
+        campaign_send_direct(name="b", template_id=factories.template().pk, category=category,
+                             external_ids=people[3:], actor=Actor(user=staff))
+
+    assert refused.value.code == "approval_required"
+    assert "sent by you already reached 3 people" in refused.value.message

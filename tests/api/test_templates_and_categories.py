@@ -111,3 +111,48 @@ def test_a_markdown_template_with_any_card_value_but_none_is_refused_naming_card
     assert response.status_code == 400
     assert "card" in error_of(response)["fields"]
     assert not MessageTemplate.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["announcement", "direct"])
+@pytest.mark.parametrize("status", ["running", "paused"])
+def test_it_refuses_to_edit_a_template_a_running_or_paused_campaign_sends(api, kind, status):
+    template = factories.template(text="Town hall at 3")
+    factories.campaign(template=template, kind=kind, status=status)
+
+    response = api.patch(f"/api/v1/templates/{template.pk}/", {"text": "Town hall cancelled"}, format="json")
+
+    assert response.status_code == 409
+    error = error_of(response)
+    assert error["code"] == "template_in_use"
+    assert "cancel" in error["message"] and "Edit the sent message" in error["message"]
+    template.refresh_from_db()
+    assert template.text == "Town hall at 3"
+
+
+def test_a_welcome_campaigns_template_stays_editable_while_it_runs(api):
+    template = factories.template(text="Welcome")
+    factories.campaign(template=template, kind="welcome", status="running")
+
+    response = api.patch(f"/api/v1/templates/{template.pk}/", {"text": "Welcome aboard"}, format="json")
+
+    assert response.status_code == 200, response.json()
+
+
+@pytest.mark.parametrize("status", ["completed", "cancelled", "draft"])
+def test_a_template_whose_campaigns_are_not_sending_stays_editable(api, status):
+    template = factories.template(text="Town hall at 3")
+    factories.campaign(template=template, status=status)
+
+    response = api.patch(f"/api/v1/templates/{template.pk}/", {"text": "Town hall at 4"}, format="json")
+
+    assert response.status_code == 200, response.json()
+
+
+def test_the_schema_says_a_template_in_use_cannot_be_edited():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = schema["paths"]["/api/v1/templates/{id}/"]
+
+    for method in ("put", "patch"):
+        assert "template_in_use" in operations[method]["responses"]["409"]["description"]

@@ -1,8 +1,9 @@
 import datetime
 import threading
+import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.errors import ApplicationError
@@ -174,3 +175,63 @@ def test_campaign_completes_when_every_delivery_has_ended():
     assert services.campaigns_complete_finished() == [campaign.pk]
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.COMPLETED
+
+
+def test_people_added_between_the_count_and_the_first_rows_void_the_approval_and_launch_nothing(settings):
+    from unittest import mock
+
+    from campaigns import approvals
+    from campaigns.approvals import approval_fingerprint
+    from campaigns.errors import ApplicationError
+
+    settings.APPROVAL_THRESHOLD = 2
+    for _ in range(5):
+        factories.recipient()
+    campaign = factories.campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(
+        approved_at=timezone.now(), approved_people=3, approved_fingerprint=approval_fingerprint(campaign=campaign)
+    )
+
+    # The audience is counted (3, as approved) before two people are added and the rows written.
+    with mock.patch.object(approvals, "audience_count", return_value=3), pytest.raises(ApplicationError) as refused:
+        services.campaign_launch(campaign_id=campaign.pk)
+
+    assert refused.value.code == "approval_required"
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT and campaign.approved_at is None
+    assert "approved for 3 people and now reaches 5" in campaign.status_reason
+    assert not Delivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_launch_waits_for_an_edit_of_its_template_under_way_so_no_unapproved_text_is_sent():
+    from campaigns.approvals import template_edit_require
+    from campaigns.models import MessageTemplate
+
+    factories.recipient()
+    campaign = factories.campaign()
+    checked = threading.Event()
+
+    def edit():
+        try:
+            with transaction.atomic():
+                template_edit_require(template_id=campaign.template_id)  # nothing sends it yet: allowed
+                checked.set()
+                time.sleep(0.5)  # a launch comes in meanwhile
+                template = MessageTemplate.objects.get(pk=campaign.template_id)
+                template.text = "New words"
+                template.save()
+        finally:
+            checked.set()
+            connection.close()
+
+    editor = threading.Thread(target=edit)
+    editor.start()
+    checked.wait()
+    services.campaign_launch(campaign_id=campaign.pk)
+    editor.join()
+
+    campaign.refresh_from_db()
+    template = MessageTemplate.objects.get(pk=campaign.template_id)
+    assert template.text == "New words"
+    assert template.updated_at <= campaign.launched_at  # the launch sent the text as it was when it began

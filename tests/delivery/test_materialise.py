@@ -244,3 +244,70 @@ def test_a_writer_failing_mid_copy_leaves_the_reader_ready_for_the_next_range(re
         assert reader.execute("SELECT 41 + 1").fetchone() == (42,)
 
     assert not Delivery.objects.exists()
+
+
+# --- An approval covers the people it showed, also while the rows are written --------------------------
+
+@pytest.fixture
+def one_by_one(settings):
+    settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 1
+    settings.APPROVAL_THRESHOLD = 2
+
+
+def _launch_approved_for(people: int) -> Campaign:
+    from campaigns.approvals import approval_fingerprint
+
+    for _ in range(people):
+        factories.recipient()
+    campaign = factories.campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(
+        approved_at=timezone.now(), approved_people=people, approved_fingerprint=approval_fingerprint(campaign=campaign)
+    )
+    services.campaign_launch(campaign_id=campaign.pk)
+    return Campaign.objects.get(pk=campaign.pk)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_people_added_after_an_approved_launch_get_no_rows_and_the_campaign_pauses_saying_why(
+    one_by_one, settings, redis_client, lanes
+):
+    settings.MATERIALISE_CONNECTIONS = lanes
+    campaign = _launch_approved_for(3)
+    for _ in range(20):  # moved into the audience while the launch's task is still writing rows
+        factories.recipient()
+
+    services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+
+    campaign.refresh_from_db()
+    assert campaign.deliveries.count() == campaign.total_deliveries == 3
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "the 3 people it was approved for" in campaign.status_reason
+    assert campaign.materialised_at is not None  # nobody more is written, also after a resume
+    assert not redis_client.exists(services.materialising_key(campaign.pk))
+
+
+def test_an_unapproved_campaign_whose_audience_grows_past_the_threshold_while_written_pauses(
+    one_by_one, settings, redis_client
+):
+    for _ in range(2):
+        factories.recipient()
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    for _ in range(10):
+        factories.recipient()
+
+    services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+
+    campaign.refresh_from_db()
+    assert campaign.deliveries.count() == campaign.total_deliveries == settings.APPROVAL_THRESHOLD
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "above which a campaign needs approval" in campaign.status_reason
+
+
+def test_a_campaign_within_its_approval_is_written_whole(one_by_one, redis_client):
+    campaign = _launch_approved_for(3)
+
+    services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+
+    assert_everyone_once(campaign)
+    assert campaign.status == Campaign.Status.RUNNING

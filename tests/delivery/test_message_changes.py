@@ -26,7 +26,9 @@ CARD = {"type": "AdaptiveCard", "version": "1.4", "body": [{"type": "TextBlock",
 @pytest.fixture
 def editor(db) -> User:
     user = User.objects.create_user("edna", "edna@example.com", "pw", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="recall_campaign", content_type__app_label="campaigns"))
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["recall_campaign", "change_campaign"], content_type__app_label="campaigns"
+    ))
     return User.objects.get(pk=user.pk)  # a fresh instance: permissions are cached per instance
 
 
@@ -385,6 +387,23 @@ def test_new_words_to_more_people_than_the_approval_threshold_need_the_approver_
     editor.user_permissions.add(Permission.objects.get(codename="approve_campaign"))
     approver = User.objects.get(pk=editor.pk)  # a fresh instance: permissions are cached per instance
     assert message_change_start(campaign_id=campaign.pk, action="edit", user=approver, text="New words").total == 2
+
+
+def test_an_approver_alone_recalls_but_cannot_send_new_words(teams, settings):
+    from campaigns.roles import APPROVERS, roles_ensure
+
+    campaign, people = sent_campaign(2)
+    settings.APPROVAL_THRESHOLD = 1
+    approver = User.objects.create_user("avery", "avery@example.com", "pw", is_staff=True)
+    approver.groups.add(roles_ensure()[APPROVERS])
+    approver = User.objects.get(pk=approver.pk)
+
+    with pytest.raises(ApplicationError) as refused:
+        message_change_start(campaign_id=campaign.pk, action="edit", user=approver, text="New words")
+
+    assert refused.value.code == "permission_denied"
+    assert not MessageChange.objects.filter(campaign=campaign).exists()
+    assert message_change_start(campaign_id=campaign.pk, action="recall", user=approver).total == 2
 
 
 def test_a_recall_stays_with_the_author_whatever_its_reach(teams, editor, settings):

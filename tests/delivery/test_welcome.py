@@ -65,3 +65,53 @@ def test_inactive_people_are_not_welcomed():
     person = factories.recipient(is_active=False)
     launch_welcome()
     assert welcome.welcome_on_install(aad_object_id=str(person.aad_object_id)) == []
+
+
+# --- A welcome needs no approval, so it welcomes at most APPROVAL_THRESHOLD people a window -------------
+
+def test_the_welcome_pass_welcomes_at_most_the_threshold_then_pauses_saying_why(settings):
+    settings.APPROVAL_THRESHOLD, settings.APPROVAL_WINDOW_HOURS = 3, 24
+    today = timezone.localdate()
+    starters = [factories.recipient(start_date=today) for _ in range(5)]  # a bulk upsert made everyone start today
+    campaign = launch_welcome()
+
+    welcomed = welcome.welcome_new_starters(today=today)
+    again = welcome.welcome_new_starters(today=today)
+
+    assert sorted(campaign.deliveries.values_list("recipient_id", flat=True)) == [p.pk for p in starters[:3]]
+    assert len(welcomed) == 3 and again == []
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "more than 3 new starters" in campaign.status_reason
+
+
+def test_a_resumed_welcome_campaign_counts_its_window_again(settings):
+    settings.APPROVAL_THRESHOLD = 3
+    today = timezone.localdate()
+    for _ in range(5):
+        factories.recipient(start_date=today)
+    campaign = launch_welcome()
+    welcome.welcome_new_starters(today=today)
+
+    services.campaign_resume(campaign_id=campaign.pk)
+    welcome.welcome_new_starters(today=today)
+
+    assert campaign.deliveries.count() == 5
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+
+
+def test_installs_are_welcomed_past_the_threshold_but_count_toward_it(settings):
+    settings.APPROVAL_THRESHOLD = 1
+    today = timezone.localdate()
+    installers = [factories.recipient() for _ in range(2)]
+    starter = factories.recipient(start_date=today)
+    campaign = launch_welcome()
+
+    installed = [welcome.welcome_on_install(aad_object_id=str(p.aad_object_id)) for p in installers]
+    starters = welcome.welcome_new_starters(today=today)
+
+    assert [len(ids) for ids in installed] == [1, 1]
+    assert starters == [] and not campaign.deliveries.filter(recipient=starter).exists()
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED

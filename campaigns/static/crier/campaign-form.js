@@ -1,6 +1,7 @@
-/* The campaign form's live panel: each time the name, the audience, the template or the kind changes
-   (and on opening), asks the admin's live endpoint how many people the audience reaches today, what
-   the template's message looks like and whether another campaign has the name; draws the message
+/* The campaign form's live panel: each time the audience, the template or the kind changes (and on
+   opening), asks the admin's live endpoint how many people the audience reaches today, what the
+   template's message looks like and whether another campaign has the name (when only the name
+   changes, a pause in typing asks for the name's warning alone); draws the message
    with the Adaptive Cards renderer (crier/card-preview.js) and warns under the name. Nothing is
    saved. Settings come from the "crier-campaign-live" json_script. */
 "use strict";
@@ -24,6 +25,7 @@
   const status = document.getElementById("campaign-live-message-status");
   const card = document.getElementById("campaign-live-card");
   let asked = 0; // only the latest question's answer is shown
+  let namesAsked = 0; // likewise for the name's warning alone
   let typing = null;
   const nameWarning = document.createElement("p");
   nameWarning.id = "campaign-live-name";
@@ -70,8 +72,9 @@
     say(sample, "");
   }
 
-  async function refresh() {
-    const question = ++asked;
+  // what: "name" when only the name changed: only its warning is asked for and shown.
+  async function refresh(what) {
+    const onlyName = what === "name";
     const params = new URLSearchParams({
       name: name ? name.value : "",
       campaign: config.campaign || "",
@@ -79,6 +82,24 @@
       template: fields.template ? fields.template.value : "",
       kind: fields.kind ? fields.kind.value : config.kind || "",
     });
+    if (onlyName) {
+      params.set("only", "name");
+      const asking = ++namesAsked;
+      try {
+        const response = await fetch(config.url + "?" + params, {
+          headers: { Accept: "application/json" },
+          credentials: "same-origin",
+        });
+        const answer = await response.json();
+        if (response.ok && asking === namesAsked) {
+          say(nameWarning, answer.name_warning);
+        }
+      } catch (error) {
+        // The warning is advice only: the next answer brings it.
+      }
+      return;
+    }
+    const question = ++asked;
     panel.classList.add("crier-counting");
     try {
       const response = await fetch(config.url + "?" + params, {
@@ -109,16 +130,16 @@
 
   for (const field of Object.values(fields)) {
     if (field) {
-      field.addEventListener("change", refresh);
+      field.addEventListener("change", () => refresh());
     }
   }
   if (name) {
     // A moment after typing stops, and when the field is left.
     name.addEventListener("input", () => {
       window.clearTimeout(typing);
-      typing = window.setTimeout(refresh, 400);
+      typing = window.setTimeout(() => refresh("name"), 400);
     });
-    name.addEventListener("change", refresh);
+    name.addEventListener("change", () => refresh("name"));
   }
   refresh();
 })();
