@@ -182,11 +182,19 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<~])")
 _LINE_INDENT = re.compile(r"(?m)^[ \t]+")
 _LINE_MARKER = re.compile(r"(?m)^(\d+)([.)])(?=[ \t]|$)|^([#\-+>=])")
 _URL_KEYS = frozenset({"url", "iconUrl", "backgroundImage"})
+# What makes a bare link of text (Teams' own link detection, markdown-it's linkify in the preview): a
+# scheme's ":" ("https:", "mailto:"), a "//", a domain's dot ("www.evil.com", "evil.com") and an
+# address's "@". A backslash before each breaks the link and shows the character as written. Only
+# a ":" with a letter before it and no space after, and a dot with a letter or digit before it and a
+# letter after, are escaped: "10:30", "Note: x", "Sr. Engineer" and "7.5" stay as they are.
+_BARE_LINK = re.compile(r"(?<=[^\W\d_]):(?=\S)|(?<=/)/|(?<=[^\W_])\.(?=[^\W\d_])|(?<=\S)@(?=\w)")
 
 
 def markdown_escape(value: str) -> str:
-    """``value`` as markdown that shows it as written: no link, emphasis, list, heading or code."""
+    """``value`` as markdown that shows it as written: no link (bare URLs and addresses included),
+    emphasis, list, heading or code."""
     value = _MARKDOWN_SPECIAL.sub(r"\\\1", value.replace("\r\n", "\n").replace("\r", "\n"))
+    value = _BARE_LINK.sub(lambda m: "\\" + m.group(0), value)
     value = _LINE_INDENT.sub("", value)
     return _LINE_MARKER.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", value)
 
