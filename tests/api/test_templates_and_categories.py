@@ -101,4 +101,4 @@ def test_template_preview_shows_a_job_title_link_as_escaped_text(api):
     response = api.get(f"/api/v1/templates/{template.pk}/preview/?recipient=e-1")
 
     assert response.status_code == 200
-    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https://evil.example/login)"
+    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https\:/\/evil\.example/login)"
