@@ -235,3 +235,29 @@ def test_a_job_title_that_is_a_bare_url_reaches_a_text_block_as_text():
 
     [html] = rendered_by_markdown_it([content["body"][0]["text"]])
     assert html["preview"] == "<p>Your role: Reset your password at https://evil.example/login</p>\n"
+
+
+@pytest.mark.parametrize("text", [
+    "[Reset][1]\n\n[1]: https://{{attributes.portal}}/login",
+    "[Reset][1]\n\n[1]: {{attributes.link}}",
+    "Portal: https://{{attributes.portal}}/login",
+    "Portal: www.{{attributes.portal}}/login",
+    "Go <https://{{attributes.portal}}/login>",
+    "Go <{{attributes.link}}>",
+    '<a href="https://{{attributes.portal}}/">Reset</a>',
+])
+def test_a_template_saved_before_cannot_take_a_links_host_from_hr_data_anywhere_in_markdown(text):
+    hostile = person(attributes={"portal": "evil.example", "link": "https://evil.example/login"})
+
+    content = rendered_card(card({"type": "TextBlock", "text": text}), hostile)
+    message = json.loads(compile_message(kind="markdown", text=text, card=None).render(hostile))
+
+    assert "evil" not in content["body"][0]["text"] and "evil" not in message["text"]
+
+
+def test_a_value_in_a_bare_links_path_is_percent_encoded():
+    template = card({"type": "TextBlock", "text": "Yours: https://hr.example.com/p/{{external_id}} {{first_name}}"})
+
+    content = rendered_card(template, person(external_id="a b/c", first_name="Zoé_1"))
+
+    assert content["body"][0]["text"] == r"Yours: https://hr.example.com/p/a%20b%2Fc Zoé\_1"
