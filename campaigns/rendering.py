@@ -66,11 +66,12 @@ def link_host_problem(url: str) -> str | None:
 # A markdown link's target: after "](" (and a "<"), whole placeholders and anything but spaces and
 # parentheses. One pass over the text, however many links and placeholders it holds.
 _LINK_TARGET = re.compile(r"\]\(\s*<?((?:\{\{[^{}]*\}\}|[^\s()])*)")
-# Other places a link's whole target stands in markdown text: a reference definition ("[1]: target"),
+# Other places a link's whole target stands in markdown text: a reference definition ("[1]: target",
+# also inside a list item or a quote),
 # an autolink ("<target>") and an HTML attribute (href="target", src='target'). Braces outside a
 # whole placeholder end a target, so that a failed match never backtracks over placeholders.
 _OTHER_TARGETS = re.compile(
-    r"(?m)^[ ]{0,3}\[[^\]\n]*\]:[ \t]*(?:\n[ \t]*)?<?((?:\{\{[^{}]*\}\}|[^\s<>{}])*)"
+    r"(?m)^[ \t>*+\-.)\d]*\[[^\]\n]*\]:[ \t]*(?:\n[ \t>]*)?<?((?:\{\{[^{}]*\}\}|[^\s<>{}])*)"
     r"|<((?:\{\{[^{}]*\}\}|[^\s<>{}])+)>"
     r"|(?i:\b(?:href|src)[ \t]*=[ \t]*[\"']?)((?:\{\{[^{}]*\}\}|[^\s\"'<>{}])*)"
 )

@@ -282,6 +282,8 @@ def test_an_image_link_whose_host_comes_from_a_placeholder_is_refused_in_the_sim
 HOSTS_FROM_PLACEHOLDERS_IN_TEXT = [
     "[Reset][1]\n\n[1]: https://{{attributes.portal}}/login",
     "[Reset][1]\n\n[1]: {{attributes.link}}",
+    "- [Reset][1]\n- [1]: {{attributes.link}}",
+    "> [Reset][1]\n>\n> [1]:\n> <{{attributes.link}}>",
     "Portal: https://{{attributes.portal}}/login",
     "Portal: https://intranet.example.com{{attributes.path}}",
     "Portal: www.{{attributes.portal}}.com/login",

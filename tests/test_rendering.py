@@ -240,6 +240,7 @@ def test_a_job_title_that_is_a_bare_url_reaches_a_text_block_as_text():
 @pytest.mark.parametrize("text", [
     "[Reset][1]\n\n[1]: https://{{attributes.portal}}/login",
     "[Reset][1]\n\n[1]: {{attributes.link}}",
+    "- [Reset][1]\n- [1]: {{attributes.link}}",
     "Portal: https://{{attributes.portal}}/login",
     "Portal: www.{{attributes.portal}}/login",
     "Go <https://{{attributes.portal}}/login>",
