@@ -226,8 +226,11 @@ _URL_KEYS = frozenset({"url", "iconUrl", "backgroundImage"})
 # scheme's ":" ("https:", "mailto:"), a "//", a domain's dot ("www.evil.com", "evil.com") and an
 # address's "@". A backslash before each breaks the link and shows the character as written. Only
 # a ":" with a letter before it and no space after, and a dot with a letter or digit before it and a
-# letter after, are escaped: "10:30", "Note: x", "Sr. Engineer" and "7.5" stay as they are.
-_BARE_LINK = re.compile(r"(?<=[^\W\d_]):(?=\S)|(?<=/)/|(?<=[^\W_])\.(?=[^\W\d_])|(?<=\S)@(?=\w)")
+# letter after, are escaped: "10:30", "Note: x", "Sr. Engineer" and "7.5" stay as they are. A
+# value's first and last such character is always escaped, as it may make a link with the text or
+# the value beside it ("{{a}}{{b}}" with "evil" and ".com", "/{{path}}" with "/evil.com").
+_BARE_LINK = re.compile(r"(?<=[^\W\d_]):(?=\S)|(?<=/)/|(?<=[^\W_])\.(?=[^\W\d_])|(?<=\S)@(?=\w)"
+                        r"|\A[.@:/]|[.@:/]\Z")
 
 
 def markdown_escape(value: str) -> str:

@@ -262,3 +262,19 @@ def test_a_value_in_a_bare_links_path_is_percent_encoded():
     content = rendered_card(template, person(external_id="a b/c", first_name="Zoé_1"))
 
     assert content["body"][0]["text"] == r"Yours: https://hr.example.com/p/a%20b%2Fc Zoé\_1"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not MARKDOWN_IT.exists(), reason="needs Node.js and markdown-it")
+def test_values_side_by_side_or_next_to_the_templates_text_make_no_link_together():
+    template = card({"type": "TextBlock", "text": "{{attributes.a}}{{attributes.b}} see /{{attributes.c}}"})
+    people = [person(attributes=values) for values in (
+        {"a": "https:", "b": "//evil.com/login", "c": "/evil.com"},
+        {"a": "evil", "b": ".com/login", "c": "/evil.com/login"},
+        {"a": "evil.", "b": "com", "c": ""},
+        {"a": "admin", "b": "@evil.com", "c": ""},
+    )]
+
+    texts = [rendered_card(template, who)["body"][0]["text"] for who in people]
+
+    for text, html in zip(texts, rendered_by_markdown_it(texts)):
+        assert "<a " not in html["preview"] and "<a " not in html["fuzzy"], (text, html)
