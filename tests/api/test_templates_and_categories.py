@@ -102,3 +102,17 @@ def test_template_preview_shows_a_job_title_link_as_escaped_text(api):
 
     assert response.status_code == 200
     assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https\:/\/evil\.example/login)"
+
+
+@pytest.mark.parametrize("text", [
+    "[Reset][1]\n\n[1]: https://{{attributes.portal}}/login",
+    "Portal: https://{{attributes.portal}}/login",
+    "Go <https://{{attributes.portal}}/login>",
+    '<a href="https://{{attributes.portal}}/">Reset</a>',
+])
+def test_a_markdown_message_whose_text_takes_a_links_host_from_a_placeholder_is_a_400_naming_text(api, text):
+    response = api.post("/api/v1/templates/", {"name": "Reset", "text": text}, format="json")
+
+    assert response.status_code == 400
+    assert "host" in error_of(response)["fields"]["text"][0]
+    assert not MessageTemplate.objects.exists()
