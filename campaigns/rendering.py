@@ -82,6 +82,13 @@ _OTHER_TARGETS = re.compile(
 _BARE_LINK_START = re.compile(r"(?<![^\s:(<\"'\[=>*_~])//|(?<![\w.\-])www\.", re.IGNORECASE)
 _BARE_LINK_REST = re.compile(r"(?:\{\{[^{}]*\}\}|[^\s<>\"'()\[\]{}])*")
 _HOST_END = re.compile(r"[/?#]")
+# A placeholder that is part of a bare domain, with a label of letters written after or before it
+# ("{{tenant}}.sharepoint.com", "intranet.{{tld}}"): the value would choose the domain. Not where the
+# word holds an "@" (an address's name or domain: "{{first}}.{{last}}@example.com"), looked for
+# within a host name's length.
+_DOMAIN_PLACEHOLDER = re.compile(r"(?<=[^\W\d_]\.)\{\{[^{}]*\}\}|\{\{[^{}]*\}\}(?=\.[^\W\d_])")
+_WORD_BEFORE = re.compile(r"\S{0,253}\Z")
+_WORD_AFTER = re.compile(r"\S{0,253}")
 _HOST_PROBLEM = ("A placeholder cannot make a link's host: write the address out, up to its first /, "
                  "as in https://intranet.example.com/people/{{external_id}}.")
 
@@ -108,6 +115,13 @@ def _markdown_links(text: str) -> list[tuple[int, int, str]]:
         if "{{" in text[start:reached]:
             host = _HOST_END.split(text[match.end():reached], maxsplit=1)[0]
             links.append((start, reached, _HOST if "{{" in host else _LINK))
+    covered = sorted(links)
+    for match in _DOMAIN_PLACEHOLDER.finditer(text):
+        start, end = match.span()
+        word = (_WORD_BEFORE.search(text, max(0, start - 253), start).group()
+                + _WORD_AFTER.match(text, end, end + 253).group())
+        if "@" not in word and not _inside(covered, start):
+            links.append((start, end, _HOST))
     return sorted(links)
 
 

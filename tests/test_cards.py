@@ -292,6 +292,8 @@ HOSTS_FROM_PLACEHOLDERS_IN_TEXT = [
     "Go <{{attributes.link}}>",
     '<a href="https://{{attributes.portal}}/">Reset</a>',
     "<a href='{{attributes.link}}'>Reset</a>",
+    "Your site: {{attributes.tenant}}.sharepoint.com/sites/hr",
+    "Your site: intranet.{{attributes.tld}}/login",
 ]
 
 
@@ -316,6 +318,8 @@ def test_a_host_from_a_placeholder_anywhere_in_markdown_text_is_refused_naming_i
     '<a href="https://hr.example.com/{{external_id}}">Me</a>',
     "Hi {{first_name}}//{{last_name}}, at 10:30 in {{attributes.room}}. www.example.com {{department}}",
     "[Write to me](mailto:{{email}})",
+    "Write to {{first_name}}.{{last_name}}@example.com or hr@{{attributes.domain}}.",
+    "Hi {{first_name}}. Welcome to version {{attributes.version}}.2, {{department}}.",
 ])
 def test_a_placeholder_after_a_links_written_host_is_accepted_in_markdown_text(text):
     validate_template(kind="markdown", text=text, card=None)

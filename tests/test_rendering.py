@@ -246,6 +246,7 @@ def test_a_job_title_that_is_a_bare_url_reaches_a_text_block_as_text():
     "Go <https://{{attributes.portal}}/login>",
     "Go <{{attributes.link}}>",
     '<a href="https://{{attributes.portal}}/">Reset</a>',
+    "Your site: {{attributes.portal}}.sharepoint.com/sites/hr",
 ])
 def test_a_template_saved_before_cannot_take_a_links_host_from_hr_data_anywhere_in_markdown(text):
     hostile = person(attributes={"portal": "evil.example", "link": "https://evil.example/login"})
