@@ -6,9 +6,10 @@ the placeholders are replaced, each value JSON-escaped, so no name can break the
 inject card elements. A value is also treated for the place it lands in, which compiling marks on
 each placeholder: where Teams reads markdown (a markdown message, a TextBlock's text, a fact's title
 and value) it is escaped, so a job title such as ``[Reset](https://evil.example)`` shows as text and
-not as a link; in a link (a ``url``, or a markdown link's target) it is percent-encoded, so it stays
-one path segment or query value. A link's scheme and host must be written in the template
-(``link_host_problem``). Preview and send both go through ``CompiledMessage.render``.
+not as a link; in a link (a ``url``, a markdown link's target, a reference definition, an autolink,
+an HTML ``href`` or a bare ``https://…`` in the text) it is percent-encoded, so it stays one path
+segment or query value. A link's scheme and host must be written in the template
+(``link_host_problem``, ``_markdown_links``). Preview and send both go through ``CompiledMessage.render``.
 """
 
 from __future__ import annotations
@@ -59,27 +60,80 @@ def link_host_problem(url: str) -> str | None:
         return None
     if written.lower().startswith("mailto:"):  # [Write to me](mailto:{{email}}) leads to no site
         return None
-    return ("A placeholder cannot make a link's host: write the address out, up to its first /, "
-            "as in https://intranet.example.com/people/{{external_id}}.")
+    return _HOST_PROBLEM
 
 
 # A markdown link's target: after "](" (and a "<"), whole placeholders and anything but spaces and
 # parentheses. One pass over the text, however many links and placeholders it holds.
 _LINK_TARGET = re.compile(r"\]\(\s*<?((?:\{\{[^{}]*\}\}|[^\s()])*)")
+# Other places a link's whole target stands in markdown text: a reference definition ("[1]: target",
+# also inside a list item or a quote),
+# an autolink ("<target>") and an HTML attribute (href="target", src='target'). Braces outside a
+# whole placeholder end a target, so that a failed match never backtracks over placeholders.
+_OTHER_TARGETS = re.compile(
+    r"(?m)^[ \t>*+\-.)\d]*\[[^\]\n]*\]:[ \t]*(?:\n[ \t>]*)?<?((?:\{\{[^{}]*\}\}|[^\s<>{}])*)"
+    r"|<((?:\{\{[^{}]*\}\}|[^\s<>{}])+)>"
+    r"|(?i:\b(?:href|src)[ \t]*=[ \t]*[\"']?)((?:\{\{[^{}]*\}\}|[^\s\"'<>{}])*)"
+)
+# A bare link, which Teams and the preview make clickable wherever it stands: "//" after a scheme's
+# ":" or at a word's start ("https://host", "//host"), or "www." at a word's start; it runs up to a
+# space, a quote, a bracket or a brace that starts no placeholder. Its host is what comes before
+# the first "/", "?" or "#".
+_BARE_LINK_START = re.compile(r"(?<![^\s:(<\"'\[=>*_~])//|(?<![\w.\-])www\.", re.IGNORECASE)
+_BARE_LINK_REST = re.compile(r"(?:\{\{[^{}]*\}\}|[^\s<>\"'()\[\]{}])*")
+_HOST_END = re.compile(r"[/?#]")
+# A placeholder that is part of a bare domain, with a label of letters written after or before it
+# ("{{tenant}}.sharepoint.com", "intranet.{{tld}}"): the value would choose the domain. Not where the
+# word holds an "@" (an address's name or domain: "{{first}}.{{last}}@example.com"), looked for
+# within a host name's length.
+_DOMAIN_PLACEHOLDER = re.compile(r"(?<=[^\W\d_]\.)\{\{[^{}]*\}\}|\{\{[^{}]*\}\}(?=\.[^\W\d_])")
+_WORD_BEFORE = re.compile(r"\S{0,253}\Z")
+_WORD_AFTER = re.compile(r"\S{0,253}")
+_HOST_PROBLEM = ("A placeholder cannot make a link's host: write the address out, up to its first /, "
+                 "as in https://intranet.example.com/people/{{external_id}}.")
 
 
-def _markdown_link_targets(text: str) -> list[tuple[int, int]]:
-    """Where the targets of the markdown links in ``text`` that hold a placeholder start and end."""
+def _markdown_links(text: str) -> list[tuple[int, int, str]]:
+    """Where the links in markdown ``text`` that hold a placeholder start and end, sorted, each with
+    the mark its placeholders get: ``_LINK`` (percent-encoded), or ``_HOST`` where a placeholder
+    would make the link's scheme or host. Linear in the text's length."""
     if "{{" not in text:
         return []
-    return [match.span(1) for match in _LINK_TARGET.finditer(text) if "{{" in match.group(1)]
+    links = [(*match.span(1), _link_mark(match.group(1)))
+             for match in _LINK_TARGET.finditer(text) if "{{" in match.group(1)]
+    for match in _OTHER_TARGETS.finditer(text):
+        n = next(n for n in (1, 2, 3) if match.group(n) is not None)
+        if "{{" in match.group(n):
+            links.append((*match.span(n), _link_mark(match.group(n))))
+    covered = sorted(links)
+    reached = 0  # where the last bare link ended: one that starts inside it is part of it
+    for match in _BARE_LINK_START.finditer(text):
+        start = match.start()
+        if start < reached or _inside(covered, start):
+            continue
+        reached = _BARE_LINK_REST.match(text, match.end()).end()
+        if "{{" in text[start:reached]:
+            host = _HOST_END.split(text[match.end():reached], maxsplit=1)[0]
+            links.append((start, reached, _HOST if "{{" in host else _LINK))
+    covered = sorted(links)
+    for match in _DOMAIN_PLACEHOLDER.finditer(text):
+        start, end = match.span()
+        word = (_WORD_BEFORE.search(text, max(0, start - 253), start).group()
+                + _WORD_AFTER.match(text, end, end + 253).group())
+        if "@" not in word and not _inside(covered, start):
+            links.append((start, end, _HOST))
+    return sorted(links)
+
+
+def _inside(spans: list[tuple[int, int, str]], position: int) -> bool:
+    n = bisect.bisect_right(spans, (position, float("inf"), "")) - 1
+    return n >= 0 and position < spans[n][1]
 
 
 def _markdown_link_problem(text: str) -> str | None:
-    """What is wrong with a markdown link whose target is (partly) a placeholder, if anything."""
-    for start, end in _markdown_link_targets(text):
-        if problem := link_host_problem(text[start:end]):
-            return problem
+    """What is wrong with a link in markdown ``text`` whose host a placeholder would make, if anything."""
+    if any(mark == _HOST for _, _, mark in _markdown_links(text)):
+        return _HOST_PROBLEM
     return None
 
 
@@ -87,14 +141,14 @@ def placeholder_problem(text: str) -> str | None:
     """What is wrong with the placeholders in this text, if anything. They are looked for as the
     text stands in the activity's JSON, where they are found when sending: a fallback holding a
     character JSON escapes (a tab, a quote) would not be found there, so it is refused here."""
-    text = json.dumps(text, ensure_ascii=False)[1:-1]
+    raw, text = text, json.dumps(text, ensure_ascii=False)[1:-1]
     for match in PLACEHOLDER.finditer(text):
         name = match.group(1)
         if name not in PLACEHOLDER_FIELDS and not _ATTRIBUTE.match(name):
             return f"Unknown placeholder {{{{{name}}}}}; use {', '.join(PLACEHOLDER_FIELDS)} or attributes.<key>."
     if "{{" in PLACEHOLDER.sub("", text):
         return "A placeholder is not closed or holds characters it may not: use {{field}}."
-    return _markdown_link_problem(text)
+    return _markdown_link_problem(raw)
 
 
 def _check_placeholders(text: str, where: str) -> None:
@@ -182,18 +236,29 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<~])")
 _LINE_INDENT = re.compile(r"(?m)^[ \t]+")
 _LINE_MARKER = re.compile(r"(?m)^(\d+)([.)])(?=[ \t]|$)|^([#\-+>=])")
 _URL_KEYS = frozenset({"url", "iconUrl", "backgroundImage"})
+# What makes a bare link of text (Teams' own link detection, markdown-it's linkify in the preview): a
+# scheme's ":" ("https:", "mailto:"), a "//", a domain's dot ("www.evil.com", "evil.com") and an
+# address's "@". A backslash before each breaks the link and shows the character as written. Only
+# a ":" with a letter before it and no space after, and a dot with a letter or digit before it and a
+# letter after, are escaped: "10:30", "Note: x", "Sr. Engineer" and "7.5" stay as they are. A
+# value's first and last such character is always escaped, as it may make a link with the text or
+# the value beside it ("{{a}}{{b}}" with "evil" and ".com", "/{{path}}" with "/evil.com").
+_BARE_LINK = re.compile(r"(?<=[^\W\d_]):(?=\S)|(?<=/)/|(?<=[^\W_])\.(?=[^\W\d_])|(?<=\S)@(?=\w)"
+                        r"|\A[.@:/]|[.@:/]\Z")
 
 
 def markdown_escape(value: str) -> str:
-    """``value`` as markdown that shows it as written: no link, emphasis, list, heading or code."""
+    """``value`` as markdown that shows it as written: no link (bare URLs and addresses included),
+    emphasis, list, heading or code."""
     value = _MARKDOWN_SPECIAL.sub(r"\\\1", value.replace("\r\n", "\n").replace("\r", "\n"))
+    value = _BARE_LINK.sub(lambda m: "\\" + m.group(0), value)
     value = _LINE_INDENT.sub("", value)
     return _LINE_MARKER.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", value)
 
 
 def _mark(text: str, place: str) -> str:
-    """``text`` with each placeholder marked for its place. In markdown, one inside a link's target
-    is marked as a link; in a link whose host would come from a placeholder, every placeholder is
+    """``text`` with each placeholder marked for its place. In markdown, one inside a link (see
+    ``_markdown_links``) is marked as a link; in a link whose host would come from a placeholder, every placeholder is
     marked to be left out (``_HOST``)."""
     if "{{" not in text:
         return text
@@ -201,7 +266,7 @@ def _mark(text: str, place: str) -> str:
     if place == _LINK:
         links.append((0, len(text), _link_mark(text)))
     elif place == _MARKDOWN:
-        links.extend((start, end, _link_mark(text[start:end])) for start, end in _markdown_link_targets(text))
+        links.extend(_markdown_links(text))
     starts = [start for start, _, _ in links]
 
     def marked(match: re.Match[str]) -> str:

@@ -2,11 +2,17 @@
 
 Every text cell comes from outside (the HR system's ids and addresses, Teams' error messages): one
 that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is prefixed with a single quote,
-as OWASP advises against CSV injection, so a spreadsheet shows it as text instead of running it."""
+as OWASP advises against CSV injection, so a spreadsheet shows it as text instead of running it. Every
+cell is also quoted: where the list separator is ";" (Excel in much of Europe), an unquoted
+``E1;=cmd|...`` would be split into two cells, the second a formula. Quoting alone is not enough
+(a quoted cell is split too once another cell of its row, read with the wrong separator, has thrown
+the quotes out of step), so a formula start after a separator-like character (``,``, ``;``, a tab or
+a line break, spaces allowed between) gets the same leading quote: ``E1;'=cmd|...``."""
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator
 
 from django.db.models import QuerySet
@@ -29,15 +35,17 @@ COLUMNS = (
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_AFTER_SEPARATOR = re.compile(r"([,;\t\r\n] *)(?=[=+\-@])")
 
 
 def csv_cell(value: object) -> object:
     """A value as a CSV cell a spreadsheet will not read as a formula (numbers are left as they are)."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    if not isinstance(value, str):
+        return value
+    value = _FORMULA_AFTER_SEPARATOR.sub(r"\1'", value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 class _Echo:
@@ -47,7 +55,7 @@ class _Echo:
 
 def deliveries_csv(deliveries: QuerySet[Delivery]) -> Iterator[str]:
     """CSV lines for these deliveries, header first, read from the database in batches."""
-    writer = csv.writer(_Echo())
+    writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
     yield writer.writerow([name for name, _ in COLUMNS])
     rows: Iterable[tuple] = deliveries.order_by("id").values_list(*(field for _, field in COLUMNS)).iterator(
         chunk_size=2000

@@ -277,3 +277,50 @@ def test_an_image_link_whose_host_comes_from_a_placeholder_is_refused_in_the_sim
 
     assert set(problems) == {"image", "buttons[0].url"}
     assert "host" in problems["image"]
+
+
+HOSTS_FROM_PLACEHOLDERS_IN_TEXT = [
+    "[Reset][1]\n\n[1]: https://{{attributes.portal}}/login",
+    "[Reset][1]\n\n[1]: {{attributes.link}}",
+    "- [Reset][1]\n- [1]: {{attributes.link}}",
+    "> [Reset][1]\n>\n> [1]:\n> <{{attributes.link}}>",
+    "Portal: https://{{attributes.portal}}/login",
+    "Portal: https://intranet.example.com{{attributes.path}}",
+    "Portal: www.{{attributes.portal}}.com/login",
+    "Portal: //{{attributes.portal}}/login",
+    "Go <https://{{attributes.portal}}/login>",
+    "Go <{{attributes.link}}>",
+    '<a href="https://{{attributes.portal}}/">Reset</a>',
+    "<a href='{{attributes.link}}'>Reset</a>",
+    "Your site: {{attributes.tenant}}.sharepoint.com/sites/hr",
+    "Your site: intranet.{{attributes.tld}}/login",
+]
+
+
+@pytest.mark.parametrize("text", HOSTS_FROM_PLACEHOLDERS_IN_TEXT)
+def test_a_host_from_a_placeholder_anywhere_in_markdown_text_is_refused_naming_its_place(text):
+    problems = card_problems_of(card({"type": "TextBlock", "text": text},
+                                     {"type": "FactSet", "facts": [{"title": "Portal", "value": text}]}))
+    assert [problem.split(": ", 1)[0] for problem in problems] == ["body[0].text", "body[1].facts[0].value"]
+    assert all("host" in problem for problem in problems)
+
+    with pytest.raises(ValidationError) as raised:
+        validate_template(kind="markdown", text=text, card=None)
+    assert "host" in raised.value.message_dict["text"][0]
+
+    assert "host" in design_problems({"body": text})["body"]
+
+
+@pytest.mark.parametrize("text", [
+    "Portal: https://hr.example.com/people/{{external_id}}",
+    "[Me][1]\n\n[1]: https://hr.example.com/p?id={{external_id}}",
+    "Go <https://hr.example.com/#{{external_id}}>",
+    '<a href="https://hr.example.com/{{external_id}}">Me</a>',
+    "Hi {{first_name}}//{{last_name}}, at 10:30 in {{attributes.room}}. www.example.com {{department}}",
+    "[Write to me](mailto:{{email}})",
+    "Write to {{first_name}}.{{last_name}}@example.com or hr@{{attributes.domain}}.",
+    "Hi {{first_name}}. Welcome to version {{attributes.version}}.2, {{department}}.",
+])
+def test_a_placeholder_after_a_links_written_host_is_accepted_in_markdown_text(text):
+    validate_template(kind="markdown", text=text, card=None)
+    validate_template(kind="adaptive_card", text="", card=card({"type": "TextBlock", "text": text}))

@@ -330,4 +330,15 @@ def test_the_preview_shows_a_job_title_link_as_escaped_text(comms_client):
 
     assert response.status_code == 200
     body = response.json()["activity"]["attachments"][0]["content"]["body"]
-    assert body[0]["text"] == r"Your role: \[Reset your password\](https://evil.example/login)"
+    assert body[0]["text"] == r"Your role: \[Reset your password\](https\:/\/evil\.example/login)"
+
+
+def test_the_preview_breaks_a_bare_url_and_an_address_in_hr_data(comms_client):
+    person = factories.recipient(job_title="Reset at https://evil.example/login", department="admin@evil.example")
+
+    response = comms_client.post(reverse(PREVIEW), card_fields(
+        design_body="{{job_title}} / {{department}}", preview_recipient=person.pk,
+    ))
+
+    body = response.json()["activity"]["attachments"][0]["content"]["body"]
+    assert body[0]["text"] == r"Reset at https\:/\/evil\.example/login / admin\@evil\.example"

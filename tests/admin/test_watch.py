@@ -230,3 +230,16 @@ def test_the_campaign_list_says_how_many_a_welcome_campaign_welcomed(comms_clien
 
     assert "1 welcomed" in page
     assert "1 / 0 / 0 / 0" not in page
+
+
+def test_the_export_quotes_every_cell_and_neutralises_a_formula_after_a_semicolon(comms_client):
+    campaign = factories.campaign()
+    factories.recipient(external_id="E1;=cmd|' /C calc'!A0")
+    services.campaign_launch(campaign_id=campaign.pk)
+
+    response = comms_client.get(export(campaign))
+
+    text = b"".join(response.streaming_content).decode()
+    assert all(line.startswith('"') and line.endswith('"') for line in text.splitlines())
+    [row] = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert row["external_id"] == "E1;'=cmd|' /C calc'!A0"

@@ -27,4 +27,4 @@ def test_the_api_walkthrough_runs_as_written(live_server):
     )
 
     assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-    assert "external_id,email,status" in result.stdout  # the CSV export's header
+    assert '"external_id","email","status"' in result.stdout  # the CSV export's header, every cell quoted

@@ -90,6 +90,27 @@ def test_the_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(api):
     response = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/export/")
 
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode(), newline="")))
-    assert sorted(r["external_id"] for r in rows) == sorted("'" + formula for formula in FORMULAS)
+    # a tab or a carriage return is also a separator: the formula after it is neutralised too
+    expected = ["'" + formula.replace("\t=", "\t'=").replace("\r=", "\r'=") for formula in FORMULAS]
+    assert sorted(r["external_id"] for r in rows) == sorted(expected)
     assert {r["error_message"] for r in rows} == {"'=cmd|'/C calc'!A0"}
     assert {r["attempts"] for r in rows} == {"0"}  # numbers stay numbers
+
+
+def test_the_export_quotes_every_cell_so_a_semicolon_cannot_start_a_formula(api):
+    # Excel splits on ";" where that is the list separator: an unquoted "E1;=cmd..." becomes two cells.
+    campaign = factories.campaign()
+    factories.recipient(external_id="E1;=cmd|' /C calc'!A0", email="semi@example.com")
+    services.campaign_launch(campaign_id=campaign.pk)
+    Delivery.objects.filter(campaign=campaign).update(status="failed", error_message="Bad;+1+cmd|' /C calc'!A0")
+
+    response = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/export/")
+
+    text = b"".join(response.streaming_content).decode()
+    for delimiter in (",", ";", "\t"):
+        for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter):
+            assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row), (delimiter, row)
+    for line in text.splitlines():
+        assert line.startswith('"') and line.endswith('"'), line
+    [row] = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert row["external_id"] == "E1;'=cmd|' /C calc'!A0" and row["error_message"] == "Bad;'+1+cmd|' /C calc'!A0"

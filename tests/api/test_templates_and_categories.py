@@ -156,3 +156,20 @@ def test_the_schema_says_a_template_in_use_cannot_be_edited():
 
     for method in ("put", "patch"):
         assert "template_in_use" in operations[method]["responses"]["409"]["description"]
+
+
+    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https\:/\/evil\.example/login)"
+
+
+@pytest.mark.parametrize("text", [
+    "[Reset][1]\n\n[1]: https://{{attributes.portal}}/login",
+    "Portal: https://{{attributes.portal}}/login",
+    "Go <https://{{attributes.portal}}/login>",
+    '<a href="https://{{attributes.portal}}/">Reset</a>',
+])
+def test_a_markdown_message_whose_text_takes_a_links_host_from_a_placeholder_is_a_400_naming_text(api, text):
+    response = api.post("/api/v1/templates/", {"name": "Reset", "text": text}, format="json")
+
+    assert response.status_code == 400
+    assert "host" in error_of(response)["fields"]["text"][0]
+    assert not MessageTemplate.objects.exists()
