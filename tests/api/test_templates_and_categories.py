@@ -101,7 +101,7 @@ def test_template_preview_shows_a_job_title_link_as_escaped_text(api):
     response = api.get(f"/api/v1/templates/{template.pk}/preview/?recipient=e-1")
 
     assert response.status_code == 200
-    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https://evil.example/login)"
+    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https\:/\/evil\.example/login)"
 
 
 @pytest.mark.parametrize("card", [False, 0, "", []])
@@ -156,9 +156,6 @@ def test_the_schema_says_a_template_in_use_cannot_be_edited():
 
     for method in ("put", "patch"):
         assert "template_in_use" in operations[method]["responses"]["409"]["description"]
-
-
-    assert response.json()["activity"]["text"] == r"Your title: \[Reset your password\](https\:/\/evil\.example/login)"
 
 
 @pytest.mark.parametrize("text", [
