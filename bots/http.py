@@ -123,6 +123,15 @@ def resolve(host: str, port: int) -> list[Address]:
     return addresses
 
 
+def parse_url(url: str) -> urllib3.util.Url:
+    """``url`` as urllib3 reads it; TargetRefused (nothing sent) if it cannot be read (a host with an
+    invisible or control character, a broken IPv6 literal...)."""
+    try:
+        return urllib3.util.parse_url(url)
+    except urllib3.exceptions.LocationValueError as exc:
+        raise TargetRefused(f"not a URL one can call ({type(exc).__name__})") from exc
+
+
 def request_pinned(
     method: str,
     url: str,
@@ -138,7 +147,7 @@ def request_pinned(
     rebinding). The Host header, TLS SNI and the certificate check stay on the name. No redirects are
     followed and at most MAX_PINNED_BODY_BYTES of the answer are read. Raises TargetRefused (nothing
     sent) or HttpTimeout."""
-    parts = urllib3.util.parse_url(url)
+    parts = parse_url(url)
     if parts.scheme not in ("http", "https") or not parts.host:
         raise TargetRefused(f"not an http(s) URL ({parts.scheme})")
     host = parts.host.strip("[]")

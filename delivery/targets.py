@@ -21,8 +21,6 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-import urllib3
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
@@ -117,6 +115,10 @@ def endpoint_url_validate(url: str) -> None:
         raise ValidationError({"url": f"This URL's port is not valid ({exc})."}) from exc
     if not host:
         raise ValidationError({"url": "The URL needs a host name."})
+    try:
+        http.parse_url(url)  # what each call reads: a URL it cannot read would fail every call
+    except http.TargetRefused as exc:
+        raise ValidationError({"url": "This URL's host is not a valid host name (look for a space or an invisible character)."}) from exc
     loopback_name = host in ("localhost", "127.0.0.1", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback_name):
         raise ValidationError({"url": "Webhooks are sent over HTTPS."})
@@ -137,7 +139,7 @@ def endpoint_url_validate(url: str) -> None:
 def request(method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> http.HttpResponse:
     """The webhook call: its name checked, then every address it resolves to, and the connection made
     to a checked address (``http.request_pinned``). Raises http.TargetRefused, http.HttpTimeout."""
-    host = (urllib3.util.parse_url(url).host or "").strip("[]")  # as request_pinned reads it
+    host = (http.parse_url(url).host or "").strip("[]")  # as request_pinned reads it
     reason = name_refusal(host)
     if reason is not None:
         raise http.TargetRefused(f"{host} {reason}")

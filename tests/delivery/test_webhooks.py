@@ -405,3 +405,84 @@ def test_a_failed_call_is_logged_without_the_urls_path_which_may_hold_a_secret(s
     attempt = WebhookAttempt.objects.get()
     assert attempt.status_code is None and f"127.0.0.1:{port}" in attempt.error
     assert "s3cr3t" not in attempt.error
+
+
+# --- A URL that cannot be parsed stops nothing ----------------------------------------------------
+
+UNPARSABLE = ["https://hr\u200b.example.com/hook", "https://hr .example.com/hook", "https://hr%00.example.com/hook"]
+
+
+@pytest.mark.parametrize("url", UNPARSABLE)
+def test_it_refuses_a_url_whose_host_cannot_be_parsed_when_saved(strict, url):
+    with pytest.raises(ValidationError) as refused:
+        endpoint_for(url).full_clean()
+    assert "url" in refused.value.message_dict
+
+
+def test_an_unparsable_stored_url_is_a_failed_attempt_with_backoff(settings):
+    WebhookEndpoint.objects.create(name="typo", url=UNPARSABLE[0], secret=SECRET, events=["opt_out.created"])
+    webhooks.forget_subscriptions()
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 0
+
+    attempt = WebhookAttempt.objects.get()
+    assert (attempt.ok, attempt.status_code) == (False, None) and attempt.error.startswith("Refused:")
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.failures == 1 and endpoint.next_attempt_at > timezone.now()
+
+
+def test_an_unparsable_url_does_not_keep_a_healthy_endpoint_from_its_events(receiver):
+    WebhookEndpoint.objects.create(name="a-typo", url=UNPARSABLE[0], secret=SECRET, events=["opt_out.created"])
+    healthy = subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 1
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
+    healthy.refresh_from_db()
+    assert healthy.failures == 0
+
+
+def test_an_endpoint_whose_call_raises_does_not_keep_the_others_from_their_events(receiver, monkeypatch):
+    broken = WebhookEndpoint.objects.create(name="a-broken", url="https://hooks.example/in", secret=SECRET,
+                                            events=["opt_out.created"])
+    subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    real_request = webhooks.targets.request
+
+    def request(method, url, **kwargs):
+        if url == broken.url:
+            raise RuntimeError("a bug")
+        return real_request(method, url, **kwargs)
+
+    monkeypatch.setattr(webhooks.targets, "request", request)
+
+    assert webhooks.dispatch() == 1
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
+    broken.refresh_from_db()
+    assert broken.failures == 1 and broken.next_attempt_at is not None
+    attempt = WebhookAttempt.objects.get(endpoint=broken)
+    assert (attempt.ok, attempt.error) == (False, "Crier error: RuntimeError")
+
+
+def test_an_endpoint_that_cannot_be_dispatched_does_not_keep_the_others_from_their_events(receiver, monkeypatch):
+    broken = WebhookEndpoint.objects.create(name="a-broken", url="https://hooks.example/in", secret="whsec_bad",
+                                            events=["opt_out.created"])
+    subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    real_signature = webhooks.signature
+
+    def signature(*, secret, **kwargs):
+        if secret == broken.secret:
+            raise ValueError("bad data")
+        return real_signature(secret=secret, **kwargs)
+
+    monkeypatch.setattr(webhooks, "signature", signature)
+
+    assert webhooks.dispatch() == 1
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
+    broken.refresh_from_db()
+    assert broken.failures == 1 and broken.next_attempt_at > timezone.now()
