@@ -5,6 +5,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -486,3 +487,55 @@ def test_an_endpoint_that_cannot_be_dispatched_does_not_keep_the_others_from_the
     assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
     broken.refresh_from_db()
     assert broken.failures == 1 and broken.next_attempt_at > timezone.now()
+
+
+# --- A slow endpoint holds the dispatcher no longer than WEBHOOK_TIMEOUT_SECONDS ------------------
+
+class Trickler:
+    """An endpoint that answers one byte every ``pause`` seconds (30 of them, 9 s): headers or body."""
+
+    def __init__(self, *, in_body: bool, pause: float = 0.3) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
+        self.stop = threading.Event()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n" if in_body else b"HTTP/1.1 200 OK\r\nX-Slow: "
+        slow = b"x" * 30 if in_body else b"y" * 26 + b"\r\n\r\n"
+
+        def serve():
+            connection, _ = self.listener.accept()
+            with connection:
+                connection.recv(65536)
+                try:
+                    connection.sendall(head)
+                    for byte in slow:
+                        if self.stop.wait(pause):
+                            return
+                        connection.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("in_body", [False, True], ids=["trickled-headers", "trickled-body"])
+def test_a_slow_endpoint_is_cut_off_at_the_webhook_timeout(settings, in_body):
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1.0
+    slow = Trickler(in_body=in_body)
+    try:
+        WebhookEndpoint.objects.create(name="slow", url=slow.url, secret=SECRET, events=["opt_out.created"])
+        webhooks.forget_subscriptions()
+        opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+        started = time.monotonic()
+
+        assert webhooks.dispatch() == 0
+
+        assert time.monotonic() - started < 3.0  # the trickle goes on for 9 s
+        attempt = WebhookAttempt.objects.get()
+        assert (attempt.ok, attempt.status_code) == (False, None) and "1.0 s" in attempt.error
+    finally:
+        slow.close()
