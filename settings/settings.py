@@ -87,7 +87,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # is refused, even with the right password, until the cool-off after the last failure; a success forgets
 # the failures. NUM_PROXIES trusted proxies in front (see campaigns/client_address.py) say which address.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
-NUM_PROXIES = env_int("NUM_PROXIES", 0)
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15.0))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
@@ -136,6 +135,8 @@ _proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto" if PR
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_" + _proxy_ssl_header.strip().upper().replace("-", "_"), "https") if _proxy_ssl_header.strip() else None
 )
+# Trusted proxies in front (the throttles' client address): one when a TLS proxy's header is trusted.
+NUM_PROXIES = env_int("NUM_PROXIES", 1 if SECURE_PROXY_SSL_HEADER else 0)
 # Browser policies: scripts, styles and fonts from Crier itself only (the admin's libraries are served
 # from node_modules as static files, the docs page's from drf-spectacular-sidecar). Styles allow inline
 # style attributes, which the admin and the Adaptive Cards renderer write; scripts allow nothing inline.
