@@ -208,12 +208,14 @@ LOOPBACK = ["https://127.0.0.1/", "http://127.0.0.1:6391/", "https://localhost/"
             "https://127.1/", "https://2130706433/", "https://0x7f000001/", "https://api.localhost/"]
 METADATA = ["https://169.254.169.254/latest/meta-data/", "https://[fd00:ec2::254]/",
             "https://metadata.google.internal/computeMetadata/v1/", "https://metadata.goog/",
-            "https://100.100.100.200/", "https://[::ffff:169.254.169.254]/", "https://[::ffff:a9fe:a9fe]/"]
+            "https://100.100.100.200/", "https://[::ffff:169.254.169.254]/", "https://[::ffff:a9fe:a9fe]/",
+            "https://168.63.129.16/machine?comp=goalstate"]
 PRIVATE = ["https://10.0.0.5/", "https://172.16.3.4/", "https://192.168.1.10/", "https://100.64.0.1/",
            "https://[fd12:3456::1]/", "https://[::ffff:10.0.0.5]/"]
 OTHER_INTERNAL = ["https://0.0.0.0/", "https://[::]/", "https://169.254.1.1/", "https://[fe80::1]/",
                   "https://224.0.0.1/", "https://[ff02::1]/", "https://240.0.0.1/", "https://255.255.255.255/",
-                  "https://[::ffff:127.0.0.1]/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/"]
+                  "https://[::ffff:127.0.0.1]/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/",
+                  "https://[fec0::1]/"]
 
 
 def endpoint_for(url: str) -> WebhookEndpoint:
