@@ -138,24 +138,29 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds, self.expired, self.done = seconds, False, False
-        self._fds: list[int] = []
+        self._fds: dict[int, int] = {}  # each connection's socket descriptor, by the connection's id
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
 
-    def watch(self, sock: socket.socket) -> None:
+    def watch(self, connection: object, sock: socket.socket) -> None:
         with self._lock:
-            self._fds.append(sock.fileno())
+            self._fds[id(connection)] = sock.fileno()
             if self.expired:
                 self._shut(sock.fileno())
+
+    def forget(self, connection: object) -> None:
+        """Called before ``connection`` closes its socket: the descriptor may then be reused by anything else."""
+        with self._lock:
+            self._fds.pop(id(connection), None)
 
     def _expire(self) -> None:
         with self._lock:
             if self.done:
                 return
             self.expired = True
-            for fd in self._fds:
+            for fd in self._fds.values():
                 self._shut(fd)
 
     @staticmethod
@@ -184,8 +189,12 @@ def _with_deadline(pool_class: type[urllib3.HTTPConnectionPool], deadline: _Dead
     class Connection(base):  # type: ignore[valid-type, misc]
         def _new_conn(self) -> socket.socket:
             sock = super()._new_conn()
-            deadline.watch(sock)
+            deadline.watch(self, sock)
             return sock
+
+        def close(self) -> None:
+            deadline.forget(self)
+            super().close()
 
     pool = pool_class(**options)
     pool.ConnectionCls = Connection
