@@ -3,9 +3,12 @@
 Liveness (``/livez``) says the web process answers; it touches nothing, so an orchestrator restarts a
 process only when the process itself is stuck. Readiness (``/readyz``, and ``/healthz`` for the probes
 that already use it) says the process can serve: it asks PostgreSQL and Redis, each with a short timeout,
-and names the one that is down."""
+and names the one that is down; its answer is kept for READINESS_CACHE_SECONDS."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import psycopg
 import redis
@@ -14,6 +17,7 @@ from django.db import connections
 
 # libpq rounds a connect timeout below 2 seconds up to 2.
 _MIN_PG_CONNECT_TIMEOUT = 2
+READINESS_CACHE_SECONDS = 2.0
 
 
 def database_check(*, alias: str = "default", timeout: float) -> str | None:
@@ -44,10 +48,24 @@ def redis_check(*, url: str, timeout: float) -> str | None:
     return None
 
 
+_checked: dict[tuple, tuple[float, dict[str, str]]] = {}
+_checking = threading.Lock()
+
+
 def readiness(*, timeout: float) -> dict[str, str]:
-    """Each dependency the web process needs, "ok" or why it is down."""
-    problems = {
-        "postgresql": database_check(timeout=timeout),
-        "redis": redis_check(url=settings.REDIS_URL, timeout=timeout),
-    }
-    return {name: problem or "ok" for name, problem in problems.items()}
+    """Each dependency the web process needs, "ok" or why it is down. Asked at most once every
+    READINESS_CACHE_SECONDS per process: the probe needs no login, and each asking opens connections."""
+    database = connections["default"].settings_dict
+    key = (settings.REDIS_URL, database.get("HOST"), database.get("PORT"), database.get("NAME"))
+    with _checking:  # one asks; probes arriving meanwhile wait for its answer
+        checked = _checked.get(key)
+        if checked is not None and time.monotonic() - checked[0] < READINESS_CACHE_SECONDS:
+            return checked[1]
+        problems = {
+            "postgresql": database_check(timeout=timeout),
+            "redis": redis_check(url=settings.REDIS_URL, timeout=timeout),
+        }
+        answer = {name: problem or "ok" for name, problem in problems.items()}
+        _checked.clear()
+        _checked[key] = (time.monotonic(), answer)
+        return answer

@@ -123,6 +123,84 @@ def resolve(host: str, port: int) -> list[Address]:
     return addresses
 
 
+def parse_url(url: str) -> urllib3.util.Url:
+    """``url`` as urllib3 reads it; TargetRefused (nothing sent) if it cannot be read (a host with an
+    invisible or control character, a broken IPv6 literal...)."""
+    try:
+        return urllib3.util.parse_url(url)
+    except urllib3.exceptions.LocationValueError as exc:
+        raise TargetRefused(f"not a URL one can call ({type(exc).__name__})") from exc
+
+
+class _Deadline:
+    """Ends a call's connection when ``seconds`` have passed, whatever it is doing then (a server that
+    sends a byte now and then would otherwise keep it going: read timeouts count per receive)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.expired, self.done = seconds, False, False
+        self._fds: dict[int, int] = {}  # each connection's socket descriptor, by the connection's id
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, connection: object, sock: socket.socket) -> None:
+        with self._lock:
+            self._fds[id(connection)] = sock.fileno()
+            if self.expired:
+                self._shut(sock.fileno())
+
+    def forget(self, connection: object) -> None:
+        """Called before ``connection`` closes its socket: the descriptor may then be reused by anything else."""
+        with self._lock:
+            self._fds.pop(id(connection), None)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.expired = True
+            for fd in self._fds.values():
+                self._shut(fd)
+
+    @staticmethod
+    def _shut(fd: int) -> None:
+        try:
+            sock = socket.socket(fileno=fd)  # the same socket, under TLS or not: its reads end at once
+        except OSError:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.detach()  # not closed here: its owner closes it
+
+    def finish(self) -> None:
+        """Called before the connection is closed, so a late timer never touches a reused descriptor."""
+        with self._lock:
+            self.done = True
+        self._timer.cancel()
+
+
+def _with_deadline(pool_class: type[urllib3.HTTPConnectionPool], deadline: _Deadline, **options: Any) -> urllib3.HTTPConnectionPool:
+    base = pool_class.ConnectionCls
+
+    class Connection(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            deadline.watch(self, sock)
+            return sock
+
+        def close(self) -> None:
+            deadline.forget(self)
+            super().close()
+
+    pool = pool_class(**options)
+    pool.ConnectionCls = Connection
+    return pool
+
+
 def request_pinned(
     method: str,
     url: str,
@@ -138,7 +216,7 @@ def request_pinned(
     rebinding). The Host header, TLS SNI and the certificate check stay on the name. No redirects are
     followed and at most MAX_PINNED_BODY_BYTES of the answer are read. Raises TargetRefused (nothing
     sent) or HttpTimeout."""
-    parts = urllib3.util.parse_url(url)
+    parts = parse_url(url)
     if parts.scheme not in ("http", "https") or not parts.host:
         raise TargetRefused(f"not an http(s) URL ({parts.scheme})")
     host = parts.host.strip("[]")
@@ -152,12 +230,12 @@ def request_pinned(
         "host": str(addresses[0]), "port": port, "retries": False, "maxsize": 1,
         "timeout": urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
     }
+    deadline = _Deadline(timeout)  # the whole call, answer included, not each receive
     if parts.scheme == "https":
-        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            **options, cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle(), server_hostname=host, assert_hostname=host
-        )
+        options.update(cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle(), server_hostname=host, assert_hostname=host)
+        pool = _with_deadline(urllib3.HTTPSConnectionPool, deadline, **options)
     else:
-        pool = urllib3.HTTPConnectionPool(**options)
+        pool = _with_deadline(urllib3.HTTPConnectionPool, deadline, **options)
     where = f"{method} {parts.scheme}://{parts.netloc}"  # not the path: it may hold a secret token
     try:
         response = pool.urlopen(
@@ -166,8 +244,13 @@ def request_pinned(
         )
         data = response.read(MAX_PINNED_BODY_BYTES)
         response.release_conn()
-    except urllib3.exceptions.HTTPError as exc:  # timeouts, broken connections, TLS failures
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeouts, broken connections, TLS failures
+        if deadline.expired:
+            raise HttpTimeout(f"{where}: no complete answer within {timeout} s") from exc
         raise HttpTimeout(f"{where}: {type(exc).__name__}") from exc
     finally:
+        deadline.finish()
         pool.close()
+    if deadline.expired:  # cut off: what was read is not the whole answer
+        raise HttpTimeout(f"{where}: no complete answer within {timeout} s")
     return HttpResponse(status=response.status, headers=dict(response.headers), body=data)

@@ -37,3 +37,17 @@ def client_address(request: HttpRequest) -> str:
     if not forwarded:
         return remote
     return _address(forwarded[-min(proxies, len(forwarded))]) or remote
+
+
+def throttle_group(address: str) -> str:
+    """What a throttle counts ``address`` as: itself for IPv4, its /64 for IPv6 (one host usually holds
+    a whole /64, and would otherwise count as 2^64 callers)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)

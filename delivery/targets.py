@@ -6,9 +6,9 @@ any service behind the firewall. Refused, when an endpoint is saved and again at
 the addresses its name resolves to then (a name may resolve elsewhere later: DNS rebinding):
 
 - loopback (127.0.0.0/8, ::1, ``localhost``), always: this machine's services are never a webhook;
-- cloud metadata addresses and names (169.254.169.254, fd00:ec2::254, ``metadata.google.internal``…),
-  always;
-- link-local, unspecified, multicast, reserved and every other non-public address, always;
+- cloud metadata addresses and names (169.254.169.254, fd00:ec2::254, Azure's 168.63.129.16,
+  ``metadata.google.internal``…), always;
+- link-local, site-local (fec0::/10), unspecified, multicast, reserved and every other non-public address, always;
 - private networks (RFC 1918, the 100.64.0.0/10 shared range, unique-local fc00::/7) unless
   ``WEBHOOK_ALLOW_PRIVATE_TARGETS`` is on, for an HR system on the same network.
 
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 from urllib.parse import urlsplit
-
-import urllib3
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,6 +36,7 @@ METADATA_ADDRESSES = frozenset(
         "fd00:ec2::254",  # AWS over IPv6
         "100.100.100.200",  # Alibaba Cloud
         "192.0.0.192",  # Oracle Cloud Classic
+        "168.63.129.16",  # Azure's WireServer and host agent (only this address of 168.63.129.0/24 is special)
     )
 )
 METADATA_NAMES = frozenset({
@@ -80,6 +79,8 @@ def address_refusal(address: Address) -> str | None:
         )
     if address.is_link_local:
         return "is a link-local address"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "is a site-local address (fec0::/10, internal)"
     if address.is_unspecified or address in THIS_NETWORK:
         return "is not an address one can send to"
     if address.is_multicast:
@@ -117,6 +118,10 @@ def endpoint_url_validate(url: str) -> None:
         raise ValidationError({"url": f"This URL's port is not valid ({exc})."}) from exc
     if not host:
         raise ValidationError({"url": "The URL needs a host name."})
+    try:
+        http.parse_url(url)  # what each call reads: a URL it cannot read would fail every call
+    except http.TargetRefused as exc:
+        raise ValidationError({"url": "This URL's host is not a valid host name (look for a space or an invisible character)."}) from exc
     loopback_name = host in ("localhost", "127.0.0.1", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback_name):
         raise ValidationError({"url": "Webhooks are sent over HTTPS."})
@@ -137,7 +142,7 @@ def endpoint_url_validate(url: str) -> None:
 def request(method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> http.HttpResponse:
     """The webhook call: its name checked, then every address it resolves to, and the connection made
     to a checked address (``http.request_pinned``). Raises http.TargetRefused, http.HttpTimeout."""
-    host = (urllib3.util.parse_url(url).host or "").strip("[]")  # as request_pinned reads it
+    host = (http.parse_url(url).host or "").strip("[]")  # as request_pinned reads it
     reason = name_refusal(host)
     if reason is not None:
         raise http.TargetRefused(f"{host} {reason}")

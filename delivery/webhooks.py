@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import random
 import secrets
 import time
@@ -54,6 +55,7 @@ OLDEST_RUNNING_TRANSACTION = RawSQL(
     [],
 )
 EXCERPT_CHARS = 200
+logger = logging.getLogger(__name__)
 _wanted: tuple[float, frozenset[str]] = (0.0, frozenset())
 
 
@@ -121,6 +123,9 @@ def dispatch() -> int:
         try:
             endpoint.refresh_from_db()  # its cursor as the last tick left it
             delivered += _send_waiting(endpoint)
+        except Exception:  # one endpoint's fault (a bug, bad data) must not keep the others from theirs
+            logger.exception("webhook endpoint %s: dispatch failed", endpoint.pk)
+            _back_off(endpoint)
         finally:
             lock_release(client, name, token)
     _forget_delivered()
@@ -165,6 +170,9 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
         error = excerpt(f"Refused: {exc}.")
     except http.HttpTimeout as exc:
         error = excerpt(str(exc))
+    except Exception as exc:  # a fault of Crier's: recorded and backed off like any failed call
+        logger.exception("webhook endpoint %s: the call raised", endpoint.pk)
+        error = excerpt(f"Crier error: {type(exc).__name__}")
     ok = status is not None and 200 <= status < 300
     WebhookAttempt.objects.create(
         endpoint=endpoint, first_event_id=events[0].id, last_event_id=events[-1].id, events=len(events),
@@ -173,12 +181,18 @@ def _post(endpoint: WebhookEndpoint, events: list[WebhookEvent]) -> bool:
     if ok:
         endpoint.cursor, endpoint.cursor_transaction = events[-1].id, events[-1].transaction_id
         endpoint.failures, endpoint.next_attempt_at = 0, None
+        endpoint.save(update_fields=["cursor", "cursor_transaction", "failures", "next_attempt_at"])
     else:
-        endpoint.failures += 1
-        delay = min(3600.0, 2.0 ** endpoint.failures) * random.uniform(0.8, 1.2)
-        endpoint.next_attempt_at = timezone.now() + timedelta(seconds=delay)
-    endpoint.save(update_fields=["cursor", "cursor_transaction", "failures", "next_attempt_at"])
+        _back_off(endpoint)
     return ok
+
+
+def _back_off(endpoint: WebhookEndpoint) -> None:
+    """One more failure in a row: the next call waits exponentially longer (at most an hour)."""
+    endpoint.failures += 1
+    delay = min(3600.0, 2.0 ** endpoint.failures) * random.uniform(0.8, 1.2)
+    endpoint.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    endpoint.save(update_fields=["failures", "next_attempt_at"])
 
 
 def excerpt(text: str) -> str:

@@ -83,14 +83,15 @@ DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crier
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Failed admin logins are throttled per account and per address (django-axes): past the limit, logging in
+# Failed admin logins are throttled per account and address, and per address (django-axes): past the limit, logging in
 # is refused, even with the right password, until the cool-off after the last failure; a success forgets
 # the failures. NUM_PROXIES trusted proxies in front (see campaigns/client_address.py) say which address.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
-NUM_PROXIES = env_int("NUM_PROXIES", 0)
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15.0))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Locked: an account for the address that guessed it, and an address whatever accounts it tries; never an
+# account everywhere (whoever knows a username could keep its owner out). See docs/configuration.md.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "campaigns.client_address.client_address"
 AXES_LOCKOUT_CALLABLE = "campaigns.admin.lockout.login_locked_out"
@@ -136,6 +137,8 @@ _proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto" if PR
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_" + _proxy_ssl_header.strip().upper().replace("-", "_"), "https") if _proxy_ssl_header.strip() else None
 )
+# Trusted proxies in front (the throttles' client address): one when a TLS proxy's header is trusted.
+NUM_PROXIES = env_int("NUM_PROXIES", 1 if SECURE_PROXY_SSL_HEADER else 0)
 # Browser policies: scripts, styles and fonts from Crier itself only (the admin's libraries are served
 # from node_modules as static files, the docs page's from drf-spectacular-sidecar). Styles allow inline
 # style attributes, which the admin and the Adaptive Cards renderer write; scripts allow nothing inline.

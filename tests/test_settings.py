@@ -84,6 +84,22 @@ def test_production_settings_pass_the_deployment_checks_without_a_warning():
     assert "no issues" in result.stdout
 
 
+def test_production_behind_its_tls_proxy_counts_that_proxy_by_default():
+    # Trusting X-Forwarded-Proto means a proxy is in front: counting none would make every caller share its
+    # address, and one stranger's wrong keys or passwords would lock everyone out.
+    assert production_setting("s.NUM_PROXIES") == "1"
+    assert production_setting("s.NUM_PROXIES", SECURE_PROXY_SSL_HEADER="") == "0"
+    assert production_setting("s.NUM_PROXIES", NUM_PROXIES="2") == "2"
+
+
+def test_check_deploy_warns_when_a_proxy_header_is_trusted_but_no_proxy_is_counted():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT, env=production_env(NUM_PROXIES="0"), capture_output=True, text=True, timeout=120,
+    )
+    assert "crier.W001" in result.stdout + result.stderr and "NUM_PROXIES" in result.stdout + result.stderr
+
+
 def test_production_sends_hsts_and_redirects_to_https_by_default():
     assert production_setting("(s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_HSTS_PRELOAD)") == (
         "(31536000, True, True)"

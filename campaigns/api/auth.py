@@ -12,7 +12,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from campaigns.client_address import client_address
+from campaigns.client_address import client_address, throttle_group
 from campaigns.errors import ApplicationError
 from campaigns.models import ApiKey
 from delivery.connections import redis_for
@@ -59,7 +59,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 
 
 def _failures_name(address: str) -> str:
-    return f"crier:api-key-failures:{address}"
+    return f"crier:api-key-failures:{throttle_group(address)}"
 
 
 def invalid_key_wait(*, address: str) -> int | None:
@@ -110,19 +110,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme != self.keyword or not key.strip():
             raise exceptions.AuthenticationFailed("Send the API key as 'Authorization: Bearer <key>'.")
-        # An address that guessed too many keys is refused whatever key it sends, so that a right guess
-        # is not told apart from a wrong one.
-        address = client_address(request._request)
-        wait = invalid_key_wait(address=address)
-        if wait is not None:
-            raise exceptions.Throttled(wait=wait, detail="Too many invalid API keys from this address.")
+        # Only invalid keys are throttled: a valid key is never refused, so that callers sharing an address
+        # (behind a proxy, a NAT) cannot lock each other out. Keys hold 256 random bits: telling a right
+        # guess from a wrong one gives nothing away, since no guess is ever right.
         api_key = ApiKey.objects.filter(key_hash=hash_key(key.strip()), revoked_at__isnull=True).first()
-        if api_key is None:
-            invalid_key_record(address=address)
-            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         now = timezone.now()
-        if api_key.expires_at is not None and api_key.expires_at <= now:
+        expired = api_key is not None and api_key.expires_at is not None and api_key.expires_at <= now
+        if api_key is None or expired:
+            address = client_address(request._request)
+            wait = invalid_key_wait(address=address)
+            if wait is not None:
+                raise exceptions.Throttled(wait=wait, detail="Too many invalid API keys from this address.")
             invalid_key_record(address=address)
+            if api_key is None:
+                raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
             raise exceptions.AuthenticationFailed(f"This API key expired at {api_key.expires_at.isoformat()}.")
         request._request.crier_api_key = api_key  # for the audit trail (campaigns.api.audit)
         if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:

@@ -7,6 +7,13 @@ import pytest
 from django.db import connection
 
 
+@pytest.fixture(autouse=True)
+def forget_readiness():
+    from bots import health
+
+    health._checked.clear()  # each test asks afresh, whatever the one before it was answered
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -51,3 +58,24 @@ def test_liveness_answers_without_postgresql_or_redis(client, settings, monkeypa
     response = client.get("/livez")
     assert response.status_code == 200
     assert response.json() == {"ok": True}
+
+
+@pytest.mark.django_db
+def test_readiness_opens_no_new_connections_on_every_hit(client, monkeypatch):
+    from bots import health
+
+    checks = []
+    real_database_check, real_redis_check = health.database_check, health.redis_check
+    monkeypatch.setattr(health, "database_check", lambda **kw: checks.append("postgresql") or real_database_check(**kw))
+    monkeypatch.setattr(health, "redis_check", lambda **kw: checks.append("redis") or real_redis_check(**kw))
+    now = [1000.0]
+    monkeypatch.setattr(health.time, "monotonic", lambda: now[0])
+
+    answers = [client.get("/readyz").status_code for _ in range(20)]
+
+    assert answers == [200] * 20
+    assert checks == ["postgresql", "redis"]  # an unauthenticated probe cannot make Crier open 40 connections
+
+    now[0] += health.READINESS_CACHE_SECONDS + 0.1
+    assert client.get("/readyz").status_code == 200
+    assert checks == ["postgresql", "redis"] * 2

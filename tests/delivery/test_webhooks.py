@@ -5,6 +5,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -207,12 +208,14 @@ LOOPBACK = ["https://127.0.0.1/", "http://127.0.0.1:6391/", "https://localhost/"
             "https://127.1/", "https://2130706433/", "https://0x7f000001/", "https://api.localhost/"]
 METADATA = ["https://169.254.169.254/latest/meta-data/", "https://[fd00:ec2::254]/",
             "https://metadata.google.internal/computeMetadata/v1/", "https://metadata.goog/",
-            "https://100.100.100.200/", "https://[::ffff:169.254.169.254]/", "https://[::ffff:a9fe:a9fe]/"]
+            "https://100.100.100.200/", "https://[::ffff:169.254.169.254]/", "https://[::ffff:a9fe:a9fe]/",
+            "https://168.63.129.16/machine?comp=goalstate"]
 PRIVATE = ["https://10.0.0.5/", "https://172.16.3.4/", "https://192.168.1.10/", "https://100.64.0.1/",
            "https://[fd12:3456::1]/", "https://[::ffff:10.0.0.5]/"]
 OTHER_INTERNAL = ["https://0.0.0.0/", "https://[::]/", "https://169.254.1.1/", "https://[fe80::1]/",
                   "https://224.0.0.1/", "https://[ff02::1]/", "https://240.0.0.1/", "https://255.255.255.255/",
-                  "https://[::ffff:127.0.0.1]/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/"]
+                  "https://[::ffff:127.0.0.1]/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/",
+                  "https://[fec0::1]/"]
 
 
 def endpoint_for(url: str) -> WebhookEndpoint:
@@ -405,3 +408,136 @@ def test_a_failed_call_is_logged_without_the_urls_path_which_may_hold_a_secret(s
     attempt = WebhookAttempt.objects.get()
     assert attempt.status_code is None and f"127.0.0.1:{port}" in attempt.error
     assert "s3cr3t" not in attempt.error
+
+
+# --- A URL that cannot be parsed stops nothing ----------------------------------------------------
+
+UNPARSABLE = ["https://hr\u200b.example.com/hook", "https://hr .example.com/hook", "https://hr%00.example.com/hook"]
+
+
+@pytest.mark.parametrize("url", UNPARSABLE)
+def test_it_refuses_a_url_whose_host_cannot_be_parsed_when_saved(strict, url):
+    with pytest.raises(ValidationError) as refused:
+        endpoint_for(url).full_clean()
+    assert "url" in refused.value.message_dict
+
+
+def test_an_unparsable_stored_url_is_a_failed_attempt_with_backoff(settings):
+    WebhookEndpoint.objects.create(name="typo", url=UNPARSABLE[0], secret=SECRET, events=["opt_out.created"])
+    webhooks.forget_subscriptions()
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 0
+
+    attempt = WebhookAttempt.objects.get()
+    assert (attempt.ok, attempt.status_code) == (False, None) and attempt.error.startswith("Refused:")
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.failures == 1 and endpoint.next_attempt_at > timezone.now()
+
+
+def test_an_unparsable_url_does_not_keep_a_healthy_endpoint_from_its_events(receiver):
+    WebhookEndpoint.objects.create(name="a-typo", url=UNPARSABLE[0], secret=SECRET, events=["opt_out.created"])
+    healthy = subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 1
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
+    healthy.refresh_from_db()
+    assert healthy.failures == 0
+
+
+def test_an_endpoint_whose_call_raises_does_not_keep_the_others_from_their_events(receiver, monkeypatch):
+    broken = WebhookEndpoint.objects.create(name="a-broken", url="https://hooks.example/in", secret=SECRET,
+                                            events=["opt_out.created"])
+    subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    real_request = webhooks.targets.request
+
+    def request(method, url, **kwargs):
+        if url == broken.url:
+            raise RuntimeError("a bug")
+        return real_request(method, url, **kwargs)
+
+    monkeypatch.setattr(webhooks.targets, "request", request)
+
+    assert webhooks.dispatch() == 1
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
+    broken.refresh_from_db()
+    assert broken.failures == 1 and broken.next_attempt_at is not None
+    attempt = WebhookAttempt.objects.get(endpoint=broken)
+    assert (attempt.ok, attempt.error) == (False, "Crier error: RuntimeError")
+
+
+def test_an_endpoint_that_cannot_be_dispatched_does_not_keep_the_others_from_their_events(receiver, monkeypatch):
+    broken = WebhookEndpoint.objects.create(name="a-broken", url="https://hooks.example/in", secret="whsec_bad",
+                                            events=["opt_out.created"])
+    subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    real_signature = webhooks.signature
+
+    def signature(*, secret, **kwargs):
+        if secret == broken.secret:
+            raise ValueError("bad data")
+        return real_signature(secret=secret, **kwargs)
+
+    monkeypatch.setattr(webhooks, "signature", signature)
+
+    assert webhooks.dispatch() == 1
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E1"]
+    broken.refresh_from_db()
+    assert broken.failures == 1 and broken.next_attempt_at > timezone.now()
+
+
+# --- A slow endpoint holds the dispatcher no longer than WEBHOOK_TIMEOUT_SECONDS ------------------
+
+class Trickler:
+    """An endpoint that answers one byte every ``pause`` seconds (30 of them, 9 s): headers or body."""
+
+    def __init__(self, *, in_body: bool, pause: float = 0.3) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hooks"
+        self.stop = threading.Event()
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n" if in_body else b"HTTP/1.1 200 OK\r\nX-Slow: "
+        slow = b"x" * 30 if in_body else b"y" * 26 + b"\r\n\r\n"
+
+        def serve():
+            connection, _ = self.listener.accept()
+            with connection:
+                connection.recv(65536)
+                try:
+                    connection.sendall(head)
+                    for byte in slow:
+                        if self.stop.wait(pause):
+                            return
+                        connection.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("in_body", [False, True], ids=["trickled-headers", "trickled-body"])
+def test_a_slow_endpoint_is_cut_off_at_the_webhook_timeout(settings, in_body):
+    settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1.0
+    slow = Trickler(in_body=in_body)
+    try:
+        WebhookEndpoint.objects.create(name="slow", url=slow.url, secret=SECRET, events=["opt_out.created"])
+        webhooks.forget_subscriptions()
+        opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+        started = time.monotonic()
+
+        assert webhooks.dispatch() == 0
+
+        assert time.monotonic() - started < 3.0  # the trickle goes on for 9 s
+        attempt = WebhookAttempt.objects.get()
+        assert (attempt.ok, attempt.status_code) == (False, None) and "1.0 s" in attempt.error
+    finally:
+        slow.close()

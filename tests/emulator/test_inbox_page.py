@@ -62,3 +62,18 @@ def test_a_card_s_text_cannot_end_its_data_block(teams):
     [data] = re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', page)
     assert json.loads(data)["text"].startswith("Hi ")
     assert "<!--" not in data and "&" not in data
+
+
+def test_the_inbox_allows_only_its_own_scripts(teams):
+    person = factories.recipient(first_name="Robin")
+    sent_to(person, text="Hello {{first_name}}")
+
+    page = get(teams, f"/inbox/{person.aad_object_id}")
+
+    policy = {
+        directive.split()[0]: directive.split()[1:]
+        for directive in page.headers["Content-Security-Policy"].split(";") if directive.strip()
+    }
+    assert policy["script-src"] == ["'self'"]  # no inline script, no other origin: a message cannot run one
+    assert policy["default-src"] == ["'none'"] and policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
