@@ -8,12 +8,9 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
-from rest_framework.permissions import SAFE_METHODS
-
-from campaigns.models import ApiKey
 
 from . import idempotency
-from .permissions import SEND_ACTIONS
+from .permissions import required_scope
 from .serializers import MAX_BULK_ROWS, ErrorSerializer
 
 
@@ -100,15 +97,6 @@ RETRY_AFTER = {
 }
 
 
-def required_scope(view, method: str) -> str:
-    """The scope an operation needs: the schema's reading of ``permissions.required_scope``."""
-    if method in SAFE_METHODS:
-        return ApiKey.Scope.READ
-    if getattr(view, "action", None) in SEND_ACTIONS:
-        return ApiKey.Scope.CAMPAIGNS_SEND
-    return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
-
-
 class CrierAutoSchema(AutoSchema):
     """Documents, next to each operation's own answers, its scope, its Idempotency-Key and the error
     answers it can give, in the one error shape."""
@@ -118,7 +106,7 @@ class CrierAutoSchema(AutoSchema):
         return [resource]
 
     def _scope(self) -> str:
-        return str(required_scope(self.view, self.method))
+        return str(required_scope(method=self.method, view=self.view))
 
     def get_operation(self, *args, **kwargs):
         operation = super().get_operation(*args, **kwargs)

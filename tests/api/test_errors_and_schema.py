@@ -114,6 +114,7 @@ def test_every_post_documents_the_idempotency_key_header(openapi):
         ("/api/v1/campaigns/{id}/launch/", "POST", "campaigns:send"),
         ("/api/v1/messages/", "POST", "campaigns:send"),
         ("/api/v1/opt-outs/{id}/", "DELETE", "opt-outs:write"),
+        ("/api/v1/templates/{id}/approve-direct/", "POST", "campaigns:approve"),
     ],
 )
 def test_each_operation_names_the_scope_it_needs(openapi, path, method, scope):
