@@ -129,7 +129,8 @@ class CrierAutoSchema(AutoSchema):
                     # would be refused as a reused key.
                     description="Any unique string of 1 to 255 characters, such as `people-2026-11-25`: a retry "
                     "with the same key and body gets the first answer (with `Idempotent-Replayed: true`) and "
-                    "does nothing again; the same key with another body is a 422.",
+                    "does nothing again; the same key with another body is a 422. An answer that asks for a retry "
+                    "(5xx, 429, 409 `concurrent_update`) is not kept.",
                 )
             )
         return parameters
