@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor
@@ -32,6 +32,8 @@ RECIPIENT_FIELDS = (
     "is_active",
     "attributes",
 )
+# A deadlock or a serialization failure: the upload lost a race with another and may simply be sent again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 def _by_column(column: str, values: list[Any], other: str) -> list[tuple[Any, Any]]:
@@ -126,8 +128,11 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
             before = dict(_by_column("external_id", external_ids, "is_active"))
             if valid:
                 statement, params = _upsert_statement(with_sync=sync is not None)
+                # In external_id order, so that uploads of the same people take their locks in the same
+                # order and wait for each other instead of deadlocking.
+                ordered = sorted(valid, key=lambda row: row["external_id"])
                 rows_json = json.dumps(
-                    [{"external_id": row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}} for row in valid],
+                    [{"external_id": row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}} for row in ordered],
                     default=str,  # UUIDs and dates, as PostgreSQL reads them
                 )
                 with connection.cursor() as cursor:
@@ -135,8 +140,11 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
                     updated, inserted = cursor.fetchone()
                 if updated + inserted != len(valid):
                     raise IntegrityError("people created by another upload meanwhile")
-    except IntegrityError as exc:
-        # Another upload gave one of these Entra object ids to someone else in the meantime.
+    except (IntegrityError, OperationalError) as exc:
+        # Another upload created these people or gave one of these Entra object ids to someone else in
+        # the meantime, or the database chose this upload to lose a deadlock.
+        if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+            raise
         raise ApplicationError(
             "Another upload changed some of these people at the same time; nothing was saved: send the batch again.",
             code="concurrent_update",
