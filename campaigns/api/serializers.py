@@ -129,6 +129,28 @@ class OptionalTextField(serializers.CharField):
         return value
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID as the schema says: a string (DRF would also take an integer and make a UUID of it)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class StrictDateField(serializers.DateField):
+    """A date as the schema's ``format: date`` says: a YYYY-MM-DD string, nothing else that Python's
+    ``fromisoformat`` reads (``2021-W01-1``, ``20240501``)."""
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+            self.fail("invalid", format="YYYY-MM-DD")
+        return super().to_internal_value(value)
+
+
 @extend_schema_field(
     {
         "type": "object",
@@ -162,7 +184,7 @@ class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     external_id = serializers.CharField(max_length=255, help_text="The HR system's id.")
     email = OptionalTextField(max_length=254, check=EmailValidator())
     upn = OptionalTextField(max_length=255)
-    aad_object_id = serializers.UUIDField(required=False, allow_null=True, help_text="Entra object id.")
+    aad_object_id = StrictUUIDField(required=False, allow_null=True, help_text="Entra object id.")
     tenant_id = OptionalTextField(max_length=64)
     first_name = OptionalTextField(max_length=150)
     last_name = OptionalTextField(max_length=150)
@@ -173,7 +195,7 @@ class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     country = OptionalTextField(max_length=2, help_text="ISO 3166-1 alpha-2, any case.")
     time_zone = OptionalTextField(max_length=64, help_text="An IANA zone such as Europe/Paris.")
     locale = OptionalTextField(max_length=35)
-    start_date = serializers.DateField(required=False, allow_null=True)
+    start_date = StrictDateField(required=False, allow_null=True, help_text="YYYY-MM-DD.")
     is_active = serializers.BooleanField(required=False, help_text="false deactivates a leaver.")
     attributes = AttributesField(required=False, allow_null=True)
 
