@@ -158,7 +158,9 @@ class StrictDateField(serializers.DateField):
             "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
             "nullable": True,
         },
-        "description": "Free attributes for rules and placeholders: a flat object of strings, numbers and booleans.",
+        "description": "Free attributes for rules and placeholders: a flat object of strings, numbers and booleans. "
+        "A row's `attributes` replaces the person's attributes as a whole, not merged: a key it leaves out "
+        "is removed, and null clears them all. Send every attribute each time.",
     }
 )
 class AttributesField(serializers.JSONField):

@@ -198,3 +198,9 @@ def test_the_bulk_body_takes_any_row_and_says_how_many(openapi):
 
     assert recipients["maxItems"] == 10_000
     assert recipients["items"]["anyOf"] == [{"$ref": "#/components/schemas/RecipientRowRequest"}, {}]
+
+
+def test_the_schema_says_attributes_are_replaced_as_a_whole(openapi):
+    attributes = openapi["components"]["schemas"]["RecipientRowRequest"]["properties"]["attributes"]
+
+    assert "replaces the person's attributes as a whole" in attributes["description"]

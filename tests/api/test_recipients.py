@@ -358,3 +358,12 @@ def test_bulk_upsert_accepts_a_uuid_string_and_a_yyyy_mm_dd_date(api):
     assert response.status_code == 200 and response.json()["errors"] == []
     stored = Recipient.objects.get(external_id="E1")
     assert (str(stored.aad_object_id), stored.start_date.isoformat()) == (aad.lower(), "2024-05-01")
+
+
+def test_bulk_upsert_replaces_attributes_as_a_whole_rather_than_merging_them(api):
+    factories.recipient(external_id="E1", attributes={"site": "Paris", "grade": 7})
+
+    response = api.post(BULK, {"recipients": [{"external_id": "E1", "attributes": {"site": "Lyon"}}]}, format="json")
+
+    assert response.status_code == 200 and response.json()["errors"] == []
+    assert Recipient.objects.get(external_id="E1").attributes == {"site": "Lyon"}
