@@ -94,6 +94,20 @@ def _upsert_statement(*, with_sync: bool) -> tuple[str, tuple[Any, ...]]:
     return statement, (*assignment_params, *value_params)
 
 
+def _sync_hold_open(sync: RecipientSync) -> None:
+    """Inside the upload's transaction: holds the sync FOR SHARE, so that ``recipient_sync_finish``
+    (which locks it FOR UPDATE) waits for this upload to commit and so sees whom it listed; and
+    refuses the upload if the sync finished while it was on its way."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT finished_at FROM {connection.ops.quote_name(RecipientSync._meta.db_table)} WHERE id = %s FOR SHARE",
+            [sync.pk],
+        )
+        found = cursor.fetchone()
+    if found is None or found[0] is not None:
+        raise ApplicationError(f"Sync {sync.pk} is finished; start a new one.", code="invalid_state", status=409)
+
+
 @dataclass
 class UpsertResult:
     created: int = 0
@@ -125,6 +139,8 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
         valid.append(row)
     try:
         with transaction.atomic():
+            if sync is not None:
+                _sync_hold_open(sync)
             before = dict(_by_column("external_id", external_ids, "is_active"))
             if valid:
                 statement, params = _upsert_statement(with_sync=sync is not None)

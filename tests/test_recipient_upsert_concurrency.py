@@ -116,3 +116,42 @@ def test_a_deadlock_or_serialization_failure_in_the_upsert_is_a_409_asking_to_se
 
     assert (raised.value.code, raised.value.status) == ("concurrent_update", 409)
     assert not Recipient.objects.filter(external_id="E1").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_into_a_sync_that_finishes_meanwhile_is_refused_rather_than_leaving_a_listed_person_deactivated():
+    from campaigns.models import RecipientSync
+    from tests import factories
+
+    sync = RecipientSync.objects.create()
+    factories.recipient(external_id="listed-before", last_sync=sync)
+    factories.recipient(external_id="late")
+    finishing = _other_connection()  # the finish, as recipient_sync_finish does it, not committed yet
+    finishing.execute(f"SELECT 1 FROM {RecipientSync._meta.db_table} WHERE id = %s FOR UPDATE", [sync.pk])
+    finishing.execute(
+        f"UPDATE {Recipient._meta.db_table} SET is_active = false WHERE is_active AND last_sync_id IS DISTINCT FROM %s",
+        [sync.pk],
+    )
+    finishing.execute(f"UPDATE {RecipientSync._meta.db_table} SET finished_at = now() WHERE id = %s", [sync.pk])
+    outcome = {}
+
+    def upload():  # the view read the sync before the finish: not finished then
+        try:
+            outcome["result"] = recipients_bulk_upsert(rows=[{"external_id": "late", "first_name": "Late"}], sync=sync)
+        except ApplicationError as exc:
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    time.sleep(0.5)
+    finishing.commit()
+    finishing.close()
+    thread.join(timeout=10)
+
+    assert "result" not in outcome, "the upload said it listed someone the finished sync had deactivated"
+    assert (outcome["error"].code, outcome["error"].status) == ("invalid_state", 409)
+    late = Recipient.objects.get(external_id="late")
+    assert (late.is_active, late.last_sync_id) == (False, None)
+    assert late.first_name != "Late"  # nothing of the refused upload was saved
