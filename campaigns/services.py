@@ -108,6 +108,17 @@ def _sync_hold_open(sync: RecipientSync) -> None:
         raise ApplicationError(f"Sync {sync.pk} is finished; start a new one.", code="invalid_state", status=409)
 
 
+def _sync_list_only(*, sync: RecipientSync, external_ids: list[str]) -> None:
+    """Marks these existing people as listed by the sync, changing nothing else of theirs."""
+    meta, quote = Recipient._meta, connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {quote(meta.get_field('last_sync').column)} = %s "
+            f"WHERE {quote(meta.get_field('external_id').column)} = ANY(%s::text[])",
+            [sync.pk, external_ids],
+        )
+
+
 @dataclass
 class UpsertResult:
     created: int = 0
@@ -116,12 +127,16 @@ class UpsertResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | None = None) -> UpsertResult:
+def recipients_bulk_upsert(
+    *, rows: list[dict[str, Any]], sync: RecipientSync | None = None, also_listed: list[str] | tuple[str, ...] = ()
+) -> UpsertResult:
     """Creates or updates people by ``external_id`` in one statement. A row changes only the fields
     it names: a field left out stays as it is (a new person gets its empty value), and null clears
     it. A row whose Entra object id already belongs to
     someone else is reported (with its index) and the others are still saved. With ``sync``, the
-    people are marked as listed by that full sync."""
+    people are marked as listed by that full sync, and so are the existing people of the rows
+    refused (``also_listed``, and those refused here), with nothing else of theirs changed: a full
+    sync deactivates nobody for a typo in one field."""
     if sync is not None and sync.finished_at is not None:
         raise ApplicationError(f"Sync {sync.pk} is finished; start a new one.", code="invalid_state", status=409)
     result = UpsertResult()
@@ -129,12 +144,14 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
     aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
     owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
     valid: list[dict[str, Any]] = []
+    refused = set(also_listed)
     for index, row in enumerate(rows):
         aad = row.get("aad_object_id")
         if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
             result.errors.append(
                 {"index": index, "field": "aad_object_id", "message": f"Already used by recipient {owners[aad]!r}."}
             )
+            refused.add(row["external_id"])
             continue
         valid.append(row)
     try:
@@ -156,6 +173,8 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
                     updated, inserted = cursor.fetchone()
                 if updated + inserted != len(valid):
                     raise IntegrityError("people created by another upload meanwhile")
+            if sync is not None and refused:
+                _sync_list_only(sync=sync, external_ids=sorted(refused))
     except (IntegrityError, OperationalError) as exc:
         # Another upload created these people or gave one of these Entra object ids to someone else in
         # the meantime, or the database chose this upload to lose a deadlock.

@@ -306,6 +306,21 @@ def recipient_rows_validate(rows: list[Any]) -> tuple[list[dict[str, Any]], list
     return valid, indexes, errors
 
 
+def recipient_rows_refused_ids(rows: list[Any], errors: list[dict[str, Any]]) -> list[str]:
+    """The external ids of the rows refused in ``errors`` that name one validly: a full sync still
+    lists those people, so that a typo in one field does not deactivate them."""
+    field = RecipientRowSerializer().fields["external_id"]
+    ids: set[str] = set()
+    for index in {error["index"] for error in errors}:
+        row = rows[index]
+        if isinstance(row, Mapping) and isinstance(row.get("external_id"), str):
+            try:
+                ids.add(field.run_validation(row["external_id"]))
+            except serializers.ValidationError:
+                continue
+    return sorted(ids)
+
+
 class RecipientBulkSerializer(serializers.Serializer):
     """Up to 10,000 people. Each row is checked on its own: a bad row is reported and the others
     are saved."""
