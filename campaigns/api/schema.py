@@ -255,6 +255,7 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
     opt_out = schemas.get("OptOutRequest", {}).get("properties", {}).get("category")
     if opt_out is not None:
         opt_out.pop("minLength", None)
+        opt_out["pattern"] = f"^$|{NOT_BLANK}"  # "" names every category; blank text names none
         opt_out["description"] = (
             'A category slug; null or "" (or leaving it out) for every non-mandatory category.'
         )

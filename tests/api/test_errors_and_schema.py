@@ -204,3 +204,11 @@ def test_the_schema_says_attributes_are_replaced_as_a_whole(openapi):
     attributes = openapi["components"]["schemas"]["RecipientRowRequest"]["properties"]["attributes"]
 
     assert "replaces the person's attributes as a whole" in attributes["description"]
+
+
+def test_the_schema_lets_an_opt_out_name_every_category_with_an_empty_string(openapi):
+    category = openapi["components"]["schemas"]["OptOutRequest"]["properties"]["category"]
+    pattern = re.compile(category["pattern"])  # JSON Schema patterns match anywhere in the value
+
+    assert pattern.search("") and pattern.search("news")
+    assert not pattern.search("   ")
