@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor
@@ -32,6 +32,8 @@ RECIPIENT_FIELDS = (
     "is_active",
     "attributes",
 )
+# A deadlock or a serialization failure: the upload lost a race with another and may simply be sent again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 def _by_column(column: str, values: list[Any], other: str) -> list[tuple[Any, Any]]:
@@ -92,6 +94,31 @@ def _upsert_statement(*, with_sync: bool) -> tuple[str, tuple[Any, ...]]:
     return statement, (*assignment_params, *value_params)
 
 
+def _sync_hold_open(sync: RecipientSync) -> None:
+    """Inside the upload's transaction: holds the sync FOR SHARE, so that ``recipient_sync_finish``
+    (which locks it FOR UPDATE) waits for this upload to commit and so sees whom it listed; and
+    refuses the upload if the sync finished while it was on its way."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT finished_at FROM {connection.ops.quote_name(RecipientSync._meta.db_table)} WHERE id = %s FOR SHARE",
+            [sync.pk],
+        )
+        found = cursor.fetchone()
+    if found is None or found[0] is not None:
+        raise ApplicationError(f"Sync {sync.pk} is finished; start a new one.", code="invalid_state", status=409)
+
+
+def _sync_list_only(*, sync: RecipientSync, external_ids: list[str]) -> None:
+    """Marks these existing people as listed by the sync, changing nothing else of theirs."""
+    meta, quote = Recipient._meta, connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {quote(meta.get_field('last_sync').column)} = %s "
+            f"WHERE {quote(meta.get_field('external_id').column)} = ANY(%s::text[])",
+            [sync.pk, external_ids],
+        )
+
+
 @dataclass
 class UpsertResult:
     created: int = 0
@@ -100,12 +127,16 @@ class UpsertResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | None = None) -> UpsertResult:
+def recipients_bulk_upsert(
+    *, rows: list[dict[str, Any]], sync: RecipientSync | None = None, also_listed: list[str] | tuple[str, ...] = ()
+) -> UpsertResult:
     """Creates or updates people by ``external_id`` in one statement. A row changes only the fields
     it names: a field left out stays as it is (a new person gets its empty value), and null clears
     it. A row whose Entra object id already belongs to
     someone else is reported (with its index) and the others are still saved. With ``sync``, the
-    people are marked as listed by that full sync."""
+    people are marked as listed by that full sync, and so are the existing people of the rows
+    refused (``also_listed``, and those refused here), with nothing else of theirs changed: a full
+    sync deactivates nobody for a typo in one field."""
     if sync is not None and sync.finished_at is not None:
         raise ApplicationError(f"Sync {sync.pk} is finished; start a new one.", code="invalid_state", status=409)
     result = UpsertResult()
@@ -113,21 +144,28 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
     aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
     owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
     valid: list[dict[str, Any]] = []
+    refused = set(also_listed)
     for index, row in enumerate(rows):
         aad = row.get("aad_object_id")
         if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
             result.errors.append(
                 {"index": index, "field": "aad_object_id", "message": f"Already used by recipient {owners[aad]!r}."}
             )
+            refused.add(row["external_id"])
             continue
         valid.append(row)
     try:
         with transaction.atomic():
+            if sync is not None:
+                _sync_hold_open(sync)
             before = dict(_by_column("external_id", external_ids, "is_active"))
             if valid:
                 statement, params = _upsert_statement(with_sync=sync is not None)
+                # In external_id order, so that uploads of the same people take their locks in the same
+                # order and wait for each other instead of deadlocking.
+                ordered = sorted(valid, key=lambda row: row["external_id"])
                 rows_json = json.dumps(
-                    [{"external_id": row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}} for row in valid],
+                    [{"external_id": row["external_id"], **{k: row[k] for k in RECIPIENT_FIELDS if k in row}} for row in ordered],
                     default=str,  # UUIDs and dates, as PostgreSQL reads them
                 )
                 with connection.cursor() as cursor:
@@ -135,8 +173,13 @@ def recipients_bulk_upsert(*, rows: list[dict[str, Any]], sync: RecipientSync | 
                     updated, inserted = cursor.fetchone()
                 if updated + inserted != len(valid):
                     raise IntegrityError("people created by another upload meanwhile")
-    except IntegrityError as exc:
-        # Another upload gave one of these Entra object ids to someone else in the meantime.
+            if sync is not None and refused:
+                _sync_list_only(sync=sync, external_ids=sorted(refused))
+    except (IntegrityError, OperationalError) as exc:
+        # Another upload created these people or gave one of these Entra object ids to someone else in
+        # the meantime, or the database chose this upload to lose a deadlock.
+        if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+            raise
         raise ApplicationError(
             "Another upload changed some of these people at the same time; nothing was saved: send the batch again.",
             code="concurrent_update",

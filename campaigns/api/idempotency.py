@@ -1,7 +1,7 @@
 """``Idempotency-Key`` on POST, as HR systems that retry expect: a replay within 24 hours returns
 the first answer; the same key with a different body is a 422; a replay while the first request is
-still running is a 409. Keys belong to the API key that sent them. A first answer that was a server
-error is not kept, so the request can be retried."""
+still running is a 409. Keys belong to the API key that sent them. A first answer that asks for a
+retry (a server error, a 429, a 409 ``concurrent_update``) is not kept, so the retry runs."""
 
 from __future__ import annotations
 
@@ -65,8 +65,22 @@ def idempotency_begin(*, api_key: ApiKey, key: str, fingerprint: str) -> Idempot
     raise Replay(status=record.status_code, body=record.body)
 
 
+# 409 codes that say "try again": replaying them would refuse the very retry they ask for.
+TRANSIENT_CONFLICTS = frozenset({"concurrent_update", "idempotency_key_in_progress"})
+
+
+def _is_transient(*, status: int, body: Any) -> bool:
+    if status >= 500 or status == 429:
+        return True
+    if status != 409 or not isinstance(body, dict):
+        return False
+    error = body.get("error")
+    return isinstance(error, dict) and error.get("code") in TRANSIENT_CONFLICTS
+
+
 def idempotency_finish(*, record: IdempotencyRecord, status: int, body: Any) -> None:
-    if status >= 500:
+    """Keeps the answer for replay, unless it is one a retry may change (see ``_is_transient``)."""
+    if _is_transient(status=status, body=body):
         record.delete()
         return
     record.completed = True

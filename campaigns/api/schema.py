@@ -8,12 +8,9 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
-from rest_framework.permissions import SAFE_METHODS
-
-from campaigns.models import ApiKey
 
 from . import idempotency
-from .permissions import SEND_ACTIONS
+from .permissions import required_scope
 from .serializers import MAX_BULK_ROWS, ErrorSerializer
 
 
@@ -100,15 +97,6 @@ RETRY_AFTER = {
 }
 
 
-def required_scope(view, method: str) -> str:
-    """The scope an operation needs: the schema's reading of ``permissions.required_scope``."""
-    if method in SAFE_METHODS:
-        return ApiKey.Scope.READ
-    if getattr(view, "action", None) in SEND_ACTIONS:
-        return ApiKey.Scope.CAMPAIGNS_SEND
-    return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
-
-
 class CrierAutoSchema(AutoSchema):
     """Documents, next to each operation's own answers, its scope, its Idempotency-Key and the error
     answers it can give, in the one error shape."""
@@ -118,7 +106,7 @@ class CrierAutoSchema(AutoSchema):
         return [resource]
 
     def _scope(self) -> str:
-        return str(required_scope(self.view, self.method))
+        return str(required_scope(method=self.method, view=self.view))
 
     def get_operation(self, *args, **kwargs):
         operation = super().get_operation(*args, **kwargs)
@@ -141,7 +129,8 @@ class CrierAutoSchema(AutoSchema):
                     # would be refused as a reused key.
                     description="Any unique string of 1 to 255 characters, such as `people-2026-11-25`: a retry "
                     "with the same key and body gets the first answer (with `Idempotent-Replayed: true`) and "
-                    "does nothing again; the same key with another body is a 422.",
+                    "does nothing again; the same key with another body is a 422. An answer that asks for a retry "
+                    "(5xx, 429, 409 `concurrent_update`) is not kept.",
                 )
             )
         return parameters
@@ -266,6 +255,7 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
     opt_out = schemas.get("OptOutRequest", {}).get("properties", {}).get("category")
     if opt_out is not None:
         opt_out.pop("minLength", None)
+        opt_out["pattern"] = f"^$|{NOT_BLANK}"  # "" names every category; blank text names none
         opt_out["description"] = (
             'A category slug; null or "" (or leaving it out) for every non-mandatory category.'
         )

@@ -129,6 +129,28 @@ class OptionalTextField(serializers.CharField):
         return value
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID as the schema says: a string (DRF would also take an integer and make a UUID of it)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class StrictDateField(serializers.DateField):
+    """A date as the schema's ``format: date`` says: a YYYY-MM-DD string, nothing else that Python's
+    ``fromisoformat`` reads (``2021-W01-1``, ``20240501``)."""
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+            self.fail("invalid", format="YYYY-MM-DD")
+        return super().to_internal_value(value)
+
+
 @extend_schema_field(
     {
         "type": "object",
@@ -136,7 +158,9 @@ class OptionalTextField(serializers.CharField):
             "oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
             "nullable": True,
         },
-        "description": "Free attributes for rules and placeholders: a flat object of strings, numbers and booleans.",
+        "description": "Free attributes for rules and placeholders: a flat object of strings, numbers and booleans. "
+        "A row's `attributes` replaces the person's attributes as a whole, not merged: a key it leaves out "
+        "is removed, and null clears them all. Send every attribute each time.",
     }
 )
 class AttributesField(serializers.JSONField):
@@ -162,7 +186,7 @@ class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     external_id = serializers.CharField(max_length=255, help_text="The HR system's id.")
     email = OptionalTextField(max_length=254, check=EmailValidator())
     upn = OptionalTextField(max_length=255)
-    aad_object_id = serializers.UUIDField(required=False, allow_null=True, help_text="Entra object id.")
+    aad_object_id = StrictUUIDField(required=False, allow_null=True, help_text="Entra object id.")
     tenant_id = OptionalTextField(max_length=64)
     first_name = OptionalTextField(max_length=150)
     last_name = OptionalTextField(max_length=150)
@@ -173,7 +197,7 @@ class RecipientRowSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     country = OptionalTextField(max_length=2, help_text="ISO 3166-1 alpha-2, any case.")
     time_zone = OptionalTextField(max_length=64, help_text="An IANA zone such as Europe/Paris.")
     locale = OptionalTextField(max_length=35)
-    start_date = serializers.DateField(required=False, allow_null=True)
+    start_date = StrictDateField(required=False, allow_null=True, help_text="YYYY-MM-DD.")
     is_active = serializers.BooleanField(required=False, help_text="false deactivates a leaver.")
     attributes = AttributesField(required=False, allow_null=True)
 
@@ -280,6 +304,21 @@ def recipient_rows_validate(rows: list[Any]) -> tuple[list[dict[str, Any]], list
             valid.append(data)
             indexes.append(index)
     return valid, indexes, errors
+
+
+def recipient_rows_refused_ids(rows: list[Any], errors: list[dict[str, Any]]) -> list[str]:
+    """The external ids of the rows refused in ``errors`` that name one validly: a full sync still
+    lists those people, so that a typo in one field does not deactivate them."""
+    field = RecipientRowSerializer().fields["external_id"]
+    ids: set[str] = set()
+    for index in {error["index"] for error in errors}:
+        row = rows[index]
+        if isinstance(row, Mapping) and isinstance(row.get("external_id"), str):
+            try:
+                ids.add(field.run_validation(row["external_id"]))
+            except serializers.ValidationError:
+                continue
+    return sorted(ids)
 
 
 class RecipientBulkSerializer(serializers.Serializer):

@@ -71,6 +71,7 @@ from .serializers import (
     RecipientSyncSerializer,
     TemplatePreviewSerializer,
     TestSendSerializer,
+    recipient_rows_refused_ids,
     recipient_rows_validate,
 )
 
@@ -174,7 +175,8 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
                 {"recipients": [f"At most {MAX_BULK_ROWS} people per call; this one has {len(rows)}. Split it."]}
             )
         valid, indexes, errors = recipient_rows_validate(rows)
-        result = recipients_bulk_upsert(rows=valid, sync=sync)
+        refused = recipient_rows_refused_ids(rows, errors) if sync is not None else []
+        result = recipients_bulk_upsert(rows=valid, sync=sync, also_listed=refused)
         errors.extend({**error, "index": indexes[error["index"]]} for error in result.errors)
         errors.sort(key=lambda error: error["index"])
         return Response(

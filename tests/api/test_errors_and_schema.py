@@ -114,6 +114,7 @@ def test_every_post_documents_the_idempotency_key_header(openapi):
         ("/api/v1/campaigns/{id}/launch/", "POST", "campaigns:send"),
         ("/api/v1/messages/", "POST", "campaigns:send"),
         ("/api/v1/opt-outs/{id}/", "DELETE", "opt-outs:write"),
+        ("/api/v1/templates/{id}/approve-direct/", "POST", "campaigns:approve"),
     ],
 )
 def test_each_operation_names_the_scope_it_needs(openapi, path, method, scope):
@@ -203,3 +204,17 @@ def test_an_unknown_format_query_parameter_is_ignored_not_a_404(api):
     response = api.get("/api/v1/templates/?format=xml")
 
     assert response.status_code == 200
+
+
+def test_the_schema_says_attributes_are_replaced_as_a_whole(openapi):
+    attributes = openapi["components"]["schemas"]["RecipientRowRequest"]["properties"]["attributes"]
+
+    assert "replaces the person's attributes as a whole" in attributes["description"]
+
+
+def test_the_schema_lets_an_opt_out_name_every_category_with_an_empty_string(openapi):
+    category = openapi["components"]["schemas"]["OptOutRequest"]["properties"]["category"]
+    pattern = re.compile(category["pattern"])  # JSON Schema patterns match anywhere in the value
+
+    assert pattern.search("") and pattern.search("news")
+    assert not pattern.search("   ")

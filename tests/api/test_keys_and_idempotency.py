@@ -155,3 +155,46 @@ def test_a_server_error_releases_the_idempotency_key_so_a_retry_runs(monkeypatch
 
     assert failed.status_code == 500
     assert retried.status_code == 200 and retried.json()["status"] == "running"
+
+
+def test_a_concurrent_update_answer_is_not_replayed_so_the_retry_it_asks_for_runs(monkeypatch):
+    from campaigns.api import views
+    from campaigns.errors import ApplicationError
+
+    client = client_for()
+    real_upsert = views.recipients_bulk_upsert
+
+    def collide(**kwargs):
+        raise ApplicationError("Another upload changed some of these people.", code="concurrent_update", status=409)
+
+    monkeypatch.setattr(views, "recipients_bulk_upsert", collide)
+    body = {"recipients": [{"external_id": "E-1", "first_name": "Ada"}]}
+    first = client.post("/api/v1/recipients/bulk/", body, format="json", HTTP_IDEMPOTENCY_KEY="upload-1")
+    monkeypatch.setattr(views, "recipients_bulk_upsert", real_upsert)
+    retried = client.post("/api/v1/recipients/bulk/", body, format="json", HTTP_IDEMPOTENCY_KEY="upload-1")
+
+    assert first.status_code == 409 and error_of(first)["code"] == "concurrent_update"
+    assert retried.status_code == 200 and "Idempotent-Replayed" not in retried
+    assert retried.json()["created"] == 1
+    assert Recipient.objects.filter(external_id="E-1").exists()
+
+
+@pytest.mark.parametrize(
+    "status, code, kept",
+    [
+        (409, "concurrent_update", False),
+        (409, "idempotency_key_in_progress", False),
+        (429, "throttled", False),
+        (409, "invalid_state", True),
+        (400, "invalid", True),
+    ],
+)
+def test_only_answers_that_will_not_change_on_retry_are_kept_for_replay(status, code, kept):
+    from campaigns.api.idempotency import idempotency_begin, idempotency_finish
+
+    api_key, _ = api_key_create(name="hr")
+    record = idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+
+    idempotency_finish(record=record, status=status, body={"error": {"code": code, "message": "", "fields": {}}})
+
+    assert IdempotencyRecord.objects.filter(api_key=api_key, key="k").exists() is kept

@@ -79,3 +79,41 @@ def test_a_sync_row_naming_only_the_external_id_keeps_the_person_reachable(api):
     assert (kept.aad_object_id, kept.department, kept.country, kept.is_active) == (
         known.aad_object_id, "Sales", "FR", True
     )
+
+
+def test_a_sync_row_refused_for_a_bad_field_still_lists_its_person_so_a_typo_deactivates_nobody(api):
+    factories.recipient(external_id="typo", department="Sales", country="FR")
+    factories.recipient(external_id="gone")
+    taken = factories.recipient(external_id="owner").aad_object_id
+    factories.recipient(external_id="clash", department="Legal")
+    sync = api.post("/api/v1/recipients/syncs/", {}, format="json").json()
+
+    response = api.post(
+        "/api/v1/recipients/bulk/",
+        {"sync": sync["id"], "recipients": [
+            {"external_id": "owner"},
+            {"external_id": "typo", "country": "France", "department": "Legal"},
+            {"external_id": "clash", "aad_object_id": str(taken), "department": "Sales"},
+            {"external_id": "never-seen", "start_date": "01/05/2024"},
+        ]},
+        format="json",
+    )
+    done = api.post(f"/api/v1/recipients/syncs/{sync['id']}/finish/", {"dry_run": False}, format="json")
+
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [
+        (1, "country"), (2, "aad_object_id"), (3, "start_date")
+    ]
+    assert done.json() == {"listed": 3, "deactivated": 1, "dry_run": False}
+    active = set(Recipient.objects.filter(is_active=True).values_list("external_id", flat=True))
+    assert active == {"owner", "typo", "clash"}
+    typo, clash = Recipient.objects.get(external_id="typo"), Recipient.objects.get(external_id="clash")
+    assert (typo.country, typo.department, clash.department) == ("FR", "Sales", "Legal")  # the refused rows changed nothing else
+    assert not Recipient.objects.filter(external_id="never-seen").exists()
+
+
+def test_a_refused_row_outside_a_sync_lists_nobody(api):
+    factories.recipient(external_id="typo")
+
+    api.post("/api/v1/recipients/bulk/", {"recipients": [{"external_id": "typo", "country": "France"}]}, format="json")
+
+    assert Recipient.objects.get(external_id="typo").last_sync is None

@@ -323,3 +323,47 @@ def test_bulk_upsert_deactivates_a_leaver_named_only_by_external_id_and_keeps_th
     assert (body["updated"], body["deactivated"]) == (1, 1)
     gone = Recipient.objects.get(external_id="leaves")
     assert (gone.is_active, gone.department, gone.aad_object_id) == (False, "Legal", leaver.aad_object_id)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("aad_object_id", 5),
+        ("aad_object_id", 1.5),
+        ("aad_object_id", ["0d6a4f8e-3f5c-4d6b-9a52-4b1c2e3f4a5b"]),
+        ("start_date", "2021-W01-1"),
+        ("start_date", "20240501"),
+        ("start_date", "2024-05-01T00:00:00"),
+        ("start_date", "2024-5-1"),
+        ("start_date", "2024-05-01\n"),
+        ("start_date", "２０２４-05-01"),
+        ("start_date", 20240501),
+        ("start_date", "2024-02-30"),
+    ],
+)
+def test_bulk_upsert_refuses_a_uuid_or_date_of_the_wrong_type_or_format_naming_the_field(api, field, value):
+    response = api.post(BULK, {"recipients": [person("E1", **{field: value}), person("E2")]}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, field)]
+    assert list(Recipient.objects.values_list("external_id", flat=True)) == ["E2"]
+
+
+def test_bulk_upsert_accepts_a_uuid_string_and_a_yyyy_mm_dd_date(api):
+    aad = "0D6A4F8E-3F5C-4D6B-9A52-4B1C2E3F4A5B"
+
+    response = api.post(BULK, {"recipients": [person("E1", aad_object_id=aad, start_date="2024-05-01")]}, format="json")
+
+    assert response.status_code == 200 and response.json()["errors"] == []
+    stored = Recipient.objects.get(external_id="E1")
+    assert (str(stored.aad_object_id), stored.start_date.isoformat()) == (aad.lower(), "2024-05-01")
+
+
+def test_bulk_upsert_replaces_attributes_as_a_whole_rather_than_merging_them(api):
+    factories.recipient(external_id="E1", attributes={"site": "Paris", "grade": 7})
+
+    response = api.post(BULK, {"recipients": [{"external_id": "E1", "attributes": {"site": "Lyon"}}]}, format="json")
+
+    assert response.status_code == 200 and response.json()["errors"] == []
+    assert Recipient.objects.get(external_id="E1").attributes == {"site": "Lyon"}
