@@ -162,13 +162,14 @@ def world(api_key) -> World:
     ]
     news = factories.category(slug="news", name="News")
     audience = factories.audience(kind=Audience.Kind.EVERYONE)
-    template = factories.template()
+    template, sending = factories.template(), factories.template()
     sync = RecipientSync.objects.create()
     Recipient.objects.filter(pk=people[0].pk).update(last_sync=sync)  # so the sync can finish
     return World(
         campaign=factories.campaign(template=template, audience=audience, category=news),
-        running=factories.campaign(template=template, audience=audience, category=news, status=Campaign.Status.RUNNING),
-        paused=factories.campaign(template=template, audience=audience, category=news, status=Campaign.Status.PAUSED),
+        # Campaigns that are sending have a template of their own: theirs cannot be edited (template_in_use).
+        running=factories.campaign(template=sending, audience=audience, category=news, status=Campaign.Status.RUNNING),
+        paused=factories.campaign(template=sending, audience=audience, category=news, status=Campaign.Status.PAUSED),
         template=template,
         spare_template=factories.template(),
         audience=audience,
