@@ -29,18 +29,22 @@ from django.conf import settings
 
 from .connections import redis_clock, redis_for
 
-# KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
-# KEYS[2]: the thread's log of calls (sorted set), or "" for none
-# KEYS[3]: the campaign's stop flag ("paused" or "cancelled"), or "" for none
-# ARGV: max_rate, min_rate, recovery per second, the longest wait worth sleeping, then window pairs
-# (seconds, limit)...
-ACQUIRE = """
+# How both scripts begin: answer 'stop' if the campaign's flag (KEYS[3]) is set, and read Redis's clock.
+STOP_AND_NOW = """
 if KEYS[3] ~= '' then
   local stop = redis.call('GET', KEYS[3])
   if stop then return {'stop', stop} end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+# KEYS[1]: the app+tenant state (hash: tat, rate, rate_at, pause_until)
+# KEYS[2]: the thread's log of calls (sorted set), or "" for none
+# KEYS[3]: the campaign's stop flag ("paused" or "cancelled"), or "" for none
+# ARGV: max_rate, min_rate, recovery per second, the longest wait worth sleeping, then window pairs
+# (seconds, limit)...
+ACQUIRE = STOP_AND_NOW + """
 local max_rate, min_rate, recovery = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local s = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'rate_at', 'pause_until')
 local tat = tonumber(s[1]) or 0
@@ -85,13 +89,7 @@ return {'go', tostring(start - now), paused}
 # KEYS[3]: the campaign's stop flag, or "". ARGV: the most calls in one window, the window in seconds,
 # the least time between two calls. Answers 'go' (the call is logged), 'stop', 'paused' (a Retry-After
 # arrived: take a slot past it) or 'full' with the seconds until the window has room.
-ADMIT = """
-if KEYS[3] ~= '' then
-  local stop = redis.call('GET', KEYS[3])
-  if stop then return {'stop', stop} end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+ADMIT = STOP_AND_NOW + """
 local pause_until = tonumber(redis.call('HGET', KEYS[1], 'pause_until')) or 0
 if pause_until > now then return {'paused', tostring(pause_until - now)} end
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
