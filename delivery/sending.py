@@ -101,11 +101,13 @@ def _write(sql: str, params: list[Any]) -> int:
 CLAIMED = "id = %s AND status = 'sending' AND attempts = %s"
 
 
-def _finish(claim: tuple[int, int], campaign_id: int, status: str, **fields: Any) -> Outcome:
+def _finish(claim: tuple[int, int], campaign_id: int, status: str, *, events: bool = True, **fields: Any) -> Outcome:
+    """Records the end state (and, when ``events`` and someone subscribes, its webhook event, in the
+    same statement)."""
     fields["finished_at"] = timezone.now()
     assignments = ", ".join(f"{name} = %s" for name in fields)
     update = f"UPDATE delivery_delivery SET status = %s, {assignments} WHERE {CLAIMED}"
-    wanted = webhooks.wanted_types()
+    wanted = webhooks.wanted_types() if events else frozenset()
     if f"delivery.{status}" in wanted:
         # The outcome and its webhook event, in one statement.
         sql = f"WITH done AS ({update} {webhooks.DELIVERY_RETURNING}) {webhooks.delivery_events_sql(returning='done')}"
@@ -234,24 +236,10 @@ def _record_crash(claim: tuple[int, int], campaign_id: int, error: BaseException
     and a campaign where every send raises pauses itself like one whose sends Teams refuses."""
     delivery_id, attempts = claim
     logger.error("delivery %s raised while sending (attempt %s)", delivery_id, attempts, exc_info=error)
-    reason = _crash_reason(error)[:1000]
-    fields: dict[str, Any] = {"error_code": CRIER_ERROR, "error_message": reason, "last_status_code": None}
     if ambiguous and _write(f"UPDATE delivery_delivery SET ambiguous = true WHERE {CLAIMED} AND NOT ambiguous", [*claim]):
         progress.record(campaign_id, ambiguous=1)
-    if ambiguous or attempts >= settings.DELIVERY_MAX_ATTEMPTS:
-        outcome = _finish(claim, campaign_id, Status.FAILED, **fields)
-        from .control import campaign_watch_errors
-
-        error_seen = TransportError(status=None, code=CRIER_ERROR, message=reason, permanent=True)
-        campaign_watch_errors(campaign_id=campaign_id, error=error_seen)
-        return outcome
-    delay = retry_delay(attempt=attempts, retry_after=None)
-    assignments = ", ".join(f"{name} = %s" for name in fields)
-    _write(
-        f"UPDATE delivery_delivery SET status = 'retrying', next_attempt_at = %s, {assignments} WHERE {CLAIMED}",
-        [timezone.now() + timedelta(seconds=delay), *fields.values(), *claim],
-    )
-    return Outcome(Status.RETRYING, retry_in=delay)
+    crash = TransportError(status=None, code=CRIER_ERROR, message=_crash_reason(error), permanent=ambiguous)
+    return _fail_or_retry(claim, campaign_id, crash)
 
 
 def _record_accepted_despite(claim: tuple[int, int], campaign_id: int, accepted: _Accepted) -> Outcome:
@@ -266,14 +254,7 @@ def _record_accepted_despite(claim: tuple[int, int], campaign_id: int, accepted:
         raise
     except Exception:
         logger.exception("delivery %s: recording it sent with its webhook event raised too", claim[0])
-    written = _write(
-        "UPDATE delivery_delivery SET status = 'sent', activity_id = %s, conversation_id = %s, last_status_code = 201,"
-        f" error_code = '', error_message = '', finished_at = now() WHERE {CLAIMED}",
-        [accepted.activity_id, accepted.conversation_id, *claim],
-    )
-    if written:
-        progress.record(campaign_id, sent=1)
-    return Outcome(Status.SENT)
+    return _finish(claim, campaign_id, Status.SENT, events=False, **fields)
 
 
 def _stopped(claim: tuple[int, int], campaign_id: int, reason: str) -> Outcome:
@@ -312,18 +293,24 @@ def _remember_conversation(aad_object_id: Any, address: Address, conversation_id
 def _record_failure(
     claim: tuple[int, int], campaign_id: int, person: Any, address: Address, error: TransportError
 ) -> Outcome:
-    delivery_id, attempts = claim
     if error.conversation_id and error.conversation_id != address.conversation_id:
         _remember_conversation(person.aad_object_id, address, error.conversation_id)
+    if error.opt_out:
+        recipient = Recipient.objects.get(pk=person.id)
+        opt_out_record(recipient=recipient, source=OptOut.Source.BLOCKED, note=f"Teams answered {error.code}")
+        TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
+    return _fail_or_retry(claim, campaign_id, error)
+
+
+def _fail_or_retry(claim: tuple[int, int], campaign_id: int, error: TransportError) -> Outcome:
+    """The retry policy applied to one failed attempt: a permanent error, or the last attempt, ends
+    the delivery failed (and counts toward pausing its campaign); anything else is tried again."""
+    delivery_id, attempts = claim
     fields = {
         "error_code": error.code[:100],
         "error_message": error.message[:1000],
         "last_status_code": error.status,
     }
-    if error.opt_out:
-        recipient = Recipient.objects.get(pk=person.id)
-        opt_out_record(recipient=recipient, source=OptOut.Source.BLOCKED, note=f"Teams answered {error.code}")
-        TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
     if error.permanent or attempts >= settings.DELIVERY_MAX_ATTEMPTS:
         logger.info("delivery %s failed: %s %s", delivery_id, error.status, error.code)
         outcome = _finish(claim, campaign_id, Status.FAILED, **fields)
