@@ -15,7 +15,7 @@ from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
 
 from delivery.pacing import Deferred
-from delivery.retry import retry_delay
+from delivery.retry import retry_in
 from delivery.transport import Address, TeamsTransport, TransportError
 
 from .models import TeamsAddress
@@ -159,10 +159,10 @@ def reply_send(
     except Deferred as deferred:
         return ReplyOutcome("retrying", retry_in=deferred.wait, attempt=attempt)
     except TransportError as error:
-        if error.permanent or attempt >= settings.DELIVERY_MAX_ATTEMPTS:
+        delay = retry_in(attempt=attempt, error=error)
+        if delay is None:
             logger.info("reply not sent (attempt %s): %s %s", attempt, error.status, error.code)
             return ReplyOutcome("failed")
-        delay = retry_delay(attempt=attempt, retry_after=error.retry_after)
         return ReplyOutcome("retrying", retry_in=delay, attempt=attempt + 1)
     return ReplyOutcome("sent")
 

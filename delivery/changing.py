@@ -33,7 +33,7 @@ from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_mes
 
 from .models import DeliveryChange, MessageChange
 from .pacing import Deferred
-from .retry import retry_delay
+from .retry import retry_in
 from .transport import Address, TeamsTransport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -187,11 +187,11 @@ def _failure(change: MessageChange, claim: Claim, error: TransportError) -> str:
             message=f"The message is no longer in the chat (Teams answered 404 {error.code}): nothing to edit.",
         )
         return Row.FAILED
-    if error.permanent or claim.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+    delay = retry_in(attempt=claim.attempts, error=error)
+    if delay is None:
         logger.info("message change %s row %s failed: %s %s", change.pk, claim.row_id, error.status, error.code)
         _finish(claim, Row.FAILED, code=error.code, status_code=error.status, message=error.message)
         return Row.FAILED
-    delay = retry_delay(attempt=claim.attempts, retry_after=error.retry_after)
     _execute(
         "UPDATE delivery_deliverychange SET status = 'pending', next_attempt_at = %s, error_code = %s,"
         f" error_message = %s, last_status_code = %s WHERE {CLAIMED}",

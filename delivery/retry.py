@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from .transport import TransportError
+
+
+def retry_in(*, attempt: int, error: TransportError) -> float | None:
+    """Seconds until the next attempt after failed attempt number ``attempt``, or None to give up:
+    the error is permanent, or that was the last of ``DELIVERY_MAX_ATTEMPTS``."""
+    if error.permanent or attempt >= settings.DELIVERY_MAX_ATTEMPTS:
+        return None
+    return retry_delay(attempt=attempt, retry_after=error.retry_after)
 
 
 def retry_delay(*, attempt: int, retry_after: float | None) -> float:

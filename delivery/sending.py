@@ -28,7 +28,7 @@ from campaigns.services import opt_out_record
 from . import progress, webhooks
 from .models import Delivery
 from .pacing import Deferred, Stopped
-from .retry import retry_delay
+from .retry import retry_in
 from .transport import Address, TeamsTransport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -311,14 +311,14 @@ def _fail_or_retry(claim: tuple[int, int], campaign_id: int, error: TransportErr
         "error_message": error.message[:1000],
         "last_status_code": error.status,
     }
-    if error.permanent or attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+    delay = retry_in(attempt=attempts, error=error)
+    if delay is None:
         logger.info("delivery %s failed: %s %s", delivery_id, error.status, error.code)
         outcome = _finish(claim, campaign_id, Status.FAILED, **fields)
         from .control import campaign_watch_errors
 
         campaign_watch_errors(campaign_id=campaign_id, error=error)
         return outcome
-    delay = retry_delay(attempt=attempts, retry_after=error.retry_after)
     _write(
         "UPDATE delivery_delivery SET status = 'retrying', next_attempt_at = %s, error_code = %s, error_message = %s,"
         f" last_status_code = %s WHERE {CLAIMED}",
