@@ -20,7 +20,7 @@ _KEY = re.compile(ATTRIBUTE_KEY_PATTERN)
 WHOLE = None  # the place of a problem with the attributes as a whole
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
     """PostgreSQL stores neither NUL nor a lone surrogate."""
     if "\x00" in text:
         return "Null characters are not allowed."
@@ -40,7 +40,7 @@ def _value_problem(value: Any) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return "Must be a string, number, boolean or null (attributes are a flat object)."
-    if problem := _text_problem(value):
+    if problem := text_problem(value):
         return problem
     limit = settings.RECIPIENT_ATTRIBUTE_MAX_LENGTH
     if len(value) > limit:

@@ -18,7 +18,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from campaigns.attributes import WHOLE, attributes_problems
+from campaigns.attributes import WHOLE, attributes_problems, text_problem
 from campaigns.models import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient, RecipientSync
 from campaigns.selectors import audience_count
 from delivery.progress import read as campaign_progress
@@ -115,12 +115,8 @@ class OptionalTextField(serializers.CharField):
             value = data.strip()
             if self.max_length is not None and len(value) > self.max_length:
                 self.fail("max_length", max_length=self.max_length)
-            if "\x00" in value:
-                raise serializers.ValidationError("Null characters are not allowed.")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise serializers.ValidationError("Surrogate characters are not allowed.") from exc
+            if (problem := text_problem(value)) is not None:
+                raise serializers.ValidationError(problem)
         if value and self.check is not None:
             try:
                 self.check(value)
