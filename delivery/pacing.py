@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from .connections import redis_clock, redis_for
+from .connections import redis_for
 
 # How both scripts begin: answer 'stop' if the campaign's flag (KEYS[3]) is set, and read Redis's clock.
 STOP_AND_NOW = """
@@ -252,11 +252,6 @@ class Pacer:
                 raise Deferred(wait=max(wait, 0.05))
             time.sleep(wait)
             slept += wait
-
-    def _pause_left(self, tenant_id: str) -> float:
-        now = redis_clock(self.client)
-        pause_until = self.client.hget(self.tenant_key(tenant_id), "pause_until")
-        return float(pause_until or 0) - now
 
     def heard(self, *, tenant_id: str, pause: float) -> None:
         """Remembers in this process that the tenant must wait ``pause`` seconds from now."""

@@ -12,6 +12,7 @@ from django.conf import settings
 from bots.connector import connector
 from bots.tasks import send_reply
 from delivery.pacing import pacer
+from tests.delivery.test_pacing import pause_left
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_a_throttled_reply_is_tried_again_after_retry_after_and_tells_every_work
     [again] = queued_replies(redis_client)
     assert again["args"][:2] == [teams.service_url, conversation_id] and again["kwargs"]["attempt"] == 2
     assert 2.5 <= seconds_until(again["eta"]) <= 4.5  # never sooner than Retry-After
-    assert pacer._pause_left(settings.BOT_TENANT_ID) > 2  # every worker's next slot is past it
+    assert pause_left(pacer, settings.BOT_TENANT_ID) > 2  # every worker's next slot is past it
 
 
 def test_a_reply_that_failed_transiently_is_not_tried_past_the_last_attempt(teams, chat, redis_client, settings):

@@ -17,6 +17,7 @@ from delivery.models import Delivery, DeliveryChange, MessageChange
 from delivery.pacing import pacer
 from delivery.sending import delivery_send
 from tests import factories
+from tests.delivery.test_pacing import pause_left
 
 pytestmark = pytest.mark.django_db
 
@@ -187,7 +188,7 @@ def test_a_429_waits_its_retry_after_and_holds_back_every_worker(teams, editor):
     row = change.rows.get()
     assert row.status == "pending" and row.last_status_code == 429
     assert row.next_attempt_at >= timezone.now() + timedelta(seconds=0.5)
-    assert pacer._pause_left(person.tenant_id) > 0  # every worker's next slot is past the Retry-After
+    assert pause_left(pacer, person.tenant_id) > 0  # every worker's next slot is past the Retry-After
     make_due(change)
 
     message_change_process(change_id=change.pk)

@@ -28,6 +28,12 @@ def pace(settings, redis_client):
     return settings
 
 
+def pause_left(pacer, tenant_id: str) -> float:
+    """Seconds until every worker's next slot for the tenant, on Redis's clock (past a Retry-After)."""
+    pause_until = pacer.client.hget(pacer.tenant_key(tenant_id), "pause_until")
+    return float(pause_until or 0) - redis_clock(pacer.client)
+
+
 def new_pacer(settings):
     return Pacer(redis.Redis.from_url(settings.REDIS_URL))
 
