@@ -1,5 +1,8 @@
-"""Token checks on activities, with a key pair made here (the emulator covers the happy path)."""
+"""Token checks on activities, with key pairs and a key server made here (the emulator covers the happy path)."""
 
+import http.server
+import json
+import threading
 import time
 
 import jwt
@@ -7,7 +10,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
-from bots.auth import InboundAuthError, signing_keys, validate_inbound
+from bots.auth import (
+    CLOCK_SKEW_SECONDS,
+    KEYS_MAX_AGE_SECONDS,
+    UNKNOWN_KID_REFRESH_SECONDS,
+    InboundAuthError,
+    signing_keys,
+    validate_inbound,
+)
 
 SERVICE_URL = "https://smba.trafficmanager.net/emea/"
 
@@ -23,11 +33,16 @@ def key():
     signing_keys.clear()
 
 
+MISSING = object()
+
+
 def token(private, **overrides):
+    """A token signed with ``private``; an override of MISSING leaves that claim out."""
     now = int(time.time())
     claims = {"iss": settings.BOT_TOKEN_ISSUER, "aud": settings.BOT_APP_ID, "serviceurl": SERVICE_URL,
               "nbf": now - 10, "iat": now - 10, "exp": now + 3600}
     claims.update(overrides)
+    claims = {name: value for name, value in claims.items() if value is not MISSING}
     return "Bearer " + jwt.encode(claims, private, algorithm="RS256", headers={"kid": "test-key"})
 
 
@@ -47,6 +62,27 @@ def test_a_token_for_someone_else_or_expired_is_refused_with_401(key, overrides)
     with pytest.raises(InboundAuthError) as error:
         validate_inbound(token(key, **overrides), ACTIVITY)
     assert error.value.status == 401
+
+
+@pytest.mark.parametrize("claim", ["exp", "iss", "aud"])
+def test_it_refuses_a_token_without_exp_iss_or_aud(key, claim):
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(token(key, **{claim: MISSING}), ACTIVITY)
+    assert error.value.status == 401
+    assert claim in str(error.value)
+
+
+def test_it_refuses_a_token_not_valid_yet(key):
+    not_before = int(time.time()) + CLOCK_SKEW_SECONDS + 600
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(token(key, nbf=not_before), ACTIVITY)
+    assert error.value.status == 401
+    assert "nbf" in str(error.value)
+
+
+def test_it_accepts_a_token_not_valid_yet_within_the_allowed_clock_skew(key):
+    not_before = int(time.time()) + CLOCK_SKEW_SECONDS - 60
+    assert validate_inbound(token(key, nbf=not_before), ACTIVITY)["nbf"] == not_before
 
 
 def test_a_token_issued_for_another_service_url_is_refused_with_403(key):
@@ -71,3 +107,161 @@ def test_a_missing_or_malformed_header_is_refused(key):
     for header in ("", "Basic abc", "Bearer not.a.jwt"):
         with pytest.raises(InboundAuthError):
             validate_inbound(header, ACTIVITY)
+
+
+# --- Keys fetched from a metadata server: rotation, refresh limits, an endpoint that fails ---------
+
+
+class KeyServer:
+    """The OpenID metadata and the JWKS on a plain HTTP server of this test's own, on loopback."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict] = []
+        self.status = {"/openid": 200, "/keys": 200}
+        self.hits = {"/openid": 0, "/keys": 0}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                path = self.path
+                server.hits[path] = server.hits.get(path, 0) + 1
+                status = server.status.get(path, 404)
+                if status != 200:
+                    body = b"<html>Service Unavailable</html>"
+                elif path == "/openid":
+                    body = json.dumps({"jwks_uri": f"{server.url}/keys"}).encode()
+                else:
+                    body = json.dumps({"keys": server.keys}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def signing_key(kid: str, endorsements=("msteams",)):
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    jwk.update({"kid": kid, "use": "sig", "endorsements": list(endorsements)})
+    return private, jwk
+
+
+def signed(private, kid: str) -> str:
+    now = int(time.time())
+    claims = {"iss": settings.BOT_TOKEN_ISSUER, "aud": settings.BOT_APP_ID, "serviceurl": SERVICE_URL,
+              "nbf": now - 10, "iat": now - 10, "exp": now + 3600}
+    return "Bearer " + jwt.encode(claims, private, algorithm="RS256", headers={"kid": kid})
+
+
+def age_the_keys(seconds: float) -> None:
+    """As if the keys had been fetched ``seconds`` ago."""
+    signing_keys._fetched_at -= seconds
+
+
+@pytest.fixture
+def key_server(settings):
+    server = KeyServer()
+    settings.BOT_OPENID_METADATA_URL = f"{server.url}/openid"
+    signing_keys.clear()
+    yield server
+    signing_keys.clear()
+    server.stop()
+
+
+def test_it_accepts_a_key_that_appears_only_after_the_keys_are_fetched_again(key_server):
+    old, old_jwk = signing_key("old")
+    new, new_jwk = signing_key("new")
+    key_server.keys = [old_jwk]
+    validate_inbound(signed(old, "old"), ACTIVITY)
+    key_server.keys = [old_jwk, new_jwk]  # Microsoft rotates its keys
+    age_the_keys(UNKNOWN_KID_REFRESH_SECONDS + 1)
+
+    assert validate_inbound(signed(new, "new"), ACTIVITY)["aud"] == settings.BOT_APP_ID
+    assert key_server.hits["/keys"] == 2
+
+
+def test_it_fetches_the_keys_again_for_an_unknown_key_at_most_every_few_minutes(key_server):
+    known, known_jwk = signing_key("known")
+    stranger, _ = signing_key("stranger")
+    key_server.keys = [known_jwk]
+    validate_inbound(signed(known, "known"), ACTIVITY)
+
+    for _ in range(3):
+        with pytest.raises(InboundAuthError) as error:
+            validate_inbound(signed(stranger, "stranger"), ACTIVITY)
+        assert error.value.status == 401
+    assert key_server.hits["/keys"] == 1
+
+    age_the_keys(UNKNOWN_KID_REFRESH_SECONDS + 1)
+    with pytest.raises(InboundAuthError):
+        validate_inbound(signed(stranger, "stranger"), ACTIVITY)
+    assert key_server.hits["/keys"] == 2
+
+
+def test_it_fetches_the_keys_again_once_they_are_a_day_old(key_server):
+    private, jwk = signing_key("k")
+    key_server.keys = [jwk]
+    validate_inbound(signed(private, "k"), ACTIVITY)
+    age_the_keys(KEYS_MAX_AGE_SECONDS - 60)
+    validate_inbound(signed(private, "k"), ACTIVITY)
+    assert key_server.hits["/keys"] == 1
+
+    age_the_keys(120)
+    validate_inbound(signed(private, "k"), ACTIVITY)
+    assert key_server.hits["/keys"] == 2
+
+
+@pytest.mark.parametrize("failing", ["/openid", "/keys"])
+def test_it_refuses_without_crashing_while_the_keys_cannot_be_fetched_and_accepts_once_they_can(key_server, failing):
+    private, jwk = signing_key("k")
+    key_server.keys = [jwk]
+    key_server.status[failing] = 503
+
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(signed(private, "k"), ACTIVITY)
+    assert error.value.status == 503  # Teams tries again later; the token itself was not judged
+
+    key_server.status[failing] = 200
+    assert validate_inbound(signed(private, "k"), ACTIVITY)["aud"] == settings.BOT_APP_ID
+
+
+@pytest.mark.django_db
+def test_the_endpoint_answers_an_error_not_a_crash_while_the_keys_cannot_be_fetched(key_server, client):
+    private, jwk = signing_key("k")
+    key_server.keys = [jwk]
+    key_server.status["/openid"] = 503
+    activity = {**ACTIVITY, "type": "typing"}
+
+    def post():
+        return client.post("/api/messages", data=json.dumps(activity), content_type="application/json",
+                            HTTP_AUTHORIZATION=signed(private, "k"))
+
+    refused = post()
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "unauthorized"
+
+    key_server.status["/openid"] = 200
+    assert post().status_code == 200
+
+
+@pytest.mark.parametrize("endorsements", [["webchat"], [], None], ids=["another-channel", "none", "missing"])
+def test_it_refuses_a_key_not_endorsed_for_msteams(key_server, endorsements):
+    private, jwk = signing_key("k", endorsements=endorsements or ())
+    if endorsements is None:
+        del jwk["endorsements"]
+    key_server.keys = [jwk]
+
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(signed(private, "k"), ACTIVITY)
+    assert error.value.status == 403
