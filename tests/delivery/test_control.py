@@ -1,12 +1,18 @@
 """Pause, resume, cancel, a campaign pausing itself, and progress: against the emulator and Redis."""
 
+import base64
+import json
+
 import pytest
+from django.db import transaction
 
 from campaigns.errors import ApplicationError
 from campaigns.models import Campaign
-from delivery import progress, services
-from delivery.pacing import pacer
+from delivery import feeding, progress, services
+from delivery.control import campaign_watch_errors
+from delivery.pacing import pacer, stop_key
 from delivery.sending import delivery_send
+from delivery.transport import TransportError
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +127,86 @@ def test_progress_is_rebuilt_from_the_rows_when_redis_lost_it(teams, redis_clien
     current = progress.read(campaign)
 
     assert (current["total"], current["sent"], current["remaining"]) == (2, 1, 1)
+
+
+# --- What resume does once it has committed (real commits, so on_commit work runs) ----------------
+
+
+def queued_tasks(redis_client, queue="control") -> list[str]:
+    return [json.loads(raw)["headers"]["task"] for raw in redis_client.lrange(queue, 0, -1)]
+
+
+def queued_deliveries(redis_client) -> list[int]:
+    return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in redis_client.lrange(feeding.QUEUE, 0, -1)]
+
+
+@pytest.fixture
+def paused(teams, redis_client):
+    """A running campaign of three people, fed once, then paused; nothing left in the queues."""
+    campaign, people = launched(3)
+    assert feeding.feed() == 3
+    services.campaign_pause(campaign_id=campaign.pk)
+    redis_client.delete(feeding.QUEUE, "control")  # the workers dropped what was queued: it is not claimed
+    return campaign, people
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_clears_the_stop_flag_once_resume_commits(paused, redis_client, teams):
+    campaign, [person, *_] = paused
+    assert redis_client.exists(stop_key(campaign.pk))
+
+    services.campaign_resume(campaign_id=campaign.pk)
+
+    assert not redis_client.exists(stop_key(campaign.pk))
+    first = campaign.deliveries.order_by("id").first()
+    assert delivery_send(delivery_id=first.pk).status == "sent"  # a worker past its claim sends it
+    assert len(teams.client.messages(user=str(person.aad_object_id))) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_stop_flag_when_resume_rolls_back(paused, redis_client):
+    campaign, _ = paused
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.campaign_resume(campaign_id=campaign.pk)
+        raise RuntimeError("something after it in the same transaction failed")
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert redis_client.exists(stop_key(campaign.pk))
+    assert queued_tasks(redis_client) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_resets_the_error_watch_once_resume_commits(paused, settings):
+    campaign, _ = paused
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
+    # The watch as it stood when it paused the campaign: 3 failures not about one person, of 3 sends.
+    progress.client().hset(progress.key(campaign.pk), mapping={"systemic": 3, "failed": 3})
+
+    services.campaign_resume(campaign_id=campaign.pk)
+    campaign_watch_errors(campaign_id=campaign.pk, error=TransportError(status=503, code="ServiceUnavailable",
+                                                                          message="Teams is busy", permanent=False))
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING  # one more failure is not a reason to pause again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_rewinds_the_feed_once_resume_commits(paused, redis_client):
+    campaign, _ = paused
+    assert feeding.feed() == 0  # fed already: the cursor is past every row
+
+    services.campaign_resume(campaign_id=campaign.pk)
+
+    assert feeding.feed() == 3  # the rows handed back while paused are queued again
+    assert sorted(queued_deliveries(redis_client)) == sorted(campaign.deliveries.values_list("id", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_queues_a_feeding_tick_once_resume_commits(paused, redis_client):
+    campaign, _ = paused
+
+    services.campaign_resume(campaign_id=campaign.pk)
+
+    assert queued_tasks(redis_client) == ["delivery.tasks.feed_deliveries"]
