@@ -137,7 +137,8 @@ def queued_tasks(redis_client, queue="control") -> list[str]:
 
 
 def queued_deliveries(redis_client) -> list[int]:
-    return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in redis_client.lrange(feeding.QUEUE, 0, -1)]
+    bodies = [json.loads(raw)["body"] for raw in redis_client.lrange(feeding.QUEUE, 0, -1)]
+    return [json.loads(base64.b64decode(body))[0][0] for body in bodies]
 
 
 @pytest.fixture
