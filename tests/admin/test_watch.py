@@ -151,7 +151,9 @@ def test_a_viewer_watches_without_the_controls(client, viewer_user, sending):
 
 
 def test_the_export_is_every_delivery_of_the_campaign_as_csv(comms_client, sending):
-    factories.campaign()  # another campaign's rows stay out
+    other = factories.campaign()  # another campaign to the same people: its rows stay out
+    services.campaign_launch(campaign_id=other.pk)
+    assert other.deliveries.count() == 4
     response = comms_client.get(export(sending))
 
     assert response.status_code == 200 and response.streaming
