@@ -44,16 +44,34 @@ def test_the_queue_is_filled_up_to_its_bound_and_no_further(settings, redis_clie
     assert queued_ids(redis_client) == pending[:40]
 
 
-def sending_at(redis_client, per_second: int) -> None:
+class FrozenClock:
+    """The clock the pace is read by, stopped in the middle of a second: what "the last few
+    seconds" are does not change while a test runs, whenever a second of the wall clock ends."""
+
+    def __init__(self) -> None:
+        self.now = int(time.time()) + 0.5
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FrozenClock:
+    frozen = FrozenClock()
+    monkeypatch.setattr(progress, "time", frozen)
+    return frozen
+
+
+def sending_at(redis_client, clock: FrozenClock, per_second: int) -> None:
     """The workers sent ``per_second`` messages in each of the last few seconds."""
-    now = int(time.time())
+    now = int(clock.now)
     redis_client.delete(*[progress.ended_key(second) for second in range(now - 10, now + 1)])
     for second in range(now - 3, now):
         redis_client.set(progress.ended_key(second), per_second)
 
 
 def test_the_queue_holds_what_the_workers_send_in_a_few_seconds_so_a_later_campaign_waits_seconds(
-    settings, redis_client
+    settings, redis_client, clock
 ):
     settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER, settings.FEED_AHEAD_SECONDS = 10, 1000, 3.0
     launched_with(300)
@@ -61,11 +79,11 @@ def test_the_queue_holds_what_the_workers_send_in_a_few_seconds_so_a_later_campa
     assert feeding.feed() == 10  # nothing sent yet: the floor
     for _ in range(8):
         redis_client.rpop(feeding.QUEUE)  # the workers took eight
-    sending_at(redis_client, 4)  # three seconds' worth: 12
+    sending_at(redis_client, clock, 4)  # three seconds' worth: 12
     assert feeding.feed() == 10
     assert redis_client.llen(feeding.QUEUE) == 12
 
-    sending_at(redis_client, 50)  # unthrottled: deep, but never past what is left
+    sending_at(redis_client, clock, 50)  # unthrottled: deep, but never past what is left
     feeding.feed()
     assert redis_client.llen(feeding.QUEUE) == 150
 
@@ -81,10 +99,10 @@ def test_a_queue_emptied_by_prefetching_workers_is_not_deepened(settings, redis_
     assert redis_client.llen(feeding.QUEUE) == 10  # nothing sent yet: still the floor
 
 
-def test_the_queue_depth_never_passes_its_bound(settings, redis_client):
+def test_the_queue_depth_never_passes_its_bound(settings, redis_client, clock):
     settings.FEED_LOW_WATER, settings.FEED_HIGH_WATER = 10, 100
     launched_with(300)
-    sending_at(redis_client, 1000)
+    sending_at(redis_client, clock, 1000)
 
     feeding.feed()
 
