@@ -93,7 +93,10 @@ def test_a_sent_message_reaches_the_endpoint_signed_and_in_order(teams, receiver
     endpoint.refresh_from_db()
     assert endpoint.cursor == event["id"] and endpoint.failures == 0
     assert WebhookAttempt.objects.get().ok
-    assert person.external_id == "E42"
+    sent = campaign.deliveries.get(recipient=person)
+    assert (event["data"]["delivery"], event["data"]["status"], event["data"]["activity_id"]) == (
+        sent.pk, "sent", sent.activity_id
+    )
 
 
 def test_a_failing_endpoint_is_retried_later_from_the_same_event(receiver):
