@@ -223,7 +223,7 @@ def test_markdown_escape_still_leaves_ordinary_names_and_titles_alone():
 def test_bare_urls_and_addresses_in_hr_data_are_no_links_for_markdown_it():
     assert all("<a " in html for html in rendered_by_markdown_it(BARE_LINKS)[0].values())  # the check can fail
 
-    for value, html in zip(BARE_LINKS, rendered_by_markdown_it([markdown_escape(v) for v in BARE_LINKS])):
+    for value, html in zip(BARE_LINKS, rendered_by_markdown_it([markdown_escape(v) for v in BARE_LINKS]), strict=True):
         assert "<a " not in html["preview"] and "<a " not in html["fuzzy"], (value, html)
         assert html["preview"] == f"<p>{value.replace('&', '&amp;')}</p>\n"  # shown as written
 
@@ -277,5 +277,5 @@ def test_values_side_by_side_or_next_to_the_templates_text_make_no_link_together
 
     texts = [rendered_card(template, who)["body"][0]["text"] for who in people]
 
-    for text, html in zip(texts, rendered_by_markdown_it(texts)):
+    for text, html in zip(texts, rendered_by_markdown_it(texts), strict=True):
         assert "<a " not in html["preview"] and "<a " not in html["fuzzy"], (text, html)
