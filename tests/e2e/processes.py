@@ -11,6 +11,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -141,9 +143,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def client(self):
-        import redis
-
+    def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
     def start(self) -> None:
@@ -157,9 +157,7 @@ class RedisServer:
             try:
                 if self.client().ping():
                     return
-            except OSError:
-                pass
-            except Exception:  # redis.ConnectionError until it listens
+            except redis.ConnectionError:  # until it listens
                 pass
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise AssertionError(f"redis-server on port {self.port} did not start")

@@ -54,10 +54,13 @@ def wait_for(condition, processes, *, timeout: float, what: str, interval: float
 
 
 def completed(campaign: Campaign, processes) -> None:
-    processes.wait_until(
-        lambda: Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED,
-        timeout=DEADLINE, what=f"the campaign to complete (rows: {dict(statuses(campaign))})",
-    )
+    try:
+        processes.wait_until(
+            lambda: Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.COMPLETED,
+            timeout=DEADLINE, what="the campaign to complete",
+        )
+    except AssertionError as error:
+        raise AssertionError(f"rows: {dict(statuses(campaign))}; {error}") from None
 
 
 def assert_every_row_final_and_duplicates_explained(campaign: Campaign, recipients: list[Recipient], teams) -> dict:
