@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ASSETS := node_modules/.installed
 
-.PHONY: demo test bench services browser screenshots venv migrate schema run-web run-worker run-beat run-emulator clean
+.PHONY: demo test bench mutation services browser screenshots venv migrate schema run-web run-worker run-beat run-emulator clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ schema: venv
 
 clean:
 	rm -rf $(VENV) var staticfiles node_modules
+
+# Mutation testing of the engine's critical modules (docs/mutation.md): long, so not part of `make test`.
+mutation: venv services
+	$(PY) -m pip install --quiet -r requirements/mutation.txt
+	$(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 bench: venv services
 	$(PY) -m bench $(BENCH_ARGS)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+
+from django.core.exceptions import ValidationError
+from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
@@ -20,6 +24,24 @@ class StrictBooleanFilter(filters.ChoiceFilter):
         if value in ("", None):
             return queryset
         return super().filter(queryset, value == "true")
+
+
+class UtcIsoDateTimeField(filter_fields.IsoDateTimeField):
+    """An ISO 8601 time read as the same moment in UTC: ISO allows offsets up to ±23:59, PostgreSQL
+    takes up to ±15:59, so a time is converted before it reaches the query."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(datetime.timezone.utc)
+        except OverflowError:
+            raise ValidationError("This time has no equivalent in UTC between the years 1 and 9999.", code="invalid")
+
+
+class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
 
 
 class RecipientFilter(filters.FilterSet):
@@ -44,10 +66,10 @@ class CampaignFilter(filters.FilterSet):
 
 class DeliveryFilter(filters.FilterSet):
     ambiguous = StrictBooleanFilter(help_text="true: only people who may have received the message twice.")
-    finished_after = filters.IsoDateTimeFilter(
+    finished_after = UtcIsoDateTimeFilter(
         field_name="finished_at", lookup_expr="gte", help_text="Ended at or after this time (ISO 8601)."
     )
-    finished_before = filters.IsoDateTimeFilter(
+    finished_before = UtcIsoDateTimeFilter(
         field_name="finished_at", lookup_expr="lt", help_text="Ended before this time (ISO 8601)."
     )
 

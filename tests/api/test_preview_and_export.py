@@ -72,6 +72,28 @@ def test_deliveries_filter_by_when_they_ended(api):
     assert [row["recipient"] for row in recent.json()["results"]] == ["X0"]
 
 
+def test_a_time_with_an_offset_the_database_does_not_take_is_read_as_the_same_moment_in_utc(api):
+    campaign = launched_campaign()
+    # +19:01 is a valid ISO 8601 offset that PostgreSQL refuses; the filter means the same moment.
+    far_east = datetime.timezone(datetime.timedelta(hours=19, minutes=1))
+    an_hour_ago = (timezone.now() - datetime.timedelta(hours=1)).astimezone(far_east).isoformat()
+
+    after = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/", {"finished_after": an_hour_ago})
+    before = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/", {"finished_before": "0565-07-18T01:25:53+19:01"})
+
+    assert after.status_code == 200 and [row["recipient"] for row in after.json()["results"]] == ["X0"]
+    assert before.status_code == 200 and before.json()["results"] == []
+
+
+def test_a_time_that_has_no_utc_equivalent_is_a_400_naming_the_filter(api):
+    campaign = launched_campaign()
+
+    response = api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/", {"finished_after": "0001-01-01T00:00:00+05:00"})
+
+    assert response.status_code == 400
+    assert "finished_after" in error_of(response)["fields"]
+
+
 def test_exporting_an_unknown_campaign_is_a_404(api):
     assert api.get("/api/v1/campaigns/999999/deliveries/export/").status_code == 404
 

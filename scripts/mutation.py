@@ -1,0 +1,166 @@
+"""Mutation testing of the engine's critical modules: `make mutation`.
+
+mutmut (configured in pyproject.toml, [tool.mutmut]) changes the code one small thing at a time and runs
+the fast tests that cover the changed function; a change no test notices "survives". This script
+prepares mutmut's working copy, runs it, and prints the score of each critical module with its
+survivors. A survivor listed in docs/mutation.md as an equivalent mutant (one that changes no behaviour)
+counts as accounted for; every other survivor is a missing test.
+
+    python scripts/mutation.py                 # run everything, then report
+    python scripts/mutation.py --report        # report the last run again
+    python scripts/mutation.py 'delivery.retry.*'   # run only some mutants (mutmut's name patterns)
+
+Not part of `make test`: a whole run takes about an hour on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTANTS = ROOT / "mutants"
+EQUIVALENTS_DOC = ROOT / "docs" / "mutation.md"
+GOAL = 0.90
+
+# The modules whose every behaviour a test must pin: what sends, classifies, retries, paces, controls,
+# recovers, feeds, authenticates, replays and reports. Kept in step with [tool.mutmut] only_mutate.
+CRITICAL = [
+    "delivery/sending.py",
+    "delivery/transport.py",
+    "bots/connector.py",
+    "delivery/retry.py",
+    "delivery/pacing.py",
+    "delivery/control.py",
+    "delivery/recovery.py",
+    "delivery/feeding.py",
+    "bots/auth.py",
+    "campaigns/api/idempotency.py",
+    "delivery/webhooks.py",
+    "campaigns/approvals.py",
+]
+
+# mutmut's exit codes of a mutant's test run (mutmut.stats.status_by_exit_code).
+KILLED = {1, 3, 36, -24, 24, 152, 255, 37, -11, -9}
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+NOT_RUN = {None, 2, 34}
+
+
+@dataclass
+class ModuleScore:
+    path: str
+    killed: int = 0
+    survived: list[str] = field(default_factory=list)
+    no_tests: list[str] = field(default_factory=list)
+    equivalent: list[str] = field(default_factory=list)
+    not_run: int = 0
+    suspicious: list[str] = field(default_factory=list)
+
+    @property
+    def judged(self) -> int:
+        """Mutants with a verdict: killed, survived, uncovered or explained as equivalent."""
+        return self.killed + len(self.survived) + len(self.no_tests) + len(self.equivalent) + len(self.suspicious)
+
+    @property
+    def score(self) -> float:
+        """Killed or explained, over all judged: an uncovered mutant counts as a survivor."""
+        return (self.killed + len(self.equivalent)) / self.judged if self.judged else 0.0
+
+
+def equivalent_mutants() -> dict[str, str]:
+    """Mutant names docs/mutation.md explains as equivalent: lines "- `name`: why"."""
+    if not EQUIVALENTS_DOC.exists():
+        return {}
+    found = {}
+    for line in EQUIVALENTS_DOC.read_text().splitlines():
+        match = re.match(r"^\s*[-*]\s+`([\w.]+__mutmut_\d+)`\s*[:—-]\s*(.+)$", line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def scores() -> list[ModuleScore]:
+    equivalents = equivalent_mutants()
+    result = []
+    for path in CRITICAL:
+        meta = MUTANTS / f"{path}.meta"
+        module = ModuleScore(path)
+        if not meta.exists():
+            result.append(module)
+            continue
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if code in KILLED:
+                module.killed += 1
+            elif code in NOT_RUN:
+                module.not_run += 1
+            elif name in equivalents:
+                module.equivalent.append(name)
+            elif code in SURVIVED:
+                module.survived.append(name)
+            elif code in NO_TESTS:
+                module.no_tests.append(name)
+            else:
+                module.suspicious.append(name)
+        result.append(module)
+    return result
+
+
+def report() -> int:
+    """Prints the table and the survivors; the exit status says whether every module met the goal."""
+    table = scores()
+    width = max(len(m.path) for m in table)
+    print(f"\n{'module':<{width}}  killed  equiv  survived  no-tests  not-run  score")
+    for m in table:
+        flag = "" if m.judged and m.score >= GOAL and not m.not_run else "  <-"
+        print(f"{m.path:<{width}}  {m.killed:>6}  {len(m.equivalent):>5}  {len(m.survived):>8}  "
+              f"{len(m.no_tests):>8}  {m.not_run:>7}  {m.score:6.1%}{flag}")
+    for m in table:
+        missing = m.survived + m.no_tests + m.suspicious
+        if missing:
+            print(f"\n{m.path}: {len(missing)} not killed (see one with `mutmut show NAME`)")
+            for name in missing:
+                print(f"  {name}")
+    met = all(m.judged and m.score >= GOAL and not m.not_run for m in table)
+    print(f"\ngoal: {GOAL:.0%} of mutants killed or explained in each module: {'met' if met else 'NOT met'}")
+    return 0 if met else 1
+
+
+def prepare() -> None:
+    """mutmut runs the tests inside mutants/, a copy of the project: the admin's front-end libraries
+    are linked rather than copied."""
+    MUTANTS.mkdir(exist_ok=True)
+    link = MUTANTS / "node_modules"
+    if not link.exists():
+        link.symlink_to(ROOT / "node_modules")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutmut mutant name patterns to run (default: all)")
+    parser.add_argument("--report", action="store_true", help="only print the report of the last run")
+    parser.add_argument("--max-children", default="1", help="mutants tested at once (they share one test database)")
+    args = parser.parse_args()
+    if not args.report:
+        prepare()
+        env = {
+            **os.environ,
+            "DATABASE_URL": os.environ.get("MUTATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crier_mutation"),
+            "REDIS_URL": os.environ.get("MUTATION_REDIS_URL", "redis://127.0.0.1:6379/11"),
+        }
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", args.max_children, *args.names]
+        finished = subprocess.run(command, cwd=ROOT, env=env)
+        if finished.returncode not in (0, 1):
+            print(f"mutmut stopped with exit status {finished.returncode}", file=sys.stderr)
+            return finished.returncode
+    return report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
