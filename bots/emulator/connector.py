@@ -3,8 +3,8 @@ create a one-to-one conversation, send (or reply), update and delete messages.
 
 Each handler reads the body first and then runs to its answer without awaiting anything, so the
 rate-limit checks and the recording of a call happen atomically on the event loop. Order of checks:
-auth (401), a bot the tenant admin disabled (403), global limit (429), injected fault, validation and lookups (413/404/403/400), per-thread or
-per-user limit (429), then the work.
+auth (401), a bot the tenant admin disabled (403), global limit (429), injected fault, validation and
+lookups (413/404/403/400), per-thread or per-user limit (429), then the work.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ One set of fixtures for both sides: ``test_connector_answers`` serves each answe
 classification and retry policy; ``test_emulator_answers`` makes the emulator give each answer and
 checks it against the same fixture. Neither side can drift alone.
 
-Sources (docs/architecture.md and the protocol notes quote them): Microsoft Learn, "Status codes from
+Sources: Microsoft Learn, "Status codes from
 bot conversational APIs" (codes, and which are worth retrying: 412, 429, 502, 503, 504; "do not retry
 status codes that are not listed as retryable"), "Send proactive messages" (the blocked or uninstalled
 bot's 403 with ``subCode: MessageWritesBlocked``), "Optimize your bot with rate limiting" (429 with
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 
@@ -157,7 +157,9 @@ ANSWERS: tuple[TeamsAnswer, ...] = (
 BY_NAME = {answer.name: answer for answer in ANSWERS}
 
 
-def conformance_problems(answer: TeamsAnswer, status: int, headers: dict[str, str], body: bytes, now: float) -> list[str]:
+def conformance_problems(
+    answer: TeamsAnswer, status: int, headers: dict[str, str], body: bytes, now: float
+) -> list[str]:
     """How an answer someone gave differs from the fixture: status, the headers it names (a
     Retry-After in the same form, seconds or HTTP-date, naming the same wait), and the body's
     shape, fields and code. Empty when it conforms."""
@@ -170,8 +172,6 @@ def conformance_problems(answer: TeamsAnswer, status: int, headers: dict[str, st
         if given is None:
             problems.append(f"no {name} header")
         elif isinstance(expected, HttpDate):
-            from email.utils import parsedate_to_datetime
-
             try:
                 seconds = parsedate_to_datetime(given).timestamp() - now
             except (TypeError, ValueError):
@@ -207,6 +207,7 @@ def conformance_problems(answer: TeamsAnswer, status: int, headers: dict[str, st
         except (TypeError, ValueError):
             return [*problems, f"message {data['message']!r} is not JSON text"]
         expected_inner = json.loads(answer.body["message"])
-        if not isinstance(inner, dict) or set(inner) != set(expected_inner) or inner["subCode"] != expected_inner["subCode"]:
+        shaped = isinstance(inner, dict) and set(inner) == set(expected_inner)
+        if not shaped or inner["subCode"] != expected_inner["subCode"]:
             problems.append(f"message {inner!r} is not shaped like {expected_inner!r}")
     return problems

@@ -57,7 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.calls.append(("POST", self.path))
         if self.path.endswith("/v3/conversations"):
-            return self._reply(201, {"Content-Type": "application/json"}, json.dumps({"id": FRESH_CONVERSATION}).encode())
+            created = json.dumps({"id": FRESH_CONVERSATION}).encode()
+            return self._reply(201, {"Content-Type": "application/json"}, created)
         answer = self.server.answer
         assert answer is not None
         if answer.status is None:
@@ -152,7 +153,8 @@ def test_it_records_each_documented_answer_as_the_contract_says(fake_teams, sett
     person = factories.recipient()
     TeamsAddress.objects.create(
         aad_object_id=person.aad_object_id, tenant_id=settings.BOT_TENANT_ID or "tenant-a", user_id="29:someone",
-        conversation_id=STORED_CONVERSATION, service_url=serving(fake_teams, answer), state=TeamsAddress.State.INSTALLED,
+        conversation_id=STORED_CONVERSATION, service_url=serving(fake_teams, answer),
+        state=TeamsAddress.State.INSTALLED,
     )
     campaign = factories.campaign()
     services.campaign_launch(campaign_id=campaign.pk)

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -44,8 +45,6 @@ class Bot:
         })
 
     def send(self, conversation_id: str, timeout: float = 10.0) -> http.HttpResponse:
-        from urllib.parse import quote
-
         return self.call(f"/v3/conversations/{quote(conversation_id, safe='')}/activities",
                          {"type": "message", "text": "Hello"}, timeout=timeout)
 
