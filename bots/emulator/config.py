@@ -175,15 +175,17 @@ class FaultConfig:
 
     probabilities: dict[str, float] = field(default_factory=lambda: {kind: 0.0 for kind in FAULT_KINDS})
     retry_after_seconds: float = 1.0  # the Retry-After of an injected 429
+    retry_after_http_date: bool = False  # that Retry-After as an HTTP-date rather than in seconds
     timeout_seconds: float = 30.0  # how long an injected timeout waits before its 504
 
     @property
     def any(self) -> bool:
         return any(p > 0 for p in self.probabilities.values())
 
-    def as_dict(self) -> dict[str, float]:
-        data: dict[str, float] = dict(self.probabilities)
+    def as_dict(self) -> dict[str, float | bool]:
+        data: dict[str, float | bool] = dict(self.probabilities)
         data["retry_after_seconds"] = self.retry_after_seconds
+        data["retry_after_http_date"] = self.retry_after_http_date
         data["timeout_seconds"] = self.timeout_seconds
         return data
 
@@ -194,6 +196,11 @@ class FaultConfig:
             raise ConfigError("faults must be an object")
         faults = cls()
         for key, value in data.items():
+            if key == "retry_after_http_date":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"faults.{key} must be true or false")
+                faults.retry_after_http_date = value
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"faults.{key} must be a number")
             if key in faults.probabilities:
@@ -219,6 +226,7 @@ class RuntimeConfig:
     auto_install: bool
     bot_endpoint: str
     keep_bodies: bool = True
+    bot_disabled: bool = False  # the tenant admin disabled the bot: every connector call answers 403
     faults: FaultConfig = field(default_factory=FaultConfig)
     seed: int | None = None
 
@@ -231,6 +239,7 @@ class RuntimeConfig:
             "limits": self.limits,
             "auto_install": self.auto_install,
             "keep_bodies": self.keep_bodies,
+            "bot_disabled": self.bot_disabled,
             "bot_endpoint": self.bot_endpoint,
             "faults": self.faults.as_dict(),
             "seed": self.seed,
@@ -244,7 +253,7 @@ class RuntimeConfig:
             raise ConfigError("the body must be a JSON object")
         changes: dict[str, Any] = {}
         for key, value in data.items():
-            if key in {"limits", "auto_install", "keep_bodies"}:
+            if key in {"limits", "auto_install", "keep_bodies", "bot_disabled"}:
                 if not isinstance(value, bool):
                     raise ConfigError(f"{key} must be true or false")
                 changes[key] = value

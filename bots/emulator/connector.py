@@ -3,8 +3,8 @@ create a one-to-one conversation, send (or reply), update and delete messages.
 
 Each handler reads the body first and then runs to its answer without awaiting anything, so the
 rate-limit checks and the recording of a call happen atomically on the event loop. Order of checks:
-auth (401), global limit (429), injected fault, validation and lookups (413/404/403/400), per-thread or
-per-user limit (429), then the work.
+auth (401), a bot the tenant admin disabled (403), global limit (429), injected fault, validation and
+lookups (413/404/403/400), per-thread or per-user limit (429), then the work.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from .limits import SENT_AT_HEADER, made_at, retry_after_header
 from .responses import (
     bad_argument,
     blocked_by_user,
+    bot_disabled_by_admin,
     conversation_not_found,
     empty_response,
     json_response,
     message_writes_blocked,
     not_installed,
+    retry_after_date,
     teams_error,
     throttled,
     unauthorized,
@@ -131,7 +133,8 @@ class Connector:
         if kind == "status_429":
             seconds = ctx.config.faults.retry_after_seconds
             ctx.store.retry_after.told_to_wait(app_scope, now + seconds, now)
-            return teams_error(status, code, message, {"Retry-After": str(math.ceil(seconds))})
+            header = retry_after_date(seconds) if ctx.config.faults.retry_after_http_date else str(math.ceil(seconds))
+            return teams_error(status, code, message, {"Retry-After": header})
         return teams_error(status, code, message)
 
     # POST /{region}/v3/conversations -----------------------------------------------------------
@@ -144,6 +147,8 @@ class Connector:
         new_token = not ctx.tokens.known(authorization)
         if not ctx.tokens.check(authorization):
             return unauthorized()
+        if ctx.config.bot_disabled:
+            return bot_disabled_by_admin()
         raw = await self._read(request)
         body = _parse_json(raw) if raw is not None else None
         tenant = _tenant_of(body) if body is not None else None
@@ -209,6 +214,8 @@ class Connector:
         new_token = not ctx.tokens.known(authorization)
         if not ctx.tokens.check(authorization):
             return unauthorized()
+        if ctx.config.bot_disabled:
+            return bot_disabled_by_admin()
         # Parse the raw path: the conversation id is URL-encoded and may hold ':', ';', '@' or '%2F'.
         region, _, rest = request.rel_url.raw_path[1:].partition("/v3/conversations/")
         parts = rest.split("/")

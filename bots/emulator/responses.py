@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
+from email.utils import formatdate
 from itertools import count
 from typing import Any
 
@@ -48,6 +51,10 @@ def not_installed() -> web.Response:
     return teams_error(403, "ForbiddenOperationException", "Bot is not installed in user's personal scope")
 
 
+def bot_disabled_by_admin() -> web.Response:
+    return teams_error(403, "BotDisabledByAdmin", "The tenant admin disabled this bot")
+
+
 def blocked_by_user() -> web.Response:
     return teams_error(403, "ConversationBlockedByUser", "User blocked the conversation with the bot.")
 
@@ -67,6 +74,11 @@ def conversation_not_found() -> web.Response:
 
 def throttled(retry_after: int, message: str) -> web.Response:
     return teams_error(429, "Throttled", message, {"Retry-After": str(retry_after)})
+
+
+def retry_after_date(seconds: float) -> str:
+    """``Retry-After`` in its other form, an HTTP-date (whole seconds, rounded up so the wait is not shortened)."""
+    return formatdate(math.ceil(time.time() + seconds), usegmt=True)
 
 
 def control_error(status: int, message: str) -> web.Response:
