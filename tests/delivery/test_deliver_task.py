@@ -84,6 +84,16 @@ def test_a_throttled_send_comes_back_when_teams_retry_after_says(teams, redis_cl
     assert abs((again["eta"] - delivery.next_attempt_at).total_seconds()) < 1  # when the row says it is due
 
 
+def test_a_direct_message_that_must_wait_comes_back_on_the_direct_queue(monkeypatch, redis_client):
+    monkeypatch.setattr(tasks, "delivery_send", lambda delivery_id: Outcome("retrying", retry_in=5.0))
+
+    # As a worker runs the message the feeder put on the direct queue (see feeding.publish).
+    tasks.deliver.apply((7,), exchange="", routing_key=feeding.DIRECT_QUEUE).get()
+
+    assert [message["args"] for message in queued(redis_client, feeding.DIRECT_QUEUE)] == [[7]]
+    assert queued(redis_client, feeding.QUEUE) == []  # not behind a large campaign's queued messages
+
+
 def test_a_campaign_message_that_must_wait_comes_back_on_the_deliveries_queue(monkeypatch, redis_client):
     monkeypatch.setattr(tasks, "delivery_send", lambda delivery_id: Outcome("retrying", retry_in=5.0))
 
