@@ -52,7 +52,7 @@ def draft_campaign_body(name: str) -> dict:
 
 def test_two_identical_posts_with_the_same_key_at_the_same_moment_create_one_campaign(secret):
     for attempt in range(5):
-        body, key = draft_campaign_body(f"Town hall {round}"), f"create-{round}"
+        body, key = draft_campaign_body(f"Town hall {attempt}"), f"create-{attempt}"
         start = threading.Barrier(2)
 
         def post(body=body, key=key, start=start):
