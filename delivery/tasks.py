@@ -10,15 +10,19 @@ from .sending import delivery_send
 
 
 @shared_task(
+    bind=True,
     acks_late=True,
     ignore_result=True,
     # A live task never outlasts the reconciler's lease (DELIVERY_LEASE_SECONDS).
     time_limit=settings.DELIVERY_TASK_TIME_LIMIT_SECONDS,
 )
-def deliver(delivery_id: int) -> str:
+def deliver(self, delivery_id: int) -> str:
     outcome = delivery_send(delivery_id=delivery_id)
     if outcome.retry_in is not None:
-        deliver.apply_async((delivery_id,), countdown=outcome.retry_in)
+        # Back on the queue it came from, so a direct message waits behind no campaign's messages
+        # (the feeder names the queue as the routing key; otherwise the task's route decides).
+        queue = (self.request.delivery_info or {}).get("routing_key") or None
+        deliver.apply_async((delivery_id,), countdown=outcome.retry_in, queue=queue)
     return outcome.status
 
 
