@@ -127,14 +127,23 @@ def test_it_returns_from_cancel_only_once_the_send_already_on_its_way_is_recorde
 
 @pytest.fixture
 def worker(settings):
-    """A Celery worker inside this process (two threads), taking every queue."""
+    """A Celery worker inside this process (two threads), taking every queue. Each task closes its
+    thread's database connection, as a real worker's Django fixup does, so none outlives the test."""
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
 
     from settings.celery import app
 
-    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=20,
-                      queues=["direct", "deliveries", "control", "default"]) as running:
-        yield running
+    def close_connection(**kwargs):
+        connection.close()
+
+    task_postrun.connect(close_connection, weak=False)
+    try:
+        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=20,
+                          queues=["direct", "deliveries", "control", "default"]) as running:
+            yield running
+    finally:
+        task_postrun.disconnect(close_connection)
 
 
 def test_it_lets_the_rest_flow_to_the_end_after_a_pause_and_a_resume(teams, redis_client, worker, monkeypatch):
