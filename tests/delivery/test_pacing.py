@@ -688,3 +688,16 @@ def test_it_uses_the_redis_it_was_given_not_the_default_one(pace):
         pacer.acquire(tenant_id=TENANT, campaign_id=7)
     pacer.resume(campaign_id=7)
     assert pacer.acquire(tenant_id=TENANT, campaign_id=7) >= 0.0
+
+
+def test_it_remembers_a_pause_it_learned_from_its_slot_once_redis_forgets_it(pace, redis_client):
+    told, other = new_pacer(pace), new_pacer(pace)
+    told.throttled(tenant_id=TENANT, retry_after=0.6)
+    with pytest.raises(Deferred):
+        other.acquire(tenant_id=TENANT, max_sleep=0.1)  # its slot tells it of the pause
+    redis_client.flushdb()  # a Redis restart
+
+    with pytest.raises(Deferred) as deferred:
+        other.acquire(tenant_id=TENANT, max_sleep=0.1)
+
+    assert 0.4 <= deferred.value.wait <= 0.6
