@@ -375,3 +375,329 @@ def test_a_conversation_booked_behind_a_backlog_still_gets_no_more_than_7_calls_
         call()
 
     assert most_in_one_second(slots) <= 7
+
+
+# What the pacer leaves in Redis and how it answers, pinned exactly: the app-wide limit, the log of
+# calls let go, the Retry-After this process remembers, the campaigns' stop flags and the deferrals.
+
+
+def state(pacer, tenant_id: str = TENANT) -> dict[str, float]:
+    """The tenant's pace in Redis: its next free slot (tat), rate, when the rate was set, pause, calls."""
+    return {key.decode(): float(value) for key, value in pacer.client.hgetall(pacer.tenant_key(tenant_id)).items()}
+
+
+def keys(client) -> set[str]:
+    return {key.decode() for key in client.keys("*")}
+
+
+def recorded_sleeps(monkeypatch, after_first=None) -> list[float]:
+    """The pacer's sleeps, real but recorded; ``after_first`` runs as the first one ends (what happened
+    elsewhere while this worker slept)."""
+    import delivery.pacing as pacing
+
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+        if len(slept) == 1 and after_first is not None:
+            after_first()
+
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    return slept
+
+
+def slot_ahead(pacer, seconds: float) -> None:
+    """A backlog: the tenant's next free slot is ``seconds`` away."""
+    pacer.client.hset(pacer.tenant_key(TENANT), "tat", redis_clock(pacer.client) + seconds)
+
+
+def test_it_leaves_only_the_tenant_pace_and_its_log_of_calls_in_redis(pace):
+    pacer = new_pacer(pace)
+    assert pacer.acquire(tenant_id=TENANT) == 0.0
+    pacer.acquire(tenant_id=TENANT)
+
+    assert keys(pacer.client) == {pacer.tenant_key(TENANT), pacer.calls_key(TENANT)}  # no conversation log
+    pace_state = state(pacer)
+    assert set(pace_state) == {"tat", "rate", "rate_at", "seq"}  # and no pause announced: none was heard
+    assert pace_state["seq"] == 2
+    assert pacer.client.zcard(pacer.calls_key(TENANT)) == 2
+
+
+def test_it_spaces_slots_at_the_published_limit_times_the_pace_fraction(pace):
+    pace.TEAMS_PACE_FRACTION = 0.5
+    pacer = new_pacer(pace)
+    pacer.acquire(tenant_id=TENANT)
+
+    pace_state = state(pacer)
+    assert pace_state["rate"] == 25.0
+    assert pace_state["tat"] - pace_state["rate_at"] == pytest.approx(1 / 25, abs=1e-6)  # the next slot
+
+
+@pytest.mark.parametrize(
+    ("limit", "min_fraction", "floor"),
+    [(50.0, 0.1, 5.0), (10.0, 0.05, 1.0)],  # a share of the pace, and never below one call a second
+)
+def test_it_never_lowers_the_pace_below_its_floor(pace, limit, min_fraction, floor):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = limit
+    pace.TEAMS_PACE_MIN_FRACTION = min_fraction
+    pace.TEAMS_PACE_DECREASE = 0.1
+    pacer = new_pacer(pace)
+    pacer.acquire(tenant_id=TENANT)
+    for _ in range(3):
+        pacer.throttled(tenant_id=TENANT, retry_after=0)
+
+    assert state(pacer)["rate"] == floor
+
+
+def test_it_keeps_its_log_of_calls_for_the_window_and_a_second_more(pace):
+    from delivery.pacing import call_window
+
+    pace.TEAMS_PACE_FRACTION = 0.97
+    assert call_window() == pytest.approx(1 / 0.97)
+    pacer = new_pacer(pace)
+    pacer.acquire(tenant_id=TENANT)
+    assert 2031 - 100 <= pacer.client.pttl(pacer.calls_key(TENANT)) <= 2031  # ceil(1,030.9 ms) + 1 s
+
+    pace.TEAMS_PACE_FRACTION = 2.0  # a pace past the limit never shrinks the window below a second
+    assert call_window() == 1.0
+    pace.TEAMS_PACE_FRACTION = 0.5
+    assert call_window() == 2.0
+
+
+def test_it_lets_no_more_than_the_published_limit_into_the_trailing_second_even_below_two_a_second(pace):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 1.0
+    pace.TEAMS_PACE_FRACTION = 20.0  # slots 50 ms apart: only the log of calls holds the limit
+    pacer = new_pacer(pace)
+    pacer.acquire(tenant_id=TENANT)
+
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, max_sleep=0.4)
+
+    assert 0.8 <= deferred.value.wait <= 1.0  # until the first call leaves the trailing second
+    assert pacer.client.zcard(pacer.calls_key(TENANT)) == 1
+
+
+def test_it_lets_calls_go_no_closer_than_half_a_slot_of_the_published_limit(pace, monkeypatch):
+    pace.TEAMS_RATE_LIMIT_PER_SECOND = 2.0  # half a slot: 250 ms
+    pace.TEAMS_PACE_FRACTION = 20.0  # slots 25 ms apart
+    pacer = new_pacer(pace)
+    pacer.acquire(tenant_id=TENANT)
+
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, max_sleep=0.1)
+    assert 0.25 - 0.15 < deferred.value.wait <= 0.25
+
+    slept = recorded_sleeps(monkeypatch)
+    slot_ahead(pacer, 0.05)
+    returned = pacer.acquire(tenant_id=TENANT)
+
+    assert len(slept) == 2  # for its slot, then for half a slot after the last call
+    assert returned == pytest.approx(sum(slept), abs=1e-9)  # every second slept is reported
+    moments = [score for _, score in pacer.client.zrange(pacer.calls_key(TENANT), 0, -1, withscores=True)]
+    assert len(moments) == 2
+    assert moments[1] - moments[0] >= 0.25 - 1e-6
+
+
+def test_it_defers_by_default_any_wait_longer_than_five_seconds(pace, monkeypatch):
+    import delivery.pacing as pacing
+
+    class Slept(Exception):
+        pass
+
+    def sleep(seconds: float) -> None:
+        raise Slept(seconds)
+
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(sleep=sleep, monotonic=time.monotonic))
+    pacer = new_pacer(pace)
+    pacer.throttled(tenant_id="tenant-long", retry_after=5.5)
+    pacer.throttled(tenant_id="tenant-short", retry_after=4.5)
+
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id="tenant-long")
+    assert 5.4 <= deferred.value.wait <= 5.5
+    with pytest.raises(Slept) as slept:
+        pacer.acquire(tenant_id="tenant-short")
+    assert 4.4 <= slept.value.args[0] <= 4.5
+
+
+def test_it_lets_a_call_go_when_no_wait_is_allowed_and_its_slot_is_free(pace):
+    pacer = new_pacer(pace)
+    assert pacer.acquire(tenant_id=TENANT, max_sleep=0) == 0.0
+
+
+def test_it_stops_a_call_of_a_paused_or_cancelled_campaign_before_it_takes_a_slot(pace):
+    from delivery.pacing import Stopped, stop_key
+
+    pacer = new_pacer(pace)
+    pacer.stop(campaign_id=7, reason="cancelled")
+
+    with pytest.raises(Stopped) as stopped:
+        pacer.acquire(tenant_id=TENANT, thread="conversation:s:1", campaign_id=7)
+
+    assert stopped.value.reason == "cancelled"
+    assert keys(pacer.client) == {stop_key(7)}  # no slot, no call, no conversation log
+    assert pacer.client.get(stop_key(7)) == b"cancelled"
+    assert 7 * 24 * 3600 - 5 <= pacer.client.ttl(stop_key(7)) <= 7 * 24 * 3600  # a week
+    assert pacer.acquire(tenant_id=TENANT, campaign_id=8) == 0.0  # another campaign goes on
+
+    pacer.resume(campaign_id=7)
+
+    assert pacer.client.exists(stop_key(7)) == 0
+    pacer.acquire(tenant_id=TENANT, thread="conversation:s:1", campaign_id=7)
+
+
+def test_it_stops_a_call_of_a_stopped_campaign_when_pacing_is_off(pace):
+    from delivery.pacing import Stopped
+
+    pace.TEAMS_PACING = False
+    pacer = new_pacer(pace)
+    pacer.stop(campaign_id=7, reason="paused")
+
+    with pytest.raises(Stopped) as stopped:
+        pacer.acquire(tenant_id=TENANT, campaign_id=7)
+    assert stopped.value.reason == "paused"
+    assert pacer.acquire(tenant_id=TENANT, campaign_id=8) == 0.0
+    assert pacer.acquire(tenant_id=TENANT) == 0.0
+
+
+def test_it_stops_a_call_whose_campaign_is_cancelled_while_it_sleeps_for_its_slot(pace, monkeypatch):
+    from delivery.pacing import Stopped
+
+    pacer = new_pacer(pace)
+    recorded_sleeps(monkeypatch, after_first=lambda: new_pacer(pace).stop(campaign_id=7, reason="cancelled"))
+    slot_ahead(pacer, 0.1)
+
+    with pytest.raises(Stopped) as stopped:
+        pacer.acquire(tenant_id=TENANT, campaign_id=7)
+
+    assert stopped.value.reason == "cancelled"
+    assert pacer.client.zcard(pacer.calls_key(TENANT)) == 0  # the call was never let go
+
+
+def test_it_takes_the_first_slot_past_a_retry_after_announced_while_it_slept(pace, monkeypatch):
+    pacer, other = new_pacer(pace), new_pacer(pace)  # another process hears a 429 meanwhile
+    slept = recorded_sleeps(monkeypatch, after_first=lambda: other.throttled(tenant_id=TENANT, retry_after=0.4))
+    slot_ahead(pacer, 0.2)
+
+    returned = pacer.acquire(tenant_id=TENANT, thread="conversation:p:1")
+
+    assert len(slept) == 2  # for its slot, then past the pause
+    assert returned == pytest.approx(sum(slept), abs=1e-9)
+    assert 0.2 + 0.4 - 0.05 <= returned
+    pace_state = state(pacer)
+    assert pace_state["tat"] == pytest.approx(pace_state["pause_until"] + 1 / pace_state["rate"], abs=1e-6)
+    thread_key = f"crier:thread:{settings.BOT_APP_ID}:conversation:p:1"
+    assert keys(pacer.client) == {pacer.tenant_key(TENANT), pacer.calls_key(TENANT), thread_key}
+    assert pacer.client.zcard(thread_key) == 1  # the conversation's call counted once
+    (_, moment), = pacer.client.zrange(pacer.calls_key(TENANT), 0, -1, withscores=True)
+    assert moment >= pace_state["pause_until"]
+
+
+def test_it_defers_without_booking_a_slot_when_a_retry_after_heard_mid_sleep_outlasts_its_budget(pace, monkeypatch):
+    pacer, other = new_pacer(pace), new_pacer(pace)
+    recorded_sleeps(monkeypatch, after_first=lambda: other.throttled(tenant_id=TENANT, retry_after=0.9))
+    slot_ahead(pacer, 0.2)
+
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, max_sleep=1.0)  # 0.2 s slept, 0.9 s more would pass the 1 s
+
+    assert 0.8 <= deferred.value.wait <= 0.9
+    pace_state = state(pacer)
+    assert pace_state["tat"] == pace_state["pause_until"]  # no slot booked past the pause
+    assert pacer.client.zcard(pacer.calls_key(TENANT)) == 0
+
+
+def test_it_waits_out_a_retry_after_this_process_heard_while_it_slept_though_redis_never_did(pace, monkeypatch):
+    pacer = new_pacer(pace)
+    # Another thread of this process got a 429 and could not tell Redis.
+    slept = recorded_sleeps(monkeypatch, after_first=lambda: pacer.heard(tenant_id=TENANT, pause=0.3))
+    slot_ahead(pacer, 0.1)
+
+    pacer.acquire(tenant_id=TENANT)
+
+    assert len(slept) == 2
+    assert 0.3 - 0.05 <= slept[1] <= 0.3
+    assert pause_left(pacer, TENANT) > -0.05  # told to Redis, for every other worker
+    (_, moment), = pacer.client.zrange(pacer.calls_key(TENANT), 0, -1, withscores=True)
+    assert moment >= float(pacer.client.hget(pacer.tenant_key(TENANT), "pause_until"))
+
+
+def test_it_remembers_the_longest_retry_after_heard_not_the_last(pace):
+    pacer = new_pacer(pace)
+    pacer.heard(tenant_id=TENANT, pause=0.6)
+    pacer.heard(tenant_id=TENANT, pause=0.1)
+
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, max_sleep=0.2)
+
+    assert 0.5 <= deferred.value.wait <= 0.6
+    assert 0.45 <= pause_left(pacer, TENANT) <= 0.6  # Redis never knew: told now, for every worker
+    assert state(pacer)["rate"] == 50.0  # the pace unchanged by telling
+
+
+def test_it_leaves_the_pace_as_the_429_left_it_when_a_call_is_deferred_for_the_pause(pace):
+    pace.TEAMS_PACE_DECREASE = 0.8
+    pace.TEAMS_PACE_RECOVERY_PER_SECOND = 1.0
+    told, other = new_pacer(pace), new_pacer(pace)
+    told.acquire(tenant_id=TENANT)
+    told.throttled(tenant_id=TENANT, retry_after=0.5)
+    before = state(told)
+
+    with pytest.raises(Deferred):
+        other.acquire(tenant_id=TENANT, max_sleep=0.1)
+
+    assert state(other) == before  # nothing booked, the rate's recovery not restarted
+
+
+def test_it_pauses_a_tenant_for_one_second_when_teams_gives_no_retry_after(pace, redis_client):
+    pacer = new_pacer(pace)
+    assert 0.95 <= pacer.throttled(tenant_id=TENANT, retry_after=None) <= 1.0
+    assert 0.9 <= pause_left(pacer, TENANT) <= 1.0
+    redis_client.flushdb()
+
+    with pytest.raises(Deferred) as deferred:
+        pacer.acquire(tenant_id=TENANT, max_sleep=0.1)  # remembered in the process too
+    assert 0.9 <= deferred.value.wait <= 1.0
+
+
+def test_it_keeps_the_longer_of_two_retry_afters_and_answers_what_is_left_of_it(pace):
+    pacer = new_pacer(pace)
+    assert 0.95 <= pacer.throttled(tenant_id=TENANT, retry_after=1.0) <= 1.0
+    assert 0.9 <= pacer.throttled(tenant_id=TENANT, retry_after=0.2) <= 1.0
+
+
+def test_it_pauses_nothing_and_tells_nothing_when_pacing_is_off(pace):
+    pace.TEAMS_PACING = False
+    pacer = new_pacer(pace)
+    assert pacer.throttled(tenant_id=TENANT, retry_after=10) == 0.0
+    assert keys(pacer.client) == set()
+
+
+def test_it_uses_the_redis_it_was_given_not_the_default_one(pace):
+    from delivery.pacing import Stopped
+
+    client = redis.Redis.from_url(pace.REDIS_URL)
+    pace.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    pacer = Pacer(client)
+
+    pacer.acquire(tenant_id=TENANT)
+    pacer.throttled(tenant_id=TENANT, retry_after=0)
+    pacer.stop(campaign_id=7, reason="paused")
+    with pytest.raises(Stopped):
+        pacer.acquire(tenant_id=TENANT, campaign_id=7)
+    pacer.resume(campaign_id=7)
+    assert pacer.acquire(tenant_id=TENANT, campaign_id=7) >= 0.0
+
+
+def test_it_remembers_a_pause_it_learned_from_its_slot_once_redis_forgets_it(pace, redis_client):
+    told, other = new_pacer(pace), new_pacer(pace)
+    told.throttled(tenant_id=TENANT, retry_after=0.6)
+    with pytest.raises(Deferred):
+        other.acquire(tenant_id=TENANT, max_sleep=0.1)  # its slot tells it of the pause
+    redis_client.flushdb()  # a Redis restart
+
+    with pytest.raises(Deferred) as deferred:
+        other.acquire(tenant_id=TENANT, max_sleep=0.1)
+
+    assert 0.4 <= deferred.value.wait <= 0.6
