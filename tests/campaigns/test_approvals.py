@@ -119,6 +119,15 @@ def test_it_counts_only_announcements_and_needs_approval_only_above_the_threshol
     assert (state.needed, state.missing, state.threshold) == (False, False, 3)
 
 
+def test_it_counts_the_people_of_the_campaigns_own_audience(three):
+    audience = factories.audience(kind="static")
+    audience.members.add(factories.recipient(), factories.recipient())
+
+    state = approval_state(campaign=factories.campaign(audience=audience))
+
+    assert (state.people, state.needed) == (2, False)
+
+
 def test_it_counts_an_approval_only_for_what_it_fingerprinted_and_up_to_the_people_it_showed(three):
     campaign = approved(factories.campaign(), people=3)
     assert approval_state(campaign=campaign).approved and not approval_state(campaign=campaign).missing
