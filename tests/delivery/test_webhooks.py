@@ -604,3 +604,30 @@ def test_the_lock_outlasts_the_longest_tick(receiver, settings, redis_client, mo
     [ttl_ms] = seen
     assert 90_000 < ttl_ms <= 96_000  # 3 batches of (7 s + 5 s) and a minute
     assert endpoint.pk
+
+
+def test_events_go_in_the_order_their_transactions_began_not_the_order_they_were_written(receiver):
+    from django.db import connection, transaction
+
+    subscribe(receiver, "opt_out.created")
+    first, second = factories.recipient(external_id="first"), factories.recipient(external_id="second")
+    began, written = threading.Event(), threading.Event()
+
+    def older_transaction():
+        with transaction.atomic():
+            connection.cursor().execute("SELECT pg_current_xact_id()")  # this transaction's id is taken now
+            began.set()
+            written.wait(10)
+            opt_out_record(recipient=first, source=OptOut.Source.API)  # written last: the higher event id
+        connection.close()
+
+    writer = threading.Thread(target=older_transaction)
+    writer.start()
+    began.wait(10)
+    opt_out_record(recipient=second, source=OptOut.Source.API)  # a younger transaction, written first
+    written.set()
+    writer.join(10)
+
+    assert webhooks.dispatch() == 2
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["first", "second"]
