@@ -88,8 +88,8 @@ def validate_inbound(authorization: str, activity: dict[str, Any]) -> dict[str, 
         )
     except jwt.InvalidTokenError as exc:
         raise InboundAuthError(f"Invalid token: {exc}") from exc
-    service_url = str(activity.get("serviceUrl") or "")
-    if str(claims.get("serviceurl", "")).rstrip("/") != service_url.rstrip("/"):
+    service_url = str(activity.get("serviceUrl") or "").rstrip("/")
+    if not service_url or str(claims.get("serviceurl", "")).rstrip("/") != service_url:
         raise InboundAuthError("The token's serviceurl does not match the activity's serviceUrl.", status=403)
     return claims
 

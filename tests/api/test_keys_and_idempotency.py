@@ -198,3 +198,155 @@ def test_only_answers_that_will_not_change_on_retry_are_kept_for_replay(status, 
     idempotency_finish(record=record, status=status, body={"error": {"code": code, "message": "", "fields": {}}})
 
     assert IdempotencyRecord.objects.filter(api_key=api_key, key="k").exists() is kept
+
+
+# --- The idempotency service itself: the fingerprint, the key's bounds, the records it keeps ---------
+
+from campaigns.api.idempotency import (  # noqa: E402
+    Replay,
+    idempotency_begin,
+    idempotency_finish,
+    idempotency_forget_expired,
+    request_fingerprint,
+)
+from campaigns.errors import ApplicationError  # noqa: E402
+
+
+def test_it_fingerprints_the_method_the_path_and_the_body_as_canonical_json():
+    import hashlib
+
+    body = {"name": "Town hall", "audience": {"tags": ["a", "b"], "all": None}}
+
+    fingerprint = request_fingerprint(method="POST", path="/api/v1/campaigns/", data=body)
+
+    canonical = '{"audience":{"all":null,"tags":["a","b"]},"name":"Town hall"}'
+    assert fingerprint == hashlib.sha256(f"POST /api/v1/campaigns/\n{canonical}".encode()).hexdigest()
+    reordered = {"audience": {"all": None, "tags": ["a", "b"]}, "name": "Town hall"}
+    assert request_fingerprint(method="POST", path="/api/v1/campaigns/", data=reordered) == fingerprint
+    assert request_fingerprint(method="POST", path="/api/v1/campaigns/", data={**body, "name": "Other"}) != fingerprint
+
+
+@pytest.mark.parametrize("key", ["", "   ", "k" * 256], ids=["empty", "blank", "256-characters"])
+def test_it_refuses_an_idempotency_key_that_is_blank_or_longer_than_255_characters(key):
+    api_key, _ = api_key_create(name="hr")
+
+    with pytest.raises(ApplicationError) as refused:
+        idempotency_begin(api_key=api_key, key=key, fingerprint="f")
+
+    error = refused.value
+    assert (error.status, error.code, error.message) == (400, "invalid", "Idempotency-Key must be 1 to 255 characters.")
+    assert error.fields == {"Idempotency-Key": ["1 to 255 characters."]}
+    assert not IdempotencyRecord.objects.exists()
+
+
+def test_it_claims_a_key_of_255_characters_for_its_api_key_and_request():
+    api_key, _ = api_key_create(name="hr")
+
+    record = idempotency_begin(api_key=api_key, key="k" * 255, fingerprint="f1")
+
+    row = IdempotencyRecord.objects.get()
+    assert row.pk == record.pk
+    assert (row.api_key_id, row.key, row.request_hash, row.completed, row.status_code, row.body) == (
+        api_key.pk, "k" * 255, "f1", False, None, None
+    )
+
+
+def test_it_keeps_the_first_answer_and_replays_its_status_and_body():
+    api_key, _ = api_key_create(name="hr")
+    record = idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+
+    idempotency_finish(record=record, status=201, body={"id": 7, "name": "Town hall"})
+
+    row = IdempotencyRecord.objects.get()
+    assert (row.completed, row.status_code, row.body) == (True, 201, {"id": 7, "name": "Town hall"})
+    with pytest.raises(Replay) as replay:
+        idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+    assert (replay.value.status, replay.value.body) == (201, {"id": 7, "name": "Town hall"})
+
+
+def test_it_refuses_the_same_key_for_another_request_with_422_and_while_running_with_409():
+    api_key, _ = api_key_create(name="hr")
+    idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+
+    with pytest.raises(ApplicationError) as reused:
+        idempotency_begin(api_key=api_key, key="k", fingerprint="other")
+    with pytest.raises(ApplicationError) as running:
+        idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+
+    assert (reused.value.status, reused.value.code, reused.value.message) == (
+        422, "idempotency_key_reused",
+        "This Idempotency-Key was used for a different request; use a new key for a new request.",
+    )
+    assert (running.value.status, running.value.code, running.value.message) == (
+        409, "idempotency_key_in_progress",
+        "The first request with this Idempotency-Key is still being processed; try again shortly.",
+    )
+    assert IdempotencyRecord.objects.get().request_hash == "f"
+
+
+def test_it_replays_a_key_a_little_under_a_day_old():
+    api_key, _ = api_key_create(name="hr")
+    idempotency_finish(record=idempotency_begin(api_key=api_key, key="k", fingerprint="f"), status=200, body={"ok": 1})
+    IdempotencyRecord.objects.update(created_at=timezone.now() - KEPT_FOR + datetime.timedelta(minutes=30))
+
+    with pytest.raises(Replay) as replay:
+        idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+
+    assert replay.value.body == {"ok": 1}
+
+
+@pytest.mark.parametrize("fingerprint", ["f", "other"], ids=["same-request", "another-request"])
+def test_it_claims_a_key_over_a_day_old_afresh_for_whatever_request_comes(fingerprint):
+    api_key, _ = api_key_create(name="hr")
+    idempotency_finish(record=idempotency_begin(api_key=api_key, key="k", fingerprint="f"), status=200, body={"ok": 1})
+    IdempotencyRecord.objects.update(created_at=timezone.now() - KEPT_FOR - datetime.timedelta(minutes=1))
+
+    record = idempotency_begin(api_key=api_key, key="k", fingerprint=fingerprint)
+
+    row = IdempotencyRecord.objects.get()
+    assert row.pk == record.pk
+    assert (row.api_key_id, row.key, row.request_hash, row.completed, row.status_code, row.body) == (
+        api_key.pk, "k", fingerprint, False, None, None
+    )
+    assert row.created_at > timezone.now() - datetime.timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    "status, body, kept",
+    [
+        (500, {"error": {"code": "server_error"}}, False),
+        (503, None, False),
+        (499, {"error": {"code": "client_closed"}}, True),
+        (430, {"error": {"code": "invalid"}}, True),
+        (400, {"error": {"code": "concurrent_update"}}, True),  # only a 409 says "try again"
+        (409, [{"error": {"code": "concurrent_update"}}], True),
+        (409, {"error": "concurrent_update"}, True),
+        (409, {"detail": {"code": "concurrent_update"}}, True),
+        (201, {"id": 1}, True),
+    ],
+)
+def test_it_keeps_every_answer_but_server_errors_429s_and_transient_409s(status, body, kept):
+    api_key, _ = api_key_create(name="hr")
+    record = idempotency_begin(api_key=api_key, key="k", fingerprint="f")
+
+    idempotency_finish(record=record, status=status, body=body)
+
+    assert list(IdempotencyRecord.objects.values_list("completed", "status_code", "body")) == (
+        [(True, status, body)] if kept else []
+    )
+
+
+def test_it_forgets_only_the_keys_over_a_day_old_and_says_how_many():
+    api_key, _ = api_key_create(name="hr")
+    for key in ("old-1", "old-2", "recent"):
+        idempotency_begin(api_key=api_key, key=key, fingerprint="f")
+    IdempotencyRecord.objects.filter(key__startswith="old").update(
+        created_at=timezone.now() - KEPT_FOR - datetime.timedelta(minutes=1)
+    )
+    IdempotencyRecord.objects.filter(key="recent").update(
+        created_at=timezone.now() - KEPT_FOR + datetime.timedelta(minutes=30)
+    )
+
+    assert idempotency_forget_expired() == 2
+
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["recent"]

@@ -265,3 +265,107 @@ def test_it_refuses_a_key_not_endorsed_for_msteams(key_server, endorsements):
     with pytest.raises(InboundAuthError) as error:
         validate_inbound(signed(private, "k"), ACTIVITY)
     assert error.value.status == 403
+
+
+# --- What each refusal says: the endpoint answers with this text --------------------------------
+
+
+def refusal(authorization, activity=ACTIVITY):
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(authorization, activity)
+    return error.value.status, str(error.value)
+
+
+@pytest.mark.parametrize("authorization", ["", None, "Basic abc", "Bearer", "Bearer ", "bearer abc"])
+def test_it_says_the_bearer_token_is_missing_for_any_other_authorization(key, authorization):
+    assert refusal(authorization) == (401, "Missing bearer token.")
+
+
+@pytest.mark.parametrize("authorization", ["Bearer not.a.jwt", "Bearer two words"])
+def test_it_says_a_token_that_is_not_a_jwt_is_malformed(key, authorization):
+    status, message = refusal(authorization)
+    assert status == 401 and message.startswith("Malformed token: ")
+
+
+def test_it_refuses_a_token_not_signed_with_rs256_before_looking_for_its_key(key):
+    now = int(time.time())
+    claims = {"iss": settings.BOT_TOKEN_ISSUER, "aud": settings.BOT_APP_ID, "serviceurl": SERVICE_URL, "exp": now + 60}
+    forged = jwt.encode(claims, "a-shared-secret-of-32-bytes-or-more!", algorithm="HS256", headers={"kid": "test-key"})
+
+    assert refusal("Bearer " + forged) == (401, "Tokens must be signed with RS256.")
+
+
+def test_it_names_an_unknown_key_and_the_channel_a_key_is_not_endorsed_for(key):
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = "Bearer " + jwt.encode({"aud": settings.BOT_APP_ID}, other, algorithm="RS256", headers={"kid": "nobody"})
+
+    assert refusal(stranger) == (401, "The token is signed with an unknown key.")
+    assert refusal(token(key), {**ACTIVITY, "channelId": "webchat"}) == (
+        403, "The signing key is not endorsed for channel 'webchat'."
+    )
+
+
+def test_it_says_why_a_token_is_invalid(key):
+    status, message = refusal(token(key, exp=int(time.time()) - 3600))
+    assert status == 401 and message.startswith("Invalid token: ") and "expired" in message
+
+
+def test_it_says_the_service_url_does_not_match(key):
+    assert refusal(token(key, serviceurl="https://attacker.example/")) == (
+        403, "The token's serviceurl does not match the activity's serviceUrl."
+    )
+
+
+@pytest.mark.parametrize(
+    "claimed, activity_url",
+    [("https://smba.example/APAX/", "https://smba.example/APAX"), ("https://smba.example/APAX", "https://smba.example/APAX/")],
+)
+def test_it_compares_service_urls_exactly_but_for_a_trailing_slash(key, claimed, activity_url):
+    assert validate_inbound(token(key, serviceurl=claimed), {**ACTIVITY, "serviceUrl": activity_url})["serviceurl"] == claimed
+    assert refusal(token(key, serviceurl=claimed.replace("APAX", "APA")), {**ACTIVITY, "serviceUrl": activity_url})[0] == 403
+
+
+def test_it_refuses_a_token_without_a_service_url_for_an_activity_without_one(key):
+    activity = {name: value for name, value in ACTIVITY.items() if name != "serviceUrl"}
+
+    assert refusal(token(key, serviceurl=MISSING), activity) == (
+        403, "The token's serviceurl does not match the activity's serviceUrl."
+    )
+
+
+def test_it_fetches_the_metadata_then_the_keys_it_names_with_a_ten_second_limit(key_server, monkeypatch):
+    from bots import http
+
+    private, jwk = signing_key("k")
+    key_server.keys = [jwk]
+    calls, real_request = [], http.request
+
+    def spy(method, url, **kwargs):
+        calls.append((method, url, kwargs))
+        return real_request(method, url, **kwargs)
+
+    monkeypatch.setattr(http, "request", spy)
+
+    validate_inbound(signed(private, "k"), ACTIVITY)
+
+    assert calls == [("GET", f"{key_server.url}/openid", {"timeout": 10}), ("GET", f"{key_server.url}/keys", {"timeout": 10})]
+
+
+def test_it_says_why_the_keys_cannot_be_loaded(key_server):
+    key_server.status["/keys"] = 503
+    private, _ = signing_key("k")
+
+    status, message = refusal(signed(private, "k"))
+
+    assert status == 503 and message.startswith("Cannot load the Bot Framework signing keys: ")
+
+
+def test_a_new_process_fetches_the_keys_on_its_first_token(key_server, monkeypatch):
+    from bots import auth
+
+    private, jwk = signing_key("k")
+    key_server.keys = [jwk]
+    monkeypatch.setattr(auth, "signing_keys", auth.SigningKeys())  # never fetched, never cleared
+
+    assert validate_inbound(signed(private, "k"), ACTIVITY)["aud"] == settings.BOT_APP_ID
+    assert key_server.hits["/keys"] == 1

@@ -544,3 +544,90 @@ def test_a_slow_endpoint_is_cut_off_at_the_webhook_timeout(settings, in_body):
         assert (attempt.ok, attempt.status_code) == (False, None) and "1.0 s" in attempt.error
     finally:
         slow.close()
+
+
+# --- Batches and the per-endpoint lock ------------------------------------------------------------
+
+
+def test_it_sends_waiting_events_in_batches_up_to_the_ticks_limit_and_the_rest_next_tick(receiver, settings):
+    settings.WEBHOOK_BATCH, settings.WEBHOOK_MAX_BATCHES_PER_TICK = 2, 2
+    endpoint = subscribe(receiver, "opt_out.created")
+    for n in range(5):
+        opt_out_record(recipient=factories.recipient(external_id=f"E{n}"), source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 4
+    assert [len(json.loads(body)["events"]) for _, body in receiver.calls] == [2, 2]
+    assert webhooks.dispatch() == 1
+    assert webhooks.dispatch() == 0
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E0", "E1", "E2", "E3", "E4"]
+    ids = [e["id"] for e in receiver.events()]
+    assert [(a.events, a.first_event_id, a.last_event_id) for a in WebhookAttempt.objects.order_by("id")] == [
+        (2, ids[0], ids[1]), (2, ids[2], ids[3]), (1, ids[4], ids[4])
+    ]
+    endpoint.refresh_from_db()
+    assert endpoint.cursor == receiver.events()[-1]["id"]
+
+
+def test_an_endpoint_another_tick_holds_is_skipped_and_the_others_still_served(receiver, settings, redis_client):
+    from delivery.connections import lock_acquire, lock_release
+
+    held = WebhookEndpoint.objects.create(name="a-held", url=receiver.url + "?held", secret=SECRET,
+                                          events=["opt_out.created"])
+    free = subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    token = lock_acquire(redis_client, f"crier:webhook:{held.pk}", ttl_seconds=30)
+
+    assert webhooks.dispatch() == 1
+
+    assert WebhookAttempt.objects.get().endpoint_id == free.pk
+    lock_release(redis_client, f"crier:webhook:{held.pk}", token)
+    assert webhooks.dispatch() == 1
+    assert not redis_client.exists(f"crier:webhook:{held.pk}", f"crier:webhook:{free.pk}")  # released after each tick
+
+
+def test_the_lock_outlasts_the_longest_tick(receiver, settings, redis_client, monkeypatch):
+    settings.WEBHOOK_MAX_BATCHES_PER_TICK, settings.WEBHOOK_TIMEOUT_SECONDS = 3, 7.0
+    endpoint = subscribe(receiver, "opt_out.created")
+    opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+    seen = []
+    real_post = webhooks._post
+
+    def post(endpoint, events):
+        seen.append(redis_client.pttl(f"crier:webhook:{endpoint.pk}"))
+        return real_post(endpoint, events)
+
+    monkeypatch.setattr(webhooks, "_post", post)
+
+    assert webhooks.dispatch() == 1
+
+    [ttl_ms] = seen
+    assert 90_000 < ttl_ms <= 96_000  # 3 batches of (7 s + 5 s) and a minute
+    assert endpoint.pk
+
+
+def test_events_go_in_the_order_their_transactions_began_not_the_order_they_were_written(receiver):
+    from django.db import connection, transaction
+
+    subscribe(receiver, "opt_out.created")
+    first, second = factories.recipient(external_id="first"), factories.recipient(external_id="second")
+    began, written = threading.Event(), threading.Event()
+
+    def older_transaction():
+        with transaction.atomic():
+            connection.cursor().execute("SELECT pg_current_xact_id()")  # this transaction's id is taken now
+            began.set()
+            written.wait(10)
+            opt_out_record(recipient=first, source=OptOut.Source.API)  # written last: the higher event id
+        connection.close()
+
+    writer = threading.Thread(target=older_transaction)
+    writer.start()
+    began.wait(10)
+    opt_out_record(recipient=second, source=OptOut.Source.API)  # a younger transaction, written first
+    written.set()
+    writer.join(10)
+
+    assert webhooks.dispatch() == 2
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["first", "second"]
