@@ -1,5 +1,7 @@
 """The reconciler finds what workers and Redis lost, from the rows."""
 
+import base64
+import json
 from datetime import timedelta
 
 import pytest
@@ -215,3 +217,94 @@ def test_a_delivery_taken_back_twice_counts_once_as_ambiguous(settings, redis_cl
         recovery.reconcile()
 
     assert int(redis_client.hget(progress.key(campaign.pk), "ambiguous")) == 1
+
+
+def counted(redis_client, campaign, field: str) -> int:
+    return int(redis_client.hget(progress.key(campaign.pk), field) or 0)
+
+
+def test_it_counts_deliveries_failed_after_their_worker_died_as_failed_and_each_ambiguous_once(settings, redis_client):
+    campaign = launched(2)
+    fresh, already = campaign.deliveries.order_by("id")
+    expired = timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
+    campaign.deliveries.update(status=Delivery.Status.SENDING, attempts=settings.DELIVERY_MAX_ATTEMPTS, claimed_at=expired)
+    Delivery.objects.filter(pk=already.pk).update(ambiguous=True)  # counted when an earlier attempt was taken back
+    failed, ambiguous = counted(redis_client, campaign, "failed"), counted(redis_client, campaign, "ambiguous")
+
+    recovery.reconcile()
+
+    assert counted(redis_client, campaign, "failed") - failed == 2
+    assert counted(redis_client, campaign, "ambiguous") - ambiguous == 1
+    assert redis_client.keys(progress.key("None")) == []
+
+
+def test_it_counts_a_delivery_taken_back_from_a_dead_worker_as_ambiguous(settings, redis_client):
+    campaign = launched()
+    expired = timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
+    campaign.deliveries.update(status=Delivery.Status.SENDING, attempts=1, claimed_at=expired)
+
+    recovery.reconcile()
+
+    assert counted(redis_client, campaign, "ambiguous") == 1
+    assert counted(redis_client, campaign, "failed") == 0
+
+
+@pytest.mark.parametrize("due_in", [-20, 10], ids=["within-the-grace", "not-yet-due"])
+def test_it_leaves_a_retry_to_its_own_countdown_until_the_grace_has_passed(settings, redis_client, due_in):
+    settings.RETRY_GRACE_SECONDS = 30
+    campaign = launched()
+    campaign.deliveries.update(status=Delivery.Status.RETRYING, next_attempt_at=timezone.now() + timedelta(seconds=due_in))
+
+    assert recovery.reconcile()["requeued"] == 0
+    assert queued_ids(redis_client) == []
+
+
+def test_it_leaves_a_paused_campaigns_lost_retries_for_its_resume(settings, redis_client):
+    from campaigns.models import Campaign
+
+    campaign = launched()
+    campaign.deliveries.update(
+        status=Delivery.Status.RETRYING, next_attempt_at=timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 5)
+    )
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+
+    assert recovery.reconcile()["requeued"] == 0
+    assert queued_ids(redis_client) == []
+
+
+def welcomed(redis_client, age: timedelta, status=Delivery.Status.PENDING):
+    from campaigns.models import Campaign
+    from delivery import welcome
+
+    person = factories.recipient()
+    campaign = factories.campaign(kind=Campaign.Kind.WELCOME)
+    services.campaign_launch(campaign_id=campaign.pk)
+    [delivery_id] = welcome.welcome_on_install(aad_object_id=str(person.aad_object_id))
+    Delivery.objects.filter(pk=delivery_id).update(created_at=timezone.now() - age, status=status)
+    redis_client.delete(feeding.DIRECT_QUEUE)  # its message is lost
+    return delivery_id
+
+
+@pytest.mark.parametrize(
+    "age,status",
+    [(timedelta(seconds=5), Delivery.Status.PENDING), (timedelta(minutes=5), Delivery.Status.SENT)],
+    ids=["written-moments-ago", "already-sent"],
+)
+def test_it_queues_again_only_welcomes_left_pending_past_the_grace(settings, redis_client, age, status):
+    welcomed(redis_client, age, status)
+
+    assert recovery.reconcile()["requeued"] == 0
+    assert redis_client.llen(feeding.DIRECT_QUEUE) == 0
+
+
+def test_it_counts_lost_retries_and_lost_welcomes_together_as_requeued(settings, redis_client):
+    campaign = launched()
+    campaign.deliveries.update(
+        status=Delivery.Status.RETRYING, next_attempt_at=timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 5)
+    )
+    welcome_id = welcomed(redis_client, timedelta(minutes=5))
+
+    assert recovery.reconcile()["requeued"] == 2
+    assert queued_ids(redis_client) == list(campaign.deliveries.values_list("id", flat=True))
+    [raw] = redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)
+    assert json.loads(base64.b64decode(json.loads(raw)["body"]))[0] == [welcome_id]
