@@ -121,8 +121,7 @@ def test_the_search_for_lost_rows_starts_past_those_found_settled(settings, redi
     campaign.deliveries.update(status=Delivery.Status.SENT)
     assert recovery.reconcile()["fed_again"] == 0
 
-    check = feeding.lost_check(campaign.pk)
-    assert check.clean == max(campaign.deliveries.values_list("id", flat=True))
+    assert feeding.lost_check(campaign.pk) == feeding.LostCheck(clean=max(campaign.deliveries.values_list("id", flat=True)))
 
 
 def test_what_a_cancel_left_retrying_ends_skipped(redis_client):
@@ -308,3 +307,109 @@ def test_it_counts_lost_retries_and_lost_welcomes_together_as_requeued(settings,
     assert queued_ids(redis_client) == list(campaign.deliveries.values_list("id", flat=True))
     [raw] = redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)
     assert json.loads(base64.b64decode(json.loads(raw)["body"]))[0] == [welcome_id]
+
+
+@pytest.fixture
+def reconciler_clock(monkeypatch, redis_client):
+    """The reconciler's reading of Redis's clock, held where a test puts it (whole seconds, so that
+    moving it by the grace and back lands on the same float)."""
+    from delivery.connections import redis_clock
+
+    clock = {"now": float(int(redis_clock(redis_client)))}
+    monkeypatch.setattr(recovery, "redis_clock", lambda client: clock["now"])
+    return clock
+
+
+def lost_after_feeding(settings, redis_client, people: int):
+    """A campaign whose rows were all fed more than a grace ago, their messages lost."""
+    campaign = launched(people)
+    feeding.feed()
+    redis_client.delete(feeding.QUEUE)
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+    return campaign, list(campaign.deliveries.order_by("id").values_list("id", flat=True))
+
+
+def test_it_records_from_where_rows_may_be_lost_and_which_it_queued_again_when(settings, redis_client, reconciler_clock):
+    campaign, ids = lost_after_feeding(settings, redis_client, 4)
+    Delivery.objects.filter(pk=ids[0]).update(status=Delivery.Status.SENT)
+
+    assert recovery.reconcile()["fed_again"] == 3
+
+    assert feeding.lost_check(campaign.pk) == feeding.LostCheck(clean=ids[0], requeued=ids[3], at=reconciler_clock["now"])
+    assert queued_ids(redis_client) == ids[1:]
+
+
+def test_it_queues_rows_again_once_a_whole_grace_has_passed_since_it_last_did(settings, redis_client, reconciler_clock):
+    campaign, ids = lost_after_feeding(settings, redis_client, 4)
+    Delivery.objects.filter(pk=ids[0]).update(status=Delivery.Status.SENT)
+    recovery.reconcile()
+    redis_client.delete(feeding.QUEUE)
+
+    reconciler_clock["now"] += settings.RETRY_GRACE_SECONDS
+
+    assert recovery.reconcile()["fed_again"] == 3
+    assert queued_ids(redis_client) == ids[1:]
+
+
+def test_it_gives_a_single_row_queued_again_its_grace_too(settings, redis_client, reconciler_clock):
+    campaign, ids = lost_after_feeding(settings, redis_client, 1)
+    assert recovery.reconcile()["fed_again"] == 1
+    redis_client.delete(feeding.QUEUE)
+
+    reconciler_clock["now"] += settings.RETRY_GRACE_SECONDS - 1
+
+    assert recovery.reconcile()["fed_again"] == 0
+
+
+def test_it_queues_lost_rows_past_one_batch_at_its_next_look_and_not_those_just_queued(settings, redis_client):
+    campaign, ids = lost_after_feeding(settings, redis_client, 4)
+    settings.FEED_HIGH_WATER = 2
+
+    assert recovery.reconcile()["fed_again"] == 2
+    assert queued_ids(redis_client) == ids[:2]
+    redis_client.delete(feeding.QUEUE)
+
+    assert recovery.reconcile()["fed_again"] == 2
+    assert queued_ids(redis_client) == ids[2:]
+
+
+def test_it_queues_a_direct_messages_lost_rows_again_on_the_direct_queue(settings, redis_client):
+    from delivery.services import campaign_send_direct
+
+    people = [factories.recipient() for _ in range(2)]
+    direct = campaign_send_direct(name="Laptop ready", template_id=factories.template().pk,
+                                  category=factories.category(), external_ids=[p.external_id for p in people])
+    feeding.feed()
+    redis_client.delete(feeding.DIRECT_QUEUE)
+    fed_ago(redis_client, direct, settings.RETRY_GRACE_SECONDS + 1)
+
+    assert recovery.reconcile()["fed_again"] == 2
+
+    assert queued_ids(redis_client) == []
+    queued = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)]
+    assert sorted(queued) == sorted(direct.deliveries.values_list("id", flat=True))
+
+
+def test_it_looks_for_lost_rows_in_every_running_campaign_and_counts_them_all(settings, redis_client):
+    older = launched(1)
+    newer = launched(1)
+    never_fed = launched(0)  # its turn comes first, with nothing fed to lose
+    feeding.feed()
+    redis_client.delete(feeding.QUEUE, feeding.fed_key(never_fed.pk), feeding.cursor_key(never_fed.pk))
+    Delivery.objects.filter(campaign=never_fed).delete()
+    for campaign in (older, newer):
+        fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+
+    assert recovery.reconcile()["fed_again"] == 3
+
+    assert queued_ids(redis_client) == sorted(Delivery.objects.filter(campaign__in=[older, newer]).values_list("id", flat=True))
+
+
+def test_it_leaves_a_paused_campaigns_lost_rows_for_its_resume(settings, redis_client):
+    from campaigns.models import Campaign
+
+    campaign, ids = lost_after_feeding(settings, redis_client, 2)
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+
+    assert recovery.reconcile()["fed_again"] == 0
+    assert queued_ids(redis_client) == []
