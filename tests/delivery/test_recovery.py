@@ -321,11 +321,11 @@ def reconciler_clock(monkeypatch, redis_client):
 
 
 def lost_after_feeding(settings, redis_client, people: int):
-    """A campaign whose rows were all fed more than a grace ago, their messages lost."""
+    """A campaign whose rows were all fed a minute more than a grace ago, their messages lost."""
     campaign = launched(people)
     feeding.feed()
     redis_client.delete(feeding.QUEUE)
-    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 60)
     return campaign, list(campaign.deliveries.order_by("id").values_list("id", flat=True))
 
 
@@ -413,3 +413,104 @@ def test_it_leaves_a_paused_campaigns_lost_rows_for_its_resume(settings, redis_c
 
     assert recovery.reconcile()["fed_again"] == 0
     assert queued_ids(redis_client) == []
+
+
+def cancelled_leaving(statuses, cancelled_ago=timedelta(minutes=1)):
+    """A cancelled campaign whose rows, after the cancel, stand in ``statuses`` (sends in flight then)."""
+    from campaigns.models import Campaign
+    from delivery.services import campaign_cancel
+
+    campaign = launched(len(statuses))
+    campaign_cancel(campaign_id=campaign.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(cancelled_at=timezone.now() - cancelled_ago)
+    for delivery, status in zip(campaign.deliveries.order_by("id"), statuses):
+        Delivery.objects.filter(pk=delivery.pk).update(status=status, skip_reason="", finished_at=None)
+    return campaign
+
+
+def test_it_ends_only_the_unsettled_rows_a_cancel_left_skipped_and_counts_them(redis_client):
+    S = Delivery.Status
+    campaign = cancelled_leaving([S.RETRYING, S.SENDING, S.SENT, S.PENDING])
+    skipped = counted(redis_client, campaign, "skipped")
+
+    assert recovery.reconcile()["swept"] == 2
+
+    rows = list(campaign.deliveries.order_by("id").values_list("status", "skip_reason"))
+    assert rows == [("skipped", "campaign_cancelled"), ("sending", ""), ("sent", ""), ("skipped", "campaign_cancelled")]
+    assert not campaign.deliveries.filter(status=S.SKIPPED, finished_at__isnull=True).exists()
+    assert counted(redis_client, campaign, "skipped") - skipped == 2
+
+
+def test_it_sweeps_every_campaign_cancelled_within_the_day_and_no_older_one(redis_client):
+    S = Delivery.Status
+    long_ago = cancelled_leaving([S.RETRYING], cancelled_ago=timedelta(hours=25))
+    older = cancelled_leaving([S.RETRYING, S.SENT])
+    newer = cancelled_leaving([S.RETRYING, S.RETRYING, S.SENT])
+    settled = cancelled_leaving([S.SENT])  # looked at first, with nothing left to end
+
+    assert recovery.reconcile()["swept"] == 1 + 2
+
+    def first_rows(campaign, count):
+        return list(campaign.deliveries.order_by("id").values_list("status", flat=True)[:count])
+
+    assert set(Delivery.objects.filter(status=S.RETRYING).values_list("campaign_id", flat=True)) == {long_ago.pk}
+    assert (first_rows(older, 2), first_rows(newer, 3), first_rows(settled, 1)) == (
+        ["skipped", "sent"], ["skipped", "skipped", "sent"], ["sent"]
+    )
+
+
+def stalled_writing(settings, redis_client, people=5, launched_ago=timedelta(minutes=5), **fields):
+    """A campaign whose first chunk of rows is written and whose task writing the rest was lost."""
+    from campaigns.models import Campaign
+    from delivery.services import materialising_key
+
+    settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 2
+    for _ in range(people):
+        factories.recipient()
+    campaign = factories.campaign(**fields)
+    services.campaign_launch(campaign_id=campaign.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(launched_at=timezone.now() - launched_ago)
+    redis_client.delete(materialising_key(campaign.pk), "control")
+    return campaign
+
+
+def restarted_tasks(redis_client) -> list:
+    messages = [json.loads(raw) for raw in reversed(redis_client.lrange("control", 0, -1))]
+    assert {m["headers"]["task"] for m in messages} <= {"delivery.tasks.campaign_materialise"}
+    return sorted(json.loads(base64.b64decode(m["body"]))[0] for m in messages)
+
+
+def test_it_restarts_every_lost_writing_from_its_last_person_or_from_the_start(settings, redis_client):
+    from delivery.services import materialising_key
+
+    with_rows = stalled_writing(settings, redis_client)
+    without_rows = stalled_writing(settings, redis_client)
+    Delivery.objects.filter(campaign=without_rows).delete()  # its first chunk never written
+    alive = stalled_writing(settings, redis_client)  # looked at first: its task is still writing
+    redis_client.set(materialising_key(alive.pk), 1)
+
+    assert recovery.reconcile()["materialisations_restarted"] == 2
+
+    last = max(with_rows.deliveries.values_list("recipient_id", flat=True))
+    assert restarted_tasks(redis_client) == sorted([[with_rows.pk, last], [without_rows.pk, 0]])
+
+
+@pytest.mark.parametrize("case", ["all-written", "just-launched", "paused", "welcome"])
+def test_it_leaves_alone_writings_that_are_done_young_paused_or_of_welcomes(settings, redis_client, case):
+    from campaigns.models import Campaign
+
+    if case == "all-written":
+        campaign = stalled_writing(settings, redis_client, people=2)
+        campaign.refresh_from_db()
+        assert campaign.materialised_at is not None
+    elif case == "just-launched":
+        stalled_writing(settings, redis_client, launched_ago=timedelta(seconds=settings.RETRY_GRACE_SECONDS - 10))
+    elif case == "paused":
+        campaign = stalled_writing(settings, redis_client)
+        Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
+    else:
+        campaign = stalled_writing(settings, redis_client, kind=Campaign.Kind.WELCOME)
+        assert Campaign.objects.get(pk=campaign.pk).materialised_at is None
+
+    assert recovery.reconcile()["materialisations_restarted"] == 0
+    assert restarted_tasks(redis_client) == []
