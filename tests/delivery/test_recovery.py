@@ -514,3 +514,14 @@ def test_it_leaves_alone_writings_that_are_done_young_paused_or_of_welcomes(sett
 
     assert recovery.reconcile()["materialisations_restarted"] == 0
     assert restarted_tasks(redis_client) == []
+
+
+def test_it_queues_again_only_rows_still_retrying_whatever_their_last_due_time(settings, redis_client):
+    campaign = launched(3)
+    long_ago = timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 5)
+    campaign.deliveries.update(status=Delivery.Status.SENT, next_attempt_at=long_ago)  # retried, then sent
+    retrying = campaign.deliveries.order_by("id").first()
+    Delivery.objects.filter(pk=retrying.pk).update(status=Delivery.Status.RETRYING)
+
+    assert recovery.reconcile()["requeued"] == 1
+    assert queued_ids(redis_client) == [retrying.pk]
