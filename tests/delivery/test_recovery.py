@@ -525,3 +525,18 @@ def test_it_queues_again_only_rows_still_retrying_whatever_their_last_due_time(s
 
     assert recovery.reconcile()["requeued"] == 1
     assert queued_ids(redis_client) == [retrying.pk]
+
+
+def test_it_leaves_rows_fed_within_the_grace_in_the_queue_whatever_room_it_has(settings, redis_client):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 2
+    campaign = launched(4)
+    feeding.feed()
+    fed_ago(redis_client, campaign, settings.RETRY_GRACE_SECONDS + 1)
+    redis_client.delete(feeding.QUEUE)
+    feeding.feed()  # the next two, just now
+    redis_client.delete(feeding.QUEUE)
+    settings.FEED_HIGH_WATER = 100
+
+    assert recovery.reconcile()["fed_again"] == 2
+
+    assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))[:2]
