@@ -3,6 +3,7 @@
 import base64
 import json
 import time
+import uuid
 
 import pytest
 
@@ -208,3 +209,199 @@ def test_the_pace_counts_deliveries_ended_sent_or_failed_not_those_skipped_at_la
 
     ended = sum(int(redis_client.get(progress.ended_key(second)) or 0) for second in (now, now + 1))
     assert ended == 2
+
+
+
+def test_it_writes_the_message_celery_itself_would_queue_for_the_task(redis_client):
+    """Workers read the feeder's messages as Celery's own: the same headers, properties and body,
+    each with its own ids, no reply address (results are ignored), and the task's time limit left
+    to the worker, which applies the task's own when the message names none."""
+    from delivery.tasks import deliver
+
+    deliver.apply_async((7,), queue=feeding.QUEUE)
+    [celerys] = [json.loads(raw) for raw in redis_client.lrange(feeding.QUEUE, 0, -1)]
+    redis_client.delete(feeding.QUEUE)
+
+    feeding.publish([7, 8])
+
+    ours = [json.loads(raw) for raw in reversed(redis_client.lrange(feeding.QUEUE, 0, -1))]  # workers pop the far end
+    for message in ours:
+        task_id = message["headers"]["id"]
+        assert str(uuid.UUID(task_id)) == task_id == message["headers"]["root_id"] == message["properties"]["correlation_id"]
+        assert str(uuid.UUID(message["properties"]["delivery_tag"])) != task_id
+        assert message["headers"]["timelimit"] == [None, None]
+    assert len({m["headers"]["id"] for m in ours} | {m["properties"]["delivery_tag"] for m in ours}) == 4
+
+    def without_ids(message):
+        message = json.loads(json.dumps(message))
+        for field in ("id", "root_id", "timelimit"):
+            message["headers"].pop(field)
+        for field in ("correlation_id", "delivery_tag", "reply_to"):
+            message["properties"].pop(field, None)
+        return message
+
+    assert "reply_to" not in ours[0]["properties"]
+    assert without_ids(ours[0]) == without_ids(celerys)
+    args, kwargs, embed = json.loads(base64.b64decode(ours[1]["body"]))
+    assert (args, kwargs, embed) == ([8], {}, json.loads(base64.b64decode(celerys["body"]))[2])
+    assert ours[1]["headers"]["argsrepr"] == "(8,)"
+
+
+def test_it_tells_the_cursor_as_it_stood_at_a_moment(redis_client):
+    redis_client.zadd(feeding.fed_key(1), {"110": 100.0, "120": 200.0, "130": 300.0})
+    redis_client.zadd(feeding.fed_key(2), {"999": 150.0})
+
+    assert [feeding.fed_before(1, moment) for moment in (99.9, 100.0, 250.0, 300.0, 1e12)] == [0, 110, 120, 130, 130]
+    assert feeding.fed_before(3, 1e12) == 0
+
+
+def test_it_knows_nothing_of_a_campaign_never_checked_for_lost_rows(redis_client):
+    assert feeding.lost_check(1) == feeding.LostCheck(clean=0, requeued=0, at=0.0)
+
+
+def test_it_keeps_the_check_for_lost_rows_as_long_as_a_cursor(redis_client):
+    feeding.lost_checked(1, feeding.LostCheck(clean=5, requeued=9, at=12.5))
+
+    assert feeding.lost_check(1) == feeding.LostCheck(clean=5, requeued=9, at=12.5)
+    assert feeding.KEEP_SECONDS - 5 < redis_client.ttl(feeding.check_key(1)) <= feeding.KEEP_SECONDS == 7 * 24 * 3600
+
+
+def test_it_feeds_a_rewound_campaign_from_its_start_again_and_forgets_its_history(settings, redis_client):
+    campaign = launched_with(3)
+    other = launched_with(0)
+    feeding.feed()
+    for each in (campaign, other):
+        feeding.lost_checked(each.pk, feeding.LostCheck(clean=1, requeued=2, at=3.0))
+    redis_client.delete(feeding.QUEUE)
+
+    feeding.rewind(campaign.pk)
+
+    assert redis_client.exists(feeding.cursor_key(campaign.pk), feeding.fed_key(campaign.pk), feeding.check_key(campaign.pk)) == 0
+    assert redis_client.exists(feeding.cursor_key(other.pk), feeding.fed_key(other.pk), feeding.check_key(other.pk)) == 3
+    assert feeding.feed() == 3
+    assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
+
+
+@pytest.fixture
+def feeder_clock(monkeypatch, redis_client):
+    """The feeder's reading of Redis's clock, held at a whole second a test chooses."""
+    from delivery.connections import redis_clock
+
+    clock = {"now": float(int(redis_clock(redis_client)))}
+    monkeypatch.setattr(feeding, "redis_clock", lambda client: clock["now"])
+    return clock
+
+
+def test_it_keeps_two_graces_and_a_minute_of_fed_history_and_the_cursor_for_a_week(settings, redis_client, feeder_clock):
+    settings.RETRY_GRACE_SECONDS = 30
+    campaign = launched_with(2)
+    now = feeder_clock["now"]
+    key = feeding.fed_key(campaign.pk)
+    redis_client.zadd(key, {"1": now - 120.0, "2": now - 119.0})
+
+    feeding.feed()
+
+    assert redis_client.zrange(key, 0, -1, withscores=True) == [(b"2", now - 119.0), (str(max(campaign.deliveries.values_list("id", flat=True))).encode(), now)]
+    for kept in (key, feeding.cursor_key(campaign.pk)):
+        assert feeding.KEEP_SECONDS - 5 < redis_client.ttl(kept) <= feeding.KEEP_SECONDS
+
+
+def test_it_tops_the_queue_up_only_once_a_quarter_of_it_has_drained(settings, redis_client):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 42  # a quarter: 10 (rounded down)
+    launched_with(60)
+    feeding.publish(list(range(1, 34)), queue=feeding.DIRECT_QUEUE)  # room for 9
+
+    assert feeding.feed() == 0
+
+    redis_client.rpop(feeding.DIRECT_QUEUE)  # room for 10
+    assert feeding.feed() == 10
+    assert feeding.queue_depth() == 42
+
+
+def test_it_leaves_the_queue_alone_while_another_tick_feeds(redis_client):
+    launched_with(3)
+    redis_client.set(feeding.LOCK_KEY, "another tick's token")
+
+    assert feeding.feed() == 0
+    assert feeding.queue_depth() == 0
+
+
+def test_it_holds_its_lock_for_thirty_seconds_at_most_and_lets_it_go_after(monkeypatch, redis_client):
+    launched_with(1)
+    held = []
+    publish = feeding.publish
+    monkeypatch.setattr(feeding, "publish", lambda *args, **kwargs: (held.append(redis_client.pttl(feeding.LOCK_KEY)), publish(*args, **kwargs)))
+
+    feeding.feed()
+
+    [ttl] = held
+    assert 29_000 < ttl <= 30_000
+    assert not redis_client.exists(feeding.LOCK_KEY)
+
+
+def fed_per_campaign(redis_client, campaigns) -> list[int]:
+    queued = set(queued_ids(redis_client))
+    return [len(queued & set(campaign.deliveries.values_list("id", flat=True))) for campaign in campaigns]
+
+
+def test_it_shares_the_room_evenly_in_launch_order_the_last_taking_what_is_left(settings, redis_client, feeder_clock):
+    from django.utils import timezone
+
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 7
+    campaigns = [launched_with(10) for _ in range(3)]
+    for age, campaign in zip((3, 2, 1), reversed(campaigns)):  # launched in the reverse order of their ids
+        Campaign.objects.filter(pk=campaign.pk).update(launched_at=timezone.now() - timezone.timedelta(minutes=age))
+    feeder_clock["now"] -= feeder_clock["now"] % 3  # the first in launch order has the first turn
+
+    assert feeding.feed() == 7
+
+    assert fed_per_campaign(redis_client, reversed(campaigns)) == [3, 3, 1]
+
+
+def test_it_starts_with_the_next_campaign_at_each_second_of_its_clock(settings, redis_client, feeder_clock):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 1
+    first, second = launched_with(3), launched_with(3)
+    feeder_clock["now"] -= feeder_clock["now"] % 2 - 1  # an odd second: the second campaign's turn
+
+    assert feeding.feed() == 1
+
+    assert fed_per_campaign(redis_client, [first, second]) == [0, 1]
+
+
+def test_it_gives_the_room_a_small_campaign_leaves_to_the_others_to_the_last_message(settings, redis_client):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 10
+    large = launched_with(20)
+    few = factories.audience(kind="static")
+    few.members.add(*list(large.deliveries.values_list("recipient_id", flat=True)[:4]))
+    small = factories.campaign(audience=few)
+    services.campaign_launch(campaign_id=small.pk)
+
+    assert feeding.feed() == 10
+
+    assert fed_per_campaign(redis_client, [large, small]) == [6, 4]
+
+
+def test_it_never_feeds_welcomes_which_are_queued_as_people_arrive(redis_client):
+    from delivery import welcome
+
+    person = factories.recipient()
+    campaign = factories.campaign(kind=Campaign.Kind.WELCOME)
+    services.campaign_launch(campaign_id=campaign.pk)
+    welcome.welcome_on_install(aad_object_id=str(person.aad_object_id))
+    redis_client.delete(feeding.DIRECT_QUEUE)
+
+    assert feeding.feed() == 0
+    assert feeding.queue_depth() == 0
+
+
+def test_it_feeds_a_campaign_without_a_cursor_from_its_first_unsettled_row(redis_client):
+    from delivery.settled import first_unsettled
+
+    campaign = launched_with(4)
+    ids = list(campaign.deliveries.order_by("id").values_list("id", flat=True))
+    Delivery.objects.filter(pk__in=[ids[0], ids[2]]).update(status=Delivery.Status.SENT)
+    assert first_unsettled(campaign.pk, 0) == ids[1]
+
+    assert feeding.feed() == 2
+
+    assert queued_ids(redis_client) == [ids[1], ids[3]]
