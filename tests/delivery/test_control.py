@@ -2,14 +2,17 @@
 
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from campaigns.errors import ApplicationError
-from campaigns.models import Campaign
-from delivery import feeding, progress, services
+from campaigns.models import AuditEntry, Campaign
+from delivery import control, feeding, progress, services, webhooks
 from delivery.control import campaign_watch_errors
+from delivery.models import Delivery, WebhookEndpoint, WebhookEvent
 from delivery.pacing import pacer, stop_key
 from delivery.sending import delivery_send
 from delivery.transport import TransportError
@@ -211,3 +214,342 @@ def test_it_queues_a_feeding_tick_once_resume_commits(paused, redis_client):
     services.campaign_resume(campaign_id=campaign.pk)
 
     assert queued_tasks(redis_client) == ["delivery.tasks.feed_deliveries"]
+
+
+# --- The rules of pause, resume and cancel: states, reasons, audit, the stop flag, the rows ---------
+
+
+def stop_flag(redis_client, campaign) -> bytes | None:
+    return redis_client.get(stop_key(campaign.pk))
+
+
+def audit(campaign) -> list[tuple[str, str]]:
+    return list(AuditEntry.objects.filter(campaign=campaign).order_by("id").values_list("action", "summary"))
+
+
+def test_it_pauses_a_running_campaign_with_the_reason_an_audit_entry_and_the_stop_flag(redis_client):
+    campaign, _ = launched()
+
+    services.campaign_pause(campaign_id=campaign.pk, reason="Wrong link in the message")
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.status_reason) == ("paused", "Wrong link in the message")
+    assert audit(campaign)[-1] == ("pause", f"Paused “{campaign}”: Wrong link in the message")
+    assert stop_flag(redis_client, campaign) == b"paused"
+
+
+def test_it_says_a_person_paused_when_no_reason_is_given_and_keeps_500_characters_of_a_long_one():
+    first, _ = launched()
+    second, _ = launched()
+
+    services.campaign_pause(campaign_id=first.pk)
+    services.campaign_pause(campaign_id=second.pk, reason="r" * 600)
+
+    first.refresh_from_db(), second.refresh_from_db()
+    assert first.status_reason == "Paused by a person."
+    assert second.status_reason == "r" * 500
+
+
+@pytest.mark.parametrize("status", ["draft", "scheduled", "paused", "completed", "cancelled"])
+def test_it_refuses_to_pause_a_campaign_that_is_not_running(status, redis_client):
+    campaign = factories.campaign(status=status)
+
+    with pytest.raises(ApplicationError) as raised:
+        services.campaign_pause(campaign_id=campaign.pk)
+
+    error = raised.value
+    assert (error.code, error.status) == ("invalid_state", 409)
+    assert error.message == f"Campaign {campaign.pk} is {status}; only a running campaign can be paused."
+    campaign.refresh_from_db()
+    assert campaign.status == status
+    assert audit(campaign) == [] and stop_flag(redis_client, campaign) is None
+
+
+@pytest.mark.parametrize("status", ["draft", "scheduled", "running", "completed", "cancelled"])
+def test_it_refuses_to_resume_a_campaign_that_is_not_paused(status):
+    campaign = factories.campaign(status=status, status_reason="as it was")
+
+    with pytest.raises(ApplicationError) as raised:
+        services.campaign_resume(campaign_id=campaign.pk)
+
+    error = raised.value
+    assert (error.code, error.status) == ("invalid_state", 409)
+    assert error.message == f"Campaign {campaign.pk} is {status}; only a paused campaign can be resumed."
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.status_reason) == (status, "as it was")
+
+
+def test_it_resumes_with_no_reason_left_an_audit_entry_and_retries_due_at_once():
+    campaign, _ = launched(3)
+    retrying, waiting, pending = campaign.deliveries.order_by("id")
+    later = timezone.now() + timedelta(hours=1)
+    Delivery.objects.filter(pk=retrying.pk).update(status="retrying", attempts=1, next_attempt_at=later)
+    services.campaign_pause(campaign_id=campaign.pk, reason="Checking the wording")
+    before = timezone.now()
+
+    services.campaign_resume(campaign_id=campaign.pk)
+
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.status_reason) == ("running", "")
+    assert audit(campaign)[-1] == ("resume", f"Resumed “{campaign}”")
+    retrying.refresh_from_db(), pending.refresh_from_db()
+    assert before <= retrying.next_attempt_at <= timezone.now()
+    assert pending.next_attempt_at is None and pending.status == "pending"
+
+
+@pytest.mark.parametrize("status", ["completed", "cancelled"])
+def test_it_refuses_to_cancel_a_campaign_that_is_over(status, redis_client):
+    campaign = factories.campaign(status=status)
+
+    with pytest.raises(ApplicationError) as raised:
+        services.campaign_cancel(campaign_id=campaign.pk)
+
+    error = raised.value
+    assert (error.code, error.status) == ("invalid_state", 409)
+    assert error.message == f"Campaign {campaign.pk} is already {status}."
+    campaign.refresh_from_db()
+    assert (campaign.status, campaign.cancelled_at) == (status, None)
+    assert stop_flag(redis_client, campaign) is None
+
+
+@pytest.mark.parametrize("status", ["draft", "scheduled", "running", "paused"])
+def test_it_cancels_a_campaign_that_is_not_over(status, redis_client):
+    campaign = factories.campaign(status=status)
+    before = timezone.now()
+
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    campaign.refresh_from_db()
+    assert campaign.status == "cancelled" and before <= campaign.cancelled_at <= timezone.now()
+    assert audit(campaign) == [("cancel", f"Cancelled “{campaign}”")]
+    assert stop_flag(redis_client, campaign) == b"cancelled"
+
+
+def unfinished_mix():
+    """A running campaign of five: sent, failed, retrying, pending, pending; and another one, all pending."""
+    campaign, _ = launched(5)
+    sent, failed, retrying, *pending = campaign.deliveries.order_by("id")
+    Delivery.objects.filter(pk=sent.pk).update(status="sent", finished_at=timezone.now())
+    Delivery.objects.filter(pk=failed.pk).update(status="failed", error_code="Forbidden", finished_at=timezone.now())
+    Delivery.objects.filter(pk=retrying.pk).update(status="retrying", attempts=1, next_attempt_at=timezone.now())
+    other, _ = launched(1)
+    return campaign, other
+
+
+def outcomes(campaign) -> list[tuple[str, str]]:
+    return list(campaign.deliveries.order_by("id").values_list("status", "skip_reason"))
+
+
+def skipped_counter(campaign) -> int:
+    return int(progress.client().hget(progress.key(campaign.pk), "skipped") or 0)
+
+
+def test_it_skips_exactly_the_unfinished_rows_of_the_cancelled_campaign_and_counts_them():
+    campaign, other = unfinished_mix()
+
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    assert outcomes(campaign) == [("sent", ""), ("failed", ""), ("skipped", "campaign_cancelled"),
+                                  ("skipped", "campaign_cancelled"), ("skipped", "campaign_cancelled")]
+    assert None not in campaign.deliveries.filter(status="skipped").values_list("finished_at", flat=True)
+    assert skipped_counter(campaign) == 3
+    assert set(outcomes(other)) == {("pending", "")} and skipped_counter(other) == 0
+
+
+def test_it_tells_webhook_subscribers_of_each_row_it_skips_and_counts_them(redis_client):
+    campaign, other = unfinished_mix()
+    WebhookEndpoint.objects.create(name="hr", url="https://hooks.example/", secret="s", events=["delivery.skipped"])
+    webhooks.forget_subscriptions()
+    try:
+        services.campaign_cancel(campaign_id=campaign.pk)
+    finally:
+        webhooks.forget_subscriptions()
+
+    skipped = list(campaign.deliveries.filter(status="skipped").order_by("id").values_list("id", flat=True))
+    events = WebhookEvent.objects.filter(type="delivery.skipped").order_by("id")
+    assert sorted(e.payload["delivery"] for e in events) == skipped and len(skipped) == 3
+    assert {(e.payload["campaign"], e.payload["skip_reason"]) for e in events} == {(campaign.pk, "campaign_cancelled")}
+    assert skipped_counter(campaign) == 3
+    assert set(outcomes(other)) == {("pending", "")}
+
+
+class Clock:
+    """Stands in for the ``time`` module of delivery.control: each sleep moves the clock ``step`` on."""
+
+    def __init__(self, step: float, on_sleep=None) -> None:
+        self.now, self.step, self.on_sleep, self.sleeps = 0.0, step, on_sleep, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += self.step
+        if self.on_sleep:
+            self.on_sleep(len(self.sleeps))
+
+
+def sending_campaign():
+    campaign, _ = launched(2)
+    on_the_wire = campaign.deliveries.order_by("id").first()
+    Delivery.objects.filter(pk=on_the_wire.pk).update(status="sending", claimed_at=timezone.now(), attempts=1)
+    return campaign, on_the_wire
+
+
+def test_it_returns_from_cancel_at_once_when_no_send_is_on_its_way(monkeypatch, settings):
+    settings.CANCEL_DRAIN_SECONDS = 1.0
+    campaign, _ = launched(2)
+    monkeypatch.setattr(control, "time", clock := Clock(step=0.25))
+
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    assert clock.sleeps == []
+
+
+def test_it_waits_in_short_steps_for_a_send_on_its_way_until_it_is_recorded(monkeypatch, settings):
+    settings.CANCEL_DRAIN_SECONDS = 1.0
+    campaign, on_the_wire = sending_campaign()
+
+    def recorded(sleeps: int) -> None:
+        if sleeps == 2:
+            Delivery.objects.filter(pk=on_the_wire.pk).update(status="sent", finished_at=timezone.now())
+
+    monkeypatch.setattr(control, "time", clock := Clock(step=0.25, on_sleep=recorded))
+
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    assert clock.sleeps == [0.05, 0.05]
+
+
+def test_it_stops_waiting_for_a_send_at_the_drain_deadline(monkeypatch, settings):
+    settings.CANCEL_DRAIN_SECONDS = 1.0
+    campaign, on_the_wire = sending_campaign()
+    monkeypatch.setattr(control, "time", clock := Clock(step=0.25))
+
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    assert clock.sleeps == [0.05] * 4  # at 0, 0.25, 0.5 and 0.75 s; at 1.0 s the deadline has come
+    on_the_wire.refresh_from_db()
+    assert on_the_wire.status == "sending"  # the worker still records it; the other row was skipped
+    assert outcomes(campaign)[1] == ("skipped", "campaign_cancelled")
+
+
+# --- The error watch: which failures count, and its exact thresholds ----------------------------------
+
+
+def failure(code="ServiceUnavailable", status=503, message="Teams is busy"):
+    return TransportError(status=status, code=code, message=message, permanent=False)
+
+
+def counters(campaign, **values) -> None:
+    progress.client().hset(progress.key(campaign.pk), mapping=values)
+
+
+def status_of(campaign) -> str:
+    campaign.refresh_from_db()
+    return campaign.status
+
+
+@pytest.mark.parametrize("code", ["ConversationBlockedByUser", "MessageWritesBlocked", "209",
+                                  "ForbiddenOperationException", "BotNotInConversationRoster"])
+def test_it_does_not_count_failures_about_one_person(code, settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 1
+    campaign, _ = launched()
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure(code=code, status=403))
+
+    assert progress.client().hget(progress.key(campaign.pk), "systemic") is None
+    assert status_of(campaign) == "running"
+
+
+def test_it_pauses_at_the_minimum_number_of_failures_not_before(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
+    settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.5
+    campaign, _ = launched()
+    counters(campaign, failed=3)
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())
+    assert status_of(campaign) == "running"
+    assert progress.client().hget(progress.key(campaign.pk), "systemic") == b"2"
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())
+    assert status_of(campaign) == "paused"
+
+
+def test_it_pauses_when_the_share_of_failures_reaches_the_rate_exactly(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
+    settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.5
+    campaign, _ = launched()
+    counters(campaign, sent=3, failed=3, systemic=2)
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # 3 of 6 finished sends
+
+    assert status_of(campaign) == "paused"
+
+
+def test_it_keeps_running_while_the_share_of_failures_is_below_the_rate(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
+    settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.5
+    campaign, _ = launched()
+    counters(campaign, sent=5, failed=2, systemic=2)
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # 3 of 7 finished sends
+
+    assert status_of(campaign) == "running"
+
+
+def test_it_counts_finished_sends_missing_from_the_counters_as_none(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
+    settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.55
+    campaign, _ = launched()
+    counters(campaign, failed=5, systemic=2)  # nothing sent yet
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # 3 of 5: 60 %
+
+    assert status_of(campaign) == "paused"
+
+
+def test_it_judges_the_first_failure_against_one_finished_send_when_none_is_counted(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 1
+    settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.75
+    campaign, _ = launched()
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # 1 of (at least) 1
+
+    assert status_of(campaign) == "paused"
+
+
+def test_it_gives_the_share_and_the_latest_failure_as_the_reason(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 2
+    campaign, _ = launched()
+    counters(campaign, sent=1, failed=2, systemic=1)
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure(message="m" * 300))
+
+    campaign.refresh_from_db()
+    assert campaign.status_reason == (
+        "Paused automatically: 67% of finished sends failed for reasons that are not about one person; "
+        "the latest was 503 ServiceUnavailable: " + "m" * 200
+    )
+
+
+def test_it_names_a_failure_without_an_answer_as_such_in_the_reason(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 1
+    campaign, _ = launched()
+    counters(campaign, failed=1)
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure(code="Timeout", status=None, message="read timed out"))
+
+    campaign.refresh_from_db()
+    assert campaign.status_reason.endswith("; the latest was no answer Timeout: read timed out")
+
+
+def test_it_leaves_a_campaign_that_is_no_longer_running_as_it_is(settings):
+    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 1
+    campaign, _ = launched()
+    services.campaign_cancel(campaign_id=campaign.pk)
+
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())
+
+    assert status_of(campaign) == "cancelled"
