@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
+from bots.models import TeamsAddress
 from delivery import progress, services, webhooks
 from delivery.models import Delivery, WebhookEndpoint, WebhookEvent
-from delivery.sending import delivery_send
-from delivery.transport import SendResult, TransportError
+from delivery.sending import Outcome, delivery_send
+from delivery.transport import Address, SendResult, TransportError
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -184,3 +185,274 @@ def test_it_schedules_a_deferred_delivery_for_when_the_wait_is_over(teams):
     assert before + timedelta(seconds=outcome.retry_in) <= delivery.next_attempt_at
     assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=outcome.retry_in)
     assert counters(delivery.campaign_id) == {}
+
+
+# The address a send goes to.
+
+
+def test_it_addresses_a_person_never_reached_before_by_their_entra_id_tenant_and_the_default_service(settings):
+    settings.TEAMS_SERVICE_URL = "https://smba.example/teams/"
+    person = factories.recipient(tenant_id="22222222-2222-2222-2222-222222222222")
+    delivery = launched(person)
+    transport = RecordingTransport(SendResult(activity_id="act-3", conversation_id="a:new"))
+
+    assert delivery_send(delivery_id=delivery.pk, transport=transport) == Outcome("sent")
+
+    [call] = transport.calls
+    assert call.address == Address(
+        member_id=str(person.aad_object_id),
+        tenant_id="22222222-2222-2222-2222-222222222222",
+        service_url="https://smba.example/teams/",
+        conversation_id="",
+    )
+    assert call.campaign_id == delivery.campaign_id
+    assert call.activity["text"] == f"Hello {person.first_name}"
+    address = TeamsAddress.objects.get(aad_object_id=person.aad_object_id)
+    assert (address.tenant_id, address.user_id, address.conversation_id, address.service_url, address.state) == (
+        "22222222-2222-2222-2222-222222222222", "", "a:new", "https://smba.example/teams/", "unknown"
+    )
+    delivery = row(delivery)
+    assert (delivery.status, delivery.activity_id, delivery.conversation_id, delivery.last_status_code) == (
+        "sent", "act-3", "a:new", 201
+    )
+    assert (delivery.attempts, delivery.error_code, delivery.error_message, delivery.ambiguous) == (1, "", "", False)
+    assert delivery.finished_at is not None
+    assert counters(delivery.campaign_id) == {"sent": 1}
+
+
+def test_it_addresses_a_known_person_through_their_stored_chat_and_leaves_it_untouched():
+    person = factories.recipient()
+    stored = TeamsAddress.objects.create(
+        aad_object_id=person.aad_object_id, tenant_id="33333333-3333-3333-3333-333333333333", user_id="29:abc",
+        service_url="https://smba.stored/emea/", conversation_id="a:stored", state="installed",
+    )
+    delivery = launched(person)
+    transport = RecordingTransport(SendResult(activity_id="act-4", conversation_id="a:stored"))
+
+    assert delivery_send(delivery_id=delivery.pk, transport=transport).status == "sent"
+
+    [call] = transport.calls
+    assert call.address == Address(
+        member_id="29:abc",
+        tenant_id="33333333-3333-3333-3333-333333333333",
+        service_url="https://smba.stored/emea/",
+        conversation_id="a:stored",
+    )
+    after = TeamsAddress.objects.get(pk=stored.pk)
+    assert (after.conversation_id, after.updated_at) == ("a:stored", stored.updated_at)
+
+
+def test_it_moves_a_known_person_to_the_new_chat_teams_made_and_keeps_the_rest_of_their_address():
+    person = factories.recipient()
+    TeamsAddress.objects.create(
+        aad_object_id=person.aad_object_id, tenant_id="33333333-3333-3333-3333-333333333333", user_id="29:abc",
+        service_url="https://smba.stored/emea/", conversation_id="a:deleted", state="installed",
+    )
+    delivery = launched(person)
+
+    delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(SendResult("act-5", "a:remade")))
+
+    address = TeamsAddress.objects.get(aad_object_id=person.aad_object_id)
+    assert (address.tenant_id, address.user_id, address.conversation_id, address.service_url, address.state) == (
+        "33333333-3333-3333-3333-333333333333", "29:abc", "a:remade", "https://smba.stored/emea/", "installed"
+    )
+    assert row(delivery).conversation_id == "a:remade"
+
+
+def test_it_fills_the_missing_tenant_and_service_of_a_stored_address_when_the_chat_changes(settings):
+    settings.TEAMS_SERVICE_URL = "https://smba.example/teams/"
+    person = factories.recipient()
+    TeamsAddress.objects.create(aad_object_id=person.aad_object_id, user_id="29:abc", conversation_id="a:old")
+    delivery = launched(person)
+
+    delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(SendResult("act-6", "a:remade")))
+
+    address = TeamsAddress.objects.get(aad_object_id=person.aad_object_id)
+    assert (address.tenant_id, address.service_url, address.conversation_id) == (
+        factories.TENANT, "https://smba.example/teams/", "a:remade"
+    )
+
+
+def test_it_falls_back_to_the_bots_tenant_for_a_person_without_one(settings):
+    settings.BOT_TENANT_ID = "44444444-4444-4444-4444-444444444444"
+    delivery = launched(factories.recipient(tenant_id=""))
+    transport = RecordingTransport(SendResult("act-7", "a:c"))
+
+    assert delivery_send(delivery_id=delivery.pk, transport=transport).status == "sent"
+
+    assert transport.calls[0].address.tenant_id == "44444444-4444-4444-4444-444444444444"
+
+
+def test_it_fails_a_person_without_any_tenant_without_calling_teams(settings):
+    settings.BOT_TENANT_ID = ""
+    delivery = launched(factories.recipient(tenant_id=""))
+    transport = RecordingTransport(SendResult("act-8", "a:c"))
+
+    assert delivery_send(delivery_id=delivery.pk, transport=transport) == Outcome("failed")
+
+    delivery = row(delivery)
+    assert (delivery.status, delivery.error_code, delivery.error_message) == (
+        "failed", "NoTenant", "No tenant id for this person: set the recipient's tenant_id or BOT_TENANT_ID."
+    )
+    assert delivery.finished_at is not None
+    assert counters(delivery.campaign_id) == {"failed": 1}
+    assert transport.calls == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [("inactive", "inactive"), ("opted_out", "opted_out"), ("no_identity", "no_teams_identity")],
+)
+def test_it_skips_a_person_it_must_not_message_without_calling_teams(change, reason):
+    from campaigns.models import OptOut
+
+    person = factories.recipient()
+    delivery = launched(person)
+    if change == "inactive":
+        person.is_active = False
+        person.save()
+    elif change == "opted_out":
+        OptOut.objects.create(recipient=person, source=OptOut.Source.TYPED_STOP)
+    else:
+        person.aad_object_id = None
+        person.save()
+    transport = RecordingTransport(SendResult("act-9", "a:c"))
+
+    assert delivery_send(delivery_id=delivery.pk, transport=transport) == Outcome("skipped")
+
+    delivery = row(delivery)
+    assert (delivery.status, delivery.skip_reason, delivery.attempts) == ("skipped", reason, 1)
+    assert delivery.finished_at is not None
+    assert counters(delivery.campaign_id) == {"skipped": 1}
+    assert transport.calls == []
+
+
+# What Teams' refusals leave behind.
+
+
+def test_it_records_a_permanent_refusal_with_its_code_and_message_cut_to_their_columns():
+    delivery = launched(factories.recipient())
+    refusal = TransportError(status=400, code="C" * 150, message="m" * 1500, permanent=True)
+
+    assert delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(refusal)) == Outcome("failed")
+
+    delivery = row(delivery)
+    assert (delivery.status, delivery.last_status_code, delivery.attempts) == ("failed", 400, 1)
+    assert (delivery.error_code, delivery.error_message) == ("C" * 100, "m" * 1000)
+    assert delivery.finished_at is not None and delivery.activity_id == ""
+    assert counters(delivery.campaign_id) == {"failed": 1, "systemic": 1}
+
+
+def test_it_schedules_a_transient_refusal_for_retry_after_teams_wait(settings):
+    settings.DELIVERY_MAX_ATTEMPTS = 3
+    delivery = launched(factories.recipient())
+    refusal = TransportError(status=429, code="TooManyRequests", message="slow down", permanent=False, retry_after=10)
+    before = timezone.now()
+
+    outcome = delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(refusal))
+
+    delivery = row(delivery)
+    assert outcome.status == "retrying" and 10 <= outcome.retry_in <= 11
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("retrying", 1, 429)
+    assert (delivery.error_code, delivery.error_message, delivery.finished_at) == ("TooManyRequests", "slow down", None)
+    assert before + timedelta(seconds=outcome.retry_in) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= timezone.now() + timedelta(seconds=outcome.retry_in)
+    assert counters(delivery.campaign_id) == {}
+
+
+def test_it_fails_the_last_attempt_of_a_transient_refusal(settings):
+    settings.DELIVERY_MAX_ATTEMPTS = 1
+    delivery = launched(factories.recipient())
+    refusal = TransportError(status=503, code="ServiceUnavailable", message="busy", permanent=False, retry_after=10)
+
+    assert delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(refusal)) == Outcome("failed")
+
+    delivery = row(delivery)
+    assert (delivery.status, delivery.error_code, delivery.last_status_code) == ("failed", "ServiceUnavailable", 503)
+
+
+def test_it_remembers_the_chat_a_refusal_names_and_records_a_block_as_an_opt_out():
+    from campaigns.models import OptOut
+
+    person = factories.recipient()
+    delivery = launched(person)
+    refusal = TransportError(
+        status=403, code="ConversationBlockedByUser", message="blocked", permanent=True, opt_out=True,
+        conversation_id="a:blocked",
+    )
+
+    assert delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(refusal)) == Outcome("failed")
+
+    address = TeamsAddress.objects.get(aad_object_id=person.aad_object_id)
+    assert (address.conversation_id, address.state) == ("a:blocked", "blocked")
+    opt_out = OptOut.objects.get(recipient=person)
+    assert (opt_out.source, opt_out.category, opt_out.note) == ("blocked", None, "Teams answered ConversationBlockedByUser")
+    assert counters(delivery.campaign_id) == {"failed": 1}
+
+
+def test_it_leaves_the_address_alone_when_a_refusal_names_no_chat():
+    person = factories.recipient()
+    delivery = launched(person)
+    refusal = TransportError(status=404, code="NotFound", message="gone", permanent=True)
+
+    delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(refusal))
+
+    assert not TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).exists()
+
+
+# A write that outlives a database restart.
+
+
+class FlakyConnection:
+    """The database connection, unavailable for the first ``failures`` cursors."""
+
+    def __init__(self, real, failures):
+        self.real, self.failures, self.closed = real, failures, 0
+
+    def cursor(self):
+        from django.db import OperationalError
+
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return self.real.cursor()
+
+    def close(self):
+        self.closed += 1
+
+
+def test_it_retries_an_outcome_write_every_second_while_the_database_is_away(settings, monkeypatch):
+    from django.db import connection
+
+    from delivery import sending
+
+    settings.DELIVERY_DB_RETRY_SECONDS = 30
+    delivery = launched(factories.recipient())
+    Delivery.objects.filter(pk=delivery.pk).update(status="sending", attempts=1)
+    flaky = FlakyConnection(connection, failures=2)
+    sleeps = []
+    monkeypatch.setattr(sending, "connection", flaky)
+    monkeypatch.setattr(sending, "time", SimpleNamespace(monotonic=sending.time.monotonic, sleep=sleeps.append))
+
+    written = sending._write(f"UPDATE delivery_delivery SET error_code = 'x' WHERE {sending.CLAIMED}", [delivery.pk, 1])
+
+    assert (written, sleeps, flaky.closed) == (1, [1.0, 1.0], 2)
+    assert row(delivery).error_code == "x"
+
+
+def test_it_gives_up_an_outcome_write_once_the_database_stayed_away_too_long(settings, monkeypatch):
+    from django.db import OperationalError, connection
+
+    from delivery import sending
+
+    settings.DELIVERY_DB_RETRY_SECONDS = 30
+    clock = iter([1000.0, 1029.0, 1031.0])
+    flaky = FlakyConnection(connection, failures=5)
+    sleeps = []
+    monkeypatch.setattr(sending, "connection", flaky)
+    monkeypatch.setattr(sending, "time", SimpleNamespace(monotonic=lambda: next(clock), sleep=sleeps.append))
+
+    with pytest.raises(OperationalError):
+        sending._write("SELECT 1", [])
+
+    assert (sleeps, flaky.failures) == ([1.0], 3)
