@@ -2,6 +2,7 @@
 for every way a send can end (a transport that records its calls stands in for Teams)."""
 
 import json
+import logging
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -191,7 +192,9 @@ def test_it_schedules_a_deferred_delivery_for_when_the_wait_is_over(teams):
 # The address a send goes to.
 
 
-def test_it_addresses_a_person_never_reached_before_by_their_entra_id_tenant_and_the_default_service(settings):
+def test_it_addresses_a_person_never_reached_before_by_their_entra_id_tenant_and_the_default_service(
+    settings, caplog
+):
     settings.TEAMS_SERVICE_URL = "https://smba.example/teams/"
     person = factories.recipient(tenant_id="22222222-2222-2222-2222-222222222222")
     delivery = launched(person)
@@ -219,6 +222,22 @@ def test_it_addresses_a_person_never_reached_before_by_their_entra_id_tenant_and
     assert (delivery.attempts, delivery.error_code, delivery.error_message, delivery.ambiguous) == (1, "", "", False)
     assert delivery.finished_at is not None
     assert counters(delivery.campaign_id) == {"sent": 1}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # a plain success
+
+
+def test_it_renders_the_template_as_last_edited():
+    template = factories.template(text="Hello {{first_name}}")
+    first, second = factories.recipient(), factories.recipient()
+    transport = RecordingTransport(SendResult("act-10", "a:c"))
+    delivery_send(delivery_id=launched(first, template=template).pk, transport=transport)
+    template.text = "Good morning {{first_name}}"
+    template.save()
+
+    delivery_send(delivery_id=launched(second, template=template).pk, transport=transport)
+
+    assert [call.activity["text"] for call in transport.calls] == [
+        f"Hello {first.first_name}", f"Good morning {second.first_name}"
+    ]
 
 
 def test_it_addresses_a_known_person_through_their_stored_chat_and_leaves_it_untouched():
