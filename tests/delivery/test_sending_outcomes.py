@@ -198,6 +198,9 @@ def test_it_addresses_a_person_never_reached_before_by_their_entra_id_tenant_and
     settings.TEAMS_SERVICE_URL = "https://smba.example/teams/"
     person = factories.recipient(tenant_id="22222222-2222-2222-2222-222222222222")
     delivery = launched(person)
+    Delivery.objects.filter(pk=delivery.pk).update(  # as an earlier attempt left it
+        status="retrying", error_code="ServiceUnavailable", error_message="busy", last_status_code=503
+    )
     transport = RecordingTransport(SendResult(activity_id="act-3", conversation_id="a:new"))
 
     assert delivery_send(delivery_id=delivery.pk, transport=transport) == Outcome("sent")
