@@ -172,6 +172,21 @@ def test_it_counts_a_delivery_skipped_by_a_cancel_seen_after_its_claim(teams):
     assert counters(delivery.campaign_id) == {"skipped": 1}
 
 
+def test_it_hands_a_delivery_back_untouched_when_a_pause_is_seen_after_its_claim(teams):
+    from delivery.pacing import pacer
+
+    person = factories.recipient()
+    delivery = launched(person)
+    pacer.stop(campaign_id=delivery.campaign_id, reason="paused")
+
+    assert delivery_send(delivery_id=delivery.pk) == Outcome("pending")
+
+    delivery = row(delivery)
+    assert (delivery.status, delivery.attempts, delivery.finished_at) == ("pending", 0, None)
+    assert counters(delivery.campaign_id) == {}
+    assert teams.client.messages(user=str(person.aad_object_id)) == []
+
+
 def test_it_schedules_a_deferred_delivery_for_when_the_wait_is_over(teams):
     from delivery.pacing import pacer
 
@@ -417,13 +432,15 @@ def test_it_remembers_the_chat_a_refusal_names_and_records_a_block_as_an_opt_out
 
 
 def test_it_leaves_the_address_alone_when_a_refusal_names_no_chat():
-    person = factories.recipient()
-    delivery = launched(person)
+    person, stranger = factories.recipient(), factories.recipient()
+    TeamsAddress.objects.create(aad_object_id=person.aad_object_id, user_id="29:abc", conversation_id="a:stored")
     refusal = TransportError(status=404, code="NotFound", message="gone", permanent=True)
 
-    delivery_send(delivery_id=delivery.pk, transport=RecordingTransport(refusal))
+    for someone in (person, stranger):
+        delivery_send(delivery_id=launched(someone).pk, transport=RecordingTransport(refusal))
 
-    assert not TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).exists()
+    assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).conversation_id == "a:stored"
+    assert not TeamsAddress.objects.filter(aad_object_id=stranger.aad_object_id).exists()
 
 
 # A write that outlives a database restart.
