@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ CRITICAL = [
     "campaigns/approvals.py",
 ]
 
-# mutmut's exit codes of a mutant's test run (mutmut.stats.status_by_exit_code).
+# mutmut's exit codes of a mutant's test run (mutmut.stats.status_by_exit_code). A mutant whose tests
+# time out, crash the process or fail the type check counts as killed: the change did not go unnoticed.
 KILLED = {1, 3, 36, -24, 24, 152, 255, 37, -11, -9}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
@@ -63,7 +65,7 @@ class ModuleScore:
     no_tests: list[str] = field(default_factory=list)
     equivalent: list[str] = field(default_factory=list)
     log_only: list[str] = field(default_factory=list)
-    not_run: int = 0
+    not_run: list[str] = field(default_factory=list)
     suspicious: list[str] = field(default_factory=list)
 
     @property
@@ -112,8 +114,8 @@ def scores() -> list[ModuleScore]:
             if code in KILLED:
                 module.killed += 1
             elif code in NOT_RUN:
-                module.not_run += 1
-            elif name in equivalents:
+                module.not_run.append(name)
+            elif code in SURVIVED and name in equivalents:
                 module.equivalent.append(name)
             elif code in SURVIVED and only_changes_a_log_line(name, path):
                 module.log_only.append(name)
@@ -135,13 +137,16 @@ def report() -> int:
     for m in table:
         flag = "" if m.judged and m.score >= GOAL and not m.not_run else "  <-"
         print(f"{m.path:<{width}}  {m.killed:>6}  {len(m.equivalent):>5}  {len(m.log_only):>3}  {len(m.survived):>8}  "
-              f"{len(m.no_tests):>8}  {m.not_run:>7}  {m.score:6.1%}{flag}")
+              f"{len(m.no_tests):>8}  {len(m.not_run):>7}  {m.score:6.1%}{flag}")
     for m in table:
         missing = m.survived + m.no_tests + m.suspicious
         if missing:
             print(f"\n{m.path}: {len(missing)} not killed (see one with `mutmut show NAME`)")
             for name in missing:
                 print(f"  {name}")
+        if m.not_run:
+            print(f"\n{m.path}: {len(m.not_run)} not run yet (run them by name, or the whole module: "
+                  f"'{m.path[:-3].replace('/', '.')}.*')")
     met = all(m.judged and m.score >= GOAL and not m.not_run for m in table)
     print(f"\ngoal: {GOAL:.0%} of mutants killed or explained in each module: {'met' if met else 'NOT met'}")
     return 0 if met else 1
@@ -152,8 +157,18 @@ def prepare() -> None:
     are linked rather than copied."""
     MUTANTS.mkdir(exist_ok=True)
     link = MUTANTS / "node_modules"
+    if link.is_symlink() and not link.exists():  # the checkout moved: the old link points nowhere
+        link.unlink()
     if not link.exists():
         link.symlink_to(ROOT / "node_modules")
+    # mutmut copies the sources' other files (templates, static files) only once: keep them current.
+    for source in ("bots", "campaigns", "delivery", "settings"):
+        for path in (ROOT / source).rglob("*"):
+            if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts:
+                copy = MUTANTS / path.relative_to(ROOT)
+                if not copy.exists() or copy.read_bytes() != path.read_bytes():
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, copy)
 
 
 def main() -> int:
@@ -162,6 +177,7 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="only print the report of the last run")
     parser.add_argument("--max-children", default="1", help="mutants tested at once (they share one test database)")
     args = parser.parse_args()
+    os.chdir(ROOT)  # mutmut reads mutants/ relative to where it runs
     if not args.report:
         prepare()
         env = {
@@ -171,8 +187,9 @@ def main() -> int:
         }
         command = [sys.executable, "-m", "mutmut", "run", "--max-children", args.max_children, *args.names]
         finished = subprocess.run(command, cwd=ROOT, env=env)
-        if finished.returncode not in (0, 1):
-            print(f"mutmut stopped with exit status {finished.returncode}", file=sys.stderr)
+        if finished.returncode != 0:  # a finished run exits 0, survivors or not
+            print(f"mutmut failed (exit status {finished.returncode}): the scores below it would be a "
+                  "previous run's, so none are printed", file=sys.stderr)
             return finished.returncode
     return report()
 

@@ -41,7 +41,7 @@ def teams(emulator, settings, redis_client):
     settings.TEAMS_SERVICE_URL = emulator.service_url
     settings.BOT_OPENID_METADATA_URL = emulator.openid_metadata_url
     emulator.client.reset()
-    emulator.client.config(limits=False, auto_install=True, faults={})
+    emulator.client.config(limits=False, auto_install=True, faults={}, bot_disabled=False)
     http.reset_pool()
     token_provider.invalidate()
     signing_keys.clear()

@@ -653,18 +653,18 @@ def test_it_leaves_the_pace_as_the_429_left_it_when_a_call_is_deferred_for_the_p
 def test_it_pauses_a_tenant_for_one_second_when_teams_gives_no_retry_after(pace, redis_client):
     pacer = new_pacer(pace)
     assert 0.95 <= pacer.throttled(tenant_id=TENANT, retry_after=None) <= 1.0
-    assert 0.9 <= pause_left(pacer, TENANT) <= 1.0
+    assert 0.7 <= pause_left(pacer, TENANT) <= 1.0  # less whatever a loaded machine took in between
     redis_client.flushdb()
 
     with pytest.raises(Deferred) as deferred:
         pacer.acquire(tenant_id=TENANT, max_sleep=0.1)  # remembered in the process too
-    assert 0.9 <= deferred.value.wait <= 1.0
+    assert 0.7 <= deferred.value.wait <= 1.0
 
 
 def test_it_keeps_the_longer_of_two_retry_afters_and_answers_what_is_left_of_it(pace):
     pacer = new_pacer(pace)
     assert 0.95 <= pacer.throttled(tenant_id=TENANT, retry_after=1.0) <= 1.0
-    assert 0.9 <= pacer.throttled(tenant_id=TENANT, retry_after=0.2) <= 1.0
+    assert 0.7 <= pacer.throttled(tenant_id=TENANT, retry_after=0.2) <= 1.0
 
 
 def test_it_pauses_nothing_and_tells_nothing_when_pacing_is_off(pace):
@@ -687,7 +687,8 @@ def test_it_uses_the_redis_it_was_given_not_the_default_one(pace):
     with pytest.raises(Stopped):
         pacer.acquire(tenant_id=TENANT, campaign_id=7)
     pacer.resume(campaign_id=7)
-    assert pacer.acquire(tenant_id=TENANT, campaign_id=7) >= 0.0
+    pacer.acquire(tenant_id=TENANT, campaign_id=7)  # on the default Redis, each call would raise
+    assert keys(client)  # the pace and its log of calls are in the Redis it was given
 
 
 def test_it_remembers_a_pause_it_learned_from_its_slot_once_redis_forgets_it(pace, redis_client):
