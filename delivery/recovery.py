@@ -88,9 +88,13 @@ def reconcile() -> dict[str, int]:
         .order_by("id")
         .values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
     )
-    # Those just taken back are due now.
+    # Those just taken back are due now; each goes back on its campaign kind's queue.
     overdue = sorted(set(overdue) | {delivery_id for delivery_id, *_ in expired})
-    feeding.publish(overdue)
+    by_queue: dict[str, list[int]] = {}
+    for delivery_id, kind in Delivery.objects.filter(id__in=overdue).order_by("id").values_list("id", "campaign__kind"):
+        by_queue.setdefault(feeding.queue_for(kind), []).append(delivery_id)
+    for queue, ids in by_queue.items():
+        feeding.publish(ids, queue=queue)
 
     fed_again = _queue_again_what_was_fed_and_lost()
     # Welcome deliveries are queued directly, not fed: re-queue those left pending for long.

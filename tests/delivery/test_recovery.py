@@ -527,6 +527,23 @@ def test_it_queues_again_only_rows_still_retrying_whatever_their_last_due_time(s
     assert queued_ids(redis_client) == [retrying.pk]
 
 
+def test_it_queues_an_overdue_retry_of_a_direct_message_again_on_the_direct_queue(settings, redis_client):
+    from delivery.services import campaign_send_direct
+
+    people = [factories.recipient() for _ in range(2)]
+    direct = campaign_send_direct(name="Laptop ready", template_id=factories.template().pk,
+                                  category=factories.category(), external_ids=[p.external_id for p in people])
+    campaign = launched(1)
+    long_ago = timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 5)
+    Delivery.objects.filter(campaign__in=[direct, campaign]).update(status=Delivery.Status.RETRYING, next_attempt_at=long_ago)
+
+    assert recovery.reconcile()["requeued"] == 2 + 3  # the announcement reaches all three people
+
+    queued = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)]
+    assert sorted(queued) == sorted(direct.deliveries.values_list("id", flat=True))
+    assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
+
+
 def test_it_leaves_rows_fed_within_the_grace_in_the_queue_whatever_room_it_has(settings, redis_client):
     settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 2
     campaign = launched(4)
