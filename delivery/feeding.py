@@ -112,7 +112,8 @@ def target_depth() -> int:
 
 
 def queue_for(kind: str) -> str:
-    return DIRECT_QUEUE if kind == Campaign.Kind.DIRECT else QUEUE
+    """Direct messages and welcomes never wait behind a campaign's messages."""
+    return DIRECT_QUEUE if kind in (Campaign.Kind.DIRECT, Campaign.Kind.WELCOME) else QUEUE
 
 
 def fed_before(campaign_id: int, moment: float) -> int:

@@ -544,6 +544,13 @@ def test_it_queues_an_overdue_retry_of_a_direct_message_again_on_the_direct_queu
     assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
 
 
+def test_direct_messages_and_welcomes_go_on_the_direct_queue_and_campaigns_on_theirs():
+    from campaigns.models import Campaign
+
+    assert [feeding.queue_for(kind) for kind in (Campaign.Kind.DIRECT, Campaign.Kind.WELCOME, Campaign.Kind.ANNOUNCEMENT)] == [
+        feeding.DIRECT_QUEUE, feeding.DIRECT_QUEUE, feeding.QUEUE]
+
+
 def test_it_leaves_rows_fed_within_the_grace_in_the_queue_whatever_room_it_has(settings, redis_client):
     settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 2
     campaign = launched(4)
