@@ -15,9 +15,9 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-def queued_ids(redis_client) -> list[int]:
+def queued_ids(redis_client, queue: str = feeding.QUEUE) -> list[int]:
     ids = []
-    for raw in redis_client.lrange(feeding.QUEUE, 0, -1):
+    for raw in redis_client.lrange(queue, 0, -1):
         message = json.loads(raw)
         assert message["headers"]["task"] == "delivery.tasks.deliver"
         args, kwargs, _ = json.loads(base64.b64decode(message["body"]))

@@ -386,8 +386,7 @@ def test_it_queues_a_direct_messages_lost_rows_again_on_the_direct_queue(setting
     assert recovery.reconcile()["fed_again"] == 2
 
     assert queued_ids(redis_client) == []
-    queued = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)]
-    assert sorted(queued) == sorted(direct.deliveries.values_list("id", flat=True))
+    assert queued_ids(redis_client, feeding.DIRECT_QUEUE) == sorted(direct.deliveries.values_list("id", flat=True))
 
 
 def test_it_looks_for_lost_rows_in_every_running_campaign_and_counts_them_all(settings, redis_client):
@@ -539,8 +538,7 @@ def test_it_queues_an_overdue_retry_of_a_direct_message_again_on_the_direct_queu
 
     assert recovery.reconcile()["requeued"] == 2 + 3  # the announcement reaches all three people
 
-    queued = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0] for raw in redis_client.lrange(feeding.DIRECT_QUEUE, 0, -1)]
-    assert sorted(queued) == sorted(direct.deliveries.values_list("id", flat=True))
+    assert queued_ids(redis_client, feeding.DIRECT_QUEUE) == sorted(direct.deliveries.values_list("id", flat=True))
     assert queued_ids(redis_client) == sorted(campaign.deliveries.values_list("id", flat=True))
 
 
