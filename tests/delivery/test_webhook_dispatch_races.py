@@ -1,55 +1,24 @@
 """Webhook dispatchers at the same moment, and more events than one call holds: real threads, each
 with its own database connection, real commits, and a real HTTP receiver on 127.0.0.1."""
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection
 
 from delivery import webhooks
 from delivery.models import WebhookAttempt, WebhookEndpoint, WebhookEvent
+from tests.delivery.test_webhooks import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EVENT = "opt_out.created"
 
 
-class SlowReceiver:
-    """Answers 200 to every call after ``delay`` seconds (as a real service takes a while), and
-    keeps the event ids of each call in the order the calls arrived."""
-
-    def __init__(self, delay: float) -> None:
-        self.calls: list[list[int]] = []
-        lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    receiver.calls.append([event["id"] for event in body["events"]])
-                time.sleep(delay)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-
-    def received(self) -> list[int]:
-        return [event_id for call in self.calls for event_id in call]
-
-
 @pytest.fixture
 def receiver(settings):
     settings.WEBHOOK_ALLOW_LOOPBACK_TARGETS = True  # the receiver listens on 127.0.0.1
-    running = SlowReceiver(delay=0.05)
+    running = Receiver(delay=0.05)
     yield running
     running.server.shutdown()
     running.server.server_close()
@@ -113,7 +82,7 @@ def test_two_dispatchers_at_once_deliver_each_event_once_and_in_order(settings, 
     delivered = together(webhooks.dispatch, webhooks.dispatch)
     later = drained(23 - sum(delivered))
 
-    assert receiver.received() == ids  # each once, in order
+    assert [event["id"] for event in receiver.events()] == ids  # each once, in order
     assert sum(delivered) + sum(later) == 23
     endpoint.refresh_from_db()
     assert endpoint.cursor == ids[-1]
@@ -144,7 +113,7 @@ def test_a_dispatcher_that_got_the_lock_after_another_tick_sends_from_where_that
     delivered = together(first, webhooks.dispatch, names={1: "late"})
     later = drained(12 - sum(delivered))
 
-    assert receiver.received() == ids
+    assert [event["id"] for event in receiver.events()] == ids
     assert sum(delivered) + sum(later) == 12
 
 
@@ -157,8 +126,8 @@ def test_more_events_than_one_call_holds_go_once_each_in_order_over_several_call
 
     ticks = drained(23)
 
-    assert receiver.received() == ids  # each once, in order
-    assert max(len(call) for call in receiver.calls) == 5  # a call holds one batch
+    assert [event["id"] for event in receiver.events()] == ids  # each once, in order
+    assert max(len(batch) for batch in receiver.batches()) == 5  # a call holds one batch
     assert max(ticks) == 10  # a tick sends at most its two batches; the next tick goes on
     assert webhooks.dispatch() == 0
     endpoint.refresh_from_db()
@@ -190,5 +159,5 @@ def test_two_dispatchers_ticking_while_events_are_written_deliver_each_once_in_o
 
     ids = list(WebhookEvent.objects.order_by("id").values_list("id", flat=True))
     assert len(ids) == 30
-    assert receiver.received() == ids
+    assert [event["id"] for event in receiver.events()] == ids
     assert delivered[1] + delivered[2] + sum(later) == 30

@@ -29,7 +29,7 @@ SECRET = "whsec_test"
 class Receiver:
     """A real HTTP endpoint on 127.0.0.1 that answers with the statuses it is given, in turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.calls: list[tuple[dict, bytes]] = []
         self.statuses: list[int] = []
         self.answer_headers: dict[str, str] = {}
@@ -40,6 +40,7 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.calls.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                time.sleep(delay)  # as a real service takes a while
                 self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
                 for name, value in receiver.answer_headers.items():
                     self.send_header(name, value)
@@ -56,6 +57,10 @@ class Receiver:
 
     def events(self) -> list[dict]:
         return [event for _, body in self.calls for event in json.loads(body)["events"]]
+
+    def batches(self) -> list[list[int]]:
+        """The event ids of each call, in the order the calls arrived."""
+        return [[event["id"] for event in json.loads(body)["events"]] for _, body in self.calls]
 
 
 @pytest.fixture
