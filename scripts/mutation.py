@@ -175,7 +175,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="mutmut mutant name patterns to run (default: all)")
     parser.add_argument("--report", action="store_true", help="only print the report of the last run")
-    parser.add_argument("--max-children", default="1", help="mutants tested at once (they share one test database)")
+    parser.add_argument("--max-children", type=int, default=2,
+                        help="mutants tested at once, each with a test database and a Redis database of its own")
     args = parser.parse_args()
     os.chdir(ROOT)  # mutmut reads mutants/ relative to where it runs
     if not args.report:
@@ -184,8 +185,9 @@ def main() -> int:
             **os.environ,
             "DATABASE_URL": os.environ.get("MUTATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crier_mutation"),
             "REDIS_URL": os.environ.get("MUTATION_REDIS_URL", "redis://127.0.0.1:6379/11"),
+            "CRIER_TEST_SLOTS": str(args.max_children),  # tests/conftest.py: test_slot
         }
-        command = [sys.executable, "-m", "mutmut", "run", "--max-children", args.max_children, *args.names]
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *args.names]
         finished = subprocess.run(command, cwd=ROOT, env=env)
         if finished.returncode != 0:  # a finished run exits 0, survivors or not
             print(f"mutmut failed (exit status {finished.returncode}): the scores below it would be a "
