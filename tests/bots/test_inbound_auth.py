@@ -325,10 +325,22 @@ def test_it_compares_service_urls_exactly_but_for_a_trailing_slash(key, claimed,
     assert refusal(token(key, serviceurl=claimed.replace("APAX", "APA")), {**ACTIVITY, "serviceUrl": activity_url})[0] == 403
 
 
-def test_it_refuses_a_token_without_a_service_url_for_an_activity_without_one(key):
+# Texts a token or an activity could carry where the other has nothing: none of them stands in for a missing URL.
+ANY_TEXT = ["", "None", "XXXX", "https://smba.example/APAX"]
+
+
+@pytest.mark.parametrize("claimed", [MISSING, *ANY_TEXT])
+def test_it_refuses_an_activity_without_a_service_url_whatever_the_token_claims(key, claimed):
     activity = {name: value for name, value in ACTIVITY.items() if name != "serviceUrl"}
 
-    assert refusal(token(key, serviceurl=MISSING), activity) == (
+    assert refusal(token(key, serviceurl=claimed), activity) == (
+        403, "The token's serviceurl does not match the activity's serviceUrl."
+    )
+
+
+@pytest.mark.parametrize("activity_url", ANY_TEXT[1:])
+def test_it_refuses_a_token_without_a_service_url_whatever_the_activity_says(key, activity_url):
+    assert refusal(token(key, serviceurl=MISSING), {**ACTIVITY, "serviceUrl": activity_url}) == (
         403, "The token's serviceurl does not match the activity's serviceUrl."
     )
 

@@ -368,6 +368,19 @@ def test_it_starts_with_the_next_campaign_at_each_second_of_its_clock(settings, 
     assert fed_per_campaign(redis_client, [first, second]) == [0, 1]
 
 
+def test_it_asks_no_further_campaign_for_rows_once_the_room_is_filled(settings, redis_client, feeder_clock, monkeypatch):
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 1
+    campaigns = [launched_with(3) for _ in range(3)]
+    feeder_clock["now"] -= feeder_clock["now"] % 3  # the first campaign's turn
+    asked, real_next_batch = [], feeding._next_batch
+    monkeypatch.setattr(feeding, "_next_batch", lambda client, campaign_id, limit, mark: (
+        asked.append(campaign_id) or real_next_batch(client, campaign_id, limit, mark)))
+
+    assert feeding.feed() == 1
+
+    assert asked == [campaigns[0].pk]  # one query, not one more per running campaign
+
+
 def test_it_gives_the_room_a_small_campaign_leaves_to_the_others_to_the_last_message(settings, redis_client):
     settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 10
     large = launched_with(20)
