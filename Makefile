@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ASSETS := node_modules/.installed
 
-.PHONY: demo test bench mutation services browser screenshots venv migrate schema run-web run-worker run-beat run-emulator clean
+.PHONY: demo test bench mutation services browser screenshots venv migrate schema clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

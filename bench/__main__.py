@@ -468,7 +468,7 @@ def main() -> int:
     args = parser.parse_args()
     only = {name.strip().upper() for name in args.only.split(",")}
 
-    from bots.emulator.process import start_emulator
+    from emulator.process import start_emulator
 
     VAR.mkdir(parents=True, exist_ok=True)
     emulator = start_emulator(VAR / "emulator", port=0, limits=False)

@@ -86,7 +86,7 @@ def api(method: str, path: str, key: str, body: dict | None = None) -> dict:
 
 
 def main() -> int:
-    from bots.emulator.process import start_emulator
+    from emulator.process import start_emulator
 
     for port in (WEB_PORT, EMULATOR_PORT):
         if not port_free(port):

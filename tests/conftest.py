@@ -58,7 +58,7 @@ def django_db_modify_db_settings(test_slot, django_db_modify_db_settings_paralle
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory):
     """One emulator process for the whole run; each test that uses ``teams`` starts it afresh."""
-    from bots.emulator.process import start_emulator
+    from emulator.process import start_emulator
 
     running = start_emulator(
         state_dir=tmp_path_factory.mktemp("emulator"),

@@ -30,7 +30,7 @@ def test_compose_references_only_defined_services_secrets_and_volumes():
 
 
 def test_compose_commands_name_modules_that_exist():
-    for module in ("settings.wsgi", "settings.celery", "bots.emulator"):
+    for module in ("settings.wsgi", "settings.celery", "emulator"):
         assert importlib.util.find_spec(module) is not None, module
 
 

@@ -18,12 +18,12 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bots.emulator import connector as emulator_connector
-from bots.emulator import limits as emulator_limits
-from bots.emulator.config import RuntimeConfig, Settings
-from bots.emulator.context import Context
-from bots.emulator.server import build_app
-from bots.emulator.tokens import SigningKey, issue_access_token
+from emulator import connector as emulator_connector
+from emulator import limits as emulator_limits
+from emulator.config import RuntimeConfig, Settings
+from emulator.context import Context
+from emulator.server import build_app
+from emulator.tokens import SigningKey, issue_access_token
 from delivery import pacing
 
 # (calls, seconds), as Microsoft publishes them.

@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from bots import http
-from bots.emulator.process import RunningEmulator
+from emulator.process import RunningEmulator
 from bots.tokens import token_provider
 
 from .teams_answers import ANSWERS, TeamsAnswer, conformance_problems

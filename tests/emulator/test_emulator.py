@@ -25,8 +25,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bots.emulator.client import EmulatorError
-from bots.emulator.process import RunningEmulator, start_emulator
+from emulator.client import EmulatorError
+from emulator.process import RunningEmulator, start_emulator
 from tests.contracts.teams_answers import BY_NAME, conformance_problems
 
 APP_ID = "00000000-0000-0000-0000-00000000b07a"
@@ -559,7 +559,7 @@ def test_restart_reuses_the_ca_and_signing_key(emu: RunningEmulator, token: str)
 
 def test_bad_arguments_exit_with_code_2_and_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bots.emulator", "--limits", "sometimes"],
+        [sys.executable, "-m", "emulator", "--limits", "sometimes"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=20,
     )
     assert result.returncode == 2

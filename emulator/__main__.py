@@ -1,4 +1,4 @@
-"""``python -m bots.emulator [--host H] [--port P] [--state-dir DIR] [--app-id ID] [--app-password PW]
+"""``python -m emulator [--host H] [--port P] [--state-dir DIR] [--app-id ID] [--app-password PW]
 [--tenant-id TID] [--bot-endpoint URL] [--limits on|off] [--auto-install on|off]``
 
 Flags override the environment (EMULATOR_HOST, EMULATOR_PORT, EMULATOR_STATE_DIR, BOT_APP_ID,

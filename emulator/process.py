@@ -1,4 +1,4 @@
-"""Starting the emulator as a subprocess (``python -m bots.emulator``) and waiting until it serves.
+"""Starting the emulator as a subprocess (``python -m emulator``) and waiting until it serves.
 
     running = start_emulator(tmp_path / "emulator", port=0, limits=False)
     running.client.register_users([...])
@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from .client import EmulatorClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_CHARS = 4000
 
 
@@ -132,7 +132,7 @@ def start_emulator(
     over this process's) or the emulator's defaults. Raises EmulatorStartError."""
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    command = [python or sys.executable, "-m", "bots.emulator", "--state-dir", str(state), "--port", str(port)]
+    command = [python or sys.executable, "-m", "emulator", "--state-dir", str(state), "--port", str(port)]
     command += ["--host", host]
     options = {
         "--app-id": app_id,

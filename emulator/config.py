@@ -111,7 +111,7 @@ class _OneLineParser(argparse.ArgumentParser):
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Command-line flags win over the environment, which wins over the defaults. Raises ConfigError."""
     env = os.environ if environ is None else environ
-    parser = _OneLineParser(prog="python -m bots.emulator", add_help=True)
+    parser = _OneLineParser(prog="python -m emulator", add_help=True)
     parser.add_argument("--host", help="address to bind (EMULATOR_HOST, default 127.0.0.1)")
     parser.add_argument("--port", help=f"port, 0 for a free one (EMULATOR_PORT, default {DEFAULT_PORT})")
     parser.add_argument(

@@ -19,7 +19,7 @@ from .context import Context
 from .responses import control_error, json_response
 from .state import User, normalize_aad
 
-logger = logging.getLogger("bots.emulator")
+logger = logging.getLogger("emulator")
 
 DEFAULT_MESSAGE_LIMIT = 10_000
 MAX_MESSAGE_LIMIT = 1_000_000

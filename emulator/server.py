@@ -24,7 +24,7 @@ from .pages import Pages
 from .tls import ensure_certificates, server_context, write_private
 from .tokens import SigningKey
 
-logger = logging.getLogger("bots.emulator")
+logger = logging.getLogger("emulator")
 
 CLIENT_MAX_SIZE = 16 * 1024 * 1024  # bigger bodies than Teams' limit still get Teams' own 413
 BACKLOG = 1024

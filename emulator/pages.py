@@ -24,7 +24,7 @@ USERS_SHOWN = 500
 MESSAGES_SHOWN = 200
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / "node_modules"
 # The only files /static/ serves: a fixed table, so no path from a request reaches the disk.
 ASSETS: dict[str, tuple[Path, str]] = {
