@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from delivery.retry import retry_in
 from delivery.transport import Address, TeamsTransport, TransportError
 
 from .models import TeamsAddress
-from .schema import message_activity, parse_activity
+from .schema import Activity, message_activity, parse_activity
 
 logger = logging.getLogger(__name__)
 
@@ -69,56 +70,101 @@ def address_record(*, activity, state: str | None) -> TeamsAddress | None:
     return address
 
 
+# What the bot does with each kind of activity: one handler per (activity type, action), found by
+# ``activity_key``. A new kind of activity (a read receipt, an ``Action.Execute`` invoke, a reaction) is
+# one more handler and, where its action is read from a new place, one more line in ``activity_key``.
+Handler = Callable[[Activity], list[str]]
+_HANDLERS: dict[tuple[str, str], Handler] = {}
+
+
+def handles(activity_type: str, action: str = "") -> Callable[[Handler], Handler]:
+    """Registers the decorated function as the handler of activities of that type and action."""
+    def register(handler: Handler) -> Handler:
+        if (activity_type, action) in _HANDLERS:
+            raise ValueError(f"two handlers for {activity_type} {action!r}")
+        _HANDLERS[(activity_type, action)] = handler
+        return handler
+    return register
+
+
+def activity_key(activity: Activity) -> tuple[str, str]:
+    """(type, action) of an activity: for conversation and installation updates whether the bot was
+    added or removed, for a message the card action it carries ("" for typed text)."""
+    kind = activity.type or ""
+    if kind == "conversationUpdate":
+        bot_id = f"28:{settings.BOT_APP_ID}"
+        if bot_id in [member.id for member in activity.members_added or []]:
+            return kind, "add"
+        if bot_id in [member.id for member in activity.members_removed or []]:
+            return kind, "remove"
+        return kind, ""
+    if kind == "installationUpdate":
+        action = activity.action or ""
+        return kind, "add" if action.startswith("add") else "remove" if action.startswith("remove") else ""
+    if kind == "message":
+        value = activity.value if isinstance(activity.value, dict) else {}
+        action = value.get("crier_action")
+        return kind, action if isinstance(action, str) else ""
+    return kind, ""
+
+
 def activity_handle(*, data: dict[str, Any]) -> list[str]:
     """Handles one validated activity; returns the replies to send the person (possibly none)."""
     activity = parse_activity(data)
-    bot_id = f"28:{settings.BOT_APP_ID}"
-    kind = activity.type
-    if kind == "conversationUpdate":
-        added = [m.id for m in activity.members_added or []]
-        removed = [m.id for m in activity.members_removed or []]
-        if bot_id in added:
-            _installed(activity)
-        elif bot_id in removed:
-            address_record(activity=activity, state=TeamsAddress.State.UNINSTALLED)
-        return []
-    if kind == "installationUpdate":
-        if (activity.action or "").startswith("add"):
-            _installed(activity)
-        elif (activity.action or "").startswith("remove"):
-            address_record(activity=activity, state=TeamsAddress.State.UNINSTALLED)
-        return []
-    if kind == "message":
-        address_record(activity=activity, state=TeamsAddress.State.INSTALLED)
-        return _message(activity)
-    return []
+    kind, action = activity_key(activity)
+    # An action no handler knows is the type's plain activity (a message with an unknown card action
+    # is answered like typed text).
+    handler = _HANDLERS.get((kind, action)) or _HANDLERS.get((kind, ""))
+    return handler(activity) if handler else []
 
 
-def _installed(activity) -> None:
+@handles("conversationUpdate", "add")
+@handles("installationUpdate", "add")
+def _installed(activity: Activity) -> list[str]:
     from delivery.welcome import welcome_on_install
 
     address = address_record(activity=activity, state=TeamsAddress.State.INSTALLED)
     if address is None:
-        return
+        return []
     # Installing again lifts the opt-out that blocking or removing the bot recorded.
     OptOut.objects.filter(recipient__aad_object_id=address.aad_object_id, source=OptOut.Source.BLOCKED).delete()
     welcome_on_install(aad_object_id=str(address.aad_object_id))
+    return []
 
 
-def _message(activity) -> list[str]:
+@handles("conversationUpdate", "remove")
+@handles("installationUpdate", "remove")
+def _uninstalled(activity: Activity) -> list[str]:
+    address_record(activity=activity, state=TeamsAddress.State.UNINSTALLED)
+    return []
+
+
+def _sender(activity: Activity) -> Recipient | None:
+    """The person who wrote, once their address is recorded (writing to the bot means it is installed)."""
+    address_record(activity=activity, state=TeamsAddress.State.INSTALLED)
     aad = getattr(activity.from_property, "aad_object_id", None)
-    recipient = Recipient.objects.filter(aad_object_id=aad).first() if aad else None
-    value = activity.value if isinstance(activity.value, dict) else {}
+    return Recipient.objects.filter(aad_object_id=aad).first() if aad else None
+
+
+@handles("message", "opt_out")
+def _opt_out_pressed(activity: Activity) -> list[str]:
+    """The opt-out button of a card: out of the message's category, or of everything."""
+    recipient = _sender(activity)
+    if recipient is None:
+        return [REPLY_UNKNOWN_PERSON]
+    category = Category.objects.filter(slug=activity.value.get("category") or "").first()
+    if category is None or category.mandatory:
+        opt_out_record(recipient=recipient, source=OptOut.Source.CARD_BUTTON)
+        return [REPLY_STOPPED.format(bot=settings.BOT_NAME)]
+    opt_out_record(recipient=recipient, category=category, source=OptOut.Source.CARD_BUTTON)
+    return [REPLY_CATEGORY_STOPPED.format(category=category.name)]
+
+
+@handles("message")
+def _typed(activity: Activity) -> list[str]:
+    """A typed message: stop, start, or anything else (help)."""
+    recipient = _sender(activity)
     bot = settings.BOT_NAME
-    if value.get("crier_action") == "opt_out":
-        if recipient is None:
-            return [REPLY_UNKNOWN_PERSON]
-        category = Category.objects.filter(slug=value.get("category") or "").first()
-        if category is None or category.mandatory:
-            opt_out_record(recipient=recipient, source=OptOut.Source.CARD_BUTTON)
-            return [REPLY_STOPPED.format(bot=bot)]
-        opt_out_record(recipient=recipient, category=category, source=OptOut.Source.CARD_BUTTON)
-        return [REPLY_CATEGORY_STOPPED.format(category=category.name)]
     word = _normalise(activity.text)
     if word in STOP_WORDS:
         if recipient is None:
