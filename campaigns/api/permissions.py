@@ -1,27 +1,32 @@
-"""Scopes: what an API key may do. Reading needs ``read``; each kind of write its own scope; and
-launching, scheduling, pausing, resuming or cancelling a campaign needs ``campaigns:send``, so a key
-can prepare campaigns without being able to send them."""
+"""Scopes: what an API key may do. Reading needs ``read``; a viewset's own writes (create, update,
+delete) its ``write_scope``; and every other action declares its scope where it is defined,
+``@action(..., scope=...)`` (launching, scheduling, pausing, resuming or cancelling a campaign needs
+``campaigns:send``, so a key can prepare campaigns without being able to send them). An action that
+declares none is refused rather than given a default."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from campaigns.models import ApiKey
 
-SEND_ACTIONS = frozenset({"launch", "schedule", "pause", "resume", "cancel", "test_send"})
-APPROVE_ACTIONS = frozenset({"approve_direct"})
+# A viewset's own writes, which need its ``write_scope``.
+MODEL_WRITES = frozenset({"create", "update", "partial_update", "destroy"})
 
 
 def required_scope(*, method: str, view) -> str:
     """The one rule for the scope an operation needs; the permission check and the schema both read it."""
     if method in SAFE_METHODS:
         return ApiKey.Scope.READ
+    declared = getattr(view, "scope", None)  # set by @action(..., scope=...)
+    if declared:
+        return declared
     action = getattr(view, "action", None)
-    if action in SEND_ACTIONS:
-        return ApiKey.Scope.CAMPAIGNS_SEND
-    if action in APPROVE_ACTIONS:
-        return ApiKey.Scope.CAMPAIGNS_APPROVE
-    return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
+    if action in MODEL_WRITES:
+        return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
+    raise ImproperlyConfigured(f"{type(view).__name__}.{action} changes things and declares no scope: "
+                               "give it @action(..., scope=...)")
 
 
 class HasScope(BasePermission):

@@ -79,13 +79,14 @@ from .serializers import (
 
 
 class ApiViewSet(viewsets.GenericViewSet):
-    """The base of every endpoint: scopes (``write_scope`` for changes, see ``permissions``) and
-    ``Idempotency-Key`` on POST (see ``idempotency``)."""
+    """The base of every endpoint: scopes (``write_scope`` for its own writes, ``scope`` for each other
+    action, see ``permissions``) and ``Idempotency-Key`` on POST (see ``idempotency``)."""
 
     schema = CrierAutoSchema()
     permission_classes = [IsAuthenticated, HasScope]
     conflict_actions: frozenset[str] = frozenset()
     write_scope: str = ApiKey.Scope.CAMPAIGNS_WRITE
+    scope: str | None = None  # an action's own, from @action(..., scope=...)
     _idempotency: IdempotencyRecord | None = None
 
     def initial(self, request, *args, **kwargs):
@@ -152,7 +153,7 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
             "in `errors` with their index and the valid ones are still saved."
         ),
     )
-    @action(detail=False, methods=["post"], parser_classes=[BulkJSONParser])
+    @action(detail=False, methods=["post"], parser_classes=[BulkJSONParser], scope=ApiKey.Scope.RECIPIENTS_WRITE)
     def bulk(self, request):
         body = request.data
         if not isinstance(body, dict):
@@ -196,7 +197,7 @@ class RecipientSyncViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, A
 
     @extend_schema(request=RecipientSyncFinishSerializer, responses=RecipientSyncResultSerializer,
                    description="Deactivates everyone active the sync did not list (with dry_run: only counts them).")
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.RECIPIENTS_WRITE)
     def finish(self, request, pk=None):
         body = RecipientSyncFinishSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -256,7 +257,7 @@ class MessageTemplateViewSet(ProtectedModelViewSet):
         "for transactional notices such as “your payslip is ready”: its direct sends no longer count toward "
         "the reach that needs approval. Editing the template withdraws it. Needs campaigns:approve.",
     )
-    @action(detail=True, methods=["post"], url_path="approve-direct")
+    @action(detail=True, methods=["post"], url_path="approve-direct", scope=ApiKey.Scope.CAMPAIGNS_APPROVE)
     def approve_direct(self, request, pk=None):
         template = template_approve_direct(template_id=self.get_object().pk, actor=Actor(api_key=request.auth))
         return Response(self.get_serializer(template).data)
@@ -348,7 +349,7 @@ class CampaignViewSet(
         return Response(self.get_serializer(self.get_queryset().get(pk=campaign.pk)).data)
 
     @extend_schema(request=None, responses=CampaignSerializer, description="Starts sending now.")
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def launch(self, request, pk=None):
         return self._answer(campaign_launch(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
@@ -357,7 +358,7 @@ class CampaignViewSet(
         responses=CampaignSerializer,
         description="Sends it at send_at (in the future); scheduling again moves it.",
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def schedule(self, request, pk=None):
         campaign = self.get_object()
         body = CampaignScheduleSerializer(data=request.data)
@@ -373,7 +374,7 @@ class CampaignViewSet(
         "campaign itself is not touched. Tests count toward the reach that needs approval, as direct messages do. "
         "Answers with the direct message that carries the test.",
     )
-    @action(detail=True, methods=["post"], url_path="test-send")
+    @action(detail=True, methods=["post"], url_path="test-send", scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def test_send(self, request, pk=None):
         campaign = self.get_object()
         body = TestSendSerializer(data=request.data)
@@ -386,7 +387,7 @@ class CampaignViewSet(
 
     @extend_schema(request=CampaignPauseSerializer, responses=CampaignSerializer,
                    description="Holds a running campaign; nobody is sent to until it is resumed.")
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def pause(self, request, pk=None):
         campaign = self.get_object()
         body = CampaignPauseSerializer(data=request.data)
@@ -396,7 +397,7 @@ class CampaignViewSet(
         ))
 
     @extend_schema(request=None, responses=CampaignSerializer, description="Carries on with a paused campaign.")
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def resume(self, request, pk=None):
         return self._answer(campaign_resume(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
@@ -406,7 +407,7 @@ class CampaignViewSet(
         description="Stops it for good; whoever was not sent to yet is skipped. Answers once the sends already "
         "on their way to Teams are finished, so nothing is sent after the answer.",
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def cancel(self, request, pk=None):
         return self._answer(campaign_cancel(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
