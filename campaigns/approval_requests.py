@@ -62,7 +62,8 @@ def approval_request(*, campaign_id: int, user) -> ApprovalRequest:
     from delivery.services import campaign_send_direct
 
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().select_related("template").get(pk=campaign_id)
+        # Only the campaign's row: a template edit holds the template's row, then its campaigns' (as a launch does).
+        campaign = Campaign.objects.select_for_update(of=("self",)).select_related("template").get(pk=campaign_id)
         if not campaign.is_editable:
             raise ApplicationError(
                 f"“{campaign}” is {campaign.get_status_display().lower()}; "
