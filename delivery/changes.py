@@ -150,8 +150,9 @@ def message_change_start(
         )
     with transaction.atomic():
         try:
-            # Locked so that no other change of it can start meanwhile.
-            campaign = Campaign.objects.select_for_update().select_related("template").get(pk=campaign_id)
+            # Locked so that no other change of it can start meanwhile: the campaign's row alone, since a
+            # template edit holds the template's row and then its approved campaigns' (as a launch does).
+            campaign = Campaign.objects.select_for_update(of=("self",)).select_related("template").get(pk=campaign_id)
         except Campaign.DoesNotExist:
             raise ApplicationError(f"No campaign {campaign_id}.", code="not_found", status=404) from None
         refusal = message_change_refusal(campaign=campaign)

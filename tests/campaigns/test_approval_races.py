@@ -280,3 +280,23 @@ def test_the_sent_message_of_an_approved_campaign_is_edited_while_its_template_i
     campaign.refresh_from_db()
     assert campaign.approved_at is not None
     assert MessageTemplate.objects.get(pk=template.pk).text == "Edited for the next one"
+
+
+def test_a_recall_refused_for_an_approved_draft_while_its_template_is_edited_is_only_refused(teams, monkeypatch):
+    """Starting an edit or recall holds the campaign's row; the template edit holds the template's, then
+    its approved drafts'. The recall of a draft is refused, and the template edit goes through."""
+    template = factories.template()
+    campaign = factories.campaign(name="Not sent yet", template=template)
+    Campaign.objects.filter(pk=campaign.pk).update(approved_at=timezone.now())
+    recaller = User.objects.create_user("rory", is_staff=True)
+    recaller.user_permissions.add(*Permission.objects.filter(codename="recall_campaign", content_type__app_label="campaigns"))
+    recaller = User.objects.get(pk=recaller.pk)  # permissions are cached per instance
+
+    edited, recalled = edit_template_while(
+        template, lambda: message_change_start(campaign_id=campaign.pk, action="recall", user=recaller), monkeypatch
+    )
+
+    assert "error" not in edited and edited["result"].status_code == 200, edited
+    assert isinstance(recalled.get("error"), ApplicationError) and recalled["error"].code == "invalid_state", recalled
+    assert MessageTemplate.objects.get(pk=template.pk).text == "Edited for the next one"
+    assert Campaign.objects.get(pk=campaign.pk).approved_at is None  # the edit withdrew it
