@@ -26,6 +26,7 @@ from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 from campaigns.rendering import validate_template
 
+from . import jobs
 from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .connections import redis_for
 from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
@@ -242,14 +243,12 @@ def _alive_for(extra: float = 0.0) -> int:
 def chains_start(*, change_id: int, total: int | None = None) -> int:
     """Starts (or restarts) the change's chains of chunk tasks, no more than ``total`` rows need;
     returns their generation."""
-    from .tasks import message_change_chunk
-
     client = _client()
     generation = int(client.incr(chains_key(change_id)))
     client.expire(chains_key(change_id), _alive_for())
     chains = concurrency() if total is None else max(1, min(concurrency(), math.ceil(total / BATCH)))
     for _ in range(chains):
-        message_change_chunk.delay(change_id, generation)
+        jobs.message_change_chunk(change_id, generation)
     return generation
 
 
@@ -272,8 +271,6 @@ def _chain_alive(change_id: int, extra: float = 0.0) -> None:
 def message_change_chunk(*, change_id: int, generation: int) -> int:
     """One task of a chain: processes rows for a while, then queues the chain's next task, or
     completes the change when no row is left."""
-    from .tasks import message_change_chunk as chunk_task
-
     if not _chain_current(change_id, generation):
         return 0
     result = message_change_process(change_id=change_id, on_row=lambda: _chain_alive(change_id))
@@ -281,7 +278,7 @@ def message_change_chunk(*, change_id: int, generation: int) -> int:
         message_change_complete(change_id=change_id)
     else:
         _chain_alive(change_id, result.next_in)
-        chunk_task.apply_async((change_id, generation), countdown=result.next_in)
+        jobs.message_change_chunk(change_id, generation, countdown=result.next_in)
     return result.processed
 
 

@@ -20,7 +20,7 @@ from campaigns.audit import SYSTEM, Actor
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 
-from . import feeding, progress, webhooks
+from . import feeding, jobs, progress, webhooks
 from .models import Delivery, campaign_ids
 from .pacing import pacer
 from .settled import settled_below
@@ -66,15 +66,13 @@ def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
 
 
 def _after_resume(campaign_id: int) -> None:
-    from .tasks import feed_deliveries
-
     pacer.resume(campaign_id=campaign_id)
     try:  # a fresh start for the error watch, or it would pause again at the next failure
         progress.client().hdel(progress.key(campaign_id), "systemic")
     except redis.RedisError:
         pass
     feeding.rewind(campaign_id)
-    feed_deliveries.delay()
+    jobs.feed()
 
 
 def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:

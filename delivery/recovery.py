@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 
-from . import feeding, progress, webhooks
+from . import feeding, jobs, progress, webhooks
 from .connections import redis_clock
 from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
@@ -170,8 +170,7 @@ def _skip_what_cancelled_campaigns_left(now) -> int:
 def _restart_lost_materialisations(now) -> int:
     """A running campaign whose rows are not all written, and whose writing task is gone (Redis
     lost its message, or the worker died), is written on from the last person it has."""
-    from .services import materialising_key
-    from .tasks import campaign_materialise
+    from .materialising import materialising_key
 
     restarted = 0
     stalled = Campaign.objects.filter(
@@ -185,6 +184,6 @@ def _restart_lost_materialisations(now) -> int:
             continue
         highest = Delivery.objects.of_campaign(campaign_id).aggregate(highest=Max("id"))["highest"]
         last = highest - campaign_ids(campaign_id)[0] if highest is not None else 0
-        campaign_materialise.delay(campaign_id, last)
+        jobs.materialise(campaign_id, last)
         restarted += 1
     return restarted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import feeding, recovery, services, webhooks, welcome
+from . import feeding, materialising, recovery, services, webhooks, welcome
 from .sending import delivery_send
 
 
@@ -33,7 +33,7 @@ def feed_deliveries() -> int:
 
 @shared_task(ignore_result=True)
 def campaign_materialise(campaign_id: int, after: int) -> int:
-    return services.campaign_materialise(campaign_id=campaign_id, after=after)
+    return materialising.campaign_materialise(campaign_id=campaign_id, after=after)
 
 
 @shared_task(ignore_result=True)

@@ -15,8 +15,6 @@ CRIER = ("bots", "campaigns", "delivery", "settings", "django", "rest_framework"
 KNOWN_LOOPS = [
     {"campaigns.cards", "campaigns.rendering"},
     {"campaigns.admin.campaigns", "campaigns.admin.watch"},
-    {"delivery.changes", "delivery.control", "delivery.feeding", "delivery.reach", "delivery.recovery",
-     "delivery.sending", "delivery.services", "delivery.tasks", "delivery.welcome"},
 ]
 
 

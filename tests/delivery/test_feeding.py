@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from campaigns.models import Campaign
-from delivery import feeding, progress, services
+from delivery import feeding, materialising, progress, services
 from delivery.models import Delivery
 from tests import factories
 
@@ -177,7 +177,7 @@ def test_a_large_audience_is_written_in_chunks_and_only_then_can_complete(settin
     campaign.deliveries.update(status=Delivery.Status.SENT)
     assert services.campaigns_complete_finished() == []  # the rest is not written yet
 
-    services.campaign_materialise(campaign_id=campaign.pk, after=max(campaign.deliveries.values_list("recipient_id", flat=True)))
+    materialising.campaign_materialise(campaign_id=campaign.pk, after=max(campaign.deliveries.values_list("recipient_id", flat=True)))
 
     campaign.refresh_from_db()
     assert campaign.deliveries.count() == 25 and campaign.materialised_at is not None

@@ -11,7 +11,7 @@ from django.db.models import Count, Max, Min
 from django.utils import timezone
 
 from campaigns.models import Campaign, OptOut, Recipient
-from delivery import recovery, services
+from delivery import materialising, recovery, services
 from delivery.models import Delivery
 from tests import factories
 
@@ -53,28 +53,28 @@ def test_ranges_written_at_once_give_each_person_exactly_one_row(chunks, redis_c
     campaign = launched_with(20)
     assert campaign.deliveries.count() == 3
 
-    with mock.patch.object(services, "_deliveries_insert", wraps=services._deliveries_insert) as ranges:
-        written = services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+    with mock.patch.object(materialising, "_deliveries_insert", wraps=materialising._deliveries_insert) as ranges:
+        written = materialising.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
 
     readers = {call.kwargs["reader"] for call in ranges.call_args_list}
     assert len(ranges.call_args_list) == 6 and len(readers) == 2 and None not in readers  # COPY, one reader a lane
     assert written == 18
     assert_everyone_once(campaign)
     assert campaign.deliveries.get(recipient=stopped).skip_reason == Delivery.SkipReason.OPTED_OUT
-    assert not redis_client.exists(services.materialising_key(campaign.pk))
+    assert not redis_client.exists(materialising.materialising_key(campaign.pk))
 
 
 def test_ranges_are_written_by_connections_of_their_own(chunks, redis_client):
     campaign = launched_with(12)
     threads = set()
-    insert = services._deliveries_insert
+    insert = materialising._deliveries_insert
 
     def watched(**kwargs):
         threads.add(threading.current_thread().name)
         return insert(**kwargs)
 
-    with mock.patch.object(services, "_deliveries_insert", side_effect=watched):
-        services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+    with mock.patch.object(materialising, "_deliveries_insert", side_effect=watched):
+        materialising.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
 
     assert len(threads) == 2
     assert_everyone_once(campaign)
@@ -86,7 +86,7 @@ def test_a_materialisation_over_rows_already_written_adds_only_the_missing_ones(
     Delivery.objects.create(campaign=campaign, recipient_id=lowest + 10)  # written meanwhile, say by a welcome
     Campaign.objects.filter(pk=campaign.pk).update(total_deliveries=4)
 
-    assert services.campaign_materialise(campaign_id=campaign.pk, after=lowest - 1) == 16  # from the start again
+    assert materialising.campaign_materialise(campaign_id=campaign.pk, after=lowest - 1) == 16  # from the start again
 
     assert_everyone_once(campaign)
 
@@ -100,7 +100,7 @@ def test_two_materialisations_of_one_campaign_at_once_write_each_person_once(chu
         from django.db import connection
 
         try:
-            results.append(services.campaign_materialise(campaign_id=campaign.pk, after=after))
+            results.append(materialising.campaign_materialise(campaign_id=campaign.pk, after=after))
         except Exception as exc:  # pragma: no cover - shown by the assertion below
             errors.append(exc)
         finally:
@@ -121,7 +121,7 @@ def test_a_range_written_above_one_that_failed_is_rolled_back_so_the_rows_stay_a
     campaign = launched_with(20)
     after = first_chunk_end()
     failing = after + 2 * 3  # the lower range of the second step; the upper one is written meanwhile
-    insert = services._deliveries_insert
+    insert = materialising._deliveries_insert
     upper_written = threading.Event()
 
     def crash(**kwargs):
@@ -133,8 +133,8 @@ def test_a_range_written_above_one_that_failed_is_rolled_back_so_the_rows_stay_a
             upper_written.set()
         return rows
 
-    with mock.patch.object(services, "_deliveries_insert", side_effect=crash), pytest.raises(RuntimeError):
-        services.campaign_materialise(campaign_id=campaign.pk, after=after)
+    with mock.patch.object(materialising, "_deliveries_insert", side_effect=crash), pytest.raises(RuntimeError):
+        materialising.campaign_materialise(campaign_id=campaign.pk, after=after)
 
     assert upper_written.is_set()
     campaign.refresh_from_db()
@@ -147,22 +147,22 @@ def test_a_range_written_above_one_that_failed_is_rolled_back_so_the_rows_stay_a
 def test_a_materialisation_that_crashed_is_resumed_by_the_reconciler_and_completed_once(chunks, redis_client):
     campaign = launched_with(20)
     after = first_chunk_end()
-    insert = services._deliveries_insert
+    insert = materialising._deliveries_insert
 
     def crash(**kwargs):
         if kwargs["after"] >= after + 2 * 3:
             raise RuntimeError("the worker died")
         return insert(**kwargs)
 
-    with mock.patch.object(services, "_deliveries_insert", side_effect=crash), pytest.raises(RuntimeError):
-        services.campaign_materialise(campaign_id=campaign.pk, after=after)
-    redis_client.delete(services.materialising_key(campaign.pk))  # its key expires with the task
+    with mock.patch.object(materialising, "_deliveries_insert", side_effect=crash), pytest.raises(RuntimeError):
+        materialising.campaign_materialise(campaign_id=campaign.pk, after=after)
+    redis_client.delete(materialising.materialising_key(campaign.pk))  # its key expires with the task
     Campaign.objects.filter(pk=campaign.pk).update(launched_at=timezone.now() - timedelta(minutes=5))
 
-    with mock.patch("delivery.tasks.campaign_materialise.delay") as restart:
+    with mock.patch("delivery.jobs.materialise") as restart:
         assert recovery.reconcile()["materialisations_restarted"] == 1
     [(campaign_id, resume_after)] = [call.args for call in restart.call_args_list]
-    services.campaign_materialise(campaign_id=campaign_id, after=resume_after)
+    materialising.campaign_materialise(campaign_id=campaign_id, after=resume_after)
 
     assert_everyone_once(campaign)
     duplicates = campaign.deliveries.values("recipient_id").annotate(n=Count("id")).filter(n__gt=1)
@@ -172,7 +172,7 @@ def test_a_materialisation_that_crashed_is_resumed_by_the_reconciler_and_complet
 def test_a_cancel_while_a_range_is_written_leaves_nobody_pending_and_stops_the_writing(chunks, redis_client):
     campaign = launched_with(20)
     after = first_chunk_end()
-    insert = services._deliveries_insert
+    insert = materialising._deliveries_insert
     cancelled_during = after + 2 * 3
 
     def cancel_meanwhile(**kwargs):
@@ -184,8 +184,8 @@ def test_a_cancel_while_a_range_is_written_leaves_nobody_pending_and_stops_the_w
             assert not canceller.is_alive()  # the cancel did not wait for this uncommitted range
         return rows
 
-    with mock.patch.object(services, "_deliveries_insert", side_effect=cancel_meanwhile):
-        services.campaign_materialise(campaign_id=campaign.pk, after=after)
+    with mock.patch.object(materialising, "_deliveries_insert", side_effect=cancel_meanwhile):
+        materialising.campaign_materialise(campaign_id=campaign.pk, after=after)
 
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.CANCELLED
@@ -208,7 +208,7 @@ def test_a_campaign_cancelled_before_its_task_runs_gets_no_more_rows(chunks, red
     campaign = launched_with(10)
     services.campaign_cancel(campaign_id=campaign.pk)
 
-    assert services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end()) == 0
+    assert materialising.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end()) == 0
 
     campaign.refresh_from_db()
     assert campaign.deliveries.count() == campaign.total_deliveries == 3
@@ -223,9 +223,9 @@ def test_a_campaign_cancelled_before_its_task_runs_gets_no_more_rows(chunks, red
 def test_an_error_computing_rows_for_copy_is_raised_and_nothing_is_written(rows, redis_client):
     from django.db import DatabaseError, connection, transaction
 
-    with services._reader() as reader:
+    with materialising._reader() as reader:
         with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
-            services._rows_copy(cursor, reader, rows, [])
+            materialising._rows_copy(cursor, reader, rows, [])
         assert reader.execute("SELECT 41 + 1").fetchone() == (42,)  # the reader is usable again
 
     assert not Delivery.objects.exists()
@@ -237,10 +237,10 @@ def test_a_writer_failing_mid_copy_leaves_the_reader_ready_for_the_next_range(re
 
     rows = ("SELECT g::bigint, 1::bigint, g::bigint, 'pending'::text, ''::text, NULL::timestamptz "
             "FROM generate_series(1, 20000) AS g")  # over a megabyte: several writes
-    with services._reader() as reader:
+    with materialising._reader() as reader:
         with mock.patch.object(Copy, "write", side_effect=OSError("the writer's connection broke")):
             with pytest.raises(OSError), transaction.atomic(), connection.cursor() as cursor:
-                services._rows_copy(cursor, reader, rows, [])
+                materialising._rows_copy(cursor, reader, rows, [])
         assert reader.execute("SELECT 41 + 1").fetchone() == (42,)
 
     assert not Delivery.objects.exists()
@@ -276,14 +276,14 @@ def test_people_added_after_an_approved_launch_get_no_rows_and_the_campaign_paus
     for _ in range(20):  # moved into the audience while the launch's task is still writing rows
         factories.recipient()
 
-    services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+    materialising.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
 
     campaign.refresh_from_db()
     assert campaign.deliveries.count() == campaign.total_deliveries == 3
     assert campaign.status == Campaign.Status.PAUSED
     assert "the 3 people it was approved for" in campaign.status_reason
     assert campaign.materialised_at is not None  # nobody more is written, also after a resume
-    assert not redis_client.exists(services.materialising_key(campaign.pk))
+    assert not redis_client.exists(materialising.materialising_key(campaign.pk))
 
 
 def test_an_unapproved_campaign_whose_audience_grows_past_the_threshold_while_written_pauses(
@@ -296,7 +296,7 @@ def test_an_unapproved_campaign_whose_audience_grows_past_the_threshold_while_wr
     for _ in range(10):
         factories.recipient()
 
-    services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+    materialising.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
 
     campaign.refresh_from_db()
     assert campaign.deliveries.count() == campaign.total_deliveries == settings.APPROVAL_THRESHOLD
@@ -307,7 +307,7 @@ def test_an_unapproved_campaign_whose_audience_grows_past_the_threshold_while_wr
 def test_a_campaign_within_its_approval_is_written_whole(one_by_one, redis_client):
     campaign = _launch_approved_for(3)
 
-    services.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
+    materialising.campaign_materialise(campaign_id=campaign.pk, after=first_chunk_end())
 
     assert_everyone_once(campaign)
     assert campaign.status == Campaign.Status.RUNNING

@@ -144,7 +144,7 @@ def test_a_materialisation_whose_task_was_lost_is_restarted_from_the_last_person
     import json
 
     from campaigns.models import Campaign
-    from delivery.services import materialising_key
+    from delivery.materialising import materialising_key
 
     settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 2
     for _ in range(5):
@@ -461,7 +461,7 @@ def test_it_sweeps_every_campaign_cancelled_within_the_day_and_no_older_one(redi
 def stalled_writing(settings, redis_client, people=5, launched_ago=timedelta(minutes=5), **fields):
     """A campaign whose first chunk of rows is written and whose task writing the rest was lost."""
     from campaigns.models import Campaign
-    from delivery.services import materialising_key
+    from delivery.materialising import materialising_key
 
     settings.MATERIALISE_CHUNK_SIZE = settings.MATERIALISE_RANGE_SIZE = 2
     for _ in range(people):
@@ -480,7 +480,7 @@ def restarted_tasks(redis_client) -> list:
 
 
 def test_it_restarts_every_lost_writing_from_its_last_person_or_from_the_start(settings, redis_client):
-    from delivery.services import materialising_key
+    from delivery.materialising import materialising_key
 
     with_rows = stalled_writing(settings, redis_client)
     without_rows = stalled_writing(settings, redis_client)
