@@ -15,6 +15,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from .rendering import link_host_problem, placeholder_problem
+
 CARD_VERSION = "1.5"
 MAX_VERSION = (1, 5)  # the newest version Teams renders
 MAX_BUTTONS = 6
@@ -44,8 +46,6 @@ def design_normalise(design: dict[str, Any] | None) -> dict[str, Any]:
 def design_problems(design: dict[str, Any]) -> dict[str, str]:
     """What is wrong with the editor's fields, keyed by field (``title``, ``buttons[0].url``). Buttons
     are numbered as given, empty rows included, so each problem lands on its own row."""
-    from .rendering import placeholder_problem
-
     given = design.get("buttons") or []
     design = design_normalise(design)
     problems: dict[str, str] = {}
@@ -166,8 +166,6 @@ _PLACEHOLDER_ANYWHERE = re.compile(r"\{\{[^{}]*\}\}")
 def _url_problem(url: str, *, images: bool) -> str | None:
     """Links must be https (Teams opens and loads nothing else); images may also be inline data. A
     placeholder may fill part of a link, after its ``https://`` and host and the ``/`` that ends it."""
-    from .rendering import link_host_problem
-
     if images and url.startswith("data:image/"):
         return None
     if not url.lower().startswith("https://"):

@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .template_checks import validate_template
+
 
 class RecipientSync(models.Model):
     """A full sync from the HR system: "these are all the active employees", sent in as many bulk
@@ -158,8 +160,6 @@ class MessageTemplate(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from .rendering import validate_template
-
         validate_template(kind=self.kind, text=self.text or "", card=self.card)
 
 

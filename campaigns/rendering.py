@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from django.core.exceptions import ValidationError
-
 from bots.schema import message_activity
 
 PLACEHOLDER_FIELDS = (
@@ -149,64 +147,6 @@ def placeholder_problem(text: str) -> str | None:
     if "{{" in PLACEHOLDER.sub("", text):
         return "A placeholder is not closed or holds characters it may not: use {{field}}."
     return _markdown_link_problem(raw)
-
-
-def _check_placeholders(text: str, where: str) -> None:
-    if problem := placeholder_problem(text):
-        raise ValidationError({where: problem})
-
-
-def _card_placeholder_problems(card: Any) -> list[str]:
-    """Placeholder problems in every text of a card, each naming its place (``body[0].text``)."""
-    problems = []
-    stack: list[tuple[str, Any]] = [("", card)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if problem := placeholder_problem(value):
-                problems.append(f"{where}: {problem}")
-        elif isinstance(value, dict):
-            for key, item in reversed(value.items()):
-                place = f"{where}.{key}" if where else key
-                if problem := placeholder_problem(key):
-                    problems.append(f"{place} (the name): {problem}")
-                stack.append((place, item))
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{n}]", item) for n, item in reversed(list(enumerate(value))))
-    return problems
-
-
-def validate_template(*, kind: str, text: str, card: Any) -> None:
-    """Raises ValidationError, keyed by field, for a template that could not be sent. Problems inside
-    a card are listed together, each naming its place in the card (``body[2].url: ...``)."""
-    from .cards import CARD_VERSION, card_problems
-
-    if kind == "markdown":
-        if not text.strip():
-            raise ValidationError({"text": "A markdown message needs text."})
-        if card is not None:  # also false, 0, "" or []: the API stores what it is given
-            raise ValidationError({"card": "A markdown message has no card (send null); choose the Adaptive Card kind."})
-    elif kind == "adaptive_card":
-        if not isinstance(card, dict):
-            raise ValidationError({"card": "An Adaptive Card is a JSON object."})
-        if card.get("type") != "AdaptiveCard":
-            raise ValidationError({"card": 'An Adaptive Card needs "type": "AdaptiveCard".'})
-        if not isinstance(card.get("body", []), list) or not card.get("body"):
-            raise ValidationError({"card": 'An Adaptive Card needs a non-empty "body" list.'})
-        if not isinstance(card.get("version", ""), str) or not card.get("version"):
-            raise ValidationError({"card": f'An Adaptive Card needs a "version", such as "{CARD_VERSION}".'})
-        problems = card_problems(card) + _card_placeholder_problems(card)
-        if problems:
-            raise ValidationError({"card": problems})
-    else:
-        raise ValidationError({"kind": f"Unknown kind {kind!r}."})
-    _check_placeholders(text, "text")
-    size = len(compile_message(kind=kind, text=text, card=card).activity_json.encode())
-    if size > MAX_ACTIVITY_BYTES:
-        raise ValidationError({
-            "card" if card else "text":
-                f"The message is {size} bytes; Teams' limit is about 100 KB, keep it under {MAX_ACTIVITY_BYTES}."
-        })
 
 
 def recipient_value(recipient: Any, name: str) -> str:

@@ -24,7 +24,7 @@ from django.utils import timezone
 from campaigns.audit import audit_record
 from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
-from campaigns.rendering import validate_template
+from campaigns.template_checks import validate_template
 
 from . import jobs
 from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired

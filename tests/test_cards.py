@@ -13,7 +13,8 @@ from django.core.exceptions import ValidationError
 
 from campaigns.cards import card_from_design, design_problems
 from campaigns.management.commands.seed_demo import ANNOUNCEMENT_CARD
-from campaigns.rendering import MAX_ACTIVITY_BYTES, validate_template
+from campaigns.rendering import MAX_ACTIVITY_BYTES
+from campaigns.template_checks import validate_template
 
 DESIGN = {
     "title": "  Office move, {{first_name}} ",

@@ -14,7 +14,8 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from campaigns.rendering import compile_message, markdown_escape, validate_template
+from campaigns.rendering import compile_message, markdown_escape
+from campaigns.template_checks import validate_template
 
 PHISHING = "[Reset your password](https://evil.example/login)"
 

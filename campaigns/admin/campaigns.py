@@ -4,8 +4,6 @@ in the author's own time zone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from django import forms
 from django.contrib import admin, messages
@@ -20,11 +18,10 @@ from django.utils.html import format_html, format_html_join
 
 from delivery import progress
 from delivery.reports import progress_summary
-from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
 from ..approval_requests import approval_request
 from ..approvals import (
-    APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, campaign_approve, change_record,
+    APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, change_record,
 )
 from ..audit import Actor
 from ..errors import ApplicationError
@@ -35,69 +32,12 @@ from ..staff import staff_test_send
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
 from .live import live_config, live_urls, name_warning
+from .transitions import TRANSITIONS
 from .watch import watch_urls
 
 # --- Campaigns -----------------------------------------------------------------------------------
 
 S = Campaign.Status
-
-
-@dataclass(frozen=True)
-class Transition:
-    label: str  # the button
-    question: str  # the confirmation page's question
-    confirm: str  # the confirmation page's button
-    done: str  # the success message, after the campaign's name
-    shown_when: tuple[str, ...]  # statuses in which the change page offers it
-    run: Callable[[Campaign, object, dict], Campaign]  # (campaign, user, the confirmation form's data)
-    # Authors launch, schedule and resume; approvers and authors pause and cancel (campaigns.roles).
-    permission: str = "campaigns.launch_campaign"
-
-
-def _schedule(campaign: Campaign, user, data) -> Campaign:
-    if campaign.send_at is None:
-        raise ApplicationError("Set “Send at” and save the campaign before scheduling it.")
-    return campaign_schedule(campaign_id=campaign.pk, send_at=campaign.send_at, actor=Actor(user=user))
-
-
-TRANSITIONS = {
-    "launch": Transition(
-        "Launch now", "Send now? Messages start going out at once; this cannot be undone.", "Yes, send it now",
-        "was launched: sending has started", (S.DRAFT, S.SCHEDULED),
-        lambda campaign, user, data: campaign_launch(campaign_id=campaign.pk, actor=Actor(user=user)),
-    ),
-    "approve": Transition(
-        "Approve", "Approve it for sending? Check the message and who it reaches.", "Yes, approve it",
-        "is approved: it can be launched or scheduled", (S.DRAFT, S.SCHEDULED),
-        lambda campaign, user, data: campaign_approve(
-            campaign_id=campaign.pk, actor=Actor(user=user), seen=data.get("fingerprint", ""),
-            people_seen=data.get("people", ""),
-        ),
-        permission="campaigns.approve_campaign",
-    ),
-    "schedule": Transition(
-        "Schedule", "Schedule it for its “Send at” time?", "Yes, schedule it", "is scheduled", (S.DRAFT,), _schedule
-    ),
-    "pause": Transition(
-        "Pause", "Pause sending? Nobody more receives it until it is resumed.", "Yes, pause it",
-        "is paused: nobody more receives it until it is resumed", (S.RUNNING,),
-        lambda campaign, user, data: campaign_pause(
-            campaign_id=campaign.pk, reason=f"Paused by {user} in the admin.", actor=Actor(user=user)
-        ),
-        permission="campaigns.control_campaign",
-    ),
-    "resume": Transition(
-        "Resume", "Resume sending?", "Yes, resume", "is running again", (S.PAUSED,),
-        lambda campaign, user, data: campaign_resume(campaign_id=campaign.pk, actor=Actor(user=user)),
-    ),
-    "cancel": Transition(
-        "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",
-        "Yes, cancel it", "is cancelled: whoever had not received it yet is skipped",
-        (S.SCHEDULED, S.RUNNING, S.PAUSED),
-        lambda campaign, user, data: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
-        permission="campaigns.control_campaign",
-    ),
-}
 
 
 class CampaignForm(forms.ModelForm):

@@ -21,6 +21,7 @@ from delivery.reports import campaign_watch
 
 from ..audit import Actor
 from ..models import AuditEntry, Campaign
+from .transitions import TRANSITIONS
 
 # Statuses in which a campaign still changes by itself: the page refreshes while in one of them.
 WATCHED = (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)
@@ -61,7 +62,6 @@ class CampaignWatch:
         return request.user.has_perm("delivery.view_delivery") or request.user.has_perm("delivery.change_delivery")
 
     def _actions(self, request, campaign: Campaign) -> list[dict[str, str]]:
-        from .campaigns import TRANSITIONS  # here: that module imports this one
 
         return [
             {
