@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db import models
 
-from delivery.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 from .models import TeamsAddress
 

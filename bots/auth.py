@@ -14,8 +14,7 @@ import jwt
 from django.conf import settings
 
 from campaigns.api.parsers import json_loads_bounded
-
-from . import http
+from core import http
 
 KEYS_MAX_AGE_SECONDS = 24 * 3600
 UNKNOWN_KID_REFRESH_SECONDS = 300

@@ -1,6 +1,6 @@
 """The Bot Connector REST client: create a one-to-one conversation, send, update and delete messages.
 
-It speaks HTTP through ``bots.http`` and turns every non-success answer into ``ConnectorError``
+It speaks HTTP through ``core.http`` and turns every non-success answer into ``ConnectorError``
 carrying Teams' error code; what to do about each code is decided by ``delivery.transport``.
 """
 
@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from . import http
+from core import http
+
 from .schema import conversation_parameters
 from .tokens import TokenError, TokenProvider, token_provider
 

@@ -15,9 +15,10 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from core.errors import ApplicationError
+
 from .approvals import approval_state, campaign_changers
 from .audit import SYSTEM, Actor
-from .errors import ApplicationError
 from .models import AuditEntry, Campaign, Category, MessageTemplate, StaffProfile
 
 CATEGORY_SLUG = "crier-approvals"

@@ -31,8 +31,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.errors import ApplicationError
+
 from .audit import SYSTEM, Actor
-from .errors import ApplicationError
 from .models import ApiKey, Audience, AuditEntry, Campaign, Category, MessageTemplate
 from .selectors import audience_count
 

@@ -10,8 +10,9 @@ from typing import Any
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from core.errors import ApplicationError
+
 from .audit import SYSTEM, Actor
-from .errors import ApplicationError
 from .models import AuditEntry, Category, OptOut, Recipient, RecipientSync
 
 RECIPIENT_FIELDS = (

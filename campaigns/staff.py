@@ -8,8 +8,9 @@ import zoneinfo
 
 from django.db import transaction
 
+from core.errors import ApplicationError
+
 from .audit import Actor
-from .errors import ApplicationError
 from .models import AuditEntry, Campaign, Category, MessageTemplate, Recipient, StaffProfile
 
 TEST_CATEGORY_SLUG = "crier-tests"

@@ -12,24 +12,12 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from campaigns.models import Recipient
+from core.admin import ReadOnlyAdmin
 
 from . import webhooks
 from .models import Delivery, WebhookAttempt, WebhookEndpoint
 
 CAMPAIGN_PARAMETER = "campaign__id__exact"  # what the campaign filter puts in the URL
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """For records only the engine writes: people may look, not touch."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):

@@ -22,13 +22,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 from campaigns.audit import audit_record
-from campaigns.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 from campaigns.template_checks import validate_template
+from core.connections import redis_for
+from core.errors import ApplicationError
 
 from . import jobs
 from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired
-from .connections import redis_for
 from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.audit import SYSTEM, Actor
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 
 from . import feeding, jobs, progress, webhooks

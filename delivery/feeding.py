@@ -27,9 +27,9 @@ from celery import current_app
 from django.conf import settings
 
 from campaigns.models import Campaign
+from core.connections import lock_acquire, lock_release, redis_clock, redis_for
 
 from . import progress
-from .connections import lock_acquire, lock_release, redis_clock, redis_for
 from .models import Delivery
 from .settled import settled_below
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-from .connections import redis_for
+from core.connections import redis_for
 
 # How both scripts begin: answer 'stop' if the campaign's flag (KEYS[3]) is set, and read Redis's clock.
 STOP_AND_NOW = """

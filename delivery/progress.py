@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db.models import Count
 from django.db.models.functions import TruncMinute
 
-from .connections import redis_for
+from core.connections import redis_for
+
 from .models import Delivery
 
 FINAL = tuple(str(status) for status in Delivery.FINAL)

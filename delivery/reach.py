@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from campaigns.approvals import ApprovalOutgrown
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import Campaign
 
 from .control import campaign_pause

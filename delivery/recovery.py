@@ -25,9 +25,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from campaigns.models import Campaign
+from core.connections import redis_clock
 
 from . import feeding, jobs, progress, webhooks
-from .connections import redis_clock
 from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
 from .welcome import welcome_campaign, welcome_enqueue

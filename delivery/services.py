@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, Category, MessageTemplate, Recipient
 from campaigns.selectors import opted_out_sql
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from bots import http
+from core import http
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -29,10 +29,10 @@ from django.db.models import Min, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from bots import http
+from core import http
+from core.connections import lock_acquire, lock_release, redis_for
 
 from . import targets
-from .connections import lock_acquire, lock_release, redis_for
 from .models import WebhookAttempt, WebhookEndpoint, WebhookEvent
 
 SIGNATURE_HEADER = "Crier-Signature"

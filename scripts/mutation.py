@@ -162,7 +162,7 @@ def prepare() -> None:
     if not link.exists():
         link.symlink_to(ROOT / "node_modules")
     # mutmut copies the sources' other files (templates, static files) only once: keep them current.
-    for source in ("bots", "campaigns", "delivery", "settings"):
+    for source in ("bots", "campaigns", "core", "delivery", "settings"):
         for path in (ROOT / source).rglob("*"):
             if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts:
                 copy = MUTANTS / path.relative_to(ROOT)

@@ -12,7 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from bots import http
+from core import http
 from bots.auth import signing_keys
 from bots.tokens import token_provider
 from tests.slots import redis_url_for, take_slot

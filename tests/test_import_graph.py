@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bots", "campaigns", "delivery", "emulator", "settings")
+PACKAGES = ("bots", "campaigns", "core", "delivery", "emulator", "settings")
 CRIER = ("bots", "campaigns", "delivery", "settings", "django", "rest_framework", "celery")
 
 
@@ -114,3 +114,11 @@ def test_the_emulator_imports_nothing_of_crier_nor_django():
         path = project_modules()[module]
         foreign = sorted(name for name in imported_names(module, path) if name.split(".")[0] in CRIER)
         assert foreign == [], f"{module} imports {foreign}"
+
+
+def test_the_shared_core_imports_none_of_the_apps():
+    graph = import_graph()
+    core = {module: sorted(m for m in graph[module] if m.split(".")[0] in ("bots", "campaigns", "delivery"))
+            for module in graph if module.split(".")[0] == "core"}
+    assert set(core) >= {"core.errors", "core.http", "core.connections", "core.admin"}
+    assert all(imported == [] for imported in core.values()), core

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import Recipient
 from campaigns.services import recipients_bulk_upsert
 

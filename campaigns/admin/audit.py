@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from delivery.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 from ..models import AuditEntry
 

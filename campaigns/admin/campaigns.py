@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from core.errors import ApplicationError
 from delivery import progress
 from delivery.reports import progress_summary
 
@@ -24,7 +25,6 @@ from ..approvals import (
     APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, change_record,
 )
 from ..audit import Actor
-from ..errors import ApplicationError
 from ..models import Campaign
 from ..rendering import compile_message
 from ..selectors import audience_recipients

@@ -13,7 +13,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from delivery.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
+from core.errors import ApplicationError
 from delivery.changes import (
     EDIT_PERMISSION,
     PERMISSION,
@@ -25,7 +26,6 @@ from delivery.changes import (
 )
 from delivery.models import DeliveryChange, MessageChange
 
-from ..errors import ApplicationError
 from ..models import Campaign, MessageTemplate
 from .common import PrettyJSONField, _when, pace_text
 

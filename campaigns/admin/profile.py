@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from ..errors import ApplicationError
+from core.errors import ApplicationError
 from ..models import Recipient
 from ..staff import staff_profile, staff_profile_update, staff_time_zone, time_zone_names
 

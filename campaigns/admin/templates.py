@@ -17,10 +17,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
+from core.errors import ApplicationError
+
 from ..approvals import template_approve_direct, template_edit_require
 from ..audit import Actor
 from ..cards import MAX_BUTTONS, card_from_design, design_normalise, design_problems
-from ..errors import ApplicationError
 from ..models import MessageTemplate, Recipient
 from ..rendering import PLACEHOLDER_FIELDS, compile_message
 from ..staff import staff_recipient, staff_test_send

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.errors import ApplicationError
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
 
 from ..approvals import campaign_approve
 from ..audit import Actor
-from ..errors import ApplicationError
 from ..models import Campaign
 
 S = Campaign.Status

@@ -13,9 +13,9 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from campaigns.client_address import client_address, throttle_group
-from campaigns.errors import ApplicationError
 from campaigns.models import ApiKey
-from delivery.connections import redis_for
+from core.connections import redis_for
+from core.errors import ApplicationError
 
 KEY_PREFIX = "crier_"
 

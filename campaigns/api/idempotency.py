@@ -15,7 +15,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import ApiKey, IdempotencyRecord
 
 HEADER = "Idempotency-Key"

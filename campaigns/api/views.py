@@ -3,7 +3,6 @@ not a success has the one error shape of ``campaigns.api.errors``."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch, ProtectedError
 from django.http import StreamingHttpResponse
@@ -17,7 +16,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.utils import json
 
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.rendering import compile_message
 from campaigns.api.parsers import MAX_BULK_BYTES, BulkJSONParser
 from delivery.exports import deliveries_csv

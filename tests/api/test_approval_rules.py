@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from campaigns.approvals import approval_fingerprint
 from campaigns.audit import Actor
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 from campaigns.roles import APPROVERS, roles_ensure
 from delivery import services

@@ -313,7 +313,7 @@ def test_a_staff_members_sends_with_several_templates_share_one_reach(settings):
     from django.contrib.auth.models import User
 
     from campaigns.audit import Actor
-    from campaigns.errors import ApplicationError
+    from core.errors import ApplicationError
     from delivery.services import campaign_send_direct
 
     settings.APPROVAL_THRESHOLD = 3

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from campaigns.api import idempotency
 from campaigns.api.auth import api_key_create
 from campaigns.api.views import CampaignViewSet
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import Campaign, IdempotencyRecord
 from tests import factories
 from tests.api.helpers import error_of

@@ -159,7 +159,7 @@ def test_a_server_error_releases_the_idempotency_key_so_a_retry_runs(monkeypatch
 
 def test_a_concurrent_update_answer_is_not_replayed_so_the_retry_it_asks_for_runs(monkeypatch):
     from campaigns.api import views
-    from campaigns.errors import ApplicationError
+    from core.errors import ApplicationError
 
     client = client_for()
     real_upsert = views.recipients_bulk_upsert
@@ -209,7 +209,7 @@ from campaigns.api.idempotency import (  # noqa: E402
     idempotency_forget_expired,
     request_fingerprint,
 )
-from campaigns.errors import ApplicationError  # noqa: E402
+from core.errors import ApplicationError  # noqa: E402
 
 
 def test_it_fingerprints_the_method_the_path_and_the_body_as_canonical_json():

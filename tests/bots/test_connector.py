@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 from django.conf import settings
 
-from bots import http
+from core import http
 from bots.connector import SENT_AT_HEADER, BotConnectorClient, ConnectorError, error_from_response, parse_retry_after
 from bots.schema import conversation_parameters
 from bots.tokens import TokenError
@@ -56,7 +56,7 @@ class Tokens:
 
 
 class Wire:
-    """Stands in for ``bots.http.request``: records each request and answers the next scripted answer."""
+    """Stands in for ``core.http.request``: records each request and answers the next scripted answer."""
 
     def __init__(self, *answers) -> None:
         self.answers, self.requests = list(answers), []

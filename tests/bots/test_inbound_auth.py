@@ -346,7 +346,7 @@ def test_it_refuses_a_token_without_a_service_url_whatever_the_activity_says(key
 
 
 def test_it_fetches_the_metadata_then_the_keys_it_names_with_a_ten_second_limit(key_server, monkeypatch):
-    from bots import http
+    from core import http
 
     private, jwk = signing_key("k")
     key_server.keys = [jwk]

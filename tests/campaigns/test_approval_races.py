@@ -19,7 +19,7 @@ from campaigns.api.auth import api_key_create
 from campaigns.approval_requests import approval_request
 from campaigns.approvals import approval_fingerprint
 from campaigns.audit import Actor
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import ApiKey, AuditEntry, Campaign, MessageTemplate
 from campaigns.roles import AUTHORS, roles_ensure
 from delivery import services

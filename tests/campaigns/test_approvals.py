@@ -31,7 +31,7 @@ from campaigns.approvals import (
     template_edit_require,
 )
 from campaigns.audit import SYSTEM, Actor
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import ApiKey, AuditEntry, Campaign, MessageTemplate
 from campaigns.roles import APPROVERS, AUTHORS, roles_ensure
 from delivery.services import campaign_send_direct

@@ -1,5 +1,5 @@
 """Crier's side of the contract: each documented Teams answer, served over real HTTP from a loopback
-server, goes through the real connector (``bots.http``, ``bots.connector``), classification
+server, goes through the real connector (``core.http``, ``bots.connector``), classification
 (``delivery.transport``), retry policy (``delivery.retry``) and recording (``delivery.sending``), and
 must come out as its fixture says."""
 
@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bots import http
+from core import http
 from bots.connector import BotConnectorClient
 from bots.models import TeamsAddress
 from campaigns.models import OptOut

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 
-from bots import http
+from core import http
 from emulator.process import RunningEmulator
 from bots.tokens import token_provider
 
@@ -25,7 +25,7 @@ CLIENT_TIMEOUT = 0.3
 
 
 class Bot:
-    """Calls the emulator as Crier does: through bots.http, with a token from the emulated authority."""
+    """Calls the emulator as Crier does: through core.http, with a token from the emulated authority."""
 
     def __init__(self, emulator: RunningEmulator) -> None:
         self.emulator = emulator

@@ -8,7 +8,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 from delivery import control, feeding, progress, services, webhooks
 from delivery.control import campaign_watch_errors

@@ -285,7 +285,7 @@ def test_it_feeds_a_rewound_campaign_from_its_start_again_and_forgets_its_histor
 @pytest.fixture
 def feeder_clock(monkeypatch, redis_client):
     """The feeder's reading of Redis's clock, held at a whole second a test chooses."""
-    from delivery.connections import redis_clock
+    from core.connections import redis_clock
 
     clock = {"now": float(int(redis_clock(redis_client)))}
     monkeypatch.setattr(feeding, "redis_clock", lambda client: clock["now"])

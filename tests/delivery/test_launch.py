@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import Audience, Campaign, OptOut
 from delivery import services
 from delivery.models import Delivery
@@ -182,7 +182,7 @@ def test_people_added_between_the_count_and_the_first_rows_void_the_approval_and
 
     from campaigns import approvals
     from campaigns.approvals import approval_fingerprint
-    from campaigns.errors import ApplicationError
+    from core.errors import ApplicationError
 
     settings.APPROVAL_THRESHOLD = 2
     for _ in range(5):

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from bots.connector import ConnectorError, connector
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate
 from delivery import changes, services
 from delivery.changes import message_change_complete, message_change_process, message_change_start

@@ -13,7 +13,7 @@ import redis
 
 from django.conf import settings
 
-from delivery.connections import redis_clock
+from core.connections import redis_clock
 from delivery.pacing import Deferred, Pacer
 
 TENANT = "tenant-a"

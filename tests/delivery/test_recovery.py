@@ -313,7 +313,7 @@ def test_it_counts_lost_retries_and_lost_welcomes_together_as_requeued(settings,
 def reconciler_clock(monkeypatch, redis_client):
     """The reconciler's reading of Redis's clock, held where a test puts it (whole seconds, so that
     moving it by the grace and back lands on the same float)."""
-    from delivery.connections import redis_clock
+    from core.connections import redis_clock
 
     clock = {"now": float(int(redis_clock(redis_client)))}
     monkeypatch.setattr(recovery, "redis_clock", lambda client: clock["now"])

@@ -575,7 +575,7 @@ def test_it_sends_waiting_events_in_batches_up_to_the_ticks_limit_and_the_rest_n
 
 
 def test_an_endpoint_another_tick_holds_is_skipped_and_the_others_still_served(receiver, settings, redis_client):
-    from delivery.connections import lock_acquire, lock_release
+    from core.connections import lock_acquire, lock_release
 
     held = WebhookEndpoint.objects.create(name="a-held", url=receiver.url + "?held", secret=SECRET,
                                           events=["opt_out.created"])

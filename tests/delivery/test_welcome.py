@@ -3,7 +3,7 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import Campaign
 from delivery import services, welcome
 from delivery.models import Delivery

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from campaigns.api.auth import api_key_create
-from campaigns.errors import ApplicationError
+from core.errors import ApplicationError
 from campaigns.models import ApiKey
 
 
