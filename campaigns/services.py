@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 
+from .approvals import APPROVED_FIELDS, approval_withdraw, change_record
 from .audit import SYSTEM, Actor
-from .models import AuditEntry, Category, OptOut, Recipient, RecipientSync
+from .models import AuditEntry, Campaign, Category, OptOut, Recipient, RecipientSync
 
 RECIPIENT_FIELDS = (
     "email",
@@ -270,3 +271,45 @@ def opt_out_remove_all(*, recipient: Recipient, actor: Actor = SYSTEM) -> int:
     return deleted
 
 
+
+
+# --- Changing a campaign not sent yet ------------------------------------------------------------
+
+
+def campaign_require_editable(campaign: Campaign) -> None:
+    """Only a draft or a scheduled campaign can be changed (a conflict otherwise)."""
+    if not campaign.is_editable:
+        raise ApplicationError(
+            f"Campaign {campaign.pk} is {campaign.status}; only a draft or scheduled campaign can be edited.",
+            code="invalid_state",
+            status=409,
+        )
+
+
+@dataclass(frozen=True)
+class CampaignUpdate:
+    campaign: Campaign
+    changed: frozenset[str]  # the fields whose value changed
+    approval_withdrawn: bool
+
+
+def campaign_update(*, campaign_id: int, changes: dict[str, Any], actor: Actor) -> CampaignUpdate:
+    """Changes a campaign not sent yet, for the admin and the API alike. Its row is locked, so a
+    launch cannot slip in between; a campaign no longer a draft or scheduled is refused. A change of
+    what an approval covers (its template, audience or category) withdraws the approval and, made by
+    a staff member, is recorded as theirs: nobody approves their own change."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
+        campaign_require_editable(campaign)
+        changed = frozenset(name for name, value in changes.items() if getattr(campaign, name) != value)
+        for name in changed:
+            setattr(campaign, name, changes[name])
+        fields = set(changed)
+        covered = sorted(name for name in changed if name in APPROVED_FIELDS)
+        if covered and actor.user is not None:
+            campaign.edited_by = actor.user
+            fields.add("edited_by")
+            change_record(user=actor.user, obj=campaign, summary=f"Changed the {', '.join(covered)} of “{campaign}”")
+        campaign.save(update_fields=[*sorted(fields), "updated_at"])
+        withdrawn = bool(covered) and approval_withdraw(campaign=campaign, actor=actor, reason="it was changed")
+    return CampaignUpdate(campaign=campaign, changed=changed, approval_withdrawn=withdrawn)

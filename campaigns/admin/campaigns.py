@@ -21,13 +21,12 @@ from delivery import progress
 from delivery.reports import progress_summary
 
 from ..approval_requests import approval_request
-from ..approvals import (
-    APPROVED_FIELDS, ApprovalState, approval_state, approval_withdraw, change_record,
-)
+from ..approvals import ApprovalState, approval_state
 from ..audit import Actor
 from ..models import Campaign
 from ..rendering import compile_message
 from ..selectors import audience_recipients
+from ..services import campaign_update
 from ..staff import staff_test_send
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
@@ -112,21 +111,21 @@ class CampaignAdmin(admin.ModelAdmin):
             obj.created_by = request.user
             obj.save()
         else:
-            if set(form.changed_data) & set(APPROVED_FIELDS):
-                obj.edited_by = request.user  # who chose what it says or whom it reaches may not approve it
-                form.changed_data.append("edited_by")
-                changed = ", ".join(sorted(set(form.changed_data) & set(APPROVED_FIELDS)))
-                change_record(user=request.user, obj=obj, summary=f"Changed the {changed} of “{obj}”")
-                withdrawn = approval_withdraw(campaign=obj, actor=Actor(user=request.user), reason="it was changed")
-            else:
-                withdrawn = False
-            if withdrawn:
+            actor = Actor(user=request.user)
+            # A scheduled campaign's new time is set by scheduling it again, with the schedule's checks.
+            moved = obj.status == S.SCHEDULED and "send_at" in form.changed_data
+            changes = {name: form.cleaned_data[name] for name in form.changed_data
+                       if name in self.EDITABLE and not (moved and name == "send_at")}
+            update = campaign_update(campaign_id=obj.pk, changes=changes, actor=actor)
+            obj.refresh_from_db()
+            if update.approval_withdrawn:
                 self.message_user(request, f"“{obj}” was changed after its approval: it needs approval again.", messages.WARNING)
-                form.changed_data.extend(f for f in ("approved_by", "approved_at", "status", "status_reason") if f not in form.changed_data)
-            rescheduled = obj.status == S.SCHEDULED and "send_at" in form.changed_data
-            obj.save(update_fields=[*(f for f in form.changed_data if f != "send_at" or not rescheduled), "updated_at"])
-            if rescheduled:
+            if moved and obj.status == S.SCHEDULED:
+                obj.send_at = form.cleaned_data["send_at"]
                 self._apply(request, obj, "schedule")
+            elif moved:  # back to draft by the change: its time waits for the next schedule
+                campaign_update(campaign_id=obj.pk, changes={"send_at": form.cleaned_data["send_at"]}, actor=actor)
+                obj.refresh_from_db()
         if "name" in form.changed_data and (warning := name_warning(name=obj.name, exclude_id=obj.pk)):
             self.message_user(request, warning, messages.WARNING)
         if obj.status == S.DRAFT and obj.send_at:

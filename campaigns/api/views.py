@@ -32,9 +32,16 @@ from campaigns.models import (
     RecipientSync,
 )
 from campaigns.selectors import audience_count
-from campaigns.approvals import approval_withdraw, template_approve_direct, template_edit_require
+from campaigns.approvals import template_approve_direct, template_edit_require
 from campaigns.audit import Actor
-from campaigns.services import opt_out_delete, opt_out_record, recipient_sync_finish, recipients_bulk_upsert
+from campaigns.services import (
+    campaign_require_editable,
+    campaign_update,
+    opt_out_delete,
+    opt_out_record,
+    recipient_sync_finish,
+    recipients_bulk_upsert,
+)
 from delivery.models import Delivery
 from delivery.services import (
     campaign_cancel,
@@ -331,18 +338,14 @@ class CampaignViewSet(
         return {**super().get_serializer_context(), "with_counts": self.action != "list"}
 
     def update(self, request, *args, **kwargs):
-        _require_editable(self.get_object())  # a conflict is reported before any field error
+        campaign_require_editable(self.get_object())  # a conflict is reported before any field error
         return super().update(request, *args, **kwargs)
 
     def perform_update(self, serializer):
-        with transaction.atomic():
-            locked = Campaign.objects.select_for_update().select_related("category").get(pk=serializer.instance.pk)
-            _require_editable(locked)  # it may have been launched since the check above
-            before = (locked.template_id, locked.audience_id, locked.category_id)
-            serializer.instance = locked
-            campaign = serializer.save()
-            if (campaign.template_id, campaign.audience_id, campaign.category_id) != before:
-                approval_withdraw(campaign=campaign, actor=Actor(api_key=self.request.auth), reason="it was changed")
+        # The service checks again under the row's lock: it may have been launched since.
+        serializer.instance = campaign_update(
+            campaign_id=serializer.instance.pk, changes=serializer.validated_data, actor=Actor(api_key=self.request.auth)
+        ).campaign
 
     def _answer(self, campaign: Campaign) -> Response:
         return Response(self.get_serializer(self.get_queryset().get(pk=campaign.pk)).data)
@@ -409,15 +412,6 @@ class CampaignViewSet(
     @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def cancel(self, request, pk=None):
         return self._answer(campaign_cancel(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
-
-
-def _require_editable(campaign: Campaign) -> None:
-    if not campaign.is_editable:
-        raise ApplicationError(
-            f"Campaign {campaign.pk} is {campaign.status}; only a draft or scheduled campaign can be edited.",
-            code="invalid_state",
-            status=409,
-        )
 
 
 @extend_schema_view(
