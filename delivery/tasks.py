@@ -68,13 +68,13 @@ def dispatch_webhooks() -> int:
     time_limit=settings.DELIVERY_TASK_TIME_LIMIT_SECONDS,
 )
 def message_change_chunk(change_id: int, generation: int) -> int:
-    from .changes import message_change_chunk as chunk
+    from .message_changes import message_change_chunk as chunk
 
     return chunk(change_id=change_id, generation=generation)
 
 
 @shared_task(ignore_result=True)
 def reconcile_message_changes() -> dict[str, int]:
-    from .changes import message_changes_reconcile
+    from .message_changes import message_changes_reconcile
 
     return message_changes_reconcile()

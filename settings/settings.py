@@ -315,7 +315,7 @@ APPROVAL_THRESHOLD = env_int("APPROVAL_THRESHOLD", 500)
 APPROVAL_WINDOW_HOURS = env_int("APPROVAL_WINDOW_HOURS", 24)
 # Where people reach this Crier (https://crier.example.com), for links in Teams messages.
 PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL", "") or "").rstrip("/")
-# Chains of tasks editing or deleting one campaign's sent messages at once (see delivery.changing).
+# Chains of tasks editing or deleting one campaign's sent messages at once (see delivery.message_change_sending).
 MESSAGE_CHANGE_CONCURRENCY = env_int("MESSAGE_CHANGE_CONCURRENCY", 4)
 DELIVERY_BACKOFF_BASE_SECONDS = env_float("DELIVERY_BACKOFF_BASE_SECONDS", 2.0)
 DELIVERY_BACKOFF_MAX_SECONDS = env_float("DELIVERY_BACKOFF_MAX_SECONDS", 300.0)

@@ -1,6 +1,6 @@
 """Editing or recalling a campaign's sent message, and following the change: a form pre-filled
 with what people were last sent, a confirmation saying how many people lose the message, and a
-read-only list of changes with their progress. The work is ``delivery.changes``'s."""
+read-only list of changes with their progress. The work is ``delivery.message_changes``'s."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
-from delivery.changes import (
+from delivery.message_changes import (
     EDIT_PERMISSION,
     PERMISSION,
     message_change_progress,

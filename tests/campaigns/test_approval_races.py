@@ -23,7 +23,7 @@ from core.errors import ApplicationError
 from campaigns.models import ApiKey, AuditEntry, Campaign, MessageTemplate
 from campaigns.roles import AUTHORS, roles_ensure
 from delivery import services
-from delivery.changes import message_change_start
+from delivery.message_changes import message_change_start
 from delivery.models import MessageChange
 from delivery.sending import delivery_send
 from tests import factories

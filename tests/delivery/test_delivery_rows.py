@@ -6,7 +6,7 @@ from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import Campaign
-from delivery import changes, feeding, progress, recovery, reports, services
+from delivery import feeding, message_changes, progress, recovery, reports, services
 from delivery.models import Delivery, DeliveryChange, MessageChange
 from tests import factories
 
@@ -121,7 +121,7 @@ def test_every_statement_the_engine_runs_on_delivery_rows_can_use_an_index(setti
         progress.timeline_rebuild(campaign.pk)
         reports.campaign_failure_reasons(campaign_id=campaign.pk)
         reports.campaign_skip_reasons(campaign_id=campaign.pk)
-        changes.message_reach(campaign_id=campaign.pk)
+        message_changes.message_reach(campaign_id=campaign.pk)
         list(Delivery.objects.of_person(people[0].pk))
         services.campaign_cancel(campaign_id=other.pk)
 

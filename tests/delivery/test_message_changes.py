@@ -11,8 +11,8 @@ from django.utils import timezone
 from bots.connector import ConnectorError, connector
 from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate
-from delivery import changes, services
-from delivery.changes import message_change_complete, message_change_process, message_change_start
+from delivery import message_changes, services
+from delivery.message_changes import message_change_complete, message_change_process, message_change_start
 from delivery.models import Delivery, DeliveryChange, MessageChange
 from delivery.pacing import pacer
 from delivery.sending import delivery_send
@@ -217,13 +217,13 @@ def test_a_row_whose_worker_died_is_taken_back_and_finished_by_the_periodic_pass
     long_ago = timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
     change.rows.update(status=DeliveryChange.Status.WORKING, attempts=1, claimed_at=long_ago)
 
-    result = changes.message_changes_reconcile()
+    result = message_changes.message_changes_reconcile()
 
     assert result == {"taken_back": 1, "completed": 0, "restarted": 1}
     assert redis_client.llen("control") == 1  # a new chain, the previous one being lost
     assert change.rows.get().status == "pending"
     message_change_process(change_id=change.pk)
-    assert changes.message_changes_reconcile()["completed"] == 1
+    assert message_changes.message_changes_reconcile()["completed"] == 1
     assert inbox(teams, person)["deleted"]
 
 
@@ -233,7 +233,7 @@ def test_a_row_that_stopped_its_worker_at_every_attempt_ends_failed(teams, edito
     long_ago = timezone.now() - timedelta(seconds=settings.DELIVERY_LEASE_SECONDS + 1)
     change.rows.update(status="working", attempts=settings.DELIVERY_MAX_ATTEMPTS, claimed_at=long_ago)
 
-    changes.message_changes_reconcile()
+    message_changes.message_changes_reconcile()
 
     assert rows(change) == [("failed", "WorkerLost", settings.DELIVERY_MAX_ATTEMPTS)]
     change.refresh_from_db()
@@ -274,7 +274,7 @@ def test_a_recalled_message_cannot_be_edited_afterwards(teams, editor, monkeypat
     edit = message_change_start(campaign_id=campaign.pk, action="edit", user=editor, text="Still here?")
 
     assert edit.total == 1 and edit.rows.get().delivery.recipient == kept
-    assert changes.message_reach(campaign_id=campaign.pk) == 1
+    assert message_changes.message_reach(campaign_id=campaign.pk) == 1
 
 
 def test_nothing_left_to_change_is_refused(teams, editor):
@@ -327,11 +327,11 @@ def test_progress_reads_counts_and_what_remains_from_the_change_row(teams, edito
 
     assert first.processed == 1 and first.next_in == 0
     assert sorted(rows(change)) == [("done", "", 1), ("pending", "", 0), ("pending", "", 0)]
-    progress = changes.message_change_progress(change_id=change.pk)
+    progress = message_changes.message_change_progress(change_id=change.pk)
     assert (progress["done"], progress["remaining"], progress["status"]) == (1, 2, "running")
     message_change_process(change_id=change.pk)
 
-    progress = changes.message_change_progress(change_id=change.pk)
+    progress = message_changes.message_change_progress(change_id=change.pk)
     assert (progress["done"], progress["failed"], progress["remaining"], progress["eta_seconds"]) == (3, 0, 0, 0)
 
 

@@ -1,4 +1,4 @@
-"""Editing or deleting one person's copy of a sent message: the worker side of ``delivery.changes``.
+"""Editing or deleting one person's copy of a sent message: the worker side of ``delivery.message_changes``.
 
 Like a send (``delivery.sending``): rows are claimed with one conditional ``UPDATE`` (``SKIP LOCKED``,
 so chains of tasks never take the same row) that also reads what the call needs; each call waits

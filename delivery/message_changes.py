@@ -3,7 +3,7 @@
 A change is one ``MessageChange`` and one ``DeliveryChange`` row per person who has the message,
 written by one ``INSERT … SELECT`` over the campaign's sent deliveries, so every person it concerns
 ends visibly ``done`` or ``failed``. After commit, a few chains of short chunk tasks work through the
-rows (``delivery.changing``: claim, pace, call Teams, record); the last to find nothing left
+rows (``delivery.message_change_sending``: claim, pace, call Teams, record); the last to find nothing left
 completes the change, and a periodic pass takes back rows whose worker died and restarts chains
 that were lost.
 """
@@ -28,7 +28,7 @@ from core.connections import redis_for
 from core.errors import ApplicationError
 
 from . import jobs
-from .changing import BATCH, ChunkResult, message_change_process, rows_take_back_expired
+from .message_change_sending import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
 
 logger = logging.getLogger(__name__)
