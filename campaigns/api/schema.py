@@ -11,7 +11,8 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 
 from . import idempotency
 from .permissions import required_scope
-from .serializers import MAX_BULK_ROWS, ErrorSerializer
+from .serializers.common import ErrorSerializer
+from .serializers.recipients import MAX_BULK_ROWS
 
 
 def _error(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from campaigns.api import idempotency
 from campaigns.api.auth import api_key_create
-from campaigns.api.views import CampaignViewSet
+from campaigns.api.views.campaigns import CampaignViewSet
 from core.errors import ApplicationError
 from campaigns.models import Campaign, IdempotencyRecord
 from tests import factories

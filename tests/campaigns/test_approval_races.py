@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.admin.campaigns import CampaignAdmin
-from campaigns.api import views
+from campaigns.api.views import content as views
 from campaigns.api.auth import api_key_create
 from campaigns.approval_requests import approval_request
 from campaigns.approvals import approval_fingerprint

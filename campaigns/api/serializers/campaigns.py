@@ -1,0 +1,112 @@
+"""Campaigns, their deliveries, direct messages and tests, and the actions' request bodies."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from campaigns.models import Campaign, Category, MessageTemplate
+from delivery.progress import read as campaign_progress
+from delivery.models import Delivery
+
+from .common import RejectUnknownFieldsMixin
+
+
+class CampaignCountsSerializer(serializers.Serializer):
+    """Progress, from counters kept as deliveries move (cheap to read during a million-person send)."""
+
+    total = serializers.IntegerField(help_text="People with a delivery row so far.")
+    sent = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    remaining = serializers.IntegerField(help_text="Pending, being sent or waiting to retry.")
+    ambiguous = serializers.IntegerField(
+        help_text="Sends retried after a worker stopped while Teams was answering (may have arrived twice)."
+    )
+    rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
+    eta_seconds = serializers.IntegerField(allow_null=True, help_text="Estimated seconds left at the current rate.")
+
+
+class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """A message to an audience. status and the dates change through the launch, schedule, pause,
+    resume and cancel actions."""
+
+    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all())
+    counts = serializers.SerializerMethodField(
+        help_text="Deliveries per state. Given for a single campaign; null in lists."
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id", "public_id", "name", "kind", "template", "audience", "category", "status", "status_reason",
+            "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts",
+        ]
+        read_only_fields = [
+            "id", "public_id", "status", "status_reason", "send_at", "approved_at", "launched_at", "materialised_at",
+            "completed_at", "cancelled_at",
+        ]
+        extra_kwargs = {"send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."}}
+
+    @extend_schema_field(CampaignCountsSerializer(allow_null=True))
+    def get_counts(self, campaign: Campaign) -> dict[str, int] | None:
+        if not self.context.get("with_counts"):
+            return None
+        return campaign_progress(campaign)
+
+    def validate_kind(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.kind:
+            raise serializers.ValidationError("The kind is chosen when the campaign is created.")
+        return value
+
+
+class DirectMessageSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """A message to named people, now."""
+
+    template = serializers.PrimaryKeyRelatedField(queryset=MessageTemplate.objects.all())
+    category = serializers.SlugRelatedField(slug_field="slug", queryset=Category.objects.all())
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=255), min_length=1, max_length=1000,
+        help_text="External ids of the people, up to 1,000.",
+    )
+    name = serializers.CharField(max_length=200, required=False, help_text="For the admin and the results.")
+
+
+MAX_TEST_RECIPIENTS = 5  # a test is for the few people who check a message, not a way round approval
+
+
+class TestSendSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    recipients = serializers.ListField(
+        child=serializers.CharField(max_length=255), min_length=1, max_length=MAX_TEST_RECIPIENTS,
+        help_text=f"External ids of the people who check the message, up to {MAX_TEST_RECIPIENTS}.",
+        error_messages={"max_length": f"A test goes to at most {MAX_TEST_RECIPIENTS} people a call."},
+    )
+
+
+class TemplatePreviewSerializer(serializers.Serializer):
+    recipient = serializers.CharField(help_text="The external id it was rendered for.")
+    activity = serializers.DictField(help_text="The Bot Framework message activity Teams would receive.")
+
+
+class CampaignPauseSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class CampaignScheduleSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """When a scheduled campaign starts."""
+
+    send_at = serializers.DateTimeField(help_text="When to start, in the future (ISO 8601).")
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    """What happened to one person in a campaign."""
+
+    recipient = serializers.CharField(source="recipient.external_id", read_only=True, help_text="External id.")
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
+            "attempts", "activity_id", "created_at", "finished_at",
+        ]
+        read_only_fields = fields

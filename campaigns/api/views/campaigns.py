@@ -1,0 +1,189 @@
+"""Campaigns and their actions (launch, schedule, test-send, pause, resume, cancel), their deliveries,
+and direct messages."""
+
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from delivery.exports import deliveries_csv
+from campaigns.models import ApiKey, Campaign
+from campaigns.audit import Actor
+from campaigns.services import campaign_require_editable, campaign_update
+from delivery.models import Delivery
+from delivery.services import (
+    campaign_cancel,
+    campaign_launch,
+    campaign_pause,
+    campaign_resume,
+    campaign_schedule,
+    campaign_send_direct,
+)
+
+from ..filters import CampaignFilter, DeliveryFilter
+from ..serializers.campaigns import (
+    CampaignSerializer,
+    DirectMessageSerializer,
+    TestSendSerializer,
+    CampaignPauseSerializer,
+    CampaignScheduleSerializer,
+    DeliverySerializer,
+)
+from .base import ApiViewSet
+
+
+class CampaignViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    ApiViewSet,
+):
+    """Announcements and welcome messages. Only a draft or scheduled campaign can be edited."""
+
+    queryset = Campaign.objects.select_related("category")
+    serializer_class = CampaignSerializer
+    filterset_class = CampaignFilter
+    conflict_actions = frozenset({"update", "partial_update", "launch", "schedule", "pause", "resume", "cancel"})
+
+    def get_serializer_context(self):
+        # Counts cost a Redis round trip per campaign: given for one campaign, null in lists.
+        return {**super().get_serializer_context(), "with_counts": self.action != "list"}
+
+    def update(self, request, *args, **kwargs):
+        campaign_require_editable(self.get_object())  # a conflict is reported before any field error
+        return super().update(request, *args, **kwargs)
+
+    def perform_update(self, serializer):
+        # The service checks again under the row's lock: it may have been launched since.
+        serializer.instance = campaign_update(
+            campaign_id=serializer.instance.pk, changes=serializer.validated_data, actor=Actor(api_key=self.request.auth)
+        ).campaign
+
+    def _answer(self, campaign: Campaign) -> Response:
+        return Response(self.get_serializer(self.get_queryset().get(pk=campaign.pk)).data)
+
+    @extend_schema(request=None, responses=CampaignSerializer, description="Starts sending now.")
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def launch(self, request, pk=None):
+        return self._answer(campaign_launch(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
+
+    @extend_schema(
+        request=CampaignScheduleSerializer,
+        responses=CampaignSerializer,
+        description="Sends it at send_at (in the future); scheduling again moves it.",
+    )
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def schedule(self, request, pk=None):
+        campaign = self.get_object()
+        body = CampaignScheduleSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._answer(campaign_schedule(
+            campaign_id=campaign.pk, send_at=body.validated_data["send_at"], actor=Actor(api_key=request.auth)
+        ))
+
+    @extend_schema(
+        request=TestSendSerializer,
+        responses={201: CampaignSerializer},
+        description="Sends the campaign's message now to a few named people (at most 5 a call), to check it; the "
+        "campaign itself is not touched. Tests count toward the reach that needs approval, as direct messages do. "
+        "Answers with the direct message that carries the test.",
+    )
+    @action(detail=True, methods=["post"], url_path="test-send", scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def test_send(self, request, pk=None):
+        campaign = self.get_object()
+        body = TestSendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        test = campaign_send_direct(
+            name=f"Test of {campaign.name}"[:200], template_id=campaign.template_id, category=campaign.category,
+            external_ids=body.validated_data["recipients"], actor=Actor(api_key=request.auth),
+        )
+        return Response(self.get_serializer(test).data, status=201)
+
+    @extend_schema(request=CampaignPauseSerializer, responses=CampaignSerializer,
+                   description="Holds a running campaign; nobody is sent to until it is resumed.")
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def pause(self, request, pk=None):
+        campaign = self.get_object()
+        body = CampaignPauseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._answer(campaign_pause(
+            campaign_id=campaign.pk, reason=body.validated_data.get("reason", ""), actor=Actor(api_key=request.auth)
+        ))
+
+    @extend_schema(request=None, responses=CampaignSerializer, description="Carries on with a paused campaign.")
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def resume(self, request, pk=None):
+        return self._answer(campaign_resume(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
+
+    @extend_schema(
+        request=None,
+        responses=CampaignSerializer,
+        description="Stops it for good; whoever was not sent to yet is skipped. Answers once the sends already "
+        "on their way to Teams are finished, so nothing is sent after the answer.",
+    )
+    @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def cancel(self, request, pk=None):
+        return self._answer(campaign_cancel(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[OpenApiParameter("campaign_id", int, OpenApiParameter.PATH, description="The campaign's id.")],
+        description="What happened to each person a campaign selected.",
+    )
+)
+class CampaignDeliveryViewSet(mixins.ListModelMixin, ApiViewSet):
+    serializer_class = DeliverySerializer
+    filterset_class = DeliveryFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Delivery.objects.none()
+        return Delivery.objects.of_campaign(self.kwargs["campaign_id"]).select_related("recipient").only(
+            *(name for name in DeliverySerializer.Meta.fields if name != "recipient"), "recipient__external_id"
+        )
+
+    def list(self, request, *args, **kwargs):
+        get_object_or_404(Campaign.objects.only("id"), pk=kwargs["campaign_id"])
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("campaign_id", int, OpenApiParameter.PATH, description="The campaign's id.")],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="Every person's result as CSV (the same filters as the list), streamed.",
+    )
+    @action(detail=False, methods=["get"])
+    def export(self, request, *args, **kwargs):
+        get_object_or_404(Campaign.objects.only("id"), pk=kwargs["campaign_id"])
+        rows = self.filter_queryset(Delivery.objects.of_campaign(kwargs["campaign_id"]))
+        response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="campaign-{kwargs["campaign_id"]}-deliveries.csv"'
+        return response
+
+
+class DirectMessageViewSet(ApiViewSet):
+    """A message to named people, sent now: a transactional notice such as "your laptop is ready",
+    with its own category. Its results are a campaign's (kind "direct")."""
+
+    write_scope = ApiKey.Scope.CAMPAIGNS_SEND
+    serializer_class = DirectMessageSerializer
+
+    @extend_schema(request=DirectMessageSerializer, responses={201: CampaignSerializer})
+    def create(self, request):
+        body = DirectMessageSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        template = data["template"]
+        campaign = campaign_send_direct(
+            name=data.get("name") or f"{template.name} to {len(data['recipients'])} people",
+            template_id=template.pk, category=data["category"], external_ids=data["recipients"],
+            actor=Actor(api_key=request.auth),
+        )
+        context = {**self.get_serializer_context(), "with_counts": True}
+        return Response(CampaignSerializer(campaign, context=context).data, status=201)
