@@ -7,8 +7,8 @@ from __future__ import annotations
 from django.conf import settings
 
 from campaigns.approvals import ApprovalOutgrown
-from core.errors import ApplicationError
 from campaigns.models import Campaign
+from core.errors import ApplicationError
 
 from .control import campaign_pause
 

@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
-from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, Category, MessageTemplate, Recipient
 from campaigns.selectors import opted_out_sql
+from core.errors import ApplicationError
 
 from . import jobs, progress
 from .control import campaign_cancel, campaign_pause, campaign_resume

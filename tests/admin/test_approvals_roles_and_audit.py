@@ -14,8 +14,8 @@ from rest_framework.test import APIClient
 from campaigns.api.auth import api_key_create
 from campaigns.approvals import approval_fingerprint, approval_state, campaign_approve
 from campaigns.audit import Actor
-from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate, OptOut, StaffProfile
+from core.errors import ApplicationError
 from delivery import services
 from delivery.models import Delivery
 from tests import factories

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from campaigns.approvals import approval_fingerprint
 from campaigns.audit import Actor
-from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
 from campaigns.roles import APPROVERS, roles_ensure
+from core.errors import ApplicationError
 from delivery import services
 from tests import factories
 from tests.api.helpers import error_of

@@ -10,8 +10,8 @@ from rest_framework.test import APIClient
 from campaigns.api import idempotency
 from campaigns.api.auth import api_key_create
 from campaigns.api.views.campaigns import CampaignViewSet
-from core.errors import ApplicationError
 from campaigns.models import Campaign, IdempotencyRecord
+from core.errors import ApplicationError
 from tests import factories
 from tests.api.helpers import error_of
 

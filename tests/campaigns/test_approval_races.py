@@ -19,9 +19,9 @@ from campaigns.api.auth import api_key_create
 from campaigns.approval_requests import approval_request
 from campaigns.approvals import approval_fingerprint
 from campaigns.audit import Actor
-from core.errors import ApplicationError
 from campaigns.models import ApiKey, AuditEntry, Campaign, MessageTemplate
 from campaigns.roles import AUTHORS, roles_ensure
+from core.errors import ApplicationError
 from delivery import services
 from delivery.message_changes import message_change_start
 from delivery.models import MessageChange

@@ -31,9 +31,9 @@ from campaigns.approvals import (
     template_edit_require,
 )
 from campaigns.audit import SYSTEM, Actor
-from core.errors import ApplicationError
 from campaigns.models import ApiKey, AuditEntry, Campaign, MessageTemplate
 from campaigns.roles import APPROVERS, AUTHORS, roles_ensure
+from core.errors import ApplicationError
 from delivery.services import campaign_send_direct
 from tests import factories
 

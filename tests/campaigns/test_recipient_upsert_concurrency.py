@@ -7,9 +7,9 @@ import psycopg
 import pytest
 from django.db import connection
 
-from core.errors import ApplicationError
 from campaigns.models import Recipient
 from campaigns.services import recipients_bulk_upsert
+from core.errors import ApplicationError
 
 
 @pytest.mark.django_db(transaction=True)

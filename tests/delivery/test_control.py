@@ -8,8 +8,8 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
+from core.errors import ApplicationError
 from delivery import control, feeding, progress, services, webhooks
 from delivery.control import campaign_watch_errors
 from delivery.models import Delivery, WebhookEndpoint, WebhookEvent

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.errors import ApplicationError
 from campaigns.models import Audience, Campaign, OptOut
+from core.errors import ApplicationError
 from delivery import services
 from delivery.models import Delivery
 from tests import factories

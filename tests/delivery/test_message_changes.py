@@ -9,8 +9,8 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from bots.connector import ConnectorError, connector
-from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign, MessageTemplate
+from core.errors import ApplicationError
 from delivery import message_changes, services
 from delivery.message_changes import message_change_complete, message_change_process, message_change_start
 from delivery.models import Delivery, DeliveryChange, MessageChange

@@ -3,8 +3,8 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from core.errors import ApplicationError
 from campaigns.models import Campaign
+from core.errors import ApplicationError
 from delivery import services, welcome
 from delivery.models import Delivery
 from tests import factories

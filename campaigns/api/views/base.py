@@ -9,8 +9,8 @@ from rest_framework import mixins, viewsets
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from core.errors import ApplicationError
 from campaigns.models import ApiKey, IdempotencyRecord
+from core.errors import ApplicationError
 
 from .. import idempotency
 from ..permissions import HasScope

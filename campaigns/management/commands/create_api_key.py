@@ -8,8 +8,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from campaigns.api.auth import api_key_create
-from core.errors import ApplicationError
 from campaigns.models import ApiKey
+from core.errors import ApplicationError
 
 
 class Command(BaseCommand):
