@@ -12,7 +12,6 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from campaigns import approvals
 from campaigns.api.auth import api_key_create
 from campaigns.approvals import (
     ApprovalOutgrown,
