@@ -247,8 +247,10 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
         MessageTemplate.objects.filter(pk=template_id, direct_approved_at__isnull=False).update(
             direct_approved_at=None, direct_approved_by=None
         )
+        # Every campaign not sent yet, approved or not: an approval being given meanwhile is waited for
+        # (it saw the old words), then withdrawn like the others.
         for campaign in Campaign.objects.select_for_update().filter(
-            template_id=template_id, approved_at__isnull=False, status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
+            template_id=template_id, status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         ):
             withdrawn += approval_withdraw(campaign=campaign, actor=actor, reason="its template was edited")
     return withdrawn

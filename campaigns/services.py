@@ -299,7 +299,7 @@ def campaign_update(*, campaign_id: int, changes: dict[str, Any], actor: Actor) 
     what an approval covers (its template, audience or category) withdraws the approval and, made by
     a staff member, is recorded as theirs: nobody approves their own change."""
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
+        campaign = Campaign.objects.select_for_update(of=("self",)).select_related("category").get(pk=campaign_id)
         campaign_require_editable(campaign)
         changed = frozenset(name for name, value in changes.items() if getattr(campaign, name) != value)
         for name in changed:

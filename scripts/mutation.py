@@ -184,7 +184,7 @@ def main() -> int:
         env = {
             **os.environ,
             "DATABASE_URL": os.environ.get("MUTATION_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crier_mutation"),
-            "REDIS_URL": os.environ.get("MUTATION_REDIS_URL", "redis://127.0.0.1:6379/11"),
+            "REDIS_URL": os.environ.get("MUTATION_REDIS_URL", "redis://127.0.0.1:6379/10"),
             "CRIER_TEST_SLOTS": str(args.max_children),  # tests/conftest.py: test_slot
         }
         command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *args.names]

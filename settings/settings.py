@@ -326,7 +326,7 @@ FEED_LOW_WATER = env_int("FEED_LOW_WATER", 200)
 FEED_AHEAD_SECONDS = env_float("FEED_AHEAD_SECONDS", 3.0)
 # Materialisation: a launch writes the rows of this many recipient ids in its own transaction; a
 # task writes the rest a range at a time, each committed, by this many database connections at
-# once (see delivery.services.campaign_materialise). More than one did not write faster on a 2-core
+# once (see delivery.materialising.campaign_materialise). More than one did not write faster on a 2-core
 # machine shared with the workers (docs/benchmarks.md).
 MATERIALISE_CHUNK_SIZE = env_int("MATERIALISE_CHUNK_SIZE", 50_000)
 MATERIALISE_RANGE_SIZE = env_int("MATERIALISE_RANGE_SIZE", 200_000)

@@ -15,38 +15,29 @@ from django.conf import settings
 from core import http
 from bots.auth import signing_keys
 from bots.tokens import token_provider
-from tests.slots import redis_url_for, take_slot
+from tests.slots import NO_SLOT_STATUS, WAIT_SECONDS, take_slot, use_slot
 
 
 @pytest.fixture(scope="session", autouse=True)
 def test_slot():
     """With CRIER_TEST_SLOTS=N (`make mutation`), this run takes a free slot of N and, for slot k > 0,
     a test database and a Redis database of its own (tests/slots.py). Without it nothing changes."""
-    slots = int(os.environ.get("CRIER_TEST_SLOTS", "1"))
+    slots = int(os.environ.get("CRIER_TEST_SLOTS") or "1")
     if slots <= 1:
         yield 0
         return
-    from settings.celery import app
-
     database = settings.DATABASES["default"]
     tag = zlib.crc32(f"{database['NAME']} {settings.REDIS_URL}".encode())  # runs on other databases apart
-    taken = take_slot(slots, f"{tag:08x}", Path(tempfile.gettempdir()))
+    taken = take_slot(slots, f"{tag:08x}", Path(tempfile.gettempdir()), wait=WAIT_SECONDS)
     if taken is None:
-        pytest.exit(f"all {slots} test slots are taken (CRIER_TEST_SLOTS)", returncode=3)
+        pytest.exit(f"all {slots} test slots stayed taken for {WAIT_SECONDS:.0f} s (CRIER_TEST_SLOTS)",
+                    returncode=NO_SLOT_STATUS)
     slot, lock = taken
-    before = (dict(database.get("TEST", {})), settings.REDIS_URL, settings.CELERY_BROKER_URL,
-              settings.CACHES["default"]["LOCATION"], app.conf.broker_url)
-    if slot:
-        url = redis_url_for(settings.REDIS_URL, slot)
-        test_name = database.get("TEST", {}).get("NAME") or f"test_{database['NAME']}"
-        database.setdefault("TEST", {})["NAME"] = f"{test_name}_slot{slot}"
-        settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CACHES["default"]["LOCATION"] = url
-        app.conf.broker_url = url
+    restore = use_slot(slot)
     try:
         yield slot
     finally:  # another session in this process starts from the settings as they were
-        database["TEST"], settings.REDIS_URL, settings.CELERY_BROKER_URL = before[:3]
-        settings.CACHES["default"]["LOCATION"], app.conf.broker_url = before[3:]
+        restore()
         lock.close()  # closing the file frees the slot
 
 

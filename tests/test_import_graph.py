@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bots", "campaigns", "core", "delivery", "emulator", "settings")
-CRIER = ("bots", "campaigns", "delivery", "settings", "django", "rest_framework", "celery")
+CRIER = ("bots", "campaigns", "core", "delivery", "settings", "django", "rest_framework", "celery")
 
 
 

@@ -1,5 +1,7 @@
 """Test slots let several runs of the suite share a machine (tests/slots.py)."""
 
+import pytest
+
 from tests.slots import redis_url_for, take_slot
 
 
@@ -27,3 +29,45 @@ def test_slot_zero_keeps_the_redis_database_and_others_move_on():
     assert redis_url_for("redis://127.0.0.1:6379/11", 0) == "redis://127.0.0.1:6379/11"
     assert redis_url_for("redis://127.0.0.1:6379/11", 1) == "redis://127.0.0.1:6379/12"
     assert redis_url_for("redis://127.0.0.1:6379", 2) == "redis://127.0.0.1:6379/2"
+
+
+def test_a_run_waits_a_while_for_a_slot_to_come_free(tmp_path):
+    import threading
+
+    held = take_slot(1, "t", tmp_path)
+    threading.Timer(0.3, held[1].close).start()
+
+    waited = take_slot(1, "t", tmp_path, wait=10)
+
+    assert waited is not None and waited[0] == 0
+    waited[1].close()
+
+
+def test_a_run_moved_to_its_slot_queues_and_caches_there_though_its_clients_were_made_before(redis_client):
+    import redis
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from delivery import jobs
+    from tests.slots import use_slot
+
+    jobs.feed()  # Celery's pools now exist, made for this run's Redis database
+    cache.set("slot-check", 1)
+    moved = redis_url_for(settings.REDIS_URL, 1)
+    other = redis.Redis.from_url(moved)
+    if int(moved.rsplit("/", 1)[1]) > 15:
+        pytest.skip("no Redis database after this run's")
+    other.flushdb()
+    restore = use_slot(1)
+    try:
+        jobs.feed()
+        cache.set("slot-check", 2)
+    finally:
+        restore()
+    try:
+        assert other.llen("control") == 1 and redis_client.llen("control") == 1
+        assert other.keys("*slot-check") and cache.get("slot-check") == 1  # back where it was
+        jobs.feed()
+        assert redis_client.llen("control") == 2
+    finally:
+        other.flushdb()

@@ -39,3 +39,24 @@ def test_an_action_that_declares_no_scope_is_refused_rather_than_given_one(metho
     with pytest.raises(ImproperlyConfigured, match="UndeclaredView.send_everything changes things and declares no scope"):
         required_scope(method=method, view=UndeclaredView())
     assert required_scope(method="GET", view=UndeclaredView()) == ApiKey.Scope.READ
+
+
+@pytest.mark.parametrize("method, path", [
+    ("delete", "/api/v1/campaigns/{id}/"), ("post", "/api/v1/campaigns/{id}/"), ("put", "/api/v1/campaigns/"),
+    ("post", "/api/v1/recipients/"), ("delete", "/api/v1/messages/"),
+])
+@pytest.mark.django_db
+def test_a_method_a_route_does_not_take_is_refused_as_not_allowed_or_for_its_scope(method, path):
+    from campaigns.api.auth import api_key_create
+    from rest_framework.test import APIClient
+    from tests import factories
+
+    campaign = factories.campaign()
+    answers = []
+    for scopes in (list(ApiKey.Scope.values), [ApiKey.Scope.READ]):
+        _, secret = api_key_create(name=f"key-{len(answers)}", scopes=scopes)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        answers.append(getattr(client, method)(path.format(id=campaign.pk), {}, format="json").status_code)
+
+    assert answers == [405, 403]

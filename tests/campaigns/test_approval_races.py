@@ -300,3 +300,55 @@ def test_a_recall_refused_for_an_approved_draft_while_its_template_is_edited_is_
     assert isinstance(recalled.get("error"), ApplicationError) and recalled["error"].code == "invalid_state", recalled
     assert MessageTemplate.objects.get(pk=template.pk).text == "Edited for the next one"
     assert Campaign.objects.get(pk=campaign.pk).approved_at is None  # the edit withdrew it
+
+
+def test_an_approval_given_while_its_template_is_edited_is_withdrawn_by_the_edit(settings, monkeypatch):
+    """The approver saw the old text. The edit waits for the approval to commit and withdraws it, so no
+    approval of words nobody approved is left on record, whichever commits first."""
+    from campaigns import approvals
+    from campaigns.roles import APPROVERS
+
+    template = factories.template()
+    campaign = factories.campaign(name="Town hall", template=template)
+    approver = User.objects.create_user("avery", is_staff=True)
+    approver.groups.add(roles_ensure()[APPROVERS])
+    approver = User.objects.get(pk=approver.pk)  # permissions are cached per instance
+    approved, release = threading.Event(), threading.Event()
+    real_approve = approvals._approve
+
+    def held_approve(*args, **kwargs):
+        real_approve(*args, **kwargs)
+        approved.set()  # written, not committed
+        assert release.wait(timeout=30)
+
+    monkeypatch.setattr(approvals, "_approve", held_approve)
+    approving, approve_outcome = in_thread(lambda: approvals.campaign_approve(campaign_id=campaign.pk,
+                                                                              actor=Actor(user=approver)))
+    assert approved.wait(timeout=30)
+    _, secret = api_key_create(name="hr-sync")
+    edit_pid: list[int] = []
+
+    def edit():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            edit_pid.append(cursor.fetchone()[0])
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return api.patch(f"/api/v1/templates/{template.pk}/", {"text": "New words"}, format="json")
+
+    editing, edit_outcome = in_thread(edit)
+    try:
+        deadline = time.monotonic() + 30
+        while editing.is_alive() and not (edit_pid and waits_for_a_lock(edit_pid[0])):
+            assert time.monotonic() < deadline, "the edit neither waited nor finished"
+            time.sleep(0.01)
+    finally:
+        release.set()
+        approving.join(timeout=30)
+        editing.join(timeout=30)
+
+    assert "error" not in approve_outcome, approve_outcome
+    assert "error" not in edit_outcome and edit_outcome["result"].status_code == 200, edit_outcome
+    campaign.refresh_from_db()
+    assert campaign.approved_at is None
+    assert AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.APPROVAL_WITHDRAWN).count() == 1
