@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -28,6 +27,7 @@ from ..rendering import compile_message
 from ..selectors import audience_recipients
 from ..services import campaign_update
 from ..staff import staff_test_send
+from .campaign_form import CampaignForm, WaitingForApprovalFilter
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
 from .live import live_config, live_urls, name_warning
@@ -37,43 +37,6 @@ from .watch import watch_urls
 # --- Campaigns -----------------------------------------------------------------------------------
 
 S = Campaign.Status
-
-
-class CampaignForm(forms.ModelForm):
-    def clean(self):
-        cleaned = super().clean()
-        if self.instance.pk is None:
-            return cleaned
-        # Locked until the admin's transaction commits the save, so a launch cannot slip in between.
-        current = Campaign.objects.select_for_update().only("status").get(pk=self.instance.pk)
-        if not current.is_editable:
-            raise ValidationError(
-                f"This campaign is {current.get_status_display().lower()}; only a draft or scheduled one can be edited."
-            )
-        if current.status == S.SCHEDULED and "send_at" in self.fields:
-            send_at = cleaned.get("send_at")
-            if send_at is None:
-                self.add_error("send_at", "A scheduled campaign needs a time; cancel it to stop it.")
-            elif "send_at" in self.changed_data and send_at <= timezone.now():
-                self.add_error("send_at", "Must be in the future; use “Launch now” to send it now.")
-        return cleaned
-
-
-class WaitingForApprovalFilter(admin.SimpleListFilter):
-    """What waits for the approvers: campaigns whose author asked for approval, not approved yet."""
-
-    title = "approval"
-    parameter_name = "approval"
-
-    def lookups(self, request, model_admin):
-        return [("waiting", "Waiting for approval")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "waiting":
-            return queryset.filter(
-                approval_requested_at__isnull=False, approved_at__isnull=True, status__in=(S.DRAFT, S.SCHEDULED)
-            ).order_by("approval_requested_at")
-        return queryset
 
 
 @admin.register(Campaign)

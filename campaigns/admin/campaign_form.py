@@ -1,0 +1,50 @@
+"""The campaign's change form, which refuses an edit of a campaign no longer a draft or scheduled under
+its row's lock, and the list's "waiting for approval" filter."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from ..models import Campaign
+
+S = Campaign.Status
+
+
+class CampaignForm(forms.ModelForm):
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is None:
+            return cleaned
+        # Locked until the admin's transaction commits the save, so a launch cannot slip in between.
+        current = Campaign.objects.select_for_update().only("status").get(pk=self.instance.pk)
+        if not current.is_editable:
+            raise ValidationError(
+                f"This campaign is {current.get_status_display().lower()}; only a draft or scheduled one can be edited."
+            )
+        if current.status == S.SCHEDULED and "send_at" in self.fields:
+            send_at = cleaned.get("send_at")
+            if send_at is None:
+                self.add_error("send_at", "A scheduled campaign needs a time; cancel it to stop it.")
+            elif "send_at" in self.changed_data and send_at <= timezone.now():
+                self.add_error("send_at", "Must be in the future; use “Launch now” to send it now.")
+        return cleaned
+
+
+class WaitingForApprovalFilter(admin.SimpleListFilter):
+    """What waits for the approvers: campaigns whose author asked for approval, not approved yet."""
+
+    title = "approval"
+    parameter_name = "approval"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Waiting for approval")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(
+                approval_requested_at__isnull=False, approved_at__isnull=True, status__in=(S.DRAFT, S.SCHEDULED)
+            ).order_by("approval_requested_at")
+        return queryset
