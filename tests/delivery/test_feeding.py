@@ -368,6 +368,24 @@ def test_it_starts_with_the_next_campaign_at_each_second_of_its_clock(settings, 
     assert fed_per_campaign(redis_client, [first, second]) == [0, 1]
 
 
+def test_campaigns_launched_at_the_same_moment_take_their_turns_in_the_order_they_were_made(
+    settings, redis_client, feeder_clock
+):
+    from django.utils import timezone
+
+    settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 1
+    first, second = launched_with(3), launched_with(3)
+    moment = timezone.now()
+    Campaign.objects.filter(pk__in=[first.pk, second.pk]).update(launched_at=moment)
+    for status in (Campaign.Status.PAUSED, Campaign.Status.RUNNING):  # the first's row rewritten: it lies last now
+        Campaign.objects.filter(pk=first.pk).update(status=status)
+    feeder_clock["now"] -= feeder_clock["now"] % 2  # an even second: the first campaign's turn
+
+    assert feeding.feed() == 1
+
+    assert fed_per_campaign(redis_client, [first, second]) == [1, 0]
+
+
 def test_it_asks_no_further_campaign_for_rows_once_the_room_is_filled(settings, redis_client, feeder_clock, monkeypatch):
     settings.FEED_LOW_WATER = settings.FEED_HIGH_WATER = 1
     campaigns = [launched_with(3) for _ in range(3)]

@@ -217,3 +217,19 @@ def test_without_an_active_endpoint_every_event_a_day_old_is_dropped():
     webhooks._forget_delivered()
 
     assert list(WebhookEvent.objects.values_list("id", flat=True)) == [recent.id]
+
+
+def test_an_attempt_records_how_long_the_call_took_in_whole_milliseconds(answering, monkeypatch):
+    receiver = answering(200)
+    endpoint = WebhookEndpoint.objects.create(name="hr", url=receiver.url, secret=SECRET, events=["opt_out.created"])
+    readings = iter([50.0, 52.5])  # the clock as the call starts, then as it ends
+
+    class Clock:
+        time = staticmethod(time.time)
+        monotonic = staticmethod(lambda: next(readings))
+
+    monkeypatch.setattr(webhooks, "time", Clock)
+
+    assert webhooks._post(endpoint, three_events()) is True
+
+    assert WebhookAttempt.objects.get().duration_ms == 2500

@@ -636,3 +636,52 @@ def test_events_go_in_the_order_their_transactions_began_not_the_order_they_were
     assert webhooks.dispatch() == 2
 
     assert [e["data"]["recipient"] for e in receiver.events()] == ["first", "second"]
+
+
+def test_the_events_of_one_transaction_split_over_batches_all_go_out_in_order(receiver, settings):
+    from django.db import transaction
+
+    settings.WEBHOOK_BATCH, settings.WEBHOOK_MAX_BATCHES_PER_TICK = 2, 5
+    subscribe(receiver, "opt_out.created")
+    people = [factories.recipient(external_id=f"E{n}") for n in range(5)]
+    with transaction.atomic():  # five events of one transaction: one transaction id
+        for person in people:
+            opt_out_record(recipient=person, source=OptOut.Source.API)
+
+    assert webhooks.dispatch() == 5
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E0", "E1", "E2", "E3", "E4"]
+    assert [len(batch) for batch in receiver.batches()] == [2, 2, 1]
+
+
+def test_the_events_of_one_transaction_go_in_the_order_they_were_written_wherever_their_rows_lie(receiver):
+    from django.db import transaction
+
+    subscribe(receiver, "opt_out.created")
+    people = [factories.recipient(external_id=f"E{n}") for n in range(3)]
+    with transaction.atomic():
+        for person in people:
+            opt_out_record(recipient=person, source=OptOut.Source.API)
+    first = WebhookEvent.objects.order_by("id").first()
+    WebhookEvent.objects.filter(pk=first.pk).update(payload={**first.payload})  # its row now lies after the others
+
+    assert webhooks.dispatch() == 3
+
+    assert [e["data"]["recipient"] for e in receiver.events()] == ["E0", "E1", "E2"]
+
+
+def test_each_endpoint_receives_only_the_events_it_subscribed_to(receiver):
+    other = Receiver()
+    try:
+        subscribe(receiver, "opt_out.created")
+        WebhookEndpoint.objects.create(name="audit", url=other.url, secret=SECRET, events=["opt_out.deleted"])
+        webhooks.forget_subscriptions()
+        opt_out, _ = opt_out_record(recipient=factories.recipient(external_id="E1"), source=OptOut.Source.API)
+        opt_out.delete()
+
+        assert webhooks.dispatch() == 2
+
+        assert [e["type"] for e in receiver.events()] == ["opt_out.created"]
+        assert [e["type"] for e in other.events()] == ["opt_out.deleted"]
+    finally:
+        other.server.shutdown()
