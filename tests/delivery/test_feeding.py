@@ -6,6 +6,8 @@ import time
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import Campaign
 from delivery import feeding, materialising, progress, services
@@ -381,9 +383,13 @@ def test_campaigns_launched_at_the_same_moment_take_their_turns_in_the_order_the
         Campaign.objects.filter(pk=first.pk).update(status=status)
     feeder_clock["now"] -= feeder_clock["now"] % 2  # an even second: the first campaign's turn
 
-    assert feeding.feed() == 1
+    with CaptureQueriesContext(connection) as queries:
+        assert feeding.feed() == 1
 
     assert fed_per_campaign(redis_client, [first, second]) == [1, 0]
+    # Where the rows lie decides the order of a tie only by chance: the order is asked of PostgreSQL.
+    [running] = [query["sql"] for query in queries if 'FROM "campaigns_campaign"' in query["sql"]]
+    assert running.endswith('ORDER BY "campaigns_campaign"."launched_at" ASC, 1 ASC')  # 1: the id, selected first
 
 
 def test_it_asks_no_further_campaign_for_rows_once_the_room_is_filled(settings, redis_client, feeder_clock, monkeypatch):
