@@ -11,9 +11,6 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 from campaigns.models import ApiKey
 
-# A viewset's own writes, which need its ``write_scope``.
-MODEL_WRITES = frozenset({"create", "update", "partial_update", "destroy"})
-
 
 def required_scope(*, method: str, view) -> str:
     """The one rule for the scope an operation needs; the permission check and the schema both read it."""
@@ -23,11 +20,14 @@ def required_scope(*, method: str, view) -> str:
     if declared:
         return declared
     action = getattr(view, "action", None)
-    # None: a method the route does not take, answered 405 to a key that could write here.
-    if action is None or action in MODEL_WRITES:
-        return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
-    raise ImproperlyConfigured(f"{type(view).__name__}.{action} changes things and declares no scope: "
-                               "give it @action(..., scope=...)")
+    # An action of its own (made by @action, which gives it a ``mapping``) that forgot its scope is refused
+    # rather than given one.
+    if action and hasattr(getattr(type(view), action, None), "mapping"):
+        raise ImproperlyConfigured(f"{type(view).__name__}.{action} changes things and declares no scope: "
+                                   "give it @action(..., scope=...)")
+    # The viewset's own writes, and what DRF asks for them: a method the route does not take (action
+    # None, answered 405 to a key that could write here) and OPTIONS ("metadata", which asks per method).
+    return getattr(view, "write_scope", ApiKey.Scope.CAMPAIGNS_WRITE)
 
 
 class HasScope(BasePermission):

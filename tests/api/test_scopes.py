@@ -3,6 +3,8 @@
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS
 
 from campaigns.api.permissions import required_scope
@@ -30,15 +32,18 @@ def test_sending_a_campaign_needs_the_send_scope_and_approving_a_template_the_ap
     assert scopes["templates approve-direct"] == ApiKey.Scope.CAMPAIGNS_APPROVE
 
 
-class UndeclaredView:
-    action = "send_everything"
+class UndeclaredViewSet(viewsets.GenericViewSet):
+    @action(detail=True, methods=["post", "put", "patch", "delete"])
+    def send_everything(self, request, pk=None):
+        raise AssertionError("never reached")
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_an_action_that_declares_no_scope_is_refused_rather_than_given_one(method):
-    with pytest.raises(ImproperlyConfigured, match="UndeclaredView.send_everything changes things and declares no scope"):
-        required_scope(method=method, view=UndeclaredView())
-    assert required_scope(method="GET", view=UndeclaredView()) == ApiKey.Scope.READ
+    view = UndeclaredViewSet(action="send_everything")
+    with pytest.raises(ImproperlyConfigured, match="UndeclaredViewSet.send_everything changes things and declares no scope"):
+        required_scope(method=method, view=view)
+    assert required_scope(method="GET", view=view) == ApiKey.Scope.READ
 
 
 @pytest.mark.parametrize("method, path", [
@@ -60,3 +65,16 @@ def test_a_method_a_route_does_not_take_is_refused_as_not_allowed_or_for_its_sco
         answers.append(getattr(client, method)(path.format(id=campaign.pk), {}, format="json").status_code)
 
     assert answers == [405, 403]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/templates/", "/api/v1/audiences/0/", "/api/v1/campaigns/0/launch/"])
+def test_options_answers_what_a_route_takes_to_a_key_that_may_read(path):
+    from campaigns.api.auth import api_key_create
+    from rest_framework.test import APIClient
+
+    for scopes in (list(ApiKey.Scope.values), [ApiKey.Scope.READ]):
+        _, secret = api_key_create(name=f"key-{len(scopes)}", scopes=scopes)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        assert client.options(path).status_code == 200
