@@ -4,7 +4,6 @@ database connection, real commits; and a key reused on another path or with anot
 import threading
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from campaigns.api import idempotency
@@ -13,6 +12,7 @@ from campaigns.api.views.campaigns import CampaignViewSet
 from campaigns.models import Campaign, IdempotencyRecord
 from core.errors import ApplicationError
 from tests import factories
+from tests.threads import in_thread
 from tests.api.helpers import error_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,22 +28,6 @@ def client_with(secret: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     return client
-
-
-def in_thread(work) -> tuple[threading.Thread, dict]:
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = work()
-        except BaseException as error:  # noqa: BLE001 - reported by the assertions
-            outcome["error"] = error
-        finally:
-            connection.close()  # this thread's own connection
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
 
 
 def draft_campaign_body(name: str) -> dict:

@@ -27,31 +27,9 @@ from delivery.message_changes import message_change_start
 from delivery.models import MessageChange
 from delivery.sending import delivery_send
 from tests import factories
+from tests.threads import in_thread, waits_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def in_thread(work) -> tuple[threading.Thread, dict]:
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = work()
-        except BaseException as error:  # noqa: BLE001 - reported by the assertions
-            outcome["error"] = error
-        finally:
-            connection.close()  # this thread's own connection
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
-def waits_for_a_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return row is not None and row[0] == "Lock"
 
 
 @pytest.mark.parametrize("sender", ["api_key", "staff"])

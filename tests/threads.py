@@ -1,0 +1,32 @@
+"""Work in another thread with its own database connection, for tests of what happens at the same moment."""
+
+from __future__ import annotations
+
+import threading
+
+from django.db import connection
+
+
+def in_thread(work) -> tuple[threading.Thread, dict]:
+    """Starts ``work()`` in a thread; the dict gets its "result" or the "error" it raised."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except BaseException as error:  # noqa: BLE001 - reported by the assertions
+            outcome["error"] = error
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def waits_for_a_lock(pid: int) -> bool:
+    """Whether the database session ``pid`` is waiting for a lock right now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        row = cursor.fetchone()
+    return row is not None and row[0] == "Lock"
