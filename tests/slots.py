@@ -66,6 +66,10 @@ def use_slot(slot: int) -> Callable[[], None]:
         # connections a forked process inherited).
         app._pool = None
         app.amqp._producer_pool = None
+        # The pacer's Lua scripts are registered on the first client it used.
+        from delivery.pacing import pacer
+
+        pacer._acquire = pacer._admit = pacer._throttled = None
         for alias in list(settings.CACHES):
             try:
                 del caches[alias]

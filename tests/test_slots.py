@@ -51,8 +51,11 @@ def test_a_run_moved_to_its_slot_queues_and_caches_there_though_its_clients_were
     from delivery import jobs
     from tests.slots import use_slot
 
+    from delivery.pacing import pacer
+
     jobs.feed()  # Celery's pools now exist, made for this run's Redis database
     cache.set("slot-check", 1)
+    pacer._scripts()  # and the pacer's scripts are registered on its client
     moved = redis_url_for(settings.REDIS_URL, 1)
     other = redis.Redis.from_url(moved)
     if int(moved.rsplit("/", 1)[1]) > 15:
@@ -62,11 +65,13 @@ def test_a_run_moved_to_its_slot_queues_and_caches_there_though_its_clients_were
     try:
         jobs.feed()
         cache.set("slot-check", 2)
+        moved_db = pacer._scripts()[0].registered_client.connection_pool.connection_kwargs["db"]
     finally:
         restore()
     try:
         assert other.llen("control") == 1 and redis_client.llen("control") == 1
         assert other.keys("*slot-check") and cache.get("slot-check") == 1  # back where it was
+        assert moved_db == int(moved.rsplit("/", 1)[1])
         jobs.feed()
         assert redis_client.llen("control") == 2
     finally:
