@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from django.db import connection
 
@@ -30,3 +31,11 @@ def waits_for_a_lock(pid: int) -> bool:
         cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
         row = cursor.fetchone()
     return row is not None and row[0] == "Lock"
+
+
+def until_waiting_or_done(done, pids: list[int], what: str, seconds: float = 30.0) -> None:
+    """Waits until ``done()`` or the session whose pid ``pids`` holds waits for a lock."""
+    deadline = time.monotonic() + seconds
+    while not done() and not (pids and waits_for_a_lock(pids[0])):
+        assert time.monotonic() < deadline, f"{what} neither waited nor finished"
+        time.sleep(0.01)

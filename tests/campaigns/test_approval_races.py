@@ -4,7 +4,6 @@ connection, real commits. The interleaving each test needs is made to happen, no
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -27,7 +26,7 @@ from delivery.message_changes import message_change_start
 from delivery.models import MessageChange
 from delivery.sending import delivery_send
 from tests import factories
-from tests.threads import in_thread, waits_for_a_lock
+from tests.threads import in_thread, until_waiting_or_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,10 +78,7 @@ def test_a_direct_message_sent_while_another_from_the_same_sender_commits_counts
     try:
         assert first_passed.wait(timeout=30)
         second, second_outcome = in_thread(send("p2", "p3"))
-        deadline = time.monotonic() + 30
-        while not second_checked.is_set() and not (second_pid and waits_for_a_lock(second_pid[0])):
-            assert time.monotonic() < deadline, "the second send neither waited nor finished"
-            time.sleep(0.01)
+        until_waiting_or_done(second_checked.is_set, second_pid, "the second send")
     finally:
         release_first.set()
         first.join(timeout=30)
@@ -184,10 +180,7 @@ def edit_template_while(template, other, monkeypatch) -> tuple[dict, dict]:
     try:
         assert holding.wait(timeout=30)
         meanwhile, other_outcome = in_thread(other_with_pid)
-        deadline = time.monotonic() + 30
-        while meanwhile.is_alive() and not (other_pid and waits_for_a_lock(other_pid[0])):
-            assert time.monotonic() < deadline, "the other work neither waited nor finished"
-            time.sleep(0.01)
+        until_waiting_or_done(lambda: not meanwhile.is_alive(), other_pid, "the other work")
     finally:
         release.set()
         editing.join(timeout=30)
@@ -316,10 +309,7 @@ def test_an_approval_given_while_its_template_is_edited_is_withdrawn_by_the_edit
 
     editing, edit_outcome = in_thread(edit)
     try:
-        deadline = time.monotonic() + 30
-        while editing.is_alive() and not (edit_pid and waits_for_a_lock(edit_pid[0])):
-            assert time.monotonic() < deadline, "the edit neither waited nor finished"
-            time.sleep(0.01)
+        until_waiting_or_done(lambda: not editing.is_alive(), edit_pid, "the edit")
     finally:
         release.set()
         approving.join(timeout=30)
