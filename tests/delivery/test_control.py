@@ -477,26 +477,19 @@ def test_it_pauses_at_the_minimum_number_of_failures_not_before(settings):
     assert status_of(campaign) == "paused"
 
 
-def test_it_pauses_when_the_share_of_failures_reaches_the_rate_exactly(settings):
+@pytest.mark.parametrize("sent, failed, status", [
+    (3, 3, "paused"),  # 3 of 6 finished sends failed: the rate exactly
+    (5, 2, "running"),  # 3 of 7: below the rate
+], ids=["at-the-rate", "below-the-rate"])
+def test_it_pauses_once_the_share_of_failures_reaches_the_rate_and_not_before(settings, sent, failed, status):
     settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
     settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.5
     campaign, _ = launched()
-    counters(campaign, sent=3, failed=3, systemic=2)
+    counters(campaign, sent=sent, failed=failed, systemic=2)
 
-    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # 3 of 6 finished sends
+    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # the third systemic failure
 
-    assert status_of(campaign) == "paused"
-
-
-def test_it_keeps_running_while_the_share_of_failures_is_below_the_rate(settings):
-    settings.CAMPAIGN_PAUSE_MIN_FAILURES = 3
-    settings.CAMPAIGN_PAUSE_ERROR_RATE = 0.5
-    campaign, _ = launched()
-    counters(campaign, sent=5, failed=2, systemic=2)
-
-    campaign_watch_errors(campaign_id=campaign.pk, error=failure())  # 3 of 7 finished sends
-
-    assert status_of(campaign) == "running"
+    assert status_of(campaign) == status
 
 
 def test_it_counts_finished_sends_missing_from_the_counters_as_none(settings):
