@@ -18,12 +18,14 @@ Not part of `make test`: a whole run takes about 50 minutes on two cores, two mu
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,12 +95,42 @@ def equivalent_mutants() -> dict[str, str]:
 
 
 def only_changes_a_log_line(name: str, path: str) -> bool:
-    """Whether the mutant's every changed line lies inside a ``logger.`` call."""
+    """Whether the mutant changes nothing but what a ``logger.`` call is given."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    changed = [line for line in get_diff_for_mutant(name, path=path).splitlines()
-               if line[:1] in "-+" and not line.startswith(("---", "+++"))]
-    return bool(changed) and all(re.match(r"^[-+]\s*logger\.\w+\(", line) for line in changed)
+    original, mutant = [], []
+    for line in get_diff_for_mutant(name, path=path).splitlines():
+        if line.startswith(("---", "+++", "@@")):
+            continue
+        if line[:1] in " -":
+            original.append(line[1:])
+        if line[:1] in " +":
+            mutant.append(line[1:])
+    return same_but_for_log_calls("\n".join(original), "\n".join(mutant))
+
+
+def same_but_for_log_calls(original: str, mutant: str) -> bool:
+    """Whether two versions of a function differ, and only inside ``logger.<level>(...)`` calls, however
+    many lines such a call spans. Each version is parsed and every logger call is emptied of its
+    arguments; what is left must be the same."""
+    class EmptyLogCalls(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.AST:
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "logger":
+                return ast.Call(func=func, args=[], keywords=[])
+            return self.generic_visit(node)
+
+    def shape(source: str) -> str | None:
+        try:
+            tree = ast.parse(textwrap.dedent(source))
+        except SyntaxError:
+            return None
+        return ast.dump(EmptyLogCalls().visit(tree))
+
+    if original == mutant:
+        return False
+    before, after = shape(original), shape(mutant)
+    return before is not None and before == after
 
 
 def scores() -> list[ModuleScore]:

@@ -1,0 +1,47 @@
+"""The mutation report's rule for survivors that only change what a log line says."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("mutation_script", Path(__file__).resolve().parents[2] / "scripts" / "mutation.py")
+mutation = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = mutation  # its dataclasses look their module up
+_spec.loader.exec_module(mutation)
+
+ORIGINAL = '''
+def call(self, url):
+    if self.attempts > 3:
+        logger.warning(
+            "giving up on %s after %d attempts",
+            url,
+            self.attempts,
+        )
+        return None
+    return self.post(url)
+'''
+
+
+@pytest.mark.parametrize("changed", [
+    ORIGINAL.replace('"giving up on %s after %d attempts"', '"XXgiving up on %s after %d attemptsXX"'),
+    ORIGINAL.replace("            url,\n", "            None,\n"),
+    ORIGINAL.replace("            self.attempts,\n", ""),
+])
+def test_a_change_inside_a_multi_line_logger_call_counts_as_log_only(changed):
+    assert mutation.same_but_for_log_calls(ORIGINAL, changed)
+
+
+@pytest.mark.parametrize("changed", [
+    ORIGINAL.replace("self.attempts > 3", "self.attempts >= 3"),
+    ORIGINAL.replace("return None", "return ''"),
+    ORIGINAL.replace("logger.warning(", "print("),
+])
+def test_a_change_outside_the_logger_call_is_a_survivor(changed):
+    assert not mutation.same_but_for_log_calls(ORIGINAL, changed)
+
+
+def test_no_change_and_unparsable_code_are_not_log_only():
+    assert not mutation.same_but_for_log_calls(ORIGINAL, ORIGINAL)
+    assert not mutation.same_but_for_log_calls(ORIGINAL, ORIGINAL.replace("return None", "return ("))
