@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
-from campaigns.models import AuditEntry, Campaign, Category, MessageTemplate, Recipient
+from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
 from campaigns.selectors import opted_out_sql
 from core.errors import ApplicationError
 
@@ -49,9 +49,12 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
     with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         # Its template's row first (then the campaign's, the order an edit of the template takes):
         # an edit under way finishes first, and this launch then sees it (``template_edit_require``).
-        list(MessageTemplate.objects.select_for_update(of=("self",)).filter(campaigns__pk=campaign_id).values_list(
-            "pk", flat=True
-        ))
+        # Its audience's row too: an edit of the audience's lists waits until the rows of the approved
+        # people are written, rather than landing between the approval check and them.
+        for content in (MessageTemplate, Audience):
+            list(content.objects.select_for_update(of=("self",)).filter(campaigns__pk=campaign_id).values_list(
+                "pk", flat=True
+            ))
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
         if campaign.kind == Campaign.Kind.DIRECT:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -320,3 +320,60 @@ def test_an_approval_given_while_its_template_is_edited_is_withdrawn_by_the_edit
     campaign.refresh_from_db()
     assert campaign.approved_at is None
     assert AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.APPROVAL_WITHDRAWN).count() == 1
+
+
+def test_an_approved_campaign_launches_to_the_approved_people_when_its_audience_is_edited_meanwhile(
+    settings, monkeypatch
+):
+    """The launch has checked the approval and not yet written its rows when an edit of the audience's
+    list (to as many other people) would commit. The edit must wait for the launch: the rows then go to
+    the people that were approved. (Its kind and rules, and the category, are read before the check.)"""
+    from campaigns import approvals
+    from campaigns.models import Audience, Recipient
+    from campaigns.roles import APPROVERS
+
+    settings.APPROVAL_THRESHOLD = 2
+    sales = [factories.recipient(department="Sales") for _ in range(3)]
+    finance = [factories.recipient(department="Finance") for _ in range(3)]
+    audience = factories.audience(kind=Audience.Kind.STATIC)
+    audience.members.set(sales)
+    campaign = factories.campaign(name="Town hall", audience=audience)
+    approver = User.objects.create_user("avery", is_staff=True)
+    approver.groups.add(roles_ensure()[APPROVERS])
+    approvals.campaign_approve(campaign_id=campaign.pk, actor=Actor(user=User.objects.get(pk=approver.pk)))
+
+    checked, release = threading.Event(), threading.Event()
+    real_require = services.approval_require
+
+    def held_require(**kwargs):
+        real_require(**kwargs)
+        checked.set()  # approved as it stands; no row written yet
+        assert release.wait(timeout=30)
+
+    monkeypatch.setattr(services, "approval_require", held_require)
+    launching, launch_outcome = in_thread(lambda: services.campaign_launch(campaign_id=campaign.pk))
+    assert checked.wait(timeout=30)
+    edit_pid: list[int] = []
+
+    def edit():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            edit_pid.append(cursor.fetchone()[0])
+        with transaction.atomic():  # as the admin saves an audience: the row, then its lists
+            edited = Audience.objects.get(pk=audience.pk)
+            edited.save()
+            edited.members.set(finance)
+
+    editing, edit_outcome = in_thread(edit)
+    try:
+        until_waiting_or_done(lambda: not editing.is_alive(), edit_pid, "the edit")
+    finally:
+        release.set()
+        launching.join(timeout=30)
+        editing.join(timeout=30)
+
+    assert "error" not in launch_outcome, launch_outcome
+    assert "error" not in edit_outcome, edit_outcome
+    sent_to = set(Recipient.objects.filter(deliveries__campaign=campaign).values_list("department", flat=True))
+    assert sent_to == {"Sales"}
+    assert edit_pid and not editing.is_alive()
