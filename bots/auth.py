@@ -13,8 +13,8 @@ from typing import Any
 import jwt
 from django.conf import settings
 
-from campaigns.api.parsers import json_loads_bounded
 from core import http
+from core.json import json_loads_bounded
 
 KEYS_MAX_AGE_SECONDS = 24 * 3600
 UNKNOWN_KID_REFRESH_SECONDS = 300

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from campaigns.api.errors import error_body
+from core.errors import error_body
 
 from .auth import InboundAuthError, parse_body, validate_inbound
 from .services import activity_handle, activity_tenant

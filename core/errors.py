@@ -13,3 +13,8 @@ class ApplicationError(Exception):
         self.code = code
         self.fields = fields or {}
         self.status = status
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    """The body of every JSON error Crier answers: the API's and the bot's messaging endpoint's."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}

@@ -189,7 +189,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env_str("API_RATE_LIMIT", "1200/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    # JSON only, nested no deeper than campaigns.api.parsers.MAX_JSON_DEPTH, without NUL characters.
+    # JSON only, nested no deeper than core.json.MAX_JSON_DEPTH, without NUL characters.
     "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.CrierJSONParser"],
     # "?format=" is an ordinary query parameter, not a way to pick a renderer (an unknown one was a 404).
     "URL_FORMAT_OVERRIDE": None,

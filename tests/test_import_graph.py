@@ -10,6 +10,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bots", "campaigns", "core", "delivery", "emulator", "settings")
 CRIER = ("bots", "campaigns", "core", "delivery", "settings", "django", "rest_framework", "celery")
 
+# Which code may import which (docs/architecture.md, "Who imports whom"): a module imports its own layer
+# and those listed before it, never one after. A module belongs to the layer of the longest prefix it has.
+LAYERS = [
+    ("core", ["core"]),
+    ("the Teams channel", ["bots"]),
+    ("campaigns", ["campaigns"]),
+    ("delivery", ["delivery"]),
+    ("entry points", ["bots.admin", "bots.services", "bots.tasks", "bots.views",
+                      "campaigns.admin", "campaigns.api", "campaigns.management", "campaigns.tasks",
+                      "delivery.admin", "delivery.tasks", "settings"]),
+]
 
 
 def project_modules() -> dict[str, Path]:
@@ -93,6 +104,27 @@ def loops(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
+def layer_of(module: str) -> int | None:
+    found, longest = None, -1
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(f"{prefix}.")) and len(prefix) > longest:
+                found, longest = index, len(prefix)
+    return found
+
+
+def imports_upwards(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module of a later layer, as "importer (its layer) -> imported (its layer)"."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        own = layer_of(module)
+        for name in sorted(imported):
+            theirs = layer_of(name)
+            if own is not None and theirs is not None and theirs > own:
+                found.append(f"{module} ({LAYERS[own][0]}) -> {name} ({LAYERS[theirs][0]})")
+    return found
+
+
 def test_the_loop_finder_finds_loops_through_imports_inside_functions_and_relative_ones():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e2"}, "e2": {"e"}, "f": set()}
     assert sorted(map(sorted, loops(graph))) == [["a", "b", "c"], ["e", "e2"]]
@@ -122,3 +154,21 @@ def test_the_shared_core_imports_none_of_the_apps():
             for module in graph if module.split(".")[0] == "core"}
     assert set(core) >= {"core.errors", "core.http", "core.connections", "core.admin"}
     assert all(imported == [] for imported in core.values()), core
+
+
+def test_each_module_has_a_layer_and_the_layer_check_finds_an_import_upwards():
+    graph = import_graph()
+    crier = [module for module in graph if module.split(".")[0] in ("bots", "campaigns", "core", "delivery", "settings")]
+    assert [module for module in crier if layer_of(module) is None] == []
+    assert LAYERS[layer_of("campaigns.api.views.campaigns")][0] == "entry points"
+    assert LAYERS[layer_of("campaigns.approvals")][0] == "campaigns"
+    assert imports_upwards({"campaigns.rendering": {"delivery.sending"}, "delivery.sending": {"campaigns.rendering"}}) == [
+        "campaigns.rendering (campaigns) -> delivery.sending (delivery)"
+    ]
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert imports_upwards(import_graph()) == [], (
+        "an import against the layers of docs/architecture.md: move the code to the layer it needs, "
+        "or have the layer above call it"
+    )

@@ -17,16 +17,16 @@ from django.utils.html import format_html, format_html_join
 
 from core.errors import ApplicationError
 from delivery import progress
+from delivery.approval_requests import approval_request
 from delivery.reports import progress_summary
+from delivery.staff_tests import staff_test_send
 
-from ..approval_requests import approval_request
 from ..approvals import ApprovalState, approval_state
 from ..audit import Actor
 from ..models import Campaign
 from ..rendering import compile_message
 from ..selectors import audience_recipients
 from ..services import campaign_update
-from ..staff import staff_test_send
 from .campaign_form import CampaignForm, WaitingForApprovalFilter
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text

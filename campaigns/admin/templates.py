@@ -18,13 +18,14 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 
 from core.errors import ApplicationError
+from delivery.staff_tests import staff_test_send
 
 from ..approvals import template_approve_direct, template_edit_require
 from ..audit import Actor
 from ..cards import MAX_BUTTONS, card_from_design, design_normalise, design_problems
 from ..models import MessageTemplate, Recipient
 from ..rendering import PLACEHOLDER_FIELDS, compile_message
-from ..staff import staff_recipient, staff_test_send
+from ..staff import staff_recipient
 from .common import JSON_AS_TEXT, SAMPLE_RECIPIENT, RecordsChanges
 
 PICKER_SIZE = 10  # people offered in the preview's picker before searching

@@ -1,53 +1,16 @@
-"""The API's JSON parsers (``REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"]``), and the bounded JSON reading
-every JSON body goes through, the bot's messaging endpoint's too.
-
-Python's ``json`` recurses once per level of nesting: about 10 KB of ``[[[[…]]]]`` passes the
-interpreter's recursion limit and raises ``RecursionError``, which nothing expects (a 500). Bodies
-nested deeper than ``MAX_JSON_DEPTH`` are refused as malformed; Adaptive Cards, the deepest JSON Crier
-takes, stay far below it.
-"""
+"""The API's JSON parsers (``REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"]``): bounded as every JSON body is
+(``core.json``), without NUL characters, and a larger cap for the bulk upload."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.parsers import BaseParser, JSONParser
-from rest_framework.utils import json
 
-MAX_JSON_DEPTH = 64
+from core.json import TOO_DEEP, JSONTooDeep, json_depth_check, json_loads_bounded
+
 MAX_BULK_BYTES = 32 * 1024 * 1024  # 10,000 full rows with attributes: about 5 to 15 MB
-TOO_DEEP = f"the body is nested more than {MAX_JSON_DEPTH} levels deep"
-
-
-class JSONTooDeep(ValueError):
-    """A JSON document nested past ``MAX_JSON_DEPTH`` (or past what the parser itself can follow)."""
-
-
-def json_depth_check(data: Any) -> None:
-    """Raises JSONTooDeep if ``data`` nests lists and objects more than MAX_JSON_DEPTH levels deep
-    (level by level, without recursion, so the check cannot overflow either)."""
-    level, depth = [data], 0
-    while level:
-        containers = [value for value in level if isinstance(value, (dict, list))]
-        if not containers:
-            return
-        depth += 1
-        if depth > MAX_JSON_DEPTH:
-            raise JSONTooDeep(TOO_DEEP)
-        level = [item for value in containers for item in (value.values() if isinstance(value, dict) else value)]
-
-
-def json_loads_bounded(text: str | bytes) -> Any:
-    """``json.loads`` that raises ValueError (JSONTooDeep) for too deep a document, never RecursionError."""
-    try:
-        data = json.loads(text)
-    except RecursionError as exc:
-        raise JSONTooDeep(TOO_DEEP) from exc
-    json_depth_check(data)
-    return data
 
 
 def _first_nul(value, path: str = "") -> str | None:

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from campaigns.admin.campaigns import CampaignAdmin
 from campaigns.api.views import content as views
 from campaigns.api.auth import api_key_create
-from campaigns.approval_requests import approval_request
+from delivery.approval_requests import approval_request
 from campaigns.approvals import approval_fingerprint
 from campaigns.audit import Actor
 from campaigns.models import ApiKey, AuditEntry, Campaign, MessageTemplate

@@ -15,11 +15,12 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from campaigns.approvals import approval_state, campaign_changers
+from campaigns.audit import SYSTEM, Actor
+from campaigns.models import AuditEntry, Campaign, Category, MessageTemplate, StaffProfile
 from core.errors import ApplicationError
 
-from .approvals import approval_state, campaign_changers
-from .audit import SYSTEM, Actor
-from .models import AuditEntry, Campaign, Category, MessageTemplate, StaffProfile
+from .services import campaign_send_direct
 
 CATEGORY_SLUG = "crier-approvals"
 REQUEST_AGAIN_AFTER = timedelta(minutes=15)  # approvers are asked once, not once per click
@@ -60,8 +61,6 @@ def _message(*, campaign: Campaign, people: int, author: str, link: str) -> str:
 def approval_request(*, campaign_id: int, user) -> ApprovalRequest:
     """Puts the campaign on the approvers' list and messages them in Teams (not those who wrote or
     changed it: they may not approve it)."""
-    from delivery.services import campaign_send_direct
-
     with transaction.atomic():
         # Only the campaign's row: a template edit holds the template's row, then its campaigns' (as a launch does).
         campaign = Campaign.objects.select_for_update(of=("self",)).select_related("template").get(pk=campaign_id)
