@@ -280,7 +280,7 @@ def campaign_require_editable(campaign: Campaign) -> None:
     """Only a draft or a scheduled campaign can be changed (a conflict otherwise)."""
     if not campaign.is_editable:
         raise ApplicationError(
-            f"Campaign {campaign.pk} is {campaign.status}; only a draft or scheduled campaign can be edited.",
+            f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign can be edited.",
             code="invalid_state",
             status=409,
         )

@@ -8,7 +8,10 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from core.errors import ApplicationError
+
 from ..models import Campaign
+from ..services import campaign_require_editable
 
 S = Campaign.Status
 
@@ -19,11 +22,11 @@ class CampaignForm(forms.ModelForm):
         if self.instance.pk is None:
             return cleaned
         # Locked until the admin's transaction commits the save, so a launch cannot slip in between.
-        current = Campaign.objects.select_for_update().only("status").get(pk=self.instance.pk)
-        if not current.is_editable:
-            raise ValidationError(
-                f"This campaign is {current.get_status_display().lower()}; only a draft or scheduled one can be edited."
-            )
+        current = Campaign.objects.select_for_update().only("status", "name").get(pk=self.instance.pk)
+        try:
+            campaign_require_editable(current)
+        except ApplicationError as exc:
+            raise ValidationError(exc.message) from exc
         if current.status == S.SCHEDULED and "send_at" in self.fields:
             send_at = cleaned.get("send_at")
             if send_at is None:

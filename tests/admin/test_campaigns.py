@@ -180,7 +180,7 @@ def test_a_running_campaign_is_read_only_and_a_forced_save_is_refused(comms_clie
     assert not page.context["adminform"].form.fields  # every field shown read-only
     assert 'name="_save"' not in page.content.decode()
     assert response.status_code == 200
-    assert "only a draft or scheduled one can be edited" in str(response.context["adminform"].form.non_field_errors())
+    assert "only a draft or scheduled campaign can be edited" in str(response.context["adminform"].form.non_field_errors())
     assert Campaign.objects.get(pk=campaign.pk).name == "Town hall"
 
 
