@@ -95,18 +95,17 @@ def equivalent_mutants() -> dict[str, str]:
 
 
 def only_changes_a_log_line(name: str, path: str) -> bool:
-    """Whether the mutant changes nothing but what a ``logger.`` call is given."""
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    """Whether the mutant changes nothing but what a ``logger.`` call is given (its function and the
+    original, whole, as mutmut's own diff reads them)."""
+    import libcst
+    from mutmut.mutation import diff_apply
 
-    original, mutant = [], []
-    for line in get_diff_for_mutant(name, path=path).splitlines():
-        if line.startswith(("---", "+++", "@@")):
-            continue
-        if line[:1] in " -":
-            original.append(line[1:])
-        if line[:1] in " +":
-            mutant.append(line[1:])
-    return same_but_for_log_calls("\n".join(original), "\n".join(mutant))
+    functions = diff_apply.read_functions_from_index(name, path)
+    if functions is None:
+        module = diff_apply.read_mutants_module(path)
+        functions = (diff_apply.read_original_function(module, name), diff_apply.read_mutant_function(module, name))
+    original, mutant = (libcst.Module([function]).code for function in functions)
+    return same_but_for_log_calls(original, mutant)
 
 
 def same_but_for_log_calls(original: str, mutant: str) -> bool:
