@@ -36,6 +36,7 @@ from core.errors import ApplicationError
 from .audit import SYSTEM, Actor
 from .models import ApiKey, Audience, AuditEntry, Campaign, Category, MessageTemplate
 from .selectors import audience_count
+from .states import MOVES, move_allowed, move_require
 
 
 class ApprovalOutgrown(ApplicationError):
@@ -128,11 +129,7 @@ def campaign_approve(
     user = actor.user
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if not campaign.is_editable:
-            raise ApplicationError(
-                f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign is approved.",
-                code="invalid_state", status=409,
-            )
+        move_require(campaign, "approve")
         state = approval_state(campaign=campaign)
         if state.approved:
             raise ApplicationError(f"“{campaign}” is already approved.", code="invalid_state", status=409)
@@ -181,7 +178,7 @@ def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str, outgrown
     campaign that now needs approval goes back to draft. ``outgrown``: the campaign reaches more
     people than the approval showed, and ``reason`` says so on the campaign. Returns whether
     anything changed."""
-    if campaign.approved_at is None or not campaign.is_editable:
+    if campaign.approved_at is None or not move_allowed(campaign, "edit"):
         return False
     campaign.approved_by = None
     campaign.approved_at = None
@@ -190,7 +187,8 @@ def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str, outgrown
     scheduled = campaign.status == Campaign.Status.SCHEDULED
     unscheduled = scheduled and (outgrown or approval_state(campaign=campaign).needed)
     if unscheduled or outgrown:
-        campaign.status = Campaign.Status.DRAFT
+        if move_allowed(campaign, "unschedule"):
+            campaign.status = MOVES["unschedule"].target
         campaign.status_reason = (
             reason if outgrown else f"Back to draft: {reason}; it needs approval again before it is scheduled."
         )[:500]

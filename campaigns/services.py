@@ -15,6 +15,7 @@ from core.errors import ApplicationError
 from .approvals import APPROVED_FIELDS, approval_withdraw, change_record
 from .audit import SYSTEM, Actor
 from .models import AuditEntry, Campaign, Category, OptOut, Recipient, RecipientSync
+from .states import move_require
 
 RECIPIENT_FIELDS = (
     "email",
@@ -278,12 +279,7 @@ def opt_out_remove_all(*, recipient: Recipient, actor: Actor = SYSTEM) -> int:
 
 def campaign_require_editable(campaign: Campaign) -> None:
     """Only a draft or a scheduled campaign can be changed (a conflict otherwise)."""
-    if not campaign.is_editable:
-        raise ApplicationError(
-            f"“{campaign}” is {campaign.get_status_display().lower()}; only a draft or scheduled campaign can be edited.",
-            code="invalid_state",
-            status=409,
-        )
+    move_require(campaign, "edit")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from django.utils import timezone
 from campaigns.approvals import approval_state, campaign_changers
 from campaigns.audit import SYSTEM, Actor
 from campaigns.models import AuditEntry, Campaign, Category, MessageTemplate, StaffProfile
+from campaigns.states import move_require
 from core.errors import ApplicationError
 
 from .services import campaign_send_direct
@@ -64,12 +65,7 @@ def approval_request(*, campaign_id: int, user) -> ApprovalRequest:
     with transaction.atomic():
         # Only the campaign's row: a template edit holds the template's row, then its campaigns' (as a launch does).
         campaign = Campaign.objects.select_for_update(of=("self",)).select_related("template").get(pk=campaign_id)
-        if not campaign.is_editable:
-            raise ApplicationError(
-                f"“{campaign}” is {campaign.get_status_display().lower()}; "
-                "only a draft or scheduled campaign is approved.",
-                code="invalid_state", status=409,
-            )
+        move_require(campaign, "approve")
         state = approval_state(campaign=campaign)
         if not state.missing:
             raise ApplicationError(

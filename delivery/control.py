@@ -17,8 +17,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.audit import SYSTEM, Actor
-from core.errors import ApplicationError
 from campaigns.models import AuditEntry, Campaign
+from campaigns.states import MOVES, move_require
+from core.errors import ApplicationError
 
 from . import feeding, jobs, progress, webhooks
 from .models import Delivery, campaign_ids
@@ -38,10 +39,8 @@ def _locked(campaign_id: int) -> Campaign:
 def campaign_pause(*, campaign_id: int, reason: str = "", actor: Actor = SYSTEM) -> Campaign:
     with transaction.atomic():
         campaign = _locked(campaign_id)
-        if campaign.status != Campaign.Status.RUNNING:
-            raise ApplicationError(f"Campaign {campaign.pk} is {campaign.status}; only a running campaign can be paused.",
-                                   code="invalid_state", status=409)
-        campaign.status = Campaign.Status.PAUSED
+        move_require(campaign, "pause")
+        campaign.status = MOVES["pause"].target
         campaign.status_reason = reason[:500] or "Paused by a person."
         campaign.save(update_fields=["status", "status_reason", "updated_at"])
         actor.record(AuditEntry.Action.PAUSE, campaign=campaign, summary=f"Paused “{campaign}”: {campaign.status_reason}")
@@ -52,10 +51,8 @@ def campaign_pause(*, campaign_id: int, reason: str = "", actor: Actor = SYSTEM)
 def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     with transaction.atomic():
         campaign = _locked(campaign_id)
-        if campaign.status != Campaign.Status.PAUSED:
-            raise ApplicationError(f"Campaign {campaign.pk} is {campaign.status}; only a paused campaign can be resumed.",
-                                   code="invalid_state", status=409)
-        campaign.status = Campaign.Status.RUNNING
+        move_require(campaign, "resume")
+        campaign.status = MOVES["resume"].target
         campaign.status_reason = ""
         campaign.save(update_fields=["status", "status_reason", "updated_at"])
         actor.record(AuditEntry.Action.RESUME, campaign=campaign, summary=f"Resumed “{campaign}”")
@@ -80,10 +77,9 @@ def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     the calls already on their way to Teams have been answered (or ``CANCEL_DRAIN_SECONDS``)."""
     with transaction.atomic():
         campaign = _locked(campaign_id)
-        if campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED):
-            raise ApplicationError(f"Campaign {campaign.pk} is already {campaign.status}.", code="invalid_state", status=409)
+        move_require(campaign, "cancel")
         pacer.stop(campaign_id=campaign.pk, reason="cancelled")
-        campaign.status = Campaign.Status.CANCELLED
+        campaign.status = MOVES["cancel"].target
         campaign.cancelled_at = timezone.now()
         campaign.save(update_fields=["status", "cancelled_at", "updated_at"])
         actor.record(AuditEntry.Action.CANCEL, campaign=campaign, summary=f"Cancelled “{campaign}”")

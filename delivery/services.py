@@ -16,6 +16,7 @@ from campaigns.approvals import ApprovalOutgrown, approval_require, approval_voi
 from campaigns.audit import SYSTEM, Actor
 from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
 from campaigns.selectors import opted_out_sql
+from campaigns.states import MOVES, move_allowed, move_require
 from core.errors import ApplicationError
 
 from . import jobs, progress
@@ -50,23 +51,17 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         # Its template's row first (then the campaign's, the order an edit of the template takes):
         # an edit under way finishes first, and this launch then sees it (``template_edit_require``).
         # Its audience's row too: an edit of the audience's lists waits until the rows of the approved
-        # people are written, rather than landing between the approval check and them.
+        # people are written, rather than landing between the approval check and them. (The category's
+        # row is locked with the campaign's below: FOR UPDATE takes every row the query joins.)
         for content in (MessageTemplate, Audience):
             list(content.objects.select_for_update(of=("self",)).filter(campaigns__pk=campaign_id).values_list(
                 "pk", flat=True
             ))
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
-        allowed = (Campaign.Status.SCHEDULED,) if only_if_scheduled else (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
-        if campaign.kind == Campaign.Kind.DIRECT:
-            raise ApplicationError("A direct message is sent when it is made.", code="invalid_state", status=409)
-        if campaign.status not in allowed:
-            raise ApplicationError(
-                f"Campaign {campaign.pk} is {campaign.status}; only a draft or scheduled campaign can be launched.",
-                code="invalid_state",
-                status=409,
-            )
+        move = "launch_at_its_time" if only_if_scheduled else "launch"
+        move_require(campaign, move)
         approval_require(campaign=campaign, actor=actor)
-        campaign.status = Campaign.Status.RUNNING
+        campaign.status = MOVES[move].target
         campaign.launched_at = timezone.now()
         try:
             with transaction.atomic():
@@ -173,14 +168,9 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
         )
     with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if campaign.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED):
-            raise ApplicationError(
-                f"Campaign {campaign.pk} is {campaign.status}; only a draft can be scheduled.", code="invalid_state", status=409
-            )
-        if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
-            raise ApplicationError("Welcome campaigns are launched, not scheduled.", code="invalid_state", status=409)
+        move_require(campaign, "schedule")
         approval_require(campaign=campaign, actor=actor)
-        campaign.status = Campaign.Status.SCHEDULED
+        campaign.status = MOVES["schedule"].target
         campaign.send_at = send_at
         campaign.status_reason = ""
         campaign.save(update_fields=["status", "send_at", "status_reason", "updated_at"])
@@ -194,14 +184,15 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
 def campaigns_complete_finished() -> list[int]:
     """Marks completed the running announcements whose audience is fully written and in which
     every recipient has reached an end state; their counters are then rebuilt from the rows."""
-    written = Campaign.objects.filter(status=Campaign.Status.RUNNING, kind__in=Campaign.FED_KINDS, materialised_at__isnull=False)
+    completes = MOVES["complete"]
+    written = Campaign.objects.filter(status__in=completes.sources, kind__in=Campaign.FED_KINDS, materialised_at__isnull=False)
     done = [
         campaign_id for campaign_id, mark in written.values_list("id", "settled_below")
         if first_unsettled(campaign_id, mark) is None
     ]
     if done:
-        Campaign.objects.filter(pk__in=done, status=Campaign.Status.RUNNING).update(
-            status=Campaign.Status.COMPLETED, completed_at=timezone.now()
+        Campaign.objects.filter(pk__in=done, status__in=completes.sources).update(
+            status=completes.target, completed_at=timezone.now()
         )
         for campaign_id in done:
             progress.rebuild(campaign_id)
@@ -210,7 +201,9 @@ def campaigns_complete_finished() -> list[int]:
 
 def launch_due_campaigns() -> list[int]:
     launched = []
-    due = Campaign.objects.filter(status=Campaign.Status.SCHEDULED, send_at__lte=timezone.now()).values_list("id", flat=True)
+    due = Campaign.objects.filter(
+        status__in=MOVES["launch_at_its_time"].sources, send_at__lte=timezone.now()
+    ).values_list("id", flat=True)
     for campaign_id in list(due):
         try:
             campaign_launch(campaign_id=campaign_id, only_if_scheduled=True)
@@ -226,9 +219,9 @@ def launch_due_campaigns() -> list[int]:
 def _unschedule(campaign_id: int, why: str) -> None:
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        if campaign.status != Campaign.Status.SCHEDULED:
+        if not move_allowed(campaign, "unschedule"):
             return
-        campaign.status = Campaign.Status.DRAFT
+        campaign.status = MOVES["unschedule"].target
         campaign.status_reason = f"Not sent at its time, back to draft: {why}"[:500]
         campaign.save(update_fields=["status", "status_reason", "updated_at"])
         SYSTEM.record(AuditEntry.Action.APPROVAL_WITHDRAWN, campaign=campaign, summary=campaign.status_reason)

@@ -27,6 +27,7 @@ from ..models import Campaign
 from ..rendering import compile_message
 from ..selectors import audience_recipients
 from ..services import campaign_update
+from ..states import move_allowed
 from .campaign_form import CampaignForm, WaitingForApprovalFilter
 from .changes import change_links, change_urls
 from .common import SAMPLE_RECIPIENT, _when, pace_text
@@ -62,7 +63,7 @@ class CampaignAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        editable = ("kind",) if obj.is_editable else self.EDITABLE  # the kind is chosen once, as in the API
+        editable = ("kind",) if move_allowed(obj, "edit") else self.EDITABLE  # the kind is chosen once, as in the API
         return (*editable, *self.STATE, *self.DATES)
 
     def has_delete_permission(self, request, obj=None):
@@ -100,7 +101,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if self.has_change_permission(request, obj) if obj else self.has_add_permission(request):
-            if obj is None or obj.is_editable:  # its size and message, live, while it can be changed
+            if obj is None or move_allowed(obj, "edit"):  # its size and message, live, while it can be changed
                 context["campaign_live"] = live_config(obj)
         if obj is not None and obj.pk:
             context["campaign_transitions"] = [
@@ -120,13 +121,13 @@ class CampaignAdmin(admin.ModelAdmin):
             ]
             context["test_send_url"] = reverse("admin:campaigns_campaign_test_send", args=[obj.pk])
             context["send_at_zone"] = timezone.get_current_timezone_name()
-            if not obj.is_editable:
+            if not move_allowed(obj, "edit"):
                 context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _offers(self, request, campaign: Campaign, name: str, blocked_too: bool = False) -> bool:
         transition = TRANSITIONS[name]
-        if campaign.status not in transition.shown_when or not request.user.has_perm(transition.permission):
+        if not transition.offered(campaign, request.user):
             return False
         if name == "schedule" and not campaign.send_at:
             return False
@@ -138,7 +139,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def _waits_for_approval(self, request, campaign: Campaign) -> str:
         """Why “Launch now” and “Schedule” are not offered, or ""."""
-        if not campaign.is_editable or not self._approval(campaign).missing:
+        if not move_allowed(campaign, "edit") or not self._approval(campaign).missing:
             return ""
         state = self._approval(campaign)
         asked = (f" Approval was requested {_when(campaign.approval_requested_at)}."
@@ -189,7 +190,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="Approval")
     def approval(self, campaign: Campaign) -> str:
-        if not campaign.is_editable:
+        if not move_allowed(campaign, "edit"):
             return f"Approved by {campaign.approved_by or 'an API key'}, {_when(campaign.approved_at)}." if (
                 campaign.approved_at) else "—"
         state = self._approval(campaign)
@@ -259,7 +260,7 @@ class CampaignAdmin(admin.ModelAdmin):
         people = self._approval(campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
         waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
-                 if name == "launch" and campaign.is_editable and self._approval(campaign).missing else "")
+                 if name == "launch" and move_allowed(campaign, "edit") and self._approval(campaign).missing else "")
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
             f"category {campaign.category}{mandatory}{waits}"

@@ -1,11 +1,12 @@
 """The buttons that move a campaign from one state to the next on its admin page (launch, approve,
-schedule, pause, resume, cancel): each one's words, the states it is offered in, the permission it
-needs and the service it calls. The change page and the watch page both read them."""
+schedule, pause, resume, cancel): each one's words and the service it calls. The states it is offered in
+and the permission it needs are the move's own (``campaigns.states``). The change page and the watch
+page both read them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.errors import ApplicationError
 from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
@@ -13,20 +14,29 @@ from delivery.services import campaign_cancel, campaign_launch, campaign_pause, 
 from ..approvals import campaign_approve
 from ..audit import Actor
 from ..models import Campaign
+from ..states import MOVES, move_allowed
 
 S = Campaign.Status
 
 
 @dataclass(frozen=True)
 class Transition:
+    move: str  # its move in campaigns.states
     label: str  # the button
     question: str  # the confirmation page's question
     confirm: str  # the confirmation page's button
     done: str  # the success message, after the campaign's name
-    shown_when: tuple[str, ...]  # statuses in which the change page offers it
     run: Callable[[Campaign, object, dict], Campaign]  # (campaign, user, the confirmation form's data)
-    # Authors launch, schedule and resume; approvers and authors pause and cancel (campaigns.roles).
-    permission: str = "campaigns.launch_campaign"
+    hidden_in: frozenset[str] = field(default_factory=frozenset)  # states the move allows but the page does not offer
+
+    def offered(self, campaign: Campaign, user) -> bool:
+        """Whether the page offers it for the campaign as it is, to this person."""
+        return (move_allowed(campaign, self.move) and campaign.status not in self.hidden_in
+                and user.has_perm(self.permission))
+
+    @property
+    def permission(self) -> str:
+        return MOVES[self.move].permission
 
 
 def _schedule(campaign: Campaign, user, data) -> Campaign:
@@ -37,39 +47,37 @@ def _schedule(campaign: Campaign, user, data) -> Campaign:
 
 TRANSITIONS = {
     "launch": Transition(
-        "Launch now", "Send now? Messages start going out at once; this cannot be undone.", "Yes, send it now",
-        "was launched: sending has started", (S.DRAFT, S.SCHEDULED),
+        "launch", "Launch now", "Send now? Messages start going out at once; this cannot be undone.", "Yes, send it now",
+        "was launched: sending has started",
         lambda campaign, user, data: campaign_launch(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "approve": Transition(
-        "Approve", "Approve it for sending? Check the message and who it reaches.", "Yes, approve it",
-        "is approved: it can be launched or scheduled", (S.DRAFT, S.SCHEDULED),
+        "approve", "Approve", "Approve it for sending? Check the message and who it reaches.", "Yes, approve it",
+        "is approved: it can be launched or scheduled",
         lambda campaign, user, data: campaign_approve(
             campaign_id=campaign.pk, actor=Actor(user=user), seen=data.get("fingerprint", ""),
             people_seen=data.get("people", ""),
         ),
-        permission="campaigns.approve_campaign",
     ),
     "schedule": Transition(
-        "Schedule", "Schedule it for its “Send at” time?", "Yes, schedule it", "is scheduled", (S.DRAFT,), _schedule
+        "schedule", "Schedule", "Schedule it for its “Send at” time?", "Yes, schedule it", "is scheduled", _schedule,
+        hidden_in=frozenset({S.SCHEDULED}),  # a scheduled one moves with its “Send at”, saved
     ),
     "pause": Transition(
-        "Pause", "Pause sending? Nobody more receives it until it is resumed.", "Yes, pause it",
-        "is paused: nobody more receives it until it is resumed", (S.RUNNING,),
+        "pause", "Pause", "Pause sending? Nobody more receives it until it is resumed.", "Yes, pause it",
+        "is paused: nobody more receives it until it is resumed",
         lambda campaign, user, data: campaign_pause(
             campaign_id=campaign.pk, reason=f"Paused by {user} in the admin.", actor=Actor(user=user)
         ),
-        permission="campaigns.control_campaign",
     ),
     "resume": Transition(
-        "Resume", "Resume sending?", "Yes, resume", "is running again", (S.PAUSED,),
+        "resume", "Resume", "Resume sending?", "Yes, resume", "is running again",
         lambda campaign, user, data: campaign_resume(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "cancel": Transition(
-        "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",
+        "cancel", "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",
         "Yes, cancel it", "is cancelled: whoever had not received it yet is skipped",
-        (S.SCHEDULED, S.RUNNING, S.PAUSED),
         lambda campaign, user, data: campaign_cancel(campaign_id=campaign.pk, actor=Actor(user=user)),
-        permission="campaigns.control_campaign",
+        hidden_in=frozenset({S.DRAFT}),  # a draft nobody will send is deleted
     ),
 }

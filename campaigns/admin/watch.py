@@ -70,8 +70,7 @@ class CampaignWatch:
                 "url": reverse("admin:campaigns_campaign_transition", args=[campaign.pk, name]),
             }
             for name in CONTROLS
-            if campaign.status in TRANSITIONS[name].shown_when
-            and request.user.has_perm(TRANSITIONS[name].permission)
+            if TRANSITIONS[name].offered(campaign, request.user)
         ]
 
     def _payload(self, request, campaign: Campaign) -> dict[str, Any]:

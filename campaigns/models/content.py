@@ -251,10 +251,6 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def is_editable(self) -> bool:
-        return self.status in (self.Status.DRAFT, self.Status.SCHEDULED)
-
 
 class OptOut(models.Model):
     """A person who asked not to receive a category (or anything, when ``category`` is empty)."""

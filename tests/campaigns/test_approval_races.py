@@ -322,14 +322,13 @@ def test_an_approval_given_while_its_template_is_edited_is_withdrawn_by_the_edit
     assert AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.APPROVAL_WITHDRAWN).count() == 1
 
 
-def test_an_approved_campaign_launches_to_the_approved_people_when_its_audience_is_edited_meanwhile(
-    settings, monkeypatch
-):
-    """The launch has checked the approval and not yet written its rows when an edit of the audience's
-    list (to as many other people) would commit. The edit must wait for the launch: the rows then go to
-    the people that were approved. (Its kind and rules, and the category, are read before the check.)"""
+@pytest.mark.parametrize("edited", ["audience", "category"])
+def test_an_edit_of_what_the_approval_covers_waits_for_a_launch_that_checked_it(settings, monkeypatch, edited):
+    """The launch has checked the approval and not yet written its rows when an edit of its audience's
+    list (to as many other people) or of its category would commit. The edit must wait for the launch,
+    whose rows then go to the people that were approved: the approval covers what is sent."""
     from campaigns import approvals
-    from campaigns.models import Audience, Recipient
+    from campaigns.models import Audience, Category, Recipient
     from campaigns.roles import APPROVERS
 
     settings.APPROVAL_THRESHOLD = 2
@@ -359,14 +358,20 @@ def test_an_approved_campaign_launches_to_the_approved_people_when_its_audience_
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             edit_pid.append(cursor.fetchone()[0])
-        with transaction.atomic():  # as the admin saves an audience: the row, then its lists
-            edited = Audience.objects.get(pk=audience.pk)
-            edited.save()
-            edited.members.set(finance)
+        with transaction.atomic():  # as the admin saves: the row, then an audience's lists
+            if edited == "audience":
+                changed = Audience.objects.get(pk=audience.pk)
+                changed.save()
+                changed.members.set(finance)
+            else:
+                changed = Category.objects.get(pk=campaign.category_id)
+                changed.mandatory = not changed.mandatory
+                changed.save()
 
     editing, edit_outcome = in_thread(edit)
     try:
         until_waiting_or_done(lambda: not editing.is_alive(), edit_pid, "the edit")
+        waited = editing.is_alive()
     finally:
         release.set()
         launching.join(timeout=30)
@@ -374,6 +379,7 @@ def test_an_approved_campaign_launches_to_the_approved_people_when_its_audience_
 
     assert "error" not in launch_outcome, launch_outcome
     assert "error" not in edit_outcome, edit_outcome
+    assert waited, "the edit committed while the launch it changes was under way"
     sent_to = set(Recipient.objects.filter(deliveries__campaign=campaign).values_list("department", flat=True))
     assert sent_to == {"Sales"}
-    assert edit_pid and not editing.is_alive()
+    assert not editing.is_alive()

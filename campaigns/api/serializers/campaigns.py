@@ -6,10 +6,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from campaigns.models import Campaign, Category, MessageTemplate
+from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
 
 from .common import RejectUnknownFieldsMixin
+
+API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel")  # the moves the API offers (campaigns.states)
 
 
 class CampaignCountsSerializer(serializers.Serializer):
@@ -35,12 +38,16 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     counts = serializers.SerializerMethodField(
         help_text="Deliveries per state. Given for a single campaign; null in lists."
     )
+    actions = serializers.SerializerMethodField(
+        help_text="What can be done with it as it is now: `edit` (PATCH), and the actions `schedule`, `launch`, "
+        "`pause`, `resume`, `cancel` (POST .../{action}/). Any other is refused with 409 `invalid_state`."
+    )
 
     class Meta:
         model = Campaign
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "status", "status_reason",
-            "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts",
+            "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
         ]
         read_only_fields = [
             "id", "public_id", "status", "status_reason", "send_at", "approved_at", "launched_at", "materialised_at",
@@ -53,6 +60,10 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         if not self.context.get("with_counts"):
             return None
         return campaign_progress(campaign)
+
+    @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=API_MOVES)))
+    def get_actions(self, campaign: Campaign) -> list[str]:
+        return [move for move in moves_open(campaign) if move in API_MOVES]
 
     def validate_kind(self, value: str) -> str:
         if self.instance is not None and value != self.instance.kind:

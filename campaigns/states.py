@@ -1,0 +1,91 @@
+"""A campaign's life as one state machine: its states, the moves between them, the states each move
+leaves from and who may take it. The services enforce it (``move_require``, under the campaign row's
+lock); the admin's buttons and the API's ``actions`` read it (``moves_open``).
+
+A draft is scheduled (and back, when its approval lapses before its time) or launched; a scheduled one
+is launched at its time; a running one is paused and resumed, and completes when everyone's message has
+an end; anything not over can be cancelled. Editing and approving keep the state. A direct message and a
+welcome campaign start running when they are made. docs/architecture.md draws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import ApplicationError
+
+from .models import Campaign
+
+S = Campaign.Status
+
+
+@dataclass(frozen=True)
+class Move:
+    sources: frozenset[str]  # the states it leaves from
+    target: str | None  # the state it reaches; None: the state stays
+    permission: str | None  # what a person needs to take it (campaigns.roles); None: only Crier itself
+    # Why it is refused in another state, with {pk}, {name}, {status} (its value) and {label} (its words).
+    refusal: str
+    kinds: frozenset[str] = frozenset(Campaign.Kind.values)  # the kinds of campaign it is for
+    wrong_kind: str = ""  # why it is refused for another kind
+
+
+K = Campaign.Kind
+EDITABLE = frozenset({S.DRAFT, S.SCHEDULED})
+NOT_DIRECT = frozenset({K.ANNOUNCEMENT, K.WELCOME})
+SCHEDULED_KINDS = frozenset({K.ANNOUNCEMENT})
+NOT_SCHEDULED = "Only announcements are scheduled: a welcome campaign is launched, a direct message sent when it is made."
+
+MOVES: dict[str, Move] = {
+    "edit": Move(EDITABLE, None, "campaigns.change_campaign",
+                 "“{name}” is {label}; only a draft or scheduled campaign can be edited."),
+    "approve": Move(EDITABLE, None, "campaigns.approve_campaign",
+                    "“{name}” is {label}; only a draft or scheduled campaign is approved."),
+    "schedule": Move(EDITABLE, S.SCHEDULED, "campaigns.launch_campaign",
+                     "Campaign {pk} is {status}; only a draft can be scheduled.", SCHEDULED_KINDS, NOT_SCHEDULED),
+    "unschedule": Move(frozenset({S.SCHEDULED}), S.DRAFT, None, "Campaign {pk} is {status}; it is not scheduled.",
+                       SCHEDULED_KINDS, NOT_SCHEDULED),
+    "launch": Move(EDITABLE, S.RUNNING, "campaigns.launch_campaign",
+                   "Campaign {pk} is {status}; only a draft or scheduled campaign can be launched.",
+                   NOT_DIRECT, "A direct message is sent when it is made."),
+    "launch_at_its_time": Move(frozenset({S.SCHEDULED}), S.RUNNING, None,
+                               "Campaign {pk} is {status}; only a scheduled campaign is launched at its time.",
+                               SCHEDULED_KINDS, NOT_SCHEDULED),
+    "pause": Move(frozenset({S.RUNNING}), S.PAUSED, "campaigns.control_campaign",
+                  "Campaign {pk} is {status}; only a running campaign can be paused."),
+    "resume": Move(frozenset({S.PAUSED}), S.RUNNING, "campaigns.launch_campaign",
+                   "Campaign {pk} is {status}; only a paused campaign can be resumed."),
+    "cancel": Move(frozenset({S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}), S.CANCELLED, "campaigns.control_campaign",
+                   "Campaign {pk} is already {status}."),
+    "complete": Move(frozenset({S.RUNNING}), S.COMPLETED, None, "Campaign {pk} is {status}; only a running one completes."),
+}
+
+
+def move_allowed(campaign: Campaign, move: str) -> bool:
+    return campaign.kind in MOVES[move].kinds and campaign.status in MOVES[move].sources
+
+
+def move_require(campaign: Campaign, move: str) -> None:
+    """Raises a 409 ``invalid_state`` unless ``move`` is for the campaign's kind and leaves from its
+    state (call it with the campaign's row locked, so the state cannot change before the move is written)."""
+    rule = MOVES[move]
+    if campaign.kind not in rule.kinds:
+        raise ApplicationError(rule.wrong_kind, code="invalid_state", status=409)
+    if campaign.status not in rule.sources:
+        raise ApplicationError(
+            rule.refusal.format(
+                pk=campaign.pk, name=campaign, status=campaign.status, label=campaign.get_status_display().lower()
+            ),
+            code="invalid_state",
+            status=409,
+        )
+
+
+def moves_open(campaign: Campaign, *, user=None) -> list[str]:
+    """The moves a person may take with the campaign as it is (every move of a person, without
+    ``user``); the moves only Crier takes itself are never listed."""
+    return [
+        name for name, move in MOVES.items()
+        if move.permission is not None and move_allowed(campaign, name)
+        and (user is None or user.has_perm(move.permission))
+    ]
