@@ -183,6 +183,26 @@ def report() -> int:
     return 0 if met else 1
 
 
+COPIED = ("bots", "campaigns", "core", "delivery", "settings", "emulator", "tests", "bench", "scripts")
+
+
+def prune_removed(root: Path, mutants: Path) -> list[Path]:
+    """mutmut copies files into mutants/ but never deletes one: a module moved or removed in the project
+    would still be imported there (and found by the import checks). Deletes the copies, and mutmut's
+    ``.meta`` and ``.spans`` records, of files the project no longer has; returns them."""
+    removed = []
+    for folder in COPIED:
+        for copy in sorted((mutants / folder).rglob("*")):
+            if not copy.is_file() or "__pycache__" in copy.parts:
+                continue
+            relative = copy.relative_to(mutants)
+            original = root / (relative.with_suffix("") if copy.suffix in (".meta", ".spans") else relative)
+            if not original.exists():
+                copy.unlink()
+                removed.append(relative)
+    return removed
+
+
 def prepare() -> None:
     """mutmut runs the tests inside mutants/, a copy of the project: the admin's front-end libraries
     are linked rather than copied."""
@@ -192,6 +212,7 @@ def prepare() -> None:
         link.unlink()
     if not link.exists():
         link.symlink_to(ROOT / "node_modules")
+    prune_removed(ROOT, MUTANTS)
     # mutmut copies the sources' other files (templates, static files) only once: keep them current.
     for source in ("bots", "campaigns", "core", "delivery", "settings"):
         for path in (ROOT / source).rglob("*"):

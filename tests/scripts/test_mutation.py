@@ -45,3 +45,24 @@ def test_a_change_outside_the_logger_call_is_a_survivor(changed):
 def test_no_change_and_unparsable_code_are_not_log_only():
     assert not mutation.same_but_for_log_calls(ORIGINAL, ORIGINAL)
     assert not mutation.same_but_for_log_calls(ORIGINAL, ORIGINAL.replace("return None", "return ("))
+
+
+def test_a_file_moved_out_of_the_project_leaves_mutmuts_copy_too(tmp_path):
+    root, mutants = tmp_path / "project", tmp_path / "project" / "mutants"
+    for path in ("campaigns/staff.py", "delivery/approval_requests.py", "tests/test_x.py"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("")
+    for path in ("campaigns/staff.py", "campaigns/approval_requests.py", "campaigns/approval_requests.py.meta",
+                 "delivery/approval_requests.py", "delivery/approval_requests.py.meta", "delivery/approval_requests.py.spans",
+                 "tests/test_gone.py", "tests/test_x.py"):
+        (mutants / path).parent.mkdir(parents=True, exist_ok=True)
+        (mutants / path).write_text("")
+
+    removed = mutation.prune_removed(root, mutants)
+
+    assert sorted(map(str, removed)) == [
+        "campaigns/approval_requests.py", "campaigns/approval_requests.py.meta", "tests/test_gone.py",
+    ]
+    left = sorted(str(path.relative_to(mutants)) for path in mutants.rglob("*") if path.is_file())
+    assert left == ["campaigns/staff.py", "delivery/approval_requests.py", "delivery/approval_requests.py.meta",
+                    "delivery/approval_requests.py.spans", "tests/test_x.py"]
