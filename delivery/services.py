@@ -50,9 +50,10 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
     with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         # Its template's row first (then the campaign's, the order an edit of the template takes):
         # an edit under way finishes first, and this launch then sees it (``template_edit_require``).
-        # Its audience's row too: an edit of the audience's lists waits until the rows of the approved
-        # people are written, rather than landing between the approval check and them. (The category's
-        # row is locked with the campaign's below: FOR UPDATE takes every row the query joins.)
+        # Its audience's row too: an edit of the audience's lists waits until this launch's rows are
+        # written, rather than landing between the approval check and them. (The category's row is
+        # locked with the campaign's below: FOR UPDATE takes every row the query joins.) The rows of a
+        # large audience's later ranges are written after this commit, from the audience as it is then.
         for content in (MessageTemplate, Audience):
             list(content.objects.select_for_update(of=("self",)).filter(campaigns__pk=campaign_id).values_list(
                 "pk", flat=True

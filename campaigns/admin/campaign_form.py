@@ -22,7 +22,7 @@ class CampaignForm(forms.ModelForm):
         if self.instance.pk is None:
             return cleaned
         # Locked until the admin's transaction commits the save, so a launch cannot slip in between.
-        current = Campaign.objects.select_for_update().only("status", "name").get(pk=self.instance.pk)
+        current = Campaign.objects.select_for_update().only("status", "kind", "name").get(pk=self.instance.pk)
         try:
             campaign_require_editable(current)
         except ApplicationError as exc:

@@ -235,3 +235,16 @@ def test_a_key_that_may_approve_but_not_write_or_send_cannot_change_or_launch_a_
     assert (launched.status_code, error_of(launched)["code"]) == (403, "missing_scope")
     campaign.refresh_from_db()
     assert (campaign.name, campaign.status) == ("Before", "draft")
+
+
+def test_the_api_lists_a_campaigns_open_moves(api):
+    draft = factories.campaign(status=Campaign.Status.DRAFT)
+    paused = factories.campaign(status=Campaign.Status.PAUSED)
+    welcome = factories.campaign(kind=Campaign.Kind.WELCOME, status=Campaign.Status.RUNNING)
+
+    actions = {campaign.pk: api.get(f"/api/v1/campaigns/{campaign.pk}/").json()["actions"]
+               for campaign in (draft, paused, welcome)}
+
+    assert actions == {draft.pk: ["edit", "schedule", "launch", "cancel"], paused.pk: ["resume", "cancel"],
+                       welcome.pk: ["pause", "cancel"]}
+

@@ -37,9 +37,17 @@ def test_a_change_inside_a_multi_line_logger_call_counts_as_log_only(changed):
     ORIGINAL.replace("self.attempts > 3", "self.attempts >= 3"),
     ORIGINAL.replace("return None", "return ''"),
     ORIGINAL.replace("logger.warning(", "print("),
+    ORIGINAL.replace("logger.warning(", "logger.isEnabledFor("),
+    ORIGINAL.replace("            self.attempts,\n", "            len(self.attempts),\n"),  # a call that may raise
 ])
 def test_a_change_outside_the_logger_call_is_a_survivor(changed):
     assert not mutation.same_but_for_log_calls(ORIGINAL, changed)
+
+
+def test_a_change_inside_a_call_made_for_a_log_line_is_not_log_only():
+    original = "def f(failed):\n    logger.warning('%d failed', len(failed))\n"
+    assert not mutation.same_but_for_log_calls(original, original.replace("len(failed)", "len(None)"))
+    assert mutation.same_but_for_log_calls(original, original.replace("'%d failed'", "'XX%d failedXX'"))
 
 
 def test_no_change_and_unparsable_code_are_not_log_only():
