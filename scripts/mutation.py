@@ -115,33 +115,46 @@ LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "crit
 def same_but_for_log_calls(original: str, mutant: str) -> bool:
     """Whether two versions of a function differ, and only in what ``logger.<level>(...)`` calls are
     given, however many lines such a call spans. Each version is parsed and the logger calls' arguments
-    are set aside, except an argument that calls something (``len(failed)``): a change there can raise
-    before anything is logged, so it must still be the same. What is left must be the same."""
+    are set aside: what is left must be the same. An argument of the mutant that calls something
+    (``len(failed)``) must also be the original's own, unchanged: a change inside it can raise before
+    anything is logged (replacing such an argument by a plain value cannot)."""
+
+    def is_log_call(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "logger"
+                and node.func.attr in LOG_METHODS)
 
     def calls_something(node: ast.AST) -> bool:
         return any(isinstance(inner, ast.Call) for inner in ast.walk(node))
 
     class SetAsideLogArguments(ast.NodeTransformer):
         def visit_Call(self, node: ast.Call) -> ast.AST:
-            func = node.func
-            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "logger"
-                    and func.attr in LOG_METHODS):
-                kept = [self.visit(arg) for arg in node.args if calls_something(arg)]
-                keywords = [self.visit(keyword) for keyword in node.keywords if calls_something(keyword.value)]
-                return ast.Call(func=func, args=kept, keywords=keywords)
+            if is_log_call(node):
+                return ast.Call(func=node.func, args=[], keywords=[])
             return self.generic_visit(node)
 
-    def shape(source: str) -> str | None:
+    def parsed(source: str) -> ast.Module | None:
         try:
-            tree = ast.parse(textwrap.dedent(source))
+            return ast.parse(textwrap.dedent(source))
         except SyntaxError:
             return None
-        return ast.dump(SetAsideLogArguments().visit(tree))
 
     if original == mutant:
         return False
-    before, after = shape(original), shape(mutant)
-    return before is not None and before == after
+    before, after = parsed(original), parsed(mutant)
+    if before is None or after is None:
+        return False
+    log_calls = [[node for node in ast.walk(tree) if is_log_call(node)] for tree in (before, after)]
+    same_rest = ast.dump(SetAsideLogArguments().visit(before)) == ast.dump(SetAsideLogArguments().visit(after))
+    if not same_rest or len(log_calls[0]) != len(log_calls[1]):
+        return False
+    for was, now in zip(*log_calls):
+        old_arguments = {**dict(enumerate(was.args)), **{keyword.arg: keyword.value for keyword in was.keywords}}
+        new_arguments = {**dict(enumerate(now.args)), **{keyword.arg: keyword.value for keyword in now.keywords}}
+        for key, value in new_arguments.items():
+            if calls_something(value) and (key not in old_arguments or ast.dump(old_arguments[key]) != ast.dump(value)):
+                return False
+    return True
 
 
 def scores() -> list[ModuleScore]:

@@ -48,6 +48,7 @@ def test_a_change_inside_a_call_made_for_a_log_line_is_not_log_only():
     original = "def f(failed):\n    logger.warning('%d failed', len(failed))\n"
     assert not mutation.same_but_for_log_calls(original, original.replace("len(failed)", "len(None)"))
     assert mutation.same_but_for_log_calls(original, original.replace("'%d failed'", "'XX%d failedXX'"))
+    assert mutation.same_but_for_log_calls(original, original.replace("len(failed)", "None"))  # nothing called
 
 
 def test_no_change_and_unparsable_code_are_not_log_only():
