@@ -201,6 +201,18 @@ def test_it_asks_only_once_for_any_other_answer_than_2xx_or_401(wire, status):
     assert (len(recorder.requests), tokens.invalidated) == (1, 0)
 
 
+@pytest.mark.parametrize("headers, operation", [({"X-Correlating-OperationId": "op-7"}, "op-7"), ({}, "-")])
+def test_it_logs_each_refusal_with_teams_operation_id_for_microsoft_support(wire, caplog, headers, operation):
+    wire(answer(403, {"error": {"code": "Nope", "message": "no"}}, headers))
+
+    with caplog.at_level("INFO", logger="bots.connector"), pytest.raises(ConnectorError):
+        BotConnectorClient(Tokens("t")).send(service_url=SERVICE_URL, conversation_id="a:1", activity_json=b"{}")
+
+    assert [record.getMessage() for record in caplog.records] == [
+        f"bot connector POST answered 403 Nope (operation {operation})"
+    ]
+
+
 @pytest.mark.parametrize("status", [200, 201, 299])
 def test_it_reads_every_2xx_as_accepted(wire, status):
     wire(answer(status, {"id": "1:a"}))

@@ -49,6 +49,8 @@ def test_a_change_inside_a_call_made_for_a_log_line_is_not_log_only():
     assert not mutation.same_but_for_log_calls(original, original.replace("len(failed)", "len(None)"))
     assert mutation.same_but_for_log_calls(original, original.replace("'%d failed'", "'XX%d failedXX'"))
     assert mutation.same_but_for_log_calls(original, original.replace("len(failed)", "None"))  # nothing called
+    assert mutation.same_but_for_log_calls(original, original.replace("'%d failed', ", ""))  # len(failed) moves up
+    assert not mutation.same_but_for_log_calls(original, original.replace("len(failed)", "len(failed), len(failed)"))
 
 
 def test_no_change_and_unparsable_code_are_not_log_only():
