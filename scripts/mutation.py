@@ -12,7 +12,7 @@ counters, events and answers it leaves behind); every other survivor is a missin
     python scripts/mutation.py --report        # report the last run again
     python scripts/mutation.py 'delivery.retry.*'   # run only some mutants (mutmut's name patterns)
 
-Not part of `make test`: a whole run takes about 50 minutes on two cores, two mutants at a time.
+Not part of `make test`: a whole run takes 50 to 95 minutes on two cores, two mutants at a time.
 """
 
 from __future__ import annotations
