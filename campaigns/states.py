@@ -4,8 +4,9 @@ lock); the admin's buttons and the API's ``actions`` read it (``moves_open``).
 
 A draft is scheduled (and back, when its approval lapses before its time) or launched; a scheduled one
 is launched at its time; a running one is paused and resumed, and completes when everyone's message has
-an end; anything not over can be cancelled. Editing and approving keep the state. A direct message and a
-welcome campaign start running when they are made. docs/architecture.md draws it.
+an end; anything not over can be cancelled. Editing and approving keep the state. A direct message is
+running from the moment it is made; a welcome campaign is launched and runs until it is cancelled.
+docs/architecture.md draws it.
 """
 
 from __future__ import annotations
