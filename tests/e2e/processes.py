@@ -59,7 +59,10 @@ class CeleryProcesses:
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}:\n{self.log(name)[-3000:]}")
+                log = self.log(name)
+                # The reason a worker gave up is logged CRITICAL, often well above the shutdown's own traces.
+                critical = "\n".join(line for line in log.splitlines() if "CRITICAL/" in line)
+                raise AssertionError(f"{name} exited with {process.returncode}:\n{critical}\n...\n{log[-3000:]}")
 
     def wait_until(self, condition, *, timeout: float = 120.0, what: str = "condition"):
         """Polls ``condition`` until it returns something true (returned), failing with the worker's
