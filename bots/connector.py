@@ -1,7 +1,7 @@
 """The Bot Connector REST client: create a one-to-one conversation, send, update and delete messages.
 
 It speaks HTTP through ``core.http`` and turns every non-success answer into ``ConnectorError``
-carrying Teams' error code; what to do about each code is decided by ``delivery.transport``.
+carrying Teams' error code; what to do about each code is decided by ``bots.transport``.
 """
 
 from __future__ import annotations

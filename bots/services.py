@@ -14,13 +14,12 @@ from django.utils import timezone
 
 from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
-
-from delivery.pacing import Deferred
+from core.channels import Address, Deferred, TransportError
 from delivery.retry import retry_in
-from delivery.transport import Address, TeamsTransport, TransportError
 
 from .models import TeamsAddress
 from .schema import Activity, message_activity, parse_activity
+from .transport import TeamsTransport
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ def reply_send(
     transport: TeamsTransport | None = None,
 ) -> ReplyOutcome:
     """Sends one reply, paced like every call to Teams, and says whether and when to try again:
-    by the same table as a campaign's sends (``delivery.transport.classify``, ``delivery.retry``).
+    by the same table as a campaign's sends (``bots.transport.classify``, ``delivery.retry``).
     A conversation at its own limit costs no attempt."""
     address = Address(
         member_id="", tenant_id=tenant_id or settings.BOT_TENANT_ID, service_url=service_url,

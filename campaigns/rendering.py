@@ -1,7 +1,8 @@
 """Message templates: placeholders such as ``{{first_name}}`` or ``{{first_name|colleague}}`` (with a
 fallback) filled in per recipient.
 
-A template is compiled once per campaign into the JSON text of its activity; per recipient only
+A template is compiled once per campaign into content (``core.channels.Content``), which the channel
+wraps into the JSON text of its own format (for Teams, an activity); per recipient only
 the placeholders are replaced, each value JSON-escaped, so no name can break the card's JSON or
 inject card elements. A value is also treated for the place it lands in, which compiling marks on
 each placeholder: where Teams reads markdown (a markdown message, a TextBlock's text, a fact's title
@@ -17,11 +18,13 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from bots.schema import message_activity
+from bots.transport import TeamsTransport
+from core.channels import Content
 
 PLACEHOLDER_FIELDS = (
     "first_name",
@@ -259,7 +262,7 @@ def _filled(value: str, place: str) -> str:
 
 @dataclass(frozen=True)
 class CompiledMessage:
-    activity_json: str  # the activity as JSON text, placeholders still in it, marked for their place
+    activity_json: str  # the message in the channel's format as JSON text, placeholders marked for their place
 
     def render(self, recipient: Any) -> bytes:
         """The activity for one person: the one way a message is filled in, for sends and previews.
@@ -274,9 +277,13 @@ class CompiledMessage:
         return _MARKED.sub(fill, self.activity_json).encode("utf-8")
 
 
-def compile_message(*, kind: str, text: str, card: Any) -> CompiledMessage:
+def compile_message(
+    *, kind: str, text: str, card: Any, wrap: Callable[[Content], dict[str, Any]] = TeamsTransport.wrap
+) -> CompiledMessage:
+    """The template as content with its placeholders marked, wrapped by the channel (``wrap``) into its
+    own format once, so that filling in one person's values is a substitution in text."""
     if kind == "adaptive_card":
-        activity = message_activity(card=_mark_card(card), summary=_mark(text, _PLAIN) if text else None)
+        content = Content(card=_mark_card(card), summary=_mark(text, _PLAIN) if text else None)
     else:
-        activity = message_activity(text=_mark(text, _MARKDOWN))
-    return CompiledMessage(activity_json=json.dumps(activity, ensure_ascii=False, separators=(",", ":")))
+        content = Content(text=_mark(text, _MARKDOWN))
+    return CompiledMessage(activity_json=json.dumps(wrap(content), ensure_ascii=False, separators=(",", ":")))

@@ -16,20 +16,18 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from bots.pacing import pacer
 from campaigns.audit import SYSTEM, Actor
 from campaigns.models import AuditEntry, Campaign
 from campaigns.states import MOVES, move_require
+from core.channels import TransportError
 from core.errors import ApplicationError
 
 from . import feeding, jobs, progress, webhooks
 from .models import Delivery, campaign_ids
-from .pacing import pacer
 from .settled import settled_below
-from .transport import BLOCKED_CODES, TransportError
 
 logger = logging.getLogger(__name__)
-# Failures that say something about one person, not about the campaign or the bot.
-PERSONAL_CODES = BLOCKED_CODES | {"ForbiddenOperationException", "BotNotInConversationRoster"}
 
 
 def _locked(campaign_id: int) -> Campaign:
@@ -111,7 +109,7 @@ def campaign_watch_errors(*, campaign_id: int, error: TransportError) -> None:
     """Pauses a campaign whose sends fail for reasons that are not about one person (bad
     credentials, Teams errors, timeouts) once they pass ``CAMPAIGN_PAUSE_ERROR_RATE`` of at least
     ``CAMPAIGN_PAUSE_MIN_FAILURES`` finished sends."""
-    if error.code in PERSONAL_CODES:
+    if error.personal:  # the channel said it is about one person
         return
     try:
         client = progress.client()

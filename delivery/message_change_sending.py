@@ -9,7 +9,7 @@ row whose worker died is simply tried again after the lease.
 
 What each Teams answer leads to: 2xx is done; 404 means the message is no longer there (the person
 deleted the chat, or it was deleted): done for a recall, failed ``MessageGone`` for an edit; what
-``delivery.transport.classify`` calls retryable (412, 429, 502-504, no answer) waits for the retry
+``bots.transport.classify`` calls retryable (412, 429, 502-504, no answer) waits for the retry
 policy's delay (never less than a ``Retry-After``) and is tried again, up to
 ``DELIVERY_MAX_ATTEMPTS``; anything else fails with Teams' code.
 """
@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -29,12 +29,13 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from bots.addresses import ADDRESS_COLUMNS, address_join, address_of
+from bots.transport import TeamsTransport
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
+from core.channels import Address, Channel, Deferred, TransportError
 
 from .models import DeliveryChange, MessageChange
-from .pacing import Deferred
 from .retry import retry_in
-from .transport import Address, TeamsTransport, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,12 @@ WITH claimed AS (
             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
     RETURNING r.id, r.delivery_id, r.attempts
 )
-SELECT claimed.id, claimed.attempts, d.activity_id, d.conversation_id, a.tenant_id, a.service_url,
+SELECT claimed.id, claimed.attempts, d.activity_id, d.conversation_id, {ADDRESS_COLUMNS},
        {", ".join(f"p.{column}" for column in _PERSON)}
   FROM claimed
   JOIN delivery_delivery AS d ON d.id = claimed.delivery_id
   JOIN campaigns_recipient AS p ON p.id = d.recipient_id
-  LEFT JOIN bots_teamsaddress AS a ON a.aad_object_id = p.aad_object_id
+  {address_join('p')}
  ORDER BY claimed.id
 """
 # Every outcome write names the claim it belongs to, so a worker that outlived its lease cannot
@@ -109,14 +110,18 @@ def message_change_process(
     *,
     change_id: int,
     budget_seconds: float = CHUNK_SECONDS,
-    transport: TeamsTransport | None = None,
+    transport: Channel | None = None,
     on_row: Callable[[], None] | None = None,
 ) -> ChunkResult:
     """Claims and processes the change's due rows for about ``budget_seconds`` (at least one row)."""
     change = MessageChange.objects.filter(pk=change_id, status=MessageChange.Status.RUNNING).first()
     if change is None:
         return ChunkResult(0, None)
-    compiled = compile_message(kind=change.kind, text=change.text, card=change.card) if change.is_edit else None
+    transport = transport or _transport
+    compiled = (
+        compile_message(kind=change.kind, text=change.text, card=change.card, wrap=transport.wrap)
+        if change.is_edit else None
+    )
     deadline = time.monotonic() + budget_seconds
     processed = 0
     while claims := _claim(change_id):
@@ -124,7 +129,7 @@ def message_change_process(
             if position and time.monotonic() >= deadline:  # at least one row per chunk, whatever the budget
                 _hand_back(claims[position:])
                 break
-            _apply(change, claim, compiled, transport or _transport)
+            _apply(change, claim, compiled, transport)
             processed += 1
             if on_row is not None:
                 on_row()
@@ -138,19 +143,18 @@ def _claim(change_id: int) -> list[Claim]:
         cursor.execute(CLAIM, [change_id, BATCH])
         rows = cursor.fetchall()
     claims = []
-    for row_id, attempts, activity_id, conversation_id, stored_tenant, service_url, *person in rows:
-        person = SimpleNamespace(**dict(zip(_PERSON, person, strict=True)))
-        address = Address(
-            member_id=str(person.aad_object_id or ""),
-            tenant_id=stored_tenant or person.tenant_id or settings.BOT_TENANT_ID,
-            service_url=service_url or settings.TEAMS_SERVICE_URL,
+    for row_id, attempts, activity_id, conversation_id, *row in rows:
+        stored, person = row[:4], SimpleNamespace(**dict(zip(_PERSON, row[4:], strict=True)))
+        # The message's own conversation, whatever the address says now.
+        address = replace(
+            address_of(aad_object_id=person.aad_object_id, tenant_id=person.tenant_id, stored=tuple(stored)),
             conversation_id=conversation_id,
         )
         claims.append(Claim(row_id, attempts, activity_id, address, person))
     return claims
 
 
-def _apply(change: MessageChange, claim: Claim, compiled: CompiledMessage | None, transport: TeamsTransport) -> str:
+def _apply(change: MessageChange, claim: Claim, compiled: CompiledMessage | None, transport: Channel) -> str:
     try:
         if compiled is not None:
             activity = json.loads(compiled.render(claim.person))

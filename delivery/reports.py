@@ -15,11 +15,11 @@ from typing import Any
 import redis
 from django.db.models import Count, Max
 
+from bots.transport import BLOCKED_CODES, RETRYABLE_STATUSES
 from campaigns.models import Campaign
 
 from . import progress
 from .models import Delivery
-from .transport import BLOCKED_CODES, RETRYABLE_STATUSES
 
 # More distinct reasons than this in one campaign is noise: the most frequent are shown.
 MAX_REASONS = 50

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 if TYPE_CHECKING:
-    from .transport import TransportError
+    from core.channels import TransportError
 
 
 def retry_in(*, attempt: int, error: TransportError) -> float | None:

@@ -19,17 +19,17 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from bots.models import TeamsAddress
+from bots.addresses import ADDRESS_COLUMNS, REMEMBER_CONVERSATION, address_join, address_mark_blocked, address_of
+from bots.transport import TeamsTransport
 from campaigns.models import OptOut, Recipient
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from campaigns.selectors import opted_out_sql
 from campaigns.services import opt_out_record
+from core.channels import Address, Channel, Deferred, Stopped, TransportError
 
 from . import progress, webhooks
 from .models import Delivery
-from .pacing import Deferred, Stopped
 from .retry import retry_in
-from .transport import Address, TeamsTransport, TransportError
 
 logger = logging.getLogger(__name__)
 _transport = TeamsTransport()
@@ -51,13 +51,13 @@ _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *
 ])
 CONTEXT = f"""
 SELECT {", ".join(f"r.{column}" for column in _RECIPIENT_COLUMNS)},
-       a.user_id, a.tenant_id, a.service_url, a.conversation_id,
+       {ADDRESS_COLUMNS},
        t.updated_at,
        {opted_out_sql(recipient="r.id", mandatory="cat.mandatory", category="cat.id")}
   FROM campaigns_recipient AS r
   JOIN campaigns_messagetemplate AS t ON t.id = %s
   JOIN campaigns_category AS cat ON cat.id = %s
-  LEFT JOIN bots_teamsaddress AS a ON a.aad_object_id = r.aad_object_id
+  {address_join('r')}
  WHERE r.id = %s
 """
 
@@ -76,7 +76,7 @@ def _compiled(template_id: int, updated_at: str) -> CompiledMessage:
     from campaigns.models import MessageTemplate
 
     template = MessageTemplate.objects.get(pk=template_id)
-    return compile_message(kind=template.kind, text=template.text, card=template.card)
+    return compile_message(kind=template.kind, text=template.text, card=template.card, wrap=_transport.wrap)
 
 
 def _write(sql: str, params: list[Any]) -> int:
@@ -119,7 +119,7 @@ def _finish(claim: tuple[int, int], campaign_id: int, status: str, *, events: bo
     return Outcome(status)
 
 
-def delivery_send(*, delivery_id: int, transport: TeamsTransport | None = None) -> Outcome:
+def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outcome:
     """Sends one delivery if this call wins the claim on it. The row is the truth: a duplicate
     task, or one for a delivery already finished or whose campaign is not running, sends nothing."""
     if not connection.in_atomic_block:
@@ -159,14 +159,14 @@ class _Accepted(Exception):
 
 
 def _send_claimed(
-    claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: TeamsTransport
+    claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel
 ) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
     person = SimpleNamespace(id=recipient_id, **dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)], strict=True)))
     if isinstance(person.attributes, str):  # jsonb read by raw SQL arrives as text
         person.attributes = json.loads(person.attributes)
-    user_id, stored_tenant, service_url, conversation_id, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
+    *stored, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 
     if not person.is_active:
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
@@ -174,12 +174,7 @@ def _send_claimed(
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.OPTED_OUT)
     if person.aad_object_id is None:
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.NO_TEAMS_IDENTITY)
-    address = Address(
-        member_id=user_id or str(person.aad_object_id),
-        tenant_id=stored_tenant or person.tenant_id or settings.BOT_TENANT_ID,
-        service_url=service_url or settings.TEAMS_SERVICE_URL,
-        conversation_id=conversation_id or "",
-    )
+    address = address_of(aad_object_id=person.aad_object_id, tenant_id=person.tenant_id, stored=tuple(stored))
     if not address.tenant_id:
         return _finish(
             claim,
@@ -265,16 +260,6 @@ def _stopped(claim: tuple[int, int], campaign_id: int, reason: str) -> Outcome:
     return Outcome(Status.PENDING)
 
 
-REMEMBER_CONVERSATION = """
-INSERT INTO bots_teamsaddress (aad_object_id, tenant_id, user_id, conversation_id, service_url, state, updated_at)
-VALUES (%s, %s, '', %s, %s, 'unknown', now())
-ON CONFLICT (aad_object_id) DO UPDATE
-   SET conversation_id = EXCLUDED.conversation_id, updated_at = now(),
-       tenant_id = COALESCE(NULLIF(bots_teamsaddress.tenant_id, ''), EXCLUDED.tenant_id),
-       service_url = COALESCE(NULLIF(bots_teamsaddress.service_url, ''), EXCLUDED.service_url)
-"""
-
-
 def _deferred(claim: tuple[int, int], wait: float) -> Outcome:
     """Teams was not called (its limits, or a Retry-After, say wait): try again then, and this
     attempt does not count."""
@@ -298,7 +283,7 @@ def _record_failure(
     if error.opt_out:
         recipient = Recipient.objects.get(pk=person.id)
         opt_out_record(recipient=recipient, source=OptOut.Source.BLOCKED, note=f"Teams answered {error.code}")
-        TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(state=TeamsAddress.State.BLOCKED)
+        address_mark_blocked(aad_object_id=person.aad_object_id)
     return _fail_or_retry(claim, campaign_id, error)
 
 

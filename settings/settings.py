@@ -291,7 +291,7 @@ BOT_AUTHORITY_IS_MICROSOFT = urlsplit(BOT_AUTHORITY).hostname in {
 }
 BOT_HTTP_TIMEOUT_SECONDS = env_float("BOT_HTTP_TIMEOUT_SECONDS", 15.0)
 
-# --- Pacing (see delivery/pacing.py) --------------------------------------------------------
+# --- Pacing (see bots/pacing.py) --------------------------------------------------------
 TEAMS_PACING = env_bool("TEAMS_PACING", True)
 TEAMS_RATE_LIMIT_PER_SECOND = env_float("TEAMS_RATE_LIMIT_PER_SECOND", 50.0)
 TEAMS_PACE_FRACTION = env_float("TEAMS_PACE_FRACTION", 0.97)

@@ -85,7 +85,7 @@ def teams(emulator, settings, redis_client):
 def redis_client():
     """Every test starts with an empty test Redis database (the broker and the engine's counters):
     database ids start again with each test database, so counters from an earlier run would lie."""
-    from delivery.pacing import pacer
+    from bots.pacing import pacer
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()

@@ -67,7 +67,7 @@ def use_slot(slot: int) -> Callable[[], None]:
         app._pool = None
         app.amqp._producer_pool = None
         # The pacer's Lua scripts are registered on the first client it used.
-        from delivery.pacing import pacer
+        from bots.pacing import pacer
 
         pacer._acquire = pacer._admit = pacer._throttled = None
         for alias in list(settings.CACHES):

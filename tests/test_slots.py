@@ -51,7 +51,7 @@ def test_a_run_moved_to_its_slot_queues_and_caches_there_though_its_clients_were
     from delivery import jobs
     from tests.slots import use_slot
 
-    from delivery.pacing import pacer
+    from bots.pacing import pacer
 
     jobs.feed()  # Celery's pools now exist, made for this run's Redis database
     cache.set("slot-check", 1)

@@ -10,9 +10,9 @@ import pytest
 from django.conf import settings
 
 from bots.connector import connector
+from bots.pacing import pacer
 from bots.tasks import send_reply
-from delivery.pacing import pacer
-from tests.delivery.test_pacing import pause_left
+from tests.bots.test_pacing import pause_left
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Crier's side of the contract: each documented Teams answer, served over real HTTP from a loopback
 server, goes through the real connector (``core.http``, ``bots.connector``), classification
-(``delivery.transport``), retry policy (``delivery.retry``) and recording (``delivery.sending``), and
+(``bots.transport``), retry policy (``delivery.retry``) and recording (``delivery.sending``), and
 must come out as its fixture says."""
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from core import http
 from bots.connector import BotConnectorClient
 from bots.models import TeamsAddress
+from bots.pacing import Pacer
+from bots.transport import TeamsTransport
 from campaigns.models import OptOut
+from core import http
+from core.channels import Address, TransportError
 from delivery import services
 from delivery.models import Delivery
-from delivery.pacing import Pacer
 from delivery.retry import retry_in
 from delivery.sending import delivery_send
-from delivery.transport import Address, TeamsTransport, TransportError
 from tests import factories
 
 from .teams_answers import ANSWERS, TeamsAnswer

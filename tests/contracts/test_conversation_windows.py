@@ -18,13 +18,13 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bots import pacing
 from emulator import connector as emulator_connector
 from emulator import limits as emulator_limits
 from emulator.config import RuntimeConfig, Settings
 from emulator.context import Context
 from emulator.server import build_app
 from emulator.tokens import SigningKey, issue_access_token
-from delivery import pacing
 
 # (calls, seconds), as Microsoft publishes them.
 MICROSOFT = ((7, 1), (8, 2), (60, 30), (1800, 3600))

@@ -8,14 +8,16 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from bots.connector import ConnectorError
+from bots.pacing import pacer, stop_key
+from bots.transport import classify
 from campaigns.models import AuditEntry, Campaign
+from core.channels import TransportError
 from core.errors import ApplicationError
 from delivery import control, feeding, progress, services, webhooks
 from delivery.control import campaign_watch_errors
 from delivery.models import Delivery, WebhookEndpoint, WebhookEvent
-from delivery.pacing import pacer, stop_key
 from delivery.sending import delivery_send
-from delivery.transport import TransportError
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -438,7 +440,8 @@ def test_it_stops_waiting_for_a_send_at_the_drain_deadline(monkeypatch, settings
 
 
 def failure(code="ServiceUnavailable", status=503, message="Teams is busy"):
-    return TransportError(status=status, code=code, message=message, permanent=False)
+    """Teams' answer as the Teams channel hands it to delivery."""
+    return classify(ConnectorError(status=status, code=code, message=message))
 
 
 def counters(campaign, **values) -> None:

@@ -11,10 +11,10 @@ import pytest
 from django.db import connection
 
 from bots.connector import connector
+from bots.pacing import stop_key
+from bots.transport import TeamsTransport
 from delivery import progress, sending, services
 from delivery.models import Delivery
-from delivery.pacing import stop_key
-from delivery.transport import TeamsTransport
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)

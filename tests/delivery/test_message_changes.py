@@ -9,15 +9,15 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
 from bots.connector import ConnectorError, connector
+from bots.pacing import pacer
 from campaigns.models import AuditEntry, Campaign, MessageTemplate
 from core.errors import ApplicationError
 from delivery import message_changes, services
 from delivery.message_changes import message_change_complete, message_change_process, message_change_start
 from delivery.models import Delivery, DeliveryChange, MessageChange
-from delivery.pacing import pacer
 from delivery.sending import delivery_send
 from tests import factories
-from tests.delivery.test_pacing import pause_left
+from tests.bots.test_pacing import pause_left
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.channels import TransportError
 from delivery import retry
-from delivery.transport import TransportError
 
 
 def error(*, permanent: bool, retry_after: float | None = None) -> TransportError:

@@ -218,7 +218,7 @@ def test_the_documented_camel_case_shape_reaches_teams(teams):
 
 
 def test_a_delivery_held_back_by_a_long_retry_after_keeps_its_attempts(teams):
-    from delivery.pacing import pacer
+    from bots.pacing import pacer
 
     person = factories.recipient()
     delivery = launched(person)

@@ -11,10 +11,10 @@ from django.db import connection
 from django.utils import timezone
 
 from bots.models import TeamsAddress
+from core.channels import Address, SendResult, TransportError
 from delivery import progress, services, webhooks
 from delivery.models import Delivery, WebhookEndpoint, WebhookEvent
 from delivery.sending import Outcome, delivery_send
-from delivery.transport import Address, SendResult, TransportError
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -159,7 +159,7 @@ def test_it_records_a_message_accepted_while_webhook_subscriptions_are_unreadabl
 
 
 def test_it_counts_a_delivery_skipped_by_a_cancel_seen_after_its_claim(teams):
-    from delivery.pacing import pacer
+    from bots.pacing import pacer
 
     person = factories.recipient()
     delivery = launched(person)
@@ -173,7 +173,7 @@ def test_it_counts_a_delivery_skipped_by_a_cancel_seen_after_its_claim(teams):
 
 
 def test_it_hands_a_delivery_back_untouched_when_a_pause_is_seen_after_its_claim(teams):
-    from delivery.pacing import pacer
+    from bots.pacing import pacer
 
     person = factories.recipient()
     delivery = launched(person)
@@ -188,7 +188,7 @@ def test_it_hands_a_delivery_back_untouched_when_a_pause_is_seen_after_its_claim
 
 
 def test_it_schedules_a_deferred_delivery_for_when_the_wait_is_over(teams):
-    from delivery.pacing import pacer
+    from bots.pacing import pacer
 
     person = factories.recipient()
     delivery = launched(person)
@@ -418,7 +418,7 @@ def test_it_remembers_the_chat_a_refusal_names_and_records_a_block_as_an_opt_out
     person = factories.recipient()
     delivery = launched(person)
     refusal = TransportError(
-        status=403, code="ConversationBlockedByUser", message="blocked", permanent=True, opt_out=True,
+        status=403, code="ConversationBlockedByUser", message="blocked", permanent=True, opt_out=True, personal=True,
         conversation_id="a:blocked",
     )
 

@@ -10,11 +10,11 @@ from unittest import mock
 
 import pytest
 import redis
-
 from django.conf import settings
 
+from bots.pacing import Pacer
+from core.channels import Deferred
 from core.connections import redis_clock
-from delivery.pacing import Deferred, Pacer
 
 TENANT = "tenant-a"
 
@@ -192,7 +192,8 @@ def test_deferred_calls_reserve_nothing_so_no_backlog_builds_behind_a_long_retry
 def test_the_token_is_ready_before_the_slot_is_taken_so_no_call_waits_on_the_authority_past_it(pace, teams):
     from bots.connector import BotConnectorClient
     from bots.tokens import TokenProvider
-    from delivery.transport import Address, TeamsTransport
+    from bots.transport import TeamsTransport
+    from core.channels import Address
 
     steps: list[str] = []
 
@@ -231,7 +232,7 @@ def most_in_one_second(moments: list[float]) -> int:
 def test_threads_that_wake_late_together_never_put_more_than_the_limit_in_any_second(pace, monkeypatch):
     """A busy machine: every thread due to wake during a stall wakes at its end, together. The slots
     were 20 ms apart; the calls must still never be more than 50 in any trailing second."""
-    import delivery.pacing as pacing
+    import bots.pacing as pacing
 
     pace.TEAMS_PACE_FRACTION = 0.97  # the default, and the margin it leaves
     real_sleep, monotonic = time.sleep, time.monotonic
@@ -309,7 +310,7 @@ def test_a_conversation_may_have_1800_calls_in_an_hour_and_no_more(pace):
 
 
 def test_a_call_waits_for_room_in_the_trailing_second_whatever_its_slot_says(pace, monkeypatch):
-    import delivery.pacing as pacing
+    import bots.pacing as pacing
 
     pace.TEAMS_PACE_FRACTION = 20.0  # slots 1 ms apart: only the check at the moment of the call holds
     monkeypatch.setattr(pacing, "call_window", lambda: 1 / 0.97)  # the margin the default pace leaves
@@ -326,7 +327,7 @@ def test_a_call_waits_for_room_in_the_trailing_second_whatever_its_slot_says(pac
 def test_threads_that_wake_late_together_go_one_by_one_not_in_a_burst(pace, monkeypatch):
     """A burst reaches Teams spread unevenly (it answers one request after another), which would
     blur the trailing second the pacer keeps; late threads go at least half a slot apart instead."""
-    import delivery.pacing as pacing
+    import bots.pacing as pacing
 
     real_sleep, monotonic = time.sleep, time.monotonic
     stall_end = monotonic() + 0.5
@@ -351,7 +352,7 @@ def test_a_conversation_booked_behind_a_backlog_still_gets_no_more_than_7_calls_
     import time as real_time
     from types import SimpleNamespace
 
-    from delivery import pacing
+    from bots import pacing
 
     pace.TEAMS_RATE_LIMIT_PER_SECOND = 1000.0
     pacer = new_pacer(pace)
@@ -393,7 +394,7 @@ def keys(client) -> set[str]:
 def recorded_sleeps(monkeypatch, after_first=None) -> list[float]:
     """The pacer's sleeps, real but recorded; ``after_first`` runs as the first one ends (what happened
     elsewhere while this worker slept)."""
-    import delivery.pacing as pacing
+    import bots.pacing as pacing
 
     slept: list[float] = []
 
@@ -451,7 +452,7 @@ def test_it_never_lowers_the_pace_below_its_floor(pace, limit, min_fraction, flo
 
 
 def test_it_keeps_its_log_of_calls_for_the_window_and_a_second_more(pace):
-    from delivery.pacing import call_window
+    from bots.pacing import call_window
 
     pace.TEAMS_PACE_FRACTION = 0.97
     assert call_window() == pytest.approx(1 / 0.97)
@@ -500,7 +501,7 @@ def test_it_lets_calls_go_no_closer_than_half_a_slot_of_the_published_limit(pace
 
 
 def test_it_defers_by_default_any_wait_longer_than_five_seconds(pace, monkeypatch):
-    import delivery.pacing as pacing
+    import bots.pacing as pacing
 
     class Slept(Exception):
         pass
@@ -527,7 +528,8 @@ def test_it_lets_a_call_go_when_no_wait_is_allowed_and_its_slot_is_free(pace):
 
 
 def test_it_stops_a_call_of_a_paused_or_cancelled_campaign_before_it_takes_a_slot(pace):
-    from delivery.pacing import Stopped, stop_key
+    from bots.pacing import stop_key
+    from core.channels import Stopped
 
     pacer = new_pacer(pace)
     pacer.stop(campaign_id=7, reason="cancelled")
@@ -548,7 +550,7 @@ def test_it_stops_a_call_of_a_paused_or_cancelled_campaign_before_it_takes_a_slo
 
 
 def test_it_stops_a_call_of_a_stopped_campaign_when_pacing_is_off(pace):
-    from delivery.pacing import Stopped
+    from core.channels import Stopped
 
     pace.TEAMS_PACING = False
     pacer = new_pacer(pace)
@@ -562,7 +564,7 @@ def test_it_stops_a_call_of_a_stopped_campaign_when_pacing_is_off(pace):
 
 
 def test_it_stops_a_call_whose_campaign_is_cancelled_while_it_sleeps_for_its_slot(pace, monkeypatch):
-    from delivery.pacing import Stopped
+    from core.channels import Stopped
 
     pacer = new_pacer(pace)
     recorded_sleeps(monkeypatch, after_first=lambda: new_pacer(pace).stop(campaign_id=7, reason="cancelled"))
@@ -675,7 +677,7 @@ def test_it_pauses_nothing_and_tells_nothing_when_pacing_is_off(pace):
 
 
 def test_it_uses_the_redis_it_was_given_not_the_default_one(pace):
-    from delivery.pacing import Stopped
+    from core.channels import Stopped
 
     client = redis.Redis.from_url(pace.REDIS_URL)
     pace.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there

@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from bots.connector import ConnectorError
-from delivery.transport import Address, SendResult, TeamsTransport, TransportError, classify
+from bots.transport import TeamsTransport, classify
+from core.channels import Address, Content, SendResult, TransportError
 
 SERVICE_URL = "https://smba.example.test/emea/"
 ADDRESS = Address(member_id="29:member", tenant_id="tenant-a", service_url=SERVICE_URL)
@@ -293,7 +294,7 @@ def test_it_reports_a_failed_edit_with_its_conversation():
 def test_it_builds_an_error_that_is_no_opt_out_and_names_no_conversation_unless_told():
     error = TransportError(status=None, code="CrierError", message="boom", permanent=True)
 
-    assert (error.opt_out, error.conversation_id, error.retry_after) == (False, "", None)
+    assert (error.opt_out, error.personal, error.conversation_id, error.retry_after) == (False, False, "", None)
     assert (error.status, error.code, error.message, error.permanent) == (None, "CrierError", "boom", True)
     assert str(error) == "None CrierError: boom"
 
@@ -320,3 +321,34 @@ def test_it_classifies_without_a_conversation_unless_given_one():
 )
 def test_it_reads_an_opt_out_only_from_a_403_blocked_answer(status, code, opt_out):
     assert classify(ConnectorError(status=status, code=code, message="")).opt_out is opt_out
+
+
+@pytest.mark.parametrize(
+    "status, code, personal",
+    [
+        (403, "ConversationBlockedByUser", True),
+        (403, "MessageWritesBlocked", True),
+        (403, "209", True),
+        (403, "ForbiddenOperationException", True),
+        (403, "BotNotInConversationRoster", True),
+        (404, "BotNotInConversationRoster", True),  # about the person whatever the status
+        (403, "Forbidden", False),
+        (401, "Unauthorized", False),
+        (503, "ServiceUnavailable", False),
+        (None, "Timeout", False),
+    ],
+)
+def test_it_says_which_refusals_are_about_one_person_only(status, code, personal):
+    assert classify(ConnectorError(status=status, code=code, message="")).personal is personal
+
+
+def test_it_wraps_content_into_a_message_activity():
+    card = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Hi"}]}
+
+    text = TeamsTransport.wrap(Content(text="**Hi**"))
+    carded = TeamsTransport.wrap(Content(card=card, summary="Hi"))
+
+    assert (text["type"], text["text"], text["textFormat"]) == ("message", "**Hi**", "markdown")
+    assert "attachments" not in text
+    assert (carded["type"], carded["summary"], "text" in carded) == ("message", "Hi", False)
+    assert carded["attachments"] == [{"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]

@@ -22,11 +22,11 @@ honours it even when Redis lost it (a restart empties Redis) or cannot be reache
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 
+from core.channels import Deferred, Stopped
 from core.connections import redis_for
 
 # How both scripts begin: answer 'stop' if the campaign's flag (KEYS[3]) is set, and read Redis's clock.
@@ -133,20 +133,6 @@ return tostring(pause_until - now)
 
 # Microsoft's per-thread limits for sends and conversation creation: (seconds, calls).
 THREAD_WINDOWS = ((1, 7), (2, 8), (30, 60), (3600, 1800))
-
-
-@dataclass(frozen=True)
-class Deferred(Exception):
-    """The conversation is at its own limit: try this delivery again in ``wait`` seconds."""
-
-    wait: float
-
-
-@dataclass(frozen=True)
-class Stopped(Exception):
-    """The campaign was paused or cancelled: make no more calls for it."""
-
-    reason: str
 
 
 def stop_key(campaign_id: int) -> str:

@@ -6,55 +6,21 @@ Microsoft's table of Bot Connector status codes (docs/architecture.md, "What eac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import redis
 
-from bots.connector import BotConnectorClient, ConnectorError, connector
+from core.channels import Address, Content, SendResult, TransportError
 
+from .connector import BotConnectorClient, ConnectorError, connector
 from .pacing import Pacer, pacer
+from .schema import message_activity
 
 # The user blocked the bot or removed it: Teams will refuse until they come back. An opt-out signal.
 BLOCKED_CODES = {"ConversationBlockedByUser", "MessageWritesBlocked", "209"}
 # Microsoft lists these as worth retrying; everything else is not (500 included, per its table).
 RETRYABLE_STATUSES = {412, 429, 502, 503, 504}
-
-
-@dataclass
-class Address:
-    member_id: str  # the 29: id, or the Entra object id
-    tenant_id: str
-    service_url: str
-    conversation_id: str = ""
-
-
-@dataclass
-class SendResult:
-    activity_id: str
-    conversation_id: str
-
-
-class TransportError(Exception):
-    def __init__(
-        self,
-        *,
-        code: str,
-        message: str,
-        status: int | None,
-        permanent: bool,
-        retry_after: float | None = None,
-        opt_out: bool = False,
-        conversation_id: str = "",
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.opt_out = opt_out
-        # A conversation created during the failed call, worth keeping for the next attempt.
-        self.conversation_id = conversation_id
+# Refusals that say something about one person, not about the campaign or the bot: they never count
+# toward pausing a campaign.
+PERSONAL_CODES = BLOCKED_CODES | {"ForbiddenOperationException", "BotNotInConversationRoster"}
 
 
 def classify(error: ConnectorError, *, conversation_id: str = "") -> TransportError:
@@ -73,14 +39,23 @@ def classify(error: ConnectorError, *, conversation_id: str = "") -> TransportEr
         permanent=permanent,
         retry_after=error.retry_after,
         opt_out=opt_out,
+        personal=error.code in PERSONAL_CODES,
         conversation_id=conversation_id,
     )
 
 
 class TeamsTransport:
+    """The Teams channel (``core.channels.Channel``): messages as Bot Framework activities, sent through
+    the Bot Connector at the pace Teams publishes."""
+
     def __init__(self, client: BotConnectorClient = connector, pacing: Pacer = pacer) -> None:
         self.client = client
         self.pacing = pacing
+
+    @staticmethod
+    def wrap(content: Content) -> dict:
+        """A message activity: the markdown text, or the Adaptive Card with its summary."""
+        return message_activity(text=content.text, card=content.card, summary=content.summary)
 
     def _paced(self, address: Address, thread: str, campaign_id: int | None, call, **arguments):
         """Waits for this call's slot, makes ``call(**arguments)``, and tells every worker when Teams

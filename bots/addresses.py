@@ -1,0 +1,54 @@
+"""Where Teams reaches each person, for delivery: the address stored in ``bots_teamsaddress``, read in
+the same statement as the person (the hot path makes one round trip per person), and what delivery
+writes back when Teams makes a conversation or says the person blocked the bot.
+
+Delivery's statements take the SQL from here rather than naming this app's table themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from core.channels import Address
+
+from .models import TeamsAddress
+
+# What the join reads, in the order ``address_of`` takes it.
+ADDRESS_COLUMNS = "a.user_id, a.tenant_id, a.service_url, a.conversation_id"
+
+
+def address_join(person: str) -> str:
+    """The join that reads, as ``a``, the stored address of the person whose row is aliased ``person``
+    (there may be none: Teams never told Crier about them)."""
+    return f"LEFT JOIN bots_teamsaddress AS a ON a.aad_object_id = {person}.aad_object_id"
+
+
+def address_of(*, aad_object_id: Any, tenant_id: str | None, stored: tuple[Any, Any, Any, Any]) -> Address:
+    """Where to reach a person, from ``ADDRESS_COLUMNS``: their Teams user id when Teams gave one, else their
+    Entra object id (CreateConversation takes either); the tenant Teams gave, else the person's own,
+    else the bot's; the service URL Teams gave, else the configured one; the conversation, if any."""
+    user_id, stored_tenant, service_url, conversation_id = stored
+    return Address(
+        member_id=user_id or str(aad_object_id),
+        tenant_id=stored_tenant or tenant_id or settings.BOT_TENANT_ID,
+        service_url=service_url or settings.TEAMS_SERVICE_URL,
+        conversation_id=conversation_id or "",
+    )
+
+
+# Stores the conversation Teams made for a person (parameters: Entra object id, tenant, conversation,
+# service URL), keeping what Teams told of the tenant and service URL before.
+REMEMBER_CONVERSATION = """
+INSERT INTO bots_teamsaddress (aad_object_id, tenant_id, user_id, conversation_id, service_url, state, updated_at)
+VALUES (%s, %s, '', %s, %s, 'unknown', now())
+ON CONFLICT (aad_object_id) DO UPDATE
+   SET conversation_id = EXCLUDED.conversation_id, updated_at = now(),
+       tenant_id = COALESCE(NULLIF(bots_teamsaddress.tenant_id, ''), EXCLUDED.tenant_id),
+       service_url = COALESCE(NULLIF(bots_teamsaddress.service_url, ''), EXCLUDED.service_url)
+"""
+
+
+def address_mark_blocked(*, aad_object_id: Any) -> None:
+    """Teams said the person blocked the bot: shown as such until they write to it again."""
+    TeamsAddress.objects.filter(aad_object_id=aad_object_id).update(state=TeamsAddress.State.BLOCKED)
