@@ -121,6 +121,13 @@ def main() -> int:
                    "--schedule", str(VAR / "celerybeat-schedule")], env)
     wait_for("the web server", lambda: urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/healthz", timeout=2).status == 200)
 
+    # What an administrator uploads to the Teams admin center (docs/going-live.md). Teams wants https
+    # addresses for the publisher's pages, which the demo has none of: it names a placeholder.
+    package = VAR / "crier-teams-app.zip"
+    subprocess.run([PYTHON, "manage.py", "teams_app_package", "--out", str(package)], cwd=ROOT, check=True,
+                   env={**env, "TEAMS_APP_WEBSITE_URL": "https://crier.example.com"}, capture_output=True)
+    say(f"wrote the Teams app package an administrator would upload: {package.relative_to(ROOT)}")
+
     say(f"seeding a demo organisation of {PEOPLE} people")
     seeded = json.loads(subprocess.run([PYTHON, "manage.py", "seed_demo", "--people", str(PEOPLE)], cwd=ROOT, env=env,
                                        check=True, capture_output=True, text=True).stdout)
@@ -159,6 +166,7 @@ def main() -> int:
                    password is its name: demo only)
   API docs         http://127.0.0.1:{WEB_PORT}/api/docs/     (API key: {key})
   Emulator inbox   {info['url']}/   (self-signed; CA at {info['ca_file']})
+  Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
         return 0 if campaign["status"] == "completed" else 1

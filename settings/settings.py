@@ -291,6 +291,30 @@ BOT_AUTHORITY_IS_MICROSOFT = urlsplit(BOT_AUTHORITY).hostname in {
 }
 BOT_HTTP_TIMEOUT_SECONDS = env_float("BOT_HTTP_TIMEOUT_SECONDS", 15.0)
 
+# --- The Teams app package (python manage.py teams_app_package; bots/app_package.py) --------------
+# The app's id in the organisation's catalog: keep it once the app is uploaded (a new id is a new app).
+# Empty: a UUID derived from BOT_APP_ID, so it stays the same for one bot.
+TEAMS_APP_ID = env_str("TEAMS_APP_ID", "")
+TEAMS_APP_VERSION = env_str("TEAMS_APP_VERSION", "1.0.0")
+TEAMS_APP_SHORT_NAME = env_str("TEAMS_APP_SHORT_NAME", BOT_NAME)
+TEAMS_APP_FULL_NAME = env_str("TEAMS_APP_FULL_NAME", f"{BOT_NAME}: announcements from your organisation")
+TEAMS_APP_SHORT_DESCRIPTION = env_str("TEAMS_APP_SHORT_DESCRIPTION", "Announcements from your organisation, to you.")
+TEAMS_APP_FULL_DESCRIPTION = env_str(
+    "TEAMS_APP_FULL_DESCRIPTION",
+    f"{BOT_NAME} brings you your organisation's announcements, campaigns and welcome messages in a one-to-one "
+    "chat. Type stop to opt out of what you may opt out of, and start to opt back in.",
+)
+TEAMS_APP_DEVELOPER_NAME = env_str("TEAMS_APP_DEVELOPER_NAME", "Your organisation")
+TEAMS_APP_WEBSITE_URL = env_str("TEAMS_APP_WEBSITE_URL", "")  # empty: PUBLIC_BASE_URL
+TEAMS_APP_PRIVACY_URL = env_str("TEAMS_APP_PRIVACY_URL", "")  # empty: the website
+TEAMS_APP_TERMS_URL = env_str("TEAMS_APP_TERMS_URL", "")  # empty: the website
+TEAMS_APP_ACCENT_COLOR = env_str("TEAMS_APP_ACCENT_COLOR", "#4F52B2")
+# Extra domains the app may open (the public URL's host is always there), comma-separated.
+TEAMS_APP_VALID_DOMAINS = env_list("TEAMS_APP_VALID_DOMAINS", [])
+# Your own icons instead of the generated ones: a 192x192 PNG, and a 32x32 PNG, white on transparent.
+TEAMS_APP_COLOR_ICON = env_str("TEAMS_APP_COLOR_ICON", "")
+TEAMS_APP_OUTLINE_ICON = env_str("TEAMS_APP_OUTLINE_ICON", "")
+
 # --- Pacing (see bots/pacing.py) --------------------------------------------------------
 TEAMS_PACING = env_bool("TEAMS_PACING", True)
 TEAMS_RATE_LIMIT_PER_SECOND = env_float("TEAMS_RATE_LIMIT_PER_SECOND", 50.0)

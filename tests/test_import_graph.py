@@ -17,7 +17,7 @@ LAYERS = [
     ("the Teams channel", ["bots"]),
     ("campaigns", ["campaigns"]),
     ("delivery", ["delivery"]),
-    ("entry points", ["bots.admin", "bots.services", "bots.tasks", "bots.views",
+    ("entry points", ["bots.admin", "bots.management", "bots.services", "bots.tasks", "bots.views",
                       "campaigns.admin", "campaigns.api", "campaigns.management", "campaigns.tasks",
                       "delivery.admin", "delivery.tasks", "settings"]),
 ]
