@@ -55,7 +55,8 @@ def _website() -> str:
 
 def valid_domains() -> list[str]:
     """The public URL's host, then the configured extra domains, each once."""
-    hosts = [urlsplit(settings.PUBLIC_BASE_URL).netloc] if settings.PUBLIC_BASE_URL else []
+    public = urlsplit(settings.PUBLIC_BASE_URL)
+    hosts = [public.hostname or ""] if settings.PUBLIC_BASE_URL else []  # never its user or password
     return list(dict.fromkeys(host.lower() for host in [*hosts, *settings.TEAMS_APP_VALID_DOMAINS] if host))
 
 

@@ -71,6 +71,12 @@ def test_its_app_id_is_stable_for_one_bot_and_can_be_set(settings):
     assert manifest()["id"] == "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
 
+def test_it_lists_the_public_host_alone_without_credentials_or_port(settings):
+    settings.PUBLIC_BASE_URL = "https://ops:secret@Crier.Contoso.com:8443/crier"
+
+    assert manifest()["validDomains"] == ["crier.contoso.com"]
+
+
 def test_it_lists_extra_domains_once_each_after_the_public_host(settings):
     settings.TEAMS_APP_VALID_DOMAINS = ["Links.Contoso.com", "crier.contoso.com", "*.intranet.contoso.com"]
 
