@@ -30,7 +30,7 @@ def address_of(*, aad_object_id: Any, tenant_id: str | None, stored: tuple[Any, 
     else the bot's; the service URL Teams gave, else the configured one; the conversation, if any."""
     user_id, stored_tenant, service_url, conversation_id = stored
     return Address(
-        member_id=user_id or str(aad_object_id),
+        member_id=user_id or str(aad_object_id or ""),
         tenant_id=stored_tenant or tenant_id or settings.BOT_TENANT_ID,
         service_url=service_url or settings.TEAMS_SERVICE_URL,
         conversation_id=conversation_id or "",

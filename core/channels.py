@@ -1,8 +1,8 @@
 """The seam between delivery and the channel that carries a message to a person.
 
 Delivery decides who is sent what and when, and records what happened; a channel (Teams today, in
-``bots/``) knows its own wire format, its limits and what each of its answers means. Everything
-delivery needs from a channel is named here, so that it never imports one channel's details:
+``bots/``) knows its own wire format, its limits and what each of its answers means. What delivery's
+rules need from a channel is named here, so that they read no Teams code, status or format:
 
 * ``Content``: what a message says, before any channel's format;
 * ``Address``: where the channel reaches one person;

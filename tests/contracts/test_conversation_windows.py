@@ -2,7 +2,7 @@
 send to conversation and create conversation, per bot per thread): 7 per 1 s, 8 per 2 s, 60 per 30 s and
 1,800 per hour. Crier's pacer and the emulator write them separately; each side is pinned here with the
 literal numbers, and each side's behaviour at every window's edge is tested (the pacer's in
-tests/delivery/test_pacing.py, the emulator's below), so changing any number on either side fails a test.
+tests/bots/test_pacing.py, the emulator's below), so changing any number on either side fails a test.
 """
 
 from __future__ import annotations
