@@ -1,13 +1,20 @@
-"""Bot Framework access tokens for outbound calls, from Entra ID through msal (client credentials)."""
+"""Access tokens for outbound calls, from Entra ID through msal (client credentials): the Bot Framework's
+(``token_provider``) and Microsoft Graph's (``graph_token_provider``), each from its own authority."""
 
 from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import urlsplit
 
 import msal
 import requests
 from django.conf import settings
+
+# Hosts whose authority is Microsoft's own; any other authority skips msal's instance discovery.
+MICROSOFT_AUTHORITY_HOSTS = {
+    "login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn",
+}
 
 
 class TokenError(Exception):
@@ -29,19 +36,21 @@ class TokenProvider:
     msal would renew it, so the two calls of every delivery cost a clock read rather than a search
     of msal's cache."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, authority: str = "BOT_AUTHORITY", scope: str = "BOT_TOKEN_SCOPE") -> None:
+        self._authority_setting, self._scope_setting = authority, scope  # the names of the settings to read
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
         self._ready: tuple[str, float] = ("", 0.0)  # the token, and until when (monotonic) to reuse it
 
     def _build_app(self) -> msal.ConfidentialClientApplication:
+        authority = getattr(settings, self._authority_setting)
         return msal.ConfidentialClientApplication(
             settings.BOT_APP_ID,
             client_credential=settings.BOT_APP_PASSWORD,
-            authority=settings.BOT_AUTHORITY,
+            authority=authority,
             # Instance discovery asks Microsoft's own cloud about the authority; a sovereign or local
             # authority answers for itself.
-            instance_discovery=settings.BOT_AUTHORITY_IS_MICROSOFT,
+            instance_discovery=urlsplit(authority).hostname in MICROSOFT_AUTHORITY_HOSTS,
             timeout=settings.BOT_HTTP_TIMEOUT_SECONDS,  # msal waits forever otherwise
         )
 
@@ -53,7 +62,7 @@ class TokenProvider:
             with self._lock:
                 if self._app is None:
                     self._app = self._build_app()
-                result = self._app.acquire_token_for_client(scopes=[settings.BOT_TOKEN_SCOPE])
+                result = self._app.acquire_token_for_client(scopes=[getattr(settings, self._scope_setting)])
         except (requests.RequestException, ValueError) as exc:
             # The authority is unreachable or answered nonsense (msal raises ValueError for a bad
             # discovery document): worth trying again later.
@@ -88,3 +97,4 @@ def _reuse_seconds(result: dict) -> float:
 
 
 token_provider = TokenProvider()
+graph_token_provider = TokenProvider(authority="GRAPH_AUTHORITY", scope="GRAPH_TOKEN_SCOPE")

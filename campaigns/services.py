@@ -14,6 +14,7 @@ from core.errors import ApplicationError
 
 from .approvals import APPROVED_FIELDS, approval_withdraw, change_record
 from .audit import SYSTEM, Actor
+from .entra_sync import owned_fields
 from .models import AuditEntry, Campaign, Category, OptOut, Recipient, RecipientSync
 from .states import move_require
 
@@ -122,6 +123,33 @@ def _sync_list_only(*, sync: RecipientSync, external_ids: list[str]) -> None:
         )
 
 
+ENTRA_OWNS = "Entra ID owns this field for this person (ENTRA_SYNC_FIELDS): change it in Entra ID."
+
+
+def _entra_owned_values(external_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The fields Entra ID owns, as they are now, of the people among these whom Entra ID knows."""
+    owned = owned_fields()
+    if not owned:
+        return {}
+    columns = ["external_id", "attributes", *sorted(name for name in owned if not name.startswith("attributes."))]
+    people = Recipient.objects.filter(external_id__in=external_ids, aad_object_id__isnull=False).values(*columns)
+    return {person["external_id"]: person for person in people}
+
+
+def _changes_entra_owned(row: dict[str, Any], current: dict[str, Any] | None) -> str | None:
+    """The first field Entra ID owns that the row would change, if any."""
+    if current is None:
+        return None
+    for name in sorted(owned_fields()):
+        if name.startswith("attributes."):
+            key = name.removeprefix("attributes.")
+            if "attributes" in row and (row["attributes"] or {}).get(key) != (current["attributes"] or {}).get(key):
+                return "attributes"
+        elif name in row and str(row[name] or "") != str(current[name] or ""):
+            return name
+    return None
+
+
 @dataclass
 class UpsertResult:
     created: int = 0
@@ -148,12 +176,17 @@ def recipients_bulk_upsert(
     owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
     valid: list[dict[str, Any]] = []
     refused = set(also_listed)
+    entra_owned = _entra_owned_values(external_ids)
     for index, row in enumerate(rows):
         aad = row.get("aad_object_id")
         if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
             result.errors.append(
                 {"index": index, "field": "aad_object_id", "message": f"Already used by recipient {owners[aad]!r}."}
             )
+            refused.add(row["external_id"])
+            continue
+        if name := _changes_entra_owned(row, entra_owned.get(row["external_id"])):
+            result.errors.append({"index": index, "field": name, "message": ENTRA_OWNS})
             refused.add(row["external_id"])
             continue
         valid.append(row)
@@ -206,8 +239,9 @@ class SyncResult:
 
 
 def recipient_sync_finish(*, sync: RecipientSync, dry_run: bool) -> SyncResult:
-    """Deactivates everyone active whom the sync did not list; with ``dry_run``, only counts them.
-    A sync that listed nobody is refused: it would deactivate everyone."""
+    """Deactivates everyone active whom the sync did not list, of the people HR brought (those Entra ID
+    brought are its own sync's to end); with ``dry_run``, only counts them. A sync that listed nobody is
+    refused: it would deactivate everyone."""
     with transaction.atomic():
         sync = RecipientSync.objects.select_for_update().get(pk=sync.pk)
         if sync.finished_at is not None:
@@ -219,7 +253,7 @@ def recipient_sync_finish(*, sync: RecipientSync, dry_run: bool) -> SyncResult:
                 code="empty_sync",
                 status=409,
             )
-        leavers = Recipient.objects.filter(is_active=True).exclude(last_sync=sync)
+        leavers = Recipient.objects.filter(is_active=True, origin=Recipient.Origin.HR).exclude(last_sync=sync)
         if dry_run:
             return SyncResult(listed=listed, deactivated=leavers.count(), dry_run=True)
         deactivated = leavers.update(is_active=False, updated_at=timezone.now())

@@ -139,5 +139,24 @@ class EmulatorClient:
             raise TimeoutError(f"expected {count} messages, got {len(found)} within {timeout} s")
         return found
 
+    # Microsoft Graph's directory ----------------------------------------------------------------
+
+    def graph_users(self, users: list[dict[str, Any]]) -> dict[str, Any]:
+        """Creates or changes directory users: ``{"id": GUID, "displayName": ..., ...}`` each."""
+        return self.request("POST", "/_emulator/graph/users", {"users": users})
+
+    def graph_delete(self, user_id: UserRef) -> dict[str, Any]:
+        return self.request("POST", f"/_emulator/graph/users/{quote(str(user_id))}/delete")
+
+    def graph_expire_delta_links(self) -> dict[str, Any]:
+        return self.request("POST", "/_emulator/graph/expire-delta-links")
+
+    def graph_config(self, **fields: Any) -> dict[str, Any]:
+        """``page_size``, ``permissions``, ``throttle_next``, ``retry_after_seconds``."""
+        return self.request("POST", "/_emulator/graph/config", fields)
+
+    def graph_stats(self) -> dict[str, Any]:
+        return self.request("GET", "/_emulator/graph/stats")
+
     def close(self) -> None:
         self._pool.clear()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .bot_client import BotClient
 from .config import RuntimeConfig, Settings
 from .faults import FaultInjector
+from .graph import Directory
 from .limits import CREATE_WINDOWS, GLOBAL_WINDOWS, THREAD_WINDOWS, MadeMoments, SlidingLimiter
 from .state import Store
 from .tokens import AccessTokenChecker, SigningKey
@@ -20,6 +21,7 @@ class Context:
     config: RuntimeConfig
     store: Store = field(default_factory=Store)
     faults: FaultInjector = field(default_factory=FaultInjector)
+    directory: Directory = field(default_factory=Directory)  # Microsoft Graph's users
     global_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(GLOBAL_WINDOWS))
     global_made: MadeMoments = field(default_factory=lambda: MadeMoments(*GLOBAL_WINDOWS[0]))
     thread_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(THREAD_WINDOWS))
@@ -41,8 +43,10 @@ class Context:
         return f"{self.base_url}/botframework/v1/.well-known/openidconfiguration"
 
     def reset(self) -> None:
-        """Forgets users, conversations, messages, windows and counters; keeps keys and config."""
+        """Forgets users, conversations, messages, windows and counters, and the directory; keeps keys
+        and config."""
         self.store.reset()
+        self.directory.reset()
         self.faults.clear_counts()
         self.faults.reseed(self.config.seed)
         self.global_limiter.clear()

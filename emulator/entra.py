@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .context import Context
+from .graph import GRAPH_AUDIENCE, GRAPH_SCOPE
 from .responses import json_response
 from .tokens import ACCESS_TOKEN_SECONDS, issue_access_token
 
@@ -154,13 +155,18 @@ class Entra:
                 f"secret value, not the client secret ID, for a secret added to app '{client_id}'.",
             )
         scopes = str(form.get("scope") or "").split()
-        if BOT_FRAMEWORK_SCOPE not in scopes:
+        if GRAPH_SCOPE in scopes and tenant_id == settings.tenant_id:
+            # Microsoft Graph, for the organisation's own tenant: the token carries what its admin consented to.
+            token = issue_access_token(self.ctx.key, client_id=client_id, tenant=tenant, tenant_id=tenant_id,
+                                       audience=GRAPH_AUDIENCE, roles=list(self.ctx.directory.permissions))
+        elif BOT_FRAMEWORK_SCOPE in scopes:
+            token = issue_access_token(self.ctx.key, client_id=client_id, tenant=tenant, tenant_id=tenant_id)
+        else:
             return _entra_error(
                 400, "invalid_scope", 1002012,
-                f"The provided value for scope {' '.join(scopes) or '(none)'} is not valid. "
-                f"The emulator issues tokens for {BOT_FRAMEWORK_SCOPE} only.",
+                f"The provided value for scope {' '.join(scopes) or '(none)'} is not valid. The emulator issues "
+                f"tokens for {BOT_FRAMEWORK_SCOPE}, and for {GRAPH_SCOPE} from the tenant {settings.tenant_id}.",
             )
-        token = issue_access_token(self.ctx.key, client_id=client_id, tenant=tenant, tenant_id=tenant_id)
         self.ctx.store.tokens_issued += 1
         return json_response(
             200,

@@ -65,6 +65,10 @@ class RunningEmulator:
         return str(self.info["openid_metadata_url"])
 
     @property
+    def graph_url(self) -> str:
+        return str(self.info["graph_url"])
+
+    @property
     def pid(self) -> int:
         return self.process.pid
 

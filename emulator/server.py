@@ -20,6 +20,7 @@ from .connector import Connector
 from .context import Context
 from .control import Control
 from .entra import Entra
+from .graph import Graph, GraphControl
 from .pages import Pages
 from .tls import ensure_certificates, server_context, write_private
 from .tokens import SigningKey
@@ -61,7 +62,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def build_app(ctx: Context) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
-    for part in (Control(ctx), Entra(ctx), Pages(ctx), Connector(ctx)):
+    for part in (Control(ctx), GraphControl(ctx), Entra(ctx), Graph(ctx), Pages(ctx), Connector(ctx)):
         app.add_routes(part.routes())
 
     async def close_bot_client(_: web.Application) -> None:
@@ -81,6 +82,7 @@ def describe(ctx: Context, ca_file: Path, port: int) -> dict[str, Any]:
         "service_url": ctx.service_url,
         "authority": f"{ctx.base_url}/{ctx.settings.tenant_id}",
         "openid_metadata_url": ctx.openid_metadata_url,
+        "graph_url": f"{ctx.base_url}/graph/v1.0",
         "app_id": ctx.settings.app_id,
         "tenant_id": ctx.settings.tenant_id,
     }

@@ -75,12 +75,18 @@ class SigningKey:
         return jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
 
 
-def issue_access_token(key: SigningKey, *, client_id: str, tenant: str, tenant_id: str) -> str:
-    """An Entra v1-style app token for the Bot Framework API, like login.microsoftonline.com gives."""
+def issue_access_token(
+    key: SigningKey, *, client_id: str, tenant: str, tenant_id: str,
+    audience: str = BOT_FRAMEWORK_AUDIENCE, roles: list[str] | None = None,
+) -> str:
+    """An Entra v1-style app token, like login.microsoftonline.com gives: for the Bot Framework API, or
+    (``audience`` Microsoft Graph) carrying the application permissions granted (``roles``)."""
     now = int(time.time())
+    extra = {"roles": roles} if roles is not None else {}
     return key.sign(
         {
-            "aud": BOT_FRAMEWORK_AUDIENCE,
+            **extra,
+            "aud": audience,
             "iss": f"https://sts.windows.net/{tenant_id}/",
             "iat": now,
             "nbf": now,

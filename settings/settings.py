@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -283,13 +282,34 @@ BOT_OPENID_METADATA_URL = env_str(
 )
 BOT_TOKEN_ISSUER = env_str("BOT_TOKEN_ISSUER", "https://api.botframework.com")
 TEAMS_SERVICE_URL = env_str("TEAMS_SERVICE_URL", "https://smba.trafficmanager.net/teams/")
-# Hosts whose authority is Microsoft's own; any other authority skips msal's instance discovery.
-BOT_AUTHORITY_IS_MICROSOFT = urlsplit(BOT_AUTHORITY).hostname in {
-    "login.microsoftonline.com",
-    "login.microsoftonline.us",
-    "login.partner.microsoftonline.cn",
-}
 BOT_HTTP_TIMEOUT_SECONDS = env_float("BOT_HTTP_TIMEOUT_SECONDS", 15.0)
+
+# --- Microsoft Graph, and people from Entra ID (bots/graph.py, campaigns/entra_sync.py) ------------
+GRAPH_BASE_URL = (env_str("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0") or "").rstrip("/")
+# Graph's tokens come from the organisation's own tenant, never botframework.com.
+GRAPH_AUTHORITY = env_str("GRAPH_AUTHORITY", BOT_AUTHORITY if BOT_TENANT_ID else "")
+GRAPH_TOKEN_SCOPE = env_str("GRAPH_TOKEN_SCOPE", "https://graph.microsoft.com/.default")
+GRAPH_HTTP_TIMEOUT_SECONDS = env_float("GRAPH_HTTP_TIMEOUT_SECONDS", 30.0)
+# How long, at most, to honour one Retry-After of Graph's before giving up this run.
+GRAPH_MAX_RETRY_AFTER_SECONDS = env_float("GRAPH_MAX_RETRY_AFTER_SECONDS", 120.0)
+# People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS (and `manage.py sync_entra`
+# syncs now), and the fields below belong to Entra ID.
+ENTRA_SYNC = env_bool("ENTRA_SYNC", False)
+ENTRA_SYNC_INTERVAL_SECONDS = env_float("ENTRA_SYNC_INTERVAL_SECONDS", 3600.0)
+if ENTRA_SYNC:
+    CELERY_BEAT_SCHEDULE["sync-entra"] = {"task": "campaigns.tasks.sync_entra", "schedule": ENTRA_SYNC_INTERVAL_SECONDS}
+# Which of a person's fields Entra ID owns, and the Graph property each comes from ("field=property,...";
+# a property inside another is written with a dot: attributes.cost_center=employeeOrgData.costCenter).
+# The HR API may not change these fields while the sync is on; the sync never writes any other field.
+ENTRA_SYNC_FIELDS = env_str(
+    "ENTRA_SYNC_FIELDS",
+    "display_name=displayName,first_name=givenName,last_name=surname,email=mail,upn=userPrincipalName,"
+    "department=department,job_title=jobTitle,location=officeLocation,country=usageLocation,"
+    "locale=preferredLanguage",
+)
+# The Graph property that holds the HR system's id, for people Entra ID tells Crier of first; without one
+# a person's external id is "entra:<object id>".
+ENTRA_SYNC_EXTERNAL_ID = env_str("ENTRA_SYNC_EXTERNAL_ID", "employeeId")
 
 # --- The Teams app package (python manage.py teams_app_package; bots/app_package.py) --------------
 # The app's id in the organisation's catalog: keep it once the app is uploaded (a new id is a new app).

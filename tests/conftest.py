@@ -14,7 +14,7 @@ from django.conf import settings
 
 from core import http
 from bots.auth import signing_keys
-from bots.tokens import token_provider
+from bots.tokens import graph_token_provider, token_provider
 from tests.slots import NO_SLOT_STATUS, WAIT_SECONDS, take_slot, use_slot
 
 
@@ -69,16 +69,19 @@ def teams(emulator, settings, redis_client):
     """Points the bot at the emulator, with a clean emulator state, no cached token or keys and
     no pacing state left in Redis by another test."""
     settings.BOT_AUTHORITY = emulator.authority
-    settings.BOT_AUTHORITY_IS_MICROSOFT = False
+    settings.GRAPH_AUTHORITY = emulator.authority
+    settings.GRAPH_BASE_URL = emulator.graph_url
     settings.TEAMS_SERVICE_URL = emulator.service_url
     settings.BOT_OPENID_METADATA_URL = emulator.openid_metadata_url
     emulator.client.reset()
     emulator.client.config(limits=False, auto_install=True, faults={}, bot_disabled=False)
     http.reset_pool()
     token_provider.invalidate()
+    graph_token_provider.invalidate()
     signing_keys.clear()
     yield emulator
     token_provider.invalidate()
+    graph_token_provider.invalidate()
 
 
 @pytest.fixture(autouse=True)

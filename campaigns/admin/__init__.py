@@ -2,4 +2,4 @@
 selectors. State changes go through ``delivery.services``; an ``ApplicationError`` becomes an admin
 error message, never a server error."""
 
-from . import audiences, audit, campaigns, changes, keys, people, templates  # noqa: F401  (registers the admin pages)
+from . import audiences, audit, campaigns, changes, directory, keys, people, templates  # noqa: F401  (registers the admin pages)

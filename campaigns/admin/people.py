@@ -12,6 +12,7 @@ from bots.models import TeamsAddress
 
 from ..models import Category, OptOut, Recipient
 from ..audit import Actor
+from ..entra_sync import owned_fields
 from ..services import opt_out_delete, opt_out_record
 from .common import JSON_AS_TEXT, RecordsChanges, _when
 
@@ -43,7 +44,7 @@ class RecipientAdmin(admin.ModelAdmin):
     list_display = ("__str__", "external_id", "email", "department", "country", "is_active", "teams")
     list_filter = ("is_active", TeamsStateFilter, "department", "country")
     search_fields = ("display_name", "first_name", "last_name", "email", "external_id", "department")
-    readonly_fields = ("teams_address", "opt_outs", "created_at", "updated_at")
+    readonly_fields = ("teams_address", "opt_outs", "created_at", "updated_at", "origin")
     fieldsets = (
         (None, {"fields": ("external_id", "first_name", "last_name", "display_name", "email", "upn", "is_active")}),
         ("Organisation", {"fields": (
@@ -52,8 +53,18 @@ class RecipientAdmin(admin.ModelAdmin):
         ("Teams", {"fields": ("aad_object_id", "tenant_id", "teams_address")}),
         ("Opt-outs", {"fields": ("opt_outs",)}),
         ("Other attributes", {"fields": ("attributes",)}),
-        ("History", {"fields": ("created_at", "updated_at")}),
+        ("History", {"fields": ("origin", "created_at", "updated_at")}),
     )
+
+    def get_readonly_fields(self, request, obj=None):
+        """The fields Entra ID owns are its to change, for the people it knows (``ENTRA_SYNC_FIELDS``)."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.aad_object_id is not None:
+            owned = owned_fields()
+            fields += sorted(name for name in owned if not name.startswith("attributes."))
+            if any(name.startswith("attributes.") for name in owned):
+                fields.append("attributes")
+        return fields
 
     def get_queryset(self, request):
         state = TeamsAddress.objects.filter(aad_object_id=OuterRef("aad_object_id")).values("state")[:1]

@@ -3,9 +3,12 @@ audiences, templates, campaigns, opt-outs) and ``access`` (API keys and their ca
 the audit trail)."""
 
 from .access import ApiKey, ApiRequest, AuditEntry, IdempotencyRecord, StaffProfile
-from .content import Audience, Campaign, Category, MessageTemplate, OptOut, Recipient, RecipientSync
+from .content import (
+    Audience, Campaign, Category, DirectorySync, MessageTemplate, OptOut, Recipient, RecipientSync,
+)
 
 __all__ = [
-    "ApiKey", "ApiRequest", "Audience", "AuditEntry", "Campaign", "Category", "IdempotencyRecord", "MessageTemplate",
+    "ApiKey", "ApiRequest", "Audience", "AuditEntry", "Campaign", "Category", "DirectorySync", "IdempotencyRecord",
+    "MessageTemplate",
     "OptOut", "Recipient", "RecipientSync", "StaffProfile",
 ]

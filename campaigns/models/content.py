@@ -30,9 +30,46 @@ class RecipientSync(models.Model):
         return f"Sync {self.pk} ({'finished' if self.finished_at else 'open'})"
 
 
+class DirectorySync(models.Model):
+    """One run of the people sync from Entra ID (``campaigns.entra_sync``): full or from the last delta
+    link, its progress while it runs, and what it did."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    full = models.BooleanField(default=False, help_text="Listed everyone, rather than the changes since the last run.")
+    dry_run = models.BooleanField(default=False, help_text="Counted what it would do, and changed nothing.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    pages = models.PositiveIntegerField(default=0)
+    seen = models.PositiveIntegerField(default=0, help_text="People Graph listed.")
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deactivated = models.PositiveIntegerField(default=0)
+    reactivated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    problems = models.JSONField(default=list, blank=True, help_text="People it could not take, and why.")
+    error = models.TextField(blank=True, help_text="Why the run failed, in plain words.")
+    delta_link = models.TextField(blank=True, help_text="Where the next run starts (kept after a run that succeeded).")
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "Entra ID sync"
+
+    def __str__(self) -> str:
+        return f"Entra ID sync {self.pk} ({self.get_status_display().lower()})"
+
+
 class Recipient(models.Model):
     """A person as the HR system knows them. Their Teams address lives in ``bots.TeamsAddress``,
     joined on ``aad_object_id``, because Teams may tell us about a person before HR does."""
+
+    class Origin(models.TextChoices):
+        HR = "hr", "HR (the API or the admin)"
+        ENTRA = "entra", "Entra ID"
 
     external_id = models.CharField(max_length=255, unique=True, help_text="The HR system's id.")
     email = models.EmailField(blank=True)
@@ -51,6 +88,10 @@ class Recipient(models.Model):
     start_date = models.DateField(null=True, blank=True, db_index=True)
     is_active = models.BooleanField(default=True, db_index=True)
     attributes = models.JSONField(default=dict, blank=True)
+    origin = models.CharField(
+        max_length=8, choices=Origin.choices, default=Origin.HR, db_default=Origin.HR,  # raw SQL inserts too
+        help_text="Who first told Crier of this person: an HR sync deactivates only its own people.",
+    )
     last_sync = models.ForeignKey(
         RecipientSync, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The latest full sync that listed this person.",

@@ -367,3 +367,37 @@ def test_bulk_upsert_replaces_attributes_as_a_whole_rather_than_merging_them(api
 
     assert response.status_code == 200 and response.json()["errors"] == []
     assert Recipient.objects.get(external_id="E1").attributes == {"site": "Lyon"}
+
+
+def test_bulk_upsert_refuses_to_change_what_entra_id_owns_for_the_people_it_knows(api, settings):
+    settings.ENTRA_SYNC = True
+    settings.ENTRA_SYNC_FIELDS = "department=department,attributes.cost_center=employeeOrgData.costCenter"
+    for name in ("a", "b", "linked"):
+        factories.recipient(external_id=name, department="Sales", attributes={"cost_center": "CC-1", "site": "x"})
+    factories.recipient(external_id="hr-only", aad_object_id=None, department="Sales")
+
+    response = api.post(BULK, {"recipients": [
+        person("a", department="Finance"),
+        person("b", department="Sales", attributes={"cost_center": "CC-2"}),
+        person("linked", department="Sales", first_name="Renamed", attributes={"cost_center": "CC-1", "site": "y"}),
+        person("hr-only", department="Finance"),
+    ]}, format="json")
+
+    assert response.status_code == 200, response.json()
+    errors = response.json()["errors"]
+    assert [(error["index"], error["field"]) for error in errors] == [(0, "department"), (1, "attributes")]
+    assert "Entra ID owns this field" in errors[0]["message"]
+    assert Recipient.objects.get(external_id="a").department == "Sales"
+    linked = Recipient.objects.get(external_id="linked")
+    assert (linked.department, linked.first_name, linked.attributes) == ("Sales", "Renamed", {"cost_center": "CC-1", "site": "y"})
+    assert Recipient.objects.get(external_id="hr-only").department == "Finance"
+
+
+def test_bulk_upsert_changes_any_field_while_the_entra_sync_is_off(api, settings):
+    settings.ENTRA_SYNC = False
+    factories.recipient(external_id="linked", department="Sales")
+
+    response = api.post(BULK, {"recipients": [person("linked", department="Finance")]}, format="json")
+
+    assert response.json()["errors"] == []
+    assert Recipient.objects.get(external_id="linked").department == "Finance"

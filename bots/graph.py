@@ -1,0 +1,131 @@
+"""Microsoft Graph, read with the bot's own app registration (client credentials on the organisation's
+tenant, ``bots.tokens.graph_token_provider``) through the one outbound HTTP seam, ``core.http``.
+
+What it takes care of for every caller: a token (renewed once after a 401), Graph's ``429`` and ``503``
+with their ``Retry-After`` honoured (up to ``GRAPH_MAX_RETRY_AFTER_SECONDS`` a wait), a timeout tried
+again a few times, and links Graph hands back (``@odata.nextLink``) followed only to Graph's own host, so
+that the token never goes anywhere else. Every refusal becomes ``GraphError``, which says in plain words
+what to do about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from django.conf import settings
+
+from core import http
+
+from .tokens import TokenError, TokenProvider, graph_token_provider
+
+logger = logging.getLogger(__name__)
+RETRIED_STATUSES = {429, 502, 503, 504}
+ATTEMPTS = 6  # a call and five more after a wait
+PERMISSIONS_NEEDED = {"/users": "User.Read.All"}
+
+
+class GraphError(Exception):
+    def __init__(self, *, status: int | None, code: str, message: str, needs: str = "") -> None:
+        super().__init__(f"{status or 'no answer'} {code}: {message}")
+        self.status, self.code, self.message, self.needs = status, code, message, needs
+
+    def plain(self) -> str:
+        """What went wrong and what to do, for the admin and the command line."""
+        if self.status == 403:
+            return (f"Microsoft Graph refused ({self.code}): give the app registration the application permission "
+                    f"{self.needs or 'this call needs'} and have an administrator grant consent (docs/going-live.md).")
+        if self.status == 401:
+            return (f"Entra ID or Microsoft Graph refused Crier's credentials ({self.code}): check BOT_APP_ID, "
+                    f"BOT_APP_PASSWORD and GRAPH_AUTHORITY. {self.message}")
+        if self.status is None:
+            return f"Microsoft Graph could not be reached ({self.code}): {self.message}"
+        if self.status == 429:
+            return ("Microsoft Graph kept answering 429 (too many requests) for longer than this run waits; "
+                    "the next run continues.")
+        return f"Microsoft Graph answered {self.status} {self.code}: {self.message}"
+
+
+def _error(status: int, body: Any, needs: str) -> GraphError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code, message = str(error.get("code") or status), str(error.get("message") or "")[:500]
+        return GraphError(status=status, code=code, message=message, needs=needs)
+    return GraphError(status=status, code=str(status), message="", needs=needs)
+
+
+def _retry_after(headers: dict[str, str], attempt: int) -> float:
+    """Graph's ``Retry-After`` in seconds, or an exponential wait when it gave none."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else float(2 ** attempt)
+    except ValueError:
+        return float(2 ** attempt)
+
+
+class GraphClient:
+    def __init__(
+        self, tokens: TokenProvider = graph_token_provider, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.tokens = tokens
+        self.sleep = sleep
+
+    def url(self, path: str, params: dict[str, str] | None = None) -> str:
+        query = f"?{urlencode(params, safe='$,')}" if params else ""
+        return f"{settings.GRAPH_BASE_URL}{path}{query}"
+
+    @staticmethod
+    def _check_host(url: str) -> None:
+        """A link from an answer must lead back to Graph: the token is never sent to another host."""
+        ours, theirs = urlsplit(settings.GRAPH_BASE_URL), urlsplit(url)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            raise GraphError(status=None, code="ForeignLink",
+                             message=f"Graph answered with a link to {theirs.scheme}://{theirs.netloc}, not to itself.")
+
+    def get(self, url: str, *, needs: str = "") -> dict[str, Any]:
+        """The JSON of one GET of ``url`` (from ``url()``, or a link Graph gave)."""
+        self._check_host(url)
+        renewed = False
+        for attempt in range(ATTEMPTS):
+            try:
+                token = self.tokens.get()
+            except TokenError as error:
+                status = None if error.transient else 401
+                raise GraphError(status=status, code=error.code, message=str(error)) from error
+            try:
+                headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+                response = http.request("GET", url, headers=headers, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
+            except http.HttpTimeout as error:
+                if attempt == ATTEMPTS - 1:
+                    raise GraphError(status=None, code="Timeout", message=str(error)[:300]) from error
+                self.sleep(min(2.0 ** attempt, settings.GRAPH_MAX_RETRY_AFTER_SECONDS))
+                continue
+            if 200 <= response.status < 300:
+                try:
+                    data = response.json()
+                except ValueError as error:
+                    raise GraphError(status=response.status, code="NotJson", message="Not JSON.") from error
+                return data if isinstance(data, dict) else {}
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            error = _error(response.status, body, needs)
+            if response.status == 401 and not renewed:
+                renewed = True
+                self.tokens.invalidate()
+                continue
+            if response.status in RETRIED_STATUSES and attempt < ATTEMPTS - 1:
+                wait = _retry_after(response.headers, attempt)
+                if wait <= settings.GRAPH_MAX_RETRY_AFTER_SECONDS:
+                    logger.info("graph answered %s; trying again in %.1f s", response.status, wait)
+                    self.sleep(wait)
+                    continue
+            raise error
+        raise GraphError(status=429, code="TooManyRequests", message="Graph kept refusing.")
+
+
+graph = GraphClient()

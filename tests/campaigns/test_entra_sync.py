@@ -1,0 +1,236 @@
+"""People from Entra ID: the sync against the emulator's Microsoft Graph (real HTTPS, real msal tokens),
+full and by delta, what it writes and what it leaves to HR, and how it fails."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from bots.graph import GraphClient
+from bots.tokens import graph_token_provider
+from campaigns.entra_sync import entra_sync, field_maps, owned_fields
+from campaigns.models import DirectorySync, Recipient
+from campaigns.services import recipient_sync_finish
+from core.errors import ApplicationError
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def oid(n: int) -> str:
+    return str(uuid.UUID(int=0xE0000 + n))
+
+
+def entra_user(n: int, **properties) -> dict:
+    return {"id": oid(n), "displayName": f"Person {n}", "givenName": f"P{n}", "surname": "Entra",
+            "mail": f"p{n}@contoso.com", "userPrincipalName": f"p{n}@contoso.com", "department": "Sales",
+            "jobTitle": "Rep", "officeLocation": "Leeds", "usageLocation": "gb", "preferredLanguage": "en-GB",
+            **properties}
+
+
+@pytest.fixture
+def graph_on(teams, settings):
+    settings.ENTRA_SYNC = True
+    settings.BOT_TENANT_ID = factories.TENANT
+    return teams
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def person(n: int) -> Recipient:
+    return Recipient.objects.get(aad_object_id=oid(n))
+
+
+def test_a_first_run_lists_everyone_page_by_page_and_creates_them(graph_on):
+    graph_on.client.graph_users([entra_user(n) for n in range(5)])
+    graph_on.client.graph_config(page_size=2)
+
+    run = entra_sync()
+
+    assert (run.status, run.full, run.pages, run.seen, run.created) == ("succeeded", True, 3, 5, 5)
+    created = person(0)
+    assert (created.display_name, created.first_name, created.last_name, created.email, created.upn) == (
+        "Person 0", "P0", "Entra", "p0@contoso.com", "p0@contoso.com")
+    assert (created.department, created.job_title, created.location, created.country, created.locale) == (
+        "Sales", "Rep", "Leeds", "GB", "en-GB")
+    assert (created.origin, created.is_active, created.external_id) == ("entra", True, f"entra:{oid(0)}")
+    assert created.tenant_id == factories.TENANT
+    assert run.delta_link
+
+
+def test_the_next_run_applies_only_the_changes_and_leaves_the_rest(graph_on):
+    graph_on.client.graph_users([entra_user(n) for n in range(3)])
+    entra_sync()
+    Recipient.objects.filter(aad_object_id=oid(1)).update(time_zone="Europe/London")  # a field Entra ID does not own
+    graph_on.client.graph_users([{"id": oid(1), "department": "Finance"}, entra_user(7)])
+
+    run = entra_sync()
+
+    assert (run.full, run.seen, run.created, run.updated, run.unchanged) == (False, 2, 1, 1, 0)
+    changed = person(1)
+    assert (changed.department, changed.display_name, changed.time_zone) == ("Finance", "Person 1", "Europe/London")
+    assert person(7).display_name == "Person 7"
+
+
+def test_a_removed_or_disabled_account_makes_its_person_inactive_and_never_deletes_them(graph_on):
+    graph_on.client.graph_users([entra_user(n) for n in range(3)])
+    entra_sync()
+    graph_on.client.graph_delete(oid(0))
+    graph_on.client.graph_users([{"id": oid(1), "accountEnabled": False}])
+
+    run = entra_sync()
+
+    assert run.deactivated == 2
+    assert [person(n).is_active for n in range(3)] == [False, False, True]
+    graph_on.client.graph_users([{"id": oid(1), "accountEnabled": True}])
+    assert entra_sync().reactivated == 1
+    assert person(1).is_active
+
+
+def test_an_account_enabled_again_does_not_bring_back_a_person_hr_made_inactive(graph_on):
+    hr_person = factories.recipient(aad_object_id=oid(4), is_active=False, external_id="HR-4")
+    graph_on.client.graph_users([entra_user(4, accountEnabled=True, employeeId="HR-4")])
+
+    run = entra_sync()
+
+    hr_person.refresh_from_db()
+    assert (hr_person.is_active, hr_person.origin, run.reactivated, run.updated) == (False, "hr", 0, 1)
+    assert hr_person.display_name == "Person 4"
+
+
+def test_it_matches_a_person_hr_created_by_their_hr_id_and_gives_them_their_entra_id(graph_on):
+    hr_person = factories.recipient(aad_object_id=None, external_id="E-100")
+    graph_on.client.graph_users([entra_user(5, employeeId="E-100")])
+
+    run = entra_sync()
+
+    hr_person.refresh_from_db()
+    assert (run.created, run.updated) == (0, 1)
+    assert (str(hr_person.aad_object_id), hr_person.department, hr_person.origin) == (oid(5), "Sales", "hr")
+
+
+def test_an_expired_delta_link_starts_a_full_run_that_ends_people_entra_no_longer_lists(graph_on):
+    graph_on.client.graph_users([entra_user(n) for n in range(3)])
+    entra_sync()
+    hr_only = factories.recipient(aad_object_id=None)
+    graph_on.client.graph_expire_delta_links()
+    graph_on.client.reset()  # a directory that lost person 2 without a trace
+    graph_on.client.graph_users([entra_user(n) for n in range(2)])
+
+    run = entra_sync()
+
+    assert (run.status, run.full, run.seen) == ("succeeded", True, 2)
+    assert not person(2).is_active and person(0).is_active
+    hr_only.refresh_from_db()
+    assert hr_only.is_active  # HR's people are HR's to end
+
+
+def test_a_dry_run_counts_and_changes_nothing_and_keeps_no_delta_link(graph_on):
+    graph_on.client.graph_users([entra_user(n) for n in range(3)])
+
+    run = entra_sync(dry_run=True)
+
+    assert (run.status, run.dry_run, run.created, run.delta_link) == ("succeeded", True, 3, "")
+    assert not Recipient.objects.exists()
+    assert entra_sync().full  # the next real run still lists everyone
+
+
+def test_it_honours_graphs_retry_after_and_goes_on(graph_on):
+    graph_on.client.graph_users([entra_user(0)])
+    graph_on.client.graph_config(throttle_next=2, retry_after_seconds=3)
+    sleeps = Sleeps()
+
+    run = entra_sync(client=GraphClient(sleep=sleeps))
+
+    assert (run.status, run.created) == ("succeeded", 1)
+    assert sleeps.waits == [3.0, 3.0]
+
+
+def test_a_missing_permission_fails_the_run_saying_which_and_keeps_the_last_delta_link(graph_on):
+    graph_on.client.graph_users([entra_user(0)])
+    first = entra_sync()
+    graph_on.client.graph_config(permissions=["TeamsActivity.Send"])
+    graph_token_provider.invalidate()
+
+    run = entra_sync()
+
+    assert run.status == "failed"
+    assert "User.Read.All" in run.error and "consent" in run.error
+    assert run.finished_at is not None
+    graph_on.client.graph_config(permissions=["User.Read.All"])
+    graph_token_provider.invalidate()
+    assert entra_sync().full is False  # from the link the first run kept
+    assert first.delta_link
+
+
+def test_wrong_credentials_fail_the_run_in_plain_words(graph_on, settings):
+    settings.BOT_APP_PASSWORD = "wrong"
+    graph_token_provider.invalidate()
+
+    run = entra_sync()
+
+    assert run.status == "failed"
+    assert "credentials" in run.error and "BOT_APP_PASSWORD" in run.error
+
+
+def test_it_refuses_to_run_while_off_or_without_a_tenant(settings):
+    settings.ENTRA_SYNC = False
+    with pytest.raises(ApplicationError, match="ENTRA_SYNC=true"):
+        entra_sync()
+    settings.ENTRA_SYNC, settings.GRAPH_AUTHORITY = True, ""
+    with pytest.raises(ApplicationError, match="BOT_TENANT_ID"):
+        entra_sync()
+    assert not DirectorySync.objects.exists()
+
+
+def test_it_refuses_a_field_map_it_cannot_follow(settings):
+    assert [item.field for item in field_maps("department=department, attributes.cost=employeeOrgData.costCenter")] == [
+        "department", "attributes.cost"]
+    with pytest.raises(ApplicationError) as refused:
+        field_maps("password=passwordProfile,department")
+    assert "ENTRA_SYNC_FIELDS" in refused.value.fields
+    settings.ENTRA_SYNC = False
+    assert owned_fields() == set()
+
+
+def test_custom_attributes_come_from_properties_inside_others(graph_on, settings):
+    settings.ENTRA_SYNC_FIELDS = "department=department,attributes.cost_center=employeeOrgData.costCenter"
+    graph_on.client.graph_users([entra_user(0, employeeOrgData={"costCenter": "CC-9", "division": "North"})])
+
+    entra_sync()
+
+    assert person(0).attributes == {"cost_center": "CC-9"}
+    assert person(0).display_name == ""  # not in the map: never written
+
+
+def test_an_hr_sync_does_not_end_the_people_entra_id_brought(graph_on):
+    graph_on.client.graph_users([entra_user(0)])
+    entra_sync()
+    from campaigns.models import RecipientSync
+
+    sync = RecipientSync.objects.create()
+    factories.recipient(last_sync=sync)
+
+    result = recipient_sync_finish(sync=sync, dry_run=False)
+
+    assert result.deactivated == 0
+    assert person(0).is_active
+
+
+def test_the_command_prints_what_it_did_and_fails_readably(graph_on, capsys, settings):
+    graph_on.client.graph_users([entra_user(0)])
+
+    call_command("sync_entra", "--dry-run")
+    assert "would have created 1" in capsys.readouterr().out
+
+    settings.ENTRA_SYNC = False
+    with pytest.raises(CommandError, match="off"):
+        call_command("sync_entra", "--full")
