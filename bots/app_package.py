@@ -2,9 +2,9 @@
 two icons in a zip (``python manage.py teams_app_package``, or the admin's download for superusers).
 
 The manifest declares the bot (personal scope: one-to-one chats), ``webApplicationInfo`` (the app id
-Microsoft Graph and resource-specific consent know it by), the resource-specific permission Crier needs
-to learn who read a message (``ChatMessageReadReceipt.Read.Chat``), the domains it may open, and names
-and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
+Microsoft Graph and resource-specific consent know it by), the resource-specific permission with which
+Teams sends read receipts (``ChatMessageReadReceipt.Read.Chat``; consented with the app, so that counting
+reads needs no new upload), the domains it may open, and names and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
 reference before anything is written; a problem is reported with the field it is in.
 
 The icons are drawn here (a speech bubble: the colour icon in the accent colour, the outline icon white on
@@ -53,6 +53,12 @@ def _website() -> str:
     return settings.TEAMS_APP_WEBSITE_URL or settings.PUBLIC_BASE_URL
 
 
+def _resource() -> str:
+    """``api://<public host>/<bot app id>``, or empty when there is no public address (a check says so)."""
+    host = urlsplit(settings.PUBLIC_BASE_URL).hostname if settings.PUBLIC_BASE_URL else None
+    return f"api://{host}/{settings.BOT_APP_ID}" if host else ""
+
+
 def valid_domains() -> list[str]:
     """The public URL's host, then the configured extra domains, each once."""
     public = urlsplit(settings.PUBLIC_BASE_URL)
@@ -93,7 +99,8 @@ def manifest() -> dict[str, Any]:
             }],
         }],
         "validDomains": valid_domains(),
-        "webApplicationInfo": {"id": settings.BOT_APP_ID},
+        # Teams wants a resource with the app id for resource-specific consent (manifest 1.12 and later).
+        "webApplicationInfo": {"id": settings.BOT_APP_ID, "resource": _resource()},
         "authorization": {"permissions": {"resourceSpecific": [{"name": READ_RECEIPTS, "type": "Application"}]}},
     }
 
@@ -148,6 +155,7 @@ FIELDS: list[tuple[str, Callable[[Any], str | None]]] = [
     ("accentColor", _color),
     ("bots.0.botId", _guid),
     ("webApplicationInfo.id", _guid),
+    ("webApplicationInfo.resource", lambda v: None if v else "needs PUBLIC_BASE_URL (api://<its host>/<BOT_APP_ID>)"),
 ]
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import checks
 
+from core.errors import ApplicationError
+
+from .entra_sync import configuration_require
+
 
 @checks.register(checks.Tags.security, deploy=True)
 def proxy_count_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
@@ -17,4 +21,17 @@ def proxy_count_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
             hint="Set NUM_PROXIES to the number of proxies in front of Crier (each appends to X-Forwarded-For).",
             id="crier.W001",
         )]
+    return []
+
+
+@checks.register()
+def entra_sync_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """With the Entra ID sync on, its configuration must be one a run can work with (``manage.py migrate``
+    and ``check`` refuse to go on otherwise, rather than every run failing later)."""
+    if not settings.ENTRA_SYNC:
+        return []
+    try:
+        configuration_require()
+    except ApplicationError as error:
+        return [checks.Error(error.message, id="crier.E002")]
     return []

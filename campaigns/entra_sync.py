@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import uuid
+import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
+
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -81,7 +85,8 @@ def owned_fields() -> set[str]:
 
 
 def _select(maps: list[FieldMap]) -> str:
-    tops = dict.fromkeys(["id", "accountEnabled", settings.ENTRA_SYNC_EXTERNAL_ID, *(item.top for item in maps)])
+    tops = dict.fromkeys(["id", "accountEnabled", "userType", settings.ENTRA_SYNC_EXTERNAL_ID,
+                          *(item.top for item in maps)])
     return ",".join(name for name in tops if name)
 
 
@@ -94,11 +99,12 @@ class Counts:
     deactivated: int = 0
     reactivated: int = 0
     unchanged: int = 0
+    skipped: int = 0
     problems: list[str] = field(default_factory=list)
 
     def saved(self, run: DirectorySync) -> None:
         values = {name: getattr(self, name) for name in
-                  ("pages", "seen", "created", "updated", "deactivated", "reactivated", "unchanged")}
+                  ("pages", "seen", "created", "updated", "deactivated", "reactivated", "unchanged", "skipped")}
         DirectorySync.objects.filter(pk=run.pk).update(**values, problems=self.problems[:100])
         for name, value in values.items():
             setattr(run, name, value)
@@ -117,24 +123,48 @@ def _value(user: dict[str, Any], item: FieldMap) -> tuple[bool, Any]:
 
 def _converted(item: FieldMap, value: Any, problems: list[str], who: str) -> tuple[bool, Any]:
     """The value as the person's field holds it, or (False, None) when it cannot be (said in ``problems``)."""
+    source = ".".join(item.path)
     if item.field == "start_date":
         if value in (None, ""):
             return True, None
         try:
-            return True, dt.date.fromisoformat(str(value)[:10])
+            return True, _date(str(value))
         except ValueError:
-            problems.append(f"{who}: {item.field} from {'.'.join(item.path)} is not a date ({str(value)[:40]!r})")
+            problems.append(f"{who}: {item.field} from {source} is not a date ({str(value)[:40]!r})")
             return False, None
     text = "" if value is None else str(value).strip()
+    if "\x00" in text:
+        problems.append(f"{who}: {item.field} from {source} holds a NUL character")
+        return False, None
     if item.field.startswith("attributes."):
         return True, text
     limit = Recipient._meta.get_field(item.field).max_length
     if len(text) > limit:
-        problems.append(f"{who}: {item.field} from {'.'.join(item.path)} is longer than {limit} characters")
+        problems.append(f"{who}: {item.field} from {source} is longer than {limit} characters")
         return False, None
     if item.field == "country":
         text = text.upper()
+        if text and not _COUNTRY.match(text):
+            problems.append(f"{who}: country from {source} is not a two-letter code ({text[:40]!r})")
+            return False, None
+    if item.field == "time_zone" and text and text not in zoneinfo.available_timezones():
+        problems.append(f"{who}: time_zone from {source} is not a time zone ({text[:40]!r})")
+        return False, None
     return True, text
+
+
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def _date(value: str) -> dt.date:
+    """A date, or a Graph timestamp (``employeeHireDate``: UTC) as the date it is in the organisation's
+    time zone (``TIME_ZONE``)."""
+    if len(value) <= 10:
+        return dt.date.fromisoformat(value)
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(zoneinfo.ZoneInfo(settings.TIME_ZONE)).date()
 
 
 class _Run:
@@ -150,8 +180,11 @@ class _Run:
                 ids[str(user["id"])] = uuid.UUID(str(user["id"]))
             except (KeyError, TypeError, ValueError):
                 self.counts.problems.append(f"Graph listed a user without a valid id: {str(user)[:80]}")
-        known = {person.aad_object_id: person for person in Recipient.objects.filter(aad_object_id__in=ids.values())}
         with transaction.atomic():
+            # Locked for the page's transaction, so an HR upload of the same people waits rather than
+            # being overwritten (or overwriting) from a copy read before.
+            people = Recipient.objects.select_for_update().filter(aad_object_id__in=ids.values()).order_by("pk")
+            known = {person.aad_object_id: person for person in people}
             for user in users:
                 object_id = ids.get(str(user.get("id")) if isinstance(user, dict) else "")
                 if object_id is None:
@@ -166,11 +199,15 @@ class _Run:
     def _one(self, user: dict[str, Any], object_id: uuid.UUID, person: Recipient | None) -> None:
         counts, who = self.counts, str(object_id)
         if "@removed" in user:
-            if person is not None and person.is_active:
-                Recipient.objects.filter(pk=person.pk).update(is_active=False, updated_at=timezone.now())
-                counts.deactivated += 1
+            self._end(person)
+            return
+        if user.get("userType") and user["userType"] not in settings.ENTRA_SYNC_USER_TYPES:
+            # A guest (or another kind of account the organisation does not message): never taken, and
+            # ended if the sync took them before.
+            if person is not None and person.origin == Recipient.Origin.ENTRA and person.is_active:
+                self._end(person)
             else:
-                counts.unchanged += 1
+                counts.skipped += 1
             return
         values: dict[str, Any] = {}
         for item in self.maps:
@@ -184,16 +221,17 @@ class _Run:
             person = self._matched_by_hr_id(user, object_id)
         if person is None:
             if enabled is False:
-                counts.unchanged += 1  # a disabled account nobody knows of: nothing to make
+                counts.skipped += 1  # a disabled account nobody knows of: nothing to make
                 return
             self._create(user, object_id, values)
             return
         changed = self._changes(person, values)
         if enabled is False and person.is_active:
-            changed["is_active"] = False
+            changed.update(is_active=False, inactive_from_entra=True)
             counts.deactivated += 1
-        elif enabled is True and not person.is_active and person.origin == Recipient.Origin.ENTRA:
-            changed["is_active"] = True
+        elif enabled is True and not person.is_active and person.inactive_from_entra:
+            # Only whom the sync itself made inactive: whoever HR or a person made inactive stays so.
+            changed.update(is_active=True, inactive_from_entra=False)
             counts.reactivated += 1
         if person.aad_object_id != object_id:
             changed["aad_object_id"] = object_id
@@ -209,6 +247,16 @@ class _Run:
         Recipient.objects.filter(pk=person.pk).update(**changed, updated_at=timezone.now())
         if set(changed) - {"is_active"}:
             counts.updated += 1
+
+    def _end(self, person: Recipient | None) -> None:
+        """A removed account, or one the organisation does not message: its person inactive, never deleted."""
+        if person is not None and person.is_active:
+            Recipient.objects.filter(pk=person.pk).update(
+                is_active=False, inactive_from_entra=True, updated_at=timezone.now()
+            )
+            self.counts.deactivated += 1
+        else:
+            self.counts.unchanged += 1
 
     def _matched_by_hr_id(self, user: dict[str, Any], object_id: uuid.UUID) -> Recipient | None:
         """A person HR created with this HR id and no Entra object id yet."""
@@ -268,7 +316,7 @@ class _Run:
         if self.run.dry_run:
             self.counts.deactivated += gone.count()
         else:
-            self.counts.deactivated += gone.update(is_active=False, updated_at=timezone.now())
+            self.counts.deactivated += gone.update(is_active=False, inactive_from_entra=True, updated_at=timezone.now())
 
     def follow(self, url: str) -> str:
         """Every page from ``url`` to the delta link, which it returns."""
@@ -282,6 +330,24 @@ class _Run:
                 return str(data["@odata.deltaLink"])
             else:
                 raise GraphError(status=200, code="NoDeltaLink", message="A page had no next link and no delta link.")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def configuration_require() -> None:
+    """Refuses (``ApplicationError``) a configuration a run cannot work with, saying what to set."""
+    authority = settings.GRAPH_AUTHORITY or ""
+    tenant = urlsplit(authority).path.strip("/").split("/")[0].lower()
+    if not authority or tenant in ("", "botframework.com", "common", "organizations"):
+        raise ApplicationError(
+            "Set GRAPH_AUTHORITY to your organisation's tenant (https://login.microsoftonline.com/<tenant id>), or "
+            "BOT_TENANT_ID for a single-tenant bot: Graph's tokens never come from botframework.com.",
+            code="not_configured", status=409,
+        )
+    field_maps()
 
 
 def _locked() -> bool:
@@ -302,9 +368,7 @@ def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient
         raise ApplicationError(
             "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).", code="sync_off", status=409
         )
-    if not settings.GRAPH_AUTHORITY:
-        raise ApplicationError("Set BOT_TENANT_ID (or GRAPH_AUTHORITY): Graph's tokens come from your organisation's "
-                               "own tenant.", code="not_configured", status=409)
+    configuration_require()
     maps = field_maps()
     if connection.in_atomic_block:
         raise ApplicationError("A sync commits a page at a time: start it outside a transaction.", status=500)
@@ -318,8 +382,12 @@ def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient
         )
         previous = (DirectorySync.objects.filter(status=DirectorySync.Status.SUCCEEDED, dry_run=False)
                     .exclude(delta_link="").first())
-        full = full or previous is None
-        run = DirectorySync.objects.create(full=full, dry_run=dry_run)
+        selected = _select(maps)
+        # A delta link lists only what it was asked for, and only from the Graph it came from: after the
+        # fields changed, or Graph's address did, everyone is listed again.
+        full = (full or previous is None or previous.selected != selected
+                or _origin(previous.delta_link) != _origin(settings.GRAPH_BASE_URL))
+        run = DirectorySync.objects.create(full=full, dry_run=dry_run, selected=selected)
         _go(run, maps, client, None if full else previous.delta_link)
         return run
     finally:
@@ -337,7 +405,10 @@ def _go(run: DirectorySync, maps: list[FieldMap], client: GraphClient, delta_lin
                 raise
             logger.info("entra sync %s: the delta link expired (410); listing everyone", run.pk)
             run.full = True
+            pages = work.counts.pages
             work = _Run(run, maps, client)
+            work.counts.problems.append(f"The delta link had expired (Graph answered 410) after {pages} pages of "
+                                        "changes; everyone was listed again.")
             link = work.follow(full_url)
         if run.full:
             work.deactivate_unlisted()

@@ -81,6 +81,9 @@ def _upsert_statement(*, with_sync: bool) -> tuple[str, tuple[Any, ...]]:
         if name != "external_id":
             assignments.append(f"{column} = CASE WHEN s.doc ? %s THEN {value} ELSE t.{column} END")
             assignment_params.extend([name, *params])
+    # HR setting is_active decides it from then on: the Entra ID sync no longer brings the person back.
+    flag = quote(meta.get_field("inactive_from_entra").column)
+    assignments.append(f"{flag} = CASE WHEN s.doc ? 'is_active' THEN false ELSE t.{flag} END")
     sync_column = quote(meta.get_field("last_sync").column)
     if with_sync:
         assignments.append(f"{sync_column} = s.sync")
@@ -123,12 +126,11 @@ def _sync_list_only(*, sync: RecipientSync, external_ids: list[str]) -> None:
         )
 
 
-ENTRA_OWNS = "Entra ID owns this field for this person (ENTRA_SYNC_FIELDS): change it in Entra ID."
+ENTRA_OWNS = "Not changed: Entra ID owns this field for this person (ENTRA_SYNC_FIELDS); change it in Entra ID."
 
 
-def _entra_owned_values(external_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _entra_owned_values(external_ids: list[str], owned: set[str]) -> dict[str, dict[str, Any]]:
     """The fields Entra ID owns, as they are now, of the people among these whom Entra ID knows."""
-    owned = owned_fields()
     if not owned:
         return {}
     columns = ["external_id", "attributes", *sorted(name for name in owned if not name.startswith("attributes."))]
@@ -136,18 +138,31 @@ def _entra_owned_values(external_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {person["external_id"]: person for person in people}
 
 
-def _changes_entra_owned(row: dict[str, Any], current: dict[str, Any] | None) -> str | None:
-    """The first field Entra ID owns that the row would change, if any."""
+def _changes_entra_owned(row: dict[str, Any], current: dict[str, Any] | None, owned: set[str]) -> list[str]:
+    """The fields Entra ID owns that the row would change (``attributes.<key>`` for an attribute)."""
     if current is None:
-        return None
-    for name in sorted(owned_fields()):
+        return []
+    changed = []
+    for name in sorted(owned):
         if name.startswith("attributes."):
             key = name.removeprefix("attributes.")
             if "attributes" in row and (row["attributes"] or {}).get(key) != (current["attributes"] or {}).get(key):
-                return "attributes"
+                changed.append(name)
         elif name in row and str(row[name] or "") != str(current[name] or ""):
-            return name
-    return None
+            changed.append(name)
+    return changed
+
+
+def _without_entra_owned(row: dict[str, Any], name: str, current: dict[str, Any]) -> dict[str, Any]:
+    """The row, with the field Entra ID owns left as it is (an owned attribute keeps its current value)."""
+    if not name.startswith("attributes."):
+        return {key: value for key, value in row.items() if key != name}
+    key, attributes = name.removeprefix("attributes."), dict(row["attributes"] or {})
+    if key in (current["attributes"] or {}):
+        attributes[key] = current["attributes"][key]
+    else:
+        attributes.pop(key, None)
+    return {**row, "attributes": attributes}
 
 
 @dataclass
@@ -156,6 +171,8 @@ class UpsertResult:
     updated: int = 0
     deactivated: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # Fields of saved rows left as they were, because Entra ID owns them.
+    ignored: list[dict[str, Any]] = field(default_factory=list)
 
 
 def recipients_bulk_upsert(
@@ -176,7 +193,8 @@ def recipients_bulk_upsert(
     owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
     valid: list[dict[str, Any]] = []
     refused = set(also_listed)
-    entra_owned = _entra_owned_values(external_ids)
+    owned = owned_fields()
+    entra_owned = _entra_owned_values(external_ids, owned)
     for index, row in enumerate(rows):
         aad = row.get("aad_object_id")
         if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
@@ -185,10 +203,9 @@ def recipients_bulk_upsert(
             )
             refused.add(row["external_id"])
             continue
-        if name := _changes_entra_owned(row, entra_owned.get(row["external_id"])):
-            result.errors.append({"index": index, "field": name, "message": ENTRA_OWNS})
-            refused.add(row["external_id"])
-            continue
+        for name in _changes_entra_owned(row, entra_owned.get(row["external_id"]), owned):
+            result.ignored.append({"index": index, "field": name, "message": ENTRA_OWNS})
+            row = _without_entra_owned(row, name, entra_owned[row["external_id"]])
         valid.append(row)
     try:
         with transaction.atomic():

@@ -21,5 +21,5 @@ def sync_entra() -> int | None:
     try:
         return entra_sync().pk
     except ApplicationError as error:  # off, not configured, or another run is going
-        logger.info("entra sync not started: %s", error.message)
+        logger.warning("entra sync not started: %s", error.message)
         return None

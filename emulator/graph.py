@@ -2,8 +2,9 @@
 
 ``GET /graph/v1.0/users/delta`` behaves as Graph documents it: without a token it lists every user, a page
 at a time (``@odata.nextLink``), and the last page carries an ``@odata.deltaLink``; calling that link later
-lists only what changed since (a changed user with the properties that changed, a deleted one as
-``{"id", "@removed": {"reason": "changed"}}``). A delta link unused for ``DELTA_TOKEN_DAYS``, or issued
+lists only the users that changed since (each with all its selected properties, or with
+``Prefer: return=minimal`` only those that changed; a deleted one as ``{"id", "@removed": {"reason":
+"changed"}}``). A delta link unused for ``DELTA_TOKEN_DAYS``, or issued
 before the control API expired them all, answers 410 ``syncStateNotFound``. The caller needs an app token
 for Graph's audience carrying ``User.Read.All`` (or ``Directory.Read.All``); Graph answers 401 without
 one and 403 ``Authorization_RequestDenied`` without the permission. The control API can make the next
@@ -87,7 +88,7 @@ class Directory:
         user = self.users.get(user_id)
         if user is None or user.deleted_at is not None:
             self.version += 1
-            base = {"accountEnabled": True}
+            base = {"accountEnabled": True, "userType": "Member"}
             user = DirectoryUser(user_id, {**base, **properties}, {})
             user.changed = {name: self.version for name in ("id", *user.properties)}
             self.users[user_id] = user
@@ -172,46 +173,55 @@ class Graph:
             if token.get("g") != directory.generation or expired:
                 return graph_error(410, "syncStateNotFound",
                                    "The sync state generation is not found. Start the sync again without a token.")
-            state = {"since": token["since"], "select": token["select"], "upto": directory.version,
-                     "offset": 0, "g": directory.generation}
+            state = {"since": token["since"], "select": token["select"], "start": directory.version, "after": -1,
+                     "g": directory.generation}
         else:  # a full round
-            select = [name for name in query.get("$select", "").split(",") if name.strip()]
+            select = [name.strip() for name in query.get("$select", "").split(",") if name.strip() not in ("", "id")]
             if not select:
                 select = ["displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle",
                           "officeLocation", "preferredLanguage"]
-            state = {"since": None, "select": [name.strip() for name in select if name.strip() != "id"],
-                     "upto": directory.version,
-                     "offset": 0, "g": directory.generation}
-        entries = self._entries(state)
-        page = entries[state["offset"]:state["offset"] + directory.page_size]
+            state = {"since": None, "select": select, "start": directory.version, "after": -1,
+                     "g": directory.generation}
+        minimal = "return=minimal" in request.headers.get("Prefer", "")
+        page, after, more = self._page(state, minimal)
         body: dict[str, Any] = {"@odata.context": f"{self.ctx.base_url}/graph/v1.0/$metadata#users", "value": page}
-        if state["offset"] + directory.page_size < len(entries):
-            body["@odata.nextLink"] = self._link("next", {**state, "offset": state["offset"] + directory.page_size})
+        if more:
+            body["@odata.nextLink"] = self._link("next", {**state, "after": after})
         else:
+            # The next round lists what changed since this one began: a change made while it was paged may
+            # be listed twice, never lost.
             body["@odata.deltaLink"] = self._link(
-                "delta", {"since": state["upto"], "select": state["select"], "t": time.time(), "g": state["g"]}
+                "delta", {"since": state["start"], "select": state["select"], "t": time.time(), "g": state["g"]}
             )
         return json_response(200, body)
 
-    def _entries(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        """What a round lists: every user (full), or what changed after ``since``, up to ``upto`` (the
-        directory as the round began), in the order users were created."""
-        since, upto, select = state["since"], state["upto"], state["select"]
-        entries = []
-        for user in self.directory.users.values():
+    def _page(self, state: dict[str, Any], minimal: bool) -> tuple[list[dict[str, Any]], int, bool]:
+        """The next page of a round: users in the order they were created, from just after the position
+        ``after`` (a cursor that moves only forward, so a user changed while the round is paged is never
+        skipped). Without a ``since`` every user is listed; with one, what changed after it: a deleted user
+        as ``@removed``, a changed one with every selected property (Graph's default) or, with
+        ``Prefer: return=minimal``, with the properties that changed. Returns the page, the cursor, and
+        whether users are left."""
+        since, select, size = state["since"], state["select"], self.directory.page_size
+        users = list(self.directory.users.values())
+        page: list[dict[str, Any]] = []
+        position = state["after"]
+        for position in range(state["after"] + 1, len(users)):
+            if len(page) == size:
+                return page, position - 1, True
+            user = users[position]
             if since is None:
-                if user.deleted_at is not None and user.deleted_at <= upto:
-                    continue
-                if min(user.changed.values()) > upto:  # created after the round began
-                    continue
-                entries.append({"id": user.id, **{name: user.properties.get(name) for name in select}})
-            elif user.deleted_at is not None and since < user.deleted_at <= upto:
-                entries.append({"id": user.id, "@removed": {"reason": "changed"}})
-            elif user.deleted_at is None:
-                changed = [name for name in select if since < user.changed.get(name, 0) <= upto]
+                if user.deleted_at is None:
+                    page.append({"id": user.id, **{name: user.properties.get(name) for name in select}})
+            elif user.deleted_at is not None:
+                if user.deleted_at > since and min(user.changed.values()) <= since:  # it existed before
+                    page.append({"id": user.id, "@removed": {"reason": "changed"}})
+            else:
+                changed = [name for name in select if user.changed.get(name, 0) > since]
                 if changed:
-                    entries.append({"id": user.id, **{name: user.properties.get(name) for name in changed}})
-        return entries
+                    shown = changed if minimal else [name for name in select if name in user.properties]
+                    page.append({"id": user.id, **{name: user.properties.get(name) for name in shown}})
+        return page, position, False
 
 
 # --- the control API's part -----------------------------------------------------------------------

@@ -110,7 +110,10 @@ def main() -> int:
            # Small enough that an announcement to the whole demo organisation needs an approver.
            "APPROVAL_THRESHOLD": os.environ.get("APPROVAL_THRESHOLD", "100"),
            # The link in the Teams message that asks an approver to approve a campaign.
-           "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}"}
+           "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
+           # People from Entra ID, through the emulator's Microsoft Graph: the directory owns their names.
+           "ENTRA_SYNC": "true", "ENTRA_SYNC_FIELDS": "display_name=displayName", "GRAPH_BASE_URL": info["graph_url"],
+           "GRAPH_TOKEN_SCOPE": "https://graph.microsoft.com/.default"}
     say("migrating the database")
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -142,6 +145,14 @@ def main() -> int:
         say(f"new starter {person['name']} installed the bot -> welcome message queued")
     emulator.say(people[7]["aad_object_id"], text="stop")
     say(f"{people[7]['name']} typed 'stop' -> opted out")
+
+    # The organisation's directory holds everyone HR sent, and one new hire HR has not sent yet.
+    hire = {"id": "e0000000-0000-4000-8000-00000000d1e0", "displayName": "Dana Directory", "employeeId": "ENTRA-1"}
+    emulator.graph_users([{"id": p["aad_object_id"], "displayName": p["name"]} for p in people] + [hire])
+    emulator.register_users([{"aad_object_id": hire["id"], "name": hire["displayName"]}])
+    synced = subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    say(f"people from Entra ID (the emulator's Graph): {synced}")
 
     key = seeded["api_key"]
     campaign_id = seeded["announcement_id"]

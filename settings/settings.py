@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -286,9 +287,15 @@ BOT_HTTP_TIMEOUT_SECONDS = env_float("BOT_HTTP_TIMEOUT_SECONDS", 15.0)
 
 # --- Microsoft Graph, and people from Entra ID (bots/graph.py, campaigns/entra_sync.py) ------------
 GRAPH_BASE_URL = (env_str("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0") or "").rstrip("/")
-# Graph's tokens come from the organisation's own tenant, never botframework.com.
-GRAPH_AUTHORITY = env_str("GRAPH_AUTHORITY", BOT_AUTHORITY if BOT_TENANT_ID else "")
-GRAPH_TOKEN_SCOPE = env_str("GRAPH_TOKEN_SCOPE", "https://graph.microsoft.com/.default")
+# Graph's tokens come from the organisation's own tenant, never botframework.com: by default the bot's
+# authority host with BOT_TENANT_ID (a multi-tenant bot sets GRAPH_AUTHORITY itself).
+_authority = urlsplit(BOT_AUTHORITY)
+GRAPH_AUTHORITY = env_str(
+    "GRAPH_AUTHORITY", f"{_authority.scheme}://{_authority.netloc}/{BOT_TENANT_ID}" if BOT_TENANT_ID else ""
+)
+# The scope is Graph's own address (https://graph.microsoft.us in GCC High, for one) with /.default.
+_graph = urlsplit(GRAPH_BASE_URL)
+GRAPH_TOKEN_SCOPE = env_str("GRAPH_TOKEN_SCOPE", f"{_graph.scheme}://{_graph.netloc}/.default")
 GRAPH_HTTP_TIMEOUT_SECONDS = env_float("GRAPH_HTTP_TIMEOUT_SECONDS", 30.0)
 # How long, at most, to honour one Retry-After of Graph's before giving up this run.
 GRAPH_MAX_RETRY_AFTER_SECONDS = env_float("GRAPH_MAX_RETRY_AFTER_SECONDS", 120.0)
@@ -307,6 +314,8 @@ ENTRA_SYNC_FIELDS = env_str(
     "department=department,job_title=jobTitle,location=officeLocation,country=usageLocation,"
     "locale=preferredLanguage",
 )
+# The kinds of account (Graph's userType) that are people to message: guests are not, unless listed.
+ENTRA_SYNC_USER_TYPES = env_list("ENTRA_SYNC_USER_TYPES", ["Member"])
 # The Graph property that holds the HR system's id, for people Entra ID tells Crier of first; without one
 # a person's external id is "entra:<object id>".
 ENTRA_SYNC_EXTERNAL_ID = env_str("ENTRA_SYNC_EXTERNAL_ID", "employeeId")

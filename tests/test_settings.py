@@ -127,3 +127,23 @@ def test_the_probes_are_answered_over_plain_http_behind_the_redirect():
 
 def test_outside_production_there_is_no_hsts_nor_redirect():
     assert production_setting("(s.SECURE_HSTS_SECONDS, s.SECURE_SSL_REDIRECT)", CRIER_ENV="development") == "(0, False)"
+
+
+def graph_settings(**env):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_", "GRAPH_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", "import settings.settings as s; print(s.GRAPH_AUTHORITY or '-', s.GRAPH_TOKEN_SCOPE)"],
+        cwd=ROOT, env={**clean, "SECRET_KEY": "k", "BOT_APP_PASSWORD": "p", **env}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_graph_tokens_come_from_the_organisations_tenant_on_the_bots_authority_host():
+    assert graph_settings(BOT_TENANT_ID="t-1") == ["https://login.microsoftonline.com/t-1",
+                                                   "https://graph.microsoft.com/.default"]
+    assert graph_settings(BOT_TENANT_ID="t-1", BOT_AUTHORITY="https://login.microsoftonline.us/t-1",
+                          GRAPH_BASE_URL="https://graph.microsoft.us/v1.0") == [
+        "https://login.microsoftonline.us/t-1", "https://graph.microsoft.us/.default"]
+    assert graph_settings()[0] == "-"  # a multi-tenant bot names its organisation's tenant itself

@@ -12,6 +12,9 @@ from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from core.admin import ReadOnlyAdmin
+from core.errors import ApplicationError
+
+from ..entra_sync import configuration_require
 
 from ..models import DirectorySync
 
@@ -51,6 +54,11 @@ class DirectorySyncAdmin(ReadOnlyAdmin):
             return redirect("admin:campaigns_directorysync_changelist")
         if not settings.ENTRA_SYNC:
             messages.error(request, "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).")
+            return redirect("admin:campaigns_directorysync_changelist")
+        try:
+            configuration_require()
+        except ApplicationError as error:
+            messages.error(request, error.message)
         else:
             current_app.send_task(SYNC_TASK)
             messages.success(request, "A sync from Entra ID was queued; it appears here when a worker starts it.")

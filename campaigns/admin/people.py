@@ -9,10 +9,11 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from bots.models import TeamsAddress
+from core.errors import ApplicationError
 
 from ..models import Category, OptOut, Recipient
 from ..audit import Actor
-from ..entra_sync import owned_fields
+from ..entra_sync import MAPPABLE, owned_fields
 from ..services import opt_out_delete, opt_out_record
 from .common import JSON_AS_TEXT, RecordsChanges, _when
 
@@ -56,11 +57,19 @@ class RecipientAdmin(admin.ModelAdmin):
         ("History", {"fields": ("origin", "created_at", "updated_at")}),
     )
 
+    def save_model(self, request, obj, form, change):
+        if "is_active" in form.changed_data:  # a person decided it: the Entra ID sync no longer brings them back
+            obj.inactive_from_entra = False
+        super().save_model(request, obj, form, change)
+
     def get_readonly_fields(self, request, obj=None):
         """The fields Entra ID owns are its to change, for the people it knows (``ENTRA_SYNC_FIELDS``)."""
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.aad_object_id is not None:
-            owned = owned_fields()
+            try:
+                owned = owned_fields()
+            except ApplicationError:  # a field map no run can follow (manage.py check says so): all read-only
+                owned = set(MAPPABLE) | {"attributes.*"}
             fields += sorted(name for name in owned if not name.startswith("attributes."))
             if any(name.startswith("attributes.") for name in owned):
                 fields.append("attributes")

@@ -51,9 +51,11 @@ class DirectorySync(models.Model):
     deactivated = models.PositiveIntegerField(default=0)
     reactivated = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0, help_text="Listed, not taken: guests, disabled accounts nobody knew.")
     problems = models.JSONField(default=list, blank=True, help_text="People it could not take, and why.")
     error = models.TextField(blank=True, help_text="Why the run failed, in plain words.")
     delta_link = models.TextField(blank=True, help_text="Where the next run starts (kept after a run that succeeded).")
+    selected = models.TextField(blank=True, help_text="The Graph properties it asked for: when they change, a full run.")
 
     class Meta:
         ordering = ["-id"]
@@ -91,6 +93,10 @@ class Recipient(models.Model):
     origin = models.CharField(
         max_length=8, choices=Origin.choices, default=Origin.HR, db_default=Origin.HR,  # raw SQL inserts too
         help_text="Who first told Crier of this person: an HR sync deactivates only its own people.",
+    )
+    inactive_from_entra = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Made inactive by the Entra ID sync (a removed or disabled account): it alone brings them back.",
     )
     last_sync = models.ForeignKey(
         RecipientSync, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",

@@ -22,7 +22,7 @@ def test_a_superuser_sees_each_runs_progress_and_problems_but_never_its_delta_li
     listing = admin_client.get(RUNS).content.decode()
     page = admin_client.get(f"{RUNS}{run.pk}/change/").content.decode()
 
-    assert "full" in listing and ">12<" in listing
+    assert '<td class="field-kind">full</td>' in listing and '<td class="field-seen">12</td>' in listing
     assert "&lt;b&gt;x&lt;/b&gt;: too long" in page  # escaped
     assert "secret" not in page
 
@@ -41,10 +41,20 @@ def test_sync_now_says_the_sync_is_off_and_queues_nothing(admin_client, settings
     settings.ENTRA_SYNC = False
     with mock.patch.object(directory.current_app, "send_task") as queued:
         response = admin_client.post(f"{RUNS}start/", follow=True)
-        admin_client.get(f"{RUNS}start/")  # a GET starts nothing
 
     queued.assert_not_called()
     assert any(level == "error" and "ENTRA_SYNC=true" in text for level, text in messages_of(response))
+
+
+def test_sync_now_starts_nothing_on_a_get_or_without_a_tenant(admin_client, settings):
+    settings.ENTRA_SYNC = True
+    with mock.patch.object(directory.current_app, "send_task") as queued:
+        admin_client.get(f"{RUNS}start/")
+        settings.GRAPH_AUTHORITY = "https://login.microsoftonline.com/botframework.com"
+        response = admin_client.post(f"{RUNS}start/", follow=True)
+
+    queued.assert_not_called()
+    assert any(level == "error" and "GRAPH_AUTHORITY" in text for level, text in messages_of(response))
 
 
 def test_staff_who_are_not_superusers_cannot_start_a_run(client, comms_user, settings):

@@ -33,7 +33,7 @@ def test_bulk_upsert_creates_updates_and_deactivates_leavers(api):
     )
 
     assert response.status_code == 200, response.json()
-    assert response.json() == {"created": 1, "updated": 2, "deactivated": 1, "errors": []}
+    assert response.json() == {"created": 1, "updated": 2, "deactivated": 1, "errors": [], "ignored": []}
     new = Recipient.objects.get(external_id="new")
     assert (new.first_name, new.country, new.time_zone) == ("Ann", "FR", "Europe/Paris")
     assert new.attributes == {"site": "paris"}
@@ -265,7 +265,7 @@ def test_bulk_upsert_leaves_the_fields_a_row_does_not_mention_as_they_are(api):
 
     response = api.post(BULK, {"recipients": [{"external_id": "E1", "first_name": "Adèle"}]}, format="json")
 
-    assert response.json() == {"created": 0, "updated": 1, "deactivated": 0, "errors": []}
+    assert response.json() == {"created": 0, "updated": 1, "deactivated": 0, "errors": [], "ignored": []}
     ada = Recipient.objects.get(external_id="E1")
     assert ada.first_name == "Adèle"
     assert (ada.aad_object_id, ada.department, ada.country) == (aad, "Sales", "FR")
@@ -369,7 +369,7 @@ def test_bulk_upsert_replaces_attributes_as_a_whole_rather_than_merging_them(api
     assert Recipient.objects.get(external_id="E1").attributes == {"site": "Lyon"}
 
 
-def test_bulk_upsert_refuses_to_change_what_entra_id_owns_for_the_people_it_knows(api, settings):
+def test_bulk_upsert_leaves_what_entra_id_owns_for_the_people_it_knows_and_says_so(api, settings):
     settings.ENTRA_SYNC = True
     settings.ENTRA_SYNC_FIELDS = "department=department,attributes.cost_center=employeeOrgData.costCenter"
     for name in ("a", "b", "linked"):
@@ -377,17 +377,20 @@ def test_bulk_upsert_refuses_to_change_what_entra_id_owns_for_the_people_it_know
     factories.recipient(external_id="hr-only", aad_object_id=None, department="Sales")
 
     response = api.post(BULK, {"recipients": [
-        person("a", department="Finance"),
-        person("b", department="Sales", attributes={"cost_center": "CC-2"}),
+        person("a", department="Finance", is_active=False),  # a leaver: HR's to end, whatever Entra ID owns
+        person("b", department="Sales", attributes={"cost_center": "CC-2", "site": "z"}),
         person("linked", department="Sales", first_name="Renamed", attributes={"cost_center": "CC-1", "site": "y"}),
         person("hr-only", department="Finance"),
     ]}, format="json")
 
     assert response.status_code == 200, response.json()
-    errors = response.json()["errors"]
-    assert [(error["index"], error["field"]) for error in errors] == [(0, "department"), (1, "attributes")]
-    assert "Entra ID owns this field" in errors[0]["message"]
-    assert Recipient.objects.get(external_id="a").department == "Sales"
+    body = response.json()
+    assert (body["errors"], body["updated"], body["deactivated"]) == ([], 4, 1)
+    assert [(item["index"], item["field"]) for item in body["ignored"]] == [(0, "department"), (1, "attributes.cost_center")]
+    assert "Entra ID owns this field" in body["ignored"][0]["message"]
+    a, b = Recipient.objects.get(external_id="a"), Recipient.objects.get(external_id="b")
+    assert (a.department, a.is_active) == ("Sales", False)
+    assert b.attributes == {"cost_center": "CC-1", "site": "z"}
     linked = Recipient.objects.get(external_id="linked")
     assert (linked.department, linked.first_name, linked.attributes) == ("Sales", "Renamed", {"cost_center": "CC-1", "site": "y"})
     assert Recipient.objects.get(external_id="hr-only").department == "Finance"
@@ -399,5 +402,5 @@ def test_bulk_upsert_changes_any_field_while_the_entra_sync_is_off(api, settings
 
     response = api.post(BULK, {"recipients": [person("linked", department="Finance")]}, format="json")
 
-    assert response.json()["errors"] == []
+    assert (response.json()["errors"], response.json()["ignored"]) == ([], [])
     assert Recipient.objects.get(external_id="linked").department == "Finance"

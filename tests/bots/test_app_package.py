@@ -50,7 +50,7 @@ def test_it_declares_the_bot_in_personal_scope_with_read_receipts_and_the_public
     assert document["$schema"].endswith("/v1.22/MicrosoftTeams.schema.json")
     assert document["bots"][0]["botId"] == BOT
     assert document["bots"][0]["scopes"] == ["personal"]
-    assert document["webApplicationInfo"] == {"id": BOT}
+    assert document["webApplicationInfo"] == {"id": BOT, "resource": f"api://crier.contoso.com/{BOT}"}
     assert document["authorization"]["permissions"]["resourceSpecific"] == [
         {"name": "ChatMessageReadReceipt.Read.Chat", "type": "Application"}
     ]

@@ -167,8 +167,9 @@ def test_a_missing_permission_fails_the_run_saying_which_and_keeps_the_last_delt
     assert run.finished_at is not None
     graph_on.client.graph_config(permissions=["User.Read.All"])
     graph_token_provider.invalidate()
-    assert entra_sync().full is False  # from the link the first run kept
-    assert first.delta_link
+    again = entra_sync()
+    assert (again.status, again.full) == ("succeeded", False)  # from the link the first run kept
+    assert first.status == "succeeded"
 
 
 def test_wrong_credentials_fail_the_run_in_plain_words(graph_on, settings):
@@ -234,3 +235,96 @@ def test_the_command_prints_what_it_did_and_fails_readably(graph_on, capsys, set
     settings.ENTRA_SYNC = False
     with pytest.raises(CommandError, match="off"):
         call_command("sync_entra", "--full")
+
+
+def test_guests_are_never_taken_and_one_taken_before_is_ended(graph_on):
+    graph_on.client.graph_users([entra_user(0), entra_user(1, userType="Guest")])
+
+    run = entra_sync()
+
+    assert (run.created, run.skipped) == (1, 1)
+    assert not Recipient.objects.filter(aad_object_id=oid(1)).exists()
+    graph_on.client.graph_users([{"id": oid(0), "userType": "Guest"}])
+    assert entra_sync().deactivated == 1
+    assert not person(0).is_active
+
+
+def test_a_person_hr_made_inactive_stays_inactive_whatever_entra_id_lists(graph_on):
+    graph_on.client.graph_users([entra_user(0), entra_user(1)])
+    entra_sync()
+    graph_on.client.graph_users([{"id": oid(1), "accountEnabled": False}])
+    entra_sync()  # the sync makes person 1 inactive
+    from campaigns.services import recipients_bulk_upsert
+
+    recipients_bulk_upsert(rows=[{"external_id": f"entra:{oid(0)}", "is_active": False},
+                                 {"external_id": f"entra:{oid(1)}", "is_active": False}])  # HR: both leavers
+    graph_on.client.graph_users([{"id": oid(1), "accountEnabled": True}])
+
+    assert (entra_sync(full=True).reactivated, person(0).is_active, person(1).is_active) == (0, False, False)
+
+
+def test_changing_the_fields_entra_id_owns_lists_everyone_again(graph_on, settings):
+    graph_on.client.graph_users([entra_user(0)])
+    entra_sync()
+    settings.ENTRA_SYNC_FIELDS = "department=department,job_title=jobTitle"
+
+    run = entra_sync()
+
+    assert (run.full, run.seen) == (True, 1)
+
+
+def test_a_delta_link_from_another_graph_lists_everyone_again(graph_on):
+    graph_on.client.graph_users([entra_user(0)])
+    first = entra_sync()
+    DirectorySync.objects.filter(pk=first.pk).update(delta_link="https://graph.example.org/v1.0/users/delta?x=1")
+
+    run = entra_sync()
+
+    assert (run.status, run.full) == ("succeeded", True)
+
+
+def test_only_one_run_goes_at_a_time_and_a_run_left_running_is_taken_over(graph_on):
+    import psycopg
+    from django.db import connection
+
+    from campaigns.entra_sync import ENTRA_SYNC_LOCK
+
+    dead = DirectorySync.objects.create(full=True)  # its process ended mid-run
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port")}) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [ENTRA_SYNC_LOCK])
+        with pytest.raises(ApplicationError, match="already running"):
+            entra_sync()
+    graph_on.client.graph_users([entra_user(0)])
+
+    assert entra_sync().status == "succeeded"
+    dead.refresh_from_db()
+    assert (dead.status, "stopped before it finished" in dead.error) == ("failed", True)
+
+
+def test_values_the_person_cannot_hold_are_left_out_and_said(graph_on, settings):
+    settings.ENTRA_SYNC_FIELDS = "department=department,country=usageLocation,time_zone=tz,start_date=employeeHireDate"
+    settings.TIME_ZONE = "Asia/Tokyo"
+    graph_on.client.graph_users([
+        entra_user(0, department="Sa\x00les", usageLocation="United Kingdom", tz="Mars/Base",
+                   employeeHireDate="2026-03-31T15:00:00Z"),
+    ])
+
+    run = entra_sync()
+
+    created = person(0)
+    assert (created.department, created.country, created.time_zone) == ("", "", "")
+    assert str(created.start_date) == "2026-04-01"  # midnight in Tokyo
+    assert len(run.problems) == 3
+    assert any("NUL" in problem for problem in run.problems)
+
+
+def test_a_retry_after_longer_than_a_run_waits_fails_the_run_readably(graph_on, settings):
+    settings.GRAPH_MAX_RETRY_AFTER_SECONDS = 5
+    graph_on.client.graph_config(throttle_next=1, retry_after_seconds=60)
+    sleeps = Sleeps()
+
+    run = entra_sync(client=GraphClient(sleep=sleeps))
+
+    assert (run.status, sleeps.waits) == ("failed", [])
+    assert "429" in run.error

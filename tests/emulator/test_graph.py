@@ -46,9 +46,13 @@ def token(emu: RunningEmulator, tenant: str = TENANT) -> dict[str, Any]:
         return app.acquire_token_for_client(scopes=[GRAPH])
 
 
-def get(emu: RunningEmulator, url: str, bearer: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+def get(
+    emu: RunningEmulator, url: str, bearer: str | None = None, prefer: str | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(emu.ca_file), retries=False)
     headers = {"Authorization": f"Bearer {bearer or token(emu)['access_token']}"}
+    if prefer:
+        headers["Prefer"] = prefer
     response = pool.request("GET", url, headers=headers)
     return response.status, json.loads(response.data), dict(response.headers)
 
@@ -57,11 +61,11 @@ def delta_url(emu: RunningEmulator) -> str:
     return f"{emu.graph_url}/users/delta?$select={SELECT}"
 
 
-def everything(emu: RunningEmulator, url: str) -> tuple[list[dict[str, Any]], str, int]:
+def everything(emu: RunningEmulator, url: str, prefer: str | None = None) -> tuple[list[dict[str, Any]], str, int]:
     """Every entry from ``url`` to the delta link, the delta link, and the number of pages."""
     entries, pages = [], 0
     while True:
-        status, body, _ = get(emu, url)
+        status, body, _ = get(emu, url, prefer=prefer)
         assert status == 200, body
         entries += body["value"]
         pages += 1
@@ -96,13 +100,29 @@ def test_the_delta_link_lists_only_what_changed_and_who_was_removed(emu):
     emu.client.graph_users([{"id": str(uuid.UUID(int=9)), "displayName": "New", "department": "HR"}])
 
     entries, next_link, _ = everything(emu, link)
+    minimal, _, _ = everything(emu, link, prefer="return=minimal")
 
     assert entries == [
-        {"id": str(uuid.UUID(int=1)), "department": "Finance"},  # its name did not change
+        {"id": str(uuid.UUID(int=1)), "displayName": "Person 0", "department": "Finance", "accountEnabled": True},
         {"id": str(uuid.UUID(int=2)), "@removed": {"reason": "changed"}},
         {"id": str(uuid.UUID(int=9)), "displayName": "New", "department": "HR", "accountEnabled": True},
     ]
+    assert minimal[0] == {"id": str(uuid.UUID(int=1)), "department": "Finance"}  # its name did not change
     assert everything(emu, next_link)[0] == []  # nothing since
+
+
+def test_a_change_made_while_a_round_is_paged_is_never_lost(emu):
+    emu.client.graph_users(people(4))
+    _, link, _ = everything(emu, delta_url(emu))
+    emu.client.graph_users([{**user, "department": "Finance"} for user in people(4)])
+    emu.client.graph_config(page_size=2)
+
+    status, first, _ = get(emu, link)
+    emu.client.graph_users([{"id": str(uuid.UUID(int=1)), "department": "Legal"}])  # changed again meanwhile
+    rest, next_link, _ = everything(emu, first["@odata.nextLink"])
+
+    assert [entry["id"] for entry in first["value"] + rest] == [str(uuid.UUID(int=n + 1)) for n in range(4)]
+    assert [entry["department"] for entry in everything(emu, next_link)[0]] == ["Legal"]  # listed again
 
 
 def test_an_expired_delta_link_answers_410_sync_state_not_found(emu):

@@ -284,6 +284,9 @@ class RecipientBulkResultSerializer(serializers.Serializer):
     updated = serializers.IntegerField()
     deactivated = serializers.IntegerField(help_text="Updated people who were active and are not any more.")
     errors = RecipientBulkErrorSerializer(many=True, help_text="Rows not saved, and why.")
+    ignored = RecipientBulkErrorSerializer(
+        many=True, help_text="Fields of saved rows left as they were, because Entra ID owns them (ENTRA_SYNC_FIELDS)."
+    )
 
 
 class RecipientSerializer(serializers.ModelSerializer):

@@ -76,9 +76,9 @@ class RecipientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
         result = recipients_bulk_upsert(rows=valid, sync=sync, also_listed=refused)
         errors.extend({**error, "index": indexes[error["index"]]} for error in result.errors)
         errors.sort(key=lambda error: error["index"])
-        return Response(
-            {"created": result.created, "updated": result.updated, "deactivated": result.deactivated, "errors": errors}
-        )
+        ignored = [{**item, "index": indexes[item["index"]]} for item in result.ignored]
+        return Response({"created": result.created, "updated": result.updated, "deactivated": result.deactivated,
+                         "errors": errors, "ignored": ignored})
 
 
 class RecipientSyncViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
