@@ -14,20 +14,16 @@ What the sync writes, and what it never does:
   ``ENTRA_SYNC_EXTERNAL_ID`` when Entra ID holds it; a person HR created with that id and no Entra object id
   yet is matched and given it;
 * a removed or disabled account makes its person inactive; a person is never deleted (their history stays);
-* an account enabled again makes active again only people Entra ID brought (HR's leavers stay HR's call);
+* an account enabled again makes active again only people the sync itself made inactive;
 * a full run makes inactive the people Entra ID brought that it no longer lists (never HR's people).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
 import uuid
-import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
-
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -38,52 +34,12 @@ from bots.graph import GraphClient, GraphError, graph
 from core.errors import ApplicationError
 
 from .attributes import attributes_problem_list
+from .entra_fields import FieldMap, converted_value, field_maps, graph_value
 from .models import DirectorySync, Recipient
 
 logger = logging.getLogger(__name__)
 # The advisory lock held while a run goes: one run at a time, whoever starts it.
 ENTRA_SYNC_LOCK = 0x656E7472
-TEXT_FIELDS = ("display_name", "first_name", "last_name", "email", "upn", "department", "job_title", "location",
-               "country", "locale", "time_zone")
-MAPPABLE = (*TEXT_FIELDS, "start_date")
-
-
-@dataclass(frozen=True)
-class FieldMap:
-    field: str  # a Recipient field, or attributes.<key>
-    path: tuple[str, ...]  # the Graph property, and the properties inside it
-
-    @property
-    def top(self) -> str:
-        return self.path[0]
-
-
-def field_maps(text: str | None = None) -> list[FieldMap]:
-    """``ENTRA_SYNC_FIELDS`` read and checked: ``field=property,...``."""
-    maps, problems = [], []
-    for pair in (part.strip() for part in (settings.ENTRA_SYNC_FIELDS if text is None else text).split(",")):
-        if not pair:
-            continue
-        name, _, path = (piece.strip() for piece in pair.partition("="))
-        attribute = name.startswith("attributes.") and len(name) > len("attributes.")
-        if not path or not (name in MAPPABLE or attribute):
-            problems.append(
-                f"{pair!r} (give field=property, the field one of {', '.join(MAPPABLE)} or attributes.<key>)"
-            )
-            continue
-        maps.append(FieldMap(name, tuple(path.split("."))))
-    if problems:
-        raise ApplicationError(
-            f"ENTRA_SYNC_FIELDS is not valid: {'; '.join(problems)}.", fields={"ENTRA_SYNC_FIELDS": problems}
-        )
-    return maps
-
-
-def owned_fields() -> set[str]:
-    """The person's fields Entra ID owns (none while the sync is off)."""
-    return {item.field for item in field_maps()} if settings.ENTRA_SYNC else set()
-
-
 def _select(maps: list[FieldMap]) -> str:
     tops = dict.fromkeys(["id", "accountEnabled", "userType", settings.ENTRA_SYNC_EXTERNAL_ID,
                           *(item.top for item in maps)])
@@ -109,62 +65,6 @@ class Counts:
         for name, value in values.items():
             setattr(run, name, value)
         run.problems = self.problems[:100]
-
-
-def _value(user: dict[str, Any], item: FieldMap) -> tuple[bool, Any]:
-    """Whether the page lists the property, and its value."""
-    if item.top not in user:
-        return False, None
-    value: Any = user
-    for name in item.path:
-        value = value.get(name) if isinstance(value, dict) else None
-    return True, value
-
-
-def _converted(item: FieldMap, value: Any, problems: list[str], who: str) -> tuple[bool, Any]:
-    """The value as the person's field holds it, or (False, None) when it cannot be (said in ``problems``)."""
-    source = ".".join(item.path)
-    if item.field == "start_date":
-        if value in (None, ""):
-            return True, None
-        try:
-            return True, _date(str(value))
-        except ValueError:
-            problems.append(f"{who}: {item.field} from {source} is not a date ({str(value)[:40]!r})")
-            return False, None
-    text = "" if value is None else str(value).strip()
-    if "\x00" in text:
-        problems.append(f"{who}: {item.field} from {source} holds a NUL character")
-        return False, None
-    if item.field.startswith("attributes."):
-        return True, text
-    limit = Recipient._meta.get_field(item.field).max_length
-    if len(text) > limit:
-        problems.append(f"{who}: {item.field} from {source} is longer than {limit} characters")
-        return False, None
-    if item.field == "country":
-        text = text.upper()
-        if text and not _COUNTRY.match(text):
-            problems.append(f"{who}: country from {source} is not a two-letter code ({text[:40]!r})")
-            return False, None
-    if item.field == "time_zone" and text and text not in zoneinfo.available_timezones():
-        problems.append(f"{who}: time_zone from {source} is not a time zone ({text[:40]!r})")
-        return False, None
-    return True, text
-
-
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-
-
-def _date(value: str) -> dt.date:
-    """A date, or a Graph timestamp (``employeeHireDate``: UTC) as the date it is in the organisation's
-    time zone (``TIME_ZONE``)."""
-    if len(value) <= 10:
-        return dt.date.fromisoformat(value)
-    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(zoneinfo.ZoneInfo(settings.TIME_ZONE)).date()
 
 
 class _Run:
@@ -211,9 +111,9 @@ class _Run:
             return
         values: dict[str, Any] = {}
         for item in self.maps:
-            listed, value = _value(user, item)
+            listed, value = graph_value(user, item)
             if listed:
-                usable, converted = _converted(item, value, counts.problems, who)
+                usable, converted = converted_value(item, value, counts.problems, who)
                 if usable:
                     values[item.field] = converted
         enabled = user.get("accountEnabled")

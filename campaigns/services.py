@@ -14,7 +14,7 @@ from core.errors import ApplicationError
 
 from .approvals import APPROVED_FIELDS, approval_withdraw, change_record
 from .audit import SYSTEM, Actor
-from .entra_sync import owned_fields
+from .entra_fields import owned_fields
 from .models import AuditEntry, Campaign, Category, OptOut, Recipient, RecipientSync
 from .states import move_require
 

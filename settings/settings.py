@@ -290,9 +290,8 @@ GRAPH_BASE_URL = (env_str("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0") 
 # Graph's tokens come from the organisation's own tenant, never botframework.com: by default the bot's
 # authority host with BOT_TENANT_ID (a multi-tenant bot sets GRAPH_AUTHORITY itself).
 _authority = urlsplit(BOT_AUTHORITY)
-GRAPH_AUTHORITY = env_str(
-    "GRAPH_AUTHORITY", f"{_authority.scheme}://{_authority.netloc}/{BOT_TENANT_ID}" if BOT_TENANT_ID else ""
-)
+_tenant_authority = f"{_authority.scheme}://{_authority.netloc}/{BOT_TENANT_ID}" if BOT_TENANT_ID else ""
+GRAPH_AUTHORITY = env_str("GRAPH_AUTHORITY", _tenant_authority)
 # The scope is Graph's own address (https://graph.microsoft.us in GCC High, for one) with /.default.
 _graph = urlsplit(GRAPH_BASE_URL)
 GRAPH_TOKEN_SCOPE = env_str("GRAPH_TOKEN_SCOPE", f"{_graph.scheme}://{_graph.netloc}/.default")
@@ -328,11 +327,8 @@ TEAMS_APP_VERSION = env_str("TEAMS_APP_VERSION", "1.0.0")
 TEAMS_APP_SHORT_NAME = env_str("TEAMS_APP_SHORT_NAME", BOT_NAME)
 TEAMS_APP_FULL_NAME = env_str("TEAMS_APP_FULL_NAME", f"{BOT_NAME}: announcements from your organisation")
 TEAMS_APP_SHORT_DESCRIPTION = env_str("TEAMS_APP_SHORT_DESCRIPTION", "Announcements from your organisation, to you.")
-TEAMS_APP_FULL_DESCRIPTION = env_str(
-    "TEAMS_APP_FULL_DESCRIPTION",
-    f"{BOT_NAME} brings you your organisation's announcements, campaigns and welcome messages in a one-to-one "
-    "chat. Type stop to opt out of what you may opt out of, and start to opt back in.",
-)
+TEAMS_APP_FULL_DESCRIPTION = env_str("TEAMS_APP_FULL_DESCRIPTION", f"{BOT_NAME} brings you your organisation's "
+                                     "announcements in a one-to-one chat. Type stop to opt out, start to opt back in.")
 TEAMS_APP_DEVELOPER_NAME = env_str("TEAMS_APP_DEVELOPER_NAME", "Your organisation")
 TEAMS_APP_WEBSITE_URL = env_str("TEAMS_APP_WEBSITE_URL", "")  # empty: PUBLIC_BASE_URL
 TEAMS_APP_PRIVACY_URL = env_str("TEAMS_APP_PRIVACY_URL", "")  # empty: the website

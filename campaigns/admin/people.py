@@ -13,7 +13,7 @@ from core.errors import ApplicationError
 
 from ..models import Category, OptOut, Recipient
 from ..audit import Actor
-from ..entra_sync import MAPPABLE, owned_fields
+from ..entra_fields import MAPPABLE, owned_fields
 from ..services import opt_out_delete, opt_out_record
 from .common import JSON_AS_TEXT, RecordsChanges, _when
 

@@ -10,7 +10,8 @@ from django.core.management import CommandError, call_command
 
 from bots.graph import GraphClient
 from bots.tokens import graph_token_provider
-from campaigns.entra_sync import entra_sync, field_maps, owned_fields
+from campaigns.entra_fields import field_maps, owned_fields
+from campaigns.entra_sync import entra_sync
 from campaigns.models import DirectorySync, Recipient
 from campaigns.services import recipient_sync_finish
 from core.errors import ApplicationError
