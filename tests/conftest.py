@@ -96,3 +96,15 @@ def redis_client():
     yield client
     client.flushdb()
     pacer.forget_heard()
+
+
+@pytest.fixture
+def latest_schema_afterwards():
+    """For a test that migrates back: going back a migration takes back every later one, of every app, and
+    the tests after it need the schema as the latest migrations leave it, not as the one the test stops at."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())

@@ -9,16 +9,7 @@ from django.utils import timezone
 from campaigns.models import AuditEntry, Campaign
 from tests import factories
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def latest_schema_afterwards():
-    """Going back a migration takes back every later one, of every app: the tests after this one need the
-    schema as the latest migrations leave it, not as the one this test stops at."""
-    yield
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("latest_schema_afterwards")]
 
 BEFORE = [("campaigns", "0014_approval_reach_and_roles")]
 AFTER = [("campaigns", "0015_withdraw_approvals_without_people")]

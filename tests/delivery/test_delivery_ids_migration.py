@@ -8,16 +8,7 @@ from django.db.migrations.executor import MigrationExecutor
 from delivery.models import Delivery, DeliveryChange, MessageChange
 from tests import factories
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def latest_schema_afterwards():
-    """Going back a migration takes back every later one, of every app: the tests after this one need the
-    schema as the latest migrations leave it, not as the one this test stops at."""
-    yield
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("latest_schema_afterwards")]
 
 BEFORE = [("delivery", "0006_delivery_rows_without_foreign_key_checks")]
 AFTER = [("delivery", "0007_delivery_ids_from_campaign_and_person")]

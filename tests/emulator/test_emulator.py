@@ -29,22 +29,11 @@ from emulator.client import EmulatorError
 from emulator.process import RunningEmulator, start_emulator
 from tests.contracts.teams_answers import BY_NAME, conformance_problems
 
-APP_ID = "00000000-0000-0000-0000-00000000b07a"
-PASSWORD = "test-secret"
-TENANT = "11111111-1111-1111-1111-111111111111"
+from .identity import APP_ID, PASSWORD, TENANT
+
 OTHER_TENANT = "99999999-9999-9999-9999-999999999999"
 SCOPE = "https://api.botframework.com/.default"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    running = start_emulator(
-        tmp_path_factory.mktemp("emulator"), port=0, app_id=APP_ID, app_password=PASSWORD, tenant_id=TENANT,
-        limits=False, bot_endpoint="http://127.0.0.1:9/api/messages",
-    )
-    yield running
-    running.stop()
 
 
 def acquire_token(emu: RunningEmulator, secret: str = PASSWORD, tenant: str = TENANT) -> dict[str, Any]:

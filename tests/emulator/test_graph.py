@@ -14,23 +14,12 @@ import msal
 import pytest
 import urllib3
 
-from emulator.process import RunningEmulator, start_emulator
+from emulator.process import RunningEmulator
 
-APP_ID = "00000000-0000-0000-0000-00000000b07a"
-PASSWORD = "test-secret"
-TENANT = "11111111-1111-1111-1111-111111111111"
+from .identity import APP_ID, PASSWORD, TENANT
+
 GRAPH = "https://graph.microsoft.com/.default"
 SELECT = "id,displayName,department,accountEnabled"
-
-
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    running = start_emulator(
-        tmp_path_factory.mktemp("emulator"), port=0, app_id=APP_ID, app_password=PASSWORD, tenant_id=TENANT,
-        limits=False, bot_endpoint="http://127.0.0.1:9/api/messages",
-    )
-    yield running
-    running.stop()
 
 
 @pytest.fixture(autouse=True)
