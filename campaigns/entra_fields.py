@@ -13,6 +13,7 @@ from django.conf import settings
 
 from core.errors import ApplicationError
 
+from .attributes import text_problem
 from .models import Recipient
 
 TEXT_FIELDS = ("display_name", "first_name", "last_name", "email", "upn", "department", "job_title", "location",
@@ -43,10 +44,14 @@ def field_maps(text: str | None = None) -> list[FieldMap]:
                 f"{pair!r} (give field=property, the field one of {', '.join(MAPPABLE)} or attributes.<key>)"
             )
             continue
+        if any(item.field == name for item in maps):
+            problems.append(f"{pair!r} (the field {name} is mapped twice)")
+            continue
         maps.append(FieldMap(name, tuple(path.split("."))))
     if problems:
-        raise ApplicationError(
-            f"ENTRA_SYNC_FIELDS is not valid: {'; '.join(problems)}.", fields={"ENTRA_SYNC_FIELDS": problems}
+        raise ApplicationError(  # the server's configuration, not the caller's request
+            f"ENTRA_SYNC_FIELDS is not valid: {'; '.join(problems)}.", fields={"ENTRA_SYNC_FIELDS": problems},
+            code="not_configured", status=500,
         )
     return maps
 
@@ -78,8 +83,8 @@ def converted_value(item: FieldMap, value: Any, problems: list[str], who: str) -
             problems.append(f"{who}: {item.field} from {source} is not a date ({str(value)[:40]!r})")
             return False, None
     text = "" if value is None else str(value).strip()
-    if "\x00" in text:
-        problems.append(f"{who}: {item.field} from {source} holds a NUL character")
+    if problem := text_problem(text):
+        problems.append(f"{who}: {item.field} from {source}: {problem}")
         return False, None
     if item.field.startswith("attributes."):
         return True, text
@@ -104,8 +109,8 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 def _graph_date(value: str) -> dt.date:
     """A date, or a Graph timestamp (``employeeHireDate``: UTC) as the date it is in the organisation's
     time zone (``TIME_ZONE``)."""
-    if len(value) <= 10:
-        return dt.date.fromisoformat(value)
+    if len(value) <= 10 or value[10:] in ("T00:00:00Z", "T00:00:00.000Z", "T00:00:00+00:00"):
+        return dt.date.fromisoformat(value[:10])  # a date Graph keeps as midnight UTC: that day, everywhere
     moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)

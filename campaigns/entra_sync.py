@@ -83,7 +83,10 @@ class _Run:
         with transaction.atomic():
             # Locked for the page's transaction, so an HR upload of the same people waits rather than
             # being overwritten (or overwriting) from a copy read before.
-            people = Recipient.objects.select_for_update().filter(aad_object_id__in=ids.values()).order_by("pk")
+            # In external id order, as an HR upload locks people, so the two wait for each other rather than
+            # deadlock.
+            people = (Recipient.objects.select_for_update().filter(aad_object_id__in=ids.values())
+                      .order_by("external_id"))
             known = {person.aad_object_id: person for person in people}
             for user in users:
                 object_id = ids.get(str(user.get("id")) if isinstance(user, dict) else "")
@@ -101,13 +104,16 @@ class _Run:
         if "@removed" in user:
             self._end(person)
             return
-        if user.get("userType") and user["userType"] not in settings.ENTRA_SYNC_USER_TYPES:
-            # A guest (or another kind of account the organisation does not message): never taken, and
-            # ended if the sync took them before.
-            if person is not None and person.origin == Recipient.Origin.ENTRA and person.is_active:
+        if not user_type_taken(user.get("userType")):
+            # A guest (or another kind of account the organisation does not message): never taken; ended if
+            # the sync took them before or the account is disabled; and no longer Entra ID's to keep.
+            if person is not None and person.is_active and (person.origin == Recipient.Origin.ENTRA
+                                                            or user.get("accountEnabled") is False):
                 self._end(person)
             else:
                 counts.skipped += 1
+            if person is not None and person.entra_managed:
+                Recipient.objects.filter(pk=person.pk).update(entra_managed=False)
             return
         values: dict[str, Any] = {}
         for item in self.maps:
@@ -135,6 +141,8 @@ class _Run:
             counts.reactivated += 1
         if person.aad_object_id != object_id:
             changed["aad_object_id"] = object_id
+        if not person.entra_managed:
+            changed["entra_managed"] = True  # its owned fields are Entra ID's from now on
         if not changed:
             counts.unchanged += 1
             return
@@ -145,7 +153,7 @@ class _Run:
                 counts.unchanged += 1
                 return
         Recipient.objects.filter(pk=person.pk).update(**changed, updated_at=timezone.now())
-        if set(changed) - {"is_active"}:
+        if set(changed) - {"is_active", "inactive_from_entra", "entra_managed"}:
             counts.updated += 1
 
     def _end(self, person: Recipient | None) -> None:
@@ -201,8 +209,8 @@ class _Run:
             self.counts.problems.append(f"{object_id}: attributes not taken: {'; '.join(problems)[:200]}")
             attributes = {}
         Recipient.objects.create(
-            external_id=hr_id, aad_object_id=object_id, tenant_id=settings.BOT_TENANT_ID, origin=Recipient.Origin.ENTRA,
-            attributes=attributes, **plain,
+            external_id=hr_id, aad_object_id=object_id, tenant_id=organisation_tenant(), origin=Recipient.Origin.ENTRA,
+            entra_managed=True, attributes=attributes, **plain,
         )
         self.counts.created += 1
 
@@ -237,10 +245,38 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
+def organisation_tenant() -> str:
+    """The organisation's tenant id: ``BOT_TENANT_ID``, else the one ``GRAPH_AUTHORITY`` names."""
+    try:
+        named = urlsplit(settings.GRAPH_AUTHORITY or "").path.strip("/").split("/")[0].lower()
+    except ValueError:
+        named = ""
+    return settings.BOT_TENANT_ID or named
+
+
+def user_type_taken(user_type: Any) -> bool:
+    """Whether an account of this ``userType`` is a person to message (no type said: yes)."""
+    return not user_type or str(user_type).lower() in {kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES}
+
+
+def fingerprint(maps: list[FieldMap]) -> str:
+    """What a delta link was asked for and what its answers were taken as: when any of it changes, the next
+    run lists everyone again."""
+    mapped = ",".join(f"{item.field}={'.'.join(item.path)}" for item in maps)
+    kinds = ",".join(sorted(kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES))
+    return f"{_select(maps)}|{mapped}|{kinds}|{settings.ENTRA_SYNC_EXTERNAL_ID}"
+
+
 def configuration_require() -> None:
     """Refuses (``ApplicationError``) a configuration a run cannot work with, saying what to set."""
     authority = settings.GRAPH_AUTHORITY or ""
-    tenant = urlsplit(authority).path.strip("/").split("/")[0].lower()
+    try:
+        tenant = urlsplit(authority).path.strip("/").split("/")[0].lower()
+    except ValueError:
+        tenant = ""
+    if not [kind for kind in settings.ENTRA_SYNC_USER_TYPES if kind.strip()]:
+        raise ApplicationError("ENTRA_SYNC_USER_TYPES is empty: name the kinds of account to take, such as Member.",
+                               code="not_configured", status=409)
     if not authority or tenant in ("", "botframework.com", "common", "organizations"):
         raise ApplicationError(
             "Set GRAPH_AUTHORITY to your organisation's tenant (https://login.microsoftonline.com/<tenant id>), or "
@@ -282,7 +318,7 @@ def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient
         )
         previous = (DirectorySync.objects.filter(status=DirectorySync.Status.SUCCEEDED, dry_run=False)
                     .exclude(delta_link="").first())
-        selected = _select(maps)
+        selected = fingerprint(maps)
         # A delta link lists only what it was asked for, and only from the Graph it came from: after the
         # fields changed, or Graph's address did, everyone is listed again.
         full = (full or previous is None or previous.selected != selected

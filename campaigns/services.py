@@ -126,6 +126,7 @@ def _sync_list_only(*, sync: RecipientSync, external_ids: list[str]) -> None:
         )
 
 
+ENTRA_DISABLED = "Not changed: the person's account is disabled in Entra ID; enable it there to make them active."
 ENTRA_OWNS = "Not changed: Entra ID owns this field for this person (ENTRA_SYNC_FIELDS); change it in Entra ID."
 
 
@@ -133,8 +134,12 @@ def _entra_owned_values(external_ids: list[str], owned: set[str]) -> dict[str, d
     """The fields Entra ID owns, as they are now, of the people among these whom Entra ID knows."""
     if not owned:
         return {}
-    columns = ["external_id", "attributes", *sorted(name for name in owned if not name.startswith("attributes."))]
-    people = Recipient.objects.filter(external_id__in=external_ids, aad_object_id__isnull=False).values(*columns)
+    columns = ["external_id", "attributes", "inactive_from_entra",
+               *sorted(name for name in owned if not name.startswith("attributes."))]
+    # Locked (in the order the upload itself locks people), so that a sync page cannot write between this
+    # read and the upload's write, and be overwritten with what was read.
+    people = (Recipient.objects.select_for_update().filter(external_id__in=external_ids, entra_managed=True)
+              .order_by("external_id").values(*columns))
     return {person["external_id"]: person for person in people}
 
 
@@ -142,7 +147,7 @@ def _changes_entra_owned(row: dict[str, Any], current: dict[str, Any] | None, ow
     """The fields Entra ID owns that the row would change (``attributes.<key>`` for an attribute)."""
     if current is None:
         return []
-    changed = []
+    changed = ["is_active"] if current["inactive_from_entra"] and row.get("is_active") is True else []
     for name in sorted(owned):
         if name.startswith("attributes."):
             key = name.removeprefix("attributes.")
@@ -153,8 +158,25 @@ def _changes_entra_owned(row: dict[str, Any], current: dict[str, Any] | None, ow
     return changed
 
 
+def _keep_entra_owned(
+    indexed: list[tuple[int, dict[str, Any]]], owned: set[str], result: UpsertResult
+) -> list[dict[str, Any]]:
+    """The rows, each without the changes to what Entra ID owns (listed in ``result.ignored``); inside the
+    upload's transaction."""
+    current = _entra_owned_values([row["external_id"] for _, row in indexed], owned) if owned else {}
+    rows = []
+    for index, row in indexed:
+        for name in _changes_entra_owned(row, current.get(row["external_id"]), owned):
+            message = ENTRA_DISABLED if name == "is_active" else ENTRA_OWNS
+            result.ignored.append({"index": index, "field": name, "message": message})
+            row = _without_entra_owned(row, name, current[row["external_id"]])
+        rows.append(row)
+    return rows
+
+
 def _without_entra_owned(row: dict[str, Any], name: str, current: dict[str, Any]) -> dict[str, Any]:
-    """The row, with the field Entra ID owns left as it is (an owned attribute keeps its current value)."""
+    """The row, with the field Entra ID owns left as it is (an owned attribute keeps its current value; a
+    person whose account Entra ID disabled stays inactive)."""
     if not name.startswith("attributes."):
         return {key: value for key, value in row.items() if key != name}
     key, attributes = name.removeprefix("attributes."), dict(row["attributes"] or {})
@@ -191,10 +213,9 @@ def recipients_bulk_upsert(
     external_ids = [row["external_id"] for row in rows]
     aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
     owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
-    valid: list[dict[str, Any]] = []
+    valid: list[Any] = []
     refused = set(also_listed)
     owned = owned_fields()
-    entra_owned = _entra_owned_values(external_ids, owned)
     for index, row in enumerate(rows):
         aad = row.get("aad_object_id")
         if aad and owners.get(aad, row["external_id"]) != row["external_id"]:
@@ -203,15 +224,13 @@ def recipients_bulk_upsert(
             )
             refused.add(row["external_id"])
             continue
-        for name in _changes_entra_owned(row, entra_owned.get(row["external_id"]), owned):
-            result.ignored.append({"index": index, "field": name, "message": ENTRA_OWNS})
-            row = _without_entra_owned(row, name, entra_owned[row["external_id"]])
-        valid.append(row)
+        valid.append((index, row))
     try:
         with transaction.atomic():
             if sync is not None:
                 _sync_hold_open(sync)
             before = dict(_by_column("external_id", external_ids, "is_active"))
+            valid = _keep_entra_owned(valid, owned, result)
             if valid:
                 statement, params = _upsert_statement(with_sync=sync is not None)
                 # In external_id order, so that uploads of the same people take their locks in the same

@@ -214,7 +214,7 @@ class Graph:
                 if user.deleted_at is None:
                     page.append({"id": user.id, **{name: user.properties.get(name) for name in select}})
             elif user.deleted_at is not None:
-                if user.deleted_at > since and min(user.changed.values()) <= since:  # it existed before
+                if user.deleted_at > since:  # a caller may have seen it, even if it was made after ``since``
                     page.append({"id": user.id, "@removed": {"reason": "changed"}})
             else:
                 changed = [name for name in select if user.changed.get(name, 0) > since]

@@ -63,9 +63,9 @@ class RecipientAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def get_readonly_fields(self, request, obj=None):
-        """The fields Entra ID owns are its to change, for the people it knows (``ENTRA_SYNC_FIELDS``)."""
+        """The fields Entra ID owns are its to change, for the people its sync keeps (``ENTRA_SYNC_FIELDS``)."""
         fields = list(super().get_readonly_fields(request, obj))
-        if obj is not None and obj.aad_object_id is not None:
+        if obj is not None and obj.entra_managed:
             try:
                 owned = owned_fields()
             except ApplicationError:  # a field map no run can follow (manage.py check says so): all read-only

@@ -94,6 +94,10 @@ class Recipient(models.Model):
         max_length=8, choices=Origin.choices, default=Origin.HR, db_default=Origin.HR,  # raw SQL inserts too
         help_text="Who first told Crier of this person: an HR sync deactivates only its own people.",
     )
+    entra_managed = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Kept by the Entra ID sync: the fields it owns are Entra ID's to change (ENTRA_SYNC_FIELDS).",
+    )
     inactive_from_entra = models.BooleanField(
         default=False, db_default=False,
         help_text="Made inactive by the Entra ID sync (a removed or disabled account): it alone brings them back.",

@@ -68,8 +68,8 @@ def test_staff_who_are_not_superusers_cannot_start_a_run(client, comms_user, set
 def test_the_fields_entra_id_owns_are_read_only_for_the_people_it_knows(admin_client, settings):
     settings.ENTRA_SYNC = True
     settings.ENTRA_SYNC_FIELDS = "department=department,attributes.cost=employeeOrgData.costCenter"
-    linked = factories.recipient(department="Sales")
-    hr_only = factories.recipient(aad_object_id=None, department="Sales")
+    linked = factories.recipient(department="Sales", entra_managed=True)
+    hr_only = factories.recipient(department="Sales")  # an Entra object id, but the sync does not keep them
 
     linked_page = admin_client.get(f"/admin/campaigns/recipient/{linked.pk}/change/").content.decode()
     hr_page = admin_client.get(f"/admin/campaigns/recipient/{hr_only.pk}/change/").content.decode()

@@ -373,8 +373,9 @@ def test_bulk_upsert_leaves_what_entra_id_owns_for_the_people_it_knows_and_says_
     settings.ENTRA_SYNC = True
     settings.ENTRA_SYNC_FIELDS = "department=department,attributes.cost_center=employeeOrgData.costCenter"
     for name in ("a", "b", "linked"):
-        factories.recipient(external_id=name, department="Sales", attributes={"cost_center": "CC-1", "site": "x"})
-    factories.recipient(external_id="hr-only", aad_object_id=None, department="Sales")
+        factories.recipient(external_id=name, department="Sales", attributes={"cost_center": "CC-1", "site": "x"},
+                            entra_managed=True)
+    factories.recipient(external_id="hr-only", department="Sales")  # Entra ID does not keep this person
 
     response = api.post(BULK, {"recipients": [
         person("a", department="Finance", is_active=False),  # a leaver: HR's to end, whatever Entra ID owns

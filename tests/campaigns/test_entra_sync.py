@@ -317,7 +317,7 @@ def test_values_the_person_cannot_hold_are_left_out_and_said(graph_on, settings)
     assert (created.department, created.country, created.time_zone) == ("", "", "")
     assert str(created.start_date) == "2026-04-01"  # midnight in Tokyo
     assert len(run.problems) == 3
-    assert any("NUL" in problem for problem in run.problems)
+    assert any("Null characters" in problem for problem in run.problems)
 
 
 def test_a_retry_after_longer_than_a_run_waits_fails_the_run_readably(graph_on, settings):
@@ -329,3 +329,63 @@ def test_a_retry_after_longer_than_a_run_waits_fails_the_run_readably(graph_on, 
 
     assert (run.status, sleeps.waits) == ("failed", [])
     assert "429" in run.error
+
+
+def test_a_hire_date_kept_as_midnight_utc_is_that_day_in_any_time_zone(graph_on, settings):
+    settings.ENTRA_SYNC_FIELDS = "start_date=employeeHireDate"
+    settings.TIME_ZONE = "America/New_York"
+    graph_on.client.graph_users([entra_user(0, employeeHireDate="2024-03-01T00:00:00Z")])
+
+    entra_sync()
+
+    assert str(person(0).start_date) == "2024-03-01"
+
+
+def test_user_types_are_compared_without_case_and_an_empty_list_is_refused(graph_on, settings):
+    settings.ENTRA_SYNC_USER_TYPES = ["member"]
+    graph_on.client.graph_users([entra_user(0)])
+    assert entra_sync().created == 1
+
+    settings.ENTRA_SYNC_USER_TYPES = []
+    with pytest.raises(ApplicationError, match="ENTRA_SYNC_USER_TYPES"):
+        entra_sync()
+    assert person(0).is_active
+
+
+def test_hr_cannot_make_active_again_a_person_whose_account_is_disabled(graph_on):
+    from campaigns.services import recipients_bulk_upsert
+
+    graph_on.client.graph_users([entra_user(0)])
+    entra_sync()
+    graph_on.client.graph_users([{"id": oid(0), "accountEnabled": False}])
+    entra_sync()
+
+    result = recipients_bulk_upsert(rows=[{"external_id": f"entra:{oid(0)}", "is_active": True, "time_zone": "UTC"}])
+
+    assert [(item["index"], item["field"]) for item in result.ignored] == [(0, "is_active")]
+    assert (person(0).is_active, person(0).time_zone) == (False, "UTC")
+
+
+def test_a_guest_hr_sent_stays_hrs_but_is_made_inactive_when_the_account_is_disabled(graph_on):
+    guest = factories.recipient(aad_object_id=oid(3), department="Partners")
+    graph_on.client.graph_users([entra_user(3, userType="Guest", department="Sales")])
+    entra_sync()
+    guest.refresh_from_db()
+    assert (guest.is_active, guest.department, guest.entra_managed) == (True, "Partners", False)
+
+    graph_on.client.graph_users([{"id": oid(3), "accountEnabled": False}])
+    entra_sync()
+
+    guest.refresh_from_db()
+    assert guest.is_active is False
+
+
+def test_mapping_a_property_to_another_field_lists_everyone_again(graph_on, settings):
+    settings.ENTRA_SYNC_FIELDS = "department=department"
+    graph_on.client.graph_users([entra_user(0)])
+    entra_sync()
+    settings.ENTRA_SYNC_FIELDS = "job_title=department"  # the same property asked of Graph
+
+    run = entra_sync()
+
+    assert (run.full, person(0).job_title) == (True, "Sales")

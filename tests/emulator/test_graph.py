@@ -161,3 +161,16 @@ def test_its_control_api_refuses_a_user_without_a_guid(emu):
 
     assert refused.value.status == 400
     assert "users[0].id" in str(refused.value.body)
+
+
+def test_a_user_made_and_deleted_while_a_round_is_paged_is_listed_as_removed(emu):
+    emu.client.graph_users(people(3))
+    emu.client.graph_config(page_size=2)
+    status, first, _ = get(emu, delta_url(emu))
+    late = str(uuid.UUID(int=99))
+    emu.client.graph_users([{"id": late, "displayName": "Late"}])
+    rest, link, _ = everything(emu, first["@odata.nextLink"])
+    emu.client.graph_delete(late)
+
+    assert [entry["id"] for entry in rest] == [str(uuid.UUID(int=3)), late]
+    assert everything(emu, link)[0] == [{"id": late, "@removed": {"reason": "changed"}}]

@@ -23,7 +23,7 @@ class Command(BaseCommand):
         what = "would have" if run.dry_run else "has"
         summary = (f"{'Full' if run.full else 'Delta'} sync {run.pk}: {run.seen} listed in {run.pages} pages; "
                    f"it {what} created {run.created}, updated {run.updated}, made inactive {run.deactivated}, active again "
-                   f"{run.reactivated}; {run.unchanged} unchanged.")
+                   f"{run.reactivated}; {run.unchanged} unchanged, {run.skipped} not taken.")
         for problem in run.problems:
             self.stderr.write(f"  {problem}")
         if run.status == DirectorySync.Status.FAILED:
