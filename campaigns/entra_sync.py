@@ -155,6 +155,8 @@ class _Run:
         Recipient.objects.filter(pk=person.pk).update(**changed, updated_at=timezone.now())
         if set(changed) - {"is_active", "inactive_from_entra", "entra_managed"}:
             counts.updated += 1
+        elif "is_active" not in changed:  # only the sync's own marks changed: the person did not
+            counts.unchanged += 1
 
     def _end(self, person: Recipient | None) -> None:
         """A removed account, or one the organisation does not message: its person inactive, never deleted."""

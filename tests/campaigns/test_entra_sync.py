@@ -389,3 +389,16 @@ def test_mapping_a_property_to_another_field_lists_everyone_again(graph_on, sett
     run = entra_sync()
 
     assert (run.full, person(0).job_title) == (True, "Sales")
+
+
+def test_every_person_listed_is_counted_once(graph_on):
+    factories.recipient(aad_object_id=oid(0), display_name="Person 0", first_name="P0", last_name="Entra",
+                        email="p0@contoso.com", upn="p0@contoso.com", department="Sales", job_title="Rep",
+                        location="Leeds", country="GB", locale="en-GB")  # HR sent them as Entra ID has them
+    graph_on.client.graph_users([entra_user(0), entra_user(1), entra_user(2, userType="Guest"),
+                                 entra_user(3, accountEnabled=False)])
+
+    run = entra_sync()
+
+    assert (run.seen, run.created, run.updated, run.unchanged, run.skipped) == (4, 1, 0, 1, 2)
+    assert run.seen == run.created + run.updated + run.unchanged + run.skipped + run.deactivated + run.reactivated
