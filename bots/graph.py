@@ -20,12 +20,12 @@ from django.conf import settings
 
 from core import http
 
+from .connector import parse_retry_after
 from .tokens import TokenError, TokenProvider, graph_token_provider
 
 logger = logging.getLogger(__name__)
 RETRIED_STATUSES = {429, 502, 503, 504}
 ATTEMPTS = 6  # a call and five more after a wait
-PERMISSIONS_NEEDED = {"/users": "User.Read.All"}
 
 
 class GraphError(Exception):
@@ -55,15 +55,6 @@ def _error(status: int, body: Any, needs: str) -> GraphError:
         code, message = str(error.get("code") or status), str(error.get("message") or "")[:500]
         return GraphError(status=status, code=code, message=message, needs=needs)
     return GraphError(status=status, code=str(status), message="", needs=needs)
-
-
-def _retry_after(headers: dict[str, str], attempt: int) -> float:
-    """Graph's ``Retry-After`` in seconds, or an exponential wait when it gave none."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else float(2 ** attempt)
-    except ValueError:
-        return float(2 ** attempt)
 
 
 class GraphClient:
@@ -119,7 +110,8 @@ class GraphClient:
                 self.tokens.invalidate()
                 continue
             if response.status in RETRIED_STATUSES and attempt < ATTEMPTS - 1:
-                wait = _retry_after(response.headers, attempt)
+                wait = parse_retry_after(response.headers)
+                wait = float(2 ** attempt) if wait is None else wait  # no Retry-After: an exponential wait
                 if wait <= settings.GRAPH_MAX_RETRY_AFTER_SECONDS:
                     logger.info("graph answered %s; trying again in %.1f s", response.status, wait)
                     self.sleep(wait)

@@ -1,4 +1,4 @@
-"""Deployment checks of Crier's own settings (``manage.py check --deploy``)."""
+"""Checks of Crier's own settings (``manage.py check``; the deployment ones with ``--deploy``)."""
 
 from __future__ import annotations
 

@@ -46,6 +46,11 @@ def _select(maps: list[FieldMap]) -> str:
     return ",".join(name for name in tops if name)
 
 
+def _hr_id(user: dict[str, Any]) -> str:
+    """The HR system's id Entra ID holds for the person (``ENTRA_SYNC_EXTERNAL_ID``), or ""."""
+    return str(user.get(settings.ENTRA_SYNC_EXTERNAL_ID) or "").strip()
+
+
 @dataclass
 class Counts:
     pages: int = 0
@@ -82,9 +87,8 @@ class _Run:
                 self.counts.problems.append(f"Graph listed a user without a valid id: {str(user)[:80]}")
         with transaction.atomic():
             # Locked for the page's transaction, so an HR upload of the same people waits rather than
-            # being overwritten (or overwriting) from a copy read before.
-            # In external id order, as an HR upload locks people, so the two wait for each other rather than
-            # deadlock.
+            # overwriting (or being overwritten) from a copy read before; in external id order, as an upload
+            # locks them, so the two wait for each other rather than deadlock.
             people = (Recipient.objects.select_for_update().filter(aad_object_id__in=ids.values())
                       .order_by("external_id"))
             known = {person.aad_object_id: person for person in people}
@@ -170,7 +174,7 @@ class _Run:
 
     def _matched_by_hr_id(self, user: dict[str, Any], object_id: uuid.UUID) -> Recipient | None:
         """A person HR created with this HR id and no Entra object id yet."""
-        hr_id = str(user.get(settings.ENTRA_SYNC_EXTERNAL_ID) or "").strip()
+        hr_id = _hr_id(user)
         if not hr_id:
             return None
         person = Recipient.objects.filter(external_id=hr_id).first()
@@ -200,7 +204,7 @@ class _Run:
         return changed
 
     def _create(self, user: dict[str, Any], object_id: uuid.UUID, values: dict[str, Any]) -> None:
-        hr_id = str(user.get(settings.ENTRA_SYNC_EXTERNAL_ID) or "").strip()[:255] or f"entra:{object_id}"
+        hr_id = _hr_id(user)[:255] or f"entra:{object_id}"
         if Recipient.objects.filter(external_id=hr_id).exists():
             self.counts.problems.append(f"{object_id}: external id {hr_id!r} is taken by another person; not created")
             return
@@ -247,13 +251,17 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
+def _authority_tenant() -> str:
+    """The tenant ``GRAPH_AUTHORITY`` names (its path's first part), or "" when it names none."""
+    try:
+        return urlsplit(settings.GRAPH_AUTHORITY or "").path.strip("/").split("/")[0].lower()
+    except ValueError:  # not a URL at all
+        return ""
+
+
 def organisation_tenant() -> str:
     """The organisation's tenant id: ``BOT_TENANT_ID``, else the one ``GRAPH_AUTHORITY`` names."""
-    try:
-        named = urlsplit(settings.GRAPH_AUTHORITY or "").path.strip("/").split("/")[0].lower()
-    except ValueError:
-        named = ""
-    return settings.BOT_TENANT_ID or named
+    return settings.BOT_TENANT_ID or _authority_tenant()
 
 
 def user_type_taken(user_type: Any) -> bool:
@@ -269,23 +277,27 @@ def fingerprint(maps: list[FieldMap]) -> str:
     return f"{_select(maps)}|{mapped}|{kinds}|{settings.ENTRA_SYNC_EXTERNAL_ID}"
 
 
-def configuration_require() -> None:
-    """Refuses (``ApplicationError``) a configuration a run cannot work with, saying what to set."""
-    authority = settings.GRAPH_AUTHORITY or ""
-    try:
-        tenant = urlsplit(authority).path.strip("/").split("/")[0].lower()
-    except ValueError:
-        tenant = ""
+def configuration_require() -> list[FieldMap]:
+    """The field map, or ``ApplicationError`` for a configuration a run cannot work with, saying what to set."""
     if not [kind for kind in settings.ENTRA_SYNC_USER_TYPES if kind.strip()]:
         raise ApplicationError("ENTRA_SYNC_USER_TYPES is empty: name the kinds of account to take, such as Member.",
                                code="not_configured", status=409)
-    if not authority or tenant in ("", "botframework.com", "common", "organizations"):
+    if _authority_tenant() in ("", "botframework.com", "common", "organizations"):
         raise ApplicationError(
             "Set GRAPH_AUTHORITY to your organisation's tenant (https://login.microsoftonline.com/<tenant id>), or "
             "BOT_TENANT_ID for a single-tenant bot: Graph's tokens never come from botframework.com.",
             code="not_configured", status=409,
         )
-    field_maps()
+    return field_maps()
+
+
+def sync_require() -> list[FieldMap]:
+    """The field map, or ``ApplicationError`` when the sync is off or not configured."""
+    if not settings.ENTRA_SYNC:
+        raise ApplicationError(
+            "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).", code="sync_off", status=409
+        )
+    return configuration_require()
 
 
 def _locked() -> bool:
@@ -302,12 +314,7 @@ def _unlock() -> None:
 def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient = graph) -> DirectorySync:
     """One run (see the module's docstring); returns it, succeeded or failed with its reason in plain words.
     Refuses (``ApplicationError``) when the sync is off, not configured, or already running."""
-    if not settings.ENTRA_SYNC:
-        raise ApplicationError(
-            "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).", code="sync_off", status=409
-        )
-    configuration_require()
-    maps = field_maps()
+    maps = sync_require()
     if connection.in_atomic_block:
         raise ApplicationError("A sync commits a page at a time: start it outside a transaction.", status=500)
     if not _locked():

@@ -163,7 +163,7 @@ def _keep_entra_owned(
 ) -> list[dict[str, Any]]:
     """The rows, each without the changes to what Entra ID owns (listed in ``result.ignored``); inside the
     upload's transaction."""
-    current = _entra_owned_values([row["external_id"] for _, row in indexed], owned) if owned else {}
+    current = _entra_owned_values([row["external_id"] for _, row in indexed], owned)
     rows = []
     for index, row in indexed:
         for name in _changes_entra_owned(row, current.get(row["external_id"]), owned):
@@ -213,7 +213,8 @@ def recipients_bulk_upsert(
     external_ids = [row["external_id"] for row in rows]
     aad_ids = [row["aad_object_id"] for row in rows if row.get("aad_object_id")]
     owners = dict(_by_column("aad_object_id", aad_ids, "external_id")) if aad_ids else {}
-    valid: list[Any] = []
+    indexed: list[tuple[int, dict[str, Any]]] = []  # the rows not refused, with their index in ``rows``
+    valid: list[dict[str, Any]] = []
     refused = set(also_listed)
     owned = owned_fields()
     for index, row in enumerate(rows):
@@ -224,13 +225,13 @@ def recipients_bulk_upsert(
             )
             refused.add(row["external_id"])
             continue
-        valid.append((index, row))
+        indexed.append((index, row))
     try:
         with transaction.atomic():
             if sync is not None:
                 _sync_hold_open(sync)
             before = dict(_by_column("external_id", external_ids, "is_active"))
-            valid = _keep_entra_owned(valid, owned, result)
+            valid = _keep_entra_owned(indexed, owned, result)
             if valid:
                 statement, params = _upsert_statement(with_sync=sync is not None)
                 # In external_id order, so that uploads of the same people take their locks in the same

@@ -7,7 +7,6 @@ delete the chat, type a message), change the configuration, and read what the bo
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import Any
 
@@ -16,7 +15,7 @@ from aiohttp import web
 from .bot_client import install_activities, message_activity, uninstall_activity
 from .config import ConfigError
 from .context import Context
-from .responses import control_error, json_response
+from .responses import control_error, json_body, json_response
 from .state import User, normalize_aad
 
 logger = logging.getLogger("emulator")
@@ -38,17 +37,6 @@ def parse_since(value: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return moment.timestamp()
-
-
-async def _json_body(request: web.Request) -> Any:
-    """The request's JSON (an empty body reads as ``{}``); raises ConfigError when it is not JSON."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"the body is not JSON: {exc}") from None
 
 
 def _optional_bool(entry: dict[str, Any], key: str, index: int) -> bool | None:
@@ -88,7 +76,7 @@ class Control:
 
     async def set_config(self, request: web.Request) -> web.Response:
         try:
-            changed = self.ctx.config.merge(await _json_body(request))
+            changed = self.ctx.config.merge(await json_body(request))
         except ConfigError as exc:
             return control_error(400, str(exc))
         if "seed" in changed:
@@ -102,7 +90,7 @@ class Control:
     async def register_users(self, request: web.Request) -> web.Response:
         """Bulk registration; every entry is validated before any is stored."""
         try:
-            data = await _json_body(request)
+            data = await json_body(request)
             if not isinstance(data, dict) or not isinstance(data.get("users"), list):
                 raise ConfigError('the body must be {"users": [...]}')
             entries = []
@@ -218,7 +206,7 @@ class Control:
     async def _say(self, user: User, request: web.Request) -> web.Response:
         """The user types ``text`` or submits a card (``value``) in the bot's chat."""
         ctx = self.ctx
-        data = await _json_body(request)
+        data = await json_body(request)
         if not isinstance(data, dict):
             raise ConfigError('the body must be {"text": ...} or {"value": {...}}')
         text, value = data.get("text"), data.get("value")

@@ -28,7 +28,8 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from .responses import json_response
+from .config import ConfigError
+from .responses import control_error, json_body, json_response
 from .state import normalize_aad
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
@@ -245,18 +246,18 @@ class GraphControl:
     async def upsert_users(self, request: web.Request) -> web.Response:
         """``{"users": [{"id": GUID, "displayName": ..., ...}]}``: every entry checked before any is kept."""
         try:
-            data = await request.json()
-        except ValueError:
-            return json_response(400, {"error": "the body is not JSON"})
-        users = data.get("users") if isinstance(data, dict) else None
-        if not isinstance(users, list):
-            return json_response(400, {"error": 'the body must be {"users": [...]}'})
-        checked = []
-        for index, entry in enumerate(users):
-            user_id = normalize_aad(entry.get("id")) if isinstance(entry, dict) else None
-            if user_id is None:
-                return json_response(400, {"error": f"users[{index}].id must be a GUID"})
-            checked.append((user_id, {key: value for key, value in entry.items() if key != "id"}))
+            data = await json_body(request)
+            users = data.get("users") if isinstance(data, dict) else None
+            if not isinstance(users, list):
+                raise ConfigError('the body must be {"users": [...]}')
+            checked = []
+            for index, entry in enumerate(users):
+                user_id = normalize_aad(entry.get("id")) if isinstance(entry, dict) else None
+                if user_id is None:
+                    raise ConfigError(f"users[{index}].id must be a GUID")
+                checked.append((user_id, {key: value for key, value in entry.items() if key != "id"}))
+        except ConfigError as exc:
+            return control_error(400, str(exc))
         directory = self.ctx.directory
         for user_id, properties in checked:
             directory.upsert(user_id, properties)
@@ -265,7 +266,7 @@ class GraphControl:
     async def delete_user(self, request: web.Request) -> web.Response:
         user_id = normalize_aad(request.match_info["id"])
         if user_id is None or not self.ctx.directory.delete(user_id):
-            return json_response(404, {"error": "no such user in the directory"})
+            return control_error(404, "no such user in the directory")
         return json_response(200, {"version": self.ctx.directory.version})
 
     async def expire(self, request: web.Request) -> web.Response:
@@ -274,27 +275,28 @@ class GraphControl:
 
     async def config(self, request: web.Request) -> web.Response:
         """``page_size``, ``permissions`` (the application permissions consented), ``throttle_next`` and
-        ``retry_after_seconds``."""
+        ``retry_after_seconds``; all checked before any is changed."""
         try:
-            data = await request.json()
-        except ValueError:
-            return json_response(400, {"error": "the body is not JSON"})
+            data = await json_body(request)
+            if not isinstance(data, dict):
+                raise ConfigError("the body must be an object")
+            size = data.get("page_size", 1)
+            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_PAGE_SIZE:
+                raise ConfigError(f"page_size must be 1 to {MAX_PAGE_SIZE}")
+            permissions = data.get("permissions", [])
+            if not isinstance(permissions, list) or not all(isinstance(name, str) for name in permissions):
+                raise ConfigError("permissions must be a list of names")
+            for name in ("throttle_next", "retry_after_seconds"):
+                value = data.get(name, 0)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ConfigError(f"{name} must be a whole number, 0 or more")
+        except ConfigError as exc:
+            return control_error(400, str(exc))
         directory = self.ctx.directory
-        if not isinstance(data, dict):
-            return json_response(400, {"error": "the body must be an object"})
-        if "page_size" in data:
-            size = data["page_size"]
-            if not isinstance(size, int) or not 1 <= size <= MAX_PAGE_SIZE:
-                return json_response(400, {"error": f"page_size must be 1 to {MAX_PAGE_SIZE}"})
-            directory.page_size = size
         if "permissions" in data:
-            if not isinstance(data["permissions"], list) or not all(isinstance(p, str) for p in data["permissions"]):
-                return json_response(400, {"error": "permissions must be a list of names"})
             directory.permissions = tuple(data["permissions"])
-        for name in ("throttle_next", "retry_after_seconds"):
+        for name in ("page_size", "throttle_next", "retry_after_seconds"):
             if name in data:
-                if not isinstance(data[name], int) or data[name] < 0:
-                    return json_response(400, {"error": f"{name} must be a whole number, 0 or more"})
                 setattr(directory, name, data[name])
         return await self.stats(request)
 

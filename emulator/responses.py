@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .config import ConfigError
+
 JSON_TYPE = "application/json; charset=utf-8"
 
 # Operation ids: a random per-process prefix and a counter, cheaper than a uuid4 per call.
@@ -79,6 +81,17 @@ def throttled(retry_after: int, message: str) -> web.Response:
 def retry_after_date(seconds: float) -> str:
     """``Retry-After`` in its other form, an HTTP-date (whole seconds, rounded up so the wait is not shortened)."""
     return formatdate(math.ceil(time.time() + seconds), usegmt=True)
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON (an empty body reads as ``{}``); raises ConfigError when it is not JSON."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"the body is not JSON: {exc}") from None
 
 
 def control_error(status: int, message: str) -> web.Response:

@@ -14,8 +14,7 @@ from django.utils.html import format_html_join
 from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 
-from ..entra_sync import configuration_require
-
+from ..entra_sync import sync_require
 from ..models import DirectorySync
 
 SYNC_TASK = "campaigns.tasks.sync_entra"
@@ -52,11 +51,8 @@ class DirectorySyncAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return redirect("admin:campaigns_directorysync_changelist")
-        if not settings.ENTRA_SYNC:
-            messages.error(request, "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).")
-            return redirect("admin:campaigns_directorysync_changelist")
         try:
-            configuration_require()
+            sync_require()
         except ApplicationError as error:
             messages.error(request, error.message)
         else:
