@@ -13,10 +13,12 @@ from settings.env import ConfigurationError, env_bool, env_str
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_settings(**env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_"))}
+def load_settings(show="s.BOT_AUTHORITY, s.DEBUG", **env):
+    """Loads the settings in a process of their own with only ``env`` of Crier's variables, printing ``show``."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_", "GRAPH_"))}
     return subprocess.run(
-        [sys.executable, "-c", "import settings.settings as s; print(s.BOT_AUTHORITY, s.DEBUG)"],
+        [sys.executable, "-c", f"import settings.settings as s; print({show})"],
         cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
     )
 
@@ -130,12 +132,7 @@ def test_outside_production_there_is_no_hsts_nor_redirect():
 
 
 def graph_settings(**env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SECRET_KEY", "CRIER_", "DJANGO_", "GRAPH_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", "import settings.settings as s; print(s.GRAPH_AUTHORITY or '-', s.GRAPH_TOKEN_SCOPE)"],
-        cwd=ROOT, env={**clean, "SECRET_KEY": "k", "BOT_APP_PASSWORD": "p", **env}, capture_output=True, text=True,
-        timeout=60,
-    )
+    result = load_settings("s.GRAPH_AUTHORITY or '-', s.GRAPH_TOKEN_SCOPE", SECRET_KEY="k", BOT_APP_PASSWORD="p", **env)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
 

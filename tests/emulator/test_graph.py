@@ -174,3 +174,14 @@ def test_a_user_made_and_deleted_while_a_round_is_paged_is_listed_as_removed(emu
 
     assert [entry["id"] for entry in rest] == [str(uuid.UUID(int=3)), late]
     assert everything(emu, link)[0] == [{"id": late, "@removed": {"reason": "changed"}}]
+
+
+def test_its_control_api_changes_no_setting_when_one_is_wrong(emu):
+    from emulator.client import EmulatorError
+
+    with pytest.raises(EmulatorError) as refused:
+        emu.client.graph_config(page_size=5, permissions="User.Read.All")
+
+    assert refused.value.status == 400
+    assert "permissions must be a list" in str(refused.value.body)
+    assert emu.client.graph_stats()["page_size"] == 100
