@@ -224,6 +224,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_WORKER_CONSUMER = "settings.celery:Consumer"  # survives losing Redis (settings/celery.py)
 # Separate queues so a large fan-out never delays a scheduled launch or a bot reply.
 CELERY_TASK_ROUTES = {
     "delivery.tasks.deliver": {"queue": "deliveries"},
