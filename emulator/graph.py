@@ -70,7 +70,9 @@ class Directory:
 
     users: dict[str, DirectoryUser] = field(default_factory=dict)
     version: int = 0
-    generation: int = 0  # delta links issued under an older generation answer 410
+    # Delta links issued under another generation answer 410: a restarted emulator, whose directory is new,
+    # knows none of the links the last one gave.
+    generation: int = field(default_factory=lambda: time.time_ns())
     page_size: int = DEFAULT_PAGE_SIZE
     permissions: tuple[str, ...] = DEFAULT_PERMISSIONS
     throttle_next: int = 0  # the next this many calls answer 429

@@ -185,3 +185,11 @@ def test_its_control_api_changes_no_setting_when_one_is_wrong(emu):
     assert refused.value.status == 400
     assert "permissions must be a list" in str(refused.value.body)
     assert emu.client.graph_stats()["page_size"] == 100
+
+
+def test_each_emulator_process_starts_a_new_generation_of_delta_links():
+    from emulator.graph import Directory
+
+    first, restarted = Directory(), Directory()
+
+    assert first.generation != restarted.generation
