@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -157,6 +158,57 @@ class EmulatorClient:
 
     def graph_stats(self) -> dict[str, Any]:
         return self.request("GET", "/_emulator/graph/stats")
+
+    def graph_groups(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
+        """Creates or replaces groups: ``{"id": GUID, "displayName": ..., "description"?, "members"?: [user or
+        group ids], "membershipRule"?}`` each."""
+        return self.request("POST", "/_emulator/graph/groups", {"groups": groups})
+
+    def graph_group_members(
+        self, group_id: UserRef, add: Iterable[UserRef] = (), remove: Iterable[UserRef] = ()
+    ) -> dict[str, Any]:
+        body = {"add": [str(member) for member in add], "remove": [str(member) for member in remove]}
+        return self.request("POST", f"/_emulator/graph/groups/{quote(str(group_id), safe='')}/members", body)
+
+    def graph_delete_group(self, group_id: UserRef) -> dict[str, Any]:
+        return self.request("POST", f"/_emulator/graph/groups/{quote(str(group_id), safe='')}/delete")
+
+    # Teams' teams -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _team_path(team_id: str, action: str) -> str:
+        return f"/_emulator/teams/{quote(team_id, safe='')}/{action}"
+
+    def teams_create(
+        self, name: str, members: Iterable[UserRef], id: str | None = None, aad_group_id: UserRef | None = None
+    ) -> dict[str, Any]:
+        """A team (or, with a known ``id``, that team replaced); its members who are new to Teams have not
+        installed the bot themselves."""
+        body: dict[str, Any] = {"name": name, "members": [str(member) for member in members]}
+        if id is not None:
+            body["id"] = id
+        if aad_group_id is not None:
+            body["aad_group_id"] = str(aad_group_id)
+        return self.request("POST", "/_emulator/teams", body)
+
+    def teams_list(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/_emulator/teams")["teams"]
+
+    def team_members(
+        self, team_id: str, add: Iterable[UserRef] = (), remove: Iterable[UserRef] = ()
+    ) -> dict[str, Any]:
+        body = {"add": [str(member) for member in add], "remove": [str(member) for member in remove]}
+        return self.request("POST", self._team_path(team_id, "members"), body)
+
+    def team_install(self, team_id: str) -> dict[str, Any]:
+        """Someone adds the bot to the team: its conversationUpdate reaches the bot."""
+        return self.request("POST", self._team_path(team_id, "install"))
+
+    def team_uninstall(self, team_id: str) -> dict[str, Any]:
+        return self.request("POST", self._team_path(team_id, "uninstall"))
+
+    def team_rename(self, team_id: str, name: str) -> dict[str, Any]:
+        return self.request("POST", self._team_path(team_id, "rename"), {"name": name})
 
     def close(self) -> None:
         self._pool.clear()

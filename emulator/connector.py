@@ -1,5 +1,5 @@
 """The Bot Connector routes, under any region prefix (``/teams/``, ``/emea/``, ...):
-create a one-to-one conversation, send (or reply), update and delete messages.
+create a one-to-one conversation, send (or reply), update and delete messages, and page a team's members.
 
 Each handler reads the body first and then runs to its answer without awaiting anything, so the
 rate-limit checks and the recording of a call happen atomically on the event loop. Order of checks:
@@ -37,6 +37,7 @@ from .responses import (
     unauthorized,
 )
 from .state import User, aad_from_user_id, normalize_aad
+from .teams import roster_page
 
 MAX_ACTIVITY_BYTES = 102_400
 CREATE_PATH = "/{region}/v3/conversations"
@@ -192,8 +193,14 @@ class Connector:
             user = store.upsert_user(member_aad, tenant_id=tenant, installed=True)
         if user.tenant_id != tenant:
             return bad_argument("Invalid user identity in provided tenant.")
-        if not user.installed or user.uninstalled:
+        if user.uninstalled:
             return not_installed()
+        if not user.installed:
+            # A bot installed in a team may open a chat with a member who never installed it, by the
+            # member's 29: id (which it learnt from the team's roster), not by the Entra object id.
+            if not (member_id.startswith("29:") and store.in_team_with_the_bot(user.aad_object_id)):
+                return not_installed()
+            user.via_team = True
 
         if ctx.config.limits:
             wait = ctx.create_limiter.wait_time(user.aad_object_id, now)
@@ -219,6 +226,10 @@ class Connector:
         # Parse the raw path: the conversation id is URL-encoded and may hold ':', ';', '@' or '%2F'.
         region, _, rest = request.rel_url.raw_path[1:].partition("/v3/conversations/")
         parts = rest.split("/")
+        if "/" not in region and len(parts) == 2 and parts[1] == "pagedmembers" and parts[0]:
+            if request.method != "GET":
+                return teams_error(405, "MethodNotAllowed", f"{request.method} is not supported here.")
+            return await self._paged_members(request, unquote(parts[0]), new_token)
         if "/" in region or len(parts) not in (2, 3) or parts[1] != "activities" or not parts[0]:
             return teams_error(404, "NotFound", "No such Bot Connector operation in this emulator.")
         conversation_id = unquote(parts[0])
@@ -235,6 +246,19 @@ class Connector:
         if request.method == "DELETE":
             return await self._delete(conversation_id, activity_id)
         return teams_error(405, "MethodNotAllowed", f"{request.method} is not supported here.")
+
+    async def _paged_members(self, request: web.Request, team_id: str, new_token: bool) -> web.Response:
+        """``GET .../v3/conversations/{teamId}/pagedmembers``: the team's roster (``teams.roster_page``),
+        counted against the app's limit like every connector call."""
+        now = time.monotonic()
+        app_scope = ("app", self.ctx.settings.tenant_id)
+        self.ctx.store.retry_after.note_call(
+            (app_scope,), now, made=(made := made_at(request.headers.get(SENT_AT_HEADER), now)), new_token=new_token
+        )
+        refused = self._global_limit(app_scope, now, made) or await self._fault(app_scope, now)
+        if refused is not None:
+            return refused
+        return roster_page(self.ctx, team_id, request.query)
 
     async def _send(self, request: web.Request, conversation_id: str, new_token: bool) -> web.Response:
         ctx = self.ctx
@@ -260,7 +284,7 @@ class Connector:
             return conversation_not_found()
         if user.blocked:
             return blocked_by_user()
-        if user.uninstalled or not user.installed:
+        if user.uninstalled or not (user.installed or self._reachable_through_team(user)):
             return message_writes_blocked()
         activity = _parse_json(raw)
         problem = _check_message(activity)
@@ -276,6 +300,9 @@ class Connector:
                 return throttled(retry, "Too many messages sent to this conversation.")
             ctx.thread_limiter.record(conversation_id, now)
         return json_response(201, {"id": store.record(user, activity, ctx.config.keep_bodies)})
+
+    def _reachable_through_team(self, user: User) -> bool:
+        return user.via_team and self.ctx.store.in_team_with_the_bot(user.aad_object_id)
 
     async def _find_sent(self, conversation_id: str, activity_id: str) -> tuple[int | None, web.Response | None]:
         """What update and delete share: the app's limit and the injected faults, then the message (or

@@ -11,7 +11,8 @@ one and 403 ``Authorization_RequestDenied`` without the permission. The control 
 calls answer 429 with ``Retry-After``.
 
 The directory (``Directory``) is the emulator's own, apart from its Teams users: an organisation's
-directory holds people who never opened Teams.
+directory holds people who never opened Teams. It holds the organisation's groups too, served by
+``groups.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import datetime as dt
 import json
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,10 +67,24 @@ class DirectoryUser:
 
 
 @dataclass
+class Group:
+    id: str
+    display_name: str
+    description: str | None = None
+    members: list[str] = field(default_factory=list)  # user and group ids, in the order they were added
+    membership_rule: str | None = None  # set for a dynamic group; only shown, never evaluated
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "displayName": self.display_name, "description": self.description,
+                "members": list(self.members), "membershipRule": self.membership_rule}
+
+
+@dataclass
 class Directory:
     """The tenant's users, with a version counter that every change moves on, for delta queries."""
 
     users: dict[str, DirectoryUser] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
     version: int = 0
     # Delta links issued under another generation answer 410: a restarted emulator, whose directory is new,
     # knows none of the links the last one gave.
@@ -82,6 +98,7 @@ class Directory:
 
     def reset(self) -> None:
         self.users.clear()
+        self.groups.clear()
         self.version, self.page_size, self.permissions = 0, DEFAULT_PAGE_SIZE, DEFAULT_PERMISSIONS
         self.throttle_next, self.retry_after_seconds, self.requests, self.throttled = 0, 1, 0, 0
         self.generation += 1
@@ -135,8 +152,9 @@ class Graph:
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/graph/v1.0/users/delta", self.users_delta)]
 
-    def _refusal(self, request: web.Request) -> web.Response | None:
-        """Graph's answer to a call without a valid token, without the permission, or throttled."""
+    def _refusal(self, request: web.Request, needed: Collection[str] = READ_USERS) -> web.Response | None:
+        """Graph's answer to a call without a valid token, without any of the ``needed`` permissions, or
+        throttled."""
         directory = self.directory
         directory.requests += 1
         authorization = request.headers.get("Authorization", "")
@@ -147,7 +165,7 @@ class Graph:
             return graph_error(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
         if claims.get("tid") != self.ctx.settings.tenant_id or claims.get("appid") != self.ctx.settings.app_id:
             return graph_error(401, "InvalidAuthenticationToken", "Access token validation failure.")
-        if not READ_USERS & set(claims.get("roles") or []):
+        if not set(needed) & set(claims.get("roles") or []):
             return graph_error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         if directory.throttle_next > 0:
             directory.throttle_next -= 1
@@ -306,6 +324,7 @@ class GraphControl:
         directory = self.ctx.directory
         return json_response(200, {
             "users": sum(1 for user in directory.users.values() if user.deleted_at is None),
+            "groups": len(directory.groups),
             "version": directory.version, "generation": directory.generation, "page_size": directory.page_size,
             "permissions": list(directory.permissions), "requests": directory.requests,
             "throttled": directory.throttled, "throttle_next": directory.throttle_next,

@@ -21,7 +21,9 @@ from .context import Context
 from .control import Control
 from .entra import Entra
 from .graph import Graph, GraphControl
+from .groups import GraphGroups, GroupsControl
 from .pages import Pages
+from .teams import TeamsControl
 from .tls import ensure_certificates, server_context, write_private
 from .tokens import SigningKey
 
@@ -62,7 +64,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def build_app(ctx: Context) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
-    for part in (Control(ctx), GraphControl(ctx), Entra(ctx), Graph(ctx), Pages(ctx), Connector(ctx)):
+    parts = (Control(ctx), GraphControl(ctx), GroupsControl(ctx), TeamsControl(ctx), Entra(ctx), Graph(ctx),
+             GraphGroups(ctx), Pages(ctx), Connector(ctx))
+    for part in parts:
         app.add_routes(part.routes())
 
     async def close_bot_client(_: web.Application) -> None:

@@ -1,5 +1,5 @@
 """What the emulator remembers: users, their one-to-one conversations, the messages the bot sent (in
-``messages.MessageLog``), and the counters behind ``/_emulator/stats``.
+``messages.MessageLog``), the teams, and the counters behind ``/_emulator/stats``.
 
 Everything lives in memory and is touched only from the event loop, so there are no locks.
 """
@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import uuid
 from array import array
+from dataclasses import dataclass, field
 from typing import Any
 
 from .limits import RetryAfterTracker
@@ -66,7 +67,7 @@ def aad_from_user_id(user_id: str) -> str | None:
 class User:
     __slots__ = (
         "index", "aad_object_id", "user_id", "name", "tenant_id", "installed", "blocked", "uninstalled",
-        "conversation_id", "conversation_index", "messages",
+        "conversation_id", "conversation_index", "messages", "via_team",
     )
 
     def __init__(
@@ -80,6 +81,9 @@ class User:
         self.installed = installed
         self.blocked = blocked
         self.uninstalled = False  # set by an uninstall; sends then answer 403 MessageWritesBlocked
+        # Set when the bot, installed in a team of the user's but not for the user, made the user's chat:
+        # sends go through while a team of theirs still has the bot.
+        self.via_team = False
         self.conversation_id: str | None = None
         self.conversation_index = -1  # position of conversation_id in Store.conversation_ids
         self.messages = array("q")  # rows in the message log, oldest first
@@ -93,9 +97,23 @@ class User:
             "installed": self.installed,
             "blocked": self.blocked,
             "uninstalled": self.uninstalled,
+            "via_team": self.via_team,
             "conversation_id": self.conversation_id,
             "message_count": len(self.messages),
         }
+
+
+@dataclass
+class Team:
+    id: str  # 19:...@thread.tacv2, the team's General channel too
+    name: str
+    aad_group_id: str
+    members: dict[str, None] = field(default_factory=dict)  # aad object ids, in order (a dict: an ordered set)
+    bot_installed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "aad_group_id": self.aad_group_id,
+                "members": list(self.members), "bot_installed": self.bot_installed}
 
 
 class Store:
@@ -110,6 +128,7 @@ class Store:
         self.users_by_id: dict[str, User] = {}  # by 29: id
         self.conversations: dict[str, User] = {}  # live conversation id -> its user
         self.conversation_ids: list[str] = []  # every conversation ever made, deleted ones too
+        self.teams: dict[str, Team] = {}  # by team id
         self.log = MessageLog()
         # Hashes of (user, activity digest) already accepted, for duplicate detection: one int per
         # message is far smaller than a set of digests per user.
@@ -157,6 +176,10 @@ class Store:
             return self.users_by_id.get(member_id)
         aad = normalize_aad(member_id)
         return self.users.get(aad) if aad else None
+
+    def in_team_with_the_bot(self, aad_object_id: str) -> bool:
+        """Whether the user is a member of a team the bot is installed in."""
+        return any(team.bot_installed and aad_object_id in team.members for team in self.teams.values())
 
     # Conversations -----------------------------------------------------------------------------
 
