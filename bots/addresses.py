@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 
 from core.channels import Address
 
@@ -52,3 +53,29 @@ ON CONFLICT (aad_object_id) DO UPDATE
 def address_mark_blocked(*, aad_object_id: Any) -> None:
     """Teams said the person blocked the bot: shown as such until they write to it again."""
     TeamsAddress.objects.filter(aad_object_id=aad_object_id).update(state=TeamsAddress.State.BLOCKED)
+
+
+# What a team's roster says of its members: their Teams id, tenant and service URL, kept where Teams told
+# nothing yet (a person's own chat with the bot says more than a team's roster).
+LEARN_FROM_ROSTER = """
+INSERT INTO bots_teamsaddress (aad_object_id, tenant_id, user_id, conversation_id, service_url, state, updated_at)
+SELECT member.aad, %s, member.user_id, '', %s, 'unknown', now()
+  FROM unnest(%s::uuid[], %s::text[]) AS member (aad, user_id)
+ON CONFLICT (aad_object_id) DO UPDATE
+   SET user_id = COALESCE(NULLIF(bots_teamsaddress.user_id, ''), EXCLUDED.user_id),
+       tenant_id = COALESCE(NULLIF(bots_teamsaddress.tenant_id, ''), EXCLUDED.tenant_id),
+       service_url = COALESCE(NULLIF(bots_teamsaddress.service_url, ''), EXCLUDED.service_url),
+       updated_at = now()
+ WHERE bots_teamsaddress.user_id = '' OR bots_teamsaddress.tenant_id = '' OR bots_teamsaddress.service_url = ''
+"""
+
+
+def addresses_learn(*, members: list[tuple[str, str]], tenant_id: str, service_url: str) -> None:
+    """Records the Teams ids a team's roster gave (``(Entra object id, 29: id)``): the bot, in the team,
+    can start a one-to-one chat with each of them by that id, installed for themselves or not."""
+    if not members:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(LEARN_FROM_ROSTER, [
+            tenant_id[:64], service_url[:500], [aad for aad, _ in members], [user_id[:500] for _, user_id in members],
+        ])

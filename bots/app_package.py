@@ -1,7 +1,8 @@
 """The Teams app package an administrator uploads to the organisation's catalog: ``manifest.json`` and
 two icons in a zip (``python manage.py teams_app_package``, or the admin's download for superusers).
 
-The manifest declares the bot (personal scope: one-to-one chats), ``webApplicationInfo`` (the app id
+The manifest declares the bot (personal scope: one-to-one chats; team scope: added to a team, it lists
+the team's members and messages each of them one to one), ``webApplicationInfo`` (the app id
 Microsoft Graph and resource-specific consent know it by), the resource-specific permission with which
 Teams sends read receipts (``ChatMessageReadReceipt.Read.Chat``; consented with the app, so that counting
 reads needs no new upload), the domains it may open, and names and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
@@ -86,7 +87,8 @@ def manifest() -> dict[str, Any]:
         "accentColor": settings.TEAMS_APP_ACCENT_COLOR,
         "bots": [{
             "botId": settings.BOT_APP_ID,
-            "scopes": ["personal"],
+            # Team too: added to a team, the bot can list its members and message each one to one.
+            "scopes": ["personal", "team"],
             "isNotificationOnly": False,  # people type stop, start and help to it
             "supportsFiles": False,
             "commandLists": [{
@@ -183,8 +185,11 @@ def manifest_problems(document: dict[str, Any]) -> dict[str, str]:
                 "without https:// or a path"
             )
     bot = _at(document, "bots.0") or {}
-    if bot.get("scopes") != ["personal"]:
-        problems["bots.0.scopes"] = 'must be ["personal"]: Crier writes to each person in a one-to-one chat'
+    if bot.get("scopes") != ["personal", "team"]:
+        problems["bots.0.scopes"] = (
+            'must be ["personal", "team"]: Crier writes to each person in a one-to-one chat, and reaches the members '
+            "of the teams it is added to"
+        )
     return problems
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from django.conf import settings
 
@@ -142,6 +142,12 @@ class BotConnectorClient:
         if not isinstance(data, dict) or not data.get("id"):  # nothing was sent yet: asking again is harmless
             raise ConnectorError(status=502, code="BadGateway", message="The conversation was created without its id.")
         return str(data["id"])
+
+    def paged_members(self, *, service_url: str, conversation_id: str, continuation: str = "", page_size: int = 500) -> dict:
+        """One page of a team's members: ``{"members": [...], "continuationToken": ...}`` (none on the last)."""
+        query = {"pageSize": str(page_size), **({"continuationToken": continuation} if continuation else {})}
+        data = self._call("GET", f"{_conversation_url(service_url, conversation_id)}/pagedmembers?{urlencode(query)}", None)
+        return data if isinstance(data, dict) else {}
 
     def send(self, *, service_url: str, conversation_id: str, activity_json: bytes) -> str:
         data = self._call("POST", f"{_conversation_url(service_url, conversation_id)}/activities", activity_json)

@@ -76,8 +76,8 @@ class GraphClient:
             raise GraphError(status=None, code="ForeignLink",
                              message=f"Graph answered with a link to {theirs.scheme}://{theirs.netloc}, not to itself.")
 
-    def get(self, url: str, *, needs: str = "") -> dict[str, Any]:
-        """The JSON of one GET of ``url`` (from ``url()``, or a link Graph gave)."""
+    def get(self, url: str, *, needs: str = "", headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The JSON of one GET of ``url`` (from ``url()``, or a link Graph gave), with ``headers`` added."""
         self._check_host(url)
         renewed = False
         for attempt in range(ATTEMPTS):
@@ -87,8 +87,8 @@ class GraphClient:
                 status = None if error.transient else 401
                 raise GraphError(status=status, code=error.code, message=str(error)) from error
             try:
-                headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-                response = http.request("GET", url, headers=headers, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
+                sent = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
+                response = http.request("GET", url, headers=sent, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
             except http.HttpTimeout as error:
                 if attempt == ATTEMPTS - 1:
                     raise GraphError(status=None, code="Timeout", message=str(error)[:300]) from error

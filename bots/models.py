@@ -30,3 +30,24 @@ class TeamsAddress(models.Model):
 
     def __str__(self) -> str:
         return f"{self.aad_object_id} ({self.get_state_display()})"
+
+
+class TeamsTeam(models.Model):
+    """A team the bot was added to, learned from the activity Teams sends then: its members can be listed
+    (the Bot Connector's paged members) and messaged one to one, installed or not for themselves."""
+
+    team_id = models.CharField("Teams team id", max_length=200, unique=True)
+    name = models.CharField(max_length=300, blank=True)
+    aad_group_id = models.CharField("Microsoft 365 group id", max_length=64, blank=True)
+    tenant_id = models.CharField(max_length=64, blank=True)
+    service_url = models.URLField(max_length=500, blank=True)
+    installed = models.BooleanField(default=True, help_text="The bot is in the team (until it is removed).")
+    installed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = "Teams team"
+
+    def __str__(self) -> str:
+        return self.name or self.team_id

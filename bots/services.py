@@ -17,7 +17,7 @@ from campaigns.services import opt_out_record, opt_out_remove_all
 from core.channels import Address, Deferred, TransportError
 from delivery.retry import retry_in
 
-from .models import TeamsAddress
+from .models import TeamsAddress, TeamsTeam
 from .schema import Activity, message_activity, parse_activity
 from .transport import TeamsTransport
 
@@ -35,6 +35,7 @@ REPLY_UNKNOWN_PERSON = (
     "Your organisation's directory does not list you yet, so there is nothing to opt out of. "
     "Ask your communications team if you keep receiving messages."
 )
+REPLY_ELSEWHERE = "I answer in our one-to-one chat: open {bot} from your apps to opt out or back in."
 REPLY_HELP = "I send your organisation's announcements. Type **stop** to opt out, or **start** to opt back in."
 
 
@@ -86,9 +87,29 @@ def handles(activity_type: str, action: str = "") -> Callable[[Handler], Handler
     return register
 
 
+def _in_team(activity: Activity) -> bool:
+    """Whether the activity comes from a team's channel or a group chat rather than a one-to-one chat."""
+    conversation = activity.conversation
+    kind = (conversation.conversation_type or "") if conversation else ""
+    return kind not in ("", "personal")
+
+
 def activity_key(activity: Activity) -> tuple[str, str]:
     """(type, action) of an activity: for conversation and installation updates whether the bot was
-    added or removed, for a message the card action it carries ("" for typed text)."""
+    added or removed (``team_…`` in a team), for a message the card action it carries ("" for typed
+    text; ``elsewhere`` outside a one-to-one chat)."""
+    kind = activity.type or ""
+    if _in_team(activity):
+        if kind == "message":
+            return kind, "elsewhere"
+        if kind in ("conversationUpdate", "installationUpdate"):
+            kind, action = activity_key_personal(activity)
+            return kind, f"team_{action}" if action else "team_changed"
+        return kind, ""
+    return activity_key_personal(activity)
+
+
+def activity_key_personal(activity: Activity) -> tuple[str, str]:
     kind = activity.type or ""
     if kind == "conversationUpdate":
         bot_id = f"28:{settings.BOT_APP_ID}"
@@ -136,6 +157,57 @@ def _installed(activity: Activity) -> list[str]:
 def _uninstalled(activity: Activity) -> list[str]:
     address_record(activity=activity, state=TeamsAddress.State.UNINSTALLED)
     return []
+
+
+def _team_record(activity: Activity, *, installed: bool | None) -> None:
+    """Remembers a team the bot is in (its name as it is now), or that it was removed from one."""
+    channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    team = channel_data.get("team") if isinstance(channel_data.get("team"), dict) else {}
+    team_id = team.get("id") or (activity.conversation.id if activity.conversation else "")
+    if not isinstance(team_id, str) or not team_id.startswith("19:") or len(team_id) > 200:
+        return
+    defaults: dict[str, Any] = {"tenant_id": _tenant_of(activity)[:64]}
+    if isinstance(team.get("name"), str) and team["name"]:
+        defaults["name"] = team["name"][:300]
+    if isinstance(team.get("aadGroupId"), str):
+        defaults["aad_group_id"] = team["aadGroupId"][:64]
+    if activity.service_url:
+        defaults["service_url"] = activity.service_url[:500]
+    if installed is not None:
+        defaults["installed"] = installed
+        if installed:
+            defaults["installed_at"] = timezone.now()
+    elif not TeamsTeam.objects.filter(team_id=team_id).exists():
+        return  # a change in a team Crier was never told it is in
+    TeamsTeam.objects.update_or_create(team_id=team_id, defaults=defaults)
+
+
+@handles("conversationUpdate", "team_add")
+@handles("installationUpdate", "team_add")
+def _added_to_team(activity: Activity) -> list[str]:
+    _team_record(activity, installed=True)
+    return []
+
+
+@handles("conversationUpdate", "team_remove")
+@handles("installationUpdate", "team_remove")
+def _removed_from_team(activity: Activity) -> list[str]:
+    _team_record(activity, installed=False)
+    return []
+
+
+@handles("conversationUpdate", "team_changed")
+def _team_changed(activity: Activity) -> list[str]:
+    """Renamed, or people joined or left: the name is kept up to date; members are listed when needed."""
+    _team_record(activity, installed=None)
+    return []
+
+
+@handles("message", "elsewhere")
+def _mentioned_in_team(activity: Activity) -> list[str]:
+    """Mentioned in a channel or a group chat: nothing is recorded (the address there is not the person's
+    own chat, and an opt-out belongs in it), and the answer points there."""
+    return [REPLY_ELSEWHERE.format(bot=settings.BOT_NAME)]
 
 
 def _sender(activity: Activity) -> Recipient | None:

@@ -124,6 +124,14 @@ class TeamsTransport:
     def delete(self, *, address: Address, activity_id: str) -> None:
         self._existing(address, self.client.delete, activity_id=activity_id)
 
+    def members_page(self, *, address: Address, continuation: str = "", page_size: int = 500) -> dict:
+        """One page of the members of the team ``address.conversation_id``, paced like every call to Teams."""
+        return self._paced(
+            address, f"conversation:{address.conversation_id}", None, self.client.paged_members,
+            service_url=address.service_url, conversation_id=address.conversation_id, continuation=continuation,
+            page_size=page_size,
+        )
+
     def reply(self, *, address: Address, activity_json: bytes) -> str:
         """The bot's answer in a conversation the person just wrote in: paced as edits are."""
         return self._existing(address, self.client.send, activity_json=activity_json)

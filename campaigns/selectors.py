@@ -15,8 +15,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Lower
+from django.utils import timezone
 
-from .models import Audience, Campaign, Recipient
+from bots.members import ListingError
+
+from .members import campaign_listing, latest_listing, listed, source_glance
+from .models import Audience, Campaign, MemberListing, Recipient
 from .rules import rules_to_q
 
 # --- Who an audience selects ----------------------------------------------------------------------
@@ -26,25 +30,35 @@ def _listed(through, audience_id: int) -> Exists:
     return Exists(through.objects.filter(audience_id=audience_id, recipient_id=OuterRef("pk")))
 
 
-def _selection(*, kind: str, rules: list[dict[str, Any]], included: Q | Exists | None, excluded: Q | Exists | None):
+def _selection(
+    *, kind: str, rules: list[dict[str, Any]], included: Q | Exists | None, excluded: Q | Exists | None,
+    listed: Exists | None = None,
+):
     """The active people of a kind, its rules and its include and exclude lists: a static list is its
-    include list, rules select people on top of the include list, and the exclude list wins over
-    everything. Set-based (``EXISTS``), so the engine can embed it in its ``INSERT … SELECT``."""
+    include list, rules (or a group's or team's ``listed`` members) select people on top of the include
+    list, and the exclude list wins over everything. Set-based (``EXISTS``), so the engine can embed it
+    in its ``INSERT … SELECT``."""
     people = Recipient.objects.filter(is_active=True)
     if kind == Audience.Kind.STATIC:
         people = people.filter(included) if included is not None else people.none()
     elif kind == Audience.Kind.RULES:
         selected = rules_to_q(rules)
         people = people.filter(selected | included if included is not None else selected)
+    elif kind in Audience.LISTED_KINDS:
+        chosen = [condition for condition in (listed, included) if condition is not None]
+        people = people.filter(chosen[0] | chosen[1] if len(chosen) == 2 else chosen[0]) if chosen else people.none()
     if excluded is not None:
         people = people.exclude(excluded)
     return people
 
 
-def audience_recipients(*, audience: Audience | None) -> QuerySet[Recipient]:
-    """The active people an audience selects right now (``None``: everyone active)."""
+def audience_recipients(*, audience: Audience | None, listing: MemberListing | None = None) -> QuerySet[Recipient]:
+    """The active people an audience selects right now (``None``: everyone active). A group's or team's
+    are those of ``listing``, by default the audience's latest (``campaigns.members``)."""
     if audience is None:
         return Recipient.objects.filter(is_active=True)
+    if audience.kind in Audience.LISTED_KINDS and listing is None and audience.pk is not None:
+        listing = latest_listing(audience=audience)
     if audience.pk is None:
         return _selection(kind=audience.kind, rules=audience.rules or [], included=None, excluded=None)
     return _selection(
@@ -52,6 +66,32 @@ def audience_recipients(*, audience: Audience | None) -> QuerySet[Recipient]:
         rules=audience.rules or [],
         included=_listed(Audience.members.through, audience.pk),
         excluded=_listed(Audience.excluded.through, audience.pk),
+        listed=listed(listing.pk if listing is not None else None),
+    )
+
+
+def campaign_people_known(*, campaign: Campaign) -> bool:
+    """Whether Crier knows whom the campaign is for: always, but for a group or team only once its launch's
+    listing succeeded."""
+    listing = campaign_listing(campaign=campaign)
+    if listing is not None:
+        return listing.status == MemberListing.Status.SUCCEEDED
+    return campaign.audience is None or campaign.audience.kind not in Audience.LISTED_KINDS
+
+
+def campaign_recipients(*, campaign: Campaign) -> QuerySet[Recipient]:
+    """The people a campaign's rows are written for: its audience's or, when its launch listed a group or
+    team, the people listed then, whatever the audience was changed to since (none until it succeeded)."""
+    listing = campaign_listing(campaign=campaign)
+    if not campaign_people_known(campaign=campaign):
+        return Recipient.objects.filter(listed(0))  # nobody (``none()`` would have no SQL to embed)
+    if listing is None:
+        return audience_recipients(audience=campaign.audience)
+    return _selection(
+        kind=listing.kind, rules=[],
+        included=_listed(Audience.members.through, listing.audience_id),
+        excluded=_listed(Audience.excluded.through, listing.audience_id),
+        listed=listed(listing.pk),
     )
 
 
@@ -90,9 +130,10 @@ def opted_out_people_sql(*, mandatory: str, category: str) -> str:
 
 @dataclass(frozen=True)
 class AudiencePreview:
-    count: int | None  # None when the definition is invalid
+    count: int | None  # None when the definition is invalid, or its group is not listed yet
     sample: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    note: str = ""  # what the count stands on, for a group or team
 
 
 def recipient_label(person: Recipient) -> str:
@@ -109,18 +150,26 @@ def audience_preview(
     excluded_ids: Iterable[int] | None,
     audience_id: int | None = None,
     sample_size: int = 10,
+    source_id: str = "",
 ) -> AudiencePreview:
     """How many people an audience definition that is being edited (not saved) selects, and the
     first few of them. A list given as ``None`` is the saved audience's own (``audience_id``), or
     empty for a new one. An invalid definition gives the validation messages ``Audience.clean``
-    gives, and no count."""
+    gives, and no count. A group or team is counted from the saved audience's latest listing of it or,
+    newly chosen, from the first page of its members (``members_preview``)."""
     if kind not in Audience.Kind.values:
         return AudiencePreview(count=None, errors=[f"Choose a kind: {', '.join(Audience.Kind.values)}."])
     rules = rules if rules is not None else []
+    source_id = source_id.strip() if kind in Audience.LISTED_KINDS else ""
     try:
-        Audience(kind=kind, rules=rules).clean()
+        Audience(kind=kind, rules=rules, source_id=source_id).clean()
     except ValidationError as exc:
         return AudiencePreview(count=None, errors=exc.messages)
+    note, members, exact = "", None, True
+    if kind in Audience.LISTED_KINDS:
+        note, members, exact = members_preview(kind=kind, source_id=source_id, audience_id=audience_id)
+        if members is None:
+            return AudiencePreview(count=None, note=note)
 
     def condition(ids: Iterable[int] | None, through) -> Q | Exists | None:
         if ids is None:
@@ -133,9 +182,46 @@ def audience_preview(
         rules=rules,
         included=condition(member_ids, Audience.members.through),
         excluded=condition(excluded_ids, Audience.excluded.through),
+        listed=members,
     )
     sample = people.order_by("id").only("first_name", "last_name", "display_name", "external_id", "department")
-    return AudiencePreview(count=people.count(), sample=[recipient_label(p) for p in sample[:sample_size]])
+    return AudiencePreview(
+        count=people.count() if exact else None, sample=[recipient_label(p) for p in sample[:sample_size]], note=note
+    )
+
+
+def members_preview(*, kind: str, source_id: str, audience_id: int | None) -> tuple[str, Q | Exists | None, bool]:
+    """What the editor counts a group or team by, a note saying so, and whether the count is exact: the
+    saved audience's latest listing when it names the same group or team; otherwise the first page of its
+    members, exact when it is the only page (else it gives a sample only). No condition (None): nothing
+    to count yet, and the note says why."""
+    saved = Audience.objects.filter(pk=audience_id).first() if audience_id else None
+    if saved is not None and saved.kind == kind and saved.source_id == source_id:
+        latest = latest_listing(audience=saved, succeeded=False)
+        done = latest if latest is not None and latest.status == MemberListing.Status.SUCCEEDED else latest_listing(audience=saved)
+        if latest is not None and latest.status == MemberListing.Status.RUNNING:
+            state = f"Listing its members now ({latest.listed:,} so far)"
+        elif latest is not None and latest.status == MemberListing.Status.FAILED:
+            state = f"The last listing failed: {latest.error}"
+        else:
+            state = ""
+        if done is None:
+            return state or "Not listed yet: saving lists its members.", None, False
+        when = timezone.localtime(done.finished_at).strftime("%d %b %H:%M") if done.finished_at else ""
+        unknown = f"; {done.unknown:,} of them are not among Crier's people" if done.unknown else ""
+        counted = f"As listed {when}: {done.listed:,} members{unknown}."
+        state = f"{state}." if state and not state.endswith(".") else state
+        return " ".join(part for part in (counted, state) if part), listed(done.pk), True
+    try:
+        glance = source_glance(kind=kind, source_id=source_id)
+    except ListingError as error:
+        return str(error), None, False
+    name = f"“{glance.name}”" if glance.name else "It"
+    if glance.more:
+        total = f"{glance.total:,} members" if glance.total is not None else "more than one page of members"
+        note = f"{name} has {total}; a few of the first are shown. Saving lists them all and counts the people Crier knows."
+        return note, Q(aad_object_id__in=glance.members), False
+    return f"{name} has {len(glance.members):,} members; saving lists them again.", Q(aad_object_id__in=glance.members), True
 
 
 SUGGESTED_FIELDS = ("department", "location", "country", "job_title")

@@ -4,7 +4,8 @@ lock); the admin's buttons and the API's ``actions`` read it (``moves_open``).
 
 A draft is scheduled (and back, when its approval lapses before its time) or launched; a scheduled one
 is launched at its time; a running one is paused and resumed, and completes when everyone's message has
-an end; anything not over can be cancelled. Editing and approving keep the state. A direct message is
+an end; anything not over can be cancelled. A launched campaign whose group or team turns out, once
+listed, to hold more people than it may reach goes back to draft before anything is written. Editing and approving keep the state. A direct message is
 running from the moment it is made; a welcome campaign is launched and runs until it is cancelled.
 docs/architecture.md draws it.
 """
@@ -58,6 +59,9 @@ MOVES: dict[str, Move] = {
                    "Campaign {pk} is {status}; only a paused campaign can be resumed."),
     "cancel": Move(frozenset({S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}), S.CANCELLED, "campaigns.control_campaign",
                    "Campaign {pk} is already {status}."),
+    "unlaunch": Move(frozenset({S.RUNNING}), S.DRAFT, None,
+                     "Campaign {pk} is {status}; only a running campaign goes back to draft before its rows are written.",
+                     SCHEDULED_KINDS, NOT_SCHEDULED),
     "complete": Move(frozenset({S.RUNNING}), S.COMPLETED, None, "Campaign {pk} is {status}; only a running one completes."),
 }
 

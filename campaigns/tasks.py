@@ -1,3 +1,5 @@
+"""Celery tasks: thin wrappers that pass ids to the services."""
+
 import logging
 
 from celery import shared_task
@@ -6,6 +8,7 @@ from core.errors import ApplicationError
 
 from .api.idempotency import idempotency_forget_expired
 from .entra_sync import entra_sync
+from .members import listing_run
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +26,10 @@ def sync_entra() -> int | None:
     except ApplicationError as error:  # off, not configured, or another run is going
         logger.warning("entra sync not started: %s", error.message)
         return None
+
+
+@shared_task(ignore_result=True)
+def list_members(listing_id: int) -> str:
+    """A look at the members of an audience's group or team, for the editor and approvals."""
+    listing = listing_run(listing_id=listing_id)
+    return "held by another task" if listing is None else listing.status

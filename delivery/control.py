@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from bots.pacing import pacer
 from campaigns.audit import SYSTEM, Actor
-from campaigns.models import AuditEntry, Campaign
+from campaigns.models import Audience, AuditEntry, Campaign
 from campaigns.states import MOVES, move_require
 from core.channels import TransportError
 from core.errors import ApplicationError
@@ -56,11 +56,17 @@ def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
         actor.record(AuditEntry.Action.RESUME, campaign=campaign, summary=f"Resumed “{campaign}”")
         # Retries that came due while it was paused are due now; pending rows are fed anew.
         campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
-        transaction.on_commit(lambda: _after_resume(campaign.pk))
+        # A campaign to a group or team paused before its rows were written (its listing failed) lists again.
+        listed = campaign.materialised_at is None and Audience.objects.filter(
+            pk=campaign.audience_id, kind__in=Audience.LISTED_KINDS
+        ).exists()
+        transaction.on_commit(lambda: _after_resume(campaign.pk, listed))
     return campaign
 
 
-def _after_resume(campaign_id: int) -> None:
+def _after_resume(campaign_id: int, listed: bool = False) -> None:
+    if listed:
+        jobs.list_members(campaign_id)
     pacer.resume(campaign_id=campaign_id)
     try:  # a fresh start for the error watch, or it would pause again at the next failure
         progress.client().hdel(progress.key(campaign_id), "systemic")

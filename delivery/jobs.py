@@ -1,7 +1,7 @@
 """Work handed to the Celery workers, by task name.
 
-The services that start work (a launch feeds the queue and writes the rest of the audience; a
-resume feeds; the reconciler restarts a lost writing; an edit of a sent message starts its chains)
+The services that start work (a launch feeds the queue and writes the rest of the audience, or lists
+the members of its group or team first; a resume feeds; the reconciler restarts a lost writing; an edit of a sent message starts its chains)
 queue it here, so they never import ``delivery.tasks``, which imports them to run it. Celery routes
 each message by its task's name (``CELERY_TASK_ROUTES``) and the worker runs it with the task's own
 options, as for ``.delay()``.
@@ -13,6 +13,7 @@ from celery import current_app
 
 FEED = "delivery.tasks.feed_deliveries"
 MATERIALISE = "delivery.tasks.campaign_materialise"
+LIST_MEMBERS = "delivery.tasks.campaign_list_members"
 MESSAGE_CHANGE_CHUNK = "delivery.tasks.message_change_chunk"
 
 
@@ -24,6 +25,11 @@ def feed() -> None:
 def materialise(campaign_id: int, after: int) -> None:
     """Writes the campaign's delivery rows for its audience's people after ``after``."""
     current_app.send_task(MATERIALISE, args=(campaign_id, after))
+
+
+def list_members(campaign_id: int) -> None:
+    """Lists the members of the campaign's group or team, then writes its rows (``delivery.listing``)."""
+    current_app.send_task(LIST_MEMBERS, args=(campaign_id,))
 
 
 def message_change_chunk(change_id: int, generation: int, *, countdown: float | None = None) -> None:

@@ -19,7 +19,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from campaigns.models import Campaign, Recipient
-from campaigns.selectors import audience_recipients, opted_out_people_sql
+from campaigns.selectors import campaign_people_known, campaign_recipients, opted_out_people_sql
 
 from . import progress
 from .models import delivery_id
@@ -82,7 +82,7 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
     """Writes the rows of one range of recipient ids; returns (inserted, of which skipped). Must
     run in a transaction. ``reader``, a second connection to the database (``_reader``), computes
     the rows for COPY; without it one INSERT statement does both."""
-    people, params = audience_recipients(audience=campaign.audience).values("id", "aad_object_id").query.sql_with_params()
+    people, params = campaign_recipients(campaign=campaign).values("id", "aad_object_id").query.sql_with_params()
     rows = MATERIALISE_ROWS.format(people=people, opted_out=opted_out_people_sql(mandatory="%s", category="%s"))
     with connection.cursor() as cursor:
         # The planner prices the statement over 50,000 people high enough to compile it just in
@@ -301,6 +301,9 @@ def _campaign_materialise(*, campaign_id: int, after: int) -> int:
         while True:
             progress.client().set(materialising_key(campaign_id), after, ex=settings.RETRY_GRACE_SECONDS * 4)
             campaign = Campaign.objects.select_related("category", "audience").get(pk=campaign_id)
+            if not campaign_people_known(campaign=campaign):  # its group's or team's listing comes first
+                logger.warning("campaign %s is not written: its people are not listed yet", campaign_id)
+                break
             highest = _highest_recipient_id()
             if campaign.status != Campaign.Status.CANCELLED:
                 starts = [after + i * size for i in range(lanes) if i == 0 or after + i * size < highest]

@@ -24,7 +24,8 @@ from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
-from campaigns.models import Campaign
+from campaigns.members import listing_held
+from campaigns.models import Audience, Campaign, MemberListing
 from core.connections import redis_clock
 
 from . import feeding, jobs, progress, webhooks
@@ -178,8 +179,15 @@ def _restart_lost_materialisations(now) -> int:
         kind__in=Campaign.FED_KINDS,
         materialised_at__isnull=True,
         launched_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
-    ).values_list("id", flat=True)
-    for campaign_id in stalled:
+    ).values_list("id", "audience__kind")
+    for campaign_id, audience_kind in stalled:
+        if audience_kind in Audience.LISTED_KINDS:
+            state = _listing_state(campaign_id, now)
+            if state == "lost":  # its rows wait for a listing of its group or team that nobody is making
+                jobs.list_members(campaign_id)
+                restarted += 1
+            if state != "done":
+                continue
         if progress.client().exists(materialising_key(campaign_id)):
             continue
         highest = Delivery.objects.of_campaign(campaign_id).aggregate(highest=Max("id"))["highest"]
@@ -187,3 +195,16 @@ def _restart_lost_materialisations(now) -> int:
         jobs.materialise(campaign_id, last)
         restarted += 1
     return restarted
+
+
+def _listing_state(campaign_id: int, now) -> str:
+    """``done`` when the campaign's group or team is listed; ``busy`` while a task lists it; ``lost`` when
+    no task does: none was started (its task was lost), or one stopped without an end (its worker died), or
+    it failed and the campaign was not paused."""
+    listing = MemberListing.objects.filter(campaign_id=campaign_id).order_by("-id").first()
+    if listing is not None and listing.status == MemberListing.Status.SUCCEEDED:
+        return "done"
+    if listing is None or listing.status == MemberListing.Status.FAILED:
+        return "lost"
+    young = listing.started_at >= now - timedelta(seconds=settings.RETRY_GRACE_SECONDS)
+    return "busy" if young or listing_held(listing.pk) else "lost"

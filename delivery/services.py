@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
+from campaigns.members import listing_start
 from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
 from campaigns.selectors import opted_out_sql
 from campaigns.states import MOVES, move_allowed, move_require
@@ -75,7 +76,17 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
             ) from exc
         when = " at its scheduled time" if only_if_scheduled else ""
         actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}")
-        if campaign.kind == Campaign.Kind.ANNOUNCEMENT:
+        listed = campaign.audience_id is not None and campaign.audience.kind in Audience.LISTED_KINDS
+        if listed and campaign.kind == Campaign.Kind.WELCOME:
+            raise ApplicationError(
+                "A welcome campaign greets each new starter as they come: its audience is everyone, a list or rules, "
+                "not an Entra ID group or a team.", code="invalid", status=400, fields={"audience": ["Not a group or a team."]},
+            )
+        if listed and campaign.kind == Campaign.Kind.ANNOUNCEMENT:
+            # Its people are listed from Entra ID or Teams first, by a task (delivery.listing), then written.
+            listing_start(audience=campaign.audience, campaign=campaign)
+            transaction.on_commit(lambda: _after_listed_launch(campaign.pk))
+        elif campaign.kind == Campaign.Kind.ANNOUNCEMENT:
             lowest = Recipient.objects.aggregate(lowest=Min("id"))["lowest"] or 1
             last_id, inserted, skipped, finished = deliveries_materialise_chunk(campaign=campaign, after=lowest - 1)
             require_within_reach(campaign=campaign, rows=inserted)
@@ -99,6 +110,11 @@ def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) 
     jobs.feed()
     if not finished:
         jobs.materialise(campaign_id, last_id)
+
+
+def _after_listed_launch(campaign_id: int) -> None:
+    progress.record(campaign_id, start=True)
+    jobs.list_members(campaign_id)
 
 
 def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import feeding, materialising, recovery, services, webhooks, welcome
+from . import feeding, listing, materialising, recovery, services, webhooks, welcome
 from .sending import delivery_send
 
 
@@ -34,6 +34,11 @@ def feed_deliveries() -> int:
 @shared_task(ignore_result=True)
 def campaign_materialise(campaign_id: int, after: int) -> int:
     return materialising.campaign_materialise(campaign_id=campaign_id, after=after)
+
+
+@shared_task(ignore_result=True)
+def campaign_list_members(campaign_id: int) -> str:
+    return listing.campaign_members_list(campaign_id=campaign_id)
 
 
 @shared_task(ignore_result=True)

@@ -85,6 +85,50 @@ def api(method: str, path: str, key: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+FALCON_TEAM = "19:projectFalconDemo@thread.tacv2"
+LEEDS_GROUP, WAREHOUSE_GROUP = "d0000000-0000-4000-8000-00000000a001", "d0000000-0000-4000-8000-00000000a002"
+
+
+def group_and_team(emulator, env: dict[str, str], key: str, announcement: dict, people: list[dict]) -> bool:
+    """An Entra ID group (with a nested one) and a team whose new members never installed the app: an audience
+    and a campaign for each, listed at launch and sent. Returns whether both completed."""
+    falcon = [{"id": f"f0000000-0000-4000-8000-{n:012d}", "displayName": f"Falcon Engineer {n}"} for n in range(1, 7)]
+    emulator.graph_users(falcon)
+    synced = subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    say(f"six engineers joined in Entra ID, none of them has the app yet; the next sync: {synced}")
+    emulator.graph_groups([
+        {"id": LEEDS_GROUP, "displayName": "Leeds office", "members": [p["aad_object_id"] for p in people[10:30]]
+         + [WAREHOUSE_GROUP]},
+        {"id": WAREHOUSE_GROUP, "displayName": "Leeds warehouse", "membershipRule": 'user.department -eq "Warehouse"',
+         "members": [p["aad_object_id"] for p in people[30:40]]},
+    ])
+    emulator.teams_create("Project Falcon", [f["id"] for f in falcon] + [p["aad_object_id"] for p in people[40:42]],
+                          id=FALCON_TEAM)
+    emulator.team_install(FALCON_TEAM)
+    say("the bot was added to the team Project Falcon; the group Leeds office holds the group Leeds warehouse")
+    existing = {a["name"]: a for a in api("GET", "/api/v1/audiences/?page_size=100", key)["results"]}
+    finished = True
+    for name, kind, source in (("Leeds office", "entra_group", LEEDS_GROUP), ("Project Falcon", "team", FALCON_TEAM)):
+        audience = existing.get(name) or api("POST", "/api/v1/audiences/", key,
+                                             {"name": name, "kind": kind, "source_id": source, "source_name": name})
+        made = api("POST", "/api/v1/campaigns/", key, {
+            "name": f"News for {name}", "kind": "announcement", "template": announcement["template"],
+            "audience": audience["id"], "category": announcement["category"]})
+        api("POST", f"/api/v1/campaigns/{made['id']}/launch/", key, {})
+        started = time.monotonic()
+        while (body := api("GET", f"/api/v1/campaigns/{made['id']}/", key))["status"] not in ("completed", "cancelled",
+                                                                                              "paused", "draft"):
+            if time.monotonic() - started > 120:
+                break
+            time.sleep(1)
+        listing, counts = body["listing"] or {}, body["counts"]
+        say(f"{name} ({kind}): listed {listing.get('listed')} members at launch, {listing.get('unknown')} unknown to "
+            f"Crier; {body['status']}: sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}")
+        finished = finished and body["status"] == "completed"
+    return finished
+
+
 def main() -> int:
     from emulator.process import start_emulator
 
@@ -172,6 +216,7 @@ def main() -> int:
     stats = emulator.stats()
     say(f"done in {elapsed:.1f} s; the emulator accepted {stats['messages']} messages, "
         f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
+    targeted = group_and_team(emulator, env, key, campaign, people)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
                    password is its name: demo only)
@@ -180,7 +225,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" else 1
+        return 0 if campaign["status"] == "completed" and targeted else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)

@@ -15,6 +15,10 @@ from django.http import HttpResponseNotAllowed, JsonResponse
 from django.urls import path, reverse
 from django.utils.text import capfirst
 
+from bots.members import ListingError, groups_search
+from bots.models import TeamsTeam
+
+from ..members import listing_look, listing_needs_look, listing_summary
 from ..models import Audience, Recipient
 from ..rules import ATTRIBUTE_KEY_PATTERN, OPERATORS, RULE_FIELDS
 from ..selectors import (
@@ -39,6 +43,9 @@ SUGGESTIONS_CACHE_SECONDS = 300
 KIND_HELP = (
     "Everyone active: every active person. A static list: the people in the include list. "
     "Attribute rules: the people the rules select, plus the include list. "
+    "An Entra ID group (nested and dynamic groups too) or the members of a team: the people Crier knows among its "
+    "members, plus the include list; they are listed when the audience is saved and again when a campaign is "
+    "launched, which is sent to the people listed then. "
     "The exclude list removes people whatever the kind."
 )
 LIST_LABELS = {"members": "Include", "excluded": "Exclude"}
@@ -116,6 +123,7 @@ class AudiencePreviewForm(forms.Form):
     members = forms.CharField(required=False)
     excluded = forms.CharField(required=False)
     audience = forms.IntegerField(required=False, min_value=1)
+    source_id = forms.CharField(required=False, max_length=200)
 
     def _ids(self, name: str) -> list[int] | None:
         if name not in self.data:
@@ -141,16 +149,40 @@ class AudienceAdmin(RecordsChanges, admin.ModelAdmin):
     list_filter = ("kind",)
     search_fields = ("name",)
     autocomplete_fields = ("members", "excluded")
-    readonly_fields = ("members_summary", "excluded_summary", "people", "created_at", "updated_at")
+    readonly_fields = ("members_summary", "excluded_summary", "people", "listing", "created_at", "updated_at")
+    actions = ["list_again"]
 
     class Media:
-        js = ("crier/dom.js", "crier/audience-rules.js")
+        js = ("crier/dom.js", "crier/audience-rules.js", "crier/audience-source.js")
         css = {"all": ("crier/audience-rules.css",)}
 
     def get_fields(self, request, obj=None):
         lists = [f"{name}_summary" if name in self._long_lists(obj) else name for name in LISTS]
         upload = ["people_file", "people_file_action"] if self._can_edit(request, obj) else []
-        return ["name", "kind", "rules", *lists, *upload, "people", "created_at", "updated_at"]
+        listed = ["listing"] if obj is not None and obj.kind in Audience.LISTED_KINDS else []
+        return ["name", "kind", "source_id", "source_name", "rules", *lists, *upload, "people", *listed,
+                "created_at", "updated_at"]
+
+    @admin.display(description="Members listed")
+    def listing(self, audience: Audience) -> str:
+        return listing_summary(audience=audience)
+
+    @admin.action(description="List the members of their group or team again", permissions=["change"])
+    def list_again(self, request, queryset):
+        started = [audience for audience in queryset if listing_look(audience=audience) is not None]
+        skipped = queryset.count() - len(started)
+        if started:
+            self.message_user(request, f"Listing the members of {len(started)} audience(s): the count follows in a moment.",
+                              messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} audience(s) are not a group or a team: nothing to list.",
+                              messages.WARNING)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        moved = {"kind", "source_id"} & set(form.changed_data)
+        if obj.kind in Audience.LISTED_KINDS and (moved or listing_needs_look(audience=obj)):
+            listing_look(audience=obj)
 
     def _can_edit(self, request, obj) -> bool:
         return self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
@@ -210,7 +242,19 @@ class AudienceAdmin(RecordsChanges, admin.ModelAdmin):
         preview = path(
             "preview/", self.admin_site.admin_view(self.preview_view), name="campaigns_audience_preview"
         )
-        return [preview, *super().get_urls()]
+        groups = path("groups/", self.admin_site.admin_view(self.groups_view), name="campaigns_audience_groups")
+        return [preview, groups, *super().get_urls()]
+
+    def groups_view(self, request):
+        """Entra ID groups whose name has a word starting with ``q``, as JSON, for the group picker."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        term = request.GET.get("q", "")[:100]
+        try:
+            found = groups_search(term)
+        except ListingError as error:
+            return JsonResponse({"groups": [], "errors": [str(error)]})
+        return JsonResponse({"groups": [asdict(group) for group in found], "errors": []})
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if self._can_edit(request, obj):
@@ -222,6 +266,8 @@ class AudienceAdmin(RecordsChanges, admin.ModelAdmin):
                 "suggestions": cache.get_or_set(
                     SUGGESTIONS_CACHE_KEY, recipient_field_values, SUGGESTIONS_CACHE_SECONDS
                 ),
+                "groups_url": reverse("admin:campaigns_audience_groups"),
+                "teams": [[team.team_id, team.name or team.team_id] for team in TeamsTeam.objects.filter(installed=True)],
             }
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -246,6 +292,7 @@ class AudienceAdmin(RecordsChanges, admin.ModelAdmin):
             member_ids=data["members_ids"],
             excluded_ids=data["excluded_ids"],
             audience_id=data["audience"],
+            source_id=data["source_id"],
         )
         return JsonResponse(asdict(preview))
 

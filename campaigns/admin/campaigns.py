@@ -25,6 +25,7 @@ from ..approvals import ApprovalState, approval_state
 from ..audit import Actor
 from ..models import Campaign
 from ..rendering import compile_message
+from ..members import campaign_listing, listing_text
 from ..selectors import audience_recipients
 from ..services import campaign_update
 from ..states import move_allowed
@@ -51,7 +52,6 @@ class CampaignAdmin(admin.ModelAdmin):
     EDITABLE = ("name", "kind", "template", "audience", "category", "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
-
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:
@@ -232,7 +232,10 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.display(description="Who it reached")
     def deliveries(self, campaign: Campaign) -> str:
         url = f"{reverse('admin:delivery_delivery_changelist')}?campaign__id__exact={campaign.pk}"
-        return format_html('<a href="{}">View {} deliveries</a>', url, campaign.total_deliveries)
+        link = format_html('<a href="{}">View {} deliveries</a>', url, campaign.total_deliveries)
+        listing = campaign_listing(campaign=campaign)  # a group's or team's members, listed at its launch
+        return format_html("{}<br>The members of {}: {}", link, listing.source_name or listing.source_id,
+                           listing_text(listing)) if listing else link
 
     # --- state changes: list actions and change-page buttons, both through TRANSITIONS
 

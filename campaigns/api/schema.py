@@ -63,6 +63,8 @@ ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
 # is a 400 naming the field; the operation's 400 lists them.
 _UNKNOWN = "names nothing that exists"
 _CURSOR = {"cursor": "is not a cursor this API gave out"}
+_SOURCE = ("is missing for kind entra_group or team, is given for another kind, or is not a group's object id or a "
+           "team's Teams id")
 BUSINESS_RULES: dict[str, dict[str, str]] = {
     "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN, **_CURSOR},
     "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN,
@@ -83,11 +85,12 @@ BUSINESS_RULES: dict[str, dict[str, str]] = {
     "/api/v1/audiences/": {"name": "is taken", "kind": "does not fit the rules", "rules": "are given to an audience "
                            "that is not of kind rules, or name an unknown field",
                            "members": "hold an external id nobody has", "excluded": "hold an external id nobody has",
-                           **_CURSOR},
+                           "source_id": _SOURCE, **_CURSOR},
     "/api/v1/audiences/{id}/": {"name": "is taken", "kind": "does not fit the rules", "rules": "are given to an "
                                 "audience that is not of kind rules, or name an unknown field",
                                 "members": "hold an external id nobody has",
-                                "excluded": "hold an external id nobody has"},
+                                "excluded": "hold an external id nobody has", "source_id": _SOURCE},
+    "/api/v1/audiences/groups/": {"search": "is empty"},
     "/api/v1/recipients/": _CURSOR,
     "/api/v1/recipients/bulk/": {"sync": "is not the id of a sync"},
     "/api/v1/opt-outs/": {"recipient": "is nobody's external id", "category": f"{_UNKNOWN}, or is mandatory",

@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from ..attributes import attributes_problem_list
 from ..rules import validate_rules
+from ..sources import source_problem
 from ..template_checks import validate_template
 
 
@@ -143,6 +144,11 @@ class Audience(models.Model):
         EVERYONE = "everyone", "Everyone active"
         STATIC = "static", "A static list"
         RULES = "rules", "Attribute rules"
+        ENTRA_GROUP = "entra_group", "An Entra ID group"
+        TEAM = "team", "The members of a team"
+
+    # Kinds whose people are listed from Entra ID or Teams (``campaigns.members``), not read from Crier's own.
+    LISTED_KINDS = (Kind.ENTRA_GROUP, Kind.TEAM)
 
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.EVERYONE)
@@ -151,6 +157,13 @@ class Audience(models.Model):
         blank=True,
         help_text='All must hold, e.g. [{"field": "department", "op": "eq", "value": "Sales"}, '
         '{"field": "country", "op": "in", "value": ["FR", "DE"]}].',
+    )
+    source_id = models.CharField(
+        "group or team id", max_length=200, blank=True,
+        help_text="The Entra ID group's object id, or the Teams team's id (19:…@thread.tacv2).",
+    )
+    source_name = models.CharField(
+        "group or team name", max_length=300, blank=True, help_text="Its name when it was chosen, to recognise it by.",
     )
     members = models.ManyToManyField(Recipient, blank=True, related_name="audiences")
     excluded = models.ManyToManyField(Recipient, blank=True, related_name="excluded_from_audiences")
@@ -173,6 +186,11 @@ class Audience(models.Model):
                 raise ValidationError({"rules": "A rules audience needs at least one rule."})
         elif self.rules:
             raise ValidationError({"rules": "Only a rules audience has rules."})
+        if self.kind in self.LISTED_KINDS:
+            if problem := source_problem(self.kind, self.source_id):
+                raise ValidationError({"source_id": problem})
+        elif self.source_id:
+            raise ValidationError({"source_id": "Only a group or team audience names a group or a team."})
 
 
 class MessageTemplate(models.Model):

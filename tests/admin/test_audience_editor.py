@@ -102,7 +102,7 @@ def test_preview_answers_the_count_and_a_sample_of_the_definition_posted(comms_c
     })
 
     assert response.status_code == 200
-    assert response.json() == {"count": 2, "sample": ["Ann Lee (Sales)", "Bob Ray (Legal)"], "errors": []}
+    assert response.json() == {"count": 2, "sample": ["Ann Lee (Sales)", "Bob Ray (Legal)"], "errors": [], "note": ""}
     assert ann.pk < bob.pk
 
 
@@ -114,7 +114,7 @@ def test_preview_of_an_invalid_rule_answers_the_validation_message_not_a_count(c
 
     assert response.status_code == 200
     assert response.json() == {
-        "count": None, "sample": [], "errors": ["Rule 1: start_date values are dates (YYYY-MM-DD)."]
+        "count": None, "sample": [], "errors": ["Rule 1: start_date values are dates (YYYY-MM-DD)."], "note": "",
     }
 
 

@@ -154,6 +154,17 @@ class World:
             case.query["recipient"] = self.recipient.external_id
 
 
+@pytest.fixture(autouse=True)
+def graph_groups(monkeypatch):
+    """Group search asks Microsoft Graph, which these calls do not reach: one group stands in for its answer
+    (the search against the emulator's Graph is tested in tests/api/test_audience_sources.py)."""
+    from bots.members import Group
+    from campaigns.api.views import content
+
+    found = [Group(id="0d5c1a7e-2f4b-4c9a-9e2d-6b1f3a8c7d10", name="Leeds office", description="", dynamic=False)]
+    monkeypatch.setattr(content, "groups_search", lambda term: found)
+
+
 @pytest.fixture
 def world(api_key) -> World:
     people = [

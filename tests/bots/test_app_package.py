@@ -43,13 +43,14 @@ def png_size_and_type(data: bytes) -> tuple[int, int, int]:
     return width, height, color_type
 
 
-def test_it_declares_the_bot_in_personal_scope_with_read_receipts_and_the_public_host():
+def test_it_declares_the_bot_in_personal_and_team_scope_with_read_receipts_and_the_public_host():
     document = manifest()
 
     assert document["manifestVersion"] == "1.22"
     assert document["$schema"].endswith("/v1.22/MicrosoftTeams.schema.json")
     assert document["bots"][0]["botId"] == BOT
-    assert document["bots"][0]["scopes"] == ["personal"]
+    assert document["bots"][0]["scopes"] == ["personal", "team"]
+    assert document["bots"][0]["commandLists"][0]["scopes"] == ["personal"]
     assert document["webApplicationInfo"] == {"id": BOT, "resource": f"api://crier.contoso.com/{BOT}"}
     assert document["authorization"]["permissions"]["resourceSpecific"] == [
         {"name": "ChatMessageReadReceipt.Read.Chat", "type": "Application"}
@@ -119,9 +120,10 @@ def test_it_refuses_more_than_sixteen_domains(settings):
     assert manifest_problems(manifest()) == {"validDomains": "lists 17 domains; Teams allows at most 16"}
 
 
-def test_it_refuses_a_bot_in_any_scope_but_personal():
+@pytest.mark.parametrize("scopes", [["personal"], ["personal", "team", "groupChat"], ["team"]])
+def test_it_refuses_a_bot_in_scopes_other_than_personal_and_team(scopes):
     document = manifest()
-    document["bots"][0]["scopes"] = ["personal", "team"]
+    document["bots"][0]["scopes"] = scopes
 
     assert list(manifest_problems(document)) == ["bots.0.scopes"]
 

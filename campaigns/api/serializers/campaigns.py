@@ -5,12 +5,14 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from campaigns.members import campaign_listing
 from campaigns.models import Campaign, Category, MessageTemplate
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
 
 from .common import RejectUnknownFieldsMixin
+from .content import MemberListingSerializer
 
 API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel")  # the moves the API offers (campaigns.states)
 
@@ -42,12 +44,17 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         help_text="What can be done with it as it is now: `edit` (PATCH), and the actions `schedule`, `launch`, "
         "`pause`, `resume`, `cancel` (POST .../{action}/). Any other is refused with 409 `invalid_state`."
     )
+    listing = serializers.SerializerMethodField(
+        help_text="For an audience that is an Entra ID group or a team: the members its launch listed, which are the "
+        "people it is sent to (or why the listing failed). Given for a single campaign; null in lists and otherwise."
+    )
 
     class Meta:
         model = Campaign
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "status", "status_reason",
             "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
+            "listing",
         ]
         read_only_fields = [
             "id", "public_id", "status", "status_reason", "send_at", "approved_at", "launched_at", "materialised_at",
@@ -60,6 +67,13 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         if not self.context.get("with_counts"):
             return None
         return campaign_progress(campaign)
+
+    @extend_schema_field(MemberListingSerializer(allow_null=True))
+    def get_listing(self, campaign: Campaign) -> dict | None:
+        if not self.context.get("with_counts"):
+            return None
+        listing = campaign_listing(campaign=campaign)
+        return MemberListingSerializer(listing).data if listing is not None else None
 
     @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=API_MOVES)))
     def get_actions(self, campaign: Campaign) -> list[str]:

@@ -9,7 +9,8 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from campaigns.models import Audience, Category, MessageTemplate, Recipient
+from campaigns.members import latest_listing, listing_look, listing_needs_look
+from campaigns.models import Audience, Category, MemberListing, MessageTemplate, Recipient
 from campaigns.selectors import audience_count
 
 from .common import django_errors, RejectUnknownFieldsMixin
@@ -91,6 +92,16 @@ class ExternalIdsField(serializers.ListField):
         return [person.external_id for person in manager.all()]
 
 
+class MemberListingSerializer(serializers.ModelSerializer):
+    """The members of a group or team as Crier listed them: who it knows, who not, or why it failed."""
+
+    class Meta:
+        model = MemberListing
+        fields = ["id", "status", "source_id", "source_name", "started_at", "finished_at", "pages", "listed",
+                  "matched", "unknown", "unknown_sample", "error"]
+        read_only_fields = fields
+
+
 class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     """Who a campaign goes to. People are named by their external ids, as the HR system knows them."""
 
@@ -102,13 +113,29 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     )
     excluded = ExternalIdsField(required=False, help_text="External ids of people never selected, whatever the kind.")
     count = serializers.SerializerMethodField(
-        help_text="How many active people it selects now. Given for a single audience; null in lists."
+        help_text="How many active people it selects now (a group or team: as last listed). Given for a single "
+        "audience; null in lists."
+    )
+    listing = serializers.SerializerMethodField(
+        help_text="A group or team audience's latest listing of its members (null for other kinds, and in lists)."
     )
 
     class Meta:
         model = Audience
-        fields = ["id", "name", "kind", "rules", "members", "excluded", "count", "created_at", "updated_at"]
+        fields = ["id", "name", "kind", "source_id", "source_name", "rules", "members", "excluded", "count", "listing",
+                  "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {
+            "source_id": {"help_text": "entra_group: the group's object id; team: the team's Teams id (19:…@thread.tacv2, "
+                                       "one of GET /api/v1/audiences/teams/). Empty for other kinds."},
+        }
+
+    @extend_schema_field(MemberListingSerializer(allow_null=True))
+    def get_listing(self, audience: Audience) -> dict | None:
+        if self.context.get("without_counts") or audience.kind not in Audience.LISTED_KINDS:
+            return None
+        listing = latest_listing(audience=audience, succeeded=False)
+        return MemberListingSerializer(listing).data if listing is not None else None
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_count(self, audience: Audience) -> int | None:
@@ -121,6 +148,7 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         candidate = Audience(
             kind=attrs.get("kind", current.kind if current else Audience.Kind.EVERYONE),
             rules=attrs.get("rules", current.rules if current else []),
+            source_id=attrs.get("source_id", current.source_id if current else ""),
         )
         try:
             candidate.clean()
@@ -153,13 +181,29 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         with transaction.atomic():
             for name, value in data.items():
                 setattr(audience, name, value)
+            moved = audience.pk is None or bool({"kind", "source_id"} & set(data))
             audience.save()
             if members is not None:
                 audience.members.set(members)
             if excluded is not None:
                 audience.excluded.set(excluded)
+            if audience.kind in Audience.LISTED_KINDS and (moved or listing_needs_look(audience=audience)):
+                listing_look(audience=audience)  # its members are listed by a task, for the count
         return audience
 
 
 class AudienceCountSerializer(serializers.Serializer):
     count = serializers.IntegerField()
+
+
+class GroupSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The group's object id: an audience's source_id.")
+    name = serializers.CharField()
+    description = serializers.CharField()
+    dynamic = serializers.BooleanField(help_text="Its members follow a rule (a dynamic group).")
+
+
+class TeamSerializer(serializers.Serializer):
+    id = serializers.CharField(source="team_id", help_text="The team's Teams id: an audience's source_id.")
+    name = serializers.CharField()
+    installed_at = serializers.DateTimeField(allow_null=True, help_text="When Crier's bot was added to it.")

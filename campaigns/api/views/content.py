@@ -11,11 +11,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.utils import json
 
+from bots.members import ListingError, groups_search
+from bots.models import TeamsTeam
 from campaigns.rendering import compile_message
 from campaigns.models import ApiKey, Audience, Category, MessageTemplate, Recipient
 from campaigns.selectors import audience_count
 from campaigns.approvals import template_approve_direct, template_edit_require
 from campaigns.audit import Actor
+from core.errors import ApplicationError
 
 from ..serializers.common import ErrorSerializer
 from ..serializers.content import (
@@ -23,6 +26,8 @@ from ..serializers.content import (
     CategorySerializer,
     AudienceSerializer,
     AudienceCountSerializer,
+    GroupSerializer,
+    TeamSerializer,
 )
 from ..serializers.campaigns import TemplatePreviewSerializer
 from .base import ProtectedModelViewSet
@@ -100,7 +105,7 @@ class CategoryViewSet(ProtectedModelViewSet):
 
 
 class AudienceViewSet(ProtectedModelViewSet):
-    """Who a campaign goes to: everyone active, a static list, or attribute rules."""
+    """Who a campaign goes to: everyone active, a static list, attribute rules, an Entra ID group or a team."""
 
     serializer_class = AudienceSerializer
 
@@ -119,3 +124,27 @@ class AudienceViewSet(ProtectedModelViewSet):
     @action(detail=True, methods=["get"])
     def count(self, request, pk=None):
         return Response({"count": audience_count(audience=self.get_object())})
+
+    @extend_schema(
+        parameters=[OpenApiParameter("search", str, required=True, description="A word the group's name starts with.")],
+        responses={200: GroupSerializer(many=True), 400: ErrorSerializer, 502: ErrorSerializer},
+    )
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def groups(self, request):
+        """Entra ID groups whose name has a word starting with ``search`` (at most 20), to choose an
+        ``entra_group`` audience's ``source_id``."""
+        term = request.query_params.get("search", "").strip()
+        if not term:
+            raise ApplicationError("Give a word of the group's name.", fields={"search": ["This parameter is required."]})
+        try:
+            found = groups_search(term[:100])
+        except ListingError as error:
+            raise ApplicationError(str(error), code="graph_refused", status=502) from error
+        return Response(GroupSerializer(found, many=True).data)
+
+    @extend_schema(responses=TeamSerializer(many=True))
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def teams(self, request):
+        """The teams Crier's bot is in (a team appears once the app is added to it in Teams), to choose a
+        ``team`` audience's ``source_id``."""
+        return Response(TeamSerializer(TeamsTeam.objects.filter(installed=True), many=True).data)

@@ -5,7 +5,8 @@
  *   textarea, which stays (folded, "Edit as JSON") for whoever prefers to type JSON: the form
  *   posts as ever and the server's validation is the only judge.
  * - A live count and sample of the people the form's current definition selects, asked of the
- *   server (nothing is saved) a moment after the kind, the rules or the lists change.
+ *   server (nothing is saved) a moment after the kind, the rules, the group or team, or the lists
+ *   change; for a group or team, with a note of what the count stands on.
  *
  * Settings come from the page (a json_script element "crier-audience-editor").
  */
@@ -297,12 +298,18 @@
                 return;
             }
             const count = answer.count;
-            const words = count === 1 ? "1 person selected" : count.toLocaleString() + " people selected";
-            const children = [h("strong", {text: words})];
+            const children = [];
+            if (count !== null) {
+                const words = count === 1 ? "1 person selected" : count.toLocaleString() + " people selected";
+                children.push(h("strong", {text: words}));
+            }
+            if (answer.note) {
+                children.push(h("p", {class: "help crier-audience-note", text: answer.note}));
+            }
             if (answer.sample.length) {
                 children.push(h("ul", {class: "crier-audience-sample"},
                     answer.sample.map((name) => h("li", {text: name}))));
-                if (count > answer.sample.length) {
+                if (count !== null && count > answer.sample.length) {
                     children.push(h("p", {class: "help",
                         text: "and " + (count - answer.sample.length).toLocaleString() + " more"}));
                 }
@@ -322,6 +329,10 @@
             data.set("rules", kind.value === RULES_KIND ? textarea.value : "[]");
             if (config.audience) {
                 data.set("audience", config.audience);
+            }
+            const source = document.getElementById("id_source_id");
+            if (source && source.tagName === "INPUT") {
+                data.set("source_id", source.value);
             }
             ["members", "excluded"].forEach((name) => {
                 const select = document.getElementById("id_" + name);
@@ -419,6 +430,10 @@
         const file = form.querySelector("input[name=people_file]");
         if (file) {
             file.addEventListener("change", changed);
+        }
+        const source = document.getElementById("id_source_id");
+        if (source) {
+            source.addEventListener("change", changed); // a group or team chosen (audience-source.js) or typed
         }
         showRules(true);
         preview = Preview(config, form, kind, textarea);

@@ -1,0 +1,242 @@
+"""A campaign to an Entra ID group or a team: listed at its launch, then written from that listing and
+nothing else; a failed listing pauses it and a resume lists again; a group larger than the campaign may
+reach sends it back to draft with nothing written; the reconciler restarts a listing nobody makes.
+
+The group's pages here come from a stand-in for Graph (``campaigns.members._pages``); the listing against
+the emulator's Graph and Teams is tested in tests/campaigns/test_member_listings.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bots.members import ListingError, Member, MemberPage
+from campaigns import members as listings
+from campaigns.models import Audience, Campaign, MemberListing, OptOut
+from core.errors import ApplicationError
+from delivery import jobs, listing, materialising, recovery, services
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+GROUP = "0d5c1a7e-2f4b-4c9a-9e2d-6b1f3a8c7d10"
+
+
+class Directory:
+    """The group's members as the stand-in for Graph lists them, two to a page; or a refusal."""
+
+    def __init__(self) -> None:
+        self.members: list[str] = []
+        self.refusal: str | None = None
+        self.calls = 0
+
+    def pages(self, listing_row: MemberListing):
+        self.calls += 1
+        if self.refusal:
+            raise ListingError(self.refusal)
+        chunks = [self.members[i:i + 2] for i in range(0, len(self.members), 2)] or [[]]
+        return iter(MemberPage([Member(aad_object_id=m, name=f"Member {m[:4]}") for m in chunk], more=i < len(chunks) - 1)
+                    for i, chunk in enumerate(chunks))
+
+
+@pytest.fixture
+def directory(monkeypatch):
+    found = Directory()
+    monkeypatch.setattr(listings, "_pages", found.pages)
+    return found
+
+
+@pytest.fixture
+def jobs_inline(monkeypatch):
+    """The work a launch or resume queues, done at once, in order, and noted."""
+    done: list[tuple] = []
+
+    def list_members(campaign_id):
+        done.append(("list", campaign_id))
+        listing.campaign_members_list(campaign_id=campaign_id)
+
+    def materialise(campaign_id, after):
+        done.append(("materialise", campaign_id, after))
+        materialising.campaign_materialise(campaign_id=campaign_id, after=after)
+
+    monkeypatch.setattr(jobs, "list_members", list_members)
+    monkeypatch.setattr(jobs, "materialise", materialise)
+    monkeypatch.setattr(jobs, "feed", lambda: None)
+    return done
+
+
+def group_campaign(**fields) -> Campaign:
+    audience = factories.audience(kind=Audience.Kind.ENTRA_GROUP, source_id=GROUP, source_name="Leeds office")
+    return factories.campaign(audience=audience, **fields)
+
+
+def launch(campaign, capture):
+    with capture(execute=True):
+        services.campaign_launch(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def people_sent_to(campaign) -> set[int]:
+    return set(campaign.deliveries.values_list("recipient_id", flat=True))
+
+
+def test_a_group_campaign_is_written_from_the_members_listed_at_its_launch(
+    directory, jobs_inline, django_capture_on_commit_callbacks
+):
+    members = [factories.recipient() for _ in range(5)]
+    outsider = factories.recipient()
+    directory.members = [str(p.aad_object_id) for p in members] + [str(uuid.uuid4())]  # one Crier does not know
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+
+    assert people_sent_to(campaign) == {p.pk for p in members}
+    assert outsider.pk not in people_sent_to(campaign)
+    assert [step[0] for step in jobs_inline] == ["list", "materialise"]
+    row = MemberListing.objects.get(campaign=campaign)
+    assert (row.status, row.listed, row.matched, row.unknown, row.pages) == ("succeeded", 6, 5, 1, 3)
+    assert len(row.unknown_sample) == 1
+    assert campaign.materialised_at is not None and campaign.total_deliveries == 5
+
+
+def test_people_who_join_the_group_after_the_launch_are_not_sent_to(
+    directory, jobs_inline, django_capture_on_commit_callbacks, monkeypatch
+):
+    first = factories.recipient()
+    directory.members = [str(first.aad_object_id)]
+    monkeypatch.setattr(jobs, "materialise", lambda campaign_id, after: None)  # written later
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    later = factories.recipient()
+    directory.members.append(str(later.aad_object_id))  # joins the group once it was listed
+    Audience.objects.filter(pk=campaign.audience_id).update(kind=Audience.Kind.EVERYONE, source_id="")  # even edited
+
+    materialising.campaign_materialise(campaign_id=campaign.pk, after=0)
+
+    assert people_sent_to(campaign) == {first.pk}
+
+
+def test_opt_outs_inactive_people_and_the_exclude_list_hold_for_a_group_and_the_include_list_adds(
+    directory, jobs_inline, django_capture_on_commit_callbacks
+):
+    kept, stopped, gone, excluded = (factories.recipient() for _ in range(4))
+    gone.is_active = False
+    gone.save()
+    extra = factories.recipient()
+    OptOut.objects.create(recipient=stopped, source=OptOut.Source.TYPED_STOP)
+    directory.members = [str(p.aad_object_id) for p in (kept, stopped, gone, excluded)]
+    campaign = group_campaign()
+    campaign.audience.excluded.add(excluded)
+    campaign.audience.members.add(extra)
+    campaign = launch(campaign, django_capture_on_commit_callbacks)
+
+    rows = dict(campaign.deliveries.values_list("recipient_id", "status"))
+    assert rows == {kept.pk: "pending", stopped.pk: "skipped", extra.pk: "pending"}
+
+
+def test_a_listing_that_fails_pauses_the_campaign_in_plain_words_and_a_resume_lists_again(
+    directory, jobs_inline, django_capture_on_commit_callbacks
+):
+    person = factories.recipient()
+    directory.members = [str(person.aad_object_id)]
+    directory.refusal = "Entra ID has no group 0d5c…: it was deleted, or the id is wrong."
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+
+    assert campaign.status == Campaign.Status.PAUSED
+    assert "Could not list the members of the group “Leeds office”" in campaign.status_reason
+    assert "it was deleted" in campaign.status_reason and "Resume it to list them again" in campaign.status_reason
+    assert not campaign.deliveries.exists() and campaign.materialised_at is None
+
+    directory.refusal = None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_resume(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+    assert people_sent_to(campaign) == {person.pk}
+    assert list(MemberListing.objects.filter(campaign=campaign).values_list("status", flat=True)) == ["succeeded", "failed"]
+
+
+def test_a_group_larger_than_the_campaign_may_reach_sends_it_back_to_draft_with_nothing_written(
+    directory, jobs_inline, django_capture_on_commit_callbacks, settings
+):
+    settings.APPROVAL_THRESHOLD = 3
+    people = [factories.recipient() for _ in range(4)]
+    directory.members = [str(p.aad_object_id) for p in people]
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)  # its look counted nobody yet
+
+    assert campaign.status == Campaign.Status.DRAFT and campaign.launched_at is None
+    assert "holds 4 people, more than 3 people, above which a campaign needs approval" in campaign.status_reason
+    assert not campaign.deliveries.exists()
+    # The listing now counts for the approval: the next launch needs it.
+    with pytest.raises(ApplicationError, match="approve"):
+        services.campaign_launch(campaign_id=campaign.pk)
+
+
+def test_an_approved_campaign_whose_group_grew_past_its_approval_goes_back_to_draft_unapproved(
+    directory, jobs_inline, django_capture_on_commit_callbacks, settings
+):
+    settings.APPROVAL_THRESHOLD = 1
+    people = [factories.recipient() for _ in range(3)]
+    campaign = group_campaign()
+    Campaign.objects.filter(pk=campaign.pk).update(approved_at=timezone.now(), approved_people=2)
+    directory.members = [str(p.aad_object_id) for p in people[:2]]
+    listings.listing_run(listing_id=listings.listing_start(audience=campaign.audience).pk)  # the look approved
+    from campaigns.approvals import approval_fingerprint
+    campaign.refresh_from_db()
+    Campaign.objects.filter(pk=campaign.pk).update(approved_fingerprint=approval_fingerprint(campaign=campaign))
+    directory.members = [str(p.aad_object_id) for p in people]  # grew by one before the launch's listing
+
+    campaign = launch(campaign, django_capture_on_commit_callbacks)
+
+    assert campaign.status == Campaign.Status.DRAFT and campaign.approved_at is None
+    assert "holds 3 people, more than the 2 people it was approved for" in campaign.status_reason
+    assert not campaign.deliveries.exists()
+
+
+def test_the_reconciler_restarts_a_listing_nobody_is_making_and_never_writes_before_it(
+    directory, jobs_inline, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    person = factories.recipient()
+    directory.members = [str(person.aad_object_id)]
+    lost: list[int] = []
+    monkeypatch.setattr(jobs, "list_members", lost.append)  # the launch's task is lost
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    assert lost == [campaign.pk] and campaign.status == Campaign.Status.RUNNING
+    Campaign.objects.filter(pk=campaign.pk).update(
+        launched_at=timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 1)
+    )
+    MemberListing.objects.filter(campaign=campaign).update(
+        started_at=timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 1)
+    )
+    written: list[tuple] = []
+    monkeypatch.setattr(jobs, "materialise", lambda *args: written.append(args))
+
+    assert recovery.reconcile()["materialisations_restarted"] == 1
+    assert lost == [campaign.pk, campaign.pk] and written == []  # listed again, not written from nothing
+
+    materialising.campaign_materialise(campaign_id=campaign.pk, after=0)  # a writing started too early
+    campaign.refresh_from_db()
+    assert campaign.materialised_at is None and not campaign.deliveries.exists()
+
+
+def test_a_listing_under_way_is_left_to_its_task(directory, django_capture_on_commit_callbacks, monkeypatch, settings):
+    factories.recipient()
+    monkeypatch.setattr(jobs, "list_members", lambda campaign_id: None)
+    started: list = []
+    monkeypatch.setattr(jobs, "materialise", lambda *args: started.append(args))
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    Campaign.objects.filter(pk=campaign.pk).update(
+        launched_at=timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 1)
+    )  # its listing started a moment ago
+
+    assert recovery.reconcile()["materialisations_restarted"] == 0
+    assert started == []
+
+
+def test_a_welcome_campaign_cannot_greet_a_group(directory):
+    campaign = group_campaign(kind=Campaign.Kind.WELCOME)
+    with pytest.raises(ApplicationError, match="welcome campaign") as refused:
+        services.campaign_launch(campaign_id=campaign.pk)
+    assert refused.value.fields == {"audience": ["Not a group or a team."]}
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
