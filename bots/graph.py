@@ -59,10 +59,19 @@ def _error(status: int, body: Any, needs: str) -> GraphError:
 
 class GraphClient:
     def __init__(
-        self, tokens: TokenProvider = graph_token_provider, sleep: Callable[[float], None] = time.sleep
+        self, tokens: TokenProvider = graph_token_provider, sleep: Callable[[float], None] = time.sleep,
+        *, attempts: int = ATTEMPTS, max_wait: float | None = None,
     ) -> None:
+        """``attempts`` and ``max_wait`` (seconds a wait may last; ``GRAPH_MAX_RETRY_AFTER_SECONDS`` by default)
+        are smaller for a person waiting on a page than for a task."""
         self.tokens = tokens
         self.sleep = sleep
+        self.attempts = attempts
+        self.max_wait = max_wait
+
+    @property
+    def _max_wait(self) -> float:
+        return settings.GRAPH_MAX_RETRY_AFTER_SECONDS if self.max_wait is None else self.max_wait
 
     def url(self, path: str, params: dict[str, str] | None = None) -> str:
         query = f"?{urlencode(params, safe='$,')}" if params else ""
@@ -80,7 +89,8 @@ class GraphClient:
         """The JSON of one GET of ``url`` (from ``url()``, or a link Graph gave), with ``headers`` added."""
         self._check_host(url)
         renewed = False
-        for attempt in range(ATTEMPTS):
+        attempts = self.attempts
+        for attempt in range(attempts):
             try:
                 token = self.tokens.get()
             except TokenError as error:
@@ -90,9 +100,9 @@ class GraphClient:
                 sent = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
                 response = http.request("GET", url, headers=sent, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
             except http.HttpTimeout as error:
-                if attempt == ATTEMPTS - 1:
+                if attempt == attempts - 1:
                     raise GraphError(status=None, code="Timeout", message=str(error)[:300]) from error
-                self.sleep(min(2.0 ** attempt, settings.GRAPH_MAX_RETRY_AFTER_SECONDS))
+                self.sleep(min(2.0 ** attempt, self._max_wait))
                 continue
             if 200 <= response.status < 300:
                 try:
@@ -109,10 +119,10 @@ class GraphClient:
                 renewed = True
                 self.tokens.invalidate()
                 continue
-            if response.status in RETRIED_STATUSES and attempt < ATTEMPTS - 1:
+            if response.status in RETRIED_STATUSES and attempt < attempts - 1:
                 wait = parse_retry_after(response.headers)
                 wait = float(2 ** attempt) if wait is None else wait  # no Retry-After: an exponential wait
-                if wait <= settings.GRAPH_MAX_RETRY_AFTER_SECONDS:
+                if wait <= self._max_wait:
                     logger.info("graph answered %s; trying again in %.1f s", response.status, wait)
                     self.sleep(wait)
                     continue
@@ -121,3 +131,5 @@ class GraphClient:
 
 
 graph = GraphClient()
+# For a person waiting on a page (searching groups, a first look at a group's members): a short wait at most.
+graph_interactive = GraphClient(attempts=2, max_wait=2.0)

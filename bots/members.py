@@ -16,7 +16,7 @@ from django.conf import settings
 from core.channels import Address, Deferred
 
 from .connector import ConnectorError
-from .graph import GraphClient, GraphError, graph
+from .graph import GraphClient, GraphError, graph, graph_interactive
 from .models import TeamsTeam
 from .transport import TeamsTransport
 
@@ -76,7 +76,7 @@ def _group(data: dict[str, Any]) -> Group:
     )
 
 
-def groups_search(term: str, *, limit: int = 20, client: GraphClient = graph) -> list[Group]:
+def groups_search(term: str, *, limit: int = 20, client: GraphClient = graph_interactive) -> list[Group]:
     """Groups whose name has a word starting with ``term`` (Graph's ``$search``), by name."""
     words = term.replace('"', " ").replace("\\", " ").strip()[:100]
     if not words:
@@ -88,7 +88,8 @@ def groups_search(term: str, *, limit: int = 20, client: GraphClient = graph) ->
     try:
         data = client.get(url, needs=GROUP_PERMISSION, headers=ADVANCED_QUERY)
     except GraphError as error:
-        raise _plain(error, "") from error
+        error.needs = error.needs or GROUP_PERMISSION
+        raise ListingError(error.plain()) from error
     return [_group(entry) for entry in data.get("value") or [] if isinstance(entry, dict) and entry.get("id")]
 
 
@@ -121,9 +122,10 @@ def group_member_pages(group_id: str, *, client: GraphClient = graph) -> Iterato
 
 def team_member_pages(
     team: TeamsTeam, *, transport: TeamsTransport | None = None, sleep: Callable[[float], None] = time.sleep,
+    attempts: int = TEAM_ATTEMPTS,
 ) -> Iterator[MemberPage]:
     """The people in a team the bot is in, a page at a time, each call paced like every call to Teams
-    and tried again after Teams' 429 (its ``Retry-After``) or a passing failure."""
+    and tried again (up to ``attempts`` calls) after Teams' 429 (its ``Retry-After``) or a passing failure."""
     transport = transport or TeamsTransport()
     address = Address(
         member_id="", tenant_id=team.tenant_id or settings.BOT_TENANT_ID,
@@ -131,10 +133,11 @@ def team_member_pages(
     )
     continuation = ""
     while True:
-        data = _team_page(team, transport, address, continuation, sleep)
-        members = [
-            Member(aad_object_id=str(entry["aadObjectId"]), name=str(entry.get("name") or ""), user_id=str(entry.get("id") or ""))
-            for entry in data.get("members") or [] if isinstance(entry, dict) and entry.get("aadObjectId")
+        data = _team_page(team, transport, address, continuation, sleep, attempts)
+        members = [  # one without an Entra object id (a guest, a bot) is kept, to be counted as unknown
+            Member(aad_object_id=str(entry.get("aadObjectId") or ""), name=str(entry.get("name") or "")[:200],
+                   user_id=str(entry.get("id") or ""))
+            for entry in data.get("members") or [] if isinstance(entry, dict)
         ]
         continuation = data.get("continuationToken") or ""
         yield MemberPage(members, bool(continuation))
@@ -142,8 +145,9 @@ def team_member_pages(
             return
 
 
-def _team_page(team: TeamsTeam, transport: TeamsTransport, address: Address, continuation: str, sleep) -> dict:
-    for attempt in range(TEAM_ATTEMPTS):
+def _team_page(team: TeamsTeam, transport: TeamsTransport, address: Address, continuation: str, sleep,
+               attempts: int) -> dict:
+    for attempt in range(attempts):
         try:
             return transport.members_page(address=address, continuation=continuation, page_size=TEAM_PAGE)
         except Deferred as deferred:
@@ -156,7 +160,7 @@ def _team_page(team: TeamsTeam, transport: TeamsTransport, address: Address, con
                 ) from error
             if error.status == 404:
                 raise ListingError(f"Teams no longer knows the team “{team}”: it was deleted. Choose another audience.") from error
-            if (error.status is not None and error.status not in TEAM_RETRIED) or attempt == TEAM_ATTEMPTS - 1:
+            if (error.status is not None and error.status not in TEAM_RETRIED) or attempt == attempts - 1:
                 raise ListingError(f"Teams refused to list the members of “{team}”: {error}.") from error
             wait = error.retry_after if error.retry_after is not None else 2.0 ** attempt
             logger.info("listing team %s: %s; trying again in %.1f s", team.team_id, error, wait)

@@ -165,8 +165,13 @@ def _team_record(activity: Activity, *, installed: bool | None) -> None:
     team = channel_data.get("team") if isinstance(channel_data.get("team"), dict) else {}
     team_id = team.get("id") or (activity.conversation.id if activity.conversation else "")
     if not isinstance(team_id, str) or not team_id.startswith("19:") or len(team_id) > 200:
+        logger.warning("a team activity named no team id Crier can keep: %r", str(team_id)[:80])
         return
-    defaults: dict[str, Any] = {"tenant_id": _tenant_of(activity)[:64]}
+    tenant = _tenant_of(activity)
+    if settings.BOT_TENANT_ID and tenant and tenant != settings.BOT_TENANT_ID:
+        logger.warning("ignored team %s of another tenant (%s)", team_id, tenant[:64])
+        return  # the organisation's people are in its own tenant's teams
+    defaults: dict[str, Any] = {"tenant_id": tenant[:64]}
     if isinstance(team.get("name"), str) and team["name"]:
         defaults["name"] = team["name"][:300]
     if isinstance(team.get("aadGroupId"), str):

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from celery import current_app
+from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from bots.addresses import addresses_learn
+from bots.graph import graph_interactive
 from bots.members import ListingError, MemberPage, group_get, group_member_pages, team_member_pages
 from bots.models import TeamsTeam
 
@@ -37,6 +40,15 @@ def listing_start(*, audience: Audience, campaign: Campaign | None = None) -> Me
     return MemberListing.objects.create(
         audience=audience, campaign=campaign, kind=audience.kind, source_id=audience.source_id,
         source_name=audience.source_name,
+    )
+
+
+def listing_again(previous: MemberListing) -> MemberListing:
+    """A new listing of the same group or team as ``previous``, for the same campaign: a launch's listing that
+    failed is done again as it was launched, whatever its audience became since."""
+    return MemberListing.objects.create(
+        audience_id=previous.audience_id, campaign_id=previous.campaign_id, kind=previous.kind,
+        source_id=previous.source_id, source_name=previous.source_name,
     )
 
 
@@ -84,6 +96,12 @@ def listing_run(*, listing_id: int) -> MemberListing | None:
             logger.warning("could not release the lock of member listing %s", listing_id)
 
 
+def listing_stalled(listing: MemberListing) -> bool:
+    """A listing under way for longer than a task waits in a queue, that no run holds: its task was lost."""
+    young = listing.started_at >= timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS * 4)
+    return listing.status == MemberListing.Status.RUNNING and not young and not listing_held(listing.pk)
+
+
 def listing_held(listing_id: int) -> bool:
     """Whether a run holds the listing now."""
     with connection.cursor() as cursor:
@@ -124,9 +142,15 @@ def _run(listing: MemberListing) -> None:
         _end(listing, MemberListing.Status.FAILED, str(error))
         logger.info("member listing %s failed: %s", listing.pk, error)
         return
+    except Exception as error:  # a bug, or the database: the listing still ends, saying why
+        logger.exception("member listing %s failed", listing.pk)
+        _end(listing, MemberListing.Status.FAILED,
+             f"Crier could not list the members ({type(error).__name__}: {str(error)[:300]}); list them again.")
+        return
     _end(listing, MemberListing.Status.SUCCEEDED, "")
     # Earlier looks of the audience are of no more use (a launch's own listing is kept with its campaign).
-    MemberListing.objects.filter(audience_id=listing.audience_id, campaign__isnull=True, pk__lt=listing.pk).delete()
+    MemberListing.objects.filter(audience_id=listing.audience_id, campaign__isnull=True, pk__lt=listing.pk).exclude(
+        status=MemberListing.Status.RUNNING).delete()
 
 
 def _page_write(listing: MemberListing, page: MemberPage, team: TeamsTeam | None) -> None:
@@ -135,8 +159,8 @@ def _page_write(listing: MemberListing, page: MemberPage, team: TeamsTeam | None
     for member in page.members:
         try:
             by_id[uuid.UUID(member.aad_object_id)] = member.name
-        except ValueError:
-            unknown.append(member.name or member.aad_object_id[:60])
+        except ValueError:  # Teams gave no Entra object id (or not one): nobody Crier can know
+            unknown.append(member.name or member.user_id[:60] or member.aad_object_id[:60] or "a member without an id")
     with transaction.atomic():
         known = dict(Recipient.objects.filter(aad_object_id__in=list(by_id)).values_list("aad_object_id", "id"))
         ListedMember.objects.bulk_create(
@@ -158,7 +182,10 @@ def _page_write(listing: MemberListing, page: MemberPage, team: TeamsTeam | None
         listing.matched += len(known)
         listing.unknown += len(unknown)
         listing.unknown_sample = (listing.unknown_sample + unknown)[:UNKNOWN_SAMPLE]
-        listing.save(update_fields=["pages", "listed", "matched", "unknown", "unknown_sample"])
+        MemberListing.objects.filter(pk=listing.pk).update(
+            pages=listing.pages, listed=listing.listed, matched=listing.matched, unknown=listing.unknown,
+            unknown_sample=listing.unknown_sample,
+        )
 
 
 def _canonical(object_id: str) -> str:
@@ -170,14 +197,24 @@ def _canonical(object_id: str) -> str:
 
 def _end(listing: MemberListing, status: str, error: str) -> None:
     listing.status, listing.error, listing.finished_at = status, error[:2000], timezone.now()
-    listing.save(update_fields=["status", "error", "finished_at", "pages", "listed", "matched", "unknown", "unknown_sample"])
+    fields = ["status", "error", "finished_at", "pages", "listed", "matched", "unknown", "unknown_sample"]
+    MemberListing.objects.filter(pk=listing.pk).update(**{name: getattr(listing, name) for name in fields})
 
 
 def listing_look(*, audience: Audience) -> MemberListing | None:
     """A new look at the members of a saved group or team audience, for the editor and approvals, listed by a
-    task once the caller's transaction commits. None for another kind of audience."""
+    task once the caller's transaction commits; or the look under way, if one is. None for another kind of
+    audience."""
     if audience.kind not in Audience.LISTED_KINDS or not audience.source_id:
         return None
+    under_way = MemberListing.objects.filter(
+        audience=audience, campaign__isnull=True, status=MemberListing.Status.RUNNING,
+        kind=audience.kind, source_id=audience.source_id,
+    ).order_by("-id").first()
+    if under_way is not None and not listing_stalled(under_way):
+        return under_way
+    if under_way is not None:
+        _end(under_way, MemberListing.Status.FAILED, "It stopped before it finished (its task was lost).")
     listing = listing_start(audience=audience)
     transaction.on_commit(lambda: current_app.send_task(LIST_MEMBERS, args=(listing.pk,)))
     return listing
@@ -188,7 +225,10 @@ LIST_MEMBERS = "campaigns.tasks.list_members"
 
 def listing_needs_look(*, audience: Audience) -> bool:
     """Whether the audience has no listing of its group or team as it is named now (none under way either)."""
-    return audience.kind in Audience.LISTED_KINDS and latest_listing(audience=audience, succeeded=False) is None
+    if audience.kind not in Audience.LISTED_KINDS:
+        return False
+    latest = latest_listing(audience=audience, succeeded=False)
+    return latest is None or listing_stalled(latest)
 
 
 @dataclass(frozen=True)
@@ -203,15 +243,15 @@ class Glance:
 
 def source_glance(*, kind: str, source_id: str) -> Glance:
     """One page of the members of a group or team being chosen (raises ``ListingError``)."""
-    if kind == Audience.Kind.ENTRA_GROUP:
-        group = group_get(source_id)
-        pages = group_member_pages(source_id)
+    if kind == Audience.Kind.ENTRA_GROUP:  # someone waits on the page: one retry and a short wait at most
+        group = group_get(source_id, client=graph_interactive)
+        pages = group_member_pages(source_id, client=graph_interactive)
         name = group.name
     else:
         team = TeamsTeam.objects.filter(team_id=source_id, installed=True).first()
         if team is None:
             raise ListingError("Crier's bot is not in this team: add the app to the team in Teams first.")
-        pages, name = team_member_pages(team), team.name
+        pages, name = team_member_pages(team, attempts=1), team.name
     page = next(pages, None)
     if page is None:
         return Glance(name=name, members=[], more=False, total=0)
@@ -228,7 +268,8 @@ def listing_text(listing: MemberListing | None) -> str:
     if listing.status == MemberListing.Status.FAILED:
         return f"The listing failed: {listing.error}"
     when = timezone.localtime(listing.finished_at).strftime("%d %b %Y %H:%M") if listing.finished_at else ""
-    text = f"Listed {when}: {listing.listed:,} members, of whom Crier knows {listing.matched:,}."
+    text = (f"Listed {when}: {listing.listed:,} members, of whom Crier knows {listing.matched:,} (its active people "
+            "among them are sent to).")
     if listing.unknown:
         sample = "; ".join(listing.unknown_sample[:5])
         text += (f" {listing.unknown:,} are not among Crier's people (not synced from Entra ID or HR yet, or guests): "

@@ -22,6 +22,7 @@ from bots.members import ListingError
 from .members import campaign_listing, latest_listing, listed, source_glance
 from .models import Audience, Campaign, MemberListing, Recipient
 from .rules import rules_to_q
+from .sources import group_id_normal
 
 # --- Who an audience selects ----------------------------------------------------------------------
 
@@ -161,6 +162,8 @@ def audience_preview(
         return AudiencePreview(count=None, errors=[f"Choose a kind: {', '.join(Audience.Kind.values)}."])
     rules = rules if rules is not None else []
     source_id = source_id.strip() if kind in Audience.LISTED_KINDS else ""
+    if kind == Audience.Kind.ENTRA_GROUP:
+        source_id = group_id_normal(source_id) or source_id  # as it is saved
     try:
         Audience(kind=kind, rules=rules, source_id=source_id).clean()
     except ValidationError as exc:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import uuid
 
-TEAM_ID = re.compile(r"^19:[A-Za-z0-9_\-.]{1,150}@thread\.(tacv2|skype)$")
+# Teams' own ids are letters, digits and a few marks; nothing here may be a space or end a URL's path.
+TEAM_ID = re.compile(r"^19:[^\s/?#%@]{1,170}@thread\.(tacv2|skype)$")
 
 
 def group_id_normal(value: str) -> str | None:
@@ -22,7 +23,7 @@ def source_problem(kind: str, source_id: str) -> str | None:
     if not source_id:
         return "Choose the group." if kind == "entra_group" else "Choose the team."
     if kind == "entra_group":
-        if group_id_normal(source_id) is None or len(source_id.strip()) > 36:
+        if group_id_normal(source_id) is None or len(source_id.strip()) > 38:  # {braces} at most
             return "An Entra ID group is named by its object id, such as 0d5c1a7e-2f4b-4c9a-9e2d-6b1f3a8c7d10."
         return None
     if not TEAM_ID.match(source_id):

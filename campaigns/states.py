@@ -59,8 +59,8 @@ MOVES: dict[str, Move] = {
                    "Campaign {pk} is {status}; only a paused campaign can be resumed."),
     "cancel": Move(frozenset({S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}), S.CANCELLED, "campaigns.control_campaign",
                    "Campaign {pk} is already {status}."),
-    "unlaunch": Move(frozenset({S.RUNNING}), S.DRAFT, None,
-                     "Campaign {pk} is {status}; only a running campaign goes back to draft before its rows are written.",
+    "unlaunch": Move(frozenset({S.RUNNING, S.PAUSED}), S.DRAFT, None,
+                     "Campaign {pk} is {status}; only a launched campaign goes back to draft before its rows are written.",
                      SCHEDULED_KINDS, NOT_SCHEDULED),
     "complete": Move(frozenset({S.RUNNING}), S.COMPLETED, None, "Campaign {pk} is {status}; only a running one completes."),
 }

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from bots.pacing import pacer
 from campaigns.audit import SYSTEM, Actor
-from campaigns.models import Audience, AuditEntry, Campaign
+from campaigns.models import AuditEntry, Campaign, MemberListing
 from campaigns.states import MOVES, move_require
 from core.channels import TransportError
 from core.errors import ApplicationError
@@ -57,9 +57,7 @@ def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
         # Retries that came due while it was paused are due now; pending rows are fed anew.
         campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
         # A campaign to a group or team paused before its rows were written (its listing failed) lists again.
-        listed = campaign.materialised_at is None and Audience.objects.filter(
-            pk=campaign.audience_id, kind__in=Audience.LISTED_KINDS
-        ).exists()
+        listed = campaign.materialised_at is None and MemberListing.objects.filter(campaign=campaign).exists()
         transaction.on_commit(lambda: _after_resume(campaign.pk, listed))
     return campaign
 

@@ -1,21 +1,26 @@
 """A campaign to an Entra ID group or a Teams team: at its launch Crier lists the members (``campaigns.members``,
 the campaign's own listing, kept with it), then writes its rows from that listing.
 
-What can happen once listed: the listing failed (no consent, the group was deleted, the bot left the team):
+The launch's listing decides everything after it: what is listed again after a failure (the group or team
+the campaign was launched to, whatever its audience became since) and whom the rows are written for. What
+can happen once it is listed: the listing failed (no consent, the group was deleted, the bot left the team):
 the campaign pauses, saying why, and resuming it lists again; the group holds more people than the campaign
 may reach (its approval's count, or the approval threshold): it goes back to draft, nothing written, its
-approval void, saying why; otherwise its rows are written (``delivery.materialising``) and sent."""
+approval void, saying why; otherwise its rows are written (``delivery.materialising``) and sent. One task
+decides for a campaign at a time (an advisory lock on the campaign)."""
 
 from __future__ import annotations
 
 import logging
 
-from django.db import transaction
+import redis
+from django.db import DatabaseError, connection, transaction
 
+from bots.pacing import pacer
 from campaigns.approvals import approval_withdraw
 from campaigns.audit import SYSTEM
-from campaigns.members import campaign_listing, listing_run, listing_start
-from campaigns.models import Audience, Campaign, MemberListing
+from campaigns.members import campaign_listing, listing_again, listing_run
+from campaigns.models import Audience, AuditEntry, Campaign, MemberListing
 from campaigns.selectors import campaign_recipients
 from campaigns.states import MOVES, move_allowed
 from core.errors import ApplicationError
@@ -26,32 +31,50 @@ from .reach import reach_limit
 
 logger = logging.getLogger(__name__)
 
-
-def listed_audience(campaign: Campaign) -> bool:
-    return campaign.audience is not None and campaign.audience.kind in Audience.LISTED_KINDS
+CAMPAIGN_LISTING_LOCK = 0x6C697363  # the advisory lock's first key; the second is the campaign's id
 
 
 def campaign_members_list(*, campaign_id: int) -> str:
-    """Lists the members for a running campaign, then writes its rows, or says why not. Returns what it did."""
-    campaign = Campaign.objects.select_related("audience").get(pk=campaign_id)
-    if campaign.status != Campaign.Status.RUNNING or campaign.materialised_at is not None or not listed_audience(campaign):
-        return "not needed"
+    """Lists the members of a launched campaign's group or team (again, after a failure), then writes its rows,
+    or says why not. Returns what it did."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [CAMPAIGN_LISTING_LOCK, campaign_id])
+        if not cursor.fetchone()[0]:
+            return "listed by another task"
+    try:
+        return _members_list(campaign_id)
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [CAMPAIGN_LISTING_LOCK, campaign_id])
+        except DatabaseError:  # the connection is gone, and the lock with it
+            logger.warning("could not release the listing lock of campaign %s", campaign_id)
+
+
+def _members_list(campaign_id: int) -> str:
+    campaign = Campaign.objects.get(pk=campaign_id)
     listing = campaign_listing(campaign=campaign)
-    if listing is not None and listing.status == MemberListing.Status.SUCCEEDED:
-        return "listed before"  # its rows are being written (the reconciler restarts a writing that was lost)
-    if listing is None or listing.status == MemberListing.Status.FAILED:
-        listing = listing_start(audience=campaign.audience, campaign=campaign)
-    if listing_run(listing_id=listing.pk) is None:
-        return "listed by another task"
-    listing.refresh_from_db()
+    if listing is None or campaign.materialised_at is not None or campaign.status not in (
+            Campaign.Status.RUNNING, Campaign.Status.PAUSED):
+        return "not needed"
+    if listing.status != MemberListing.Status.SUCCEEDED:
+        if campaign.status != Campaign.Status.RUNNING:
+            return "paused"  # its resume lists again
+        if listing.status == MemberListing.Status.FAILED:
+            listing = listing_again(listing)
+        if listing_run(listing_id=listing.pk) is None:
+            return "listed by another task"
+        listing.refresh_from_db()
+        campaign.refresh_from_db()
     if listing.status == MemberListing.Status.FAILED:
         _pause(campaign, f"Could not list the members of {_named(listing)}: {listing.error} Resume it to list them again.")
         return "failed"
+    if campaign.status == Campaign.Status.CANCELLED or campaign.total_deliveries:
+        return "listed before"  # cancelled, or its rows are being written (the reconciler restarts a lost writing)
     people = campaign_recipients(campaign=campaign).count()
     limit = reach_limit(campaign=campaign)
     if limit is not None and people > limit:
-        _back_to_draft(campaign_id, listing, people, limit)
-        return "outgrown"
+        return "back to draft" if _back_to_draft(campaign_id, listing, people, limit) else "not moved"
     jobs.materialise(campaign_id, 0)
     return "listed"
 
@@ -68,19 +91,34 @@ def _pause(campaign: Campaign, reason: str) -> None:
         Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(status_reason=reason[:500])
 
 
-def _back_to_draft(campaign_id: int, listing: MemberListing, people: int, limit: int) -> None:
+def _back_to_draft(campaign_id: int, listing: MemberListing, people: int, limit: int) -> bool:
+    """Nothing of it written yet: back to draft, its approval void, its listing kept as the audience's latest
+    look (what the approver sees next). Returns whether it moved."""
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         if not move_allowed(campaign, "unlaunch") or campaign.total_deliveries:
-            return
+            return False
         approved = campaign.approved_at is not None
         covered = f"the {limit:,} people it was approved for" if approved else (
             f"{limit:,} people, above which a campaign needs approval")
         reason = (f"Back to draft, nothing sent: listed at its launch, {_named(listing)} holds {people:,} people, more "
-                  f"than {covered}. A person with the approver role must approve it for them first.")
+                  f"than {covered}. A person with the approver role must approve it for them first.")[:500]
+        if campaign.status == Campaign.Status.PAUSED:  # its workers' stop flag goes with the pause
+            transaction.on_commit(lambda: _unstop(campaign_id))
         campaign.status = MOVES["unlaunch"].target
         campaign.launched_at = None
-        campaign.status_reason = reason[:500]
+        campaign.status_reason = reason
         campaign.save(update_fields=["status", "launched_at", "status_reason", "updated_at"])
-        if approved:  # recorded in the audit trail, with the reason
+        MemberListing.objects.filter(campaign=campaign).update(campaign=None)  # a relaunch lists anew
+        SYSTEM.record(AuditEntry.Action.UNLAUNCH, campaign=campaign, summary=reason,
+                      detail={"people": people, "limit": limit, "listing": listing.pk})
+        if approved:
             approval_withdraw(campaign=campaign, actor=SYSTEM, reason=reason, outgrown=True)
+    return True
+
+
+def _unstop(campaign_id: int) -> None:
+    try:
+        pacer.resume(campaign_id=campaign_id)
+    except redis.RedisError:  # the flag expires on its own; a relaunch before then waits for it
+        logger.warning("could not lift the stop flag of campaign %s", campaign_id)

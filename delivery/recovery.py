@@ -25,7 +25,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from campaigns.members import listing_held
-from campaigns.models import Audience, Campaign, MemberListing
+from campaigns.models import Campaign, MemberListing
 from core.connections import redis_clock
 
 from . import feeding, jobs, progress, webhooks
@@ -179,16 +179,18 @@ def _restart_lost_materialisations(now) -> int:
         kind__in=Campaign.FED_KINDS,
         materialised_at__isnull=True,
         launched_at__lt=now - timedelta(seconds=settings.RETRY_GRACE_SECONDS),
-    ).values_list("id", "audience__kind")
-    for campaign_id, audience_kind in stalled:
-        if audience_kind in Audience.LISTED_KINDS:
-            state = _listing_state(campaign_id, now)
-            if state == "lost":  # its rows wait for a listing of its group or team that nobody is making
-                jobs.list_members(campaign_id)
-                restarted += 1
-            if state != "done":
-                continue
+    ).values_list("id", "total_deliveries")
+    for campaign_id, written in stalled:
+        state = _listing_state(campaign_id, now)
+        if state == "busy":
+            continue
         if progress.client().exists(materialising_key(campaign_id)):
+            continue
+        # Its rows wait for a listing of its group or team that nobody is making, or for the look at the people
+        # listed (more than it may reach?) that comes before its first row: both are the listing task's.
+        if state == "lost" or (state == "done" and not written):
+            jobs.list_members(campaign_id)
+            restarted += 1
             continue
         highest = Delivery.objects.of_campaign(campaign_id).aggregate(highest=Max("id"))["highest"]
         last = highest - campaign_ids(campaign_id)[0] if highest is not None else 0
@@ -198,13 +200,15 @@ def _restart_lost_materialisations(now) -> int:
 
 
 def _listing_state(campaign_id: int, now) -> str:
-    """``done`` when the campaign's group or team is listed; ``busy`` while a task lists it; ``lost`` when
-    no task does: none was started (its task was lost), or one stopped without an end (its worker died), or
-    it failed and the campaign was not paused."""
+    """For a campaign launched to a group or team: ``done`` when the launch's listing succeeded; ``busy`` while a
+    task lists it; ``lost`` when no task does (its task was lost, its worker died, or it failed and the campaign
+    was not paused); ``none`` for any other campaign."""
     listing = MemberListing.objects.filter(campaign_id=campaign_id).order_by("-id").first()
-    if listing is not None and listing.status == MemberListing.Status.SUCCEEDED:
+    if listing is None:
+        return "none"
+    if listing.status == MemberListing.Status.SUCCEEDED:
         return "done"
-    if listing is None or listing.status == MemberListing.Status.FAILED:
+    if listing.status == MemberListing.Status.FAILED:
         return "lost"
     young = listing.started_at >= now - timedelta(seconds=settings.RETRY_GRACE_SECONDS)
     return "busy" if young or listing_held(listing.pk) else "lost"

@@ -16,6 +16,7 @@ from campaigns.approvals import ApprovalOutgrown, approval_require, approval_voi
 from campaigns.audit import SYSTEM, Actor
 from campaigns.members import listing_start
 from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
+from campaigns.models.content import WELCOME_NOT_LISTED
 from campaigns.selectors import opted_out_sql
 from campaigns.states import MOVES, move_allowed, move_require
 from core.errors import ApplicationError
@@ -65,9 +66,10 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         approval_require(campaign=campaign, actor=actor)
         campaign.status = MOVES[move].target
         campaign.launched_at = timezone.now()
+        campaign.status_reason = ""  # why it was paused or sent back before: over now
         try:
             with transaction.atomic():
-                campaign.save(update_fields=["status", "launched_at", "updated_at"])
+                campaign.save(update_fields=["status", "launched_at", "status_reason", "updated_at"])
         except IntegrityError as exc:
             raise ApplicationError(
                 "Another welcome campaign is running; cancel it before launching this one.",
@@ -78,10 +80,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}")
         listed = campaign.audience_id is not None and campaign.audience.kind in Audience.LISTED_KINDS
         if listed and campaign.kind == Campaign.Kind.WELCOME:
-            raise ApplicationError(
-                "A welcome campaign greets each new starter as they come: its audience is everyone, a list or rules, "
-                "not an Entra ID group or a team.", code="invalid", status=400, fields={"audience": ["Not a group or a team."]},
-            )
+            raise ApplicationError(WELCOME_NOT_LISTED, code="invalid", status=400, fields={"audience": [WELCOME_NOT_LISTED]})
         if listed and campaign.kind == Campaign.Kind.ANNOUNCEMENT:
             # Its people are listed from Entra ID or Teams first, by a task (delivery.listing), then written.
             listing_start(audience=campaign.audience, campaign=campaign)

@@ -284,8 +284,11 @@ class Connector:
             return conversation_not_found()
         if user.blocked:
             return blocked_by_user()
-        if user.uninstalled or not (user.installed or self._reachable_through_team(user)):
+        if user.uninstalled:
             return message_writes_blocked()
+        if not (user.installed or self._reachable_through_team(user)):
+            # Reached through a team the bot has left, or the person left: not an opt-out, just no way in.
+            return not_installed()
         activity = _parse_json(raw)
         problem = _check_message(activity)
         if problem is not None or activity is None:

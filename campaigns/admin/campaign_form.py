@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from core.errors import ApplicationError
 
-from ..models import Campaign
+from ..models import Audience, Campaign
+from ..models.content import WELCOME_NOT_LISTED
 from ..services import campaign_require_editable
 
 S = Campaign.Status
@@ -19,6 +20,10 @@ S = Campaign.Status
 class CampaignForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
+        audience = cleaned.get("audience")
+        kind = cleaned.get("kind", self.instance.kind)
+        if kind == Campaign.Kind.WELCOME and audience is not None and audience.kind in Audience.LISTED_KINDS:
+            self.add_error("audience" if "audience" in self.fields else None, WELCOME_NOT_LISTED)
         if self.instance.pk is None:
             return cleaned
         # Locked until the admin's transaction commits the save, so a launch cannot slip in between.

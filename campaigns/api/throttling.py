@@ -13,3 +13,14 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         if not isinstance(request.auth, ApiKey):
             return None  # unauthenticated calls are refused before any work
         return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
+
+
+class GroupSearchThrottle(ApiKeyRateThrottle):
+    """Searching groups asks Microsoft Graph, whose limits the people sync and the listings share: at most a
+    search a second on average per key, on top of the key's own limit."""
+
+    scope = "group_search"
+    rate = "60/min"
+
+    def get_rate(self):
+        return self.rate

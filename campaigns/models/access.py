@@ -106,6 +106,7 @@ class AuditEntry(models.Model):
         APPROVAL_REQUESTED = "approval_requested", "Asked for approval"
         CHANGE = "change", "Changed what a campaign sends or whom it reaches"
         APPROVAL_WITHDRAWN = "approval_withdrawn", "Approval withdrawn"
+        UNLAUNCH = "unlaunch", "Sent back to draft before anything was sent"
         PAUSE = "pause", "Paused"
         RESUME = "resume", "Resumed"
         CANCEL = "cancel", "Cancelled"

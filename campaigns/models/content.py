@@ -9,9 +9,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from bots.models import TeamsTeam
+
 from ..attributes import attributes_problem_list
 from ..rules import validate_rules
-from ..sources import source_problem
+from ..sources import group_id_normal, source_problem
 from ..template_checks import validate_template
 
 
@@ -139,6 +141,12 @@ class Category(models.Model):
         return self.name
 
 
+WELCOME_NOT_LISTED = (
+    "A welcome campaign greets each new starter as they come, from this audience: it cannot be an Entra ID group "
+    "or a team (whose members are listed only now and then). Choose everyone, a list or rules."
+)
+
+
 class Audience(models.Model):
     class Kind(models.TextChoices):
         EVERYONE = "everyone", "Everyone active"
@@ -189,8 +197,19 @@ class Audience(models.Model):
         if self.kind in self.LISTED_KINDS:
             if problem := source_problem(self.kind, self.source_id):
                 raise ValidationError({"source_id": problem})
+            if self.kind == self.Kind.TEAM and not TeamsTeam.objects.filter(team_id=self.source_id).exists():
+                raise ValidationError({"source_id": "Crier's bot was never added to this team: add the app to the team "
+                                                    "in Teams, and choose it from the teams Crier is in."})
+            if self.pk and Campaign.objects.filter(audience_id=self.pk, kind=Campaign.Kind.WELCOME).exclude(
+                    status__in=(Campaign.Status.COMPLETED, Campaign.Status.CANCELLED)).exists():
+                raise ValidationError({"kind": WELCOME_NOT_LISTED})
         elif self.source_id:
             raise ValidationError({"source_id": "Only a group or team audience names a group or a team."})
+
+    def save(self, *args, **kwargs):
+        if self.kind == self.Kind.ENTRA_GROUP:  # one spelling of an object id, as Graph writes it
+            self.source_id = group_id_normal(self.source_id) or self.source_id
+        super().save(*args, **kwargs)
 
 
 class MessageTemplate(models.Model):

@@ -54,6 +54,7 @@ def test_changing_the_group_lists_again_and_another_change_does_not(api, django_
     ({"kind": "entra_group", "source_id": "Leeds office"}, "An Entra ID group is named by its object id"),
     ({"kind": "team", "source_id": GROUP}, "A team is named by its Teams id"),
     ({"kind": "everyone", "source_id": GROUP}, "Only a group or team audience names a group or a team."),
+    ({"kind": "team", "source_id": "19:neverAdded@thread.tacv2"}, "Crier's bot was never added to this team"),
 ])
 def test_a_group_or_team_that_is_not_one_is_refused_naming_source_id(api, body, message):
     answer = api.post("/api/v1/audiences/", {"name": "Somebody", **body}, format="json")
@@ -113,3 +114,20 @@ def test_a_launched_group_campaign_shows_the_listing_it_is_sent_to(api):
     assert body["status"] == "running"
     assert body["listing"]["status"] == "running" and body["listing"]["source_name"] == "Leeds office"
     assert listed["listing"] is None
+
+
+@pytest.mark.django_db
+def test_a_group_id_is_kept_in_the_one_spelling_graph_writes(api):
+    answer = api.post("/api/v1/audiences/", {"name": "Leeds", "kind": "entra_group",
+                                             "source_id": "{" + GROUP.upper() + "}"}, format="json")
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["source_id"] == GROUP
+
+
+@pytest.mark.django_db
+def test_a_welcome_campaign_to_a_group_is_refused_naming_the_audience(api):
+    audience = factories.audience(kind=Audience.Kind.ENTRA_GROUP, source_id=GROUP)
+    factories.category(slug="news")
+    answer = api.post("/api/v1/campaigns/", {"name": "Hello", "kind": "welcome", "template": factories.template().pk,
+                                             "audience": audience.pk, "category": "news"}, format="json")
+    assert answer.status_code == 400 and list(error_of(answer)["fields"]) == ["audience"]

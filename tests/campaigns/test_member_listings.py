@@ -136,8 +136,9 @@ def team(teams, monkeypatch):
     monkeypatch.setattr(reader, "TEAM_PAGE", 50)
     staff = people(58)
     strangers = [str(uuid.uuid4()) for _ in range(2)]
+    teams.client.config(bot_endpoint="http://127.0.0.1:9/api/messages")  # nobody hears Teams' activities here
     teams.client.teams_create("Leeds office", [str(p.aad_object_id) for p in staff] + strangers, id=TEAM)
-    teams.client.team_install(TEAM)  # the activity it sends finds no bot here: the team is recorded below
+    teams.client.team_install(TEAM)  # the activity it sends finds no bot: the team is recorded below
     TeamsTeam.objects.create(team_id=TEAM, name="Leeds office", tenant_id=factories.TENANT,
                              service_url=teams.service_url, installed=True)
     return staff
@@ -199,6 +200,7 @@ def test_two_runs_of_one_listing_never_list_at_once(group):
         other.execute("SELECT pg_advisory_lock(%s, %s)", [members.LISTING_LOCK, listing.pk])
         assert members.listing_held(listing.pk) is True
         assert members.listing_run(listing_id=listing.pk) is None
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [members.LISTING_LOCK, listing.pk])
     finally:
         other.close()
     assert members.listing_held(listing.pk) is False

@@ -11,11 +11,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from bots.members import ListingError, Member, MemberPage
 from campaigns import members as listings
-from campaigns.models import Audience, Campaign, MemberListing, OptOut
+from campaigns.models import Audience, AuditEntry, Campaign, MemberListing, OptOut
 from core.errors import ApplicationError
 from delivery import jobs, listing, materialising, recovery, services
 from tests import factories
@@ -237,6 +238,130 @@ def test_a_welcome_campaign_cannot_greet_a_group(directory):
     campaign = group_campaign(kind=Campaign.Kind.WELCOME)
     with pytest.raises(ApplicationError, match="welcome campaign") as refused:
         services.campaign_launch(campaign_id=campaign.pk)
-    assert refused.value.fields == {"audience": ["Not a group or a team."]}
+    assert list(refused.value.fields) == ["audience"]
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.DRAFT
+
+
+def test_the_audience_of_a_welcome_campaign_cannot_become_a_group():
+    audience = factories.audience(kind=Audience.Kind.EVERYONE)
+    factories.campaign(kind=Campaign.Kind.WELCOME, audience=audience, status=Campaign.Status.RUNNING)
+    audience.kind, audience.source_id = Audience.Kind.ENTRA_GROUP, GROUP
+    with pytest.raises(ValidationError) as refused:
+        audience.clean()
+    assert "welcome campaign" in refused.value.message_dict["kind"][0]
+
+
+def test_after_going_back_to_draft_a_relaunch_to_another_audience_is_sent_to_that_audience(
+    directory, jobs_inline, django_capture_on_commit_callbacks, settings
+):
+    settings.APPROVAL_THRESHOLD = 3
+    leeds = [factories.recipient(department="Ops") for _ in range(4)]
+    sales = [factories.recipient(department="Sales") for _ in range(2)]
+    directory.members = [str(p.aad_object_id) for p in leeds]
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    assert campaign.status == Campaign.Status.DRAFT
+
+    Campaign.objects.filter(pk=campaign.pk).update(audience=factories.audience(
+        kind=Audience.Kind.RULES, rules=[{"field": "department", "op": "eq", "value": "Sales"}]))
+    campaign = launch(campaign, django_capture_on_commit_callbacks)
+
+    assert campaign.status == Campaign.Status.RUNNING and campaign.status_reason == ""
+    assert people_sent_to(campaign) == {p.pk for p in sales}
+
+
+def test_going_back_to_draft_is_in_the_audit_trail_approved_or_not(
+    directory, jobs_inline, django_capture_on_commit_callbacks, settings
+):
+    settings.APPROVAL_THRESHOLD = 1
+    directory.members = [str(factories.recipient().aad_object_id) for _ in range(2)]
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+
+    entry = AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.UNLAUNCH).get()
+    assert "holds 2 people" in entry.summary and entry.detail["people"] == 2 and entry.detail["limit"] == 1
+
+
+def test_a_campaign_whose_audience_was_edited_after_a_failed_listing_lists_its_launchs_group_again(
+    directory, jobs_inline, django_capture_on_commit_callbacks
+):
+    person = factories.recipient()
+    directory.members = [str(person.aad_object_id)]
+    directory.refusal = "Microsoft Graph could not be reached."
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    assert campaign.status == Campaign.Status.PAUSED
+    Audience.objects.filter(pk=campaign.audience_id).update(kind=Audience.Kind.EVERYONE, source_id="")  # edited since
+    factories.recipient()  # someone the edited audience would select
+
+    directory.refusal = None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_resume(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+
+    assert people_sent_to(campaign) == {person.pk} and campaign.materialised_at is not None
+    assert list(MemberListing.objects.filter(campaign=campaign).values_list("kind", "source_id")) == [
+        ("entra_group", GROUP), ("entra_group", GROUP)]
+
+
+def test_a_campaign_paused_while_its_group_was_listed_goes_back_to_draft_on_resume_if_it_outgrew(
+    directory, jobs_inline, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    settings.APPROVAL_THRESHOLD = 3
+    directory.members = [str(factories.recipient().aad_object_id) for _ in range(5)]
+    pages = directory.pages
+
+    def paused_meanwhile(listing_row):
+        services.campaign_pause(campaign_id=listing_row.campaign_id, reason="Paused by a person.")
+        return pages(listing_row)
+
+    monkeypatch.setattr(listings, "_pages", paused_meanwhile)
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    assert campaign.status == Campaign.Status.DRAFT and "holds 5 people" in campaign.status_reason
+    assert not campaign.deliveries.exists()
+
+
+def test_resuming_a_campaign_whose_listing_succeeded_while_paused_checks_its_reach_before_writing(
+    directory, jobs_inline, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    settings.APPROVAL_THRESHOLD = 3
+    directory.members = [str(factories.recipient().aad_object_id) for _ in range(5)]
+    held: list[int] = []
+    monkeypatch.setattr(jobs, "list_members", held.append)
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    listings.listing_run(listing_id=MemberListing.objects.get(campaign=campaign).pk)  # listed; not decided yet
+    services.campaign_pause(campaign_id=campaign.pk, reason="Paused by a person.")
+
+    monkeypatch.setattr(jobs, "list_members", lambda campaign_id: listing.campaign_members_list(campaign_id=campaign_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_resume(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+
+    assert campaign.status == Campaign.Status.DRAFT and not campaign.deliveries.exists()
+
+
+def test_one_task_decides_for_a_campaign_at_a_time(directory, django_capture_on_commit_callbacks, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(jobs, "list_members", lambda campaign_id: None)
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+    other = connection.get_new_connection(connection.get_connection_params())
+    try:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [listing.CAMPAIGN_LISTING_LOCK, campaign.pk])
+        assert listing.campaign_members_list(campaign_id=campaign.pk) == "listed by another task"
+        assert directory.calls == 0
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", [listing.CAMPAIGN_LISTING_LOCK, campaign.pk])
+    finally:
+        other.close()
+
+
+def test_a_listing_that_breaks_unexpectedly_ends_failed_and_pauses_its_campaign(
+    directory, jobs_inline, django_capture_on_commit_callbacks, monkeypatch
+):
+    def broken(listing_row):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(listings, "_pages", broken)
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)
+
+    row = MemberListing.objects.get(campaign=campaign)
+    assert row.status == "failed" and "RuntimeError: the database went away" in row.error
+    assert campaign.status == Campaign.Status.PAUSED and "the database went away" in campaign.status_reason

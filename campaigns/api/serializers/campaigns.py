@@ -6,7 +6,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from campaigns.members import campaign_listing
-from campaigns.models import Campaign, Category, MessageTemplate
+from campaigns.models import Audience, Campaign, Category, MessageTemplate
+from campaigns.models.content import WELCOME_NOT_LISTED
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
@@ -78,6 +79,13 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=API_MOVES)))
     def get_actions(self, campaign: Campaign) -> list[str]:
         return [move for move in moves_open(campaign) if move in API_MOVES]
+
+    def validate(self, attrs):
+        kind = attrs.get("kind", self.instance.kind if self.instance else None)
+        audience = attrs.get("audience", self.instance.audience if self.instance else None)
+        if kind == Campaign.Kind.WELCOME and audience is not None and audience.kind in Audience.LISTED_KINDS:
+            raise serializers.ValidationError({"audience": [WELCOME_NOT_LISTED]})
+        return attrs
 
     def validate_kind(self, value: str) -> str:
         if self.instance is not None and value != self.instance.kind:

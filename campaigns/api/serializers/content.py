@@ -146,6 +146,7 @@ class AudienceSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     def validate(self, attrs):
         current = self.instance
         candidate = Audience(
+            pk=current.pk if current else None,
             kind=attrs.get("kind", current.kind if current else Audience.Kind.EVERYONE),
             rules=attrs.get("rules", current.rules if current else []),
             source_id=attrs.get("source_id", current.source_id if current else ""),

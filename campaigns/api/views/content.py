@@ -3,6 +3,8 @@ and audiences (their live count)."""
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -20,6 +22,8 @@ from campaigns.approvals import template_approve_direct, template_edit_require
 from campaigns.audit import Actor
 from core.errors import ApplicationError
 
+from ..throttling import ApiKeyRateThrottle, GroupSearchThrottle
+
 from ..serializers.common import ErrorSerializer
 from ..serializers.content import (
     MessageTemplateSerializer,
@@ -32,6 +36,8 @@ from ..serializers.content import (
 from ..serializers.campaigns import TemplatePreviewSerializer
 from .base import ProtectedModelViewSet
 
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE_IN_USE = OpenApiResponse(
     ErrorSerializer,
@@ -127,19 +133,30 @@ class AudienceViewSet(ProtectedModelViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("search", str, required=True, description="A word the group's name starts with.")],
-        responses={200: GroupSerializer(many=True), 400: ErrorSerializer, 502: ErrorSerializer},
+        responses={
+            200: GroupSerializer(many=True),
+            400: OpenApiResponse(ErrorSerializer, description="`invalid`: `search` is missing or empty."),
+            502: OpenApiResponse(ErrorSerializer, description="`graph_refused`: Microsoft Graph refused or could not be "
+                                 "reached; an administrator finds why in the admin's group search or Crier's log."),
+        },
     )
-    @action(detail=False, methods=["get"], pagination_class=None)
+    @action(detail=False, methods=["get"], pagination_class=None,
+            throttle_classes=[ApiKeyRateThrottle, GroupSearchThrottle])
     def groups(self, request):
         """Entra ID groups whose name has a word starting with ``search`` (at most 20), to choose an
-        ``entra_group`` audience's ``source_id``."""
+        ``entra_group`` audience's ``source_id``. At most 60 searches a minute per key."""
         term = request.query_params.get("search", "").strip()
         if not term:
             raise ApplicationError("Give a word of the group's name.", fields={"search": ["This parameter is required."]})
         try:
             found = groups_search(term[:100])
         except ListingError as error:
-            raise ApplicationError(str(error), code="graph_refused", status=502) from error
+            logger.warning("group search refused: %s", error)
+            raise ApplicationError(
+                "Microsoft Graph refused the search, or could not be reached: an administrator can see why in the "
+                "admin's group search (it needs the application permission GroupMember.Read.All).",
+                code="graph_refused", status=502,
+            ) from error
         return Response(GroupSerializer(found, many=True).data)
 
     @extend_schema(responses=TeamSerializer(many=True))

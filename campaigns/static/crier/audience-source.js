@@ -112,16 +112,31 @@
 
         sourceId.before(groupPicker, teamPicker);
 
-        function show() {
+        const setAside = {}; // by kind: the group or team chosen for it, while another kind is
+        let shown = kind.value;
+
+        /* A group or team belongs to its kind: choosing another kind sets it aside (and back again). */
+        function show(initial) {
             const listed = kind.value === GROUP || kind.value === TEAM;
+            if (!initial && kind.value !== shown) {
+                if (sourceId.value) {
+                    setAside[shown] = [sourceId.value, sourceName.value];
+                }
+                const back = setAside[kind.value];
+                choose(back ? back[0] : "", back ? back[1] : "");
+                delete setAside[kind.value];
+                teamSelect.value = kind.value === TEAM && back ? back[0] : "";
+                shown = kind.value;
+            }
+            // A group or team left on another kind (the server refused it) stays in sight, with the error.
             idRow.classList.toggle("hidden", !listed && !sourceId.value);
             nameRow.classList.toggle("hidden", !listed && !sourceName.value);
             groupPicker.hidden = kind.value !== GROUP;
             teamPicker.hidden = kind.value !== TEAM;
         }
 
-        kind.addEventListener("change", show);
-        show();
+        kind.addEventListener("change", () => show(false));
+        show(true);
     }
 
     if (document.readyState === "loading") {
