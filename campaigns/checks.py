@@ -7,7 +7,7 @@ from django.core import checks
 
 from core.errors import ApplicationError
 
-from .entra_sync import configuration_require
+from .entra_fields import configuration_require
 
 
 @checks.register(checks.Tags.security, deploy=True)

@@ -8,6 +8,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -115,3 +116,47 @@ def _graph_date(value: str) -> dt.date:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return moment.astimezone(zoneinfo.ZoneInfo(settings.TIME_ZONE)).date()
+
+
+# --- What a run needs configured -------------------------------------------------------------------
+
+
+def _authority_tenant() -> str:
+    """The tenant ``GRAPH_AUTHORITY`` names (its path's first part), or "" when it names none."""
+    try:
+        return urlsplit(settings.GRAPH_AUTHORITY or "").path.strip("/").split("/")[0].lower()
+    except ValueError:  # not a URL at all
+        return ""
+
+
+def organisation_tenant() -> str:
+    """The organisation's tenant id: ``BOT_TENANT_ID``, else the one ``GRAPH_AUTHORITY`` names."""
+    return settings.BOT_TENANT_ID or _authority_tenant()
+
+
+def user_type_taken(user_type: Any) -> bool:
+    """Whether an account of this ``userType`` is a person to message (no type said: yes)."""
+    return not user_type or str(user_type).lower() in {kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES}
+
+
+def configuration_require() -> list[FieldMap]:
+    """The field map, or ``ApplicationError`` for a configuration a run cannot work with, saying what to set."""
+    if not [kind for kind in settings.ENTRA_SYNC_USER_TYPES if kind.strip()]:
+        raise ApplicationError("ENTRA_SYNC_USER_TYPES is empty: name the kinds of account to take, such as Member.",
+                               code="not_configured", status=409)
+    if _authority_tenant() in ("", "botframework.com", "common", "organizations"):
+        raise ApplicationError(
+            "Set GRAPH_AUTHORITY to your organisation's tenant (https://login.microsoftonline.com/<tenant id>), or "
+            "BOT_TENANT_ID for a single-tenant bot: Graph's tokens never come from botframework.com.",
+            code="not_configured", status=409,
+        )
+    return field_maps()
+
+
+def sync_require() -> list[FieldMap]:
+    """The field map, or ``ApplicationError`` when the sync is off or not configured."""
+    if not settings.ENTRA_SYNC:
+        raise ApplicationError(
+            "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).", code="sync_off", status=409
+        )
+    return configuration_require()

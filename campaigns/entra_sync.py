@@ -34,7 +34,9 @@ from bots.graph import GraphClient, GraphError, graph
 from core.errors import ApplicationError
 
 from .attributes import attributes_problem_list
-from .entra_fields import FieldMap, converted_value, field_maps, graph_value
+from .entra_fields import (
+    FieldMap, converted_value, graph_value, organisation_tenant, sync_require, user_type_taken,
+)
 from .models import DirectorySync, Recipient
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,12 @@ class _Run:
         self.run, self.maps, self.client = run, maps, client
         self.counts = Counts()
         self.listed: set[uuid.UUID] = set()  # everyone a full run saw
+        # What a page changes, written together when the page ends: new people, and the people changed,
+        # by the fields they changed (each group one statement, writing only those fields).
+        self._new: list[Recipient] = []
+        self._changed: dict[frozenset[str], dict[int, Recipient]] = {}
+        self._hr_ids: dict[str, Recipient | None] = {}  # the page's HR ids: their person, or None if free
+        self._now = timezone.now()
 
     def page(self, users: list[Any]) -> None:
         ids = {}
@@ -85,6 +93,7 @@ class _Run:
                 ids[str(user["id"])] = uuid.UUID(str(user["id"]))
             except (KeyError, TypeError, ValueError):
                 self.counts.problems.append(f"Graph listed a user without a valid id: {str(user)[:80]}")
+        self._new, self._changed, self._now = [], {}, timezone.now()
         with transaction.atomic():
             # Locked for the page's transaction, so an HR upload of the same people waits rather than
             # overwriting (or being overwritten) from a copy read before; in external id order, as an upload
@@ -92,22 +101,53 @@ class _Run:
             people = (Recipient.objects.select_for_update().filter(aad_object_id__in=ids.values())
                       .order_by("external_id"))
             known = {person.aad_object_id: person for person in people}
+            # The HR ids the people not known yet would be matched by or created with, read in one query.
+            wanted = {_hr_id(user)[:255] or f"entra:{object_id}" for user in users
+                      if (object_id := ids.get(str(user.get("id")) if isinstance(user, dict) else "")) is not None
+                      and object_id not in known and "@removed" not in user}
+            self._hr_ids = dict.fromkeys(wanted)
+            self._hr_ids.update({person.external_id: person for person in Recipient.objects.filter(external_id__in=wanted)})
             for user in users:
                 object_id = ids.get(str(user.get("id")) if isinstance(user, dict) else "")
                 if object_id is None:
                     continue
                 self.counts.seen += 1
                 self.listed.add(object_id)
-                self._one(user, object_id, known.get(object_id))
+                person = self._one(user, object_id, known.get(object_id))
+                if person is not None and person.aad_object_id == object_id:
+                    known[object_id] = person  # listed twice in a page: the second sees what the first did
+            self._write()
             if self.run.dry_run:
                 transaction.set_rollback(True)
         self.counts.pages += 1
 
-    def _one(self, user: dict[str, Any], object_id: uuid.UUID, person: Recipient | None) -> None:
+    def _write(self) -> None:
+        """The page's new people in one statement, and its changed people in one per set of fields changed."""
+        if self._new:
+            Recipient.objects.bulk_create(self._new, batch_size=1000)
+        for fields, people in self._changed.items():
+            Recipient.objects.bulk_update(list(people.values()), [*fields, "updated_at"], batch_size=1000)
+
+    def _save(self, person: Recipient, changed: dict[str, Any]) -> None:
+        """Applies ``changed`` to the person, to be written when the page ends."""
+        for name, value in changed.items():
+            setattr(person, name, value)
+        person.updated_at = self._now
+        if person.pk is None:
+            return  # made on this page: it is written as it is now
+        fields = frozenset(changed)
+        for group, people in list(self._changed.items()):  # changed twice in one page: one group with both
+            if person.pk in people and group != fields:
+                del people[person.pk]
+                fields |= group
+        self._changed.setdefault(fields, {})[person.pk] = person
+
+    def _one(self, user: dict[str, Any], object_id: uuid.UUID, person: Recipient | None) -> Recipient | None:
+        """Takes one listed user; returns their person as it now is (None: nobody)."""
         counts, who = self.counts, str(object_id)
         if "@removed" in user:
             self._end(person)
-            return
+            return person
         if not user_type_taken(user.get("userType")):
             # A guest (or another kind of account the organisation does not message): never taken; ended if
             # the sync took them before or the account is disabled; and no longer Entra ID's to keep.
@@ -117,8 +157,8 @@ class _Run:
             else:
                 counts.skipped += 1
             if person is not None and person.entra_managed:
-                Recipient.objects.filter(pk=person.pk).update(entra_managed=False)
-            return
+                self._save(person, {"entra_managed": False})
+            return person
         values: dict[str, Any] = {}
         for item in self.maps:
             listed, value = graph_value(user, item)
@@ -132,9 +172,8 @@ class _Run:
         if person is None:
             if enabled is False:
                 counts.skipped += 1  # a disabled account nobody knows of: nothing to make
-                return
-            self._create(user, object_id, values)
-            return
+                return None
+            return self._create(user, object_id, values)
         changed = self._changes(person, values)
         if enabled is False and person.is_active:
             changed.update(is_active=False, inactive_from_entra=True)
@@ -149,35 +188,34 @@ class _Run:
             changed["entra_managed"] = True  # its owned fields are Entra ID's from now on
         if not changed:
             counts.unchanged += 1
-            return
+            return person
         if "attributes" in changed and (problems := attributes_problem_list(changed["attributes"])):
             counts.problems.append(f"{who}: attributes not taken: {'; '.join(problems)[:200]}")
             del changed["attributes"]
             if not changed:
                 counts.unchanged += 1
-                return
-        Recipient.objects.filter(pk=person.pk).update(**changed, updated_at=timezone.now())
+                return person
+        self._save(person, changed)
         if set(changed) - {"is_active", "inactive_from_entra", "entra_managed"}:
             counts.updated += 1
         elif "is_active" not in changed:  # only the sync's own marks changed: the person did not
             counts.unchanged += 1
+        return person
 
     def _end(self, person: Recipient | None) -> None:
         """A removed account, or one the organisation does not message: its person inactive, never deleted."""
         if person is not None and person.is_active:
-            Recipient.objects.filter(pk=person.pk).update(
-                is_active=False, inactive_from_entra=True, updated_at=timezone.now()
-            )
+            self._save(person, {"is_active": False, "inactive_from_entra": True})
             self.counts.deactivated += 1
         else:
             self.counts.unchanged += 1
 
     def _matched_by_hr_id(self, user: dict[str, Any], object_id: uuid.UUID) -> Recipient | None:
-        """A person HR created with this HR id and no Entra object id yet."""
+        """A person HR created with this HR id and no Entra object id yet (read with the page)."""
         hr_id = _hr_id(user)
         if not hr_id:
             return None
-        person = Recipient.objects.filter(external_id=hr_id).first()
+        person = self._hr_ids.get(hr_id)
         if person is not None and person.aad_object_id not in (None, object_id):
             self.counts.problems.append(
                 f"{object_id}: HR id {hr_id!r} belongs to a person with another Entra object id "
@@ -203,22 +241,26 @@ class _Run:
             changed["attributes"] = attributes
         return changed
 
-    def _create(self, user: dict[str, Any], object_id: uuid.UUID, values: dict[str, Any]) -> None:
+    def _create(self, user: dict[str, Any], object_id: uuid.UUID, values: dict[str, Any]) -> Recipient | None:
         hr_id = _hr_id(user)[:255] or f"entra:{object_id}"
-        if Recipient.objects.filter(external_id=hr_id).exists():
+        if self._hr_ids.get(hr_id) is not None or (hr_id not in self._hr_ids and Recipient.objects.filter(
+                external_id=hr_id).exists()):
             self.counts.problems.append(f"{object_id}: external id {hr_id!r} is taken by another person; not created")
-            return
+            return None
         plain = {name: value for name, value in values.items() if not name.startswith("attributes.")}
         attributes = {name.removeprefix("attributes."): value for name, value in values.items()
                       if name.startswith("attributes.") and value != ""}
         if problems := attributes_problem_list(attributes):
             self.counts.problems.append(f"{object_id}: attributes not taken: {'; '.join(problems)[:200]}")
             attributes = {}
-        Recipient.objects.create(
+        person = Recipient(
             external_id=hr_id, aad_object_id=object_id, tenant_id=organisation_tenant(), origin=Recipient.Origin.ENTRA,
-            entra_managed=True, attributes=attributes, **plain,
+            entra_managed=True, attributes=attributes, created_at=self._now, updated_at=self._now, **plain,
         )
+        self._new.append(person)
+        self._hr_ids[hr_id] = person  # taken now, for the rest of the page
         self.counts.created += 1
+        return person
 
     def deactivate_unlisted(self) -> None:
         """After a full run: the people Entra ID brought that it no longer lists."""
@@ -251,53 +293,12 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
-def _authority_tenant() -> str:
-    """The tenant ``GRAPH_AUTHORITY`` names (its path's first part), or "" when it names none."""
-    try:
-        return urlsplit(settings.GRAPH_AUTHORITY or "").path.strip("/").split("/")[0].lower()
-    except ValueError:  # not a URL at all
-        return ""
-
-
-def organisation_tenant() -> str:
-    """The organisation's tenant id: ``BOT_TENANT_ID``, else the one ``GRAPH_AUTHORITY`` names."""
-    return settings.BOT_TENANT_ID or _authority_tenant()
-
-
-def user_type_taken(user_type: Any) -> bool:
-    """Whether an account of this ``userType`` is a person to message (no type said: yes)."""
-    return not user_type or str(user_type).lower() in {kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES}
-
-
 def fingerprint(maps: list[FieldMap]) -> str:
     """What a delta link was asked for and what its answers were taken as: when any of it changes, the next
     run lists everyone again."""
     mapped = ",".join(f"{item.field}={'.'.join(item.path)}" for item in maps)
     kinds = ",".join(sorted(kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES))
     return f"{_select(maps)}|{mapped}|{kinds}|{settings.ENTRA_SYNC_EXTERNAL_ID}"
-
-
-def configuration_require() -> list[FieldMap]:
-    """The field map, or ``ApplicationError`` for a configuration a run cannot work with, saying what to set."""
-    if not [kind for kind in settings.ENTRA_SYNC_USER_TYPES if kind.strip()]:
-        raise ApplicationError("ENTRA_SYNC_USER_TYPES is empty: name the kinds of account to take, such as Member.",
-                               code="not_configured", status=409)
-    if _authority_tenant() in ("", "botframework.com", "common", "organizations"):
-        raise ApplicationError(
-            "Set GRAPH_AUTHORITY to your organisation's tenant (https://login.microsoftonline.com/<tenant id>), or "
-            "BOT_TENANT_ID for a single-tenant bot: Graph's tokens never come from botframework.com.",
-            code="not_configured", status=409,
-        )
-    return field_maps()
-
-
-def sync_require() -> list[FieldMap]:
-    """The field map, or ``ApplicationError`` when the sync is off or not configured."""
-    if not settings.ENTRA_SYNC:
-        raise ApplicationError(
-            "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).", code="sync_off", status=409
-        )
-    return configuration_require()
 
 
 def _locked() -> bool:

@@ -14,7 +14,7 @@ from django.utils.html import format_html_join
 from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 
-from ..entra_sync import sync_require
+from ..entra_fields import sync_require
 from ..models import DirectorySync
 
 SYNC_TASK = "campaigns.tasks.sync_entra"
