@@ -49,3 +49,69 @@ def test_production_services_need_their_secrets():
 def test_the_web_service_is_healthy_only_when_ready():
     probe = " ".join(compose()["services"]["web"]["healthcheck"]["test"])
     assert "http://127.0.0.1:8000/readyz" in probe
+
+
+# --- Against a real tenant: docker/compose.tenant.yaml over docker/compose.yaml --------------------------
+
+RESET, OVERRIDE = object(), "!override"
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Reads Compose's own tags: ``!reset`` (remove the value) and ``!override`` (replace it whole)."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+_ComposeLoader.add_constructor(
+    "!override", lambda loader, node: {OVERRIDE: loader.construct_mapping(node, deep=True)}
+)
+
+
+def _merged(base, over):
+    """Compose's merge of an override file: mappings merge key by key, ``!reset`` removes, ``!override``
+    replaces, anything else replaces."""
+    if isinstance(over, dict) and OVERRIDE in over:
+        return over[OVERRIDE]
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            if value is RESET:
+                merged.pop(key, None)
+            else:
+                merged[key] = _merged(base.get(key), value)
+        return merged
+    return over
+
+
+def tenant_compose():
+    override = yaml.load((DOCKER / "compose.tenant.yaml").read_text(), Loader=_ComposeLoader)
+    return _merged(compose(), override)
+
+
+def test_against_a_tenant_nothing_points_at_the_emulator_and_it_is_not_started():
+    spec = tenant_compose()
+    assert spec["services"]["emulator"]["profiles"] == ["emulator"]
+    for name in ("migrate", "web", "worker", "beat"):
+        service = spec["services"][name]
+        assert "emulator" not in service["depends_on"], name
+        assert not service.get("volumes"), name
+        assert "emulator" not in " ".join(map(str, service["environment"].values())), name
+        for setting in ("BOT_AUTHORITY", "BOT_OPENID_METADATA_URL", "TEAMS_SERVICE_URL", "REQUESTS_CA_BUNDLE",
+                        "SECURE_SSL_REDIRECT", "SECURE_PROXY_SSL_HEADER", "NUM_PROXIES"):
+            assert setting not in service["environment"], (name, setting)
+
+
+def test_against_a_tenant_its_identity_and_address_must_be_given():
+    spec = tenant_compose()
+    for name in ("migrate", "web", "worker", "beat"):
+        environment = spec["services"][name]["environment"]
+        for setting in ("BOT_APP_ID", "BOT_TENANT_ID", "PUBLIC_BASE_URL", "ALLOWED_HOSTS"):
+            assert environment[setting].startswith(f"${{{setting}:?"), (name, setting)
+        assert environment["CRIER_ENV"] == "production" and "BOT_APP_PASSWORD_FILE" in environment
+
+
+def test_against_a_tenant_each_service_still_waits_for_what_it_needs():
+    services = tenant_compose()["services"]
+    assert set(services["migrate"]["depends_on"]) == {"postgres", "redis"}
+    for name in ("web", "worker", "beat"):
+        assert set(services[name]["depends_on"]) == {"postgres", "redis", "migrate"}
+    assert services["web"]["healthcheck"] == compose()["services"]["web"]["healthcheck"]
