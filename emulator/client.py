@@ -173,6 +173,20 @@ class EmulatorClient:
     def graph_delete_group(self, group_id: UserRef) -> dict[str, Any]:
         return self.request("POST", f"/_emulator/graph/groups/{quote(str(group_id), safe='')}/delete")
 
+    def graph_catalog(self, apps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replaces the org app catalog: ``{"id"?: GUID, "externalId": the manifest id, "displayName"}`` each."""
+        return self.request("POST", "/_emulator/graph/catalog", {"apps": apps})["apps"]
+
+    def graph_catalog_list(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/_emulator/graph/catalog")["apps"]
+
+    def graph_install_policy(self, blocked: bool, users: Iterable[UserRef] | None = None) -> dict[str, Any]:
+        """Blocks (or unblocks) installing the app: for the whole tenant, or with ``users`` for those only."""
+        body: dict[str, Any] = {"blocked": blocked}
+        if users is not None:
+            body["users"] = [str(user) for user in users]
+        return self.request("POST", "/_emulator/graph/install-policy", body)
+
     # Teams' teams -------------------------------------------------------------------------------
 
     @staticmethod

@@ -8,6 +8,7 @@ from .bot_client import BotClient
 from .config import RuntimeConfig, Settings
 from .faults import FaultInjector
 from .graph import Directory
+from .installs import Installs
 from .limits import CREATE_WINDOWS, GLOBAL_WINDOWS, THREAD_WINDOWS, MadeMoments, SlidingLimiter
 from .state import Store
 from .tokens import AccessTokenChecker, SigningKey
@@ -28,10 +29,12 @@ class Context:
     create_limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(CREATE_WINDOWS))
     tokens: AccessTokenChecker = field(init=False)
     bot: BotClient = field(init=False)
+    installs: Installs = field(init=False)  # Microsoft Graph's app catalog and installations
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokenChecker(self.key, self.settings.app_id)
         self.bot = BotClient(self.key, self.settings.app_id)
+        self.installs = Installs(self.settings.app_id)
         self.faults.reseed(self.config.seed)
 
     @property
@@ -43,10 +46,11 @@ class Context:
         return f"{self.base_url}/botframework/v1/.well-known/openidconfiguration"
 
     def reset(self) -> None:
-        """Forgets users, conversations, messages, windows and counters, and the directory; keeps keys
-        and config."""
+        """Forgets users, conversations, messages, windows and counters, the directory and the app catalog;
+        keeps keys and config."""
         self.store.reset()
         self.directory.reset()
+        self.installs.reset()
         self.faults.clear_counts()
         self.faults.reseed(self.config.seed)
         self.global_limiter.clear()

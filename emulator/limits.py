@@ -10,14 +10,16 @@ from __future__ import annotations
 import math
 import time
 from array import array
-from collections import deque
 from bisect import bisect_left, bisect_right, insort
+from collections import deque
 from collections.abc import Hashable
 
 # Microsoft's numbers: (limit, period in seconds).
 GLOBAL_WINDOWS: tuple[tuple[int, float], ...] = ((50, 1.0),)
 THREAD_WINDOWS: tuple[tuple[int, float], ...] = ((7, 1.0), (8, 2.0), (60, 30.0), (1800, 3600.0))
 CREATE_WINDOWS: tuple[tuple[int, float], ...] = THREAD_WINDOWS
+# Microsoft Graph's Teams app installations: about 30 requests a second per app per tenant.
+INSTALL_WINDOWS: tuple[tuple[int, float], ...] = ((30, 1.0),)
 
 PRUNE_EVERY = 50_000  # calls between sweeps that drop scopes whose windows are all empty
 
