@@ -76,6 +76,7 @@ def addresses_learn(*, members: list[tuple[str, str]], tenant_id: str, service_u
     if not members:
         return
     with connection.cursor() as cursor:
+        # The tenant and service URL are a TeamsTeam's, which fit already; a roster's ids are Teams'.
         cursor.execute(LEARN_FROM_ROSTER, [
-            tenant_id[:64], service_url[:500], [aad for aad, _ in members], [user_id[:500] for _, user_id in members],
+            tenant_id, service_url, [aad for aad, _ in members], [user_id[:500] for _, user_id in members],
         ])

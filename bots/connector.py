@@ -143,7 +143,7 @@ class BotConnectorClient:
             raise ConnectorError(status=502, code="BadGateway", message="The conversation was created without its id.")
         return str(data["id"])
 
-    def paged_members(self, *, service_url: str, conversation_id: str, continuation: str = "", page_size: int = 500) -> dict:
+    def paged_members(self, *, service_url: str, conversation_id: str, continuation: str, page_size: int) -> dict:
         """One page of a team's members: ``{"members": [...], "continuationToken": ...}`` (none on the last)."""
         query = {"pageSize": str(page_size), **({"continuationToken": continuation} if continuation else {})}
         data = self._call("GET", f"{_conversation_url(service_url, conversation_id)}/pagedmembers?{urlencode(query)}", None)

@@ -124,7 +124,7 @@ class TeamsTransport:
     def delete(self, *, address: Address, activity_id: str) -> None:
         self._existing(address, self.client.delete, activity_id=activity_id)
 
-    def members_page(self, *, address: Address, continuation: str = "", page_size: int = 500) -> dict:
+    def members_page(self, *, address: Address, continuation: str, page_size: int) -> dict:
         """One page of the members of the team ``address.conversation_id``, paced like every call to Teams."""
         return self._paced(
             address, f"conversation:{address.conversation_id}", None, self.client.paged_members,

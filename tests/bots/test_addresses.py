@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from bots.addresses import address_join, address_of
+import pytest
+
+from bots.addresses import address_join, address_of, addresses_learn
+from bots.models import TeamsAddress
 from core.channels import Address
 
 AAD = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
@@ -28,3 +31,21 @@ def test_a_person_without_an_entra_object_id_names_no_member():
 
 def test_its_join_reads_the_address_of_the_person_it_is_given():
     assert address_join("p") == "LEFT JOIN bots_teamsaddress AS a ON a.aad_object_id = p.aad_object_id"
+
+
+@pytest.mark.django_db
+def test_a_rosters_teams_ids_fill_only_what_teams_never_told_and_fit_their_column():
+    own, new = uuid.uuid4(), uuid.uuid4()
+    TeamsAddress.objects.create(aad_object_id=own, user_id="29:own", service_url="https://smba.example/emea/",
+                                tenant_id="tenant-own", conversation_id="a:own")
+
+    addresses_learn(members=[(str(own), "29:roster"), (str(new), "29:" + "x" * 600)], tenant_id="tenant-a",
+                    service_url="https://smba.example/teams/")
+
+    kept = TeamsAddress.objects.get(aad_object_id=own)
+    assert (kept.user_id, kept.service_url, kept.tenant_id, kept.conversation_id) == (
+        "29:own", "https://smba.example/emea/", "tenant-own", "a:own")
+    learned = TeamsAddress.objects.get(aad_object_id=new)
+    assert learned.user_id == ("29:" + "x" * 600)[:500]
+    assert (learned.service_url, learned.tenant_id, learned.conversation_id, learned.state) == (
+        "https://smba.example/teams/", "tenant-a", "", "unknown")

@@ -321,3 +321,31 @@ def test_it_says_no_answer_for_an_error_without_a_status_and_keeps_its_text_to_1
     assert str(ConnectorError(status=503, code="ServiceUnavailable", message="busy")) == "503 ServiceUnavailable: busy"
     long = str(ConnectorError(status=500, code="InternalServerError", message="x" * 2000))
     assert long == ("500 InternalServerError: " + "x" * 2000)[:1000]
+
+
+def test_a_teams_members_are_asked_a_page_at_a_time_the_first_without_a_continuation(wire):
+    recorder = wire(answer(200, {"members": [{"id": "29:a"}], "continuationToken": "next+page/2"}),
+                    answer(200, {"members": []}))
+    client = BotConnectorClient(Tokens("token-1"))
+
+    first = client.paged_members(service_url=SERVICE_URL, conversation_id="19:team@thread.tacv2", continuation="",
+                                 page_size=500)
+    second = client.paged_members(service_url=SERVICE_URL, conversation_id="19:team@thread.tacv2",
+                                  continuation="next+page/2", page_size=50)
+
+    assert first == {"members": [{"id": "29:a"}], "continuationToken": "next+page/2"} and second == {"members": []}
+    team = f"{BASE}/v3/conversations/19%3Ateam%40thread.tacv2/pagedmembers"
+    assert [(r["method"], r["url"]) for r in recorder.requests] == [
+        ("GET", f"{team}?pageSize=500"),
+        ("GET", f"{team}?pageSize=50&continuationToken=next%2Bpage%2F2"),
+    ]
+
+
+def test_a_members_page_that_is_not_an_object_reads_as_an_empty_page(wire):
+    wire(answer(200, [{"id": "29:a"}]))
+
+    page = BotConnectorClient(Tokens("token-1")).paged_members(
+        service_url=SERVICE_URL, conversation_id="19:team@thread.tacv2", continuation="", page_size=500
+    )
+
+    assert page == {}

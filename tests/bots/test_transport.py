@@ -19,8 +19,9 @@ STORED = Address(member_id="29:member", tenant_id="tenant-a", service_url=SERVIC
 class Connector:
     """Answers from a script: each call takes the next answer for its kind (an exception is raised)."""
 
-    def __init__(self, *, create=(), send=(), update=(), delete=()) -> None:
-        self.answers = {"create": list(create), "send": list(send), "update": list(update), "delete": list(delete)}
+    def __init__(self, *, create=(), send=(), update=(), delete=(), members=()) -> None:
+        self.answers = {"create": list(create), "send": list(send), "update": list(update), "delete": list(delete),
+                        "members": list(members)}
         self.calls: list[tuple] = []
 
     def prepare(self) -> None:
@@ -38,6 +39,9 @@ class Connector:
 
     def send(self, **arguments):
         return self._answer("send", arguments)
+
+    def paged_members(self, **arguments):
+        return self._answer("members", arguments)
 
     def update(self, **arguments):
         return self._answer("update", arguments)
@@ -352,3 +356,16 @@ def test_it_wraps_content_into_a_message_activity():
     assert "attachments" not in text
     assert (carded["type"], carded["summary"], "text" in carded) == ("message", "Hi", False)
     assert carded["attachments"] == [{"contentType": "application/vnd.microsoft.card.adaptive", "content": card}]
+
+
+def test_a_teams_members_are_read_paced_on_the_teams_own_thread():
+    connector, pacing = Connector(members=[{"members": []}]), Pacing()
+    team = Address(member_id="", tenant_id="tenant-a", service_url=SERVICE_URL, conversation_id="19:team@thread.tacv2")
+
+    page = transport(connector, pacing).members_page(address=team, continuation="token", page_size=50)
+
+    assert page == {"members": []}
+    assert connector.calls == [("prepare",), ("members", {
+        "service_url": SERVICE_URL, "conversation_id": "19:team@thread.tacv2", "continuation": "token", "page_size": 50,
+    })]
+    assert pacing.acquired == [{"tenant_id": "tenant-a", "thread": "conversation:19:team@thread.tacv2", "campaign_id": None}]

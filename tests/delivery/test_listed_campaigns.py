@@ -365,3 +365,54 @@ def test_a_listing_that_breaks_unexpectedly_ends_failed_and_pauses_its_campaign(
     row = MemberListing.objects.get(campaign=campaign)
     assert row.status == "failed" and "RuntimeError: the database went away" in row.error
     assert campaign.status == Campaign.Status.PAUSED and "the database went away" in campaign.status_reason
+
+
+def _stalled(campaign, settings):
+    """As the reconciler finds it: launched longer ago than its grace, its rows not all written."""
+    old = timezone.now() - timedelta(seconds=settings.RETRY_GRACE_SECONDS + 1)
+    Campaign.objects.filter(pk=campaign.pk).update(launched_at=old)
+    MemberListing.objects.filter(campaign=campaign).update(started_at=old)
+
+
+def test_the_reconciler_gives_each_stalled_campaign_what_it_waits_for(
+    directory, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    """A listing under way is left alone and the campaigns after it still looked at; a lost or failed listing
+    is made again; a listed campaign with no row yet is looked at by the listing task (its reach) before any
+    row; one with rows, and any other campaign, is written on from its last person."""
+    factories.recipient()
+    queued: list[tuple] = []
+    monkeypatch.setattr(jobs, "list_members", lambda campaign_id: queued.append(("list", campaign_id)))
+    monkeypatch.setattr(jobs, "materialise", lambda campaign_id, after: queued.append(("write", campaign_id)))
+    plain = factories.campaign(audience=factories.audience(kind=Audience.Kind.EVERYONE))
+    monkeypatch.setattr(services, "deliveries_materialise_chunk", lambda **kw: (0, 0, 0, False))
+    launch(plain, django_capture_on_commit_callbacks)  # its first range wrote nobody; the rest was lost
+    # The reconciler looks at the newest first: the busy one, then the others, in this order backwards.
+    listed_written, listed_empty, failed, lost, busy = (launch(group_campaign(), django_capture_on_commit_callbacks)
+                                                        for _ in range(5))
+    for campaign in (busy, lost, failed, listed_empty, listed_written, plain):
+        _stalled(campaign, settings)
+    MemberListing.objects.filter(campaign=busy).update(started_at=timezone.now())
+    MemberListing.objects.filter(campaign=failed).update(status="failed")
+    MemberListing.objects.filter(campaign__in=[listed_empty, listed_written]).update(status="succeeded")
+    Campaign.objects.filter(pk=listed_written.pk).update(total_deliveries=1)
+    queued.clear()
+
+    restarted = recovery.reconcile()["materialisations_restarted"]
+
+    assert sorted(queued) == sorted([("list", lost.pk), ("list", failed.pk), ("list", listed_empty.pk),
+                                     ("write", listed_written.pk), ("write", plain.pk)])
+    assert restarted == 5
+
+
+def test_resuming_a_campaign_that_is_not_to_a_group_lists_nothing(django_capture_on_commit_callbacks, monkeypatch):
+    listed: list[int] = []
+    monkeypatch.setattr(jobs, "list_members", listed.append)
+    monkeypatch.setattr(jobs, "feed", lambda: None)
+    factories.recipient()
+    campaign = factories.campaign(status=Campaign.Status.PAUSED)  # not written to the end yet
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_resume(campaign_id=campaign.pk)
+
+    assert listed == []
