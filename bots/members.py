@@ -151,7 +151,8 @@ def _team_page(team: TeamsTeam, transport: TeamsTransport, address: Address, con
         try:
             return transport.members_page(address=address, continuation=continuation, page_size=TEAM_PAGE)
         except Deferred as deferred:
-            sleep(min(deferred.wait, TEAM_MAX_WAIT_SECONDS))
+            if attempt < attempts - 1:  # the last attempt fails at once rather than wait for nothing
+                sleep(min(deferred.wait, TEAM_MAX_WAIT_SECONDS))
         except ConnectorError as error:
             if error.status == 403 and error.code in ("BotNotInConversationRoster", "ForbiddenOperationException"):
                 raise ListingError(

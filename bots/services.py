@@ -168,7 +168,7 @@ def _team_record(activity: Activity, *, installed: bool | None) -> None:
         logger.warning("a team activity named no team id Crier can keep: %r", str(team_id)[:80])
         return
     tenant = _tenant_of(activity)
-    if settings.BOT_TENANT_ID and tenant and tenant != settings.BOT_TENANT_ID:
+    if settings.BOT_TENANT_ID and tenant and tenant.lower() != settings.BOT_TENANT_ID.lower():
         logger.warning("ignored team %s of another tenant (%s)", team_id, tenant[:64])
         return  # the organisation's people are in its own tenant's teams
     defaults: dict[str, Any] = {"tenant_id": tenant[:64]}

@@ -160,3 +160,23 @@ def sync_require() -> list[FieldMap]:
             "The sync from Entra ID is off: set ENTRA_SYNC=true (docs/going-live.md).", code="sync_off", status=409
         )
     return configuration_require()
+
+
+def graph_select(maps: list[FieldMap]) -> str:
+    """The Graph properties a run asks for: those the field map reads, and those the sync itself needs."""
+    tops = dict.fromkeys(["id", "accountEnabled", "userType", settings.ENTRA_SYNC_EXTERNAL_ID,
+                          *(item.top for item in maps)])
+    return ",".join(name for name in tops if name)
+
+
+def hr_id_of(user: dict[str, Any]) -> str:
+    """The HR system's id Entra ID holds for the person (``ENTRA_SYNC_EXTERNAL_ID``), or ""."""
+    return str(user.get(settings.ENTRA_SYNC_EXTERNAL_ID) or "").strip()
+
+
+def fingerprint(maps: list[FieldMap]) -> str:
+    """What a delta link was asked for and what its answers were taken as: when any of it changes, the next
+    run lists everyone again."""
+    mapped = ",".join(f"{item.field}={'.'.join(item.path)}" for item in maps)
+    kinds = ",".join(sorted(kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES))
+    return f"{graph_select(maps)}|{mapped}|{kinds}|{settings.ENTRA_SYNC_EXTERNAL_ID}"

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -37,7 +38,8 @@ from core.errors import ApplicationError
 
 from .attributes import attributes_problem_list
 from .entra_fields import (
-    FieldMap, converted_value, graph_value, organisation_tenant, sync_require, user_type_taken,
+    FieldMap, converted_value, fingerprint, graph_select, graph_value, hr_id_of, organisation_tenant,
+    sync_require, user_type_taken,
 )
 from .models import DirectorySync, Recipient
 
@@ -47,17 +49,6 @@ ENTRA_SYNC_LOCK = 0x656E7472
 # Who a full run listed, kept by PostgreSQL for the run's connection only: gone if the connection is (the run
 # then fails, and deactivates nobody).
 SEEN = "crier_entra_seen"
-
-
-def _select(maps: list[FieldMap]) -> str:
-    tops = dict.fromkeys(["id", "accountEnabled", "userType", settings.ENTRA_SYNC_EXTERNAL_ID,
-                          *(item.top for item in maps)])
-    return ",".join(name for name in tops if name)
-
-
-def _hr_id(user: dict[str, Any]) -> str:
-    """The HR system's id Entra ID holds for the person (``ENTRA_SYNC_EXTERNAL_ID``), or ""."""
-    return str(user.get(settings.ENTRA_SYNC_EXTERNAL_ID) or "").strip()
 
 
 @dataclass
@@ -86,10 +77,7 @@ class _Run:
         self.run, self.maps, self.client = run, maps, client
         self.counts = Counts()
         self.listed = 0  # people a full run saw, each kept in SEEN (a table of the run's session), not in memory
-        if run.full:
-            with connection.cursor() as cursor:
-                cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN} (aad uuid PRIMARY KEY)")
-                cursor.execute(f"TRUNCATE {SEEN}")
+        self._seen_ready = False
         # What a page changes, written together when the page ends: new people, and the people changed,
         # by the fields they changed (each group one statement, writing only those fields).
         self._new: list[Recipient] = []
@@ -105,19 +93,25 @@ class _Run:
             except (KeyError, TypeError, ValueError):
                 self.counts.problems.append(f"Graph listed a user without a valid id: {str(user)[:80]}")
         self._new, self._changed, self._now = [], {}, timezone.now()
+        if self.run.full and not self._seen_ready:  # made here, inside the run's failure handling
+            with connection.cursor() as cursor:
+                cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN} (aad uuid PRIMARY KEY)")
+                cursor.execute(f"TRUNCATE {SEEN}")
+            self._seen_ready = True
+        # The HR ids the page's people would be matched by or created with if they were new.
+        wanted = {hr_id_of(user)[:255] or f"entra:{object_id}" for user in users
+                  if (object_id := ids.get(str(user.get("id")) if isinstance(user, dict) else "")) is not None
+                  and "@removed" not in user}
         with transaction.atomic():
-            # Locked for the page's transaction, so an HR upload of the same people waits rather than
-            # overwriting (or being overwritten) from a copy read before; in external id order, as an upload
-            # locks them, so the two wait for each other rather than deadlock.
-            people = (Recipient.objects.select_for_update().filter(aad_object_id__in=ids.values())
-                      .order_by("external_id"))
-            known = {person.aad_object_id: person for person in people}
-            # The HR ids the people not known yet would be matched by or created with, read in one query.
-            wanted = {_hr_id(user)[:255] or f"entra:{object_id}" for user in users
-                      if (object_id := ids.get(str(user.get("id")) if isinstance(user, dict) else "")) is not None
-                      and object_id not in known and "@removed" not in user}
+            # The page's people, by Entra object id or by those HR ids, in one query and locked for the page's
+            # transaction, so an HR upload of the same people waits rather than overwriting (or being
+            # overwritten) from a copy read before; in external id order, as an upload locks them, so the two
+            # wait for each other rather than deadlock.
+            people = list(Recipient.objects.select_for_update().filter(
+                Q(aad_object_id__in=ids.values()) | Q(external_id__in=wanted)).order_by("external_id"))
+            known = {person.aad_object_id: person for person in people if person.aad_object_id in set(ids.values())}
             self._hr_ids = dict.fromkeys(wanted)
-            self._hr_ids.update({person.external_id: person for person in Recipient.objects.filter(external_id__in=wanted)})
+            self._hr_ids.update({person.external_id: person for person in people if person.external_id in wanted})
             for user in users:
                 object_id = ids.get(str(user.get("id")) if isinstance(user, dict) else "")
                 if object_id is None:
@@ -236,7 +230,7 @@ class _Run:
 
     def _matched_by_hr_id(self, user: dict[str, Any], object_id: uuid.UUID) -> Recipient | None:
         """A person HR created with this HR id and no Entra object id yet (read with the page)."""
-        hr_id = _hr_id(user)
+        hr_id = hr_id_of(user)
         if not hr_id:
             return None
         person = self._hr_ids.get(hr_id)
@@ -266,7 +260,7 @@ class _Run:
         return changed
 
     def _create(self, user: dict[str, Any], object_id: uuid.UUID, values: dict[str, Any]) -> Recipient | None:
-        hr_id = _hr_id(user)[:255] or f"entra:{object_id}"
+        hr_id = hr_id_of(user)[:255] or f"entra:{object_id}"
         if self._hr_ids.get(hr_id) is not None or (hr_id not in self._hr_ids and Recipient.objects.filter(
                 external_id=hr_id).exists()):
             self.counts.problems.append(f"{object_id}: external id {hr_id!r} is taken by another person; not created")
@@ -291,8 +285,9 @@ class _Run:
         if not self.listed:
             self.counts.problems.append("Graph listed nobody: nobody was made inactive.")
             return
-        ours = Recipient.objects.filter(origin=Recipient.Origin.ENTRA, is_active=True)
-        gone = ours.exclude(aad_object_id__in=RawSQL(f"SELECT aad FROM {SEEN}", []))
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {SEEN}")  # so the planner knows how many it holds
+        gone = unlisted_people()
         if self.run.dry_run:
             self.counts.deactivated += gone.count()
         else:
@@ -314,17 +309,20 @@ class _Run:
                 raise GraphError(status=200, code="NoDeltaLink", message="A page had no next link and no delta link.")
 
 
+def unlisted_people():
+    """The active people Entra ID brought whom a full run did not list (``SEEN``): ``NOT EXISTS``, which
+    PostgreSQL runs as one anti-join however many were listed (``NOT IN`` a sub-query falls back to scanning
+    the list for every person once it no longer fits in memory)."""
+    table = Recipient._meta.db_table
+    listed = RawSQL(f"EXISTS (SELECT 1 FROM {SEEN} AS seen WHERE seen.aad = {table}.aad_object_id)", [],
+                    output_field=BooleanField())
+    return Recipient.objects.filter(origin=Recipient.Origin.ENTRA, is_active=True).alias(listed=listed).filter(
+        listed=False)
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc
-
-
-def fingerprint(maps: list[FieldMap]) -> str:
-    """What a delta link was asked for and what its answers were taken as: when any of it changes, the next
-    run lists everyone again."""
-    mapped = ",".join(f"{item.field}={'.'.join(item.path)}" for item in maps)
-    kinds = ",".join(sorted(kind.lower() for kind in settings.ENTRA_SYNC_USER_TYPES))
-    return f"{_select(maps)}|{mapped}|{kinds}|{settings.ENTRA_SYNC_EXTERNAL_ID}"
 
 
 def _locked() -> bool:
@@ -367,7 +365,7 @@ def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient
 
 
 def _go(run: DirectorySync, maps: list[FieldMap], client: GraphClient, delta_link: str | None) -> None:
-    full_url = client.url("/users/delta", {"$select": _select(maps)})
+    full_url = client.url("/users/delta", {"$select": graph_select(maps)})
     work = _Run(run, maps, client)
     try:
         try:

@@ -74,10 +74,8 @@ def audience_recipients(*, audience: Audience | None, listing: MemberListing | N
 def campaign_people_known(*, campaign: Campaign) -> bool:
     """Whether Crier knows whom the campaign is for: always, but for a group or team only once its launch's
     listing succeeded."""
-    listing = campaign_listing(campaign=campaign)
-    if listing is not None:
-        return listing.status == MemberListing.Status.SUCCEEDED
-    return campaign.audience is None or campaign.audience.kind not in Audience.LISTED_KINDS
+    listing = campaign_listing(campaign=campaign)  # a launch to a group or team makes it in its own transaction
+    return listing is None or listing.status == MemberListing.Status.SUCCEEDED
 
 
 def campaign_recipients(*, campaign: Campaign) -> QuerySet[Recipient]:

@@ -111,7 +111,7 @@ def _back_to_draft(campaign_id: int, listing: MemberListing, people: int, limit:
         campaign.save(update_fields=["status", "launched_at", "status_reason", "updated_at"])
         MemberListing.objects.filter(campaign=campaign).update(campaign=None)  # a relaunch lists anew
         SYSTEM.record(AuditEntry.Action.UNLAUNCH, campaign=campaign, summary=reason,
-                      detail={"people": people, "limit": limit, "listing": listing.pk})
+                      detail={"people": people, "limit": limit, "kind": listing.kind, "source_id": listing.source_id})
         if approved:
             approval_withdraw(campaign=campaign, actor=SYSTEM, reason=reason, outgrown=True)
     return True

@@ -8,10 +8,12 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime
 
+import redis
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from bots.pacing import pacer
 from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
 from campaigns.audit import SYSTEM, Actor
 from campaigns.members import listing_start
@@ -104,7 +106,16 @@ def _voiding_outgrown_approval(campaign_id: int):
         raise
 
 
+def _unstopped(campaign_id: int) -> None:
+    """A campaign launched again (sent back to draft while paused) sends: a stop flag left from before goes."""
+    try:
+        pacer.resume(campaign_id=campaign_id)
+    except redis.RedisError:
+        logger.warning("could not lift an old stop flag of campaign %s", campaign_id)
+
+
 def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) -> None:
+    _unstopped(campaign_id)
     progress.record(campaign_id, skipped=skipped, start=True)
     jobs.feed()
     if not finished:
@@ -112,6 +123,7 @@ def _after_launch(campaign_id: int, last_id: int, skipped: int, finished: bool) 
 
 
 def _after_listed_launch(campaign_id: int) -> None:
+    _unstopped(campaign_id)
     progress.record(campaign_id, start=True)
     jobs.list_members(campaign_id)
 

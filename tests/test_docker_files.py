@@ -1,6 +1,7 @@
 """No Docker engine runs where Crier is developed, so the container files are checked statically."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import yaml
@@ -107,6 +108,14 @@ def test_against_a_tenant_its_identity_and_address_must_be_given():
         for setting in ("BOT_APP_ID", "BOT_TENANT_ID", "PUBLIC_BASE_URL", "ALLOWED_HOSTS"):
             assert environment[setting].startswith(f"${{{setting}:?"), (name, setting)
         assert environment["CRIER_ENV"] == "production" and "BOT_APP_PASSWORD_FILE" in environment
+        # The health check calls the web service at 127.0.0.1: it must be an allowed host.
+        assert environment["ALLOWED_HOSTS"].endswith(",127.0.0.1"), name
+
+
+def test_the_tenant_file_resets_each_service_itself_not_through_an_anchor():
+    """Compose versions differ in applying ``!reset`` through a YAML anchor: each service says it itself."""
+    text = (DOCKER / "compose.tenant.yaml").read_text()
+    assert "<<:" not in text and not re.search(r"^x-", text, re.MULTILINE)
 
 
 def test_against_a_tenant_each_service_still_waits_for_what_it_needs():

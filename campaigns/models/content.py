@@ -185,6 +185,13 @@ class Audience(models.Model):
         return self.name
 
     def clean(self) -> None:
+        if self.pk and (saved := Audience.objects.filter(pk=self.pk).values("kind", "source_id").first()) and (
+                saved["kind"] != self.kind or saved["source_id"] != self.source_id) and (
+                self.kind in self.LISTED_KINDS or saved["kind"] in self.LISTED_KINDS) and Campaign.objects.filter(
+                audience_id=self.pk, status__in=(Campaign.Status.RUNNING, Campaign.Status.PAUSED),
+                kind__in=Campaign.FED_KINDS, materialised_at__isnull=True).exists():
+            raise ValidationError({"kind": "A campaign using this audience is still being written: its kind, group or "
+                                           "team can change once that campaign's people are all written."})
         if self.kind == self.Kind.RULES:
             try:
                 validate_rules(self.rules)

@@ -420,3 +420,25 @@ def test_a_page_is_written_in_a_few_statements_however_many_people_it_lists(grap
     assert (run.seen, run.created, run.updated, run.unchanged, run.pages) == (200, 100, 50, 50, 1)
     assert Recipient.objects.filter(department="Old").count() == 0
     assert Recipient.objects.filter(origin=Recipient.Origin.ENTRA).count() == 100
+
+
+def test_whom_a_full_run_did_not_list_is_found_by_one_anti_join_however_many_it_listed():
+    """``NOT IN`` a sub-query scans the whole list for each person once the list outgrows work_mem (hours at a
+    million people); ``NOT EXISTS`` stays one anti-join."""
+    from django.db import connection
+
+    from campaigns.entra_sync import SEEN, unlisted_people
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN} (aad uuid PRIMARY KEY)")
+        cursor.execute(f"INSERT INTO {SEEN} SELECT gen_random_uuid() FROM generate_series(1, 5000)")
+        cursor.execute(f"ANALYZE {SEEN}")
+        cursor.execute("SET work_mem = '64kB'")
+        try:
+            sql, params = unlisted_people().query.sql_with_params()
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET work_mem")
+            cursor.execute(f"DROP TABLE {SEEN}")
+    assert "Anti Join" in plan and "SubPlan" not in plan, plan

@@ -416,3 +416,34 @@ def test_resuming_a_campaign_that_is_not_to_a_group_lists_nothing(django_capture
         services.campaign_resume(campaign_id=campaign.pk)
 
     assert listed == []
+
+
+def test_an_audience_cannot_become_or_stop_being_a_group_while_a_campaign_is_written_from_it(
+    directory, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr(jobs, "list_members", lambda campaign_id: None)
+    campaign = launch(group_campaign(), django_capture_on_commit_callbacks)  # its people not written yet
+    audience = campaign.audience
+    audience.kind, audience.source_id = Audience.Kind.EVERYONE, ""
+    with pytest.raises(ValidationError) as refused:
+        audience.clean()
+    assert "still being written" in refused.value.message_dict["kind"][0]
+
+    Campaign.objects.filter(pk=campaign.pk).update(materialised_at=timezone.now())
+    audience.clean()  # written: the audience is free to change
+
+
+def test_a_campaign_launched_again_is_not_held_by_a_stop_flag_left_from_before(
+    directory, jobs_inline, django_capture_on_commit_callbacks, settings
+):
+    from bots.pacing import pacer, stop_key
+
+    settings.APPROVAL_THRESHOLD = 3
+    directory.members = [str(factories.recipient().aad_object_id) for _ in range(2)]
+    campaign = group_campaign()
+    pacer.stop(campaign_id=campaign.pk, reason="paused")  # as a pause before it went back to draft left it
+
+    launch(campaign, django_capture_on_commit_callbacks)
+
+    assert pacer.client.get(stop_key(campaign.pk)) is None
+    assert len(people_sent_to(campaign)) == 2
