@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -26,6 +26,7 @@ from bots.addresses import addresses_learn
 from bots.graph import graph_interactive
 from bots.members import ListingError, MemberPage, group_get, group_member_pages, team_member_pages
 from bots.models import TeamsTeam
+from core.locks import advisory_lock, advisory_lock_held
 
 from .models import Audience, Campaign, ListedMember, MemberListing, Recipient
 
@@ -79,21 +80,13 @@ def listed_people(listing: MemberListing) -> QuerySet[Recipient]:
 def listing_run(*, listing_id: int) -> MemberListing | None:
     """Lists the members into the listing and ends it succeeded or failed (in plain words). Returns the
     listing, or None when another run holds it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LISTING_LOCK, listing_id])
-        if not cursor.fetchone()[0]:
+    with advisory_lock(LISTING_LOCK, listing_id) as held:
+        if not held:
             return None
-    try:
         listing = MemberListing.objects.select_related("audience").get(pk=listing_id)
         if listing.status == MemberListing.Status.RUNNING:
             _run(listing)
         return listing
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LISTING_LOCK, listing_id])
-        except DatabaseError:
-            logger.warning("could not release the lock of member listing %s", listing_id)
 
 
 def listing_stalled(listing: MemberListing) -> bool:
@@ -104,12 +97,7 @@ def listing_stalled(listing: MemberListing) -> bool:
 
 def listing_held(listing_id: int) -> bool:
     """Whether a run holds the listing now."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LISTING_LOCK, listing_id])
-        if not cursor.fetchone()[0]:
-            return True
-        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LISTING_LOCK, listing_id])
-    return False
+    return advisory_lock_held(LISTING_LOCK, listing_id)
 
 
 def _pages(listing: MemberListing) -> Iterator[MemberPage]:

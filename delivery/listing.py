@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 import redis
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 
 from bots.pacing import pacer
 from campaigns.approvals import approval_withdraw
@@ -24,6 +24,7 @@ from campaigns.models import Audience, AuditEntry, Campaign, MemberListing
 from campaigns.selectors import campaign_recipients
 from campaigns.states import MOVES, move_allowed
 from core.errors import ApplicationError
+from core.locks import advisory_lock
 
 from . import jobs
 from .control import campaign_pause
@@ -37,18 +38,8 @@ CAMPAIGN_LISTING_LOCK = 0x6C697363  # the advisory lock's first key; the second 
 def campaign_members_list(*, campaign_id: int) -> str:
     """Lists the members of a launched campaign's group or team (again, after a failure), then writes its rows,
     or says why not. Returns what it did."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [CAMPAIGN_LISTING_LOCK, campaign_id])
-        if not cursor.fetchone()[0]:
-            return "listed by another task"
-    try:
-        return _members_list(campaign_id)
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [CAMPAIGN_LISTING_LOCK, campaign_id])
-        except DatabaseError:  # the connection is gone, and the lock with it
-            logger.warning("could not release the listing lock of campaign %s", campaign_id)
+    with advisory_lock(CAMPAIGN_LISTING_LOCK, campaign_id) as held:
+        return _members_list(campaign_id) if held else "listed by another task"
 
 
 def _members_list(campaign_id: int) -> str:

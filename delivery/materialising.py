@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg import pq
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
 from campaigns.models import Campaign, Recipient
+from core.locks import advisory_lock
 from campaigns.selectors import campaign_people_known, campaign_recipients, opted_out_people_sql
 
 from . import progress
@@ -269,19 +270,11 @@ def campaign_materialise(*, campaign_id: int, after: int) -> int:
     caller's transaction, which other connections could not see, one after the other). One task
     writes a campaign at a time: another one (the reconciler restarts a task whose Redis key was
     lost while it still runs) leaves it to the first; the lock goes with the first's connection."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [MATERIALISING_LOCK, campaign_id])
-        if not cursor.fetchone()[0]:
+    with advisory_lock(MATERIALISING_LOCK, campaign_id) as held:
+        if not held:
             logger.info("campaign %s is being materialised by another task", campaign_id)
             return 0
-    try:
         return _campaign_materialise(campaign_id=campaign_id, after=after)
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [MATERIALISING_LOCK, campaign_id])
-        except DatabaseError:  # the connection is gone, and the lock with it
-            logger.warning("could not release the materialisation lock of campaign %s", campaign_id)
 
 
 # The first key of the advisory lock held while a campaign is materialised (the second is its id).
