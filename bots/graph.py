@@ -10,6 +10,7 @@ what to do about it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -87,6 +88,16 @@ class GraphClient:
 
     def get(self, url: str, *, needs: str = "", headers: dict[str, str] | None = None) -> dict[str, Any]:
         """The JSON of one GET of ``url`` (from ``url()``, or a link Graph gave), with ``headers`` added."""
+        return self._call("GET", url, needs=needs, headers=headers)
+
+    def post(self, url: str, body: dict[str, Any], *, needs: str = "") -> dict[str, Any]:
+        """The JSON answer (``{}`` for an empty one) of a POST of ``body``; only for calls Graph may be asked
+        twice (a retried install answers 409)."""
+        return self._call("POST", url, needs=needs, body=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"})
+
+    def _call(self, method: str, url: str, *, needs: str, headers: dict[str, str] | None,
+              body: bytes | None = None) -> dict[str, Any]:
         self._check_host(url)
         renewed = False
         attempts = self.attempts
@@ -98,13 +109,16 @@ class GraphClient:
                 raise GraphError(status=status, code=error.code, message=str(error)) from error
             try:
                 sent = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
-                response = http.request("GET", url, headers=sent, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
+                response = http.request(
+                    method, url, body=body, headers=sent, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
             except http.HttpTimeout as error:
                 if attempt == attempts - 1:
                     raise GraphError(status=None, code="Timeout", message=str(error)[:300]) from error
                 self.sleep(min(2.0 ** attempt, self._max_wait))
                 continue
             if 200 <= response.status < 300:
+                if not response.body.strip():
+                    return {}  # Graph answers some calls (an install) with no body
                 try:
                     data = response.json()
                 except ValueError as error:
