@@ -20,7 +20,6 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from bots.addresses import ADDRESS_COLUMNS, REMEMBER_CONVERSATION, address_join, address_mark_blocked, address_of
-from bots.graph import GraphClient
 from bots.installs import AppInstaller, InstallRefused
 from bots.transport import TeamsTransport
 from campaigns.models import Campaign, OptOut, Recipient
@@ -35,9 +34,7 @@ from .retry import retry_in
 
 logger = logging.getLogger(__name__)
 _transport = TeamsTransport()
-# Inside a deliver task, whose hard time limit is DELIVERY_TASK_TIME_LIMIT_SECONDS: Graph gets two tries and
-# short waits; a Graph that keeps refusing leaves the row to be tried again later, as a busy Teams does.
-_installer = AppInstaller(client=GraphClient(attempts=2, max_wait=5.0))
+_installer = AppInstaller()
 Status = Delivery.Status
 # Teams' answers that a person has not installed the app (a campaign may have Crier install it for them).
 NOT_INSTALLED = frozenset({"ForbiddenOperationException", "BotNotInConversationRoster"})

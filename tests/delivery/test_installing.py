@@ -94,13 +94,3 @@ def test_a_new_campaign_takes_the_organisations_default(settings):
     assert factories.campaign().install_app is True
     settings.INSTALL_APP_DEFAULT = False
     assert factories.campaign().install_app is False
-
-
-def test_a_graph_that_keeps_refusing_leaves_the_delivery_to_be_tried_again_later(teams, lacking):
-    teams.client.graph_config(throttle_next=10, retry_after_seconds=30)  # longer than a deliver task waits
-
-    delivery = sent_to(lacking, install_app=True)
-
-    assert (delivery.status, delivery.error_code) == ("retrying", "GraphUnavailable")
-    assert delivery.next_attempt_at is not None and not delivery.installed_by_crier
-    assert teams.client.messages(user=str(lacking.aad_object_id)) == []
