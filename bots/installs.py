@@ -45,12 +45,6 @@ def _consent(error: GraphError) -> InstallRefused:
         f"{INSTALL_PERMISSION} and have an administrator grant consent (docs/going-live.md)."))
 
 
-def _not_in_catalog() -> InstallRefused:
-    return InstallRefused("AppNotInCatalog", (
-        f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "
-        "(python manage.py teams_app_package) in the Teams admin center (docs/going-live.md)."))
-
-
 def _unavailable(error: GraphError) -> InstallRefused:
     return InstallRefused("GraphUnavailable", error.plain(), transient=True)
 
@@ -97,7 +91,9 @@ class AppInstaller:
         except GraphError as error:
             raise _consent(error) if error.status in (401, 403) else _unavailable(error) from error
         if not found or not isinstance(found[0], dict) or not found[0].get("id"):
-            raise _not_in_catalog()
+            raise InstallRefused("AppNotInCatalog", (
+                f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "
+                "(python manage.py teams_app_package) in the Teams admin center (docs/going-live.md)."))
         self._catalog = (str(found[0]["id"]), self.clock())
         return self._catalog[0]
 
@@ -115,10 +111,7 @@ class AppInstaller:
             if error.status == 409:
                 by_crier = False
             else:
-                refused = self._refused(error, aad_object_id)
-                if refused.code == "AppNotInCatalog":
-                    self._catalog = None  # taken out of the catalog since it was read: read it again next time
-                raise refused from error
+                raise self._refused(error, aad_object_id) from error
         return Installed(conversation_id=self._chat(user, catalog), by_crier=by_crier)
 
     def _chat(self, user: str, catalog: str) -> str:
@@ -149,6 +142,6 @@ class AppInstaller:
                 f"(Teams apps → Permission policies) for the policy that applies to them. Graph said: {error.message}"))
         if error.status == 404:
             if "app" in error.message.lower() and "user" not in error.message.lower():
-                return _not_in_catalog()
+                return InstallRefused("AppNotInCatalog", f"Graph no longer finds the app in the catalog: {error.message}")
             return InstallRefused("UserNotFound", f"Entra ID has no user {who}: the account was removed.")
         return _unavailable(error)

@@ -96,12 +96,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Result", ordering="status")
     def result(self, delivery: Delivery) -> str:
-        """“Failed: ConversationBlockedByUser (HTTP 403)”, “Skipped: opted out”, “Sent (HTTP 201)”, and
-        “, the app installed by Crier” when it was."""
+        """“Failed: ConversationBlockedByUser (HTTP 403)”, “Skipped: opted out”, “Sent (HTTP 201)”."""
         reason = delivery.get_skip_reason_display().lower() if delivery.skip_reason else delivery.error_code
         answer = f" (HTTP {delivery.last_status_code})" if delivery.last_status_code else ""
-        installed = ", the app installed by Crier" if delivery.installed_by_crier else ""
-        return f"{delivery.get_status_display()}{f': {reason}' if reason else ''}{answer}{installed}"
+        return f"{delivery.get_status_display()}{f': {reason}' if reason else ''}{answer}"
 
     def get_search_results(self, request, queryset, search_term):
         """Exact matches only: the people with that external id or address, then their rows

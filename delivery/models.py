@@ -103,9 +103,6 @@ class Delivery(models.Model):
         help_text="A worker stopped while Teams was answering, so this person may have received the message "
         "twice (see docs/architecture.md, Delivery guarantees).",
     )
-    installed_by_crier = models.BooleanField(
-        db_default=False, help_text="Crier installed the app for this person through Microsoft Graph to reach them.",
-    )
     activity_id = models.CharField(max_length=500, blank=True, db_default="")
     conversation_id = models.CharField(max_length=500, blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -20,9 +20,8 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from bots.addresses import ADDRESS_COLUMNS, REMEMBER_CONVERSATION, address_join, address_mark_blocked, address_of
-from bots.installs import AppInstaller, InstallRefused
 from bots.transport import TeamsTransport
-from campaigns.models import Campaign, OptOut, Recipient
+from campaigns.models import OptOut, Recipient
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from campaigns.selectors import opted_out_sql
 from campaigns.services import opt_out_record
@@ -34,11 +33,7 @@ from .retry import retry_in
 
 logger = logging.getLogger(__name__)
 _transport = TeamsTransport()
-_installer = AppInstaller()
 Status = Delivery.Status
-# Teams' answers that a person has not installed the app (a campaign may have Crier install it for them).
-NOT_INSTALLED = frozenset({"ForbiddenOperationException", "BotNotInConversationRoster"})
-PERSONAL_REFUSALS = frozenset({"AppBlockedByPolicy", "UserNotFound"})
 # The error code of a delivery whose send raised (a bug or bad data rather than an answer from Teams).
 CRIER_ERROR = "crier_error"
 
@@ -189,15 +184,6 @@ def _send_claimed(
             error_message="No tenant id for this person: set the recipient's tenant_id or BOT_TENANT_ID.",
         )
     body = _compiled(template_id, template_updated.isoformat()).render(person)
-    return _send_to(claim, campaign_id, person, address, body, transport, installed=None)
-
-
-def _send_to(
-    claim: tuple[int, int], campaign_id: int, person: Any, address: Address, body: bytes, transport: Channel, *,
-    installed: bool | None,
-) -> Outcome:
-    """Sends, and records what came of it. ``installed``: None before any install; after Crier installed the
-    app for the person (True) or found they had it (False), no second install is tried."""
     try:
         result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:
@@ -205,8 +191,6 @@ def _send_to(
     except Deferred as deferred:
         return _deferred(claim, deferred.wait)
     except TransportError as error:
-        if installed is None and error.code in NOT_INSTALLED and _install_allowed(campaign_id):
-            return _install_then_send(claim, campaign_id, person, address, body, transport)
         return _record_failure(claim, campaign_id, person, address, error)
     except (OperationalError, InterfaceError):
         raise
@@ -224,34 +208,11 @@ def _send_to(
             last_status_code=201,
             error_code="",
             error_message="",
-            **({"installed_by_crier": True} if installed else {}),
         )
     except (OperationalError, InterfaceError):
         raise
     except Exception as error:
         raise _Accepted(result.activity_id, result.conversation_id) from error
-
-
-def _install_allowed(campaign_id: int) -> bool:
-    return bool(Campaign.objects.filter(pk=campaign_id).values_list("install_app", flat=True).first())
-
-
-def _install_then_send(
-    claim: tuple[int, int], campaign_id: int, person: Any, address: Address, body: bytes, transport: Channel
-) -> Outcome:
-    """Teams said the person has not installed the app, and the campaign allows installing it: Crier installs it
-    through Graph (``bots.installs``) and sends in the chat that makes, or records why it could not."""
-    try:
-        done = _installer.install(aad_object_id=str(person.aad_object_id), tenant_id=address.tenant_id)
-    except InstallRefused as refused:
-        # A missing consent or an app not in the catalog concerns everyone: those count toward pausing the campaign.
-        error = TransportError(status=None if refused.transient else 403, code=refused.code, message=refused.message,
-                               permanent=not refused.transient, personal=refused.code in PERSONAL_REFUSALS)
-        return _record_failure(claim, campaign_id, person, address, error)
-    if done.conversation_id != address.conversation_id:
-        _remember_conversation(person.aad_object_id, address, done.conversation_id)
-    reached = replace(address, conversation_id=done.conversation_id)
-    return _send_to(claim, campaign_id, person, reached, body, transport, installed=done.by_crier)
 
 
 def _crash_reason(error: BaseException | None) -> str:

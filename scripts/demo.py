@@ -129,27 +129,6 @@ def group_and_team(emulator, env: dict[str, str], key: str, announcement: dict, 
     return finished
 
 
-def install_for_newcomers(emulator, env: dict[str, str], key: str, announcement: dict) -> bool:
-    """Three people new to Entra ID who never opened Teams: a direct message to them, for which Crier installs
-    the app through Graph (the demo's campaigns may: INSTALL_APP_DEFAULT). Returns whether it completed."""
-    newcomers = [{"id": f"e1000000-0000-4000-8000-00000000000{n}", "displayName": f"Newcomer {n}",
-                  "employeeId": f"NEW-{n}"} for n in range(1, 4)]
-    emulator.graph_users(newcomers)
-    emulator.register_users([{"aad_object_id": n["id"], "name": n["displayName"], "installed": False} for n in newcomers])
-    subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True)
-    made = api("POST", "/api/v1/messages/", key, {"template": announcement["template"], "category": announcement["category"],
-                                                 "recipients": [n["employeeId"] for n in newcomers], "name": "Newcomers"})
-    started = time.monotonic()
-    while (body := api("GET", f"/api/v1/campaigns/{made['id']}/", key))["status"] == "running":
-        if time.monotonic() - started > 60:
-            break
-        time.sleep(1)
-    rows = api("GET", f"/api/v1/campaigns/{made['id']}/deliveries/", key)["results"]
-    say(f"three newcomers without the app: {body['status']}, sent {body['counts']['sent']}, the app installed by Crier "
-        f"for {sum(row['installed_by_crier'] for row in rows)}")
-    return body["status"] == "completed"
-
-
 def main() -> int:
     from emulator.process import start_emulator
 
@@ -178,9 +157,7 @@ def main() -> int:
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
            # People from Entra ID, through the emulator's Microsoft Graph: the directory owns their names.
            "ENTRA_SYNC": "true", "ENTRA_SYNC_FIELDS": "display_name=displayName", "GRAPH_BASE_URL": info["graph_url"],
-           "GRAPH_TOKEN_SCOPE": "https://graph.microsoft.com/.default",
-           # Campaigns may install the app through Graph for people who lack it.
-           "INSTALL_APP_DEFAULT": "true"}
+           "GRAPH_TOKEN_SCOPE": "https://graph.microsoft.com/.default"}
     say("migrating the database")
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -239,7 +216,7 @@ def main() -> int:
     stats = emulator.stats()
     say(f"done in {elapsed:.1f} s; the emulator accepted {stats['messages']} messages, "
         f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
-    targeted = group_and_team(emulator, env, key, campaign, people) and install_for_newcomers(emulator, env, key, campaign)
+    targeted = group_and_team(emulator, env, key, campaign, people)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
                    password is its name: demo only)

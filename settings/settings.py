@@ -297,8 +297,10 @@ GRAPH_AUTHORITY = env_str("GRAPH_AUTHORITY", _tenant_authority)
 _graph = urlsplit(GRAPH_BASE_URL)
 GRAPH_TOKEN_SCOPE = env_str("GRAPH_TOKEN_SCOPE", f"{_graph.scheme}://{_graph.netloc}/.default")
 GRAPH_HTTP_TIMEOUT_SECONDS = env_float("GRAPH_HTTP_TIMEOUT_SECONDS", 30.0)
-GRAPH_MAX_RETRY_AFTER_SECONDS = env_float("GRAPH_MAX_RETRY_AFTER_SECONDS", 120.0)  # the longest Retry-After waited
-# People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS; the fields below are Entra ID's.
+# How long, at most, to honour one Retry-After of Graph's before giving up this run.
+GRAPH_MAX_RETRY_AFTER_SECONDS = env_float("GRAPH_MAX_RETRY_AFTER_SECONDS", 120.0)
+# People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS (and `manage.py sync_entra`
+# syncs now), and the fields below belong to Entra ID.
 ENTRA_SYNC = env_bool("ENTRA_SYNC", False)
 ENTRA_SYNC_INTERVAL_SECONDS = env_float("ENTRA_SYNC_INTERVAL_SECONDS", 3600.0)
 if ENTRA_SYNC:
@@ -314,10 +316,9 @@ ENTRA_SYNC_FIELDS = env_str(
 )
 # The kinds of account (Graph's userType) that are people to message: guests are not, unless listed.
 ENTRA_SYNC_USER_TYPES = env_list("ENTRA_SYNC_USER_TYPES", ["Member"])
-# The Graph property holding the HR id of people Entra ID tells of first (without one: "entra:<object id>").
+# The Graph property that holds the HR system's id, for people Entra ID tells Crier of first; without one
+# a person's external id is "entra:<object id>".
 ENTRA_SYNC_EXTERNAL_ID = env_str("ENTRA_SYNC_EXTERNAL_ID", "employeeId")
-# Installing the app through Graph for people who lack it (bots/installs.py): what a new campaign allows.
-INSTALL_APP_DEFAULT = env_bool("INSTALL_APP_DEFAULT", False)
 
 # --- The Teams app package (python manage.py teams_app_package; bots/app_package.py) --------------
 # The app's id in the organisation's catalog: keep it once the app is uploaded (a new id is a new app).

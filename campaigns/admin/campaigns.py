@@ -49,7 +49,7 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
-    EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "send_at")
+    EDITABLE = ("name", "kind", "template", "audience", "category", "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 

@@ -111,15 +111,3 @@ def test_installs_are_paced_per_second_and_tenant_across_workers(redis_client):
     one.wait("tenant-a")  # the fourth in that second waits for the next
 
     assert clock.slept == [0.75] and clock.now == 1001.0
-
-
-def test_an_app_taken_out_of_the_catalog_after_it_was_read_is_said_so_and_read_again(teams, person):
-    installer = AppInstaller()
-    installer.catalog_id()
-    teams.client.graph_catalog([])
-
-    with pytest.raises(InstallRefused) as refused:
-        installer.install(aad_object_id=person, tenant_id=factories.TENANT)
-    assert refused.value.code == "AppNotInCatalog" and "upload the Teams app package" in refused.value.message
-    with pytest.raises(InstallRefused):
-        installer.catalog_id()  # read again, not taken from before

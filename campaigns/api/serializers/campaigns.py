@@ -53,7 +53,7 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "status", "status_reason",
+            "id", "public_id", "name", "kind", "template", "audience", "category", "status", "status_reason",
             "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
@@ -140,6 +140,6 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
-            "attempts", "activity_id", "installed_by_crier", "created_at", "finished_at",
+            "attempts", "activity_id", "created_at", "finished_at",
         ]
         read_only_fields = fields
