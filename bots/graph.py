@@ -125,10 +125,10 @@ class GraphClient:
                     raise GraphError(status=response.status, code="NotJson", message="Not JSON.") from error
                 return data if isinstance(data, dict) else {}
             try:
-                body = response.json()
+                answer = response.json()
             except ValueError:
-                body = None
-            error = _error(response.status, body, needs)
+                answer = None
+            error = _error(response.status, answer, needs)
             if response.status == 401 and not renewed:
                 renewed = True
                 self.tokens.invalidate()

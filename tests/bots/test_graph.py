@@ -80,3 +80,23 @@ def test_it_waits_out_503_then_gives_up_after_its_attempts(monkeypatch):
 
     assert waits == [2.0] * 5
     assert (refused.value.status, refused.value.code) == (503, "serviceNotAvailable")
+
+
+def test_a_post_tried_again_after_a_429_sends_the_same_body_and_a_get_sends_none(monkeypatch):
+    sent = []
+
+    def request(method, url, *, headers=None, timeout=None, body=None):
+        sent.append((method, body))
+        if len(sent) == 1:
+            return HttpResponse(429, {"Retry-After": "0"}, json.dumps({"error": {"code": "TooManyRequests"}}).encode())
+        return HttpResponse(201, {}, b"")  # Graph answers an install with no body
+
+    monkeypatch.setattr(graph_module.http, "request", request)
+    client = GraphClient(tokens=Tokens(), sleep=lambda _: None)
+
+    assert client.post("https://graph.microsoft.com/v1.0/users/u/teamwork/installedApps", {"a": 1}) == {}
+    assert sent == [("POST", b'{"a": 1}'), ("POST", b'{"a": 1}')]
+    sent.clear()
+    sent.append(("placeholder", None))  # the next answer is the empty 201
+    assert client.get("https://graph.microsoft.com/v1.0/users") == {}
+    assert sent[1] == ("GET", None)
