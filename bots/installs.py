@@ -1,5 +1,5 @@
-"""Installing Crier's app for a person who lacks it, through Microsoft Graph (the application permission
-``TeamsAppInstallation.ReadWriteSelfForUser.All``): the app's id in the organisation's catalog (found by the
+"""Installing Crier's app for a person who lacks it, through Microsoft Graph (the application permissions
+``TeamsAppInstallation.ReadWriteSelfForUser.All`` and ``AppCatalog.Read.All``): the app's id in the organisation's catalog (found by the
 manifest's id), the install (409: the person has it already), and the one-to-one chat it makes, whose id is
 the conversation to send in. Installs are paced under Graph's limit for them (``INSTALLS_PER_SECOND`` a
 tenant, counted in Redis so every worker shares it). Every refusal becomes ``InstallRefused``: a code for the
@@ -19,6 +19,7 @@ from .graph import GraphClient, GraphError, graph
 from .pacing import pacer
 
 INSTALL_PERMISSION = "TeamsAppInstallation.ReadWriteSelfForUser.All"
+CATALOG_PERMISSION = "AppCatalog.Read.All"  # to find the app's id in the organisation's catalog
 # Graph allows about 30 installation calls a second per app and tenant: a margin under it.
 INSTALLS_PER_SECOND = 27
 CATALOG_SECONDS = 600.0  # how long the app's catalog id is kept
@@ -39,10 +40,10 @@ class Installed:
     by_crier: bool  # False: the person had the app already (Graph answered 409)
 
 
-def _consent(error: GraphError) -> InstallRefused:
+def _consent(error: GraphError, permission: str = INSTALL_PERMISSION) -> InstallRefused:
     return InstallRefused("AppConsentMissing", (
         f"Microsoft Graph refused ({error.code}): give the app registration the application permission "
-        f"{INSTALL_PERMISSION} and have an administrator grant consent (docs/going-live.md)."))
+        f"{permission} and have an administrator grant consent (docs/going-live.md)."))
 
 
 def _unavailable(error: GraphError) -> InstallRefused:
@@ -87,9 +88,9 @@ class AppInstaller:
             return self._catalog[0]
         url = self.client.url("/appCatalogs/teamsApps", {"$filter": f"externalId eq '{app_id()}'"})
         try:
-            found = self.client.get(url, needs=INSTALL_PERMISSION).get("value") or []
+            found = self.client.get(url, needs=CATALOG_PERMISSION).get("value") or []
         except GraphError as error:
-            raise _consent(error) if error.status in (401, 403) else _unavailable(error) from error
+            raise _consent(error, CATALOG_PERMISSION) if error.status in (401, 403) else _unavailable(error) from error
         if not found or not isinstance(found[0], dict) or not found[0].get("id"):
             raise InstallRefused("AppNotInCatalog", (
                 f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "

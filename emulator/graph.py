@@ -39,7 +39,7 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 READ_USERS = {"User.Read.All", "User.ReadBasic.All", "Directory.Read.All"}
 # What a tenant admin consented to, unless the control API says otherwise.
 DEFAULT_PERMISSIONS = ("User.Read.All", "GroupMember.Read.All", "TeamsAppInstallation.ReadWriteSelfForUser.All",
-                       "TeamsActivity.Send")
+                       "AppCatalog.Read.All", "TeamsActivity.Send")
 DELTA_TOKEN_DAYS = 7
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 999

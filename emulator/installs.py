@@ -52,7 +52,8 @@ DEFAULT_APP_NAME = "Crier"
 INSTALL = ("TeamsAppInstallation.ReadWriteSelfForUser.All", "TeamsAppInstallation.ReadWriteForUser.All")
 READ_INSTALLED = (*INSTALL, "TeamsAppInstallation.ReadForUser.All")
 # Graph lets the installation permissions read the catalog, to find the app to install.
-READ_CATALOG = ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All", *INSTALL)
+# As Microsoft documents the catalog's list: the installation permissions do not read it.
+READ_CATALOG = ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All")
 CATALOG_FILTER = {"id": "id", "externalid": "externalId", "distributionmethod": "distributionMethod"}
 INSTALLED_FILTER = {"teamsapp/id": "id", "teamsapp/externalid": "externalId"}
 EXPANDABLE = ("teamsApp",)

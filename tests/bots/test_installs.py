@@ -52,8 +52,10 @@ def test_a_person_who_has_the_app_already_is_not_installed_again_and_their_chat_
 
 
 @pytest.mark.parametrize("setup, code, advice", [
-    (lambda emu: emu.graph_config(permissions=["User.Read.All"]), "AppConsentMissing",
+    (lambda emu: emu.graph_config(permissions=["User.Read.All", "AppCatalog.Read.All"]), "AppConsentMissing",
      "TeamsAppInstallation.ReadWriteSelfForUser.All"),
+    (lambda emu: emu.graph_config(permissions=["TeamsAppInstallation.ReadWriteSelfForUser.All"]), "AppConsentMissing",
+     "AppCatalog.Read.All"),
     (lambda emu: emu.graph_catalog([]), "AppNotInCatalog", "upload the Teams app package"),
     (lambda emu: emu.graph_install_policy(True), "AppBlockedByPolicy", "Permission policies"),
 ])

@@ -128,12 +128,12 @@ def test_a_filter_the_catalog_cannot_read_is_a_bad_request(emu, graph):
         assert (status, body["error"]["code"]) == (400, "BadRequest"), bad
 
 
-def test_reading_the_catalog_needs_a_catalog_or_an_installation_permission(emu, graph):
-    for denied in (["User.Read.All"], ["TeamsAppInstallation.ReadForUser.All"]):
+def test_reading_the_catalog_needs_a_catalog_permission(emu, graph):
+    for denied in (["User.Read.All"], ["TeamsAppInstallation.ReadForUser.All"], list(INSTALL_PERMISSIONS)):
         emu.client.graph_config(permissions=denied)
         status, body, _ = graph("GET", by_external_id(crier(emu)["externalId"]))
         assert (status, body["error"]["code"]) == (403, "Authorization_RequestDenied"), denied
-    for permission in ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All", *INSTALL_PERMISSIONS):
+    for permission in ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All"):
         emu.client.graph_config(permissions=[permission])
         assert graph("GET", by_external_id(crier(emu)["externalId"]))[1]["value"] == [crier(emu)], permission
 
