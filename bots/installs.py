@@ -3,7 +3,10 @@
 manifest's id), the install (409: the person has it already), and the one-to-one chat it makes, whose id is
 the conversation to send in. Installs are paced under Graph's limit for them (``INSTALLS_PER_SECOND`` a
 tenant, counted in Redis so every worker shares it). Every refusal becomes ``InstallRefused``: a code for the
-delivery's record and, in plain words, what an administrator does about it."""
+delivery's record and, in plain words, what an administrator does about it.
+
+Nothing calls it yet: a campaign installing the app for the people it reaches needs its own paced task outside
+the deliver task (an install can outlast a delivery's lease), and is still to be built."""
 
 from __future__ import annotations
 
