@@ -1,5 +1,7 @@
 """The Bot Connector routes, under any region prefix (``/teams/``, ``/emea/``, ...):
 create a one-to-one conversation, send (or reply), update and delete messages, and page a team's members.
+A one-to-one chat answers to its conversation id and, once Graph gave it, to Graph's id for it
+(``19:...@unq.gbl.spaces``): the same person, checks, limits and messages.
 
 Each handler reads the body first and then runs to its answer without awaiting anything, so the
 rate-limit checks and the recording of a call happen atomically on the event loop. Order of checks:
@@ -267,7 +269,8 @@ class Connector:
         user: User | None = store.conversations.get(conversation_id)
         now = time.monotonic()
         app_scope = ("app", user.tenant_id if user else ctx.settings.tenant_id)
-        thread_scope = ("conversation", conversation_id)
+        thread = store.thread_of(conversation_id)  # Graph's chat id and the conversation id are one thread
+        thread_scope = ("conversation", thread)
         store.retry_after.note_call(
             (app_scope, thread_scope), now, made=(made := made_at(request.headers.get(SENT_AT_HEADER), now)),
             new_token=new_token,
@@ -282,6 +285,7 @@ class Connector:
         user = store.conversations.get(conversation_id)
         if user is None:
             return conversation_not_found()
+        thread = store.thread_of(conversation_id)
         if user.blocked:
             return blocked_by_user()
         if user.uninstalled:
@@ -295,13 +299,13 @@ class Connector:
             return bad_argument(problem or "Bad activity.")
 
         if ctx.config.limits:
-            wait = ctx.thread_limiter.wait_time(conversation_id, now)
+            wait = ctx.thread_limiter.wait_time(thread, now)
             if wait > 0:
                 store.throttled["conversation"] += 1
                 retry = retry_after_header(wait)
                 store.retry_after.told_to_wait(thread_scope, now + retry, now)
                 return throttled(retry, "Too many messages sent to this conversation.")
-            ctx.thread_limiter.record(conversation_id, now)
+            ctx.thread_limiter.record(thread, now)
         return json_response(201, {"id": store.record(user, activity, ctx.config.keep_bodies)})
 
     def _reachable_through_team(self, user: User) -> bool:

@@ -5,14 +5,15 @@ one-to-one chat it opened.
 ``GET /graph/v1.0/appCatalogs/teamsApps?$filter=externalId eq '{manifest id}'`` finds the app the
 organisation uploaded (the catalog's ``id`` for it is not the manifest's). ``POST
 /graph/v1.0/users/{id}/teamwork/installedApps`` with ``{"teamsApp@odata.bind":
-".../appCatalogs/teamsApps/{catalog id}"}`` installs it: 201 with the installation's id, and the bot hears
-of it as from Teams (``conversationUpdate``, then ``installationUpdate`` ``add``), posted in the background
+".../appCatalogs/teamsApps/{catalog id}"}`` installs it: 201 with no body, as Graph documents, and the bot
+hears of it as from Teams (``conversationUpdate``, then ``installationUpdate`` ``add``), posted in the background
 so that the answer never waits for the bot nor depends on it. 409 when the person has the app already,
 403 when the tenant's app permission policy blocks it, 404 for a person or an app Graph does not know, and,
 with the limits on, 429 beyond 30 installation calls a second. ``GET .../installedApps?$expand=teamsApp
 &$filter=teamsApp/externalId eq '...'`` lists the person's installation of the app, and ``GET
-.../installedApps/{installation id}/chat`` gives the chat's id: the conversation id the Bot Connector sends
-to. Tokens, 401s and injected 429s are the users delta's.
+.../installedApps/{installation id}/chat`` gives the chat's id in Graph's form (``19:{id}_{id}@unq.gbl.spaces``,
+the person's and the bot's), which the Bot Connector accepts as another name for the person's conversation
+(whose ``a:`` id the bot hears of at install). Tokens, 401s and injected 429s are the users delta's.
 
 The emulator serves one bot: every app in its catalog stands for it, so a person has all of them or none
 (``User.installed``). After a reset the catalog holds Crier's app under the manifest id Crier derives from
@@ -39,7 +40,7 @@ from .config import ConfigError
 from .graph import Graph, graph_error
 from .groups import BadQuery, display_name, guid_list
 from .limits import INSTALL_WINDOWS, SlidingLimiter, retry_after_header
-from .responses import control_error, json_body, json_response
+from .responses import control_error, empty_response, json_body, json_response
 from .state import User, normalize_aad
 
 logger = logging.getLogger("emulator")
@@ -69,6 +70,11 @@ def manifest_id(bot_app_id: str) -> str:
 
 def catalog_id(external_id: str) -> str:
     return str(uuid.uuid5(CATALOG_NAMESPACE, external_id))
+
+
+def chat_id(aad: str, bot_app_id: str) -> str:
+    """Graph's id for a one-to-one chat: its two members' ids, sorted, the same for the person every time."""
+    return "19:" + "_".join(sorted((aad, bot_app_id.lower()))) + "@unq.gbl.spaces"
 
 
 def installation_id(aad: str, app_id: str) -> str:
@@ -230,10 +236,10 @@ class GraphInstalls(Graph):
                                          tenant_id=ctx.settings.tenant_id, installed=False)
         user.installed, user.uninstalled = True, False
         installs.installs += 1
-        conversation_id = ctx.store.conversation_for(user)
+        conversation_id = ctx.store.conversation_for(user)  # what Teams' install activities carry
+        ctx.store.open_chat(user, chat_id(aad, ctx.settings.app_id))  # and Graph's name for the same chat
         self._tell_the_bot(install_activities(user, conversation_id, ctx.service_url, ctx.settings.app_id))
-        return json_response(201, {"@odata.context": self._context(f"users('{aad}')/teamwork/installedApps/$entity"),
-                                   "id": installation_id(aad, app.id)})
+        return empty_response(201)
 
     def _tell_the_bot(self, activities: list[dict[str, Any]]) -> None:
         """Posts the activities one after the other in the background; the bot's answer changes nothing."""
@@ -282,7 +288,7 @@ class GraphInstalls(Graph):
                                    "value": value})
 
     async def chat(self, request: web.Request) -> web.Response:
-        """The one-to-one chat of the person and the bot: the Bot Connector's conversation id."""
+        """The one-to-one chat of the person and the bot, by Graph's id for it, which the Bot Connector takes."""
         if refusal := self._refusal(request, READ_INSTALLED):
             return refusal
         try:
@@ -292,8 +298,8 @@ class GraphInstalls(Graph):
         wanted = request.match_info["installation"]
         if user is None or wanted not in {installation_id(aad, app.id) for app in self._installed(aad, user)}:
             return graph_error(404, "NotFound", f"The installation '{wanted}' was not found for this user.")
-        return json_response(200, {"@odata.context": self._context("chats/$entity"),
-                                   "id": self.ctx.store.conversation_for(user), "chatType": "oneOnOne",
+        chat = self.ctx.store.open_chat(user, chat_id(aad, self.ctx.settings.app_id))
+        return json_response(200, {"@odata.context": self._context("chats/$entity"), "id": chat, "chatType": "oneOnOne",
                                    "tenantId": user.tenant_id, "topic": None})
 
 

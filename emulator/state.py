@@ -67,7 +67,7 @@ def aad_from_user_id(user_id: str) -> str | None:
 class User:
     __slots__ = (
         "index", "aad_object_id", "user_id", "name", "tenant_id", "installed", "blocked", "uninstalled",
-        "conversation_id", "conversation_index", "messages", "via_team",
+        "conversation_id", "conversation_index", "messages", "via_team", "chat_id",
     )
 
     def __init__(
@@ -86,6 +86,9 @@ class User:
         self.via_team = False
         self.conversation_id: str | None = None
         self.conversation_index = -1  # position of conversation_id in Store.conversation_ids
+        # Graph's id for the same chat (19:...@unq.gbl.spaces), once Graph gave it: another name for the live
+        # conversation, in Store.conversations beside conversation_id.
+        self.chat_id: str | None = None
         self.messages = array("q")  # rows in the message log, oldest first
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,6 +102,7 @@ class User:
             "uninstalled": self.uninstalled,
             "via_team": self.via_team,
             "conversation_id": self.conversation_id,
+            "chat_id": self.chat_id,
             "message_count": len(self.messages),
         }
 
@@ -126,7 +130,7 @@ class Store:
         self.users: dict[str, User] = {}  # by aad object id
         self.user_list: list[User] = []
         self.users_by_id: dict[str, User] = {}  # by 29: id
-        self.conversations: dict[str, User] = {}  # live conversation id -> its user
+        self.conversations: dict[str, User] = {}  # live conversation id (or its chat id) -> its user
         self.conversation_ids: list[str] = []  # every conversation ever made, deleted ones too
         self.teams: dict[str, Team] = {}  # by team id
         self.log = MessageLog()
@@ -194,11 +198,28 @@ class Store:
             user.conversation_index = len(self.conversation_ids)
             self.conversation_ids.append(user.conversation_id)
             self.conversations[user.conversation_id] = user
+            if user.chat_id is not None:
+                self.conversations[user.chat_id] = user
         return user.conversation_id
+
+    def open_chat(self, user: User, chat_id: str) -> str:
+        """Names the user's one-to-one conversation (made if need be) by Graph's chat id too: sends through
+        either reach the same chat, for as long as it lives."""
+        self.conversation_for(user)
+        user.chat_id = chat_id
+        self.conversations[chat_id] = user
+        return chat_id
+
+    def thread_of(self, conversation_id: str) -> str:
+        """The conversation a live id names: a chat id stands for its conversation id."""
+        user = self.conversations.get(conversation_id)
+        return user.conversation_id if user is not None and user.conversation_id else conversation_id
 
     def delete_chat(self, user: User) -> None:
         if user.conversation_id is not None:
             self.conversations.pop(user.conversation_id, None)
+            if user.chat_id is not None:
+                self.conversations.pop(user.chat_id, None)
             user.conversation_id = None
             user.conversation_index = -1
 
@@ -219,9 +240,9 @@ class Store:
         return self.log.activity_id(seq)
 
     def find_message(self, conversation_id: str, activity_id: str) -> int | None:
-        """The row of a message sent to this conversation, or None."""
+        """The row of a message sent to this conversation (by either of its ids), or None."""
         seq = self.log.seq_of(activity_id)
-        if seq is None or self.conversation_ids[self.log.conversation_index[seq]] != conversation_id:
+        if seq is None or self.conversation_ids[self.log.conversation_index[seq]] != self.thread_of(conversation_id):
             return None
         return seq
 

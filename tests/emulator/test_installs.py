@@ -1,6 +1,6 @@
 """The emulator's Microsoft Graph app installation, as a real process over real HTTPS: the org app catalog
 found by manifest id, installing the app for a person (what reaches the bot, conflicts, policy, permissions,
-the 30-a-second limit), the person's installation and its chat, whose id the Bot Connector sends to.
+the 30-a-second limit), the person's installation and its chat, whose Graph id the Bot Connector takes too.
 
 Run: .venv/bin/python -m pytest tests/emulator -q -p no:django
 """
@@ -8,6 +8,7 @@ Run: .venv/bin/python -m pytest tests/emulator -q -p no:django
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -62,14 +63,15 @@ class Graph:
         self.pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=emu.ca_file, retries=False, maxsize=32)
 
     def __call__(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                 bearer: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+                 bearer: str | None = None) -> tuple[int, Any, dict[str, str]]:
+        """The status, the JSON (None for no body at all) and the headers."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         headers = {"Authorization": f"Bearer {bearer or token(self.emu)['access_token']}",
                    "Content-Type": "application/json"}
         response = self.pool.request(method, self.emu.graph_url + path, body=data, headers=headers)
-        return response.status, json.loads(response.data), dict(response.headers)
+        return response.status, json.loads(response.data) if response.data else None, dict(response.headers)
 
-    def install(self, aad: str, app_id: str, bearer: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def install(self, aad: str, app_id: str, bearer: str | None = None) -> tuple[int, Any, dict[str, str]]:
         bind = {"teamsApp@odata.bind": f"https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/{app_id}"}
         return self("POST", f"/users/{aad}/teamwork/installedApps", bind, bearer=bearer)
 
@@ -90,6 +92,20 @@ def by_external_id(external_id: str) -> str:
 
 def not_installed(emu: RunningEmulator) -> str:
     return emu.client.register_users([{"aad_object_id": str(uuid.uuid4()), "installed": False}])[0]["aad_object_id"]
+
+
+def installed_apps(graph: Graph, aad: str, condition: str) -> tuple[int, Any, dict[str, str]]:
+    return graph("GET", f"/users/{aad}/teamwork/installedApps?$expand=teamsApp&$filter=" + quote(condition))
+
+
+def installation_of(graph: Graph, aad: str) -> str:
+    """The person's installation of Crier, found as Crier finds it: the install answers no id."""
+    [found] = installed_apps(graph, aad, f"teamsApp/id eq '{crier(graph.emu)['id']}'")[1]["value"]
+    return found["id"]
+
+
+def chat_of(graph: Graph, aad: str) -> str:
+    return graph("GET", f"/users/{aad}/teamwork/installedApps/{quote(installation_of(graph, aad))}/chat")[1]["id"]
 
 
 def wait_for(bot: FakeBot, count: int) -> list[dict[str, Any]]:
@@ -164,10 +180,9 @@ def test_the_control_api_replaces_the_catalog_checking_every_entry_first(emu, gr
 def test_installing_makes_the_person_installed_and_the_bot_hears_of_it(emu, graph, bot):
     aad = not_installed(emu)
 
-    status, body, _ = graph.install(aad, crier(emu)["id"])
+    status, body, headers = graph.install(aad, crier(emu)["id"])
 
-    assert status == 201, body
-    assert body["@odata.context"].endswith(f"/$metadata#users('{aad}')/teamwork/installedApps/$entity")
+    assert (status, body, headers.get("Content-Length")) == (201, None, "0")  # no body, as Graph documents
     user = emu.client.user(aad)
     assert (user["installed"], user["uninstalled"]) == (True, False)
     update, installation = wait_for(bot, 2)
@@ -176,7 +191,7 @@ def test_installing_makes_the_person_installed_and_the_bot_hears_of_it(emu, grap
     assert (installation["type"], installation["action"]) == ("installationUpdate", "add")
     for activity in (update, installation):
         assert activity["conversation"] == {"conversationType": "personal", "tenantId": TENANT,
-                                            "id": user["conversation_id"]}
+                                            "id": user["conversation_id"]}  # as Teams: the a: id, not Graph's
         assert activity["serviceUrl"] == emu.service_url
     assert emu.client.graph_stats()["installs"] == 1
 
@@ -190,15 +205,15 @@ def test_the_answer_does_not_wait_for_nor_depend_on_the_bot(emu, graph):
 
 def test_installing_again_is_a_conflict_and_a_reinstall_keeps_its_id(emu, graph):
     app_id, aad = crier(emu)["id"], not_installed(emu)
-    first = graph.install(aad, app_id)[1]["id"]
+    assert graph.install(aad, app_id)[0] == 201
+    first = installation_of(graph, aad)
 
     status, body, _ = graph.install(aad, app_id)
     assert (status, body["error"]["code"], body["error"]["message"]) == (409, "Conflict", "App is already installed.")
     installed_in_teams = emu.client.register_users([str(uuid.uuid4())])[0]["aad_object_id"]
     assert graph.install(installed_in_teams, app_id)[0] == 409
     emu.client.uninstall(aad)
-    status, body, _ = graph.install(aad, app_id)
-    assert (status, body["id"]) == (201, first)
+    assert graph.install(aad, app_id)[0] == 201 and installation_of(graph, aad) == first
     assert emu.client.user(aad)["uninstalled"] is False
     stats = emu.client.graph_stats()
     assert (stats["installs"], stats["install_conflicts"]) == (2, 2)
@@ -311,38 +326,67 @@ def test_installing_answers_429_when_graph_is_told_to(emu, graph):
 
 # The installation and its chat ----------------------------------------------------------------------
 
-
-def installed_apps(graph: Graph, aad: str, condition: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    return graph("GET", f"/users/{aad}/teamwork/installedApps?$expand=teamsApp&$filter=" + quote(condition))
-
-
-def test_the_installation_is_listed_and_its_chat_is_the_conversation_the_bot_sends_to(emu, graph, teams):
-    app, aad = crier(emu), not_installed(emu)
+def test_the_installation_is_listed_and_its_chat_is_graphs_one_the_bot_sends_to(emu, graph, teams):
+    app, aad, other = crier(emu), not_installed(emu), not_installed(emu)
     by_external = f"teamsApp/externalId eq '{app['externalId']}'"
     assert installed_apps(graph, aad, by_external)[1]["value"] == []
-    installation = graph.install(aad, app["id"])[1]["id"]
+    assert graph.install(aad, app["id"])[0] == graph.install(other, app["id"])[0] == 201
 
     status, body, _ = installed_apps(graph, aad, by_external)
     assert status == 200, body
-    assert body["value"] == [{"id": installation, "teamsApp": app}]
+    [listed] = body["value"]
+    assert listed["teamsApp"] == app and listed["id"] == installation_of(graph, aad) != installation_of(graph, other)
     assert installed_apps(graph, aad, f"teamsApp/id eq '{app['id'].upper()}'")[1]["value"] == body["value"]
     assert installed_apps(graph, aad, f"teamsApp/externalId eq '{uuid.uuid4()}'")[1]["value"] == []
     assert installed_apps(graph, aad, "teamsApp/displayName eq 'Crier'")[0] == 400
     assert installed_apps(graph, str(uuid.uuid4()), by_external)[0] == 404
 
-    status, chat, _ = graph("GET", f"/users/{aad}/teamwork/installedApps/{quote(installation)}/chat")
-    assert status == 200, chat
-    assert chat["id"] == emu.client.user(aad)["conversation_id"] and chat["chatType"] == "oneOnOne"
+    status, chat, _ = graph("GET", f"/users/{aad}/teamwork/installedApps/{quote(listed['id'])}/chat")
+    assert status == 200 and re.match(r"^19:[^@]+@unq\.gbl\.spaces$", chat["id"]), chat
+    assert chat["chatType"] == "oneOnOne"
+    assert chat["id"] == "19:" + "_".join(sorted((aad, APP_ID))) + "@unq.gbl.spaces"
     assert chat["@odata.context"].endswith("/$metadata#chats/$entity")
+    assert chat_of(graph, aad) == chat["id"] != chat_of(graph, other)  # the same on every read
     assert teams.send(chat["id"]).status == 201
-    assert teams.create(aad).body["id"] == chat["id"]
-    assert [message["conversation_id"] for message in emu.client.messages(user=aad)] == [chat["id"]]
+    user = emu.client.user(aad)
+    assert (user["chat_id"], [message["aad_object_id"] for message in user["messages"]]) == (chat["id"], [aad])
+    assert user["conversation_id"] != chat["id"] and teams.create(aad).body["id"] == user["conversation_id"]
+
+
+def test_the_chat_id_reaches_the_person_checked_limited_and_deleted_as_the_conversation_id(emu, graph, teams):
+    aad = emu.client.register_users([str(uuid.uuid4())])[0]["aad_object_id"]  # installed in Teams, not by Graph
+    chat, conversation = chat_of(graph, aad), teams.conversation(aad)
+
+    first, second = teams.send(chat), teams.send(conversation)  # the same message by either id
+
+    assert (first.status, second.status) == (201, 201), first
+    ids = [message["activity_id"] for message in emu.client.messages(user=aad)]
+    assert ids == [first.body["id"], second.body["id"]] and emu.client.stats()["duplicates"] == 1
+    assert {message["conversation_id"] for message in emu.client.messages(user=aad)} == {conversation}
+    path, bye = "/v3/conversations/{}/activities/{}", {"type": "message", "text": "Bye"}
+    assert teams.call("PUT", path.format(quote(conversation, safe=""), ids[0]), bye).status == 200
+    assert teams.call("DELETE", path.format(quote(chat, safe=""), ids[1])).status == 200
+    emu.client.config(limits=True)
+    answers = [teams.send(chat if index % 2 else conversation).status for index in range(8)]
+    assert answers == [201] * 7 + [429] and teams.send(chat).status == 429  # one thread: seven a second
+    emu.client.config(limits=False)
+    emu.client.block(aad)
+    assert teams.send(chat).body["error"]["code"] == "ConversationBlockedByUser"
+    emu.client.unblock(aad)
+    emu.client.delete_chat(aad)
+    assert [(gone.status, gone.body["error"]["code"]) for gone in map(teams.send, (chat, conversation))] == [
+        (404, "ConversationNotFound")] * 2
+    fresh = teams.conversation(aad)  # the chat made again: Graph's id for it is the same
+    assert fresh != conversation and teams.send(chat).status == 201 and chat_of(graph, aad) == chat
+    assert emu.client.messages(user=aad)[-1]["conversation_id"] == fresh
+    emu.client.uninstall(aad)
+    assert json.loads(teams.send(chat).body["message"])["subCode"] == "MessageWritesBlocked"
 
 
 def test_the_chat_of_another_or_a_removed_installation_is_not_found(emu, graph):
     app_id, aad, other = crier(emu)["id"], not_installed(emu), not_installed(emu)
-    installation = graph.install(aad, app_id)[1]["id"]
-    theirs = graph.install(other, app_id)[1]["id"]
+    assert graph.install(aad, app_id)[0] == graph.install(other, app_id)[0] == 201
+    installation, theirs = installation_of(graph, aad), installation_of(graph, other)
 
     for wrong in (theirs, "bm90LWFuLWluc3RhbGxhdGlvbg=="):
         status, body, _ = graph("GET", f"/users/{aad}/teamwork/installedApps/{wrong}/chat")
