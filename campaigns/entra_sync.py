@@ -35,16 +35,24 @@ from psycopg.types.json import Jsonb
 
 from bots.graph import GraphClient, GraphError, graph
 from core.errors import ApplicationError
+from core.locks import advisory_lock
 
 from .attributes import attributes_problem_list
 from .entra_fields import (
-    FieldMap, converted_value, fingerprint, graph_select, graph_value, hr_id_of, organisation_tenant,
-    sync_require, user_type_taken,
+    FieldMap,
+    converted_value,
+    fingerprint,
+    graph_select,
+    graph_value,
+    hr_id_of,
+    organisation_tenant,
+    sync_require,
+    user_type_taken,
 )
 from .models import DirectorySync, Recipient
 
 logger = logging.getLogger(__name__)
-# The advisory lock held while a run goes: one run at a time, whoever starts it.
+# The advisory lock (with 0) held while a run goes: one run at a time, whoever starts it.
 ENTRA_SYNC_LOCK = 0x656E7472
 # Who a full run listed, kept by PostgreSQL for the run's connection only: gone if the connection is (the run
 # then fails, and deactivates nobody).
@@ -325,26 +333,15 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
-def _locked() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ENTRA_SYNC_LOCK])
-        return bool(cursor.fetchone()[0])
-
-
-def _unlock() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(%s)", [ENTRA_SYNC_LOCK])
-
-
 def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient = graph) -> DirectorySync:
     """One run (see the module's docstring); returns it, succeeded or failed with its reason in plain words.
     Refuses (``ApplicationError``) when the sync is off, not configured, or already running."""
     maps = sync_require()
     if connection.in_atomic_block:
         raise ApplicationError("A sync commits a page at a time: start it outside a transaction.", status=500)
-    if not _locked():
-        raise ApplicationError("A sync from Entra ID is already running.", code="sync_running", status=409)
-    try:
+    with advisory_lock(ENTRA_SYNC_LOCK, 0) as held:
+        if not held:
+            raise ApplicationError("A sync from Entra ID is already running.", code="sync_running", status=409)
         # A run still marked running holds no lock any more: its process ended before it finished.
         DirectorySync.objects.filter(status=DirectorySync.Status.RUNNING).update(
             status=DirectorySync.Status.FAILED, finished_at=timezone.now(),
@@ -360,8 +357,6 @@ def entra_sync(*, full: bool = False, dry_run: bool = False, client: GraphClient
         run = DirectorySync.objects.create(full=full, dry_run=dry_run, selected=selected)
         _go(run, maps, client, None if full else previous.delta_link)
         return run
-    finally:
-        _unlock()
 
 
 def _go(run: DirectorySync, maps: list[FieldMap], client: GraphClient, delta_link: str | None) -> None:

@@ -29,6 +29,7 @@ from bots.models import TeamsTeam
 from core.locks import advisory_lock, advisory_lock_held
 
 from .models import Audience, Campaign, ListedMember, MemberListing, Recipient
+from .sources import group_id_normal
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _page_write(listing: MemberListing, page: MemberPage, team: TeamsTeam | None
         if team is not None:
             user_ids = {str(object_id): "" for object_id in by_id}
             for member in page.members:
-                object_id = _canonical(member.aad_object_id)
+                object_id = group_id_normal(member.aad_object_id)
                 if object_id in user_ids and member.user_id:
                     user_ids[object_id] = member.user_id
             addresses_learn(
@@ -174,13 +175,6 @@ def _page_write(listing: MemberListing, page: MemberPage, team: TeamsTeam | None
             pages=listing.pages, listed=listing.listed, matched=listing.matched, unknown=listing.unknown,
             unknown_sample=listing.unknown_sample,
         )
-
-
-def _canonical(object_id: str) -> str:
-    try:
-        return str(uuid.UUID(object_id))
-    except ValueError:
-        return ""
 
 
 def _end(listing: MemberListing, status: str, error: str) -> None:
@@ -243,7 +237,7 @@ def source_glance(*, kind: str, source_id: str) -> Glance:
     page = next(pages, None)
     if page is None:
         return Glance(name=name, members=[], more=False, total=0)
-    members = [object_id for object_id in (_canonical(m.aad_object_id) for m in page.members) if object_id]
+    members = [object_id for object_id in (group_id_normal(m.aad_object_id) for m in page.members) if object_id]
     return Glance(name=name, members=members, more=page.more, total=page.total)
 
 

@@ -11,7 +11,8 @@ TEAM_ID = re.compile(r"^19:[^\s/?#%@]{1,170}@thread\.(tacv2|skype)$")
 
 
 def group_id_normal(value: str) -> str | None:
-    """The canonical (lower-case, hyphenated) object id, or None if ``value`` is not one."""
+    """The canonical (lower-case, hyphenated) Entra object id, a group's or a person's, or None if ``value`` is
+    not one."""
     try:
         return str(uuid.UUID(value.strip()))
     except (ValueError, AttributeError):

@@ -46,6 +46,15 @@ def campaign_pause(*, campaign_id: int, reason: str = "", actor: Actor = SYSTEM)
     return campaign
 
 
+def campaign_pause_saying(*, campaign_id: int, reason: str) -> None:
+    """Crier pauses the campaign, saying why; if it was paused or cancelled meanwhile, a paused one still shows
+    the reason."""
+    try:
+        campaign_pause(campaign_id=campaign_id, reason=reason)
+    except ApplicationError:  # paused or cancelled meanwhile: the reason is still worth showing
+        Campaign.objects.filter(pk=campaign_id, status=Campaign.Status.PAUSED).update(status_reason=reason[:500])
+
+
 def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     with transaction.atomic():
         campaign = _locked(campaign_id)

@@ -11,26 +11,19 @@ decides for a campaign at a time (an advisory lock on the campaign)."""
 
 from __future__ import annotations
 
-import logging
-
-import redis
 from django.db import transaction
 
-from bots.pacing import pacer
 from campaigns.approvals import approval_withdraw
 from campaigns.audit import SYSTEM
 from campaigns.members import campaign_listing, listing_again, listing_run
 from campaigns.models import Audience, AuditEntry, Campaign, MemberListing
 from campaigns.selectors import campaign_recipients
 from campaigns.states import MOVES, move_allowed
-from core.errors import ApplicationError
 from core.locks import advisory_lock
 
 from . import jobs
-from .control import campaign_pause
+from .control import campaign_pause_saying
 from .reach import reach_limit
-
-logger = logging.getLogger(__name__)
 
 CAMPAIGN_LISTING_LOCK = 0x6C697363  # the advisory lock's first key; the second is the campaign's id
 
@@ -58,7 +51,8 @@ def _members_list(campaign_id: int) -> str:
         listing.refresh_from_db()
         campaign.refresh_from_db()
     if listing.status == MemberListing.Status.FAILED:
-        _pause(campaign, f"Could not list the members of {_named(listing)}: {listing.error} Resume it to list them again.")
+        campaign_pause_saying(campaign_id=campaign.pk, reason=(
+            f"Could not list the members of {_named(listing)}: {listing.error} Resume it to list them again.")[:500])
         return "failed"
     if campaign.status == Campaign.Status.CANCELLED or campaign.total_deliveries:
         return "listed before"  # cancelled, or its rows are being written (the reconciler restarts a lost writing)
@@ -75,13 +69,6 @@ def _named(listing: MemberListing) -> str:
     return f"{what} “{listing.source_name}”" if listing.source_name else f"{what} {listing.source_id}"
 
 
-def _pause(campaign: Campaign, reason: str) -> None:
-    try:
-        campaign_pause(campaign_id=campaign.pk, reason=reason[:500])
-    except ApplicationError:  # paused or cancelled meanwhile: the reason is still worth showing
-        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(status_reason=reason[:500])
-
-
 def _back_to_draft(campaign_id: int, listing: MemberListing, people: int, limit: int) -> bool:
     """Nothing of it written yet: back to draft, its approval void, its listing kept as the audience's latest
     look (what the approver sees next). Returns whether it moved."""
@@ -94,8 +81,6 @@ def _back_to_draft(campaign_id: int, listing: MemberListing, people: int, limit:
             f"{limit:,} people, above which a campaign needs approval")
         reason = (f"Back to draft, nothing sent: listed at its launch, {_named(listing)} holds {people:,} people, more "
                   f"than {covered}. A person with the approver role must approve it for them first.")[:500]
-        if campaign.status == Campaign.Status.PAUSED:  # its workers' stop flag goes with the pause
-            transaction.on_commit(lambda: _unstop(campaign_id))
         campaign.status = MOVES["unlaunch"].target
         campaign.launched_at = None
         campaign.status_reason = reason
@@ -107,9 +92,3 @@ def _back_to_draft(campaign_id: int, listing: MemberListing, people: int, limit:
             approval_withdraw(campaign=campaign, actor=SYSTEM, reason=reason, outgrown=True)
     return True
 
-
-def _unstop(campaign_id: int) -> None:
-    try:
-        pacer.resume(campaign_id=campaign_id)
-    except redis.RedisError:  # the flag expires on its own; a relaunch before then waits for it
-        logger.warning("could not lift the stop flag of campaign %s", campaign_id)

@@ -10,7 +10,7 @@ from campaigns.approvals import ApprovalOutgrown
 from campaigns.models import Campaign
 from core.errors import ApplicationError
 
-from .control import campaign_pause
+from .control import campaign_pause_saying
 
 
 def reach_limit(*, campaign: Campaign) -> int | None:
@@ -57,7 +57,4 @@ def pause_outgrown(*, campaign: Campaign) -> None:
         "people written before are sent when it is resumed, nobody more; to reach the others, make a new "
         "campaign and have it approved."
     )
-    try:
-        campaign_pause(campaign_id=campaign.pk, reason=reason)
-    except ApplicationError:  # paused or cancelled meanwhile: the reason is still worth showing
-        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.PAUSED).update(status_reason=reason[:500])
+    campaign_pause_saying(campaign_id=campaign.pk, reason=reason)

@@ -293,7 +293,7 @@ def test_only_one_run_goes_at_a_time_and_a_run_left_running_is_taken_over(graph_
     dead = DirectorySync.objects.create(full=True)  # its process ended mid-run
     params = connection.get_connection_params()
     with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port")}) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", [ENTRA_SYNC_LOCK])
+        other.execute("SELECT pg_advisory_lock(%s, 0)", [ENTRA_SYNC_LOCK])
         with pytest.raises(ApplicationError, match="already running"):
             entra_sync()
     graph_on.client.graph_users([entra_user(0)])
