@@ -82,10 +82,10 @@ def campaign_recipients(*, campaign: Campaign) -> QuerySet[Recipient]:
     """The people a campaign's rows are written for: its audience's or, when its launch listed a group or
     team, the people listed then, whatever the audience was changed to since (none until it succeeded)."""
     listing = campaign_listing(campaign=campaign)
-    if not campaign_people_known(campaign=campaign):
-        return Recipient.objects.filter(listed(0))  # nobody (``none()`` would have no SQL to embed)
     if listing is None:
         return audience_recipients(audience=campaign.audience)
+    if listing.status != MemberListing.Status.SUCCEEDED:
+        return Recipient.objects.filter(listed(0))  # nobody (``none()`` would have no SQL to embed)
     return _selection(
         kind=listing.kind, rules=[],
         included=_listed(Audience.members.through, listing.audience_id),
