@@ -38,7 +38,7 @@ GRAPH_AUDIENCE = "https://graph.microsoft.com"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 READ_USERS = {"User.Read.All", "User.ReadBasic.All", "Directory.Read.All"}
 # What a tenant admin consented to, unless the control API says otherwise.
-DEFAULT_PERMISSIONS = ("User.Read.All", "GroupMember.Read.All", "TeamsAppInstallation.ReadWriteSelfForUser.All",
+DEFAULT_PERMISSIONS = ("User.Read.All", "GroupMember.Read.All", "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All",
                        "AppCatalog.Read.All", "TeamsActivity.Send")
 DELTA_TOKEN_DAYS = 7
 DEFAULT_PAGE_SIZE = 100
@@ -173,6 +173,12 @@ class Graph:
             return graph_error(429, "TooManyRequests", "Too many requests.",
                                {"Retry-After": str(directory.retry_after_seconds)})
         return None
+
+    def _roles(self, request: web.Request) -> set[str]:
+        """The permissions of a token ``_refusal`` accepted."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        claims = jwt.decode(token, self.ctx.key.public_key, algorithms=["RS256"], audience=GRAPH_AUDIENCE)
+        return set(claims.get("roles") or [])
 
     def _link(self, kind: str, state: dict[str, Any]) -> str:
         parameter = "$deltatoken" if kind == "delta" else "$skiptoken"

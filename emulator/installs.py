@@ -50,7 +50,11 @@ APP_ID_NAMESPACE = uuid.UUID("6d1f6a36-52a8-4be4-9c49-1f4f3e0f7a2c")
 # The catalog's id for an app is uuid5(this, its manifest id): the same app, the same id after every reset.
 CATALOG_NAMESPACE = uuid.uuid5(APP_ID_NAMESPACE, "organization-app-catalog")
 DEFAULT_APP_NAME = "Crier"
-INSTALL = ("TeamsAppInstallation.ReadWriteSelfForUser.All", "TeamsAppInstallation.ReadWriteForUser.All")
+# Installing an app that asks for resource-specific permissions, consenting to them on the way, needs an
+# ``AndConsent`` permission; installing alone takes any of these.
+AND_CONSENT = ("TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All", "TeamsAppInstallation.ReadWriteAndConsentForUser.All")
+INSTALL = ("TeamsAppInstallation.ReadWriteSelfForUser.All", "TeamsAppInstallation.ReadWriteForUser.All", *AND_CONSENT)
+PERMISSION_TYPES = ("application", "delegated")
 READ_INSTALLED = (*INSTALL, "TeamsAppInstallation.ReadForUser.All")
 # Graph lets the installation permissions read the catalog, to find the app to install.
 # As Microsoft documents the catalog's list: the installation permissions do not read it.
@@ -103,6 +107,7 @@ class Installs:
     blocked_users: set[str] = field(default_factory=set)
     limiter: SlidingLimiter = field(default_factory=lambda: SlidingLimiter(INSTALL_WINDOWS))
     installs: int = 0
+    consented: dict[str, list[str]] = field(default_factory=dict)  # the resource-specific permissions, by person
     conflicts: int = 0
     throttled: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # posts to the bot under way
@@ -118,6 +123,7 @@ class Installs:
         self.blocked_users.clear()
         self.limiter.clear()
         self.installs = self.conflicts = self.throttled = 0
+        self.consented.clear()
 
     def blocked(self, aad: str) -> bool:
         return self.blocked_tenant or aad in self.blocked_users
@@ -126,7 +132,8 @@ class Installs:
         return {"blocked": self.blocked_tenant, "users": sorted(self.blocked_users)}
 
     def stats(self) -> dict[str, int]:
-        return {"installs": self.installs, "install_conflicts": self.conflicts, "install_throttled": self.throttled}
+        return {"installs": self.installs, "install_conflicts": self.conflicts, "install_throttled": self.throttled,
+                "installs_consenting": sum(1 for values in self.consented.values() if values)}
 
 
 def parse_filter(text: str, properties: dict[str, str]) -> list[tuple[str, str]]:
@@ -145,8 +152,9 @@ def matches(app: dict[str, Any], clauses: list[tuple[str, str]]) -> bool:
     return all((normalize_aad(value) or value.strip().lower()) == app[name].lower() for name, value in clauses)
 
 
-def bound_app(raw: bytes) -> str:
-    """The catalog id named by ``teamsApp@odata.bind`` (any host and base: only the path's end counts)."""
+def bound_app(raw: bytes) -> tuple[str, list[str]]:
+    """The catalog id named by ``teamsApp@odata.bind`` (any host and base: only the path's end counts), and the
+    resource-specific permissions ``consentedPermissionSet`` consents to (``permissionValue``s)."""
     try:
         data = json.loads(raw)
     except ValueError:
@@ -156,7 +164,19 @@ def bound_app(raw: bytes) -> str:
     if found is None:
         raise BadQuery(400, "BadRequest", 'The body must be {"teamsApp@odata.bind": '
                        '"https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/{id}"}.')
-    return unquote(found.group(1))
+    consented = data.get("consentedPermissionSet")
+    permissions = consented.get("resourceSpecificPermissions") if isinstance(consented, dict) else None
+    if consented is not None and not isinstance(permissions, list):
+        raise BadQuery(400, "BadRequest", "consentedPermissionSet needs a resourceSpecificPermissions list.")
+    values = []
+    for permission in permissions or []:
+        value = permission.get("permissionValue") if isinstance(permission, dict) else None
+        kind = permission.get("permissionType") if isinstance(permission, dict) else None
+        if not isinstance(value, str) or not value or not isinstance(kind, str) or kind.lower() not in PERMISSION_TYPES:
+            raise BadQuery(400, "BadRequest", "Each resource-specific permission needs a permissionValue and a "
+                           "permissionType of application or delegated.")
+        values.append(value)
+    return unquote(found.group(1)), values
 
 
 class GraphInstalls(Graph):
@@ -218,7 +238,10 @@ class GraphInstalls(Graph):
                                    {"Retry-After": str(retry_after_header(wait))})
             installs.limiter.record(scope, now)
         try:
-            wanted = bound_app(raw)
+            wanted, consented = bound_app(raw)
+            if consented and not set(AND_CONSENT) & self._roles(request):
+                raise BadQuery(403, "Authorization_RequestDenied", "Consenting to resource-specific permissions "
+                               "while installing needs TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All.")
             aad, user = self._person(request)
             app = installs.catalog.get(normalize_aad(wanted) or "")
             if app is None:
@@ -236,6 +259,7 @@ class GraphInstalls(Graph):
                                          tenant_id=ctx.settings.tenant_id, installed=False)
         user.installed, user.uninstalled = True, False
         installs.installs += 1
+        installs.consented[aad] = sorted(consented)
         conversation_id = ctx.store.conversation_for(user)  # what Teams' install activities carry
         ctx.store.open_chat(user, chat_id(aad, ctx.settings.app_id))  # and Graph's name for the same chat
         self._tell_the_bot(install_activities(user, conversation_id, ctx.service_url, ctx.settings.app_id))

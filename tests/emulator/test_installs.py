@@ -285,6 +285,41 @@ def test_installing_needs_an_installation_permission(emu, graph):
     assert graph.install(aad, app_id)[0] == 201
 
 
+def consenting(app_id: str, permissions: Any) -> dict[str, Any]:
+    return {"teamsApp@odata.bind": f"https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/{app_id}",
+            "consentedPermissionSet": {"resourceSpecificPermissions": permissions}}
+
+
+def test_consenting_to_resource_specific_permissions_while_installing_needs_an_and_consent_permission(emu, graph):
+    app_id, aad = crier(emu)["id"], not_installed(emu)
+    read_receipts = [{"permissionValue": "ChatMessageReadReceipt.Read.Chat", "permissionType": "Application"}]
+    emu.client.graph_config(permissions=["TeamsAppInstallation.ReadWriteSelfForUser.All"])
+
+    status, body, _ = graph("POST", f"/users/{aad}/teamwork/installedApps", consenting(app_id, read_receipts))
+
+    assert (status, body["error"]["code"]) == (403, "Authorization_RequestDenied")
+    assert "ReadWriteAndConsentSelfForUser" in body["error"]["message"]
+    assert emu.client.user(aad)["installed"] is False
+    emu.client.graph_config(permissions=["TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"])
+    assert graph("POST", f"/users/{aad}/teamwork/installedApps", consenting(app_id, read_receipts))[0] == 201
+    assert emu.client.graph_stats()["installs_consenting"] == 1
+
+
+@pytest.mark.parametrize("permissions", [
+    "ChatMessageReadReceipt.Read.Chat",
+    [{"permissionValue": "ChatMessageReadReceipt.Read.Chat"}],
+    [{"permissionValue": "", "permissionType": "Application"}],
+    [{"permissionValue": "ChatMessageReadReceipt.Read.Chat", "permissionType": "Sideways"}],
+])
+def test_a_consented_permission_set_graph_cannot_read_is_a_bad_request(emu, graph, permissions):
+    app_id, aad = crier(emu)["id"], not_installed(emu)
+
+    status, body, _ = graph("POST", f"/users/{aad}/teamwork/installedApps", consenting(app_id, permissions))
+
+    assert (status, body["error"]["code"]) == (400, "BadRequest")
+    assert emu.client.user(aad)["installed"] is False
+
+
 def burst(graph: Graph, aad: str, app_id: str, count: int) -> list[tuple[int, dict[str, Any], dict[str, str]]]:
     bearer = token(graph.emu)["access_token"]
     with ThreadPoolExecutor(max_workers=30) as pool:
