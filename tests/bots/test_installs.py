@@ -1,5 +1,5 @@
 """Installing the app for a person who lacks it, through the emulator's Microsoft Graph (real HTTPS and
-tokens): the chat it makes is one the bot can send in; every refusal has its code and what to do; installs
+tokens): after it the bot reaches them as anyone else; every refusal has its code and what to do; installs
 are paced under Graph's limit for them."""
 
 from __future__ import annotations
@@ -29,33 +29,41 @@ def person(teams):
     return aad
 
 
-def send_in(conversation_id: str, aad: str) -> str:
-    address = address_of(aad_object_id=aad, tenant_id=factories.TENANT, stored=("", "", "", conversation_id))
+def send_to(aad: str) -> str:
+    """A send as delivery makes it: CreateConversation with the person's Entra id, then the message."""
+    address = address_of(aad_object_id=aad, tenant_id=factories.TENANT, stored=("", "", "", ""))
     return TeamsTransport().send(address=address, activity_json=json.dumps(message_activity(text="Hi")).encode())
 
 
-def test_it_installs_the_app_and_the_chat_it_makes_is_one_the_bot_sends_in(teams, person):
-    installed = AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT)
+def test_it_installs_the_app_after_which_the_bot_reaches_the_person(teams, person):
+    assert AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT) is True
 
-    assert installed.by_crier is True
-    assert send_in(installed.conversation_id, person).activity_id
+    assert send_to(person).activity_id
     assert teams.client.user(person)["installed"] is True
     assert teams.client.graph_stats()["installs"] == 1
 
 
-def test_a_person_who_has_the_app_already_is_not_installed_again_and_their_chat_is_found(teams, person):
-    first = AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT)
-    again = AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT)
+def test_it_consents_to_the_read_receipt_permission_the_app_package_declares(teams, person):
+    AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT)
 
-    assert again.by_crier is False and again.conversation_id == first.conversation_id
+    assert teams.client.graph_stats()["installs_consenting"] == 1
+
+
+def test_a_person_who_has_the_app_already_is_not_installed_again(teams, person):
+    assert AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT) is True
+    assert AppInstaller().install(aad_object_id=person, tenant_id=factories.TENANT) is False
+
     assert teams.client.graph_stats()["install_conflicts"] == 1
 
 
 @pytest.mark.parametrize("setup, code, advice", [
     (lambda emu: emu.graph_config(permissions=["User.Read.All", "AppCatalog.Read.All"]), "AppConsentMissing",
-     "TeamsAppInstallation.ReadWriteSelfForUser.All"),
-    (lambda emu: emu.graph_config(permissions=["TeamsAppInstallation.ReadWriteSelfForUser.All"]), "AppConsentMissing",
-     "AppCatalog.Read.All"),
+     "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"),
+    # installing alone is not enough: the app asks for a resource-specific permission, consented at install
+    (lambda emu: emu.graph_config(permissions=["TeamsAppInstallation.ReadWriteSelfForUser.All", "AppCatalog.Read.All"]),
+     "AppConsentMissing", "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"),
+    (lambda emu: emu.graph_config(permissions=["TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"]),
+     "AppConsentMissing", "AppCatalog.Read.All"),
     (lambda emu: emu.graph_catalog([]), "AppNotInCatalog", "upload the Teams app package"),
     (lambda emu: emu.graph_install_policy(True), "AppBlockedByPolicy", "Permission policies"),
 ])
@@ -86,8 +94,24 @@ def test_the_apps_catalog_id_is_read_once_for_many_installs(teams, person):
     installer.install(aad_object_id=person, tenant_id=factories.TENANT)
     installer.install(aad_object_id=other, tenant_id=factories.TENANT)
 
-    # one catalog read, then three calls for each person: install, find the installation, its chat
-    assert teams.client.graph_stats()["requests"] - before == 1 + 3 * 2
+    # one catalog read, then one call for each person: the install
+    assert teams.client.graph_stats()["requests"] - before == 1 + 2
+
+
+def test_an_app_taken_out_of_the_catalog_and_put_back_is_looked_up_again(teams, person):
+    installer = AppInstaller()
+    apps = teams.client.graph_catalog_list()
+    installer.catalog_id()
+    teams.client.graph_catalog([])
+
+    with pytest.raises(InstallRefused) as refused:
+        installer.install(aad_object_id=person, tenant_id=factories.TENANT)
+    assert refused.value.code == "AppNotInCatalog"
+
+    # uploaded again: a new id in the catalog
+    teams.client.graph_catalog([{"id": str(uuid.uuid4()), "externalId": app["externalId"],
+                                 "displayName": app["displayName"]} for app in apps])
+    assert installer.install(aad_object_id=person, tenant_id=factories.TENANT) is True
 
 
 class Clock:
@@ -99,17 +123,15 @@ class Clock:
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(round(seconds, 3))
-        self.now += seconds
 
 
-def test_installs_are_paced_per_second_and_tenant_across_workers(redis_client):
-    clock = Clock(1000.25)
-    one, two = (InstallPace(redis_client, per_second=3, clock=clock, sleep=clock.sleep) for _ in range(2))
+def test_installs_are_spaced_evenly_per_tenant_for_every_thread():
+    clock = Clock(1000.0)
+    pace = InstallPace(per_second=4, clock=clock, sleep=clock.sleep)
 
-    for pace in (one, two, one):
+    for _ in range(3):
         pace.wait("tenant-a")
-    two.wait("tenant-b")  # another tenant has its own count
-    assert clock.slept == []
-    one.wait("tenant-a")  # the fourth in that second waits for the next
+    pace.wait("tenant-b")  # another tenant has its own pace
 
-    assert clock.slept == [0.75] and clock.now == 1001.0
+    # each call takes the next free moment, a quarter of a second after the one before
+    assert clock.slept == [0.25, 0.5]
