@@ -9,6 +9,7 @@ D  scale: launch to a very large audience, at Teams' pace and unthrottled; mater
 E  faults: worker kill -9 ×3, a Redis restart, a PostgreSQL restart, and 503/429/timeouts from Teams
 F  the API: people uploaded through POST /api/v1/recipients/bulk/ in 10,000-row calls, over HTTP
 G  people from Entra ID: a full sync of --directory people from the emulator's Graph, then a delta of 1%
+H  installing the app: a campaign to --installs people who never installed it, at Graph's and Teams' limits
 
 Everything runs on this machine against its own database (crier_bench) and Redis database 12, but
 E restarts the machine's Redis server and PostgreSQL cluster: run it where nothing else needs them.
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.directory import bench_g  # noqa: E402
 from bench.fixtures import RESULTS, prepare_database, setup_django  # noqa: E402
 from bench.harness import REDIS_URL, VAR, Processes, base_env  # noqa: E402
+from bench.installs import bench_h  # noqa: E402
 from bench.scale_and_faults import bench_d, bench_e, bench_f  # noqa: E402
 from bench.throughput import bench_a, bench_b, bench_c, bench_c_under_load  # noqa: E402
 
@@ -34,10 +36,11 @@ from bench.throughput import bench_a, bench_b, bench_c, bench_c_under_load  # no
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="A,B,C,D,E,F,G", help="benchmarks to run, e.g. A,B")
+    parser.add_argument("--only", default="A,B,C,D,E,F,G,H", help="benchmarks to run, e.g. A,B")
     parser.add_argument("--n", type=int, default=20_000, help="recipients for A, B, C and E")
     parser.add_argument("--big", type=int, default=1_000_000, help="recipients for D")
     parser.add_argument("--directory", type=int, default=200_000, help="people in the directory for G")
+    parser.add_argument("--installs", type=int, default=2_000, help="people without the app for H")
     parser.add_argument("--d-seconds", type=float, default=45.0, help="how long D sends before cancelling")
     parser.add_argument("--under-load", action="store_true",
                         help="C runs with stored conversations while a CPU hog keeps every core busy")
@@ -73,6 +76,8 @@ def main() -> int:
             bench_f(env, 100_000)
         if "G" in only:
             bench_g(env, emulator, args.directory)
+        if "H" in only:
+            bench_h(processes, emulator, args.installs)
     finally:
         processes.stop_all()
         emulator.stop()

@@ -22,6 +22,9 @@ class TeamsAddress(models.Model):
     service_url = models.URLField(max_length=500, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.UNKNOWN)
     installed_at = models.DateTimeField(null=True, blank=True)
+    installed_by_crier_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Crier last installed the app for them (for a campaign): that install "
+        "is not theirs, so it sets off no welcome message.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

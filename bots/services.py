@@ -148,8 +148,20 @@ def _installed(activity: Activity) -> list[str]:
         return []
     # Installing again lifts the opt-out that blocking or removing the bot recorded.
     OptOut.objects.filter(recipient__aad_object_id=address.aad_object_id, source=OptOut.Source.BLOCKED).delete()
-    welcome_on_install(aad_object_id=str(address.aad_object_id))
+    if not _installed_by_crier(address):  # the person's own install: they are welcomed
+        welcome_on_install(aad_object_id=str(address.aad_object_id))
     return []
+
+
+# How long after Crier installed the app for a campaign its installation's activity may arrive.
+CRIER_INSTALL_SECONDS = 3600
+
+
+def _installed_by_crier(address: TeamsAddress) -> bool:
+    """Whether Crier installed the app for the person just now (``delivery.installing``): a campaign's message
+    follows, and a welcome message besides would be two at once for something they did not ask for."""
+    marked = address.installed_by_crier_at
+    return marked is not None and (timezone.now() - marked).total_seconds() < CRIER_INSTALL_SECONDS
 
 
 @handles("conversationUpdate", "remove")

@@ -1,8 +1,9 @@
 """Approval: an announcement to more than ``APPROVAL_THRESHOLD`` people needs a second person, with
 the approver role, before it can be launched or scheduled.
 
-What is approved is the campaign as it stands: changing its template, audience or category (in the
-admin or through the API), or editing the template it uses, withdraws the approval, and a scheduled
+What is approved is the campaign as it stands: changing its template, audience or category, or whether
+it installs the app for people who lack it (in the admin or through the API), or editing the template it
+uses, withdraws the approval, and a scheduled
 campaign that loses its approval goes back to draft, visibly, rather than sending unapproved. An
 approval also records a fingerprint of the template, audience and category as they were; an edit
 of the audience or category itself (its rules, its lists, a category made mandatory) changes it, so
@@ -44,7 +45,7 @@ class ApprovalOutgrown(ApplicationError):
 
 
 # Changing one of these after approval withdraws it.
-APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id")
+APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app")
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,13 @@ class ApprovalState:
 
 
 def approval_fingerprint(*, campaign: Campaign) -> str:
-    """What an approval covers: the template, the audience and the category, as they are now."""
+    """What an approval covers: the template, the audience and the category, as they are now, and whether Crier
+    installs the app for the people who lack it."""
     template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
     audience = Audience.objects.filter(pk=campaign.audience_id).values_list("updated_at", flat=True).first()
     mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
-    parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory]
+    parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory,
+             *(["install_app"] if campaign.install_app else [])]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 

@@ -74,7 +74,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     # Five columns whose text wraps (a foreign key's column would not): the list fits a laptop's
     # screen beside the filters. The row's own page has every field.
     list_display = ("person", "campaign_name", "result", "attempts", "finished_at")
-    list_filter = ("status", "skip_reason", ErrorCodeFilter, ("campaign", CampaignFilter))
+    list_filter = ("status", "skip_reason", ErrorCodeFilter, "install", ("campaign", CampaignFilter))
     search_fields = ("recipient__external_id", "recipient__email")
     search_help_text = "A person's exact external id or e-mail address."
     list_select_related = ("campaign", "recipient")
@@ -96,10 +96,12 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Result", ordering="status")
     def result(self, delivery: Delivery) -> str:
-        """“Failed: ConversationBlockedByUser (HTTP 403)”, “Skipped: opted out”, “Sent (HTTP 201)”."""
+        """“Failed: ConversationBlockedByUser (HTTP 403)”, “Skipped: opted out”, “Sent (HTTP 201), installed by
+        Crier”; a failed install's code (AppBlockedByPolicy...) is its error, and its page says what to do."""
         reason = delivery.get_skip_reason_display().lower() if delivery.skip_reason else delivery.error_code
         answer = f" (HTTP {delivery.last_status_code})" if delivery.last_status_code else ""
-        return f"{delivery.get_status_display()}{f': {reason}' if reason else ''}{answer}"
+        install = f", {delivery.get_install_display().lower()}" if delivery.install else ""
+        return f"{delivery.get_status_display()}{f': {reason}' if reason else ''}{answer}{install}"
 
     def get_search_results(self, request, queryset, search_term):
         """Exact matches only: the people with that external id or address, then their rows

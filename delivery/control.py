@@ -67,11 +67,11 @@ def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
         campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
         # A campaign to a group or team paused before its rows were written (its listing failed) lists again.
         listed = campaign.materialised_at is None and MemberListing.objects.filter(campaign=campaign).exists()
-        transaction.on_commit(lambda: _after_resume(campaign.pk, listed))
+        transaction.on_commit(lambda: _after_resume(campaign.pk, listed, installs=campaign.install_app))
     return campaign
 
 
-def _after_resume(campaign_id: int, listed: bool) -> None:
+def _after_resume(campaign_id: int, listed: bool, *, installs: bool = False) -> None:
     if listed:
         jobs.list_members(campaign_id)
     pacer.resume(campaign_id=campaign_id)
@@ -81,6 +81,8 @@ def _after_resume(campaign_id: int, listed: bool) -> None:
         pass
     feeding.rewind(campaign_id)
     jobs.feed()
+    if installs:  # rows may have waited for the app to be installed
+        jobs.install_apps()
 
 
 def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
@@ -97,7 +99,7 @@ def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
         # The campaign's rows from where unfinished ones begin (delivery.settled) to its last.
         skip = (
             "UPDATE delivery_delivery SET status = 'skipped', skip_reason = 'campaign_cancelled', finished_at = now()"
-            " WHERE campaign_id = %s AND id >= %s AND id < %s AND status IN ('pending', 'retrying')"
+            " WHERE campaign_id = %s AND id >= %s AND id < %s AND status IN ('pending', 'retrying', 'installing')"
         )
         rows = [campaign.pk, settled_below(campaign.pk, campaign.settled_below), campaign_ids(campaign.pk)[1]]
         with connection.cursor() as cursor:

@@ -15,6 +15,7 @@ FEED = "delivery.tasks.feed_deliveries"
 MATERIALISE = "delivery.tasks.campaign_materialise"
 LIST_MEMBERS = "delivery.tasks.campaign_list_members"
 MESSAGE_CHANGE_CHUNK = "delivery.tasks.message_change_chunk"
+INSTALL_APPS = "delivery.tasks.install_apps"
 
 
 def feed() -> None:
@@ -30,6 +31,11 @@ def materialise(campaign_id: int, after: int) -> None:
 def list_members(campaign_id: int) -> None:
     """Lists the members of the campaign's group or team, then writes its rows (``delivery.listing``)."""
     current_app.send_task(LIST_MEMBERS, args=(campaign_id,))
+
+
+def install_apps(*, countdown: float | None = None) -> None:
+    """An installer: installs the app for the people whose sends wait for it (``delivery.installing``)."""
+    current_app.send_task(INSTALL_APPS, countdown=countdown)
 
 
 def message_change_chunk(change_id: int, generation: int, *, countdown: float | None = None) -> None:

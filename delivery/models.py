@@ -10,7 +10,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 
-UNSETTLED = ("pending", "sending", "retrying")
+UNSETTLED = ("pending", "sending", "retrying", "installing")
 
 # A delivery's id is its campaign's id and its person's id in one number, campaign first
 # (campaign * 2**32 + person; a check constraint holds it): the primary key alone makes a person's
@@ -67,6 +67,7 @@ class Delivery(models.Model):
         PENDING = "pending", "Pending"
         SENDING = "sending", "Sending"
         RETRYING = "retrying", "Waiting to retry"
+        INSTALLING = "installing", "Installing the app"  # Crier installs it for them, then sends (delivery.installing)
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
@@ -78,6 +79,10 @@ class Delivery(models.Model):
         INACTIVE = "inactive", "No longer active"
         NO_TEAMS_IDENTITY = "no_teams_identity", "No Entra object id or Teams address"
         CAMPAIGN_CANCELLED = "campaign_cancelled", "Campaign cancelled"
+
+    class Install(models.TextChoices):
+        INSTALLED = "installed", "Installed by Crier"
+        PRESENT = "present", "Had the app already"
 
     id = models.BigIntegerField(primary_key=True, editable=False, help_text="campaign * 2**32 + person")
     # A campaign's rows are written a million at a time (delivery.services): PostgreSQL checks no
@@ -103,6 +108,12 @@ class Delivery(models.Model):
         help_text="A worker stopped while Teams was answering, so this person may have received the message "
         "twice (see docs/architecture.md, Delivery guarantees).",
     )
+    install = models.CharField(
+        max_length=16, choices=Install.choices, blank=True, db_default="",
+        help_text="Teams answered that the person had not installed the app and the campaign lets Crier install it: "
+        "what Microsoft Graph did. When it refused, the delivery failed with its reason and what to do.",
+    )
+    install_attempts = models.PositiveSmallIntegerField(db_default=0)
     activity_id = models.CharField(max_length=500, blank=True, db_default="")
     conversation_id = models.CharField(max_length=500, blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now())

@@ -23,7 +23,7 @@ from core.connections import redis_for
 from .models import Delivery
 
 FINAL = tuple(str(status) for status in Delivery.FINAL)
-COUNTERS = (*FINAL, "ambiguous")
+COUNTERS = (*FINAL, "ambiguous", "installed")  # installed: people Crier installed the app for
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
 # A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
@@ -103,6 +103,7 @@ def rebuild(campaign_id: int) -> dict[str, int]:
     for row in rows.values("status").annotate(n=Count("id")).order_by():
         counts[row["status"]] = row["n"]
     counts["ambiguous"] = Delivery.objects.of_campaign(campaign_id).filter(ambiguous=True).count()
+    counts["installed"] = Delivery.objects.of_campaign(campaign_id).filter(install=Delivery.Install.INSTALLED).count()
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))

@@ -8,6 +8,8 @@ in flight, so anything Redis lost is found again in the rows:
   marked ``ambiguous`` and tried again (the policy, and why, is in docs/architecture.md: "Delivery
   guarantees"). The lease is longer than the longest a live task may take (its hard time limit).
 * **retrying past its time**: the retry's countdown message was lost with a worker or with Redis.
+* **installing, with no installer at work**: its task was lost, or a row came due after the last one finished
+  (``delivery.installing``).
 * **pending, though fed more than ``RETRY_GRACE_SECONDS`` ago**: the queued message was lost (a
   worker killed with messages it had prefetched; a Redis restart empties the feeder's cursors too,
   so the feeder itself starts again). Only those rows are queued again: a message still waiting
@@ -29,6 +31,7 @@ from campaigns.models import Campaign, MemberListing
 from core.connections import redis_clock
 
 from . import feeding, jobs, progress, webhooks
+from .installing import installer_check
 from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
 from .welcome import welcome_campaign, welcome_enqueue
@@ -108,12 +111,14 @@ def reconcile() -> dict[str, int]:
         ).values_list("id", flat=True)[: settings.FEED_HIGH_WATER]
     )
     welcome_enqueue(welcome_lost)
+    installer = installer_check()
     return {
         "lease_expired": len(expired) + len(failed),
         "requeued": len(overdue) + len(welcome_lost),
         "fed_again": fed_again,
         "swept": swept,
         "materialisations_restarted": restarted,
+        "installer_started": int(installer),
     }
 
 
@@ -160,7 +165,7 @@ def _skip_what_cancelled_campaigns_left(now) -> int:
         if first is None:
             continue
         count = Delivery.objects.of_campaign(campaign_id).filter(
-            id__gte=first, status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING)
+            id__gte=first, status__in=(Delivery.Status.PENDING, Delivery.Status.RETRYING, Delivery.Status.INSTALLING)
         ).update(status=Delivery.Status.SKIPPED, skip_reason=Delivery.SkipReason.CAMPAIGN_CANCELLED, finished_at=now)
         if count:
             progress.record(campaign_id, skipped=count)

@@ -38,8 +38,8 @@ class Explanation:
 
 NOT_INSTALLED = Explanation(
     "The Crier app is not installed for this person in Teams, so the bot cannot start a chat with them.",
-    "Install the app for them (a Teams admin can install it for everyone with an app setup policy), "
-    "then send them the message again.",
+    "Let the campaign install it for them (Install the app for people who lack it), or have a Teams admin install "
+    "it for everyone with an app setup policy; then send them the message again.",
 )
 CREDENTIALS = Explanation(
     "Teams refused the bot's credentials, so nothing could be sent.",
@@ -118,6 +118,29 @@ BY_CODE: dict[str, Explanation] = {
         "attempt; the message shows the error's kind. Teams may have accepted a message whose send raised during the call.",
         "Check the workers' logs for this error and the person's data (custom attributes, template placeholders); "
         "once fixed, send again to these people.",
+    ),
+    # Installing the app for the person, through Microsoft Graph (delivery.installing).
+    "AppConsentMissing": Explanation(
+        "Crier was to install the app for this person, but Microsoft Graph refused: the app registration lacks a "
+        "permission, or admin consent for it.",
+        "Grant the permission the message names, with admin consent (docs/going-live.md, section 6a); then send "
+        "again to these people.",
+    ),
+    "AppNotInCatalog": Explanation(
+        "Crier was to install the app for this person, but the organisation's app catalog does not have it.",
+        "Upload the Teams app package in the Teams admin center under the same app id, then send again.",
+    ),
+    "AppBlockedByPolicy": Explanation(
+        "A Teams app permission policy keeps the app from this person, so Crier could not install it.",
+        "Allow the app in the permission policy that applies to them (Teams admin center), then send again.",
+    ),
+    "UserNotFound": Explanation(
+        "Entra ID no longer has this person's account, so the app could not be installed for them.",
+        "Nothing to do if they left; otherwise correct their Entra object id.",
+    ),
+    "GraphUnavailable": Explanation(
+        "Microsoft Graph kept failing while Crier tried to install the app for this person.",
+        "Check the Microsoft 365 service health page, then send again to these people.",
     ),
     "WorkerLost": Explanation(
         "A Crier worker stopped while sending to this person; Teams may have accepted the message.",

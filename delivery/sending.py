@@ -28,12 +28,15 @@ from campaigns.services import opt_out_record
 from core.channels import Address, Channel, Deferred, Stopped, TransportError
 
 from . import progress, webhooks
+from .installing import NEVER_INSTALL_FOR, installer_wake
 from .models import Delivery
 from .retry import retry_in
 
 logger = logging.getLogger(__name__)
 _transport = TeamsTransport()
 Status = Delivery.Status
+# Teams' answers that a person has not installed the app (a campaign may have Crier install it for them).
+NOT_INSTALLED = frozenset({"ForbiddenOperationException", "BotNotInConversationRoster"})
 # The error code of a delivery whose send raised (a bug or bad data rather than an answer from Teams).
 CRIER_ERROR = "crier_error"
 
@@ -43,7 +46,7 @@ UPDATE delivery_delivery AS d
    SET status = 'sending', attempts = d.attempts + 1, claimed_at = now()
   FROM campaigns_campaign AS c
  WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
-RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id
+RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -52,6 +55,7 @@ _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *
 CONTEXT = f"""
 SELECT {", ".join(f"r.{column}" for column in _RECIPIENT_COLUMNS)},
        {ADDRESS_COLUMNS},
+       a.state,
        t.updated_at,
        {opted_out_sql(recipient="r.id", mandatory="cat.mandatory", category="cat.id")}
   FROM campaigns_recipient AS r
@@ -129,13 +133,14 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         claimed = cursor.fetchone()
         if claimed is None:
             return NOT_CLAIMED
-        campaign_id, recipient_id, attempts, template_id, category_id = claimed
+        campaign_id, recipient_id, attempts, template_id, category_id, install_app, install = claimed
     claim = (delivery_id, attempts)
     try:
         with connection.cursor() as cursor:
             cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
             row = cursor.fetchone()
-        return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport)
+        return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
+                             install=Install(allowed=install_app, done=install))
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:
@@ -158,15 +163,25 @@ class _Accepted(Exception):
         self.activity_id, self.conversation_id = activity_id, conversation_id
 
 
+@dataclass(frozen=True)
+class Install:
+    allowed: bool  # the campaign lets Crier install the app for people who lack it
+    done: str  # what an install for this delivery came to: a Delivery.Install, or "" before any
+
+
+NO_INSTALL = Install(allowed=False, done="")
+
+
 def _send_claimed(
-    claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel
+    claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel,
+    install: Install = NO_INSTALL,
 ) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
     person = SimpleNamespace(id=recipient_id, **dict(zip(_RECIPIENT_COLUMNS, row[: len(_RECIPIENT_COLUMNS)], strict=True)))
     if isinstance(person.attributes, str):  # jsonb read by raw SQL arrives as text
         person.attributes = json.loads(person.attributes)
-    *stored, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
+    *stored, address_state, template_updated, opted_out = row[len(_RECIPIENT_COLUMNS):]
 
     if not person.is_active:
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
@@ -183,6 +198,8 @@ def _send_claimed(
             error_code="NoTenant",
             error_message="No tenant id for this person: set the recipient's tenant_id or BOT_TENANT_ID.",
         )
+    if install.allowed and not install.done and _known_without_app(address_state, stored):
+        return _hand_to_installer(claim)  # asking Teams first would spend a call of its pace to hear "not installed"
     body = _compiled(template_id, template_updated.isoformat()).render(person)
     try:
         result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
@@ -191,6 +208,11 @@ def _send_claimed(
     except Deferred as deferred:
         return _deferred(claim, deferred.wait)
     except TransportError as error:
+        if error.code in NOT_INSTALLED:
+            if install.done:
+                error = _still_not_installed(error)
+            elif install.allowed and address_state not in NEVER_INSTALL_FOR:
+                return _hand_to_installer(claim)
         return _record_failure(claim, campaign_id, person, address, error)
     except (OperationalError, InterfaceError):
         raise
@@ -213,6 +235,32 @@ def _send_claimed(
         raise
     except Exception as error:
         raise _Accepted(result.activity_id, result.conversation_id) from error
+
+
+def _known_without_app(address_state: str | None, stored: list[Any]) -> bool:
+    """Teams never told Crier of the person (the app's installation would have): no address, or one with neither
+    a chat nor a Teams id (a team's roster gives one, through which the bot reaches them without the app)."""
+    user_id, _, _, conversation_id = stored
+    return address_state is None or (address_state == "unknown" and not user_id and not conversation_id)
+
+
+def _hand_to_installer(claim: tuple[int, int]) -> Outcome:
+    """The person has not installed the app and the campaign lets Crier install it: the row waits for the installer
+    (``delivery.installing``), outside this claim, and comes back to be sent once the app is there. This attempt
+    does not count: Teams' answer was about the app, not about the message."""
+    if _write(f"UPDATE delivery_delivery SET status = 'installing', attempts = attempts - 1, claimed_at = NULL,"
+              f" next_attempt_at = NULL WHERE {CLAIMED}", [*claim]):
+        installer_wake()
+    return Outcome(Status.INSTALLING)
+
+
+def _still_not_installed(error: TransportError) -> TransportError:
+    """After Crier installed the app (or found it there), Teams may take a moment to know: tried again, like a
+    busy Teams, until the delivery's attempts are spent."""
+    return TransportError(
+        status=error.status, code=error.code, permanent=False, personal=True,
+        message=f"Microsoft Graph installed the app, but Teams still answers that it is not installed: {error.message}",
+    )
 
 
 def _crash_reason(error: BaseException | None) -> str:

@@ -79,7 +79,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
                 status=409,
             ) from exc
         when = " at its scheduled time" if only_if_scheduled else ""
-        actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}")
+        actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}{_installs(campaign)}")
         listed = campaign.audience_id is not None and campaign.audience.kind in Audience.LISTED_KINDS
         if listed and campaign.kind == Campaign.Kind.WELCOME:
             raise ApplicationError(WELCOME_NOT_LISTED, code="invalid", status=400, fields={"audience": [WELCOME_NOT_LISTED]})
@@ -204,9 +204,15 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
         campaign.save(update_fields=["status", "send_at", "status_reason", "updated_at"])
         actor.record(
             AuditEntry.Action.SCHEDULE, campaign=campaign,
-            summary=f"Scheduled “{campaign}” for {send_at.isoformat(timespec='minutes')}", detail={"send_at": send_at},
+            summary=f"Scheduled “{campaign}” for {send_at.isoformat(timespec='minutes')}{_installs(campaign)}",
+            detail={"send_at": send_at},
         )
     return campaign
+
+
+def _installs(campaign: Campaign) -> str:
+    """Said in the audit trail: the campaign installs the app in people's Teams (``delivery.installing``)."""
+    return ", installing the app for people who lack it" if campaign.install_app else ""
 
 
 def campaigns_complete_finished() -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import feeding, listing, materialising, recovery, services, webhooks, welcome
+from . import feeding, installing, listing, materialising, recovery, services, webhooks, welcome
 from .sending import delivery_send
 
 
@@ -39,6 +39,11 @@ def campaign_materialise(campaign_id: int, after: int) -> int:
 @shared_task(ignore_result=True)
 def campaign_list_members(campaign_id: int) -> str:
     return listing.campaign_members_list(campaign_id=campaign_id)
+
+
+@shared_task(ignore_result=True)
+def install_apps() -> int:
+    return installing.installs_run()
 
 
 @shared_task(ignore_result=True)

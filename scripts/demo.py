@@ -129,6 +129,38 @@ def group_and_team(emulator, env: dict[str, str], key: str, announcement: dict, 
     return finished
 
 
+NEW_JOINERS = "d0000000-0000-4000-8000-00000000a003"
+
+
+def install_for_new_joiners(emulator, env: dict[str, str], key: str, announcement: dict) -> bool:
+    """People in Entra ID who never installed the app, reached by a campaign that installs it for them through the
+    emulator's Microsoft Graph. Returns whether it completed with each of them sent to once."""
+    joiners = [{"id": f"c0000000-0000-4000-8000-{n:012d}", "displayName": f"New Joiner {n}"} for n in range(1, 6)]
+    emulator.graph_users(joiners)
+    emulator.register_users([{"aad_object_id": j["id"], "name": j["displayName"], "installed": False} for j in joiners])
+    subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True)
+    emulator.graph_groups([{"id": NEW_JOINERS, "displayName": "New joiners", "members": [j["id"] for j in joiners]}])
+    say("five new joiners are in Entra ID and in the group New joiners; none of them has the app")
+    audience = api("POST", "/api/v1/audiences/", key, {"name": "New joiners", "kind": "entra_group",
+                                                       "source_id": NEW_JOINERS, "source_name": "New joiners"})
+    made = api("POST", "/api/v1/campaigns/", key, {
+        "name": "Welcome aboard, with the app", "kind": "announcement", "template": announcement["template"],
+        "audience": audience["id"], "category": announcement["category"], "install_app": True})
+    api("POST", f"/api/v1/campaigns/{made['id']}/launch/", key, {})
+    started = time.monotonic()
+    while (body := api("GET", f"/api/v1/campaigns/{made['id']}/", key))["status"] not in ("completed", "cancelled",
+                                                                                          "paused", "draft"):
+        if time.monotonic() - started > 120:
+            break
+        time.sleep(1)
+    counts, graph = body["counts"], emulator.graph_stats()
+    sent_once = all(len(emulator.messages(user=j["id"])) == 1 for j in joiners)
+    say(f"a campaign that installs the app for people who lack it: {body['status']}, sent {counts['sent']}, "
+        f"failed {counts['failed']}; Crier installed the app for {counts['installed']} (Graph: {graph['installs']} "
+        f"installs, {graph['install_throttled']} answered 429); each reached once: {sent_once}")
+    return body["status"] == "completed" and counts["installed"] == len(joiners) and sent_once
+
+
 def main() -> int:
     from emulator.process import start_emulator
 
@@ -217,6 +249,7 @@ def main() -> int:
     say(f"done in {elapsed:.1f} s; the emulator accepted {stats['messages']} messages, "
         f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
     targeted = group_and_team(emulator, env, key, campaign, people)
+    installed = install_for_new_joiners(emulator, env, key, campaign)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
                    password is its name: demo only)
@@ -225,7 +258,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)

@@ -299,8 +299,10 @@ GRAPH_TOKEN_SCOPE = env_str("GRAPH_TOKEN_SCOPE", f"{_graph.scheme}://{_graph.net
 GRAPH_HTTP_TIMEOUT_SECONDS = env_float("GRAPH_HTTP_TIMEOUT_SECONDS", 30.0)
 # How long, at most, to honour one Retry-After of Graph's before giving up this run.
 GRAPH_MAX_RETRY_AFTER_SECONDS = env_float("GRAPH_MAX_RETRY_AFTER_SECONDS", 120.0)
-# People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS (and `manage.py sync_entra`
-# syncs now), and the fields below belong to Entra ID.
+# Installing the app for people who lack it (delivery/installing.py): new campaigns' default, and Graph's pace.
+INSTALL_APP_DEFAULT = env_bool("INSTALL_APP_DEFAULT", False)
+GRAPH_INSTALLS_PER_SECOND = env_float("GRAPH_INSTALLS_PER_SECOND", 28.0)  # Graph allows 30 per app and tenant
+# People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS, and these fields are Entra ID's.
 ENTRA_SYNC = env_bool("ENTRA_SYNC", False)
 ENTRA_SYNC_INTERVAL_SECONDS = env_float("ENTRA_SYNC_INTERVAL_SECONDS", 3600.0)
 if ENTRA_SYNC:
@@ -360,8 +362,7 @@ RECIPIENT_ATTRIBUTES_MAX_CHARS = env_int("RECIPIENT_ATTRIBUTES_MAX_CHARS", 10_00
 DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 8)
 # An announcement to more people than this needs a second person's approval (see campaigns.approvals).
 APPROVAL_THRESHOLD = env_int("APPROVAL_THRESHOLD", 500)
-# The window in which the direct messages (and tests) a key or staff member sends with one template
-# add up toward APPROVAL_THRESHOLD.
+# The window in which the direct messages (and tests) a key or staff member sends with one template count.
 APPROVAL_WINDOW_HOURS = env_int("APPROVAL_WINDOW_HOURS", 24)
 # Where people reach this Crier (https://crier.example.com), for links in Teams messages.
 PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL", "") or "").rstrip("/")
@@ -381,8 +382,7 @@ FEED_AHEAD_SECONDS = env_float("FEED_AHEAD_SECONDS", 3.0)
 MATERIALISE_CHUNK_SIZE = env_int("MATERIALISE_CHUNK_SIZE", 50_000)
 MATERIALISE_RANGE_SIZE = env_int("MATERIALISE_RANGE_SIZE", 200_000)
 MATERIALISE_CONNECTIONS = env_int("MATERIALISE_CONNECTIONS", 1)
-# Recovery: a delivery claimed longer ago than the lease belongs to a worker that died. The lease
-# outlasts the delivery task's hard time limit, which outlasts the slowest possible send.
+# Recovery: a delivery claimed longer ago than the lease (longer than the task's hard time limit) was lost.
 DELIVERY_TASK_TIME_LIMIT_SECONDS = env_int("DELIVERY_TASK_TIME_LIMIT_SECONDS", 150)
 DELIVERY_LEASE_SECONDS = env_int("DELIVERY_LEASE_SECONDS", 240)
 RETRY_GRACE_SECONDS = env_int("RETRY_GRACE_SECONDS", 30)
@@ -395,7 +395,6 @@ WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
 # networks (RFC 1918, 100.64.0.0/10, fc00::/7) only when this is on (an HR system on the same network).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 WEBHOOK_ALLOW_LOOPBACK_TARGETS = False  # the test suite's local receivers only; not read from the environment
-# Control.
-CANCEL_DRAIN_SECONDS = env_float("CANCEL_DRAIN_SECONDS", 20.0)
+CANCEL_DRAIN_SECONDS = env_float("CANCEL_DRAIN_SECONDS", 20.0)  # control: how long a cancel waits for sends
 CAMPAIGN_PAUSE_ERROR_RATE = env_float("CAMPAIGN_PAUSE_ERROR_RATE", 0.5)
 CAMPAIGN_PAUSE_MIN_FAILURES = env_int("CAMPAIGN_PAUSE_MIN_FAILURES", 50)

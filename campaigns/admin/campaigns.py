@@ -49,7 +49,7 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
-    EDITABLE = ("name", "kind", "template", "audience", "category", "send_at")
+    EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
@@ -218,7 +218,8 @@ class CampaignAdmin(admin.ModelAdmin):
     def counts(self, campaign: Campaign) -> str:
         counts = self._counts(campaign)
         shown = [("Sent", "sent"), ("Failed", "failed"), ("Skipped", "skipped"), ("Still to do", "remaining"),
-                 ("Possibly sent twice", "ambiguous")]
+                 ("Possibly sent twice", "ambiguous"),
+                 *([("Crier installed the app for", "installed")] if campaign.install_app or counts["installed"] else [])]
         return format_html_join(", ", "{}: {}", ((label, counts[key]) for label, key in shown))
 
     @admin.display(description="Pace")
@@ -262,11 +263,12 @@ class CampaignAdmin(admin.ModelAdmin):
             return f"welcomes each new starter{f' in {campaign.audience}' if campaign.audience else ''}"
         people = self._approval(campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
+        installs = "; Crier installs the app for those who lack it" if campaign.install_app else ""
         waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
                  if name == "launch" and move_allowed(campaign, "edit") and self._approval(campaign).missing else "")
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
-            f"category {campaign.category}{mandatory}{waits}"
+            f"category {campaign.category}{mandatory}{installs}{waits}"
         )
 
     def _confirmation(self, request, campaigns: list[Campaign], name: str, action: str = "") -> TemplateResponse:

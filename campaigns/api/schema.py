@@ -15,6 +15,14 @@ from .serializers.common import ErrorSerializer
 from .serializers.recipients import MAX_BULK_ROWS
 
 
+# A delivery's choices that are "" until they apply.
+BLANK_ENUMS = (
+    ("skip_reason", "SkipReasonEnum", 'Why the person was skipped; "" when they were not.'),
+    ("install", "InstallEnum", 'When Crier was to install the app for the person (the campaign\'s install_app): '
+     '`installed` when it did, `present` when Graph said they had it; "" otherwise (when Graph refused, the '
+     'delivery failed with its code, such as AppBlockedByPolicy, and what to do).'),
+)
+
 def _error(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
@@ -250,12 +258,13 @@ def postprocess(result: dict[str, Any], generator, request, public) -> dict[str,
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "query" and parameter["name"] not in ("cursor", "page_size"):
                     _empty_means_no_filter(parameter)
-    skip_reason = schemas.get("Delivery", {}).get("properties", {}).get("skip_reason")
-    if skip_reason is not None:  # "" for every delivery that was not skipped
-        schemas.setdefault("BlankEnum", {"enum": [""]})
-        skip_reason.pop("allOf", None)
-        skip_reason["oneOf"] = [{"$ref": "#/components/schemas/SkipReasonEnum"}, {"$ref": "#/components/schemas/BlankEnum"}]
-        skip_reason["description"] = 'Why the person was skipped; "" when they were not.'
+    for name, enum, description in BLANK_ENUMS:
+        field = schemas.get("Delivery", {}).get("properties", {}).get(name)
+        if field is not None:
+            schemas.setdefault("BlankEnum", {"enum": [""]})
+            field.pop("allOf", None)
+            field["oneOf"] = [{"$ref": f"#/components/schemas/{enum}"}, {"$ref": "#/components/schemas/BlankEnum"}]
+            field["description"] = description
     opt_out = schemas.get("OptOutRequest", {}).get("properties", {}).get("category")
     if opt_out is not None:
         opt_out.pop("minLength", None)

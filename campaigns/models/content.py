@@ -254,6 +254,10 @@ class MessageTemplate(models.Model):
         validate_template(kind=self.kind, text=self.text or "", card=self.card)
 
 
+def install_app_default() -> bool:
+    return settings.INSTALL_APP_DEFAULT
+
+
 class Campaign(models.Model):
     class Kind(models.TextChoices):
         ANNOUNCEMENT = "announcement", "Announcement"
@@ -284,6 +288,12 @@ class Campaign(models.Model):
         help_text="Who receives it. A welcome campaign without one welcomes every new starter.",
     )
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="campaigns")
+    install_app = models.BooleanField(
+        "install the app for people who lack it", default=install_app_default, db_default=False,
+        help_text="When Teams answers that a person has not installed the app, Crier installs it for them through "
+        "Microsoft Graph, then sends (docs/going-live.md). Never for someone who removed or blocked it. New "
+        "campaigns take INSTALL_APP_DEFAULT.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     send_at = models.DateTimeField(null=True, blank=True, help_text="When a scheduled campaign starts.")
     status_reason = models.CharField(max_length=500, blank=True, help_text="Why it paused, when it did.")

@@ -37,7 +37,7 @@ def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capt
     assert launched.json()["status"] == "running" and launched.json()["launched_at"]
     assert len(queued) == 1  # the feeding, queued for after the commit (not run here)
     assert retrieved.json()["counts"] == {
-        "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0,
+        "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0, "installed": 0,
         "rate_per_second": 0.0, "eta_seconds": None,
     }
 
@@ -248,3 +248,34 @@ def test_the_api_lists_a_campaigns_open_moves(api):
     assert actions == {draft.pk: ["edit", "schedule", "launch", "cancel"], paused.pk: ["resume", "cancel"],
                        welcome.pk: ["pause", "cancel"]}
 
+
+
+def test_a_campaign_installs_the_app_for_people_who_lack_it_when_asked_and_otherwise_as_the_organisation_does(
+        api, settings):
+    body = campaign_body()
+    settings.INSTALL_APP_DEFAULT = False
+    plain = api.post("/api/v1/campaigns/", body, format="json").json()
+    asked = api.post("/api/v1/campaigns/", {**body, "install_app": True}, format="json").json()
+    settings.INSTALL_APP_DEFAULT = True
+    by_default = api.post("/api/v1/campaigns/", body, format="json").json()
+
+    assert (plain["install_app"], asked["install_app"], by_default["install_app"]) == (False, True, True)
+    changed = api.patch(f"/api/v1/campaigns/{plain['id']}/", {"install_app": True}, format="json")
+    assert changed.status_code == 200 and Campaign.objects.get(pk=plain["id"]).install_app is True
+    refused = api.patch(f"/api/v1/campaigns/{plain['id']}/", {"install_app": "sometimes"}, format="json")
+    assert refused.status_code == 400 and "install_app" in error_of(refused)["fields"]
+
+
+def test_each_delivery_says_what_installing_the_app_came_to(api):
+    people = [factories.recipient(), factories.recipient()]
+    campaign = factories.campaign(install_app=True)
+    api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+    Delivery.objects.filter(recipient=people[0]).update(status="sent", install="installed")
+    Delivery.objects.filter(recipient=people[1]).update(
+        status="failed", error_code="AppBlockedByPolicy", error_message="A Teams app permission policy keeps the app")
+
+    rows = {d["recipient"]: d for d in api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/").json()["results"]}
+
+    assert (rows[people[0].external_id]["status"], rows[people[0].external_id]["install"]) == ("sent", "installed")
+    assert (rows[people[1].external_id]["error_code"], rows[people[1].external_id]["install"]) == (
+        "AppBlockedByPolicy", "")

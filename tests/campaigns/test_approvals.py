@@ -93,6 +93,14 @@ def test_it_fingerprints_the_template_audience_and_category_as_they_are():
     assert approval_fingerprint(campaign=campaign) == hashlib.sha256(expected.encode()).hexdigest()
 
 
+def test_it_fingerprints_whether_crier_installs_the_app_for_people_who_lack_it():
+    campaign = factories.campaign()
+    before = approval_fingerprint(campaign=campaign)
+    campaign.install_app = True
+
+    assert approval_fingerprint(campaign=campaign) != before
+
+
 def test_it_fingerprints_a_campaign_to_everyone_with_no_audience():
     campaign = factories.campaign()
     template = campaign.template

@@ -73,3 +73,21 @@ def test_a_campaign_no_longer_a_draft_or_scheduled_is_not_changed(status):
 
     assert (refused.value.code, refused.value.status) == ("invalid_state", 409)
     assert Campaign.objects.get(pk=campaign.pk).name == "Sent"
+
+
+def test_letting_crier_install_the_app_withdraws_the_approval_and_is_recorded():
+    campaign = approved()
+    staff = User.objects.create_user("sam", is_staff=True)
+
+    update = campaign_update(campaign_id=campaign.pk, changes={"install_app": True}, actor=Actor(user=staff))
+
+    assert (update.changed, update.approval_withdrawn) == (frozenset({"install_app"}), True)
+    change = AuditEntry.objects.get(action=AuditEntry.Action.CHANGE)
+    assert change.summary == f"Changed the install_app of “{campaign}”"
+
+
+def test_a_new_campaign_takes_the_organisations_default_for_installing_the_app(settings):
+    settings.INSTALL_APP_DEFAULT = True
+    assert factories.campaign().install_app is True
+    settings.INSTALL_APP_DEFAULT = False
+    assert factories.campaign().install_app is False

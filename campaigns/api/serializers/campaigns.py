@@ -25,10 +25,11 @@ class CampaignCountsSerializer(serializers.Serializer):
     sent = serializers.IntegerField()
     failed = serializers.IntegerField()
     skipped = serializers.IntegerField()
-    remaining = serializers.IntegerField(help_text="Pending, being sent or waiting to retry.")
+    remaining = serializers.IntegerField(help_text="Pending, being sent, waiting to retry or for the app to be installed.")
     ambiguous = serializers.IntegerField(
         help_text="Sends retried after a worker stopped while Teams was answering (may have arrived twice)."
     )
+    installed = serializers.IntegerField(help_text="People Crier installed the app for, to reach them (install_app).")
     rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
     eta_seconds = serializers.IntegerField(allow_null=True, help_text="Estimated seconds left at the current rate.")
 
@@ -53,15 +54,22 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "public_id", "name", "kind", "template", "audience", "category", "status", "status_reason",
-            "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
+            "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "status",
+            "status_reason", "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
         read_only_fields = [
             "id", "public_id", "status", "status_reason", "send_at", "approved_at", "launched_at", "materialised_at",
             "completed_at", "cancelled_at",
         ]
-        extra_kwargs = {"send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."}}
+        extra_kwargs = {
+            "send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."},
+            "install_app": {"help_text": (
+                "When Teams answers that a person has not installed the app, Crier installs it for them through "
+                "Microsoft Graph, then sends. Never for someone who removed or blocked it. Defaults to the "
+                "organisation's INSTALL_APP_DEFAULT; changing it withdraws an approval. Each delivery's `install` "
+                "says what came of it.")},
+        }
 
     @extend_schema_field(CampaignCountsSerializer(allow_null=True))
     def get_counts(self, campaign: Campaign) -> dict[str, int] | None:
@@ -140,6 +148,6 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
-            "attempts", "activity_id", "created_at", "finished_at",
+            "attempts", "install", "activity_id", "created_at", "finished_at",
         ]
         read_only_fields = fields

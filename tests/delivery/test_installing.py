@@ -1,0 +1,428 @@
+"""A campaign that installs the app for people who lack it (``Campaign.install_app``): a send Teams answers "not
+installed" hands the row to the installer, outside its claim; the installer installs through the emulator's
+Microsoft Graph and hands the row back to be sent by a claim of its own; every outcome stays on the row."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bots.models import TeamsAddress
+from bots.tokens import graph_token_provider
+from delivery import control, installing, jobs, progress, recovery, services
+from delivery.models import Delivery
+from delivery.sending import delivery_send
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+NOWHERE = "http://127.0.0.1:9/api/messages"
+
+
+@pytest.fixture(autouse=True)
+def installer_afresh(monkeypatch):
+    installing._installer.forget_catalog()  # each test's emulator has its catalog afresh
+    woken: list[float | None] = []
+    monkeypatch.setattr(jobs, "install_apps", lambda countdown=None: woken.append(countdown))
+    return woken
+
+
+@pytest.fixture
+def lacking(teams):
+    """Someone in Entra ID and in Teams who never installed the app (and Teams installs it for nobody)."""
+    person = factories.recipient()
+    aad = str(person.aad_object_id)
+    teams.client.graph_users([{"id": aad, "displayName": str(person)}])
+    teams.client.register_users([{"aad_object_id": aad, "name": str(person), "installed": False}])
+    teams.client.config(auto_install=False, bot_endpoint=NOWHERE)
+    return person
+
+
+def launched(person, **fields) -> Delivery:
+    campaign = factories.campaign(**fields)
+    services.campaign_launch(campaign_id=campaign.pk)
+    return Delivery.objects.get(campaign=campaign, recipient=person)
+
+
+def row(delivery: Delivery) -> Delivery:
+    delivery.refresh_from_db()
+    return delivery
+
+
+def messages_to(teams, person) -> list:
+    return teams.client.messages(user=str(person.aad_object_id))
+
+
+def test_someone_teams_never_told_crier_of_waits_for_the_installer_without_a_call_to_teams(
+        teams, lacking, installer_afresh):
+    delivery = launched(lacking, install_app=True)
+    calls = teams.client.stats()["requests"]
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    assert outcome.status == "installing"
+    assert (row(delivery).status, delivery.attempts, delivery.claimed_at) == ("installing", 0, None)
+    assert teams.client.stats()["requests"] == calls  # no call spent to hear "not installed"
+    assert installer_afresh == [None]  # an installer was woken
+    assert teams.client.graph_stats()["installs"] == 0  # the send itself installs nothing
+
+
+def test_a_send_teams_answers_not_installed_waits_for_the_installer_and_the_attempt_does_not_count(teams, lacking):
+    # Teams told Crier of them once (they had the app, then lost it without Crier hearing of it)
+    TeamsAddress.objects.create(aad_object_id=lacking.aad_object_id, state="installed")
+    delivery = launched(lacking, install_app=True)
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    assert outcome.status == "installing"
+    assert (row(delivery).status, delivery.attempts, delivery.error_code) == ("installing", 0, "")
+    assert teams.client.stats()["requests"] >= 1
+
+
+def test_a_member_of_a_team_the_bot_is_in_is_reached_through_the_team_not_installed_for(teams, lacking):
+    from emulator.state import user_id_for
+
+    # what the team's roster told Crier: the member's Teams id
+    TeamsAddress.objects.create(aad_object_id=lacking.aad_object_id, user_id=user_id_for(str(lacking.aad_object_id)),
+                                tenant_id=factories.TENANT, service_url=teams.service_url)
+    team = teams.client.teams_create("Falcon", [str(lacking.aad_object_id)])
+    teams.client.team_install(team["id"])
+    delivery = launched(lacking, install_app=True)
+
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.install) == ("sent", "")
+    assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_the_installer_installs_and_the_message_is_then_sent_once_by_a_claim_of_its_own(teams, lacking):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    assert installing.installs_run() == 1
+
+    assert (row(delivery).status, delivery.install, delivery.error_code) == ("retrying", "installed", "")
+    assert progress.read(delivery.campaign)["installed"] == 1
+    assert teams.client.user(str(lacking.aad_object_id))["installed"] is True
+    assert messages_to(teams, lacking) == []  # the installer sends nothing
+
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.install, delivery.attempts) == ("sent", "installed", 1)
+    assert len(messages_to(teams, lacking)) == 1
+    assert teams.client.graph_stats()["installs"] == 1
+
+
+def test_the_row_handed_back_is_queued_to_be_sent(teams, lacking, monkeypatch):
+    queued = []
+    monkeypatch.setattr(installing.feeding, "publish", lambda ids, queue: queued.append((ids, queue)))
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+
+    assert queued == [([delivery.pk], installing.feeding.QUEUE)]
+
+
+def test_without_the_campaigns_leave_nothing_is_installed_and_teams_answer_is_the_outcome(teams, lacking):
+    delivery = launched(lacking, install_app=False)
+
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.error_code, delivery.install) == (
+        "failed", "ForbiddenOperationException", "")
+    assert teams.client.graph_stats()["installs"] == 0
+
+
+@pytest.mark.parametrize("state", ["uninstalled", "blocked"])
+def test_nobody_who_removed_or_blocked_the_app_has_it_installed_again(teams, lacking, state):
+    TeamsAddress.objects.create(aad_object_id=lacking.aad_object_id, state=state)
+    delivery = launched(lacking, install_app=True)
+
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.error_code) == ("failed", "ForbiddenOperationException")
+    assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_someone_crier_knows_has_the_app_is_sent_to_without_an_install(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "name": str(person)}])
+    TeamsAddress.objects.create(aad_object_id=person.aad_object_id, state="installed", tenant_id=factories.TENANT)
+    delivery = launched(person, install_app=True)
+
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.install) == ("sent", "")
+    assert teams.client.graph_stats()["install_conflicts"] + teams.client.graph_stats()["installs"] == 0
+
+
+def test_someone_teams_never_told_crier_of_who_has_the_app_is_found_to_have_it_and_sent_to(teams):
+    person = factories.recipient()
+    teams.client.graph_users([{"id": str(person.aad_object_id), "displayName": str(person)}])
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "name": str(person)}])
+    teams.client.config(bot_endpoint=NOWHERE)
+    delivery = launched(person, install_app=True)
+
+    delivery_send(delivery_id=delivery.pk)
+    installing.installs_run()
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.install) == ("sent", "present")
+    assert teams.client.graph_stats()["install_conflicts"] == 1
+    assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).installed_by_crier_at is None
+
+
+@pytest.mark.parametrize("refuse, code, advice", [
+    (lambda emu: emu.graph_install_policy(True), "AppBlockedByPolicy", "Permission policies"),
+    (lambda emu: emu.graph_config(permissions=["User.Read.All", "AppCatalog.Read.All"]), "AppConsentMissing",
+     "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"),
+    (lambda emu: emu.graph_catalog([]), "AppNotInCatalog", "upload the Teams app package"),
+])
+def test_an_install_refused_ends_the_delivery_saying_why_and_what_to_do(teams, lacking, refuse, code, advice):
+    refuse(teams.client)
+    graph_token_provider.invalidate()
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.error_code, delivery.install) == ("failed", code, "")
+    assert advice in delivery.error_message and delivery.finished_at is not None
+    assert progress.read(delivery.campaign)["failed"] == 1
+    assert messages_to(teams, lacking) == []
+    # Crier did not install it after all: the person's own install later is welcomed like anyone's
+    assert TeamsAddress.objects.get(aad_object_id=lacking.aad_object_id).installed_by_crier_at is None
+
+
+def test_a_refusal_about_everyone_counts_toward_pausing_the_campaign_and_one_about_a_person_does_not(
+        teams, lacking, monkeypatch):
+    watched = []
+    monkeypatch.setattr(control, "campaign_watch_errors", lambda campaign_id, error: watched.append(error))
+    teams.client.graph_install_policy(True)
+    delivery_send(delivery_id=launched(lacking, install_app=True).pk)
+    installing.installs_run()
+    teams.client.graph_install_policy(False)
+    teams.client.graph_catalog([])
+    other = factories.recipient()
+    teams.client.graph_users([{"id": str(other.aad_object_id), "displayName": str(other)}])
+    teams.client.register_users([{"aad_object_id": str(other.aad_object_id), "installed": False}])
+    delivery_send(delivery_id=launched(other, install_app=True).pk)
+    installing.installs_run()
+
+    assert [(error.code, error.personal) for error in watched] == [
+        ("AppBlockedByPolicy", True), ("AppNotInCatalog", False)]
+
+
+def test_graph_away_is_tried_again_later_then_ends_the_delivery(teams, lacking, monkeypatch):
+    def away(**_):
+        raise installing.InstallRefused("GraphUnavailable", "Microsoft Graph could not be reached", transient=True)
+
+    monkeypatch.setattr(installing._installer, "install", away)
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.error_code, delivery.claimed_at) == ("installing", "GraphUnavailable", None)
+    assert delivery.next_attempt_at > timezone.now() + timedelta(seconds=5)
+    assert installing.installs_run() == 0  # not before its time
+    for _ in range(installing.MAX_ATTEMPTS - 1):
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        installing.installs_run()
+
+    assert (row(delivery).status, delivery.error_code, delivery.install_attempts) == (
+        "failed", "GraphUnavailable", installing.MAX_ATTEMPTS)
+
+
+def test_a_paused_campaigns_rows_wait_and_a_cancelled_campaigns_are_skipped(teams, lacking):
+    paused = launched(lacking, install_app=True)
+    delivery_send(delivery_id=paused.pk)
+    control.campaign_pause(campaign_id=paused.campaign_id)
+
+    assert installing.installs_run() == 0
+    assert row(paused).status == "installing"
+
+    control.campaign_cancel(campaign_id=paused.campaign_id)
+    assert (row(paused).status, paused.skip_reason) == ("skipped", "campaign_cancelled")
+    assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_a_resume_wakes_the_installer(teams, lacking, installer_afresh, django_capture_on_commit_callbacks):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    control.campaign_pause(campaign_id=delivery.campaign_id)
+    installer_afresh.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        control.campaign_resume(campaign_id=delivery.campaign_id)
+
+    assert installer_afresh == [None]
+
+
+def test_a_row_claimed_by_an_installer_that_died_is_taken_again_after_the_lease_and_not_before(teams, lacking):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_at=timezone.now() - timedelta(seconds=60))
+
+    assert installing.installs_run() == 0
+
+    Delivery.objects.filter(pk=delivery.pk).update(
+        claimed_at=timezone.now() - timedelta(seconds=installing.LEASE_SECONDS + 1))
+    assert installing.installs_run() == 1
+    assert (row(delivery).status, delivery.install) == ("retrying", "installed")
+
+
+def test_an_installer_that_outlived_its_lease_changes_nothing(teams, lacking, monkeypatch):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    started = installing._started
+
+    def overtaken(rows):
+        # while it installs, its lease runs out and another installer takes the row
+        Delivery.objects.filter(pk=delivery.pk).update(claimed_at=timezone.now() + timedelta(seconds=1))
+        return started(rows)
+
+    monkeypatch.setattr(installing, "_started", overtaken)
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.install) == ("installing", "")
+    assert progress.read(delivery.campaign)["installed"] == 0
+
+
+def test_teams_still_answering_not_installed_after_an_install_is_tried_again_without_installing_again(
+        teams, lacking, monkeypatch):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    installing.installs_run()
+    teams.client.register_users([{"aad_object_id": str(lacking.aad_object_id), "installed": False}])  # not yet known
+
+    outcome = delivery_send(delivery_id=delivery.pk)
+
+    assert (outcome.status, row(delivery).error_code, delivery.install) == (
+        "retrying", "ForbiddenOperationException", "installed")
+    assert "still answers that it is not installed" in delivery.error_message
+    assert teams.client.graph_stats()["installs"] == 1
+
+
+def test_people_who_cannot_be_installed_for_go_back_to_be_sent_and_their_send_says_why(teams, lacking):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    lacking.is_active = False
+    lacking.save(update_fields=["is_active"])
+
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.install) == ("retrying", "")
+    delivery_send(delivery_id=delivery.pk)
+    assert (row(delivery).status, delivery.skip_reason) == ("skipped", "inactive")
+    assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_the_reconciler_starts_an_installer_when_rows_wait_and_none_runs(teams, lacking, installer_afresh):
+    delivery = launched(lacking, install_app=True)
+    assert recovery.reconcile()["installer_started"] == 0
+    delivery_send(delivery_id=delivery.pk)
+    installer_afresh.clear()
+
+    assert recovery.reconcile()["installer_started"] == 1
+    assert installer_afresh == [None]
+
+
+def test_a_campaign_with_a_row_waiting_for_its_install_does_not_complete(teams, lacking):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    assert services.campaigns_complete_finished() == []
+
+    installing.installs_run()
+    delivery_send(delivery_id=delivery.pk)
+    assert services.campaigns_complete_finished() == [delivery.campaign_id]
+
+
+def test_an_installer_hands_on_to_the_next_when_rows_are_left(teams, lacking, installer_afresh, monkeypatch):
+    monkeypatch.setattr(installing, "BATCH", 1)
+    monkeypatch.setattr(installing, "RUN_SECONDS", 0.2)  # it stops taking rows after the first install
+    install = installing._installer.install
+
+    def slow(**arguments):
+        time.sleep(0.3)
+        return install(**arguments)
+
+    monkeypatch.setattr(installing._installer, "install", slow)
+    people = [lacking, factories.recipient()]
+    teams.client.graph_users([{"id": str(people[1].aad_object_id), "displayName": "Second"}])
+    teams.client.register_users([{"aad_object_id": str(people[1].aad_object_id), "installed": False}])
+    campaign = factories.campaign(install_app=True)
+    services.campaign_launch(campaign_id=campaign.pk)
+    for delivery in Delivery.objects.filter(campaign=campaign):
+        delivery_send(delivery_id=delivery.pk)
+    installer_afresh.clear()
+
+    installing.installs_run()
+
+    assert installer_afresh == [1.0]  # the next, once this one let go of the lock
+    assert Delivery.objects.filter(campaign=campaign, status="installing").count() == 1
+
+
+def test_only_one_installer_works_at_a_time(teams, lacking):
+    from django.db import connections
+
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    other = connections.create_connection("default")  # another worker's installer, at work
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, 0)", [installing.INSTALLER_LOCK])
+
+        assert installing.installs_run() == 0
+        assert recovery.reconcile()["installer_started"] == 0
+    finally:
+        other.close()
+    assert row(delivery).status == "installing"
+    assert installing.installs_run() == 1
+
+
+def installation_of(person) -> dict:
+    """What Teams sends the bot when the app is installed for the person (``installationUpdate`` add)."""
+    return {"type": "installationUpdate", "action": "add", "serviceUrl": "https://smba.example/teams/",
+            "from": {"id": "29:someone", "aadObjectId": str(person.aad_object_id)},
+            "conversation": {"id": "a:personal-chat", "conversationType": "personal", "tenantId": factories.TENANT},
+            "channelData": {"tenant": {"id": factories.TENANT}}}
+
+
+def test_the_installation_crier_made_sets_off_no_welcome_but_a_persons_own_does(teams, lacking):
+    from bots.services import activity_handle
+    from campaigns.models import Campaign
+
+    welcome = factories.campaign(kind=Campaign.Kind.WELCOME)
+    services.campaign_launch(campaign_id=welcome.pk)
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    installing.installs_run()
+
+    activity_handle(data=installation_of(lacking))  # as Teams tells the bot of Crier's install
+
+    assert not Delivery.objects.filter(campaign=welcome).exists()
+    assert TeamsAddress.objects.get(aad_object_id=lacking.aad_object_id).conversation_id == "a:personal-chat"
+    other = factories.recipient()
+    activity_handle(data=installation_of(other))
+    assert list(Delivery.objects.filter(campaign=welcome).values_list("recipient_id", flat=True)) == [other.pk]
+
+
+def test_the_audit_trail_says_a_launch_or_schedule_installs_the_app(teams):
+    from campaigns.models import AuditEntry
+
+    installs = factories.campaign(install_app=True)
+    services.campaign_launch(campaign_id=installs.pk)
+    scheduled = factories.campaign(install_app=True)
+    services.campaign_schedule(campaign_id=scheduled.pk, send_at=timezone.now() + timedelta(hours=1))
+    plain = factories.campaign(install_app=False)
+    services.campaign_launch(campaign_id=plain.pk)
+
+    summaries = dict(AuditEntry.objects.filter(action__in=("launch", "schedule")).values_list("campaign_id", "summary"))
+    assert summaries[installs.pk].endswith(", installing the app for people who lack it")
+    assert summaries[scheduled.pk].endswith(", installing the app for people who lack it")
+    assert "install" not in summaries[plain.pk]
