@@ -1,11 +1,15 @@
 """What every benchmark uses: the figures reported, the database and its people, an approved campaign,
-Crier's workers, and waiting for a campaign to end."""
+Crier's workers and web server, and waiting for a campaign to end."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bench.harness import DB_NAME, ROOT, Processes, sh, wait_for
 
@@ -135,3 +139,21 @@ def answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+@contextmanager
+def web_server(env: dict[str, str], extra: dict[str, str] | None = None) -> Iterator[str]:
+    """Crier's web server (gunicorn, two workers) on a free port of 127.0.0.1, for the test's length: its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "settings.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "120"],
+        cwd=ROOT, env={**env, **(extra or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, "the web server")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        web.terminate()
+        web.wait(timeout=30)

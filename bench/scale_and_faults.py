@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 from bench.fixtures import (
-    CRIER_POOL, answers, create_people, first_sent_at, new_campaign, report, start_crier, stats_delta, wait_completed,
+    CRIER_POOL, create_people, first_sent_at, new_campaign, report, start_crier, stats_delta, wait_completed,
+    web_server,
 )
 from bench.harness import ROOT, Processes, Sampler, sh, wait_for
 
@@ -150,21 +150,11 @@ def bench_e(processes: Processes, emulator, n: int) -> None:
 # --- F -------------------------------------------------------------------------------------------
 
 def bench_f(env: dict[str, str], total: int) -> None:
-    import socket
-    import subprocess
     import urllib.request
 
     from campaigns.api.auth import api_key_create
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "settings.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "120"],
-        cwd=ROOT, env={**env, "API_RATE_LIMIT": "100000/min"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, "the web server")
+    with web_server(env, {"API_RATE_LIMIT": "100000/min"}) as url:
         _, key = api_key_create(name=f"bench-{time.time()}")
         batch = 10_000
         started = time.monotonic()
@@ -173,13 +163,10 @@ def bench_f(env: dict[str, str], total: int) -> None:
                      "department": "F", "country": "FR", "time_zone": "Europe/Paris",
                      "attributes": {"site": "paris", "grade": n % 7}} for n in range(first, min(total, first + batch))]
             request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/recipients/bulk/", data=json.dumps({"recipients": rows}).encode(),
+                f"{url}/api/v1/recipients/bulk/", data=json.dumps({"recipients": rows}).encode(),
                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(request, timeout=120) as response:
                 answer = json.loads(response.read())
             assert answer["created"] + answer["updated"] == len(rows) and not answer["errors"], answer
         seconds = time.monotonic() - started
-    finally:
-        web.terminate()
-        web.wait(timeout=30)
     report("F", f"API bulk upsert, {total:,} people in {batch:,}-row calls", f"{total / seconds:,.0f}/s", "goal >= 5,000/s")

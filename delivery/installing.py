@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 INSTALLER_LOCK = 0x696E7374  # the advisory lock's first key (the second is 0): one installer at a time
 LEASE_SECONDS = 300  # longer than the slowest install (Graph's timeouts and waits)
-RUN_SECONDS = 45.0
+RUN_SECONDS = 60.0
+HAND_ON_PATIENCE = 5.0  # how long the next installer waits for this one to let go of the lock
 BATCH = 56  # rows claimed at a time: two seconds at Graph's pace
 THREADS = 16  # installs in flight: enough for Graph's pace at up to half a second a call
 MAX_ATTEMPTS = 5
@@ -126,14 +127,22 @@ def installer_check() -> bool:
     return True
 
 
-def installs_run() -> int:
-    """Installs for the rows due, for ``RUN_SECONDS``; returns how many rows it took."""
-    with advisory_lock(INSTALLER_LOCK, 0) as held:
-        if not held:
+def installs_run(*, patience: float = 0.0) -> int:
+    """Installs for the rows due, for ``RUN_SECONDS``; returns how many rows it took. ``patience``: how long to wait
+    for the lock (the installer that hands on to this one lets go of it as it ends)."""
+    deadline = time.monotonic() + patience
+    while True:
+        with advisory_lock(INSTALLER_LOCK, 0) as held:
+            if held:
+                taken = _run()
+                handing_on = _waiting()
+        if held:
+            break
+        if time.monotonic() >= deadline:
             return 0  # another installer runs: it takes these rows too
-        taken = _run()
-        if _waiting():
-            jobs.install_apps(countdown=1.0)  # after this one has let go of the lock
+        time.sleep(0.05)
+    if handing_on:
+        jobs.install_apps(patience=HAND_ON_PATIENCE)
     return taken
 
 

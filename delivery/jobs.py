@@ -33,9 +33,10 @@ def list_members(campaign_id: int) -> None:
     current_app.send_task(LIST_MEMBERS, args=(campaign_id,))
 
 
-def install_apps(*, countdown: float | None = None) -> None:
-    """An installer: installs the app for the people whose sends wait for it (``delivery.installing``)."""
-    current_app.send_task(INSTALL_APPS, countdown=countdown)
+def install_apps(*, patience: float = 0.0) -> None:
+    """An installer: installs the app for the people whose sends wait for it (``delivery.installing``), waiting up to
+    ``patience`` seconds for the one before it to end."""
+    current_app.send_task(INSTALL_APPS, kwargs={"patience": patience})
 
 
 def message_change_chunk(change_id: int, generation: int, *, countdown: float | None = None) -> None:

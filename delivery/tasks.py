@@ -42,8 +42,8 @@ def campaign_list_members(campaign_id: int) -> str:
 
 
 @shared_task(ignore_result=True)
-def install_apps() -> int:
-    return installing.installs_run()
+def install_apps(patience: float = 0.0) -> int:
+    return installing.installs_run(patience=patience)
 
 
 @shared_task(ignore_result=True)

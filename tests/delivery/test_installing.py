@@ -24,8 +24,8 @@ NOWHERE = "http://127.0.0.1:9/api/messages"
 @pytest.fixture(autouse=True)
 def installer_afresh(monkeypatch):
     installing._installer.forget_catalog()  # each test's emulator has its catalog afresh
-    woken: list[float | None] = []
-    monkeypatch.setattr(jobs, "install_apps", lambda countdown=None: woken.append(countdown))
+    woken: list[float] = []
+    monkeypatch.setattr(jobs, "install_apps", lambda patience=0.0: woken.append(patience))
     return woken
 
 
@@ -65,7 +65,7 @@ def test_someone_teams_never_told_crier_of_waits_for_the_installer_without_a_cal
     assert outcome.status == "installing"
     assert (row(delivery).status, delivery.attempts, delivery.claimed_at) == ("installing", 0, None)
     assert teams.client.stats()["requests"] == calls  # no call spent to hear "not installed"
-    assert installer_afresh == [None]  # an installer was woken
+    assert installer_afresh == [0.0]  # an installer was woken
     assert teams.client.graph_stats()["installs"] == 0  # the send itself installs nothing
 
 
@@ -259,7 +259,7 @@ def test_a_resume_wakes_the_installer(teams, lacking, installer_afresh, django_c
     with django_capture_on_commit_callbacks(execute=True):
         control.campaign_resume(campaign_id=delivery.campaign_id)
 
-    assert installer_afresh == [None]
+    assert installer_afresh == [0.0]
 
 
 def test_a_row_claimed_by_an_installer_that_died_is_taken_again_after_the_lease_and_not_before(teams, lacking):
@@ -328,7 +328,7 @@ def test_the_reconciler_starts_an_installer_when_rows_wait_and_none_runs(teams, 
     installer_afresh.clear()
 
     assert recovery.reconcile()["installer_started"] == 1
-    assert installer_afresh == [None]
+    assert installer_afresh == [0.0]
 
 
 def test_a_campaign_with_a_row_waiting_for_its_install_does_not_complete(teams, lacking):
@@ -363,7 +363,7 @@ def test_an_installer_hands_on_to_the_next_when_rows_are_left(teams, lacking, in
 
     installing.installs_run()
 
-    assert installer_afresh == [1.0]  # the next, once this one let go of the lock
+    assert installer_afresh == [installing.HAND_ON_PATIENCE]  # the next, waiting for this one to let go of the lock
     assert Delivery.objects.filter(campaign=campaign, status="installing").count() == 1
 
 
@@ -426,3 +426,23 @@ def test_the_audit_trail_says_a_launch_or_schedule_installs_the_app(teams):
     assert summaries[installs.pk].endswith(", installing the app for people who lack it")
     assert summaries[scheduled.pk].endswith(", installing the app for people who lack it")
     assert "install" not in summaries[plain.pk]
+
+
+def test_the_installer_handed_on_to_waits_for_the_one_before_it_to_let_go(teams, lacking):
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    db = connection.settings_dict
+    before = psycopg.connect(dbname=db["NAME"], host=db["HOST"], port=db["PORT"], user=db["USER"], autocommit=True)
+    before.execute("SELECT pg_advisory_lock(%s, 0)", [installing.INSTALLER_LOCK])  # the installer ending
+    ending = threading.Timer(0.3, before.close)
+    ending.start()
+    try:
+        assert installing.installs_run(patience=5.0) == 1
+    finally:
+        ending.join()
+    assert row(delivery).install == "installed"
