@@ -82,21 +82,19 @@ def addresses_learn(*, members: list[tuple[str, str]], tenant_id: str, service_u
         ])
 
 
-# Crier is about to install the app for these people (parameter: their Entra object ids), or did not after all.
+# Crier is about to install the app for these people (parameter: their Entra object ids, each once or more).
 CRIER_INSTALLS = """
 INSERT INTO bots_teamsaddress (aad_object_id, tenant_id, user_id, conversation_id, service_url, state,
                                installed_by_crier_at, updated_at)
-SELECT aad, '', '', '', '', 'unknown', now(), now() FROM unnest(%s::uuid[]) AS aad
+SELECT DISTINCT aad, '', '', '', '', 'unknown', now(), now() FROM unnest(%s::uuid[]) AS aad
 ON CONFLICT (aad_object_id) DO UPDATE SET installed_by_crier_at = now()
 """
-CRIER_DID_NOT_INSTALL = "UPDATE bots_teamsaddress SET installed_by_crier_at = NULL WHERE aad_object_id = ANY(%s::uuid[])"
 
 
-def addresses_crier_installs(*, aad_object_ids: list[str], done: bool = True) -> None:
-    """Marks that Crier installs the app for these people (``done``), so that the installation's activity is known
-    as Crier's and sets off no welcome message; or, with ``done=False``, that it did not (they had the app, or Graph
-    refused)."""
+def addresses_crier_installs(*, aad_object_ids: list[str]) -> None:
+    """Marks that Crier installs the app for these people, so that the installation's activity is known as Crier's
+    and sets off no welcome message."""
     if not aad_object_ids:
         return
     with connection.cursor() as cursor:
-        cursor.execute(CRIER_INSTALLS if done else CRIER_DID_NOT_INSTALL, [aad_object_ids])
+        cursor.execute(CRIER_INSTALLS, [aad_object_ids])

@@ -25,6 +25,9 @@ from .graph import GraphClient, GraphError
 # The least permission that installs an app asking for resource-specific permissions and consents to them.
 INSTALL_PERMISSION = "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"
 CATALOG_PERMISSION = "AppCatalog.Read.All"  # to find the app's id in the organisation's catalog
+# How Graph's Teams APIs word a refusal for want of an application permission (403 "Forbidden"); a policy's
+# refusal is a 403 too.
+MISSING_PERMISSION = "missing role permissions"
 CATALOG_SECONDS = 600.0  # how long the app's catalog id is kept
 # For installs: a 429 or a 503 is waited for and tried again twice, briefly (the installer tries again later).
 install_graph = GraphClient(attempts=3, max_wait=10.0)
@@ -103,7 +106,7 @@ class AppInstaller:
         catalog = self.catalog_id()
         user = quote(str(aad_object_id), safe="")
         binding = f"{self.client.url('/appCatalogs/teamsApps/')}{quote(catalog, safe='')}"
-        self.pace.wait(tenant_id)
+        self.pace.wait(tenant_id.lower())  # one tenant, however its id is written
         try:
             self.client.post(self.client.url(f"/users/{user}/teamwork/installedApps"), {
                 "teamsApp@odata.bind": binding,
@@ -122,7 +125,8 @@ class AppInstaller:
 
     @staticmethod
     def _refused(error: GraphError, who: str) -> InstallRefused:
-        if error.status == 403 and error.code == "Authorization_RequestDenied" or error.status == 401:
+        if error.status == 401 or error.status == 403 and (
+                error.code == "Authorization_RequestDenied" or MISSING_PERMISSION in error.message.lower()):
             return _consent(error)
         if error.status == 403:
             return InstallRefused("AppBlockedByPolicy", (

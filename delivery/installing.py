@@ -56,6 +56,8 @@ WAKE_KEY, WAKE_SECONDS = "crier:installer:woken", 5
 NEVER_INSTALL_FOR = frozenset({"uninstalled", "blocked"})  # they removed or blocked the app themselves
 # Refusals about one person; the others (consent, the catalog, Graph away) concern every install.
 PERSONAL = frozenset({"AppBlockedByPolicy", "UserNotFound"})
+# Refusals that an administrator's fix ends for everyone: the campaign pauses, saying what to do, and its rows wait.
+SETUP = frozenset({"AppConsentMissing", "AppNotInCatalog"})
 
 _installer = AppInstaller()
 
@@ -70,10 +72,10 @@ UPDATE delivery_delivery AS d
            AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp())
            AND (w.claimed_at IS NULL OR w.claimed_at < clock_timestamp() - make_interval(secs => %s))
          ORDER BY w.id LIMIT %s FOR UPDATE OF w SKIP LOCKED) AS due
-  JOIN campaigns_recipient AS r ON r.id = due.recipient_id
+  LEFT JOIN campaigns_recipient AS r ON r.id = due.recipient_id
   {address_join('r')}
  WHERE d.id = due.id
-RETURNING d.id, d.campaign_id, d.claimed_at, d.install_attempts, due.kind, r.aad_object_id, r.is_active,
+RETURNING d.id, d.campaign_id, d.claimed_at, d.install_attempts, due.kind, r.aad_object_id, COALESCE(r.is_active, false),
           COALESCE(NULLIF(a.tenant_id, ''), NULLIF(r.tenant_id, ''), %s), a.state
 """
 WAITING = """
@@ -181,7 +183,11 @@ def _run() -> int:
                 return taken
             finished, _ = wait(list(in_flight), timeout=1.0, return_when=FIRST_COMPLETED)
             for future in finished:
-                _record(in_flight.pop(future), future.result())
+                row = in_flight.pop(future)
+                try:
+                    _record(row, future.result())
+                except Exception:  # noqa: BLE001 - one row's trouble is its own: after the lease it is taken again
+                    logger.exception("recording the install for delivery %s raised", row.id)
 
 
 def _wake_clear() -> None:
@@ -193,10 +199,16 @@ def _wake_clear() -> None:
 
 def _started(rows: list[Row]) -> list[Row]:
     """The rows to install for, their people marked; the others go back to be sent, where their send says why
-    not (inactive, without an Entra id, or they removed or blocked the app)."""
-    installable = [row for row in rows if row.installable]
+    not (deleted, inactive, without an Entra id, or they removed or blocked the app), or end when installers kept
+    dying on them."""
+    installable = []
     for row in rows:
-        if not row.installable:
+        if row.attempts > MAX_ATTEMPTS:  # taken again after every lease: its installs never came to an outcome
+            _fail(row, InstallRefused("GraphUnavailable", f"Installing the app was tried {MAX_ATTEMPTS} times "
+                                      "and never came to an answer Crier could record; see the workers' logs."))
+        elif row.installable:
+            installable.append(row)
+        else:
             _send_again(row, install="")
     addresses_crier_installs(aad_object_ids=[str(row.aad_object_id) for row in installable])
     return installable
@@ -215,13 +227,16 @@ def _install(row: Row) -> str | InstallRefused:
 
 
 def _record(row: Row, outcome: str | InstallRefused) -> None:
+    """What came of one install, on its row. The person's mark as installed by Crier stays whatever came of it: a
+    409 or an error may follow an install that Graph made (a second row of theirs, a retried call), and the mark
+    expires by itself (``bots.services``)."""
     if isinstance(outcome, str):
         if _send_again(row, install=outcome) and outcome == Delivery.Install.INSTALLED:
             progress.record(row.campaign_id, installed=1)
-        if outcome != Delivery.Install.INSTALLED:
-            addresses_crier_installs(aad_object_ids=[str(row.aad_object_id)], done=False)
         return
-    addresses_crier_installs(aad_object_ids=[str(row.aad_object_id)], done=False)
+    if outcome.code in SETUP:
+        _wait_for_the_fix(row, outcome)
+        return
     if outcome.transient and row.attempts < MAX_ATTEMPTS:
         wait_seconds = BACKOFF_SECONDS[min(row.attempts, len(BACKOFF_SECONDS)) - 1]
         with connection.cursor() as cursor:
@@ -231,6 +246,20 @@ def _record(row: Row, outcome: str | InstallRefused) -> None:
                 [wait_seconds, outcome.code[:100], outcome.message[:1000], *row.claim])
         return
     _fail(row, outcome)
+
+
+def _wait_for_the_fix(row: Row, refused: InstallRefused) -> None:
+    """The row waits, this attempt not counted, and its campaign pauses saying what to do; a resume installs."""
+    from .control import campaign_pause_saying
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE delivery_delivery SET claimed_at = NULL, next_attempt_at = NULL, install_attempts = install_attempts - 1,"
+            f" error_code = %s, error_message = %s WHERE {CLAIMED}", [refused.code[:100], refused.message[:1000], *row.claim])
+        if not cursor.rowcount:
+            return
+    campaign_pause_saying(campaign_id=row.campaign_id, reason=(
+        f"Paused automatically: the app could not be installed ({refused.code}). {refused.message} Then resume it."))
 
 
 def _send_again(row: Row, *, install: str) -> bool:

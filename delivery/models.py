@@ -113,7 +113,8 @@ class Delivery(models.Model):
         help_text="Teams answered that the person had not installed the app and the campaign lets Crier install it: "
         "what Microsoft Graph did. When it refused, the delivery failed with its reason and what to do.",
     )
-    install_attempts = models.PositiveSmallIntegerField(db_default=0)
+    # Not a PositiveSmallIntegerField: its CHECK would make adding the column scan every row under an exclusive lock.
+    install_attempts = models.SmallIntegerField(db_default=0)
     activity_id = models.CharField(max_length=500, blank=True, db_default="")
     conversation_id = models.CharField(max_length=500, blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now())

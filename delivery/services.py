@@ -178,6 +178,7 @@ def campaign_send_direct(
             name=name, kind=Campaign.Kind.DIRECT, template_id=template_id, category=category,
             status=Campaign.Status.RUNNING, launched_at=now, materialised_at=now, total_deliveries=len(wanted),
             created_by=actor.user, api_key=actor.api_key, approved_at=now if approved else None,
+            install_app=False,  # a notice or a test to named people installs nothing: no approval covers it
         )
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])

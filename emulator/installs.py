@@ -193,6 +193,16 @@ class GraphInstalls(Graph):
     def installs(self) -> Installs:
         return self.ctx.installs
 
+    def _refusal(self, request: web.Request, needed=READ_INSTALLED) -> web.Response | None:
+        """As Graph's Teams APIs refuse a token without the permission: 403 ``Forbidden``, "Missing role
+        permissions", naming what the call needs and what the token has (not the directory's
+        ``Authorization_RequestDenied``)."""
+        refused = super()._refusal(request, needed)
+        if refused is None or refused.status != 403:
+            return refused
+        return graph_error(403, "Forbidden", "Missing role permissions on the request. API requires one of "
+                           f"'{', '.join(needed)}'. Roles on the request '{', '.join(sorted(self._roles(request)))}'.")
+
     def _context(self, path: str) -> str:
         return f"{self.ctx.base_url}/graph/v1.0/$metadata#{path}"
 
@@ -240,8 +250,9 @@ class GraphInstalls(Graph):
         try:
             wanted, consented = bound_app(raw)
             if consented and not set(AND_CONSENT) & self._roles(request):
-                raise BadQuery(403, "Authorization_RequestDenied", "Consenting to resource-specific permissions "
-                               "while installing needs TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All.")
+                raise BadQuery(403, "Forbidden", "Missing role permissions on the request: consenting to "
+                               "resource-specific permissions while installing needs one of "
+                               f"'{', '.join(AND_CONSENT)}'.")
             aad, user = self._person(request)
             app = installs.catalog.get(normalize_aad(wanted) or "")
             if app is None:

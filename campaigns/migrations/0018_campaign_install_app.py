@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='campaign',
             name='install_app',
-            field=models.BooleanField(db_default=False, default=campaigns.models.content.install_app_default, help_text='When Teams answers that a person has not installed the app, Crier installs it for them through Microsoft Graph, then sends (docs/going-live.md). Never for someone who removed or blocked it. New campaigns take INSTALL_APP_DEFAULT.', verbose_name='install the app for people who lack it'),
+            field=models.BooleanField(db_default=False, default=campaigns.models.content.install_app_default, help_text='For people who lack the app (Teams says so, or never told Crier of them), Crier installs it through Microsoft Graph, then sends (docs/going-live.md). Never for someone who removed or blocked it. New campaigns take INSTALL_APP_DEFAULT.', verbose_name='install the app for people who lack it'),
         ),
     ]

@@ -290,7 +290,7 @@ class Campaign(models.Model):
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="campaigns")
     install_app = models.BooleanField(
         "install the app for people who lack it", default=install_app_default, db_default=False,
-        help_text="When Teams answers that a person has not installed the app, Crier installs it for them through "
+        help_text="For people who lack the app (Teams says so, or never told Crier of them), Crier installs it through "
         "Microsoft Graph, then sends (docs/going-live.md). Never for someone who removed or blocked it. New "
         "campaigns take INSTALL_APP_DEFAULT.",
     )

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='delivery',
             name='install_attempts',
-            field=models.PositiveSmallIntegerField(db_default=0),
+            field=models.SmallIntegerField(db_default=0),
         ),
         migrations.AlterField(
             model_name='delivery',

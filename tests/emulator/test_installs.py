@@ -148,7 +148,8 @@ def test_reading_the_catalog_needs_a_catalog_permission(emu, graph):
     for denied in (["User.Read.All"], ["TeamsAppInstallation.ReadForUser.All"], list(INSTALL_PERMISSIONS)):
         emu.client.graph_config(permissions=denied)
         status, body, _ = graph("GET", by_external_id(crier(emu)["externalId"]))
-        assert (status, body["error"]["code"]) == (403, "Authorization_RequestDenied"), denied
+        assert (status, body["error"]["code"]) == (403, "Forbidden"), denied
+        assert body["error"]["message"].startswith("Missing role permissions"), denied
     for permission in ("AppCatalog.Read.All", "AppCatalog.ReadWrite.All", "Directory.Read.All"):
         emu.client.graph_config(permissions=[permission])
         assert graph("GET", by_external_id(crier(emu)["externalId"]))[1]["value"] == [crier(emu)], permission
@@ -279,7 +280,8 @@ def test_installing_needs_an_installation_permission(emu, graph):
 
     status, body, _ = graph.install(aad, app_id)
 
-    assert (status, body["error"]["code"]) == (403, "Authorization_RequestDenied")
+    assert (status, body["error"]["code"]) == (403, "Forbidden")
+    assert body["error"]["message"].startswith("Missing role permissions")
     assert emu.client.user(aad)["installed"] is False
     emu.client.graph_config(permissions=["TeamsAppInstallation.ReadWriteForUser.All"])
     assert graph.install(aad, app_id)[0] == 201
@@ -297,7 +299,8 @@ def test_consenting_to_resource_specific_permissions_while_installing_needs_an_a
 
     status, body, _ = graph("POST", f"/users/{aad}/teamwork/installedApps", consenting(app_id, read_receipts))
 
-    assert (status, body["error"]["code"]) == (403, "Authorization_RequestDenied")
+    assert (status, body["error"]["code"]) == (403, "Forbidden")
+    assert body["error"]["message"].startswith("Missing role permissions")
     assert "ReadWriteAndConsentSelfForUser" in body["error"]["message"]
     assert emu.client.user(aad)["installed"] is False
     emu.client.graph_config(permissions=["TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"])

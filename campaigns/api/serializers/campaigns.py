@@ -65,8 +65,8 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         extra_kwargs = {
             "send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."},
             "install_app": {"help_text": (
-                "When Teams answers that a person has not installed the app, Crier installs it for them through "
-                "Microsoft Graph, then sends. Never for someone who removed or blocked it. Defaults to the "
+                "For people who lack the app (Teams answers so, or never told Crier of them), Crier installs it "
+                "through Microsoft Graph, then sends. Never for someone who removed or blocked it. Defaults to the "
                 "organisation's INSTALL_APP_DEFAULT; changing it withdraws an approval. Each delivery's `install` "
                 "says what came of it.")},
         }
