@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from bots.addresses import address_of
+from bots.graph import GraphError
 from bots.installs import AppInstaller, InstallPace, InstallRefused
 from bots.schema import message_activity
 from bots.tokens import graph_token_provider
@@ -135,3 +136,21 @@ def test_installs_are_spaced_evenly_per_tenant_for_every_thread():
 
     # each call takes the next free moment, a quarter of a second after the one before
     assert clock.slept == [0.25, 0.5]
+
+
+@pytest.mark.parametrize("status, code, message, refused, transient", [
+    (401, "InvalidAuthenticationToken", "Access token validation failure.", "AppConsentMissing", False),
+    (403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.", "AppConsentMissing",
+     False),
+    (403, "Forbidden", "Missing role permissions on the request. API requires one of 'TeamsAppInstallation...'.",
+     "AppConsentMissing", False),
+    (403, "Forbidden", "App is blocked by app permission policy.", "AppBlockedByPolicy", False),
+    (404, "NotFound", "The app 'x' was not found in the organization's app catalog.", "AppNotInCatalog", False),
+    (404, "NotFound", "The user 'x' was not found.", "UserNotFound", False),
+    (503, "ServiceUnavailable", "Try later.", "GraphUnavailable", True),
+    (None, "Timeout", "No answer.", "GraphUnavailable", True),
+])
+def test_each_answer_of_graph_to_an_install_means_one_refusal(status, code, message, refused, transient):
+    reason = AppInstaller._refused(GraphError(status=status, code=code, message=message), "someone")
+
+    assert (reason.code, reason.transient) == (refused, transient)

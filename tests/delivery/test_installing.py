@@ -305,8 +305,8 @@ def test_teams_still_answering_not_installed_after_an_install_is_tried_again_wit
 
     outcome = delivery_send(delivery_id=delivery.pk)
 
-    assert (outcome.status, row(delivery).error_code, delivery.install) == (
-        "retrying", "ForbiddenOperationException", "installed")
+    assert (outcome.status, row(delivery).error_code, delivery.install, delivery.last_status_code) == (
+        "retrying", "ForbiddenOperationException", "installed", 403)
     assert "still answers that it is not installed" in delivery.error_message
     assert teams.client.graph_stats()["installs"] == 1
 
@@ -583,3 +583,57 @@ def test_the_migration_adds_its_columns_without_a_scan_of_the_deliveries():
     # a constant default and no CHECK: PostgreSQL adds such a column without rewriting or reading the rows
     assert statements and all("ADD COLUMN" in line and "DEFAULT" in line for line in statements)
     assert "CHECK" not in out.getvalue()
+
+
+@pytest.mark.parametrize("subscribed", [True, False])
+def test_a_refused_install_is_recorded_whole_with_its_event_for_whoever_subscribed(teams, lacking, monkeypatch,
+                                                                                    subscribed):
+    from delivery import webhooks
+    from delivery.models import WebhookEndpoint, WebhookEvent
+
+    if subscribed:
+        WebhookEndpoint.objects.create(name="hr", url="https://hooks.example/", secret="s", events=["delivery.failed"])
+    webhooks.forget_subscriptions()
+    watched = []
+    monkeypatch.setattr(control, "campaign_watch_errors", lambda campaign_id, error: watched.append((campaign_id, error)))
+    teams.client.graph_install_policy(True)
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    Delivery.objects.filter(pk=delivery.pk).update(last_status_code=403)  # what an earlier answer left
+
+    installing.installs_run()
+
+    delivery = row(delivery)
+    assert (delivery.status, delivery.error_code, delivery.claimed_at, delivery.last_status_code) == (
+        "failed", "AppBlockedByPolicy", None, None)
+    assert delivery.error_message.startswith("A Teams app permission policy keeps the app from this person")
+    assert delivery.finished_at is not None
+    assert progress.read(delivery.campaign)["failed"] == 1
+    [(campaign_id, error)] = watched
+    assert (campaign_id, error.code, error.status, error.permanent, error.personal) == (
+        delivery.campaign_id, "AppBlockedByPolicy", None, True, True)
+    assert error.message == delivery.error_message
+    events = list(WebhookEvent.objects.filter(type="delivery.failed").values_list("payload", flat=True))
+    if subscribed:
+        [payload] = events
+        assert (payload["delivery"], payload["status"], payload["error_code"]) == (
+            delivery.pk, "failed", "AppBlockedByPolicy")
+    else:
+        assert events == []
+
+
+def test_teams_still_answering_not_installed_when_the_attempts_are_spent_fails_about_this_person(
+        teams, lacking, monkeypatch, settings):
+    watched = []
+    monkeypatch.setattr(control, "campaign_watch_errors", lambda campaign_id, error: watched.append(error))
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    installing.installs_run()
+    teams.client.register_users([{"aad_object_id": str(lacking.aad_object_id), "installed": False}])
+    settings.DELIVERY_MAX_ATTEMPTS = 1
+
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.last_status_code) == ("failed", 403)
+    [error] = watched
+    assert (error.code, error.personal) == ("ForbiddenOperationException", True)
