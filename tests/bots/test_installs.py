@@ -138,19 +138,33 @@ def test_installs_are_spaced_evenly_per_tenant_for_every_thread():
     assert clock.slept == [0.25, 0.5]
 
 
-@pytest.mark.parametrize("status, code, message, refused, transient", [
-    (401, "InvalidAuthenticationToken", "Access token validation failure.", "AppConsentMissing", False),
+@pytest.mark.parametrize("status, code, message, refused, transient, says", [
+    (401, "InvalidAuthenticationToken", "Access token validation failure.", "AppConsentMissing", False,
+     "Microsoft Graph refused (InvalidAuthenticationToken): give the app registration the application permission "
+     "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All and have an administrator grant consent "
+     "(docs/going-live.md)."),
     (403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.", "AppConsentMissing",
-     False),
+     False, "Microsoft Graph refused (Authorization_RequestDenied): give the app registration the application "
+     "permission TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All and have an administrator grant consent "
+     "(docs/going-live.md)."),
     (403, "Forbidden", "Missing role permissions on the request. API requires one of 'TeamsAppInstallation...'.",
-     "AppConsentMissing", False),
-    (403, "Forbidden", "App is blocked by app permission policy.", "AppBlockedByPolicy", False),
-    (404, "NotFound", "The app 'x' was not found in the organization's app catalog.", "AppNotInCatalog", False),
-    (404, "NotFound", "The user 'x' was not found.", "UserNotFound", False),
-    (503, "ServiceUnavailable", "Try later.", "GraphUnavailable", True),
-    (None, "Timeout", "No answer.", "GraphUnavailable", True),
+     "AppConsentMissing", False, "Microsoft Graph refused (Forbidden): give the app registration the application "
+     "permission TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All and have an administrator grant consent "
+     "(docs/going-live.md)."),
+    (403, "Forbidden", "App is blocked by app permission policy.", "AppBlockedByPolicy", False,
+     "A Teams app permission policy keeps the app from this person: allow it in the Teams admin center (Teams apps "
+     "→ Permission policies) for the policy that applies to them. Graph said: App is blocked by app permission "
+     "policy."),
+    (404, "NotFound", "The App 'x' was not found in the organization's app catalog.", "AppNotInCatalog", False,
+     "Graph no longer finds the app in the catalog: The App 'x' was not found in the organization's app catalog."),
+    (404, "NotFound", "The User 'x' was not found for this app.", "UserNotFound", False,
+     "Entra ID has no user someone: the account was removed."),
+    (503, "ServiceUnavailable", "Try later.", "GraphUnavailable", True,
+     "Microsoft Graph answered 503 ServiceUnavailable: Try later."),
+    (None, "Timeout", "No answer.", "GraphUnavailable", True, "Microsoft Graph could not be reached (Timeout): No answer."),
 ])
-def test_each_answer_of_graph_to_an_install_means_one_refusal(status, code, message, refused, transient):
+def test_each_answer_of_graph_to_an_install_means_one_refusal_saying_what_to_do(
+        status, code, message, refused, transient, says):
     reason = AppInstaller._refused(GraphError(status=status, code=code, message=message), "someone")
 
-    assert (reason.code, reason.transient) == (refused, transient)
+    assert (reason.code, reason.transient, reason.message, str(reason)) == (refused, transient, says, says)

@@ -637,3 +637,24 @@ def test_teams_still_answering_not_installed_when_the_attempts_are_spent_fails_a
     assert (row(delivery).status, delivery.last_status_code) == ("failed", 403)
     [error] = watched
     assert (error.code, error.personal) == ("ForbiddenOperationException", True)
+
+
+def test_an_installer_that_found_nothing_left_lets_the_next_hand_over_wake_another(teams, installer_afresh):
+    progress.client().set(installing.WAKE_KEY, 1, ex=60)  # woken a moment ago
+    installing.installer_wake()
+    assert installer_afresh == []  # not twice within WAKE_SECONDS
+
+    installing.installs_run()  # nothing to do: it ends
+
+    installing.installer_wake()
+    assert installer_afresh == [0.0]
+
+
+def test_a_send_that_handed_its_row_over_as_the_campaign_was_cancelled_ends_skipped(teams, lacking):
+    delivery = launched(lacking, install_app=True)
+    control.campaign_cancel(campaign_id=delivery.campaign_id)
+    Delivery.objects.filter(pk=delivery.pk).update(status="installing", skip_reason="")  # its hand-over, just after
+
+    recovery.reconcile()
+
+    assert (row(delivery).status, delivery.skip_reason) == ("skipped", "campaign_cancelled")
