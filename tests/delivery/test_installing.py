@@ -51,6 +51,12 @@ def row(delivery: Delivery) -> Delivery:
     return delivery
 
 
+def installed_counter(delivery: Delivery) -> int | None:
+    """The campaign's counter of people Crier installed the app for, in Redis (what the watch page reads)."""
+    value = progress.client().hget(progress.key(delivery.campaign_id), "installed")
+    return None if value is None else int(value)
+
+
 def messages_to(teams, person) -> list:
     return teams.client.messages(user=str(person.aad_object_id))
 
@@ -104,7 +110,7 @@ def test_the_installer_installs_and_the_message_is_then_sent_once_by_a_claim_of_
     assert installing.installs_run() == 1
 
     assert (row(delivery).status, delivery.install, delivery.error_code) == ("retrying", "installed", "")
-    assert progress.read(delivery.campaign)["installed"] == 1
+    assert installed_counter(delivery) == 1 and progress.read(delivery.campaign)["installed"] == 1
     assert teams.client.user(str(lacking.aad_object_id))["installed"] is True
     assert messages_to(teams, lacking) == []  # the installer sends nothing
 
@@ -293,7 +299,7 @@ def test_an_installer_that_outlived_its_lease_changes_nothing(teams, lacking, mo
     installing.installs_run()
 
     assert (row(delivery).status, delivery.install) == ("installing", "")
-    assert progress.read(delivery.campaign)["installed"] == 0
+    assert installed_counter(delivery) is None
 
 
 def test_teams_still_answering_not_installed_after_an_install_is_tried_again_without_installing_again(
@@ -658,3 +664,49 @@ def test_a_send_that_handed_its_row_over_as_the_campaign_was_cancelled_ends_skip
     recovery.reconcile()
 
     assert (row(delivery).status, delivery.skip_reason) == ("skipped", "campaign_cancelled")
+
+
+def test_someone_crier_had_the_app_already_for_is_not_counted_as_installed_by_crier(teams):
+    person = factories.recipient()
+    teams.client.graph_users([{"id": str(person.aad_object_id), "displayName": str(person)}])
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "name": str(person)}])
+    teams.client.config(bot_endpoint=NOWHERE)
+    delivery = launched(person, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+
+    assert (row(delivery).install, installed_counter(delivery)) == ("present", None)
+
+
+def test_a_welcome_handed_back_after_its_install_goes_to_the_queue_that_waits_behind_no_campaign(
+        teams, lacking, monkeypatch):
+    from campaigns.models import Campaign
+    from delivery import welcome
+
+    queued = []
+    monkeypatch.setattr(installing.feeding, "publish", lambda ids, queue: queued.append((ids, queue)))
+    campaign = factories.campaign(kind=Campaign.Kind.WELCOME, install_app=True)
+    services.campaign_launch(campaign_id=campaign.pk)
+    monkeypatch.setattr(welcome, "welcome_enqueue", lambda ids: None)
+    [delivery_id] = welcome.welcome_on_install(aad_object_id=str(lacking.aad_object_id))
+    delivery_send(delivery_id=delivery_id)
+
+    installing.installs_run()
+
+    assert queued == [([delivery_id], installing.feeding.DIRECT_QUEUE)]
+
+
+def test_an_install_that_raised_is_tried_again_later_saying_what_raised(teams, lacking, monkeypatch):
+    def broken(**_):
+        raise RuntimeError("bad data")
+
+    monkeypatch.setattr(installing._installer, "install", broken)
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.error_code, delivery.error_message) == (
+        "installing", "crier_error", "RuntimeError: bad data")
+    assert delivery.next_attempt_at > timezone.now()
