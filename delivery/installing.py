@@ -36,6 +36,7 @@ from django.db import connection
 
 from bots.addresses import address_join, addresses_crier_installs
 from bots.installs import AppInstaller, InstallRefused
+from campaigns.selectors import opted_out_sql
 from core.channels import TransportError
 from core.locks import advisory_lock, advisory_lock_held
 
@@ -66,17 +67,19 @@ _installer = AppInstaller()
 TAKE = f"""
 UPDATE delivery_delivery AS d
    SET claimed_at = clock_timestamp(), install_attempts = d.install_attempts + 1
-  FROM (SELECT w.id, w.recipient_id, c.kind
+  FROM (SELECT w.id, w.recipient_id, c.kind, c.category_id
           FROM delivery_delivery AS w JOIN campaigns_campaign AS c ON c.id = w.campaign_id
          WHERE w.status = 'installing' AND c.status = 'running'
            AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= clock_timestamp())
            AND (w.claimed_at IS NULL OR w.claimed_at < clock_timestamp() - make_interval(secs => %s))
          ORDER BY w.id LIMIT %s FOR UPDATE OF w SKIP LOCKED) AS due
+  JOIN campaigns_category AS cat ON cat.id = due.category_id
   LEFT JOIN campaigns_recipient AS r ON r.id = due.recipient_id
   {address_join('r')}
  WHERE d.id = due.id
 RETURNING d.id, d.campaign_id, d.claimed_at, d.install_attempts, due.kind, r.aad_object_id, COALESCE(r.is_active, false),
-          COALESCE(NULLIF(a.tenant_id, ''), NULLIF(r.tenant_id, ''), %s), a.state
+          COALESCE(NULLIF(a.tenant_id, ''), NULLIF(r.tenant_id, ''), %s), a.state,
+          {opted_out_sql(recipient="r.id", mandatory="cat.mandatory", category="cat.id")}
 """
 WAITING = """
 SELECT EXISTS (
@@ -100,6 +103,7 @@ class Row:
     is_active: bool
     tenant_id: str
     address_state: str | None
+    opted_out: bool  # since the send handed the row over
 
     @property
     def claim(self) -> list[Any]:
@@ -107,7 +111,7 @@ class Row:
 
     @property
     def installable(self) -> bool:
-        return bool(self.aad_object_id and self.is_active and self.tenant_id) and (
+        return bool(self.aad_object_id and self.is_active and self.tenant_id and not self.opted_out) and (
             self.address_state not in NEVER_INSTALL_FOR)
 
 
@@ -199,7 +203,7 @@ def _wake_clear() -> None:
 
 def _started(rows: list[Row]) -> list[Row]:
     """The rows to install for, their people marked; the others go back to be sent, where their send says why
-    not (deleted, inactive, without an Entra id, or they removed or blocked the app), or end when installers kept
+    not (deleted, inactive, opted out, without an Entra id, or they removed or blocked the app), or end when installers kept
     dying on them."""
     installable = []
     for row in rows:

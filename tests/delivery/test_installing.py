@@ -710,3 +710,17 @@ def test_an_install_that_raised_is_tried_again_later_saying_what_raised(teams, l
     assert (row(delivery).status, delivery.error_code, delivery.error_message) == (
         "installing", "crier_error", "RuntimeError: bad data")
     assert delivery.next_attempt_at > timezone.now()
+
+
+def test_someone_who_opted_out_after_the_hand_over_has_nothing_installed_and_is_skipped(teams, lacking):
+    from campaigns.models import OptOut
+
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    OptOut.objects.create(recipient=lacking, source=OptOut.Source.TYPED_STOP)  # meanwhile
+
+    installing.installs_run()
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.skip_reason) == ("skipped", "opted_out")
+    assert teams.client.graph_stats()["installs"] == 0
