@@ -168,3 +168,58 @@ def test_each_answer_of_graph_to_an_install_means_one_refusal_saying_what_to_do(
     reason = AppInstaller._refused(GraphError(status=status, code=code, message=message), "someone")
 
     assert (reason.code, reason.transient, reason.message, str(reason)) == (refused, transient, says, says)
+
+
+class FakeGraph:
+    """Answers the catalog's GET with what it is given (a dict, or a GraphError to raise) and counts the calls."""
+
+    def __init__(self, *answers) -> None:
+        self.answers, self.calls = list(answers), []
+
+    def url(self, path, params=None):
+        return f"https://graph.example/v1.0{path}"
+
+    def get(self, url, *, needs="", headers=None):
+        self.calls.append((url, needs))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_catalog_id_is_kept_ten_minutes_then_read_again():
+    clock = Clock(1000.0)
+    client = FakeGraph({"value": [{"id": "cat-1"}]}, {"value": [{"id": "cat-2"}]})
+    installer = AppInstaller(client=client, clock=clock)
+
+    assert installer.catalog_id() == "cat-1"
+    clock.now += 599.0
+    assert installer.catalog_id() == "cat-1" and len(client.calls) == 1
+    clock.now += 1.0
+    assert installer.catalog_id() == "cat-2" and len(client.calls) == 2
+    assert client.calls[0][1] == "AppCatalog.Read.All"
+
+
+@pytest.mark.parametrize("answer, code, says", [
+    (GraphError(status=403, code="Forbidden", message="Missing role permissions"), "AppConsentMissing",
+     "Microsoft Graph refused (Forbidden): give the app registration the application permission AppCatalog.Read.All "
+     "and have an administrator grant consent (docs/going-live.md)."),
+    (GraphError(status=401, code="InvalidAuthenticationToken", message=""), "AppConsentMissing",
+     "Microsoft Graph refused (InvalidAuthenticationToken): give the app registration the application permission "
+     "AppCatalog.Read.All and have an administrator grant consent (docs/going-live.md)."),
+    (GraphError(status=503, code="ServiceUnavailable", message="Later."), "GraphUnavailable",
+     "Microsoft Graph answered 503 ServiceUnavailable: Later."),
+    ({"value": []}, "AppNotInCatalog", None),
+    ({"value": ["not an app"]}, "AppNotInCatalog", None),
+    ({"value": [{"displayName": "no id"}]}, "AppNotInCatalog", None),
+])
+def test_a_catalog_that_cannot_be_read_or_lacks_the_app_says_what_to_do(answer, code, says):
+    from bots.app_package import app_id
+
+    with pytest.raises(InstallRefused) as refused:
+        AppInstaller(client=FakeGraph(answer)).catalog_id()
+
+    assert refused.value.code == code
+    assert refused.value.message == (says or (
+        f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "
+        "(python manage.py teams_app_package) in the Teams admin center (docs/going-live.md)."))

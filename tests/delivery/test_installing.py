@@ -724,3 +724,30 @@ def test_someone_who_opted_out_after_the_hand_over_has_nothing_installed_and_is_
 
     assert (row(delivery).status, delivery.skip_reason) == ("skipped", "opted_out")
     assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_a_row_installers_kept_dying_on_ends_saying_so(teams, lacking):
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    Delivery.objects.filter(pk=delivery.pk).update(install_attempts=installing.MAX_ATTEMPTS)  # each lease ran out
+
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.error_code) == ("failed", "GraphUnavailable")
+    assert delivery.error_message.startswith(f"Installing the app was tried {installing.MAX_ATTEMPTS} times")
+    assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_a_wake_holds_for_a_few_seconds_and_wakes_anyway_without_redis(teams, installer_afresh, monkeypatch):
+    import redis as redis_library
+
+    installing.installer_wake()
+    assert 0 < progress.client().ttl(installing.WAKE_KEY) <= installing.WAKE_SECONDS
+
+    class Away:
+        def set(self, *args, **kwargs):
+            raise redis_library.ConnectionError("gone")
+
+    monkeypatch.setattr(installing.progress, "client", lambda: Away())
+    installing.installer_wake()
+    assert installer_afresh == [0.0, 0.0]
