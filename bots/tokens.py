@@ -41,6 +41,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
         self._ready: tuple[str, float] = ("", 0.0)  # the token, and until when (monotonic) to reuse it
+        self._generation = 0  # raised by every invalidate: a token asked for before one is not kept after it
 
     def _build_app(self) -> msal.ConfidentialClientApplication:
         authority = getattr(settings, self._authority_setting)
@@ -60,6 +61,7 @@ class TokenProvider:
             return token
         try:
             with self._lock:
+                generation = self._generation
                 if self._app is None:
                     self._app = self._build_app()
                 result = self._app.acquire_token_for_client(scopes=[getattr(settings, self._scope_setting)])
@@ -73,7 +75,10 @@ class TokenProvider:
             code = str(result.get("error") or "token_error")
             raise TokenError(f"{code}: {result.get('error_description', '')}"[:500], code=code, transient=False)
         token = result["access_token"]
-        self._ready = (token, time.monotonic() + _reuse_seconds(result))
+        reuse = _reuse_seconds(result)
+        with self._lock:
+            if generation == self._generation:  # not invalidated meanwhile (a 401 another thread heard)
+                self._ready = (token, time.monotonic() + reuse)
         return token
 
     def invalidate(self) -> None:
@@ -81,6 +86,7 @@ class TokenProvider:
         with self._lock:
             self._app = None
             self._ready = ("", 0.0)
+            self._generation += 1
 
 
 def _reuse_seconds(result: dict) -> float:

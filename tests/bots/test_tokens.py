@@ -52,3 +52,23 @@ def test_the_reuse_lasts_until_msal_would_renew_the_token():
     assert _reuse_seconds({"expires_in": 86400, "refresh_in": 43200}) == 43200
     assert _reuse_seconds({"expires_in": 120}) == 0  # already inside msal's renewal window
     assert _reuse_seconds({}) == 0  # msal said nothing: ask it every time
+
+
+def test_a_token_asked_for_before_an_invalidate_is_not_kept_after_it(monkeypatch):
+    from bots import tokens
+
+    provider = TokenProvider()
+
+    class App:
+        def acquire_token_for_client(self, scopes):
+            return {"access_token": "asked-before", "expires_in": 3600}
+
+    def meanwhile(result):
+        provider.invalidate()  # another thread heard a 401 with the token of before, as this one got its own
+        return 3000.0
+
+    provider._build_app = lambda: App()
+    monkeypatch.setattr(tokens, "_reuse_seconds", meanwhile)
+
+    assert provider.get() == "asked-before"  # this caller uses what it asked for
+    assert provider._ready == ("", 0.0)  # but the next one asks again
