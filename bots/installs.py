@@ -29,13 +29,16 @@ CATALOG_PERMISSION = "AppCatalog.Read.All"  # to find the app's id in the organi
 # refusal is a 403 too.
 MISSING_PERMISSION = "missing role permissions"
 CATALOG_SECONDS = 600.0  # how long the app's catalog id is kept
+CATALOG_REFUSED_SECONDS = 30.0  # and why it could not be read
+CREDENTIALS = "GraphCredentialsRefused"  # Entra ID or Graph refused Crier's own credentials
+RENEW_SECONDS = 60.0
 # For installs: a 429 or a 503 is waited for and tried again twice, briefly (the installer tries again later).
 install_graph = GraphClient(attempts=3, max_wait=10.0)
 
 
 class InstallRefused(Exception):
-    """``code``: AppConsentMissing, AppNotInCatalog, AppBlockedByPolicy, UserNotFound or GraphUnavailable (the
-    last one passes; try again later). ``str()`` says what to do."""
+    """``code``: AppConsentMissing, GraphCredentialsRefused, AppNotInCatalog, AppBlockedByPolicy, UserNotFound or
+    GraphUnavailable (the last one passes; try again later). ``str()`` says what to do."""
 
     def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
@@ -50,6 +53,14 @@ def _consent(error: GraphError, permission: str = INSTALL_PERMISSION) -> Install
 
 def _unavailable(error: GraphError) -> InstallRefused:
     return InstallRefused("GraphUnavailable", error.plain(), transient=True)
+
+
+class _StaleCatalog(Exception):
+    """Graph no longer knows the app by the catalog id Crier kept."""
+
+    def __init__(self, refused: InstallRefused) -> None:
+        super().__init__(refused.message)
+        self.refused = refused
 
 
 class InstallPace:
@@ -77,34 +88,77 @@ class AppInstaller:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.client, self.pace, self.clock = client, pace or InstallPace(), clock
         self._catalog: tuple[str, float] | None = None  # (catalog id, when it was read)
+        self._catalog_refused: tuple[InstallRefused, float] | None = None  # (why it could not be read, when)
         self._catalog_lock = threading.Lock()
+        self._renewed_at = -RENEW_SECONDS  # when a refused consent last had the token renewed
 
     def catalog_id(self) -> str:
-        """The app's id in the organisation's catalog, read at most every ``CATALOG_SECONDS``."""
+        """The app's id in the organisation's catalog, read at most every ``CATALOG_SECONDS``; a refusal is kept
+        ``CATALOG_REFUSED_SECONDS``, so that the installer's threads do not each ask again in turn."""
         with self._catalog_lock:
-            if self._catalog is not None and self.clock() - self._catalog[1] < CATALOG_SECONDS:
+            now = self.clock()
+            if self._catalog is not None and now - self._catalog[1] < CATALOG_SECONDS:
                 return self._catalog[0]
-            url = self.client.url("/appCatalogs/teamsApps", {"$filter": f"externalId eq '{app_id()}'"})
+            if self._catalog_refused is not None and now - self._catalog_refused[1] < CATALOG_REFUSED_SECONDS:
+                kept = self._catalog_refused[0]
+                raise InstallRefused(kept.code, kept.message, transient=kept.transient)
             try:
-                found = self.client.get(url, needs=CATALOG_PERMISSION).get("value") or []
-            except GraphError as error:
-                raise _consent(error, CATALOG_PERMISSION) if error.status in (401, 403) else _unavailable(error) from error
-            if not found or not isinstance(found[0], dict) or not found[0].get("id"):
-                raise InstallRefused("AppNotInCatalog", (
-                    f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "
-                    "(python manage.py teams_app_package) in the Teams admin center (docs/going-live.md)."))
-            self._catalog = (str(found[0]["id"]), self.clock())
+                self._catalog = (self._catalog_read(), self.clock())
+            except InstallRefused as refused:
+                self._catalog_refused = (refused, self.clock())
+                raise
+            self._catalog_refused = None
             return self._catalog[0]
+
+    def _catalog_read(self) -> str:
+        url = self.client.url("/appCatalogs/teamsApps", {"$filter": f"externalId eq '{app_id()}'"})
+        try:
+            found = self.client.get(url, needs=CATALOG_PERMISSION).get("value") or []
+        except GraphError as error:
+            raise self._refused(error, "", permission=CATALOG_PERMISSION) from error
+        if not found or not isinstance(found[0], dict) or not found[0].get("id"):
+            raise InstallRefused("AppNotInCatalog", (
+                f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "
+                "(python manage.py teams_app_package) in the Teams admin center (docs/going-live.md)."))
+        return str(found[0]["id"])
 
     def forget_catalog(self) -> None:
         """The app's catalog id is read again at the next install (the app was taken out, or put back)."""
         with self._catalog_lock:
-            self._catalog = None
+            self._catalog = self._catalog_refused = None
 
     def install(self, *, aad_object_id: str, tenant_id: str) -> bool:
-        """Installs the app for the person: True when Crier did, False when they had it already (409)."""
+        """Installs the app for the person: True when Crier did, False when they had it already (409). Asked once
+        more: with the catalog read again, when Graph no longer knows the app's catalog id (uploaded again, under
+        a new id); and with a new token, when consent is missing (consent granted since the token was issued
+        shows only in a new one; at most every ``RENEW_SECONDS``)."""
+        if not settings.GRAPH_AUTHORITY:
+            raise InstallRefused(CREDENTIALS, "GRAPH_AUTHORITY is empty: set BOT_TENANT_ID (or GRAPH_AUTHORITY) to the "
+                                 "organisation's tenant, whose Graph Crier installs the app through (docs/configuration.md).")
+        try:
+            return self._install(str(aad_object_id), tenant_id)
+        except _StaleCatalog:
+            self.forget_catalog()
+        except InstallRefused as refused:
+            if refused.code != "AppConsentMissing" or not self._renewal_due():
+                raise
+            self.client.tokens.invalidate()
+            self.forget_catalog()
+        try:
+            return self._install(str(aad_object_id), tenant_id)
+        except _StaleCatalog as stale:
+            raise stale.refused from stale
+
+    def _renewal_due(self) -> bool:
+        with self._catalog_lock:
+            if self.clock() - self._renewed_at < RENEW_SECONDS:
+                return False
+            self._renewed_at = self.clock()
+            return True
+
+    def _install(self, aad_object_id: str, tenant_id: str) -> bool:
         catalog = self.catalog_id()
-        user = quote(str(aad_object_id), safe="")
+        user = quote(aad_object_id, safe="")
         binding = f"{self.client.url('/appCatalogs/teamsApps/')}{quote(catalog, safe='')}"
         self.pace.wait(tenant_id.lower())  # one tenant, however its id is written
         try:
@@ -117,22 +171,24 @@ class AppInstaller:
         except GraphError as error:
             if error.status == 409:
                 return False
-            refused = self._refused(error, str(aad_object_id))
+            refused = self._refused(error, aad_object_id)
             if refused.code == "AppNotInCatalog":
-                self.forget_catalog()
+                raise _StaleCatalog(refused) from error
             raise refused from error
         return True
 
     @staticmethod
-    def _refused(error: GraphError, who: str) -> InstallRefused:
-        if error.status == 401 or error.status == 403 and (
-                error.code == "Authorization_RequestDenied" or MISSING_PERMISSION in error.message.lower()):
-            return _consent(error)
+    def _refused(error: GraphError, who: str, *, permission: str = "") -> InstallRefused:
+        if error.status == 401:  # the credentials themselves (a secret expired, a wrong tenant)
+            return InstallRefused(CREDENTIALS, error.plain())
+        if error.status == 403 and (
+                permission or error.code == "Authorization_RequestDenied" or MISSING_PERMISSION in error.message.lower()):
+            return _consent(error, permission or INSTALL_PERMISSION)
         if error.status == 403:
             return InstallRefused("AppBlockedByPolicy", (
                 "A Teams app permission policy keeps the app from this person: allow it in the Teams admin center "
                 f"(Teams apps → Permission policies) for the policy that applies to them. Graph said: {error.message}"))
-        if error.status == 404:
+        if error.status == 404 and not permission:
             if "app" in error.message.lower() and "user" not in error.message.lower():
                 return InstallRefused("AppNotInCatalog", f"Graph no longer finds the app in the catalog: {error.message}")
             return InstallRefused("UserNotFound", f"Entra ID has no user {who}: the account was removed.")

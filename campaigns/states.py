@@ -12,6 +12,7 @@ docs/architecture.md draws it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import ApplicationError
@@ -30,6 +31,8 @@ class Move:
     refusal: str
     kinds: frozenset[str] = frozenset(Campaign.Kind.values)  # the kinds of campaign it is for
     wrong_kind: str = ""  # why it is refused for another kind
+    applies: Callable[[Campaign], bool] | None = None  # what else the campaign must be for it
+    not_applying: str = ""  # why it is refused when that is not so, with the same names as refusal
 
 
 K = Campaign.Kind
@@ -63,11 +66,19 @@ MOVES: dict[str, Move] = {
                      "Campaign {pk} is {status}; only a launched campaign goes back to draft before its rows are written.",
                      SCHEDULED_KINDS, NOT_SCHEDULED),
     "complete": Move(frozenset({S.RUNNING}), S.COMPLETED, None, "Campaign {pk} is {status}; only a running one completes."),
+    # The way out of installing the app, for a campaign whose installs Graph refuses (delivery.installing).
+    "stop_installing": Move(frozenset({S.RUNNING, S.PAUSED}), None, "campaigns.control_campaign",
+                            "Campaign {pk} is {status}; only a running or paused campaign stops installing the app.",
+                            NOT_DIRECT, "A direct message never installs the app.",
+                            applies=lambda campaign: campaign.install_app,
+                            not_applying="“{name}” does not install the app."),
 }
 
 
 def move_allowed(campaign: Campaign, move: str) -> bool:
-    return campaign.kind in MOVES[move].kinds and campaign.status in MOVES[move].sources
+    rule = MOVES[move]
+    return (campaign.kind in rule.kinds and campaign.status in rule.sources
+            and (rule.applies is None or rule.applies(campaign)))
 
 
 def move_require(campaign: Campaign, move: str) -> None:
@@ -84,6 +95,8 @@ def move_require(campaign: Campaign, move: str) -> None:
             code="invalid_state",
             status=409,
         )
+    if rule.applies is not None and not rule.applies(campaign):
+        raise ApplicationError(rule.not_applying.format(pk=campaign.pk, name=campaign), code="invalid_state", status=409)
 
 
 def moves_open(campaign: Campaign, *, user=None) -> list[str]:

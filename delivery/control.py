@@ -147,3 +147,27 @@ def campaign_watch_errors(*, campaign_id: int, error: TransportError) -> None:
         logger.warning("campaign %s: %s", campaign_id, reason)
     except ApplicationError:
         pass  # already paused, cancelled or finished
+
+
+def campaign_installs_stop(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
+    """The campaign no longer installs the app (the way out when Graph refuses its installs and nobody will fix
+    that): its rows waiting for an install are sent as they are, and Teams' answer for those who lack the app is
+    their outcome. Recorded in the audit trail."""
+    with transaction.atomic():
+        campaign = _locked(campaign_id)
+        move_require(campaign, "stop_installing")
+        campaign.install_app = False
+        campaign.save(update_fields=["install_app", "updated_at"])
+        actor.record(AuditEntry.Action.CHANGE, campaign=campaign,
+                     summary=f"Stopped installing the app for the people “{campaign}” reaches who lack it")
+        first, end = settled_below(campaign.pk, campaign.settled_below), campaign_ids(campaign.pk)[1]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE delivery_delivery SET status = 'retrying', next_attempt_at = now(), claimed_at = NULL,"
+                " install = '' WHERE campaign_id = %s AND id >= %s AND id < %s AND status = 'installing' RETURNING id",
+                [campaign.pk, first, end])
+            waiting = [delivery_id for (delivery_id,) in cursor.fetchall()]
+        if campaign.status == Campaign.Status.RUNNING and waiting:  # a paused one's are fed at its resume
+            queue = feeding.queue_for(campaign.kind)
+            transaction.on_commit(lambda: feeding.publish(waiting, queue=queue))
+    return campaign

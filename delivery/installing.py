@@ -14,9 +14,10 @@ The installer:
 * marks each person's address before installing (``installed_by_crier_at``), so that the installation's own
   activity sets off no welcome message: the person did not install the app themselves;
 * installs in ``THREADS`` threads, each call paced, and records what came of each. Installed, or found there
-  already: the row is due to be sent at once, and a deliver task is queued. Refused: the delivery fails with
-  Graph's reason and what to do, which counts toward pausing the campaign when it concerns everyone (consent,
-  the catalog). Graph unavailable: tried again later, up to ``MAX_ATTEMPTS`` times.
+  already: the row is due to be sent at once, and a deliver task is queued. Refused for everyone (consent, Crier's
+  credentials, the app missing from the catalog): the campaign pauses saying what to do, and the row waits for
+  the resume. Refused for this person (a policy, an account gone): the delivery fails with Graph's reason and what
+  to do. Graph unavailable: tried again later, up to ``MAX_ATTEMPTS`` times.
 
 It is woken by a send that hands it a row (at most once every ``WAKE_SECONDS``), by a resume, and by the reconciler
 whenever rows wait and no installer runs.
@@ -207,14 +208,21 @@ def _started(rows: list[Row]) -> list[Row]:
     dying on them."""
     installable = []
     for row in rows:
-        if row.attempts > MAX_ATTEMPTS:  # taken again after every lease: its installs never came to an outcome
-            _fail(row, InstallRefused("GraphUnavailable", f"Installing the app was tried {MAX_ATTEMPTS} times "
-                                      "and never came to an answer Crier could record; see the workers' logs."))
-        elif row.installable:
-            installable.append(row)
-        else:
-            _send_again(row, install="")
-    addresses_crier_installs(aad_object_ids=[str(row.aad_object_id) for row in installable])
+        try:
+            if row.attempts > MAX_ATTEMPTS:  # taken again after every lease: its installs never came to an outcome
+                _fail(row, InstallRefused("GraphUnavailable", f"Installing the app was tried {MAX_ATTEMPTS} times "
+                                          "and never came to an answer Crier could record; see the workers' logs."))
+            elif row.installable:
+                installable.append(row)
+            else:
+                _send_again(row, install="")
+        except Exception:  # noqa: BLE001 - one row's trouble is its own: after the lease it is taken again
+            logger.exception("handing back delivery %s raised", row.id)
+    try:
+        addresses_crier_installs(aad_object_ids=[str(row.aad_object_id) for row in installable])
+    except Exception:  # noqa: BLE001 - unmarked, an install would set off a welcome: none now, all after the lease
+        logger.exception("marking %d people as installed for by Crier raised", len(installable))
+        return []
     return installable
 
 
@@ -253,17 +261,17 @@ def _record(row: Row, outcome: str | InstallRefused) -> None:
 
 
 def _wait_for_the_fix(row: Row, refused: InstallRefused) -> None:
-    """The row waits, this attempt not counted, and its campaign pauses saying what to do; a resume installs."""
+    """The campaign pauses saying what to do; then its row waits for the resume, this attempt not counted. Were the
+    pause to fail, the row would stay claimed until its lease ends, and be tried again then."""
     from .control import campaign_pause_saying
 
+    campaign_pause_saying(campaign_id=row.campaign_id, reason=(
+        f"Paused automatically: the app could not be installed ({refused.code}). {refused.message} Then resume it, "
+        "or stop installing the app to send to everyone as they are."))
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE delivery_delivery SET claimed_at = NULL, next_attempt_at = NULL, install_attempts = install_attempts - 1,"
             f" error_code = %s, error_message = %s WHERE {CLAIMED}", [refused.code[:100], refused.message[:1000], *row.claim])
-        if not cursor.rowcount:
-            return
-    campaign_pause_saying(campaign_id=row.campaign_id, reason=(
-        f"Paused automatically: the app could not be installed ({refused.code}). {refused.message} Then resume it."))
 
 
 def _send_again(row: Row, *, install: str) -> bool:

@@ -110,8 +110,8 @@ class Delivery(models.Model):
     )
     install = models.CharField(
         max_length=16, choices=Install.choices, blank=True, db_default="",
-        help_text="Teams answered that the person had not installed the app and the campaign lets Crier install it: "
-        "what Microsoft Graph did. When it refused, the delivery failed with its reason and what to do.",
+        help_text="The campaign let Crier install the app for the person, who lacked it: what Microsoft Graph did. "
+        "When it refused, the error says why and what to do.",
     )
     # Not a PositiveSmallIntegerField: its CHECK would make adding the column scan every row under an exclusive lock.
     install_attempts = models.SmallIntegerField(db_default=0)

@@ -126,6 +126,11 @@ BY_CODE: dict[str, Explanation] = {
         "Grant the permission the message names, with admin consent (docs/going-live.md, section 6a); then send "
         "again to these people.",
     ),
+    "GraphCredentialsRefused": Explanation(
+        "Crier was to install the app for this person, but Entra ID or Microsoft Graph refused Crier's own "
+        "credentials.",
+        "Check BOT_APP_ID, BOT_APP_PASSWORD and GRAPH_AUTHORITY (or BOT_TENANT_ID), then resume or send again.",
+    ),
     "AppNotInCatalog": Explanation(
         "Crier was to install the app for this person, but the organisation's app catalog does not have it.",
         "Upload the Teams app package in the Teams admin center under the same app id, then send again.",

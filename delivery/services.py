@@ -24,7 +24,7 @@ from campaigns.states import MOVES, move_allowed, move_require
 from core.errors import ApplicationError
 
 from . import jobs, progress
-from .control import campaign_cancel, campaign_pause, campaign_resume
+from .control import campaign_cancel, campaign_installs_stop, campaign_pause, campaign_resume
 from .materialising import deliveries_materialise_chunk
 from .models import Delivery, delivery_id
 from .reach import require_within_reach
@@ -32,6 +32,7 @@ from .settled import first_unsettled
 
 __all__ = [
     "campaign_cancel",
+    "campaign_installs_stop",
     "campaign_launch",
     "campaign_pause",
     "campaign_resume",

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.errors import ApplicationError
-from delivery.services import campaign_cancel, campaign_launch, campaign_pause, campaign_resume, campaign_schedule
+from delivery.services import (
+    campaign_cancel, campaign_installs_stop, campaign_launch, campaign_pause, campaign_resume, campaign_schedule,
+)
 
 from ..approvals import campaign_approve
 from ..audit import Actor
@@ -73,6 +75,12 @@ TRANSITIONS = {
     "resume": Transition(
         "resume", "Resume", "Resume sending?", "Yes, resume", "is running again",
         lambda campaign, user, data: campaign_resume(campaign_id=campaign.pk, actor=Actor(user=user)),
+    ),
+    "stop_installing": Transition(
+        "stop_installing", "Stop installing the app",
+        "Stop installing the app for the people it reaches who lack it? Those waiting for it are sent to as they are, "
+        "and Teams refuses those who lack the app.", "Yes, stop installing", "no longer installs the app",
+        lambda campaign, user, data: campaign_installs_stop(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "cancel": Transition(
         "cancel", "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='delivery',
             name='install',
-            field=models.CharField(blank=True, choices=[('installed', 'Installed by Crier'), ('present', 'Had the app already')], db_default='', help_text='Teams answered that the person had not installed the app and the campaign lets Crier install it: what Microsoft Graph did. When it refused, the delivery failed with its reason and what to do.', max_length=16),
+            field=models.CharField(blank=True, choices=[('installed', 'Installed by Crier'), ('present', 'Had the app already')], db_default='', help_text='The campaign let Crier install the app for the person, who lacked it: what Microsoft Graph did. When it refused, the error says why and what to do.', max_length=16),
         ),
         migrations.AddField(
             model_name='delivery',

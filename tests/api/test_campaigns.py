@@ -279,3 +279,17 @@ def test_each_delivery_says_what_installing_the_app_came_to(api):
     assert (rows[people[0].external_id]["status"], rows[people[0].external_id]["install"]) == ("sent", "installed")
     assert (rows[people[1].external_id]["error_code"], rows[people[1].external_id]["install"]) == (
         "AppBlockedByPolicy", "")
+
+
+def test_a_running_campaign_that_installs_the_app_can_stop_through_the_api(api):
+    factories.recipient()
+    campaign = factories.campaign(install_app=True)
+    api.post(f"/api/v1/campaigns/{campaign.pk}/launch/")
+    assert "stop_installing" in api.get(f"/api/v1/campaigns/{campaign.pk}/").json()["actions"]
+
+    stopped = api.post(f"/api/v1/campaigns/{campaign.pk}/stop-installing/")
+    again = api.post(f"/api/v1/campaigns/{campaign.pk}/stop-installing/")
+
+    assert stopped.status_code == 200 and stopped.json()["install_app"] is False
+    assert "stop_installing" not in stopped.json()["actions"]
+    assert again.status_code == 409 and error_of(again)["code"] == "invalid_state"

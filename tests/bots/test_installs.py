@@ -100,7 +100,8 @@ def test_the_apps_catalog_id_is_read_once_for_many_installs(teams, person):
 
 
 def test_an_app_taken_out_of_the_catalog_and_put_back_is_looked_up_again(teams, person):
-    installer = AppInstaller()
+    clock = Clock(1000.0)
+    installer = AppInstaller(clock=clock)
     apps = teams.client.graph_catalog_list()
     installer.catalog_id()
     teams.client.graph_catalog([])
@@ -109,6 +110,7 @@ def test_an_app_taken_out_of_the_catalog_and_put_back_is_looked_up_again(teams, 
         installer.install(aad_object_id=person, tenant_id=factories.TENANT)
     assert refused.value.code == "AppNotInCatalog"
 
+    clock.now += 30.0  # the refusal is kept half a minute
     # uploaded again: a new id in the catalog
     teams.client.graph_catalog([{"id": str(uuid.uuid4()), "externalId": app["externalId"],
                                  "displayName": app["displayName"]} for app in apps])
@@ -139,10 +141,9 @@ def test_installs_are_spaced_evenly_per_tenant_for_every_thread():
 
 
 @pytest.mark.parametrize("status, code, message, refused, transient, says", [
-    (401, "InvalidAuthenticationToken", "Access token validation failure.", "AppConsentMissing", False,
-     "Microsoft Graph refused (InvalidAuthenticationToken): give the app registration the application permission "
-     "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All and have an administrator grant consent "
-     "(docs/going-live.md)."),
+    (401, "InvalidAuthenticationToken", "Access token validation failure.", "GraphCredentialsRefused", False,
+     "Entra ID or Microsoft Graph refused Crier's credentials (InvalidAuthenticationToken): check BOT_APP_ID, "
+     "BOT_APP_PASSWORD and GRAPH_AUTHORITY. Access token validation failure."),
     (403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.", "AppConsentMissing",
      False, "Microsoft Graph refused (Authorization_RequestDenied): give the app registration the application "
      "permission TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All and have an administrator grant consent "
@@ -204,9 +205,9 @@ def test_the_catalog_id_is_kept_ten_minutes_then_read_again():
     (GraphError(status=403, code="Forbidden", message="Missing role permissions"), "AppConsentMissing",
      "Microsoft Graph refused (Forbidden): give the app registration the application permission AppCatalog.Read.All "
      "and have an administrator grant consent (docs/going-live.md)."),
-    (GraphError(status=401, code="InvalidAuthenticationToken", message=""), "AppConsentMissing",
-     "Microsoft Graph refused (InvalidAuthenticationToken): give the app registration the application permission "
-     "AppCatalog.Read.All and have an administrator grant consent (docs/going-live.md)."),
+    (GraphError(status=401, code="InvalidAuthenticationToken", message=""), "GraphCredentialsRefused",
+     "Entra ID or Microsoft Graph refused Crier's credentials (InvalidAuthenticationToken): check BOT_APP_ID, "
+     "BOT_APP_PASSWORD and GRAPH_AUTHORITY. "),
     (GraphError(status=503, code="ServiceUnavailable", message="Later."), "GraphUnavailable",
      "Microsoft Graph answered 503 ServiceUnavailable: Later."),
     ({"value": []}, "AppNotInCatalog", None),
@@ -223,3 +224,55 @@ def test_a_catalog_that_cannot_be_read_or_lacks_the_app_says_what_to_do(answer, 
     assert refused.value.message == (says or (
         f"The organisation's app catalog has no app with the id {app_id()}: upload the Teams app package "
         "(python manage.py teams_app_package) in the Teams admin center (docs/going-live.md)."))
+
+
+def test_a_catalog_that_could_not_be_read_is_not_asked_again_by_every_thread_at_once():
+    clock = Clock(1000.0)
+    client = FakeGraph(GraphError(status=503, code="ServiceUnavailable", message="Later."), {"value": [{"id": "c"}]})
+    installer = AppInstaller(client=client, clock=clock)
+
+    for _ in range(3):
+        with pytest.raises(InstallRefused):
+            installer.catalog_id()
+    assert len(client.calls) == 1
+    clock.now += 30.0
+    assert installer.catalog_id() == "c" and len(client.calls) == 2
+
+
+def test_an_app_uploaded_again_under_a_new_catalog_id_is_installed_at_once(teams, person):
+    installer = AppInstaller()
+    installer.catalog_id()
+    [app] = teams.client.graph_catalog_list()
+    teams.client.graph_catalog([{"id": str(uuid.uuid4()), "externalId": app["externalId"],
+                                 "displayName": app["displayName"]}])
+
+    assert installer.install(aad_object_id=person, tenant_id=factories.TENANT) is True
+
+
+def test_consent_granted_since_the_token_was_issued_is_seen_with_a_new_token_at_most_every_minute(teams, person,
+                                                                                                   monkeypatch):
+    from bots import installs
+
+    installer = AppInstaller()
+    teams.client.graph_config(permissions=["AppCatalog.Read.All"])
+    graph_token_provider.invalidate()
+    with pytest.raises(InstallRefused):
+        installer.install(aad_object_id=person, tenant_id=factories.TENANT)  # renews once, still refused
+    issued = teams.client.stats()["tokens_issued"]
+    teams.client.graph_config(permissions=["AppCatalog.Read.All", "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"])
+
+    with pytest.raises(InstallRefused):  # within the minute: the token of before, refused again
+        installer.install(aad_object_id=person, tenant_id=factories.TENANT)
+    assert teams.client.stats()["tokens_issued"] == issued
+
+    monkeypatch.setattr(installs, "RENEW_SECONDS", 0.0)  # a minute later
+    assert installer.install(aad_object_id=person, tenant_id=factories.TENANT) is True
+
+
+def test_without_a_tenant_to_ask_graph_in_nothing_is_asked_and_it_says_what_to_set(settings):
+    settings.GRAPH_AUTHORITY = ""
+
+    with pytest.raises(InstallRefused) as refused:
+        AppInstaller(client=FakeGraph({"value": [{"id": "c"}]})).install(aad_object_id="x", tenant_id="t")
+
+    assert refused.value.code == "GraphCredentialsRefused" and "BOT_TENANT_ID" in refused.value.message

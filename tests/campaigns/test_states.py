@@ -118,6 +118,7 @@ BUTTONS = {
     "pause": ({"running"}, "campaigns.control_campaign"),
     "resume": ({"paused"}, "campaigns.launch_campaign"),
     "cancel": ({"scheduled", "running", "paused"}, "campaigns.control_campaign"),  # a draft is deleted
+    "stop_installing": ({"running", "paused"}, "campaigns.control_campaign"),  # of one that installs the app
 }
 
 
@@ -126,7 +127,8 @@ def test_the_admin_offers_each_button_in_its_states_to_those_with_its_permission
     assert set(TRANSITIONS) == set(BUTTONS)
     for name, (states, permission) in BUTTONS.items():
         transition = TRANSITIONS[name]
-        offered = {status for status in S.values if transition.offered(Campaign(status=status, kind=K.ANNOUNCEMENT), superuser)}
+        offered = {status for status in S.values
+                   if transition.offered(Campaign(status=status, kind=K.ANNOUNCEMENT, install_app=True), superuser)}
         assert (offered, transition.permission) == (states, permission), name
         for status in S.values:  # never a move the machine would refuse
             for kind in K.values:
@@ -135,6 +137,7 @@ def test_the_admin_offers_each_button_in_its_states_to_those_with_its_permission
     assert not TRANSITIONS["schedule"].offered(Campaign(status=S.DRAFT, kind=K.WELCOME), superuser)
     assert TRANSITIONS["launch"].offered(Campaign(status=S.DRAFT, kind=K.WELCOME), superuser)
     assert not TRANSITIONS["launch"].offered(Campaign(status=S.DRAFT, kind=K.DIRECT), superuser)
+    assert not TRANSITIONS["stop_installing"].offered(Campaign(status=S.RUNNING, install_app=False), superuser)
 
 
 def test_completion_and_the_launch_at_its_time_are_crier_s_own_moves():

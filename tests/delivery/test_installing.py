@@ -751,3 +751,107 @@ def test_a_wake_holds_for_a_few_seconds_and_wakes_anyway_without_redis(teams, in
     monkeypatch.setattr(installing.progress, "client", lambda: Away())
     installing.installer_wake()
     assert installer_afresh == [0.0, 0.0]
+
+
+def test_a_pause_that_fails_leaves_the_row_to_its_lease_rather_than_asking_graph_again_at_once(
+        teams, lacking, monkeypatch):
+    import redis as redis_library
+
+    def unpausable(**_):
+        raise redis_library.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(control, "campaign_pause_saying", unpausable)
+    teams.client.graph_catalog([])
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+    asked = teams.client.graph_stats()["requests"]
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.install_attempts) == ("installing", 1)
+    assert delivery.claimed_at is not None  # until its lease ends
+    assert teams.client.graph_stats()["requests"] == asked
+
+
+def test_a_row_that_could_not_be_handed_back_keeps_none_of_the_others_from_their_install(teams, lacking, monkeypatch):
+    inactive = factories.recipient(is_active=True)
+    campaign = factories.campaign(install_app=True)
+    services.campaign_launch(campaign_id=campaign.pk)
+    rows = {d.recipient_id: d for d in Delivery.objects.filter(campaign=campaign)}
+    for delivery in rows.values():
+        delivery_send(delivery_id=delivery.pk)
+    inactive.is_active = False
+    inactive.save(update_fields=["is_active"])
+    send_again = installing._send_again
+
+    def failing_for_the_inactive(found, *, install):
+        if found.id == rows[inactive.pk].id:
+            raise RuntimeError("Redis went away while queuing")
+        return send_again(found, install=install)
+
+    monkeypatch.setattr(installing, "_send_again", failing_for_the_inactive)
+    installing.installs_run()
+
+    assert row(rows[lacking.pk]).install == "installed"
+    assert row(rows[inactive.pk]).status == "installing"  # taken again after its lease
+
+
+def test_consent_granted_after_the_pause_is_seen_at_the_resume_without_anyone_renewing_the_token(
+        teams, lacking, monkeypatch, django_capture_on_commit_callbacks):
+    from bots import installs
+
+    teams.client.graph_config(permissions=["User.Read.All", "AppCatalog.Read.All"])
+    graph_token_provider.invalidate()
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+    installing.installs_run()
+    assert delivery.campaign.__class__.objects.get(pk=delivery.campaign_id).status == "paused"
+
+    teams.client.graph_config(permissions=["User.Read.All", "AppCatalog.Read.All",
+                                           "TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All"])
+    monkeypatch.setattr(installs, "RENEW_SECONDS", 0.0)  # the administrator took more than a minute
+    with django_capture_on_commit_callbacks(execute=True):
+        control.campaign_resume(campaign_id=delivery.campaign_id)
+    installing.installs_run()
+
+    assert (row(delivery).status, delivery.install) == ("retrying", "installed")
+
+
+def test_a_campaign_paused_by_refused_installs_can_stop_installing_and_send_to_everyone_as_they_are(
+        teams, lacking, django_capture_on_commit_callbacks):
+    from campaigns.models import AuditEntry, Campaign
+    from campaigns.states import moves_open
+
+    has_app = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(has_app.aad_object_id), "name": "Has App"}])
+    TeamsAddress.objects.create(aad_object_id=has_app.aad_object_id, state="installed", tenant_id=factories.TENANT)
+    teams.client.graph_catalog([])  # nobody will upload the app
+    campaign = factories.campaign(install_app=True)
+    services.campaign_launch(campaign_id=campaign.pk)
+    waiting = Delivery.objects.get(campaign=campaign, recipient=lacking)
+    delivery_send(delivery_id=waiting.pk)
+    installing.installs_run()
+    campaign.refresh_from_db()
+    assert campaign.status == "paused" and "stop installing the app" in campaign.status_reason
+    assert "stop_installing" in moves_open(campaign)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_installs_stop(campaign_id=campaign.pk)
+        control.campaign_resume(campaign_id=campaign.pk)
+    for delivery in Delivery.objects.filter(campaign=campaign):
+        delivery_send(delivery_id=delivery.pk)
+
+    campaign.refresh_from_db()
+    assert campaign.install_app is False and "stop_installing" not in moves_open(campaign)
+    assert (row(waiting).status, waiting.error_code, waiting.install) == ("failed", "ForbiddenOperationException", "")
+    assert Delivery.objects.get(campaign=campaign, recipient=has_app).status == "sent"
+    assert services.campaigns_complete_finished() == [campaign.pk]
+    assert AuditEntry.objects.filter(campaign=campaign, action="change", summary__startswith="Stopped installing").exists()
+    with pytest.raises(Exception, match="only a running or paused campaign stops installing"):
+        services.campaign_installs_stop(campaign_id=campaign.pk)
+    plain = factories.campaign(install_app=False)
+    services.campaign_launch(campaign_id=plain.pk)
+    with pytest.raises(Exception, match="does not install the app"):
+        services.campaign_installs_stop(campaign_id=plain.pk)
+    assert Campaign.objects.get(pk=plain.pk).install_app is False

@@ -15,7 +15,7 @@ from delivery.models import Delivery
 from .common import RejectUnknownFieldsMixin
 from .content import MemberListingSerializer
 
-API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel")  # the moves the API offers (campaigns.states)
+API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel", "stop_installing")  # what the API offers
 
 
 class CampaignCountsSerializer(serializers.Serializer):
@@ -44,7 +44,8 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     )
     actions = serializers.SerializerMethodField(
         help_text="What can be done with it as it is now: `edit` (PATCH), and the actions `schedule`, `launch`, "
-        "`pause`, `resume`, `cancel` (POST .../{action}/). Any other is refused with 409 `invalid_state`."
+        "`pause`, `resume`, `cancel`, `stop_installing` (POST .../{action}/, the last as .../stop-installing/). Any "
+        "other is refused with 409 `invalid_state`."
     )
     listing = serializers.SerializerMethodField(
         help_text="For an audience that is an Entra ID group or a team: the members its launch listed, which are the "

@@ -18,6 +18,7 @@ from campaigns.services import campaign_require_editable, campaign_update
 from delivery.models import Delivery
 from delivery.services import (
     campaign_cancel,
+    campaign_installs_stop,
     campaign_launch,
     campaign_pause,
     campaign_resume,
@@ -120,6 +121,14 @@ class CampaignViewSet(
     @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def resume(self, request, pk=None):
         return self._answer(campaign_resume(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
+
+    @extend_schema(request=None, responses=CampaignSerializer, description=(
+        "A running or paused campaign that installs the app no longer does: the people waiting for their install "
+        "are sent to as they are, and those who lack the app fail with Teams' answer. The way out when Graph refuses "
+        "the installs (the campaign paused saying why) and nobody will fix that."))
+    @action(detail=True, methods=["post"], url_path="stop-installing", scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def stop_installing(self, request, pk=None):
+        return self._answer(campaign_installs_stop(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
 
     @extend_schema(
         request=None,
