@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ CATALOG_PERMISSION = "AppCatalog.Read.All"  # to find the app's id in the organi
 # How Graph's Teams APIs word a refusal for want of an application permission (403 "Forbidden"); a policy's
 # refusal is a 403 too.
 MISSING_PERMISSION = "missing role permissions"
+GRAPH_INSTALL_LIMIT = 30  # calls a second for each app and tenant, as Microsoft publishes it
 CATALOG_SECONDS = 600.0  # how long the app's catalog id is kept
 CATALOG_REFUSED_SECONDS = 30.0  # and why it could not be read
 CREDENTIALS = "GraphCredentialsRefused"  # Entra ID or Graph refused Crier's own credentials
@@ -65,12 +67,15 @@ class _StaleCatalog(Exception):
 
 class InstallPace:
     """Calls spaced evenly, ``per_second`` a second at most in each tenant (``GRAPH_INSTALLS_PER_SECOND`` by
-    default), for the threads of one process: each call takes the next free moment and sleeps until it."""
+    default), for the threads of one process: each call takes the next free moment and sleeps until it. A thread
+    that wakes late would then go together with those due after it: a log of the moments calls went keeps any
+    trailing second to ``most_in_a_second`` calls (one under Graph's limit), whatever the lateness."""
 
     def __init__(self, per_second: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.per_second, self.clock, self.sleep = per_second, clock, sleep
+                 sleep: Callable[[float], None] = time.sleep, *, most_in_a_second: int = GRAPH_INSTALL_LIMIT - 1) -> None:
+        self.per_second, self.clock, self.sleep, self.most = per_second, clock, sleep, most_in_a_second
         self._next: dict[str, float] = {}
+        self._went: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     def wait(self, tenant_id: str) -> None:
@@ -81,6 +86,17 @@ class InstallPace:
             self._next[tenant_id] = start + 1.0 / rate
         if start > now:
             self.sleep(start - now)
+        while True:
+            with self._lock:
+                now = self.clock()
+                went = self._went.setdefault(tenant_id, deque())
+                while went and went[0] <= now - 1.0:
+                    went.popleft()
+                if len(went) < self.most:
+                    went.append(now)
+                    return
+                free_at = went[0] + 1.0
+            self.sleep(max(0.001, free_at - now))
 
 
 class AppInstaller:

@@ -118,14 +118,16 @@ def test_an_app_taken_out_of_the_catalog_and_put_back_is_looked_up_again(teams, 
 
 
 class Clock:
-    def __init__(self, now: float) -> None:
-        self.now, self.slept = now, []
+    def __init__(self, now: float, *, sleeps: bool = False) -> None:
+        self.now, self.slept, self.sleeps = now, [], sleeps
 
     def __call__(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(round(seconds, 3))
+        if self.sleeps:
+            self.now += seconds
 
 
 def test_installs_are_spaced_evenly_per_tenant_for_every_thread():
@@ -138,6 +140,20 @@ def test_installs_are_spaced_evenly_per_tenant_for_every_thread():
 
     # each call takes the next free moment, a quarter of a second after the one before
     assert clock.slept == [0.25, 0.5]
+
+
+def test_a_call_whose_moment_came_waits_while_the_last_second_holds_the_pace_of_calls():
+    from collections import deque
+
+    clock = Clock(1000.0, sleeps=True)
+    pace = InstallPace(per_second=4, clock=clock, sleep=clock.sleep, most_in_a_second=4)
+    # four threads that took earlier moments woke late and went together, just now
+    pace._went["tenant"] = deque([999.5, 999.6, 999.7, 999.8])
+
+    pace.wait("tenant")
+
+    # its own moment had come, but a fifth call within a second would be one too many: it waits for 999.5 to leave
+    assert round(clock.now, 3) == 1000.5 and list(pace._went["tenant"]) == [999.6, 999.7, 999.8, clock.now]
 
 
 @pytest.mark.parametrize("status, code, message, refused, transient, says", [
