@@ -21,7 +21,7 @@ from django.conf import settings
 
 from core import http
 
-from .connector import parse_retry_after
+from .connector import SENT_AT_HEADER, parse_retry_after
 from .tokens import TokenError, TokenProvider, graph_token_provider
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ class GraphClient:
                 status = None if error.transient else 401
                 raise GraphError(status=status, code=error.code, message=str(error)) from error
             try:
-                sent = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json"}
+                sent = {**(headers or {}), "Authorization": f"Bearer {token}", "Accept": "application/json",
+                        SENT_AT_HEADER: f"{time.time():.6f}"}  # when it was made, as for the Bot Connector
                 response = http.request(
                     method, url, body=body, headers=sent, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
             except http.HttpTimeout as error:

@@ -63,17 +63,19 @@ class Graph:
         self.pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=emu.ca_file, retries=False, maxsize=32)
 
     def __call__(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                 bearer: str | None = None) -> tuple[int, Any, dict[str, str]]:
+                 bearer: str | None = None, sent_at: float | None = None) -> tuple[int, Any, dict[str, str]]:
         """The status, the JSON (None for no body at all) and the headers."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         headers = {"Authorization": f"Bearer {bearer or token(self.emu)['access_token']}",
-                   "Content-Type": "application/json"}
+                   "Content-Type": "application/json",
+                   **({"X-Crier-Sent-At": f"{sent_at:.6f}"} if sent_at is not None else {})}
         response = self.pool.request(method, self.emu.graph_url + path, body=data, headers=headers)
         return response.status, json.loads(response.data) if response.data else None, dict(response.headers)
 
-    def install(self, aad: str, app_id: str, bearer: str | None = None) -> tuple[int, Any, dict[str, str]]:
+    def install(self, aad: str, app_id: str, bearer: str | None = None,
+                sent_at: float | None = None) -> tuple[int, Any, dict[str, str]]:
         bind = {"teamsApp@odata.bind": f"https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/{app_id}"}
-        return self("POST", f"/users/{aad}/teamwork/installedApps", bind, bearer=bearer)
+        return self("POST", f"/users/{aad}/teamwork/installedApps", bind, bearer=bearer, sent_at=sent_at)
 
 
 @pytest.fixture
@@ -435,3 +437,20 @@ def test_the_chat_of_another_or_a_removed_installation_is_not_found(emu, graph):
     assert graph("GET", f"/users/{aad}/teamwork/installedApps/{installation}/chat")[0] == 404
     emu.client.graph_config(permissions=["User.Read.All"])
     assert graph("GET", f"/users/{other}/teamwork/installedApps/{theirs}/chat")[0] == 403
+
+
+def test_a_429_is_told_apart_when_the_calls_were_made_within_the_limit_and_only_bunched_on_their_way(emu, graph):
+    app_id, aad = crier(emu)["id"], emu.client.register_users([str(uuid.uuid4())])[0]["aad_object_id"]
+    emu.client.config(limits=True)
+    bearer = token(emu)["access_token"]
+    made = time.time() - 5.0
+    # made a tenth of a second apart over 3.5 s, and arriving all at once
+    answers = [graph.install(aad, app_id, bearer=bearer, sent_at=made + n * 0.1) for n in range(35)]
+    time.sleep(1.1)
+    answers_unstamped = [graph.install(aad, app_id, bearer=bearer) for _ in range(35)]
+
+    stats = emu.client.graph_stats()
+    refused = sum(1 for status, _, _ in answers + answers_unstamped if status == 429)
+    unstamped_refused = sum(1 for status, _, _ in answers_unstamped if status == 429)
+    assert refused == stats["install_throttled"] and unstamped_refused >= 1
+    assert stats["install_throttled_when_made"] == unstamped_refused  # only those made too close together
