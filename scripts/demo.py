@@ -85,6 +85,20 @@ def api(method: str, path: str, key: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+def launched_to_its_end(key: str, campaign: dict) -> dict:
+    """Creates the campaign through the API, launches it and waits (two minutes at most) until it has ended or
+    stopped; returns it as the API last gave it."""
+    made = api("POST", "/api/v1/campaigns/", key, campaign)
+    api("POST", f"/api/v1/campaigns/{made['id']}/launch/", key, {})
+    started = time.monotonic()
+    while (body := api("GET", f"/api/v1/campaigns/{made['id']}/", key))["status"] not in ("completed", "cancelled",
+                                                                                          "paused", "draft"):
+        if time.monotonic() - started > 120:
+            break
+        time.sleep(1)
+    return body
+
+
 FALCON_TEAM = "19:projectFalconDemo@thread.tacv2"
 LEEDS_GROUP, WAREHOUSE_GROUP = "d0000000-0000-4000-8000-00000000a001", "d0000000-0000-4000-8000-00000000a002"
 
@@ -112,16 +126,9 @@ def group_and_team(emulator, env: dict[str, str], key: str, announcement: dict, 
     for name, kind, source in (("Leeds office", "entra_group", LEEDS_GROUP), ("Project Falcon", "team", FALCON_TEAM)):
         audience = existing.get(name) or api("POST", "/api/v1/audiences/", key,
                                              {"name": name, "kind": kind, "source_id": source, "source_name": name})
-        made = api("POST", "/api/v1/campaigns/", key, {
+        body = launched_to_its_end(key, {
             "name": f"News for {name}", "kind": "announcement", "template": announcement["template"],
             "audience": audience["id"], "category": announcement["category"]})
-        api("POST", f"/api/v1/campaigns/{made['id']}/launch/", key, {})
-        started = time.monotonic()
-        while (body := api("GET", f"/api/v1/campaigns/{made['id']}/", key))["status"] not in ("completed", "cancelled",
-                                                                                              "paused", "draft"):
-            if time.monotonic() - started > 120:
-                break
-            time.sleep(1)
         listing, counts = body["listing"] or {}, body["counts"]
         say(f"{name} ({kind}): listed {listing.get('listed')} members at launch, {listing.get('unknown')} unknown to "
             f"Crier; {body['status']}: sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}")
@@ -143,16 +150,9 @@ def install_for_new_joiners(emulator, env: dict[str, str], key: str, announcemen
     say("five new joiners are in Entra ID and in the group New joiners; none of them has the app")
     audience = api("POST", "/api/v1/audiences/", key, {"name": "New joiners", "kind": "entra_group",
                                                        "source_id": NEW_JOINERS, "source_name": "New joiners"})
-    made = api("POST", "/api/v1/campaigns/", key, {
+    body = launched_to_its_end(key, {
         "name": "Welcome aboard, with the app", "kind": "announcement", "template": announcement["template"],
         "audience": audience["id"], "category": announcement["category"], "install_app": True})
-    api("POST", f"/api/v1/campaigns/{made['id']}/launch/", key, {})
-    started = time.monotonic()
-    while (body := api("GET", f"/api/v1/campaigns/{made['id']}/", key))["status"] not in ("completed", "cancelled",
-                                                                                          "paused", "draft"):
-        if time.monotonic() - started > 120:
-            break
-        time.sleep(1)
     counts, graph = body["counts"], emulator.graph_stats()
     sent_once = all(len(emulator.messages(user=j["id"])) == 1 for j in joiners)
     say(f"a campaign that installs the app for people who lack it: {body['status']}, sent {counts['sent']}, "

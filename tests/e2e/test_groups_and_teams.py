@@ -13,17 +13,10 @@ from django.conf import settings
 from bots.models import TeamsTeam
 from campaigns.models import Campaign, MemberListing
 
-from .processes import running_engine
-from .test_end_to_end import api, post  # noqa: F401 (the API client fixture)
+from .test_end_to_end import api, celery, post  # noqa: F401 (the API client and the real processes, fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 GROUP, NESTED = str(uuid.uuid4()), str(uuid.uuid4())
-
-
-@pytest.fixture
-def celery(teams, live_server, redis_client, tmp_path):
-    with running_engine(teams, bot_endpoint=f"{live_server.url}/api/messages", log_dir=tmp_path) as processes:
-        yield processes
 
 
 def test_a_group_and_a_team_are_listed_and_reached_each_person_once(teams, celery, api):  # noqa: F811

@@ -15,16 +15,9 @@ from bots.models import TeamsAddress
 from campaigns.models import Campaign
 from delivery.models import Delivery
 
-from .processes import running_engine
-from .test_end_to_end import api, post  # noqa: F401 (the API client fixture)
+from .test_end_to_end import api, celery, post  # noqa: F401 (the API client and the real processes, fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def celery(teams, live_server, redis_client, tmp_path):
-    with running_engine(teams, bot_endpoint=f"{live_server.url}/api/messages", log_dir=tmp_path) as processes:
-        yield processes
 
 
 def test_people_without_the_app_have_it_installed_and_are_each_reached_once(teams, celery, api):  # noqa: F811
