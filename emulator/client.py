@@ -156,6 +156,10 @@ class EmulatorClient:
         """``page_size``, ``permissions``, ``throttle_next``, ``retry_after_seconds``."""
         return self.request("POST", "/_emulator/graph/config", fields)
 
+    def graph_activity(self, user: UserRef) -> list[dict[str, Any]]:
+        """The activity-feed notifications that reached the person, oldest first."""
+        return self.request("GET", "/_emulator/graph/activity", query={"user": str(user)})["notifications"]
+
     def graph_stats(self) -> dict[str, Any]:
         return self.request("GET", "/_emulator/graph/stats")
 

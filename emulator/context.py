@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .activity import Feed
 from .bot_client import BotClient
 from .config import RuntimeConfig, Settings
 from .faults import FaultInjector
@@ -30,6 +31,7 @@ class Context:
     tokens: AccessTokenChecker = field(init=False)
     bot: BotClient = field(init=False)
     installs: Installs = field(init=False)  # Microsoft Graph's app catalog and installations
+    feed: Feed = field(default_factory=Feed)  # Microsoft Graph's activity feed notifications
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokenChecker(self.key, self.settings.app_id)
@@ -51,6 +53,7 @@ class Context:
         self.store.reset()
         self.directory.reset()
         self.installs.reset()
+        self.feed.reset()
         self.faults.clear_counts()
         self.faults.reseed(self.config.seed)
         self.global_limiter.clear()

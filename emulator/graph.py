@@ -334,5 +334,5 @@ class GraphControl:
             "version": directory.version, "generation": directory.generation, "page_size": directory.page_size,
             "permissions": list(directory.permissions), "requests": directory.requests,
             "throttled": directory.throttled, "throttle_next": directory.throttle_next,
-            **self.ctx.installs.stats(),
+            **self.ctx.installs.stats(), **self.ctx.feed.stats(),
         })

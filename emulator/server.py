@@ -22,6 +22,7 @@ from .control import Control
 from .entra import Entra
 from .graph import Graph, GraphControl
 from .groups import GraphGroups, GroupsControl
+from .activity import ActivityControl, GraphActivity
 from .installs import GraphInstalls, InstallsControl
 from .pages import Pages
 from .teams import TeamsControl
@@ -65,8 +66,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def build_app(ctx: Context) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
-    parts = (Control(ctx), GraphControl(ctx), GroupsControl(ctx), InstallsControl(ctx), TeamsControl(ctx), Entra(ctx),
-             Graph(ctx), GraphGroups(ctx), GraphInstalls(ctx), Pages(ctx), Connector(ctx))
+    parts = (Control(ctx), GraphControl(ctx), GroupsControl(ctx), InstallsControl(ctx), ActivityControl(ctx),
+             TeamsControl(ctx), Entra(ctx), Graph(ctx), GraphGroups(ctx), GraphInstalls(ctx), GraphActivity(ctx),
+             Pages(ctx), Connector(ctx))
     for part in parts:
         app.add_routes(part.routes())
 
