@@ -292,3 +292,50 @@ def test_without_a_tenant_to_ask_graph_in_nothing_is_asked_and_it_says_what_to_s
         AppInstaller(client=FakeGraph({"value": [{"id": "c"}]})).install(aad_object_id="x", tenant_id="t")
 
     assert refused.value.code == "GraphCredentialsRefused" and "BOT_TENANT_ID" in refused.value.message
+
+
+class FakeInstalls(FakeGraph):
+    """The catalog's GET answers with the app; every install's POST raises ``refusal``; tokens are counted."""
+
+    def __init__(self, refusal: GraphError) -> None:
+        super().__init__({"value": [{"id": "cat-1"}]})
+        self.refusal, self.posts, self.invalidated = refusal, 0, 0
+        self.tokens = self
+
+    def invalidate(self) -> None:
+        self.invalidated += 1
+
+    def post(self, url, body, *, needs=""):
+        self.posts += 1
+        raise self.refusal
+
+
+def test_graph_that_lists_the_app_but_will_not_install_it_is_asked_twice_then_said_so(settings):
+    settings.GRAPH_AUTHORITY = "https://login.example/tenant"
+    client = FakeInstalls(GraphError(status=404, code="NotFound", message="The app 'cat-1' was not found."))
+
+    with pytest.raises(InstallRefused) as refused:
+        AppInstaller(client=client, clock=Clock(1000.0)).install(aad_object_id="someone", tenant_id="t")
+
+    assert (refused.value.code, client.posts, len(client.calls)) == ("AppNotInCatalog", 2, 2)
+    assert refused.value.message == "Graph no longer finds the app in the catalog: The app 'cat-1' was not found."
+
+
+def test_a_refused_consent_renews_the_token_at_once_then_at_most_once_a_minute(settings):
+    settings.GRAPH_AUTHORITY = "https://login.example/tenant"
+    clock = Clock(0.0)  # a process that has just started
+    client = FakeInstalls(GraphError(status=403, code="Forbidden", message="Missing role permissions on the request."))
+    installer = AppInstaller(client=client, clock=clock)
+
+    def refused() -> None:
+        with pytest.raises(InstallRefused):
+            installer.install(aad_object_id="someone", tenant_id="t")
+
+    refused()
+    assert (client.invalidated, client.posts) == (1, 2)  # renewed, and asked again
+    clock.now = 59.9
+    refused()
+    assert (client.invalidated, client.posts) == (1, 3)
+    clock.now = 60.0
+    refused()
+    assert (client.invalidated, client.posts) == (2, 5)

@@ -614,7 +614,7 @@ def test_a_refused_install_is_recorded_whole_with_its_event_for_whoever_subscrib
         "failed", "AppBlockedByPolicy", None, None)
     assert delivery.error_message.startswith("A Teams app permission policy keeps the app from this person")
     assert delivery.finished_at is not None
-    assert progress.read(delivery.campaign)["failed"] == 1
+    assert progress.client().hget(progress.key(delivery.campaign_id), "failed") == b"1"  # what the watch page reads
     [(campaign_id, error)] = watched
     assert (campaign_id, error.code, error.status, error.permanent, error.personal) == (
         delivery.campaign_id, "AppBlockedByPolicy", None, True, True)
@@ -855,3 +855,25 @@ def test_a_campaign_paused_by_refused_installs_can_stop_installing_and_send_to_e
     with pytest.raises(Exception, match="does not install the app"):
         services.campaign_installs_stop(campaign_id=plain.pk)
     assert Campaign.objects.get(pk=plain.pk).install_app is False
+
+
+def test_a_running_campaign_that_stops_installing_queues_its_waiting_rows_to_be_sent(
+        teams, lacking, monkeypatch, django_capture_on_commit_callbacks):
+    from campaigns.models import Campaign
+
+    queued = []
+    monkeypatch.setattr(control.feeding, "publish", lambda ids, queue: queued.append((ids, queue)))
+    welcome = factories.campaign(kind=Campaign.Kind.WELCOME, install_app=True)
+    services.campaign_launch(campaign_id=welcome.pk)
+    from delivery import welcome as welcoming
+
+    monkeypatch.setattr(welcoming, "welcome_enqueue", lambda ids: None)
+    [delivery_id] = welcoming.welcome_on_install(aad_object_id=str(lacking.aad_object_id))
+    delivery_send(delivery_id=delivery_id)  # waiting for its install
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.campaign_installs_stop(campaign_id=welcome.pk)
+
+    assert queued == [([delivery_id], control.feeding.DIRECT_QUEUE)]
+    assert Delivery.objects.get(pk=delivery_id).status == "retrying"
+    assert Campaign.objects.get(pk=welcome.pk).install_app is False
