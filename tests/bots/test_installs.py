@@ -339,3 +339,26 @@ def test_a_refused_consent_renews_the_token_at_once_then_at_most_once_a_minute(s
     clock.now = 60.0
     refused()
     assert (client.invalidated, client.posts) == (2, 5)
+
+
+def test_installs_are_paced_by_tenant_however_its_id_is_written(settings):
+    settings.GRAPH_AUTHORITY = "https://login.example/tenant"
+
+    class Paces:
+        def __init__(self) -> None:
+            self.tenants = []
+
+        def wait(self, tenant_id: str) -> None:
+            self.tenants.append(tenant_id)
+
+    class Accepting(FakeInstalls):
+        def post(self, url, body, *, needs=""):
+            self.posts += 1
+            return {}
+
+    pace = Paces()
+    installer = AppInstaller(client=Accepting(GraphError(status=500, code="x", message="")), pace=pace)
+    for tenant in ("ABC-def", "abc-DEF"):
+        installer.install(aad_object_id="someone", tenant_id=tenant)
+
+    assert pace.tenants == ["abc-def", "abc-def"]
