@@ -97,8 +97,10 @@ def test_it_fingerprints_whether_crier_installs_the_app_for_people_who_lack_it()
     campaign = factories.campaign()
     before = approval_fingerprint(campaign=campaign)
     campaign.install_app = True
+    template = campaign.template
 
-    assert approval_fingerprint(campaign=campaign) != before
+    expected = f"{template.pk}|{template.updated_at}|None|None|{campaign.category_id}|False|install_app"
+    assert approval_fingerprint(campaign=campaign) == hashlib.sha256(expected.encode()).hexdigest() != before
 
 
 def test_it_fingerprints_a_campaign_to_everyone_with_no_audience():
