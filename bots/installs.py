@@ -182,7 +182,7 @@ class AppInstaller:
                 "teamsApp@odata.bind": binding,
                 # The app package's resource-specific permission (bots.app_package), granted with the install.
                 "consentedPermissionSet": {"resourceSpecificPermissions": [
-                    {"permissionValue": READ_RECEIPTS, "permissionType": "Application"}]},
+                    {"permissionValue": READ_RECEIPTS, "permissionType": "application"}]},
             }, needs=INSTALL_PERMISSION)
         except GraphError as error:
             if error.status == 409:

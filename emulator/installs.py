@@ -54,7 +54,7 @@ DEFAULT_APP_NAME = "Crier"
 # ``AndConsent`` permission; installing alone takes any of these.
 AND_CONSENT = ("TeamsAppInstallation.ReadWriteAndConsentSelfForUser.All", "TeamsAppInstallation.ReadWriteAndConsentForUser.All")
 INSTALL = ("TeamsAppInstallation.ReadWriteSelfForUser.All", "TeamsAppInstallation.ReadWriteForUser.All", *AND_CONSENT)
-PERMISSION_TYPES = ("application", "delegated")
+PERMISSION_TYPES = ("application", "delegated")  # teamsAppResourceSpecificPermissionType, as Graph spells it
 READ_INSTALLED = (*INSTALL, "TeamsAppInstallation.ReadForUser.All")
 # Graph lets the installation permissions read the catalog, to find the app to install.
 # As Microsoft documents the catalog's list: the installation permissions do not read it.
@@ -178,7 +178,7 @@ def bound_app(raw: bytes) -> tuple[str, list[str]]:
     for permission in permissions or []:
         value = permission.get("permissionValue") if isinstance(permission, dict) else None
         kind = permission.get("permissionType") if isinstance(permission, dict) else None
-        if not isinstance(value, str) or not value or not isinstance(kind, str) or kind.lower() not in PERMISSION_TYPES:
+        if not isinstance(value, str) or not value or not isinstance(kind, str) or kind not in PERMISSION_TYPES:
             raise BadQuery(400, "BadRequest", "Each resource-specific permission needs a permissionValue and a "
                            "permissionType of application or delegated.")
         values.append(value)

@@ -296,7 +296,7 @@ def consenting(app_id: str, permissions: Any) -> dict[str, Any]:
 
 def test_consenting_to_resource_specific_permissions_while_installing_needs_an_and_consent_permission(emu, graph):
     app_id, aad = crier(emu)["id"], not_installed(emu)
-    read_receipts = [{"permissionValue": "ChatMessageReadReceipt.Read.Chat", "permissionType": "Application"}]
+    read_receipts = [{"permissionValue": "ChatMessageReadReceipt.Read.Chat", "permissionType": "application"}]
     emu.client.graph_config(permissions=["TeamsAppInstallation.ReadWriteSelfForUser.All"])
 
     status, body, _ = graph("POST", f"/users/{aad}/teamwork/installedApps", consenting(app_id, read_receipts))
@@ -313,7 +313,8 @@ def test_consenting_to_resource_specific_permissions_while_installing_needs_an_a
 @pytest.mark.parametrize("permissions", [
     "ChatMessageReadReceipt.Read.Chat",
     [{"permissionValue": "ChatMessageReadReceipt.Read.Chat"}],
-    [{"permissionValue": "", "permissionType": "Application"}],
+    [{"permissionValue": "", "permissionType": "application"}],
+    [{"permissionValue": "ChatMessageReadReceipt.Read.Chat", "permissionType": "Application"}],  # not Graph's enum
     [{"permissionValue": "ChatMessageReadReceipt.Read.Chat", "permissionType": "Sideways"}],
 ])
 def test_a_consented_permission_set_graph_cannot_read_is_a_bad_request(emu, graph, permissions):
