@@ -71,7 +71,7 @@ def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     return campaign
 
 
-def _after_resume(campaign_id: int, listed: bool, *, installs: bool = False) -> None:
+def _after_resume(campaign_id: int, listed: bool, *, installs: bool) -> None:
     if listed:
         jobs.list_members(campaign_id)
     pacer.resume(campaign_id=campaign_id)

@@ -194,7 +194,9 @@ class FakeGraph:
         self.answers, self.calls = list(answers), []
 
     def url(self, path, params=None):
-        return f"https://graph.example/v1.0{path}"
+        from urllib.parse import urlencode
+
+        return f"https://graph.example/v1.0{path}" + (f"?{urlencode(params)}" if params else "")
 
     def get(self, url, *, needs="", headers=None):
         self.calls.append((url, needs))
@@ -214,7 +216,13 @@ def test_the_catalog_id_is_kept_ten_minutes_then_read_again():
     assert installer.catalog_id() == "cat-1" and len(client.calls) == 1
     clock.now += 1.0
     assert installer.catalog_id() == "cat-2" and len(client.calls) == 2
-    assert client.calls[0][1] == "AppCatalog.Read.All"
+    from urllib.parse import parse_qs, urlsplit
+
+    from bots.app_package import app_id
+
+    url, needs = client.calls[0]
+    assert needs == "AppCatalog.Read.All" and urlsplit(url).path == "/v1.0/appCatalogs/teamsApps"
+    assert parse_qs(urlsplit(url).query) == {"$filter": [f"externalId eq '{app_id()}'"]}
 
 
 @pytest.mark.parametrize("answer, code, says", [
@@ -247,10 +255,13 @@ def test_a_catalog_that_could_not_be_read_is_not_asked_again_by_every_thread_at_
     client = FakeGraph(GraphError(status=503, code="ServiceUnavailable", message="Later."), {"value": [{"id": "c"}]})
     installer = AppInstaller(client=client, clock=clock)
 
+    refusals = []
     for _ in range(3):
-        with pytest.raises(InstallRefused):
+        with pytest.raises(InstallRefused) as refused:
             installer.catalog_id()
+        refusals.append((refused.value.code, refused.value.message, refused.value.transient))
     assert len(client.calls) == 1
+    assert refusals == [("GraphUnavailable", "Microsoft Graph answered 503 ServiceUnavailable: Later.", True)] * 3
     clock.now += 30.0
     assert installer.catalog_id() == "c" and len(client.calls) == 2
 
@@ -291,7 +302,9 @@ def test_without_a_tenant_to_ask_graph_in_nothing_is_asked_and_it_says_what_to_s
     with pytest.raises(InstallRefused) as refused:
         AppInstaller(client=FakeGraph({"value": [{"id": "c"}]})).install(aad_object_id="x", tenant_id="t")
 
-    assert refused.value.code == "GraphCredentialsRefused" and "BOT_TENANT_ID" in refused.value.message
+    assert (refused.value.code, refused.value.message) == ("GraphCredentialsRefused", (
+        "GRAPH_AUTHORITY is empty: set BOT_TENANT_ID (or GRAPH_AUTHORITY) to the organisation's tenant, whose Graph "
+        "Crier installs the app through (docs/configuration.md)."))
 
 
 class FakeInstalls(FakeGraph):
