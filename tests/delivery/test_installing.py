@@ -699,7 +699,7 @@ def test_a_welcome_handed_back_after_its_install_goes_to_the_queue_that_waits_be
 
 def test_an_install_that_raised_is_tried_again_later_saying_what_raised(teams, lacking, monkeypatch):
     def broken(**_):
-        raise RuntimeError("bad data")
+        raise RuntimeError("bad data" + "!" * 400)
 
     monkeypatch.setattr(installing._installer, "install", broken)
     delivery = launched(lacking, install_app=True)
@@ -708,7 +708,7 @@ def test_an_install_that_raised_is_tried_again_later_saying_what_raised(teams, l
     installing.installs_run()
 
     assert (row(delivery).status, delivery.error_code, delivery.error_message) == (
-        "installing", "crier_error", "RuntimeError: bad data")
+        "installing", "crier_error", "RuntimeError: bad data" + "!" * 292)  # the first 300 characters
     assert delivery.next_attempt_at > timezone.now()
 
 
@@ -920,3 +920,18 @@ def test_a_running_campaign_that_stops_installing_queues_its_waiting_rows_to_be_
     assert queued == [([delivery_id], control.feeding.DIRECT_QUEUE)]
     assert Delivery.objects.get(pk=delivery_id).status == "retrying"
     assert Campaign.objects.get(pk=welcome.pk).install_app is False
+
+
+def test_someone_no_tenant_is_known_for_is_not_installed_for_and_their_send_says_so(teams, settings):
+    person = factories.recipient(tenant_id="")
+    settings.BOT_TENANT_ID = ""
+    teams.client.graph_users([{"id": str(person.aad_object_id), "displayName": str(person)}])
+    teams.client.config(bot_endpoint=NOWHERE)
+    delivery = launched(person, install_app=True)
+    Delivery.objects.filter(pk=delivery.pk).update(status="installing")  # handed over
+
+    installing.installs_run()
+    delivery_send(delivery_id=delivery.pk)
+
+    assert (row(delivery).status, delivery.error_code) == ("failed", "NoTenant")
+    assert teams.client.graph_stats()["installs"] == 0
