@@ -81,9 +81,11 @@ def test_each_refusal_has_its_code_and_what_to_do(teams, person, setup, code, ad
 
 
 def test_a_person_entra_id_does_not_know_is_said_so(teams):
+    unknown = str(uuid.uuid4())
     with pytest.raises(InstallRefused) as refused:
-        AppInstaller().install(aad_object_id=str(uuid.uuid4()), tenant_id=factories.TENANT)
-    assert refused.value.code == "UserNotFound"
+        AppInstaller().install(aad_object_id=unknown, tenant_id=factories.TENANT)
+    assert (refused.value.code, refused.value.message) == (
+        "UserNotFound", f"Entra ID has no user {unknown}: the account was removed.")
 
 
 def test_the_apps_catalog_id_is_read_once_for_many_installs(teams, person):
