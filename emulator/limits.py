@@ -91,10 +91,13 @@ class MadeMoments:
             del moments[: bisect_left(moments, made - 10 * self.period)]
 
     def over(self, scope: Hashable, made: float) -> bool:
-        """Whether a call made at ``made`` would put more than the limit into some window of the period."""
+        """Whether a call made at ``made`` would put more than the limit into some window of the period that holds
+        it. Such a window's count changes only where an edge meets a moment: windows that start at ``made`` less the
+        period, at ``made``, at a moment before it, or a period before a moment after it are every case."""
         moments = self._moments.get(scope, [])
         near = moments[bisect_left(moments, made - self.period): bisect_right(moments, made + self.period)]
-        for start in [made - self.period, *[m for m in near if m <= made]]:
+        starts = [made - self.period, made, *[m for m in near if m <= made], *[m - self.period for m in near if m > made]]
+        for start in starts:
             inside = sum(1 for m in near if start <= m <= start + self.period)
             if inside + 1 > self.limit:
                 return True
