@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import connection
 
 from bots.addresses import address_join, addresses_crier_installs
-from bots.installs import AppInstaller, InstallRefused
+from bots.installs import CREDENTIALS, AppInstaller, InstallRefused
 from campaigns.selectors import opted_out_sql
 from core.channels import TransportError
 from core.locks import advisory_lock, advisory_lock_held
@@ -59,7 +59,7 @@ NEVER_INSTALL_FOR = frozenset({"uninstalled", "blocked"})  # they removed or blo
 # Refusals about one person; the others (consent, the catalog, Graph away) concern every install.
 PERSONAL = frozenset({"AppBlockedByPolicy", "UserNotFound"})
 # Refusals that an administrator's fix ends for everyone: the campaign pauses, saying what to do, and its rows wait.
-SETUP = frozenset({"AppConsentMissing", "AppNotInCatalog"})
+SETUP = frozenset({"AppConsentMissing", "AppNotInCatalog", CREDENTIALS})
 
 _installer = AppInstaller()
 

@@ -935,3 +935,20 @@ def test_someone_no_tenant_is_known_for_is_not_installed_for_and_their_send_says
 
     assert (row(delivery).status, delivery.error_code) == ("failed", "NoTenant")
     assert teams.client.graph_stats()["installs"] == 0
+
+
+def test_refused_credentials_pause_the_campaign_and_the_row_waits_like_a_missing_consent(teams, lacking, monkeypatch):
+    def refused(**_):
+        raise installing.InstallRefused("GraphCredentialsRefused", "Entra ID or Microsoft Graph refused Crier's "
+                                        "credentials (invalid_client): check BOT_APP_ID, BOT_APP_PASSWORD and GRAPH_AUTHORITY.")
+
+    monkeypatch.setattr(installing._installer, "install", refused)
+    delivery = launched(lacking, install_app=True)
+    delivery_send(delivery_id=delivery.pk)
+
+    installing.installs_run()
+
+    delivery.campaign.refresh_from_db()
+    assert (delivery.campaign.status, row(delivery).status, delivery.error_code) == (
+        "paused", "installing", "GraphCredentialsRefused")
+    assert "BOT_APP_PASSWORD" in delivery.campaign.status_reason
