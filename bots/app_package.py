@@ -5,7 +5,8 @@ The manifest declares the bot (personal scope: one-to-one chats; team scope: add
 the team's members and messages each of them one to one), ``webApplicationInfo`` (the app id
 Microsoft Graph and resource-specific consent know it by), the resource-specific permission with which
 Teams sends read receipts (``ChatMessageReadReceipt.Read.Chat``; consented with the app, so that counting
-reads needs no new upload), the domains it may open, and names and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
+reads needs no new upload), the activity type of an urgent campaign's pop-up in the activity feed
+(``urgentAnnouncement``), the domains it may open, and names and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
 reference before anything is written; a problem is reported with the field it is in.
 
 The icons are drawn here (a speech bubble: the colour icon in the accent colour, the outline icon white on
@@ -34,6 +35,7 @@ from core.errors import ApplicationError
 MANIFEST_VERSION = "1.22"
 SCHEMA_URL = f"https://developer.microsoft.com/json-schemas/teams/v{MANIFEST_VERSION}/MicrosoftTeams.schema.json"
 READ_RECEIPTS = "ChatMessageReadReceipt.Read.Chat"
+URGENT_ACTIVITY = "urgentAnnouncement"  # the activity type an urgent campaign's notification is sent as
 COLOR_SIZE, OUTLINE_SIZE = 192, 32
 # The namespace the default app id is derived in, from the bot's app id: the same bot, the same app.
 _APP_ID_NAMESPACE = uuid.UUID("6d1f6a36-52a8-4be4-9c49-1f4f3e0f7a2c")
@@ -104,6 +106,11 @@ def manifest() -> dict[str, Any]:
         # Teams wants a resource with the app id for resource-specific consent (manifest 1.12 and later).
         "webApplicationInfo": {"id": settings.BOT_APP_ID, "resource": _resource()},
         "authorization": {"permissions": {"resourceSpecific": [{"name": READ_RECEIPTS, "type": "Application"}]}},
+        # What an urgent campaign's pop-up in the activity feed says above its own words (delivery.notifying).
+        "activities": {"activityTypes": [{
+            "type": URGENT_ACTIVITY, "description": "An urgent announcement from your organisation",
+            "templateText": "sent an urgent announcement",
+        }]},
     }
 
 
@@ -158,6 +165,9 @@ FIELDS: list[tuple[str, Callable[[Any], str | None]]] = [
     ("bots.0.botId", _guid),
     ("webApplicationInfo.id", _guid),
     ("webApplicationInfo.resource", lambda v: None if v else "needs PUBLIC_BASE_URL (api://<its host>/<BOT_APP_ID>)"),
+    ("activities.activityTypes.0.type", lambda v: _text(v, most=32)),
+    ("activities.activityTypes.0.description", lambda v: _text(v, most=128)),
+    ("activities.activityTypes.0.templateText", lambda v: _text(v, most=128)),
 ]
 
 

@@ -72,14 +72,17 @@ class InstallPace:
     trailing second to ``most_in_a_second`` calls (one under Graph's limit), whatever the lateness."""
 
     def __init__(self, per_second: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, *, most_in_a_second: int = GRAPH_INSTALL_LIMIT - 1) -> None:
+                 sleep: Callable[[float], None] = time.sleep, *, most_in_a_second: int = GRAPH_INSTALL_LIMIT - 1,
+                 setting: str = "GRAPH_INSTALLS_PER_SECOND") -> None:
+        """``setting``: the setting that gives the pace when ``per_second`` does not."""
         self.per_second, self.clock, self.sleep, self.most = per_second, clock, sleep, most_in_a_second
+        self.setting = setting
         self._next: dict[str, float] = {}
         self._went: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     def wait(self, tenant_id: str) -> None:
-        rate = self.per_second or settings.GRAPH_INSTALLS_PER_SECOND
+        rate = self.per_second or getattr(settings, self.setting)
         with self._lock:
             now = self.clock()
             start = max(now, self._next.get(tenant_id, 0.0))

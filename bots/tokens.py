@@ -1,5 +1,6 @@
 """Access tokens for outbound calls, from Entra ID through msal (client credentials): the Bot Framework's
-(``token_provider``) and Microsoft Graph's (``graph_token_provider``), each from its own authority."""
+(``token_provider``) and Microsoft Graph's (``graph_token_provider``; ``notice_token_provider`` for the activity
+feed, which wants a token far from its expiry), each from its own authority."""
 
 from __future__ import annotations
 
@@ -36,8 +37,11 @@ class TokenProvider:
     msal would renew it, so the two calls of every delivery cost a clock read rather than a search
     of msal's cache."""
 
-    def __init__(self, *, authority: str = "BOT_AUTHORITY", scope: str = "BOT_TOKEN_SCOPE") -> None:
+    def __init__(self, *, authority: str = "BOT_AUTHORITY", scope: str = "BOT_TOKEN_SCOPE", fresh_for: float = 0.0) -> None:
+        """``fresh_for``: how long, in seconds, a token handed out must still be valid (some Graph calls refuse
+        one that expires sooner); past that, a new token is asked for, never msal's cached one."""
         self._authority_setting, self._scope_setting = authority, scope  # the names of the settings to read
+        self._fresh_for = fresh_for
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
         self._ready: tuple[str, float] = ("", 0.0)  # the token, and until when (monotonic) to reuse it
@@ -62,7 +66,7 @@ class TokenProvider:
         try:
             with self._lock:
                 generation = self._generation
-                if self._app is None:
+                if self._app is None or self._fresh_for:  # a new app: msal would hand out its cached token
                     self._app = self._build_app()
                 result = self._app.acquire_token_for_client(scopes=[getattr(settings, self._scope_setting)])
         except (requests.RequestException, ValueError) as exc:
@@ -75,7 +79,7 @@ class TokenProvider:
             code = str(result.get("error") or "token_error")
             raise TokenError(f"{code}: {result.get('error_description', '')}"[:500], code=code, transient=False)
         token = result["access_token"]
-        reuse = _reuse_seconds(result)
+        reuse = _reuse_seconds(result, fresh_for=self._fresh_for)
         with self._lock:
             if generation == self._generation:  # not invalidated meanwhile (a 401 another thread heard)
                 self._ready = (token, time.monotonic() + reuse)
@@ -89,14 +93,15 @@ class TokenProvider:
             self._generation += 1
 
 
-def _reuse_seconds(result: dict) -> float:
+def _reuse_seconds(result: dict, *, fresh_for: float = 0.0) -> float:
     """How long the token just given may be reused before msal should be asked again: until msal
-    would renew it (its ``refresh_in``, else five minutes before it expires); 0 if msal did not say."""
+    would renew it (its ``refresh_in``, else five minutes before it expires) or it has less than
+    ``fresh_for`` seconds left; 0 if msal did not say."""
     try:
         expires_in = float(result["expires_in"])
     except (KeyError, TypeError, ValueError):
         return 0.0
-    reuse = expires_in - RENEW_BEFORE_EXPIRY_SECONDS
+    reuse = expires_in - max(RENEW_BEFORE_EXPIRY_SECONDS, fresh_for)
     if isinstance(result.get("refresh_in"), (int, float)):
         reuse = min(reuse, float(result["refresh_in"]))
     return max(0.0, reuse)
@@ -104,3 +109,7 @@ def _reuse_seconds(result: dict) -> float:
 
 token_provider = TokenProvider()
 graph_token_provider = TokenProvider(authority="GRAPH_AUTHORITY", scope="GRAPH_TOKEN_SCOPE")
+# Graph's activity feed refuses a token with less than 45 minutes left (412): a minute more, for the call's way.
+NOTICE_TOKEN_FRESH_SECONDS = 46 * 60
+notice_token_provider = TokenProvider(authority="GRAPH_AUTHORITY", scope="GRAPH_TOKEN_SCOPE",
+                                      fresh_for=NOTICE_TOKEN_FRESH_SECONDS)

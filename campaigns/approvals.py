@@ -1,8 +1,9 @@
-"""Approval: an announcement to more than ``APPROVAL_THRESHOLD`` people needs a second person, with
-the approver role, before it can be launched or scheduled.
+"""Approval: an announcement to more than ``APPROVAL_THRESHOLD`` people, and any urgent one (it pops up in
+everyone's activity feed with a sound), needs a second person, with the approver role, before it can be launched
+or scheduled.
 
-What is approved is the campaign as it stands: changing its template, audience or category, or whether
-it installs the app for people who lack it (in the admin or through the API), or editing the template it
+What is approved is the campaign as it stands: changing its template, audience or category, whether
+it installs the app for people who lack it, or whether it is urgent and what its pop-up says (in the admin or through the API), or editing the template it
 uses, withdraws the approval, and a scheduled
 campaign that loses its approval goes back to draft, visibly, rather than sending unapproved. An
 approval also records a fingerprint of the template, audience and category as they were; an edit
@@ -45,12 +46,13 @@ class ApprovalOutgrown(ApplicationError):
 
 
 # Changing one of these after approval withdraws it.
-APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app")
+APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app",
+                   "urgent", "urgent_text")
 
 
 @dataclass(frozen=True)
 class ApprovalState:
-    needed: bool  # the audience is above the threshold
+    needed: bool  # the audience is above the threshold, or the campaign is urgent
     approved: bool  # approved, and what was approved is what it is now
     people: int
     threshold: int
@@ -63,12 +65,13 @@ class ApprovalState:
 
 def approval_fingerprint(*, campaign: Campaign) -> str:
     """What an approval covers: the template, the audience and the category, as they are now, and whether Crier
-    installs the app for the people who lack it."""
+    installs the app for the people who lack it, and whether it is urgent, with its pop-up's words."""
     template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
     audience = Audience.objects.filter(pk=campaign.audience_id).values_list("updated_at", flat=True).first()
     mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
     parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory,
-             *(["install_app"] if campaign.install_app else [])]
+             *(["install_app"] if campaign.install_app else []),
+             *(["urgent", campaign.urgent_text] if campaign.urgent else [])]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
@@ -88,7 +91,8 @@ def approval_state(*, campaign: Campaign, fingerprint: str | None = None) -> App
     people = audience_count(audience=campaign.audience) if campaign.kind == Campaign.Kind.ANNOUNCEMENT else 0
     approved = _approved_as_it_stands(campaign, fingerprint) and not _outgrown(campaign, people)
     return ApprovalState(
-        needed=people > threshold, approved=approved, people=people, threshold=threshold, fingerprint=fingerprint
+        needed=people > threshold or (campaign.urgent and campaign.kind == Campaign.Kind.ANNOUNCEMENT),
+        approved=approved, people=people, threshold=threshold, fingerprint=fingerprint
     )
 
 
@@ -114,9 +118,10 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
             code="approval_required", status=409,
         )
     again = " changed since it was approved (its template, audience or category), and" if campaign.approved_at else ""
+    why = ("is urgent (it pops up in everyone's activity feed)" if state.people <= state.threshold
+           else f"reaches {state.people} people, more than {state.threshold}")
     raise ApplicationError(
-        f"“{campaign}”{again} reaches {state.people} people, more than {state.threshold}: a second person with the "
-        "approver role must approve it first.",
+        f"“{campaign}”{again} {why}: a second person with the approver role must approve it first.",
         code="approval_required",
         status=409,
     )

@@ -25,6 +25,7 @@ from core.errors import ApplicationError
 
 from . import feeding, jobs, progress, webhooks
 from .models import Delivery, campaign_ids
+from .notifying import notices_drop
 from .settled import settled_below
 
 logger = logging.getLogger(__name__)
@@ -67,11 +68,12 @@ def campaign_resume(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
         campaign.deliveries.filter(status=Delivery.Status.RETRYING).update(next_attempt_at=timezone.now())
         # A campaign to a group or team paused before its rows were written (its listing failed) lists again.
         listed = campaign.materialised_at is None and MemberListing.objects.filter(campaign=campaign).exists()
-        transaction.on_commit(lambda: _after_resume(campaign.pk, listed, installs=campaign.install_app))
+        transaction.on_commit(lambda: _after_resume(campaign.pk, listed, installs=campaign.install_app,
+                                                    notices=campaign.urgent))
     return campaign
 
 
-def _after_resume(campaign_id: int, listed: bool, *, installs: bool) -> None:
+def _after_resume(campaign_id: int, listed: bool, *, installs: bool, notices: bool = False) -> None:
     if listed:
         jobs.list_members(campaign_id)
     pacer.resume(campaign_id=campaign_id)
@@ -83,6 +85,8 @@ def _after_resume(campaign_id: int, listed: bool, *, installs: bool) -> None:
     jobs.feed()
     if installs:  # rows may have waited for the app to be installed
         jobs.install_apps()
+    if notices:  # urgent notices held by the pause
+        jobs.send_notices()
 
 
 def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
@@ -117,6 +121,8 @@ def campaign_cancel(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     deadline = time.monotonic() + settings.CANCEL_DRAIN_SECONDS
     while campaign.deliveries.filter(status=Delivery.Status.SENDING).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    if campaign.urgent:
+        notices_drop(campaign_id=campaign.pk)  # the sends that drained included
     return campaign
 
 

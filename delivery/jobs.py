@@ -16,6 +16,7 @@ MATERIALISE = "delivery.tasks.campaign_materialise"
 LIST_MEMBERS = "delivery.tasks.campaign_list_members"
 MESSAGE_CHANGE_CHUNK = "delivery.tasks.message_change_chunk"
 INSTALL_APPS = "delivery.tasks.install_apps"
+SEND_NOTICES = "delivery.tasks.send_notices"
 
 
 def feed() -> None:
@@ -37,6 +38,12 @@ def install_apps(*, patience: float = 0.0) -> None:
     """An installer: installs the app for the people whose sends wait for it (``delivery.installing``), waiting up to
     ``patience`` seconds for the one before it to end."""
     current_app.send_task(INSTALL_APPS, kwargs={"patience": patience})
+
+
+def send_notices(*, patience: float = 0.0) -> None:
+    """A notifier: sends urgent campaigns' notices to the activity feed (``delivery.notifying``), waiting up to
+    ``patience`` seconds for the one before it to end."""
+    current_app.send_task(SEND_NOTICES, kwargs={"patience": patience})
 
 
 def message_change_chunk(change_id: int, generation: int, *, countdown: float | None = None) -> None:

@@ -30,6 +30,7 @@ from core.errors import ApplicationError
 from . import jobs
 from .message_change_sending import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
+from .notifying import notices_drop
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -209,6 +210,7 @@ def message_change_start(
                 detail={"change_id": change.pk, "people": total, "kind": kind},
             )
         else:
+            notices_drop(campaign_id=campaign.pk)  # nothing pops up for a message taken back
             audit_record(
                 AuditEntry.Action.RECALL,
                 summary=f"Recalled the message of “{campaign}” from {total} people",

@@ -84,6 +84,12 @@ class Delivery(models.Model):
         INSTALLED = "installed", "Installed by Crier"
         PRESENT = "present", "Had the app already"
 
+    class Notice(models.TextChoices):  # an urgent campaign's pop-up in the activity feed (delivery.notifying)
+        DUE = "due", "Urgent notice due"
+        SENDING = "sending", "Urgent notice being sent"
+        NOTIFIED = "notified", "Urgent notice sent"
+        FAILED = "failed", "Urgent notice refused"
+
     id = models.BigIntegerField(primary_key=True, editable=False, help_text="campaign * 2**32 + person")
     # A campaign's rows are written a million at a time (delivery.services): PostgreSQL checks no
     # foreign key on them (two trigger checks per row cost more than the insert itself) and keeps
@@ -112,6 +118,10 @@ class Delivery(models.Model):
         max_length=16, choices=Install.choices, blank=True, db_default="",
         help_text="The campaign let Crier install the app for the person, who lacked it: what Microsoft Graph did. "
         "When it refused, the error says why and what to do.",
+    )
+    notice = models.CharField(
+        max_length=16, choices=Notice.choices, blank=True, db_default="",
+        help_text="For an urgent campaign, once the message was sent: its pop-up in the person's Teams activity feed.",
     )
     # Not a PositiveSmallIntegerField: its CHECK would make adding the column scan every row under an exclusive lock.
     install_attempts = models.SmallIntegerField(db_default=0)
@@ -146,6 +156,8 @@ class Delivery(models.Model):
                 fields=["status", "campaign", "id"], name="delivery_outcome_idx",
                 condition=~models.Q(status__in=("pending", "sent")),
             ),
+            # Urgent notices still to send: only the rows sent since the notifier last took its batch.
+            models.Index(fields=["id"], name="delivery_notice_due_idx", condition=models.Q(notice__in=("due", "sending"))),
         ]
 
     def __str__(self) -> str:

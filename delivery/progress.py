@@ -23,7 +23,8 @@ from core.connections import redis_for
 from .models import Delivery
 
 FINAL = tuple(str(status) for status in Delivery.FINAL)
-COUNTERS = (*FINAL, "ambiguous", "installed")  # installed: people Crier installed the app for
+# installed: people Crier installed the app for; notified, notice_failed: urgent campaigns' pop-ups (delivery.notifying)
+COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed")
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
 # A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
@@ -104,6 +105,9 @@ def rebuild(campaign_id: int) -> dict[str, int]:
         counts[row["status"]] = row["n"]
     counts["ambiguous"] = Delivery.objects.of_campaign(campaign_id).filter(ambiguous=True).count()
     counts["installed"] = Delivery.objects.of_campaign(campaign_id).filter(install=Delivery.Install.INSTALLED).count()
+    notices = Delivery.objects.of_campaign(campaign_id).filter(notice__in=(Delivery.Notice.NOTIFIED, Delivery.Notice.FAILED))
+    for row in notices.values("notice").annotate(n=Count("id")).order_by():
+        counts["notified" if row["notice"] == Delivery.Notice.NOTIFIED else "notice_failed"] = row["n"]
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))

@@ -32,6 +32,7 @@ from core.connections import redis_clock
 
 from . import feeding, jobs, progress, webhooks
 from .installing import installer_check
+from .notifying import notifier_check
 from .models import Delivery, campaign_ids
 from .settled import first_unsettled, settled_below
 from .welcome import welcome_campaign, welcome_enqueue
@@ -112,6 +113,7 @@ def reconcile() -> dict[str, int]:
     )
     welcome_enqueue(welcome_lost)
     installer = installer_check()
+    notifier = notifier_check()
     return {
         "lease_expired": len(expired) + len(failed),
         "requeued": len(overdue) + len(welcome_lost),
@@ -119,6 +121,7 @@ def reconcile() -> dict[str, int]:
         "swept": swept,
         "materialisations_restarted": restarted,
         "installer_started": int(installer),
+        "notifier_started": int(notifier),
     }
 
 

@@ -29,6 +29,7 @@ from core.channels import Address, Channel, Deferred, Stopped, TransportError
 
 from . import progress, webhooks
 from .installing import NEVER_INSTALL_FOR, installer_wake
+from .notifying import notifier_wake
 from .models import Delivery
 from .retry import retry_in
 
@@ -46,7 +47,8 @@ UPDATE delivery_delivery AS d
    SET status = 'sending', attempts = d.attempts + 1, claimed_at = now()
   FROM campaigns_campaign AS c
  WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
-RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install
+RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install,
+          c.urgent AND c.kind = 'announcement'
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -133,14 +135,14 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         claimed = cursor.fetchone()
         if claimed is None:
             return NOT_CLAIMED
-        campaign_id, recipient_id, attempts, template_id, category_id, install_app, install = claimed
+        campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent = claimed
     claim = (delivery_id, attempts)
     try:
         with connection.cursor() as cursor:
             cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
             row = cursor.fetchone()
         return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
-                             install=Install(allowed=install_app, done=install))
+                             install=Install(allowed=install_app, done=install), urgent=urgent)
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:
@@ -158,9 +160,9 @@ class _CallCrashed(Exception):
 class _Accepted(Exception):
     """Teams accepted the message, then recording that raised: the person must not get it again."""
 
-    def __init__(self, activity_id: str, conversation_id: str) -> None:
-        super().__init__(activity_id)
-        self.activity_id, self.conversation_id = activity_id, conversation_id
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__(fields["activity_id"])
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ NO_INSTALL = Install(allowed=False, done="")
 
 def _send_claimed(
     claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel,
-    install: Install = NO_INSTALL,
+    install: Install = NO_INSTALL, urgent: bool = False,
 ) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
@@ -218,23 +220,27 @@ def _send_claimed(
         raise
     except Exception as error:
         raise _CallCrashed() from error
+    fields = {"activity_id": result.activity_id, "conversation_id": result.conversation_id, "last_status_code": 201,
+              "error_code": "", "error_message": "", **({"notice": "due"} if urgent else {})}
     try:
         if result.conversation_id != address.conversation_id:
             _remember_conversation(person.aad_object_id, address, result.conversation_id)
-        return _finish(
-            claim,
-            campaign_id,
-            Status.SENT,
-            activity_id=result.activity_id,
-            conversation_id=result.conversation_id,
-            last_status_code=201,
-            error_code="",
-            error_message="",
-        )
+        return _sent(claim, campaign_id, fields)
     except (OperationalError, InterfaceError):
         raise
     except Exception as error:
-        raise _Accepted(result.activity_id, result.conversation_id) from error
+        raise _Accepted(fields) from error
+
+
+def _sent(claim: tuple[int, int], campaign_id: int, fields: dict[str, Any], *, events: bool = True) -> Outcome:
+    """Records the message sent; an urgent campaign's row has its notice due, and a notifier is woken for it."""
+    outcome = _finish(claim, campaign_id, Status.SENT, events=events, **fields)
+    if "notice" in fields:
+        try:
+            notifier_wake()
+        except Exception:  # noqa: BLE001 - the broker away: the reconciler starts a notifier for the notices due
+            logger.exception("waking the notifier for delivery %s raised", claim[0])
+    return outcome
 
 
 def _known_without_app(address_state: str | None, stored: list[Any]) -> bool:
@@ -289,15 +295,13 @@ def _record_accepted_despite(claim: tuple[int, int], campaign_id: int, accepted:
     """Teams has the message: record it sent, with its webhook event, or at least in the plainest
     way, so that it is never sent again."""
     logger.error("delivery %s was accepted by Teams but recording it raised", claim[0], exc_info=accepted.__cause__)
-    fields = {"activity_id": accepted.activity_id, "conversation_id": accepted.conversation_id, "last_status_code": 201,
-              "error_code": "", "error_message": ""}
     try:
-        return _finish(claim, campaign_id, Status.SENT, **fields)
+        return _sent(claim, campaign_id, accepted.fields)
     except (OperationalError, InterfaceError):
         raise
     except Exception:
         logger.exception("delivery %s: recording it sent with its webhook event raised too", claim[0])
-    return _finish(claim, campaign_id, Status.SENT, events=False, **fields)
+    return _sent(claim, campaign_id, accepted.fields, events=False)
 
 
 def _stopped(claim: tuple[int, int], campaign_id: int, reason: str) -> Outcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import feeding, installing, listing, materialising, recovery, services, webhooks, welcome
+from . import feeding, installing, listing, materialising, notifying, recovery, services, webhooks, welcome
 from .sending import delivery_send
 
 
@@ -44,6 +44,11 @@ def campaign_list_members(campaign_id: int) -> str:
 @shared_task(ignore_result=True)
 def install_apps(patience: float = 0.0) -> int:
     return installing.installs_run(patience=patience)
+
+
+@shared_task(ignore_result=True)
+def send_notices(patience: float = 0.0) -> int:
+    return notifying.notices_run(patience=patience)
 
 
 @shared_task(ignore_result=True)

@@ -127,10 +127,10 @@ class GraphActivity(Graph):
             data = await request.json()
         except ValueError:
             data = None
+        feed = self.feed
+        feed.calls += 1  # every call that reached it, refused or not
         if refusal := self._refusal(request, SEND):
             return refusal
-        feed = self.feed
-        feed.calls += 1
         if self._token_left(request) < TOKEN_LEFT_SECONDS:
             return graph_error(412, "PreconditionFailed", "The token must be valid for at least 45 more minutes.")
         if self.ctx.config.limits:

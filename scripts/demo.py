@@ -161,6 +161,29 @@ def install_for_new_joiners(emulator, env: dict[str, str], key: str, announcemen
     return body["status"] == "completed" and counts["installed"] == len(joiners) and sent_once
 
 
+def urgent_notice(emulator, key: str, announcement: dict) -> bool:
+    """An urgent announcement to the group Leeds office: each person is sent the message, then its pop-up in their
+    Teams activity feed (the emulator's Graph), a hundred people a call. The demo's API key approves what it
+    launches, as an integration trusted with campaigns:approve does. Returns whether everyone got both, once."""
+    leeds = next(a for a in api("GET", "/api/v1/audiences/?page_size=100", key)["results"] if a["name"] == "Leeds office")
+    body = launched_to_its_end(key, {
+        "name": "Leeds office closed today", "kind": "announcement", "template": announcement["template"],
+        "audience": leeds["id"], "category": announcement["category"], "urgent": True,
+        "urgent_text": "The Leeds office is closed today: work from home, details in the message."})
+    started = time.monotonic()  # the notices follow the messages: the last ones may still be on their way
+    while body["counts"]["notified"] + body["counts"]["notice_failed"] < body["counts"]["sent"]:
+        if time.monotonic() - started > 60:
+            break
+        time.sleep(1)
+        body = api("GET", f"/api/v1/campaigns/{body['id']}/", key)
+    counts, graph = body["counts"], emulator.graph_stats()
+    say(f"an urgent announcement to Leeds office: {body['status']}, sent {counts['sent']}; urgent notices sent "
+        f"{counts['notified']}, refused {counts['notice_failed']} (Graph: {graph['activity_calls']} calls, "
+        f"{graph['activity_delivered']} pop-ups, {graph['activity_throttled']} answered 429)")
+    return body["status"] == "completed" and counts["notified"] == counts["sent"] > 0 and (
+        graph["activity_delivered"] == counts["sent"])
+
+
 def main() -> int:
     from emulator.process import start_emulator
 
@@ -250,6 +273,7 @@ def main() -> int:
         f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
     targeted = group_and_team(emulator, env, key, campaign, people)
     installed = install_for_new_joiners(emulator, env, key, campaign)
+    urgent = urgent_notice(emulator, key, campaign)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
                    password is its name: demo only)
@@ -258,7 +282,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted and installed else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed and urgent else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)

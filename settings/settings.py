@@ -302,6 +302,12 @@ GRAPH_MAX_RETRY_AFTER_SECONDS = env_float("GRAPH_MAX_RETRY_AFTER_SECONDS", 120.0
 # Installing the app for people who lack it (delivery/installing.py): new campaigns' default, and Graph's pace.
 INSTALL_APP_DEFAULT = env_bool("INSTALL_APP_DEFAULT", False)
 GRAPH_INSTALLS_PER_SECOND = env_float("GRAPH_INSTALLS_PER_SECOND", 27.5)  # Graph allows 30 per app and tenant
+# Urgent notices in the activity feed (delivery/notifying.py): Graph's pace (it takes a few calls a second, each
+# to up to 100 people), and where Teams' deep links point (https://teams.microsoft.us in GCC High, for one).
+GRAPH_NOTICES_PER_SECOND = env_float("GRAPH_NOTICES_PER_SECOND", 1.5)
+TEAMS_DEEP_LINK_BASE = (env_str("TEAMS_DEEP_LINK_BASE", "https://teams.microsoft.com") or "").rstrip("/")
+if min(GRAPH_INSTALLS_PER_SECOND, GRAPH_NOTICES_PER_SECOND) <= 0:
+    raise ConfigurationError("GRAPH_INSTALLS_PER_SECOND and GRAPH_NOTICES_PER_SECOND must be above 0")
 # People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS, and these fields are Entra ID's.
 ENTRA_SYNC = env_bool("ENTRA_SYNC", False)
 ENTRA_SYNC_INTERVAL_SECONDS = env_float("ENTRA_SYNC_INTERVAL_SECONDS", 3600.0)

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from core import http
 from bots.auth import signing_keys
-from bots.tokens import graph_token_provider, token_provider
+from bots.tokens import graph_token_provider, notice_token_provider, token_provider
 from tests.slots import NO_SLOT_STATUS, WAIT_SECONDS, take_slot, use_slot
 
 
@@ -78,10 +78,12 @@ def teams(emulator, settings, redis_client):
     http.reset_pool()
     token_provider.invalidate()
     graph_token_provider.invalidate()
+    notice_token_provider.invalidate()
     signing_keys.clear()
     yield emulator
     token_provider.invalidate()
     graph_token_provider.invalidate()
+    notice_token_provider.invalidate()
 
 
 @pytest.fixture(autouse=True)

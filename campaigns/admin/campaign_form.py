@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.errors import ApplicationError
 
 from ..models import Audience, Campaign
-from ..models.content import WELCOME_NOT_LISTED
+from ..models.content import WELCOME_NOT_LISTED, urgent_problems
 from ..services import campaign_require_editable
 
 S = Campaign.Status
@@ -24,6 +24,10 @@ class CampaignForm(forms.ModelForm):
         kind = cleaned.get("kind", self.instance.kind)
         if kind == Campaign.Kind.WELCOME and audience is not None and audience.kind in Audience.LISTED_KINDS:
             self.add_error("audience" if "audience" in self.fields else None, WELCOME_NOT_LISTED)
+        urgent = cleaned.get("urgent", self.instance.urgent)
+        text = cleaned.get("urgent_text", self.instance.urgent_text)
+        for field, problem in urgent_problems(kind=kind, urgent=urgent, urgent_text=text).items():
+            self.add_error(field if field in self.fields else None, problem)
         if self.instance.pk is None:
             return cleaned
         # Locked until the admin's transaction commits the save, so a launch cannot slip in between.

@@ -49,7 +49,8 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
-    EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "send_at")
+    EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "urgent", "urgent_text",
+                "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
@@ -209,9 +210,11 @@ class CampaignAdmin(admin.ModelAdmin):
             )
         if not state.needed:
             return f"Not needed: it reaches {state.people} people (approval starts above {state.threshold})."
+        why = (f"it reaches {state.people} people, more than {state.threshold}" if state.people > state.threshold
+               else "it is urgent")
         return (
-            f"Needed before it is launched or scheduled: it reaches {state.people} people, more than "
-            f"{state.threshold}. A person with the approver role other than its author approves it."
+            f"Needed before it is launched or scheduled: {why}. A person with the approver role other than its "
+            "author approves it."
         )
 
     @admin.display(description="Deliveries by state")
@@ -219,7 +222,9 @@ class CampaignAdmin(admin.ModelAdmin):
         counts = self._counts(campaign)
         shown = [("Sent", "sent"), ("Failed", "failed"), ("Skipped", "skipped"), ("Still to do", "remaining"),
                  ("Possibly sent twice", "ambiguous"),
-                 *([("Crier installed the app for", "installed")] if campaign.install_app or counts["installed"] else [])]
+                 *([("Crier installed the app for", "installed")] if campaign.install_app or counts["installed"] else []),
+                 *([("Urgent notices sent", "notified"), ("Urgent notices refused", "notice_failed")]
+                   if campaign.urgent else [])]
         return format_html_join(", ", "{}: {}", ((label, counts[key]) for label, key in shown))
 
     @admin.display(description="Pace")
@@ -264,6 +269,8 @@ class CampaignAdmin(admin.ModelAdmin):
         people = self._approval(campaign).people
         mandatory = " (mandatory: reaches people who opted out)" if campaign.category.mandatory else ""
         installs = "; Crier installs the app for those who lack it" if campaign.install_app else ""
+        if campaign.urgent:
+            installs += f"; URGENT: each person's Teams activity feed pops up “{campaign.urgent_text}”"
         waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
                  if name == "launch" and move_allowed(campaign, "edit") and self._approval(campaign).missing else "")
         return (

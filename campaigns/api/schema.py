@@ -21,6 +21,9 @@ BLANK_ENUMS = (
     ("install", "InstallEnum", 'When Crier was to install the app for the person (the campaign\'s install_app): '
      '`installed` when it did, `present` when Graph said they had it; "" otherwise (when Graph refused, the '
      'delivery failed with its code, such as AppBlockedByPolicy, and what to do).'),
+    ("notice", "NoticeEnum", "An urgent campaign's pop-up in the person's activity feed, once the message was sent: "
+     '`due`, `sending`, `notified` (Microsoft Graph accepted it), `failed` (Graph refused; the audit log says why); '
+     '"" for a campaign that is not urgent, or a message not sent.'),
 )
 
 def _error(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
@@ -73,9 +76,11 @@ _UNKNOWN = "names nothing that exists"
 _CURSOR = {"cursor": "is not a cursor this API gave out"}
 _SOURCE = ("is missing for kind entra_group or team, is given for another kind, or is not a group's object id or a "
            "team's Teams id")
+_URGENT = {"urgent": "is true for a campaign that is not an announcement",
+           "urgent_text": "is empty, or holds a placeholder, for an urgent campaign"}
 BUSINESS_RULES: dict[str, dict[str, str]] = {
-    "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN, **_CURSOR},
-    "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN,
+    "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN, **_URGENT, **_CURSOR},
+    "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN, **_URGENT,
                                 "kind": "differs from the kind the campaign was created with"},
     "/api/v1/campaigns/{id}/schedule/": {"send_at": "is not in the future"},
     "/api/v1/campaigns/{id}/test-send/": {"recipients": "holds an external id nobody has"},

@@ -116,6 +116,7 @@ class AuditEntry(models.Model):
         OPT_OUT_ADDED = "opt_out_added", "Recorded an opt-out"
         OPT_OUT_REMOVED = "opt_out_removed", "Removed an opt-out"
         EXPORT = "export", "Exported per-person results"
+        NOTICE_REFUSED = "notice_refused", "Urgent notices refused by Microsoft Graph"
 
     action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -254,6 +254,23 @@ class MessageTemplate(models.Model):
         validate_template(kind=self.kind, text=self.text or "", card=self.card)
 
 
+URGENT_TEXT_MOST = 150  # what Teams shows of a notification's preview
+
+
+def urgent_problems(*, kind: str, urgent: bool, urgent_text: str) -> dict[str, str]:
+    """What is wrong with a campaign's urgency, by field; empty when nothing is (the admin and the API alike)."""
+    if not urgent:
+        return {}
+    if kind != Campaign.Kind.ANNOUNCEMENT:
+        return {"urgent": "Only an announcement can be urgent: a welcome or a direct message is not one approvers see."}
+    text = (urgent_text or "").strip()
+    if not text:
+        return {"urgent_text": "An urgent campaign needs the words of its pop-up."}
+    if "{{" in text or "}}" in text:
+        return {"urgent_text": "The pop-up is the same for everyone: it cannot hold placeholders."}
+    return {}
+
+
 def install_app_default() -> bool:
     return settings.INSTALL_APP_DEFAULT
 
@@ -293,6 +310,15 @@ class Campaign(models.Model):
         help_text="For people who lack the app (Teams says so, or never told Crier of them), Crier installs it through "
         "Microsoft Graph, then sends (docs/going-live.md). Never for someone who removed or blocked it. New "
         "campaigns take INSTALL_APP_DEFAULT.",
+    )
+    urgent = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Also pops up in each person's Teams activity feed, with a sound, linking to the message "
+        "(docs/going-live.md). An urgent campaign always needs an approver's approval.",
+    )
+    urgent_text = models.CharField(
+        "urgent notice", max_length=URGENT_TEXT_MOST, blank=True, db_default="",
+        help_text="What the pop-up says, the same for everyone (no placeholders). Required when urgent.",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     send_at = models.DateTimeField(null=True, blank=True, help_text="When a scheduled campaign starts.")

@@ -114,6 +114,23 @@ def test_comms_user_creates_a_draft_campaign(comms_client):
     assert (campaign.status, campaign.template, campaign.category) == (Campaign.Status.DRAFT, template, category)
 
 
+def test_an_urgent_campaign_without_the_words_of_its_pop_up_is_a_form_error_and_with_them_a_draft(comms_client):
+    template, category = factories.template(), factories.category()
+    fields = {"kind": "announcement", "template": template.pk, "category": category.pk, "audience": "", "urgent": "on"}
+
+    wordless = comms_client.post(reverse("admin:campaigns_campaign_add"), {**fields, "name": "Closed"})
+    worded = comms_client.post(reverse("admin:campaigns_campaign_add"),
+                               {**fields, "name": "Closed today", "urgent_text": "The Leeds office is closed today"})
+
+    assert wordless.status_code == 200
+    assert "needs the words of its pop-up" in wordless.context["adminform"].form.errors["urgent_text"][0]
+    assert worded.status_code == 302
+    campaign = Campaign.objects.get()
+    assert (campaign.name, campaign.urgent, campaign.urgent_text) == ("Closed today", True, "The Leeds office is closed today")
+    page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert "it is urgent" in page  # approval is needed, and why
+
+
 def test_moving_a_scheduled_campaign_into_the_past_is_a_form_error(comms_client):
     send_at = timezone.now() + datetime.timedelta(hours=1)
     campaign = factories.campaign()

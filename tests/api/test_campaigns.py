@@ -37,7 +37,8 @@ def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capt
     assert launched.json()["status"] == "running" and launched.json()["launched_at"]
     assert len(queued) == 1  # the feeding, queued for after the commit (not run here)
     assert retrieved.json()["counts"] == {
-        "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0, "installed": 0,
+        "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0, "installed": 0, "notified": 0,
+        "notice_failed": 0,
         "rate_per_second": 0.0, "eta_seconds": None,
     }
 
@@ -293,3 +294,50 @@ def test_a_running_campaign_that_installs_the_app_can_stop_through_the_api(api):
     assert stopped.status_code == 200 and stopped.json()["install_app"] is False
     assert "stop_installing" not in stopped.json()["actions"]
     assert again.status_code == 409 and error_of(again)["code"] == "invalid_state"
+
+
+def test_an_urgent_campaign_takes_the_words_of_its_pop_up_and_refuses_what_cannot_be_one(api):
+    body = campaign_body()
+    urgent = api.post("/api/v1/campaigns/", {**body, "urgent": True, "urgent_text": "Office closed today"}, format="json")
+    wordless = api.post("/api/v1/campaigns/", {**body, "urgent": True}, format="json")
+    personal = api.post("/api/v1/campaigns/", {**body, "urgent": True, "urgent_text": "Hi {{first_name}}"}, format="json")
+    too_long = api.post("/api/v1/campaigns/", {**body, "urgent": True, "urgent_text": "x" * 151}, format="json")
+    welcome = api.post("/api/v1/campaigns/", {**body, "kind": "welcome", "urgent": True, "urgent_text": "Hi"},
+                       format="json")
+
+    assert urgent.status_code == 201, urgent.json()
+    assert (urgent.json()["urgent"], urgent.json()["urgent_text"]) == (True, "Office closed today")
+    assert wordless.status_code == 400 and "urgent_text" in error_of(wordless)["fields"]
+    assert personal.status_code == 400 and "placeholders" in error_of(personal)["fields"]["urgent_text"][0]
+    assert too_long.status_code == 400 and "urgent_text" in error_of(too_long)["fields"]
+    assert welcome.status_code == 400 and "urgent" in error_of(welcome)["fields"]
+    assert Campaign.objects.count() == 1
+    # turning it off needs no words; turning it on again without them is refused on the same field
+    campaign_id = urgent.json()["id"]
+    assert api.patch(f"/api/v1/campaigns/{campaign_id}/", {"urgent": False, "urgent_text": ""}, format="json").status_code == 200
+    again = api.patch(f"/api/v1/campaigns/{campaign_id}/", {"urgent": True}, format="json")
+    assert again.status_code == 400 and "urgent_text" in error_of(again)["fields"]
+
+
+def test_an_urgent_campaign_cannot_launch_unapproved_and_says_why(api):
+    factories.recipient()
+    created = api.post("/api/v1/campaigns/", campaign_body(urgent=True, urgent_text="Office closed"), format="json")
+
+    launched = api.post(f"/api/v1/campaigns/{created.json()['id']}/launch/")
+
+    assert launched.status_code == 409 and error_of(launched)["code"] == "approval_required"
+    assert "urgent" in error_of(launched)["message"]
+
+
+def test_each_delivery_and_the_counts_say_what_came_of_the_urgent_notices(api):
+    people = [factories.recipient(), factories.recipient()]
+    campaign = factories.campaign(urgent=True, urgent_text="Office closed")
+    Campaign.objects.filter(pk=campaign.pk).update(status="running", launched_at=timezone.now())
+    Delivery.objects.create(campaign=campaign, recipient=people[0], status="sent", notice="notified")
+    Delivery.objects.create(campaign=campaign, recipient=people[1], status="sent", notice="failed")
+
+    rows = {d["recipient"]: d for d in api.get(f"/api/v1/campaigns/{campaign.pk}/deliveries/").json()["results"]}
+    counts = api.get(f"/api/v1/campaigns/{campaign.pk}/").json()["counts"]
+
+    assert (rows[people[0].external_id]["notice"], rows[people[1].external_id]["notice"]) == ("notified", "failed")
+    assert (counts["notified"], counts["notice_failed"]) == (1, 1)

@@ -61,6 +61,18 @@ def test_it_declares_the_bot_in_personal_and_team_scope_with_read_receipts_and_t
     assert manifest_problems(document) == {}
 
 
+def test_it_declares_the_activity_type_of_an_urgent_campaigns_pop_up_and_checks_it():
+    from emulator.activity import ACTIVITY_TYPES
+
+    document = manifest()
+    [declared] = document["activities"]["activityTypes"]
+
+    assert declared["type"] == "urgentAnnouncement" and declared["type"] in ACTIVITY_TYPES  # what the emulator takes
+    assert declared["templateText"] and declared["description"]
+    declared["templateText"] = "x" * 129
+    assert "128" in manifest_problems(document)["activities.activityTypes.0.templateText"]
+
+
 def test_its_app_id_is_stable_for_one_bot_and_can_be_set(settings):
     first, again = manifest()["id"], manifest()["id"]
     settings.BOT_APP_ID = "11111111-2222-3333-4444-555555555555"

@@ -63,7 +63,7 @@ def test_a_token_asked_for_before_an_invalidate_is_not_kept_after_it(monkeypatch
         def acquire_token_for_client(self, scopes):
             return {"access_token": "asked-before", "expires_in": 3600}
 
-    def meanwhile(result):
+    def meanwhile(result, **_):
         provider.invalidate()  # another thread heard a 401 with the token of before, as this one got its own
         return 3000.0
 
@@ -72,3 +72,19 @@ def test_a_token_asked_for_before_an_invalidate_is_not_kept_after_it(monkeypatch
 
     assert provider.get() == "asked-before"  # this caller uses what it asked for
     assert provider._ready == ("", 0.0)  # but the next one asks again
+
+
+def test_a_token_that_must_stay_valid_long_is_renewed_sooner_and_never_from_msals_cache(teams):
+    from bots.tokens import _reuse_seconds
+
+    assert _reuse_seconds({"expires_in": 3599}, fresh_for=46 * 60) == 3599 - 46 * 60
+    assert _reuse_seconds({"expires_in": 1800}, fresh_for=46 * 60) == 0  # never fresh enough: a new one each time
+    provider = TokenProvider(authority="GRAPH_AUTHORITY", scope="GRAPH_TOKEN_SCOPE", fresh_for=46 * 60)
+    first = provider.get()
+    issued = teams.client.stats()["tokens_issued"]
+    assert provider.get() == first  # still fresh enough: reused
+
+    provider._ready = (first, 0.0)  # it now has less than 46 minutes left
+    second = provider.get()
+
+    assert second != first and teams.client.stats()["tokens_issued"] == issued + 1  # not msal's cached one

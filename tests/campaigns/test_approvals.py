@@ -103,6 +103,35 @@ def test_it_fingerprints_whether_crier_installs_the_app_for_people_who_lack_it()
     assert approval_fingerprint(campaign=campaign) == hashlib.sha256(expected.encode()).hexdigest() != before
 
 
+def test_it_fingerprints_whether_the_campaign_is_urgent_and_the_words_of_its_pop_up():
+    campaign = factories.campaign()
+    before = approval_fingerprint(campaign=campaign)
+    campaign.urgent, campaign.urgent_text = True, "Office closed"
+    urgent = approval_fingerprint(campaign=campaign)
+    campaign.urgent_text = "Office open"
+
+    template = campaign.template
+    expected = f"{template.pk}|{template.updated_at}|None|None|{campaign.category_id}|False|urgent|Office closed"
+    assert urgent == hashlib.sha256(expected.encode()).hexdigest() != before
+    assert approval_fingerprint(campaign=campaign) not in (urgent, before)
+
+
+def test_an_urgent_announcement_needs_approval_however_few_it_reaches(settings):
+    settings.APPROVAL_THRESHOLD = 100
+    factories.recipient()
+    campaign = factories.campaign(urgent=True, urgent_text="Office closed")
+
+    state = approval_state(campaign=campaign)
+    with pytest.raises(ApplicationError) as refused:
+        approval_require(campaign=campaign, actor=SYSTEM)
+
+    assert (state.people, state.needed, state.missing) == (1, True, True)
+    assert (refused.value.code, refused.value.status) == ("approval_required", 409)
+    assert "is urgent" in refused.value.message and "approver role" in refused.value.message
+    campaign.urgent = False
+    assert approval_state(campaign=campaign).needed is False
+
+
 def test_it_fingerprints_a_campaign_to_everyone_with_no_audience():
     campaign = factories.campaign()
     template = campaign.template

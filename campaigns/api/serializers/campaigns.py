@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from campaigns.members import campaign_listing
 from campaigns.models import Audience, Campaign, Category, MessageTemplate
-from campaigns.models.content import WELCOME_NOT_LISTED
+from campaigns.models.content import WELCOME_NOT_LISTED, urgent_problems
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
@@ -30,6 +30,9 @@ class CampaignCountsSerializer(serializers.Serializer):
         help_text="Sends retried after a worker stopped while Teams was answering (may have arrived twice)."
     )
     installed = serializers.IntegerField(help_text="People Crier installed the app for, to reach them (install_app).")
+    notified = serializers.IntegerField(help_text="Urgent campaigns: people whose activity feed was sent the pop-up.")
+    notice_failed = serializers.IntegerField(
+        help_text="Urgent campaigns: people whose pop-up Microsoft Graph refused (the audit log says why).")
     rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
     eta_seconds = serializers.IntegerField(allow_null=True, help_text="Estimated seconds left at the current rate.")
 
@@ -55,7 +58,8 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = Campaign
         fields = [
-            "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "status",
+            "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "urgent",
+            "urgent_text", "status",
             "status_reason", "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
@@ -70,6 +74,12 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "through Microsoft Graph, then sends. Never for someone who removed or blocked it. Defaults to the "
                 "organisation's INSTALL_APP_DEFAULT; changing it withdraws an approval. Each delivery's `install` "
                 "says what came of it.")},
+            "urgent": {"help_text": (
+                "Also pops up in each person's Teams activity feed, with a sound, linking to the message, once it is "
+                "sent. Only for announcements; an urgent campaign always needs an approver's approval, and changing "
+                "this or urgent_text withdraws one. Each delivery's `notice` says what came of it.")},
+            "urgent_text": {"help_text": "What the pop-up says (up to 150 characters, the same for everyone: no "
+                            "placeholders). Required when urgent."},
         }
 
     @extend_schema_field(CampaignCountsSerializer(allow_null=True))
@@ -94,6 +104,10 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         audience = attrs.get("audience", self.instance.audience if self.instance else None)
         if kind == Campaign.Kind.WELCOME and audience is not None and audience.kind in Audience.LISTED_KINDS:
             raise serializers.ValidationError({"audience": [WELCOME_NOT_LISTED]})
+        urgency = {name: attrs.get(name, getattr(self.instance, name) if self.instance else default)
+                   for name, default in (("urgent", False), ("urgent_text", ""))}
+        if problems := urgent_problems(kind=kind, **urgency):
+            raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
         return attrs
 
     def validate_kind(self, value: str) -> str:
@@ -149,6 +163,6 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
-            "attempts", "install", "activity_id", "created_at", "finished_at",
+            "attempts", "install", "notice", "activity_id", "created_at", "finished_at",
         ]
         read_only_fields = fields

@@ -1,0 +1,116 @@
+"""The call that pops an urgent campaign's notice up in people's Teams activity feed (``bots.notices``), against
+the emulator's Microsoft Graph: its body, its pace, a token renewed on 412, and each refusal as a code with what
+to do."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from bots.graph import GraphError
+from bots.installs import InstallPace
+from bots.notices import MOST_RECIPIENTS, Notifier, NoticeRefused, notice_body, notice_graph
+
+pytestmark = pytest.mark.django_db
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def people(teams, count: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    teams.client.register_users([{"aad_object_id": aad, "installed": True} for aad in ids])
+    return ids
+
+
+def test_it_reaches_up_to_a_hundred_people_in_one_call_of_the_declared_activity_type(teams):
+    ids = people(teams, MOST_RECIPIENTS)
+
+    Notifier().send(text="Office closed", aad_object_ids=ids)
+
+    stats = teams.client.graph_stats()
+    assert (stats["activity_calls"], stats["activity_delivered"]) == (1, MOST_RECIPIENTS)
+    with pytest.raises(ValueError):
+        Notifier().send(text="Office closed", aad_object_ids=[*ids, str(uuid.uuid4())])
+
+
+def test_its_calls_are_paced_at_the_setting(settings):
+    settings.GRAPH_NOTICES_PER_SECOND = 1.5
+    clock = Clock()
+    pace = InstallPace(clock=clock, sleep=clock.sleep, setting="GRAPH_NOTICES_PER_SECOND", most_in_a_second=2)
+
+    moments = []
+    for _ in range(4):
+        pace.wait("tenant")
+        moments.append(round(clock.now, 3))
+
+    assert moments == [0.0, 0.667, 1.333, 2.0]
+
+
+def test_a_412_has_a_new_token_asked_for_and_the_call_made_again(monkeypatch, teams):
+    answers = [GraphError(status=412, code="PreconditionFailed", message="45 minutes"), {}]
+    posted = []
+
+    def post(url, body, *, needs=""):
+        posted.append(body)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    invalidated = []
+    monkeypatch.setattr(notice_graph, "post", post)
+    monkeypatch.setattr(notice_graph.tokens, "invalidate", lambda: invalidated.append(1))
+
+    Notifier().send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
+
+    assert (len(posted), invalidated) == (2, [1])
+
+
+@pytest.mark.parametrize(("status", "code", "transient"), [
+    (401, "GraphCredentialsRefused", False),
+    (403, "NoticeConsentMissing", False),
+    (400, "NoticeNotDeclared", False),
+    (503, "GraphUnavailable", True),
+    (412, "GraphUnavailable", True),  # twice: the new token was no better
+])
+def test_each_refusal_is_a_code_and_what_to_do(monkeypatch, status, code, transient):
+    def post(url, body, *, needs=""):
+        raise GraphError(status=status, code="X", message="no")
+
+    monkeypatch.setattr(notice_graph, "post", post)
+    monkeypatch.setattr(notice_graph.tokens, "invalidate", lambda: None)
+
+    with pytest.raises(NoticeRefused) as refused:
+        Notifier(pace=InstallPace(per_second=1000)).send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
+
+    assert (refused.value.code, refused.value.transient) == (code, transient)
+    assert refused.value.message
+
+
+def test_an_empty_graph_authority_is_refused_before_any_call(settings):
+    settings.GRAPH_AUTHORITY = ""
+
+    with pytest.raises(NoticeRefused) as refused:
+        Notifier().send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
+
+    assert refused.value.code == "GraphCredentialsRefused" and "GRAPH_AUTHORITY" in refused.value.message
+
+
+def test_the_body_is_graphs_with_the_recipients_as_entra_users():
+    body = notice_body(text="Office closed", aad_object_ids=["a", "b"])
+
+    assert body["activityType"] == "urgentAnnouncement"
+    assert body["previewText"] == {"content": "Office closed"}
+    assert body["topic"]["source"] == "text" and body["topic"]["webUrl"].startswith("https://teams.microsoft.com/l/chat/")
+    assert [r["userId"] for r in body["recipients"]] == ["a", "b"]
+    assert {r["@odata.type"] for r in body["recipients"]} == {"microsoft.graph.aadUserNotificationRecipient"}

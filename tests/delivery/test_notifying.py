@@ -1,0 +1,261 @@
+"""Urgent campaigns (``Campaign.urgent``): once a person's message is sent, its pop-up goes to their Teams activity
+feed through the emulator's Microsoft Graph, up to 100 people a call, by one notifier at a time; every outcome
+stays on the row."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
+
+from bots.notices import NoticeRefused, chat_link
+from campaigns.approvals import approval_fingerprint
+from campaigns.models import AuditEntry, Campaign
+from delivery import control, jobs, notifying, progress, recovery, services
+from delivery.models import Delivery
+from delivery.sending import delivery_send
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+WORDS = "The Leeds office is closed today: work from home."
+
+
+@pytest.fixture(autouse=True)
+def woken(monkeypatch):
+    calls: list[float] = []
+    monkeypatch.setattr(jobs, "send_notices", lambda patience=0.0: calls.append(patience))
+    return calls
+
+
+def with_app(teams, count: int = 1) -> list:
+    people = [factories.recipient() for _ in range(count)]
+    teams.client.register_users([{"aad_object_id": str(p.aad_object_id), "installed": True} for p in people])
+    return people
+
+
+def launched(**fields):
+    fields = {"urgent": True, "urgent_text": WORDS, **fields}
+    campaign = factories.campaign(**fields)
+    if campaign.urgent:  # approved as it stands: an urgent campaign always needs it
+        campaign.approved_at, campaign.approved_fingerprint = timezone.now(), approval_fingerprint(campaign=campaign)
+        campaign.save(update_fields=["approved_at", "approved_fingerprint"])
+    services.campaign_launch(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def rows(campaign) -> list[Delivery]:
+    return list(Delivery.objects.of_campaign(campaign.pk).order_by("id"))
+
+
+def sent_with_notices_due(campaign, *, sent_ago: timedelta = timedelta(0)) -> None:
+    """The campaign's rows as the sends leave them: sent, their notices due (without a call to Teams each)."""
+    Delivery.objects.of_campaign(campaign.pk).update(status="sent", notice="due", finished_at=timezone.now() - sent_ago)
+
+
+def counter(campaign, name: str) -> int:
+    value = progress.client().hget(progress.key(campaign.pk), name)
+    return int(value or 0)
+
+
+def test_an_urgent_campaigns_sent_message_has_its_notice_due_and_a_notifier_woken(teams, woken):
+    [person] = with_app(teams)
+    campaign = launched()
+    [delivery] = rows(campaign)
+
+    assert delivery_send(delivery_id=delivery.pk).status == "sent"
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.notice) == ("sent", "due")
+    assert woken == [0.0]
+    assert teams.client.graph_activity(str(person.aad_object_id)) == []  # the send itself notifies nobody
+
+
+def test_a_campaign_that_is_not_urgent_has_no_notice_and_wakes_no_notifier(teams, woken):
+    with_app(teams)
+    campaign = launched(urgent=False, urgent_text="")
+    [delivery] = rows(campaign)
+
+    delivery_send(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.notice, woken) == ("sent", "", [])
+
+
+def test_the_notifier_pops_the_notice_up_in_the_persons_feed_linking_to_their_chat_with_the_bot(teams, settings):
+    [person] = with_app(teams)
+    campaign = launched()
+    [delivery] = rows(campaign)
+    delivery_send(delivery_id=delivery.pk)
+
+    assert notifying.notices_run() == 1
+
+    delivery.refresh_from_db()
+    assert delivery.notice == "notified"
+    [shown] = teams.client.graph_activity(str(person.aad_object_id))
+    assert shown["activityType"] == "urgentAnnouncement"
+    assert shown["previewText"] == WORDS
+    assert shown["topic"] == {"source": "text", "value": WORDS, "webUrl": chat_link()}
+    assert chat_link().endswith(f"/l/chat/0/0?users=28:{settings.BOT_APP_ID}")
+    assert counter(campaign, "notified") == 1 and progress.read(campaign)["notified"] == 1
+
+
+def test_notices_go_a_hundred_people_a_call(teams):
+    people = with_app(teams, 250)
+    campaign = launched(audience=None)
+    assert len(rows(campaign)) >= 250
+    sent_with_notices_due(campaign)
+
+    taken = notifying.notices_run()
+
+    stats = teams.client.graph_stats()
+    assert taken == len(rows(campaign))
+    assert stats["activity_calls"] == -(-taken // 100)  # 100, 100, then the rest
+    assert stats["activity_delivered"] == 250
+    assert {row.notice for row in rows(campaign)} == {"notified"}
+    assert len(teams.client.graph_activity(str(people[-1].aad_object_id))) == 1
+
+
+def test_a_missing_permission_fails_the_notices_once_audited_without_asking_graph_for_each_batch(teams):
+    with_app(teams, 150)
+    teams.client.graph_config(permissions=["User.Read.All"])  # no TeamsActivity.Send
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign)
+
+    notifying.notices_run()
+
+    assert {row.notice for row in rows(campaign)} == {"failed"}
+    assert teams.client.graph_stats()["activity_calls"] == 1  # the next batch failed on the refusal kept
+    assert counter(campaign, "notice_failed") == len(rows(campaign))
+    [entry] = AuditEntry.objects.filter(campaign=campaign, action=AuditEntry.Action.NOTICE_REFUSED)
+    assert "TeamsActivity.Send" in entry.summary and entry.detail["code"] == "NoticeConsentMissing"
+    assert all(row.status == "sent" for row in rows(campaign))  # the messages themselves stand
+
+
+def test_graph_unavailable_hands_the_notices_back_and_pauses_before_trying_again(teams, monkeypatch):
+    with_app(teams, 3)
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign)
+
+    def unavailable(**_):
+        raise NoticeRefused("GraphUnavailable", "Graph answered 503", transient=True)
+
+    monkeypatch.setattr(notifying._notifier, "send", unavailable)
+    taken = notifying._take(campaign.pk)
+    refusals = notifying._Refusals()
+
+    assert notifying._notify(campaign.pk, taken, refusals) == notifying.BACKOFF_SECONDS[0]
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), refusals) == notifying.BACKOFF_SECONDS[1]
+    assert {(row.notice, row.claimed_at) for row in rows(campaign)} == {("due", None)}
+    assert counter(campaign, "notice_failed") == 0
+
+
+def test_a_notice_whose_message_was_sent_long_ago_fails_without_a_call(teams):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign, sent_ago=timedelta(seconds=notifying.STALE_SECONDS + 60))
+
+    notifying.notices_run()
+
+    assert {row.notice for row in rows(campaign)} == {"failed"}
+    assert teams.client.graph_stats()["activity_calls"] == 0
+
+
+def test_a_paused_campaigns_notices_wait_for_its_resume(teams, woken, django_capture_on_commit_callbacks):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    control.campaign_pause(campaign_id=campaign.pk, reason="checking")
+
+    assert notifying.notices_run() == 0
+    assert notifying.notifier_check() is False  # nothing a notifier could take
+
+    with django_capture_on_commit_callbacks(execute=True):
+        control.campaign_resume(campaign_id=campaign.pk)
+    assert woken == [0.0]
+    assert notifying.notices_run() == 1
+    assert {row.notice for row in rows(campaign)} == {"notified"}
+
+
+def test_a_cancel_drops_the_notices_not_sent(teams):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+
+    control.campaign_cancel(campaign_id=campaign.pk)
+
+    assert {row.notice for row in rows(campaign)} == {""}
+    assert notifying.notices_run() == 0
+
+
+def test_a_recall_drops_the_notices_not_sent(teams, monkeypatch):
+    from delivery import message_changes
+
+    [person] = with_app(teams)
+    campaign = launched()
+    [delivery] = rows(campaign)
+    delivery_send(delivery_id=delivery.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(status="completed", completed_at=timezone.now())
+    monkeypatch.setattr(message_changes, "chains_start", lambda **_: None)
+    user = User.objects.create_user("rhea", "rhea@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="recall_campaign"))
+    user = User.objects.get(pk=user.pk)
+
+    message_changes.message_change_start(campaign_id=campaign.pk, action="recall", user=user)
+
+    delivery.refresh_from_db()
+    assert delivery.notice == ""
+    assert notifying.notices_run() == 0
+
+
+def test_notices_claimed_by_a_notifier_that_died_are_taken_again_after_the_lease_and_not_before(teams):
+    with_app(teams, 2)
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign)
+    first, second = rows(campaign)[:2]
+    long_ago = timezone.now() - timedelta(seconds=notifying.LEASE_SECONDS + 5)
+    Delivery.objects.filter(pk=first.pk).update(notice="sending", claimed_at=long_ago)
+    Delivery.objects.filter(pk=second.pk).update(notice="sending", claimed_at=timezone.now())
+
+    taken = {row.id for row in notifying._take(campaign.pk)}
+
+    assert first.pk in taken and second.pk not in taken
+
+
+def test_an_outcome_for_a_claim_since_taken_again_changes_nothing(teams):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    [row] = notifying._take(campaign.pk)
+    Delivery.objects.filter(pk=row.id).update(claimed_at=timezone.now() + timedelta(seconds=1))  # another's claim
+
+    notifying._record(campaign.pk, [row], notice="failed")
+
+    assert rows(campaign)[0].notice == "sending"
+    assert counter(campaign, "notice_failed") == 0
+
+
+def test_the_reconciler_starts_a_notifier_when_notices_wait_and_none_runs(teams, woken):
+    with_app(teams)
+    campaign = launched()
+
+    assert recovery.reconcile()["notifier_started"] == 0
+    sent_with_notices_due(campaign)
+    assert recovery.reconcile()["notifier_started"] == 1
+    assert woken == [0.0]
+
+
+def test_counters_lost_with_redis_are_rebuilt_with_the_notices(teams):
+    with_app(teams, 2)
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign)
+    first, *others = rows(campaign)
+    Delivery.objects.filter(pk=first.pk).update(notice="notified")
+    Delivery.objects.filter(pk__in=[row.pk for row in others]).update(notice="failed")
+    progress.client().delete(progress.key(campaign.pk))
+
+    counts = progress.read(campaign)
+
+    assert (counts["notified"], counts["notice_failed"]) == (1, len(others))
