@@ -6,8 +6,9 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
+from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import urllib3
 
@@ -21,6 +22,45 @@ class EmulatorError(Exception):
         super().__init__(f"{method} {path} answered {status}: {body}")
         self.status = status
         self.body = body
+
+
+class _Page(HTMLParser):
+    """What a browser needs from a sign-in page: its first form (where it posts, its fields) and the error
+    it shows, if any."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.error = ""
+        self._in_form = self._in_error = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "form" and self.action is None:
+            self.action, self._in_form = attributes.get("action", ""), True
+        elif tag == "input" and self._in_form and attributes.get("name"):
+            self.fields[attributes["name"]] = attributes.get("value", "")
+        elif "error" in attributes.get("class", "").split():
+            self._in_error = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+        elif tag == "p":
+            self._in_error = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_error:
+            self.error += data
+
+
+def _redirect_values(location: str) -> dict[str, str]:
+    """The parameters Entra put on the redirect URI: in its fragment, else in its query."""
+    parts = urlsplit(location)
+    return dict(parse_qsl(parts.fragment or parts.query, keep_blank_values=True))
 
 
 class EmulatorClient:
@@ -153,8 +193,31 @@ class EmulatorClient:
         return self.request("POST", "/_emulator/graph/expire-delta-links")
 
     def graph_config(self, **fields: Any) -> dict[str, Any]:
-        """``page_size``, ``permissions``, ``throttle_next``, ``retry_after_seconds``."""
+        """``page_size``, ``permissions``, ``throttle_next``, ``retry_after_seconds``, and for people's sign-in
+        ``sign_in_redirect_uris`` (the app's redirect URIs), ``group_claims`` and ``sign_in_code_seconds``."""
         return self.request("POST", "/_emulator/graph/config", fields)
+
+    def sign_in_as(self, auth_uri: str, account: str) -> dict[str, str]:
+        """Goes through Entra's sign-in as a browser would: opens ``auth_uri`` (the ``auth_uri`` of msal's
+        ``initiate_auth_code_flow``), signs in as ``account`` (a person's UPN, mail or object id) and returns
+        what reached the redirect URI, by 302 or form_post: ``code``, ``state``... or ``error`` and
+        ``error_description``, the ``auth_response`` msal's ``acquire_token_by_auth_code_flow`` takes. Raises
+        EmulatorError when the emulator shows an error page or refuses the account (its AADSTS message)."""
+        response = self._pool.request("GET", auth_uri, redirect=False)
+        if response.status in (302, 303):
+            return _redirect_values(response.headers["Location"])
+        page = _Page(response.data.decode("utf-8", "replace"))
+        if response.status != 200 or page.action is None or "login" not in page.fields:
+            raise EmulatorError("GET", urlsplit(auth_uri).path, response.status, page.error or response.data[:500])
+        url = urljoin(auth_uri, page.action)
+        response = self._pool.request("POST", url, fields={**page.fields, "login": account}, encode_multipart=False,
+                                      redirect=False)
+        if response.status in (302, 303):
+            return _redirect_values(response.headers["Location"])
+        answer = _Page(response.data.decode("utf-8", "replace"))
+        if response.status != 200 or answer.action is None or "login" in answer.fields:
+            raise EmulatorError("POST", urlsplit(url).path, response.status, answer.error or response.data[:500])
+        return answer.fields  # a form_post page: what it posts to the redirect URI
 
     def graph_activity(self, user: UserRef) -> list[dict[str, Any]]:
         """The activity-feed notifications that reached the person, oldest first."""

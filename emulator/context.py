@@ -11,6 +11,7 @@ from .faults import FaultInjector
 from .graph import Directory
 from .installs import Installs
 from .limits import CREATE_WINDOWS, GLOBAL_WINDOWS, THREAD_WINDOWS, MadeMoments, SlidingLimiter
+from .signin import SignIns
 from .state import Store
 from .tokens import AccessTokenChecker, SigningKey
 
@@ -32,6 +33,7 @@ class Context:
     bot: BotClient = field(init=False)
     installs: Installs = field(init=False)  # Microsoft Graph's app catalog and installations
     feed: Feed = field(default_factory=Feed)  # Microsoft Graph's activity feed notifications
+    sign_ins: SignIns = field(default_factory=SignIns)  # Entra's sign-in for people: settings and codes
 
     def __post_init__(self) -> None:
         self.tokens = AccessTokenChecker(self.key, self.settings.app_id)
@@ -48,10 +50,11 @@ class Context:
         return f"{self.base_url}/botframework/v1/.well-known/openidconfiguration"
 
     def reset(self) -> None:
-        """Forgets users, conversations, messages, windows and counters, the directory and the app catalog;
-        keeps keys and config."""
+        """Forgets users, conversations, messages, windows and counters, the directory, the app catalog and
+        the sign-in settings and codes; keeps keys and config."""
         self.store.reset()
         self.directory.reset()
+        self.sign_ins.reset()
         self.installs.reset()
         self.feed.reset()
         self.faults.clear_counts()

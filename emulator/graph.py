@@ -64,6 +64,9 @@ class DirectoryUser:
     properties: dict[str, Any]
     changed: dict[str, int]  # property -> the directory version it last changed at
     deleted_at: int | None = None  # the version it was deleted at
+    # The values of the app roles the person is assigned in the app (its id token's ``roles``): not a
+    # property Graph lists with the user, so not in the delta query either.
+    app_roles: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,16 +106,19 @@ class Directory:
         self.throttle_next, self.retry_after_seconds, self.requests, self.throttled = 0, 1, 0, 0
         self.generation += 1
 
-    def upsert(self, user_id: str, properties: dict[str, Any]) -> DirectoryUser:
-        """Creates or changes a user; a property set to its current value is no change."""
+    def upsert(self, user_id: str, properties: dict[str, Any], app_roles: list[str] | None = None) -> DirectoryUser:
+        """Creates or changes a user; a property set to its current value is no change. ``app_roles``
+        replaces the person's app roles when given."""
         user = self.users.get(user_id)
         if user is None or user.deleted_at is not None:
             self.version += 1
             base = {"accountEnabled": True, "userType": "Member"}
-            user = DirectoryUser(user_id, {**base, **properties}, {})
+            user = DirectoryUser(user_id, {**base, **properties}, {}, app_roles=list(app_roles or []))
             user.changed = {name: self.version for name in ("id", *user.properties)}
             self.users[user_id] = user
             return user
+        if app_roles is not None:
+            user.app_roles = list(app_roles)
         changed = {name: value for name, value in properties.items() if user.properties.get(name) != value}
         if changed:
             self.version += 1
@@ -270,7 +276,8 @@ class GraphControl:
         ]
 
     async def upsert_users(self, request: web.Request) -> web.Response:
-        """``{"users": [{"id": GUID, "displayName": ..., ...}]}``: every entry checked before any is kept."""
+        """``{"users": [{"id": GUID, "displayName": ..., "appRoles"?: [role values], ...}]}``: every entry
+        checked before any is kept."""
         try:
             data = await json_body(request)
             users = data.get("users") if isinstance(data, dict) else None
@@ -281,12 +288,17 @@ class GraphControl:
                 user_id = normalize_aad(entry.get("id")) if isinstance(entry, dict) else None
                 if user_id is None:
                     raise ConfigError(f"users[{index}].id must be a GUID")
-                checked.append((user_id, {key: value for key, value in entry.items() if key != "id"}))
+                roles = entry.get("appRoles")
+                if roles is not None and (not isinstance(roles, list)
+                                          or not all(isinstance(role, str) and role.strip() for role in roles)):
+                    raise ConfigError(f"users[{index}].appRoles must be a list of role values (non-empty strings)")
+                properties = {key: value for key, value in entry.items() if key not in ("id", "appRoles")}
+                checked.append((user_id, properties, roles))
         except ConfigError as exc:
             return control_error(400, str(exc))
         directory = self.ctx.directory
-        for user_id, properties in checked:
-            directory.upsert(user_id, properties)
+        for user_id, properties, roles in checked:
+            directory.upsert(user_id, properties, roles)
         return json_response(200, {"version": directory.version, "users": len(directory.users)})
 
     async def delete_user(self, request: web.Request) -> web.Response:
@@ -301,7 +313,8 @@ class GraphControl:
 
     async def config(self, request: web.Request) -> web.Response:
         """``page_size``, ``permissions`` (the application permissions consented), ``throttle_next`` and
-        ``retry_after_seconds``; all checked before any is changed."""
+        ``retry_after_seconds``, and the app's sign-in settings (``sign_in_redirect_uris``, ``group_claims``,
+        ``sign_in_code_seconds``: see ``signin.py``); all checked before any is changed."""
         try:
             data = await json_body(request)
             if not isinstance(data, dict):
@@ -316,8 +329,10 @@ class GraphControl:
                 value = data.get(name, 0)
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise ConfigError(f"{name} must be a whole number, 0 or more")
+            sign_in = self.ctx.sign_ins.checked_config(data)
         except ConfigError as exc:
             return control_error(400, str(exc))
+        self.ctx.sign_ins.configure(sign_in)
         directory = self.ctx.directory
         if "permissions" in data:
             directory.permissions = tuple(data["permissions"])
@@ -334,5 +349,5 @@ class GraphControl:
             "version": directory.version, "generation": directory.generation, "page_size": directory.page_size,
             "permissions": list(directory.permissions), "requests": directory.requests,
             "throttled": directory.throttled, "throttle_next": directory.throttle_next,
-            **self.ctx.installs.stats(), **self.ctx.feed.stats(),
+            **self.ctx.installs.stats(), **self.ctx.feed.stats(), **self.ctx.sign_ins.stats(),
         })

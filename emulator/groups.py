@@ -101,6 +101,24 @@ def transitive_members(directory: Directory, group: Group) -> tuple[list[Directo
     return users, nested
 
 
+def member_of(directory: Directory, member_id: str) -> list[str]:
+    """The ids of the groups ``member_id`` (a user or a group) is in, directly or through nested groups, in
+    the order the directory made them; each once, however the groups nest (cycles too). What Entra puts
+    in a token's ``groups`` claim."""
+    parents: dict[str, list[str]] = {}
+    for group in directory.groups.values():
+        for member in group.members:
+            parents.setdefault(member, []).append(group.id)
+    found: set[str] = set()
+    waiting = deque([member_id])
+    while waiting:
+        for parent in parents.get(waiting.popleft(), ()):
+            if parent not in found:
+                found.add(parent)
+                waiting.append(parent)
+    return [group_id for group_id in directory.groups if group_id in found]
+
+
 class GraphGroups(Graph):
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -25,6 +25,7 @@ from .groups import GraphGroups, GroupsControl
 from .activity import ActivityControl, GraphActivity
 from .installs import GraphInstalls, InstallsControl
 from .pages import Pages
+from .signin import SignIn
 from .teams import TeamsControl
 from .tls import ensure_certificates, server_context, write_private
 from .tokens import SigningKey
@@ -67,8 +68,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def build_app(ctx: Context) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     parts = (Control(ctx), GraphControl(ctx), GroupsControl(ctx), InstallsControl(ctx), ActivityControl(ctx),
-             TeamsControl(ctx), Entra(ctx), Graph(ctx), GraphGroups(ctx), GraphInstalls(ctx), GraphActivity(ctx),
-             Pages(ctx), Connector(ctx))
+             TeamsControl(ctx), Entra(ctx), SignIn(ctx), Graph(ctx), GraphGroups(ctx), GraphInstalls(ctx),
+             GraphActivity(ctx), Pages(ctx), Connector(ctx))
     for part in parts:
         app.add_routes(part.routes())
 
