@@ -6,7 +6,7 @@ the team's members and messages each of them one to one), ``webApplicationInfo``
 Microsoft Graph and resource-specific consent know it by), the resource-specific permission with which
 Teams sends read receipts (``ChatMessageReadReceipt.Read.Chat``; consented with the app, so that counting
 reads needs no new upload), the activity type of an urgent campaign's pop-up in the activity feed
-(``urgentAnnouncement``), the domains it may open, and names and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
+(``urgentAnnouncement``), a personal tab that opens the admin in Teams (``TEAMS_TAB``), the domains it may open, and names and descriptions from settings. Everything is checked against the rules of Microsoft's manifest
 reference before anything is written; a problem is reported with the field it is in.
 
 The icons are drawn here (a speech bubble: the colour icon in the accent colour, the outline icon white on
@@ -106,6 +106,12 @@ def manifest() -> dict[str, Any]:
         # Teams wants a resource with the app id for resource-specific consent (manifest 1.12 and later).
         "webApplicationInfo": {"id": settings.BOT_APP_ID, "resource": _resource()},
         "authorization": {"permissions": {"resourceSpecific": [{"name": READ_RECEIPTS, "type": "Application"}]}},
+        # The admin inside Teams, for comms staff (campaigns/teams_tab.py); others see a page that asks them to
+        # sign in and then lets them in only with a role.
+        **({"staticTabs": [{
+            "entityId": "crier-admin", "name": "Crier", "contentUrl": f"{settings.PUBLIC_BASE_URL}/tab/",
+            "websiteUrl": f"{settings.PUBLIC_BASE_URL}/admin/", "scopes": ["personal"],
+        }]} if settings.TEAMS_TAB and settings.PUBLIC_BASE_URL else {}),
         # What an urgent campaign's pop-up in the activity feed says above its own words (delivery.notifying).
         "activities": {"activityTypes": [{
             "type": URGENT_ACTIVITY, "description": "An urgent announcement from your organisation",
@@ -194,6 +200,10 @@ def manifest_problems(document: dict[str, Any]) -> dict[str, str]:
                 f"{domain!r} is not a domain: give a host name (contoso.com or *.contoso.com), "
                 "without https:// or a path"
             )
+    for position, tab in enumerate(document.get("staticTabs") or []):
+        for field in ("contentUrl", "websiteUrl"):
+            if problem := _https(tab.get(field)):
+                problems[f"staticTabs.{position}.{field}"] = f"{problem} (the personal tab: set PUBLIC_BASE_URL to https)"
     bot = _at(document, "bots.0") or {}
     if bot.get("scopes") != ["personal", "team"]:
         problems["bots.0.scopes"] = (

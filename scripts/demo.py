@@ -8,6 +8,7 @@ running until Ctrl-C (or exits at once with DEMO_EXIT=1)."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -184,6 +187,41 @@ def urgent_notice(emulator, key: str, announcement: dict) -> bool:
         graph["activity_delivered"] == counts["sent"])
 
 
+STAFF = [{"id": "a0000000-0000-4000-8000-0000000057a1", "displayName": "Morgan Comms",
+          "userPrincipalName": "morgan@crier.example", "mail": "morgan@crier.example", "appRoles": ["Crier.Author"]},
+         {"id": "a0000000-0000-4000-8000-0000000057a2", "displayName": "Riley Approves",
+          "userPrincipalName": "riley@crier.example", "mail": "riley@crier.example", "appRoles": ["Crier.Approver"]}]
+
+
+def staff_sign_in(emulator) -> bool:
+    """A comms author signs in to the admin as at work: the login page's "Sign in with Microsoft", the emulator's
+    Entra ID sign-in page, and back. Returns whether the admin then greets them."""
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect)
+    base = f"http://127.0.0.1:{WEB_PORT}"
+    entra_page = _redirected_to(browser, f"{base}/admin/sign-in/entra/?next=/admin/")
+    answer = emulator.sign_in_as(entra_page, STAFF[0]["userPrincipalName"])
+    landed = _redirected_to(browser, f"{base}/admin/sign-in/entra/callback/?{urllib.parse.urlencode(answer)}")
+    greeted = "Welcome" in browser.open(f"{base}{landed}").read().decode()
+    say(f"{STAFF[0]['displayName']} signed in to the admin with Entra ID (the emulator's sign-in page), as an "
+        f"author by the app role Entra ID gives: {greeted}")
+    return greeted
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # each redirect is read, not followed
+
+
+def _redirected_to(browser, url: str) -> str:
+    try:
+        browser.open(url)
+    except urllib.error.HTTPError as answer:
+        if answer.code in (301, 302, 303) and answer.headers.get("Location"):
+            return answer.headers["Location"]
+        raise
+    raise RuntimeError(f"{url} answered without a redirect")
+
+
 def main() -> int:
     from emulator.process import start_emulator
 
@@ -212,7 +250,9 @@ def main() -> int:
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
            # People from Entra ID, through the emulator's Microsoft Graph: the directory owns their names.
            "ENTRA_SYNC": "true", "ENTRA_SYNC_FIELDS": "display_name=displayName", "GRAPH_BASE_URL": info["graph_url"],
-           "GRAPH_TOKEN_SCOPE": "https://graph.microsoft.com/.default"}
+           "GRAPH_TOKEN_SCOPE": "https://graph.microsoft.com/.default",
+           # Staff sign in with their work accounts, at the emulator's Entra ID (docs/going-live.md, section 10).
+           "STAFF_SIGN_IN": "true"}
     say("migrating the database")
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
@@ -227,7 +267,8 @@ def main() -> int:
     # addresses for the publisher's pages, which the demo has none of: it names a placeholder.
     package = VAR / "crier-teams-app.zip"
     subprocess.run([PYTHON, "manage.py", "teams_app_package", "--out", str(package)], cwd=ROOT, check=True,
-                   env={**env, "TEAMS_APP_WEBSITE_URL": "https://crier.example.com"}, capture_output=True)
+                   env={**env, "TEAMS_APP_WEBSITE_URL": "https://crier.example.com",
+                        "PUBLIC_BASE_URL": "https://crier.example.com"}, capture_output=True)
     say(f"wrote the Teams app package an administrator would upload: {package.relative_to(ROOT)}")
 
     say(f"seeding a demo organisation of {PEOPLE} people")
@@ -247,7 +288,8 @@ def main() -> int:
 
     # The organisation's directory holds everyone HR sent, and one new hire HR has not sent yet.
     hire = {"id": "e0000000-0000-4000-8000-00000000d1e0", "displayName": "Dana Directory", "employeeId": "ENTRA-1"}
-    emulator.graph_users([{"id": p["aad_object_id"], "displayName": p["name"]} for p in people] + [hire])
+    emulator.graph_users([{"id": p["aad_object_id"], "displayName": p["name"]} for p in people] + [hire] + STAFF)
+    emulator.graph_config(sign_in_redirect_uris=[f"http://127.0.0.1:{WEB_PORT}/admin/sign-in/entra/callback/"])
     emulator.register_users([{"aad_object_id": hire["id"], "name": hire["displayName"]}])
     synced = subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True,
                             text=True).stdout.strip()
@@ -274,15 +316,17 @@ def main() -> int:
     targeted = group_and_team(emulator, env, key, campaign, people)
     installed = install_for_new_joiners(emulator, env, key, campaign)
     urgent = urgent_notice(emulator, key, campaign)
+    signed_in = staff_sign_in(emulator)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
-                   password is its name: demo only)
+                   password is its name: demo only; or "Sign in with Microsoft" as morgan@crier.example,
+                   an author, or riley@crier.example, an approver, at the emulator's page, which asks no password)
   API docs         http://127.0.0.1:{WEB_PORT}/api/docs/     (API key: {key})
   Emulator inbox   {info['url']}/   (self-signed; CA at {info['ca_file']})
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted and installed and urgent else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and signed_in else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)

@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "campaigns.admin.profile.StaffTimeZoneMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "campaigns.teams_tab.TeamsFramingMiddleware",  # after it: Teams may frame the tab and the admin
     "campaigns.api.audit.ApiAuditMiddleware",
     "axes.middleware.AxesMiddleware",  # last: it answers locked-out logins
 ]
@@ -74,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "campaigns.admin.sign_in.sign_in_context",
             ],
         },
     },
@@ -118,6 +120,7 @@ STATICFILES_DIRS = [
     ("vendor/adaptivecards", NODE_MODULES / "adaptivecards" / "dist"),
     ("vendor/markdown-it", NODE_MODULES / "markdown-it" / "dist" / "browser"),
     ("vendor/chart.js", NODE_MODULES / "chart.js" / "dist"),
+    ("vendor/teams-js", NODE_MODULES / "@microsoft" / "teams-js" / "dist" / "umd"),
 ]
 # Files served at the site's root by WhiteNoise: /favicon.ico.
 WHITENOISE_ROOT = BASE_DIR / "settings" / "public"
@@ -308,6 +311,29 @@ GRAPH_NOTICES_PER_SECOND = env_float("GRAPH_NOTICES_PER_SECOND", 1.5)
 TEAMS_DEEP_LINK_BASE = (env_str("TEAMS_DEEP_LINK_BASE", "https://teams.microsoft.com") or "").rstrip("/")
 if min(GRAPH_INSTALLS_PER_SECOND, GRAPH_NOTICES_PER_SECOND) <= 0:
     raise ConfigurationError("GRAPH_INSTALLS_PER_SECOND and GRAPH_NOTICES_PER_SECOND must be above 0")
+
+# --- Staff sign-in with Entra ID, and the admin in a Teams tab (campaigns/sign_in.py, campaigns/teams_tab.py) --
+# Staff sign in with their work accounts through the bot's app registration; their roles come from app roles or
+# groups ("value=role,...": author, approver, viewer, administrator). LOCAL_PASSWORDS off: no password signs in.
+STAFF_SIGN_IN = env_bool("STAFF_SIGN_IN", False)
+STAFF_SIGN_IN_AUTHORITY = env_str("STAFF_SIGN_IN_AUTHORITY", GRAPH_AUTHORITY)
+STAFF_SIGN_IN_ROLES = env_str("STAFF_SIGN_IN_ROLES", "Crier.Administrator=administrator,Crier.Approver=approver,"
+                              "Crier.Author=author,Crier.Viewer=viewer")
+LOCAL_PASSWORDS = env_bool("LOCAL_PASSWORDS", True)
+if not LOCAL_PASSWORDS and not STAFF_SIGN_IN:
+    raise ConfigurationError("LOCAL_PASSWORDS=false needs STAFF_SIGN_IN=true, or nobody could sign in")
+if not LOCAL_PASSWORDS:
+    AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")
+AUTHENTICATION_BACKENDS.append("campaigns.sign_in.EntraBackend")  # keeps Entra ID's sessions, checks no password
+# The app package's personal tab opens the admin inside Teams: Teams' own sites may then frame it, and in
+# production the session's cookies are sent in that frame (SameSite=None; the CSRF token still guards writes).
+TEAMS_TAB = env_bool("TEAMS_TAB", True)
+TEAMS_FRAME_ANCESTORS = env_list("TEAMS_FRAME_ANCESTORS", [
+    "https://teams.microsoft.com", "https://*.teams.microsoft.com", "https://teams.cloud.microsoft",
+    "https://*.cloud.microsoft", "https://*.office.com", "https://*.microsoft365.com", "https://*.skype.com",
+    "https://teams.microsoft.us", "https://*.teams.microsoft.us"])
+if TEAMS_TAB and PRODUCTION:
+    SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "None"
 # People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS, and these fields are Entra ID's.
 ENTRA_SYNC = env_bool("ENTRA_SYNC", False)
 ENTRA_SYNC_INTERVAL_SECONDS = env_float("ENTRA_SYNC_INTERVAL_SECONDS", 3600.0)

@@ -14,14 +14,13 @@ def directives(response) -> dict[str, list[str]]:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("url", ["/admin/login/", "/api/docs/"])
+@pytest.mark.parametrize("url", ["/admin/login/", "/api/docs/", "/tab/"])
 def test_pages_allow_only_their_own_scripts(client, url):
     response = client.get(url)
     policy = directives(response)
     assert policy["script-src"] == ["'self'"]
     assert policy["default-src"] == ["'self'"]
     assert policy["object-src"] == ["'none'"]
-    assert policy["frame-ancestors"] == ["'none'"]
     assert policy["base-uri"] == ["'self'"]
     assert "'unsafe-inline'" not in policy["script-src"] and "'unsafe-eval'" not in policy["script-src"]
 
@@ -49,11 +48,28 @@ def test_no_template_of_crier_runs_inline_script():
 
 
 @pytest.mark.django_db
+def test_only_teams_may_frame_the_tab_and_the_admin_and_nobody_frames_anything_else(client, settings):
+    teams = ["'self'", *settings.TEAMS_FRAME_ANCESTORS]
+    for url in ("/admin/login/", "/tab/"):
+        response = client.get(url)
+        assert directives(response)["frame-ancestors"] == teams, url
+        assert "X-Frame-Options" not in response, url  # it cannot name sites; the policy above does
+    for url in ("/api/docs/", "/api/v1/campaigns/"):
+        response = client.get(url)
+        assert directives(response)["frame-ancestors"] == ["'none'"] and response["X-Frame-Options"] == "DENY", url
+    assert "https://teams.microsoft.com" in teams and not any(site in ("*", "https:", "'unsafe-inline'") for site in teams)
+
+    settings.TEAMS_TAB = False
+    response = client.get("/admin/login/")
+    assert directives(response)["frame-ancestors"] == ["'none'"] and response["X-Frame-Options"] == "DENY"
+    assert client.get("/tab/").status_code == 404
+
+
+@pytest.mark.django_db
 def test_pages_carry_the_browser_security_headers(client):
     response = client.get("/admin/login/")
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
-    assert response["X-Frame-Options"] == "DENY"
     permissions = response["Permissions-Policy"]
     for feature in ("camera=()", "microphone=()", "geolocation=()", "payment=()"):
         assert feature in permissions

@@ -144,3 +144,27 @@ def test_graph_tokens_come_from_the_organisations_tenant_on_the_bots_authority_h
                           GRAPH_BASE_URL="https://graph.microsoft.us/v1.0") == [
         "https://login.microsoftonline.us/t-1", "https://graph.microsoft.us/.default"]
     assert graph_settings()[0] == "-"  # a multi-tenant bot names its organisation's tenant itself
+
+
+def test_switching_local_passwords_off_needs_staff_sign_in_and_then_no_backend_checks_a_password():
+    refused = load_settings(SECRET_KEY="k", BOT_APP_PASSWORD="p", LOCAL_PASSWORDS="false")
+    assert refused.returncode != 0 and "LOCAL_PASSWORDS=false needs STAFF_SIGN_IN=true" in refused.stderr
+
+    started = load_settings(show="s.AUTHENTICATION_BACKENDS", SECRET_KEY="k", BOT_APP_PASSWORD="p",
+                            LOCAL_PASSWORDS="false", STAFF_SIGN_IN="true")
+    assert started.returncode == 0, started.stderr
+    assert "ModelBackend" not in started.stdout and "campaigns.sign_in.EntraBackend" in started.stdout
+
+
+def test_in_production_the_teams_tab_sends_the_session_cookies_into_teams_frames_and_can_be_switched_off():
+    # unset, Django's default: Lax
+    shown = ("getattr(s, 'SESSION_COOKIE_SAMESITE', 'Lax'), getattr(s, 'CSRF_COOKIE_SAMESITE', 'Lax'), "
+             "s.SESSION_COOKIE_SECURE")
+    assert load_settings(show=shown, SECRET_KEY="k", BOT_APP_PASSWORD="p").stdout.split() == ["None", "None", "True"]
+    assert load_settings(show=shown, SECRET_KEY="k", BOT_APP_PASSWORD="p", TEAMS_TAB="false").stdout.split() == [
+        "Lax", "Lax", "True"]
+
+
+def test_a_pace_of_zero_is_refused_at_start():
+    result = load_settings(SECRET_KEY="k", BOT_APP_PASSWORD="p", GRAPH_NOTICES_PER_SECOND="0")
+    assert result.returncode != 0 and "must be above 0" in result.stderr

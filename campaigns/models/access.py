@@ -89,6 +89,15 @@ class StaffProfile(models.Model):
         Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="Who you are in Teams: tests you send go to this person.",
     )
+    # Who signs in as this account with Entra ID (campaigns.sign_in); empty for a local account.
+    entra_tenant_id = models.CharField(max_length=64, blank=True, default="")
+    entra_object_id = models.UUIDField(null=True, blank=True, editable=False)
+    signed_in_at = models.DateTimeField(null=True, blank=True, help_text="The last sign-in with Entra ID.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["entra_tenant_id", "entra_object_id"], condition=models.Q(entra_object_id__isnull=False),
+            name="one_account_per_entra_identity")]
 
     def __str__(self) -> str:
         return f"Profile of {self.user}"
@@ -117,6 +126,7 @@ class AuditEntry(models.Model):
         OPT_OUT_REMOVED = "opt_out_removed", "Removed an opt-out"
         EXPORT = "export", "Exported per-person results"
         NOTICE_REFUSED = "notice_refused", "Urgent notices refused by Microsoft Graph"
+        ROLES_FROM_ENTRA = "roles_from_entra", "Roles set from Entra ID at sign-in"
 
     action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

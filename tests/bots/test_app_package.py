@@ -249,3 +249,16 @@ def test_staff_who_are_not_superusers_cannot_download_it(client):
 
     assert client.get("/admin/bots/teamsaddress/app-package/").status_code == 403
     assert "Download the Teams app package" not in client.get("/admin/bots/teamsaddress/").content.decode()
+
+
+def test_it_carries_a_personal_tab_that_opens_the_admin_over_https_unless_switched_off(settings):
+    [tab] = manifest()["staticTabs"]
+    assert tab["contentUrl"] == "https://crier.contoso.com/tab/" and tab["scopes"] == ["personal"]
+    assert tab["websiteUrl"] == "https://crier.contoso.com/admin/"
+
+    settings.PUBLIC_BASE_URL = "http://crier.contoso.com"
+    problems = manifest_problems(manifest())
+    assert "https" in problems["staticTabs.0.contentUrl"] and "PUBLIC_BASE_URL" in problems["staticTabs.0.contentUrl"]
+
+    settings.TEAMS_TAB = False
+    assert "staticTabs" not in manifest()
