@@ -26,6 +26,7 @@ from .tokens import TokenError, TokenProvider, graph_token_provider
 
 logger = logging.getLogger(__name__)
 RETRIED_STATUSES = {429, 502, 503, 504}
+REFUSED_STATUSES = {429, 503}  # Graph did not carry the call out: safe to make again
 ATTEMPTS = 6  # a call and five more after a wait
 
 
@@ -61,14 +62,17 @@ def _error(status: int, body: Any, needs: str) -> GraphError:
 class GraphClient:
     def __init__(
         self, tokens: TokenProvider = graph_token_provider, sleep: Callable[[float], None] = time.sleep,
-        *, attempts: int = ATTEMPTS, max_wait: float | None = None,
+        *, attempts: int = ATTEMPTS, max_wait: float | None = None, repeat_unanswered: bool = True,
     ) -> None:
         """``attempts`` and ``max_wait`` (seconds a wait may last; ``GRAPH_MAX_RETRY_AFTER_SECONDS`` by default)
-        are smaller for a person waiting on a page than for a task."""
+        are smaller for a person waiting on a page than for a task. ``repeat_unanswered`` False: a call Graph may
+        have carried out (a timeout, a 502 or 504) is not made again, only one Graph refused (429, 503); for a
+        call that must not be made twice."""
         self.tokens = tokens
         self.sleep = sleep
         self.attempts = attempts
         self.max_wait = max_wait
+        self.repeat_unanswered = repeat_unanswered
 
     @property
     def _max_wait(self) -> float:
@@ -113,7 +117,7 @@ class GraphClient:
                 response = http.request(
                     method, url, body=body, headers=sent, timeout=settings.GRAPH_HTTP_TIMEOUT_SECONDS)
             except http.HttpTimeout as error:
-                if attempt == attempts - 1:
+                if attempt == attempts - 1 or not self.repeat_unanswered:
                     raise GraphError(status=None, code="Timeout", message=str(error)[:300]) from error
                 self.sleep(min(2.0 ** attempt, self._max_wait))
                 continue
@@ -134,7 +138,8 @@ class GraphClient:
                 renewed = True
                 self.tokens.invalidate()
                 continue
-            if response.status in RETRIED_STATUSES and attempt < attempts - 1:
+            retried = RETRIED_STATUSES if self.repeat_unanswered else REFUSED_STATUSES
+            if response.status in retried and attempt < attempts - 1:
                 wait = parse_retry_after(response.headers)
                 wait = float(2 ** attempt) if wait is None else wait  # no Retry-After: an exponential wait
                 if wait <= self._max_wait:

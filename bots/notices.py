@@ -25,13 +25,17 @@ NOTICE_PERMISSION = "TeamsActivity.Send"
 MOST_RECIPIENTS = 100  # a call's most, as Graph documents it
 GRAPH_NOTICE_LIMIT = 2  # calls a second for the app in a tenant that the activity feed is known to take
 RECIPIENT_TYPE = "microsoft.graph.aadUserNotificationRecipient"
-# A 429 or a 503 is waited for and tried again twice, briefly (the notifier tries again later).
-notice_graph = GraphClient(tokens=notice_token_provider, attempts=3, max_wait=10.0)
+# A 429 or a 503 is waited for and tried again twice, briefly (the notifier tries again later); a call whose answer
+# was lost is never made again: it may have popped up already, with a sound.
+notice_graph = GraphClient(tokens=notice_token_provider, attempts=3, max_wait=10.0, repeat_unanswered=False)
+UNANSWERED = "GraphNoAnswer"
+TRANSIENT_STATUSES = {429, 500, 503}  # Graph refused the call, or failed it: tried again later
 
 
 class NoticeRefused(Exception):
-    """``code``: GraphCredentialsRefused, NoticeConsentMissing, NoticeNotDeclared (setup: an administrator fixes it)
-    or GraphUnavailable (``transient``: try again later). ``str()`` says what to do."""
+    """``code``: GraphCredentialsRefused, NoticeConsentMissing, NoticeNotDeclared, NoticeTokenTooShort, GraphRefused
+    (set-up: an administrator fixes it); GraphUnavailable (``transient``: try again later); GraphNoAnswer (the
+    answer was lost: the notification may have reached them, so it is not sent again). ``str()`` says what to do."""
 
     def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
@@ -68,19 +72,33 @@ class Notifier:
             raise ValueError(f"a notification goes to 1 to {MOST_RECIPIENTS} people, not {len(aad_object_ids)}")
         url = self.client.url("/teamwork/sendActivityNotificationToRecipients")
         body = notice_body(text=text, aad_object_ids=aad_object_ids)
-        for attempt in range(2):
-            self.pace.wait((settings.BOT_TENANT_ID or "").lower())
-            try:
-                self.client.post(url, body, needs=NOTICE_PERMISSION)
-                return
-            except GraphError as error:
-                if error.status == 412 and attempt == 0:
-                    self.client.tokens.invalidate()
-                    continue
+        try:
+            self._post(url, body)
+            return
+        except GraphError as error:
+            if error.status != 412:
                 raise _refused(error) from error
+        self.client.tokens.invalidate()  # a token with too little time left: a new one, and the call once more
+        try:
+            self._post(url, body)
+        except GraphError as error:
+            raise _refused(error) from error
+
+    def _post(self, url: str, body: dict) -> None:
+        self.pace.wait((settings.BOT_TENANT_ID or "").lower())
+        self.client.post(url, body, needs=NOTICE_PERMISSION)
 
 
 def _refused(error: GraphError) -> NoticeRefused:
+    if error.status is None and error.code == "Timeout" or error.status in (502, 504):
+        return NoticeRefused(UNANSWERED, f"Microsoft Graph's answer was lost ({error.code}): the notification may "
+                             "have reached these people, so it is not sent again.")
+    if error.status is None or error.status in TRANSIENT_STATUSES:
+        return NoticeRefused("GraphUnavailable", error.plain(), transient=True)
+    if error.status == 412:
+        return NoticeRefused("NoticeTokenTooShort", (
+            "Microsoft Graph's activity feed wants a token valid for 45 more minutes, and Entra ID's tokens for Crier "
+            "last less: restore the default token lifetime (60 to 90 minutes) for the app registration."))
     if error.status == 401:
         return NoticeRefused(CREDENTIALS, error.plain())
     if error.status == 403:
@@ -89,7 +107,7 @@ def _refused(error: GraphError) -> NoticeRefused:
             f"{NOTICE_PERMISSION} and have an administrator grant consent (docs/going-live.md). {error.message}"))
     if error.status == 400:
         return NoticeRefused("NoticeNotDeclared", (
-            f"Microsoft Graph refused the notification ({error.code}: {error.message}). The app in the organisation's "
-            f"catalog may predate the {URGENT_ACTIVITY} activity type: upload the current app package "
+            f"Microsoft Graph refused the notification ({error.code}: {error.message}). If it names the activity type, "
+            f"the app in the organisation's catalog predates {URGENT_ACTIVITY}: upload the current app package "
             "(python manage.py teams_app_package) in the Teams admin center."))
-    return NoticeRefused("GraphUnavailable", error.plain(), transient=True)
+    return NoticeRefused("GraphRefused", error.plain())

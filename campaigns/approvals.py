@@ -12,8 +12,8 @@ the approval no longer counts. An approval covers the number of people it showed
 schedule that would reach more voids it, with the reason on the campaign. The approver is nobody
 who wrote or changed what the campaign says or whom it reaches (its template, audience or category,
 whoever owns them: ``campaign_changers``), and approves what the approval page showed them. An
-API key with the ``campaigns:approve`` scope approves the campaigns it launches itself (an
-integration the organisation trusts); every approval is in the audit log.
+API key with the ``campaigns:approve`` scope approves the campaigns it launches itself, urgent ones
+included (an integration the organisation trusts to approve what it sends); every approval is in the audit log.
 
 Direct messages and tests are counted as reach (``direct_reach_require``): the people one API key
 or staff member reaches within ``APPROVAL_WINDOW_HOURS``, with any template not approved for direct

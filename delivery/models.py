@@ -88,6 +88,7 @@ class Delivery(models.Model):
         DUE = "due", "Urgent notice due"
         SENDING = "sending", "Urgent notice being sent"
         NOTIFIED = "notified", "Urgent notice sent"
+        UNANSWERED = "unanswered", "Urgent notice sent, Graph's answer lost"  # never sent again: it may have popped up
         FAILED = "failed", "Urgent notice refused"
 
     id = models.BigIntegerField(primary_key=True, editable=False, help_text="campaign * 2**32 + person")

@@ -13,9 +13,11 @@ the notifier. The notifier:
   or a recall drops those not sent (``notices_drop``);
 * gives up on a notice whose message was sent more than ``STALE_SECONDS`` ago (after a long pause, or while
   Graph was away): a pop-up that late is noise, and the message is in the chat;
-* records what came of each call on its rows: ``notified``; ``failed`` when Graph refuses for want of set-up (a
-  permission, credentials, an app package without the activity type), with an audit entry on the campaign saying
-  what to do. Graph unavailable: the rows wait and the notifier tries again after a pause, up to the stale limit.
+* records what came of each call on its rows: ``notified``; ``unanswered`` when Graph's answer was lost (a
+  timeout): the notification may have popped up, so it is never sent again; ``failed`` when Graph refuses for want
+  of set-up (a permission, credentials, an app package without the activity type, tokens too short-lived), with an
+  audit entry on the campaign saying what to do. Graph unavailable (429, 500, 503, unreachable): the rows wait and
+  the notifier tries again after a pause, up to the stale limit.
 
 It is woken by a send (at most once every ``WAKE_SECONDS``), by a resume, and by the reconciler whenever notices
 wait and no notifier runs.
@@ -31,18 +33,20 @@ from typing import Any
 import redis
 from django.db import connection
 
-from bots.notices import MOST_RECIPIENTS, NoticeRefused, Notifier
+from bots.notices import MOST_RECIPIENTS, UNANSWERED, NoticeRefused, Notifier
 from campaigns.audit import audit_record
 from campaigns.models import AuditEntry, Campaign
 from core.locks import advisory_lock, advisory_lock_held
 
 from . import jobs, progress
-from .models import campaign_ids
+from .models import PERSON_BITS, campaign_ids
 
 logger = logging.getLogger(__name__)
 
 NOTIFIER_LOCK = 0x6E6F7469  # the advisory lock's first key (the second is 0): one notifier at a time
-LEASE_SECONDS = 120  # longer than a call with its waits (bots.notices: three tries, ten seconds each at most)
+# Longer than a call with its waits: bots.notices makes it at most twice (a 412), each up to three tries of
+# GRAPH_HTTP_TIMEOUT_SECONDS with two waits of ten seconds at most between them.
+LEASE_SECONDS = 300
 RUN_SECONDS = 60.0
 HAND_ON_PATIENCE = 5.0
 STALE_SECONDS = 30 * 60
@@ -55,16 +59,22 @@ TAKEN_FROM = ["running", "completed"]
 # Due, or claimed by a notifier whose lease ran out.
 DUE = """(w.notice = 'due' OR (w.notice = 'sending'
           AND w.claimed_at < clock_timestamp() - make_interval(secs => %(lease)s)))"""
+# The campaigns first (the few urgent ones running or completed), then one probe of the partial index each: rows
+# of a paused campaign, however many, are never read.
 NEXT = f"""
-SELECT w.campaign_id FROM delivery_delivery AS w JOIN campaigns_campaign AS c ON c.id = w.campaign_id
- WHERE w.notice IN ('due', 'sending') AND {DUE} AND c.status = ANY(%(states)s)
- ORDER BY w.id LIMIT 1
+SELECT c.id FROM campaigns_campaign AS c
+ WHERE c.urgent AND c.status = ANY(%(states)s)
+   AND EXISTS (SELECT 1 FROM delivery_delivery AS w
+                WHERE w.id >= c.id * {1 << PERSON_BITS} AND w.id < (c.id + 1) * {1 << PERSON_BITS}
+                  AND w.notice IN ('due', 'sending') AND {DUE})
+ ORDER BY c.id LIMIT 1
 """
 TAKE = f"""
 UPDATE delivery_delivery AS d
    SET notice = 'sending', claimed_at = clock_timestamp()
   FROM (SELECT w.id, w.recipient_id FROM delivery_delivery AS w
          WHERE w.id >= %(lowest)s AND w.id < %(end)s AND w.notice IN ('due', 'sending') AND {DUE}
+           AND (SELECT c.status FROM campaigns_campaign AS c WHERE c.id = %(campaign)s) = ANY(%(states)s)
          ORDER BY w.id LIMIT %(most)s FOR UPDATE SKIP LOCKED) AS due
   LEFT JOIN campaigns_recipient AS r ON r.id = due.recipient_id
  WHERE d.id = due.id
@@ -127,12 +137,13 @@ def notifier_check() -> bool:
 
 
 def notices_drop(*, campaign_id: int) -> int:
-    """A cancelled or recalled campaign's notices not sent yet are dropped (back to none): nothing pops up for a
-    message that was withdrawn, or in a campaign stopped. One already on its way to Graph still arrives."""
+    """A cancelled or recalled campaign's notices not sent yet are dropped (back to none), those claimed by a
+    notifier too: nothing pops up for a message that was withdrawn, or in a campaign stopped. A call already on its
+    way to Graph still arrives; what the notifier then records names its claim, which this ended."""
     lowest, end = campaign_ids(campaign_id)
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE delivery_delivery SET notice = '' WHERE id >= %s AND id < %s AND notice = 'due'",
-                       [lowest, end])
+        cursor.execute("UPDATE delivery_delivery SET notice = '' WHERE id >= %s AND id < %s"
+                       " AND notice IN ('due', 'sending')", [lowest, end])
         return cursor.rowcount
 
 
@@ -169,7 +180,8 @@ def _next_campaign() -> int | None:
 def _take(campaign_id: int) -> list[Row]:
     lowest, end = campaign_ids(campaign_id)
     with connection.cursor() as cursor:
-        cursor.execute(TAKE, _params(lowest=lowest, end=end, most=MOST_RECIPIENTS, stale=STALE_SECONDS))
+        cursor.execute(TAKE, _params(lowest=lowest, end=end, campaign=campaign_id, most=MOST_RECIPIENTS,
+                                     stale=STALE_SECONDS))
         return [Row(*found) for found in cursor.fetchall()]
 
 
@@ -220,6 +232,10 @@ def _notify(campaign_id: int, rows: list[Row], refusals: _Refusals) -> float:
             refusals.unavailable = 0
             _record(campaign_id, live, notice="notified")
             return 0.0
+    if refused.code == UNANSWERED:  # it may have popped up: never again, with a sound
+        logger.warning("urgent notices of campaign %s: %s", campaign_id, refused.message)
+        _record(campaign_id, live, notice="unanswered")
+        return 0.0
     if refused.transient:
         refusals.unavailable += 1
         logger.warning("urgent notices of campaign %s wait: %s", campaign_id, refused.message)
@@ -242,7 +258,7 @@ def _record(campaign_id: int, rows: list[Row], *, notice: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(RECORD, [notice, *_claims(rows)])
         written = cursor.rowcount
-    progress.record(campaign_id, **{"notified" if notice == "notified" else "notice_failed": written})
+    progress.record(campaign_id, **{"notice_failed" if notice == "failed" else "notified": written})
 
 
 def _release(rows: list[Row]) -> None:

@@ -105,9 +105,10 @@ def rebuild(campaign_id: int) -> dict[str, int]:
         counts[row["status"]] = row["n"]
     counts["ambiguous"] = Delivery.objects.of_campaign(campaign_id).filter(ambiguous=True).count()
     counts["installed"] = Delivery.objects.of_campaign(campaign_id).filter(install=Delivery.Install.INSTALLED).count()
-    notices = Delivery.objects.of_campaign(campaign_id).filter(notice__in=(Delivery.Notice.NOTIFIED, Delivery.Notice.FAILED))
-    for row in notices.values("notice").annotate(n=Count("id")).order_by():
-        counts["notified" if row["notice"] == Delivery.Notice.NOTIFIED else "notice_failed"] = row["n"]
+    notices = Delivery.objects.of_campaign(campaign_id).filter(notice__in=(
+        Delivery.Notice.NOTIFIED, Delivery.Notice.UNANSWERED, Delivery.Notice.FAILED))
+    for row in notices.values("notice").annotate(n=Count("id")).order_by():  # a call whose answer was lost went out
+        counts["notice_failed" if row["notice"] == Delivery.Notice.FAILED else "notified"] += row["n"]
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))

@@ -20,7 +20,7 @@ class ApiKey(models.Model):
         CAMPAIGNS_WRITE = "campaigns:write", "Prepare templates, categories, audiences and campaigns"
         CAMPAIGNS_SEND = "campaigns:send", "Launch, schedule, pause, resume and cancel campaigns"
         OPT_OUTS_WRITE = "opt-outs:write", "Record and lift opt-outs"
-        CAMPAIGNS_APPROVE = "campaigns:approve", "Approve the large campaigns it launches or schedules (given only on request)"
+        CAMPAIGNS_APPROVE = "campaigns:approve", "Approve the large or urgent campaigns it launches or schedules (given only on request)"
 
     # What a key gets unless told otherwise: everything but approving its own large campaigns.
     DEFAULT_SCOPES = (Scope.READ, Scope.RECIPIENTS_WRITE, Scope.CAMPAIGNS_WRITE, Scope.CAMPAIGNS_SEND, Scope.OPT_OUTS_WRITE)

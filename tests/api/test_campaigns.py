@@ -341,3 +341,24 @@ def test_each_delivery_and_the_counts_say_what_came_of_the_urgent_notices(api):
 
     assert (rows[people[0].external_id]["notice"], rows[people[1].external_id]["notice"]) == ("notified", "failed")
     assert (counts["notified"], counts["notice_failed"]) == (1, 1)
+
+
+def test_an_integration_trusted_to_approve_launches_its_urgent_campaign_and_the_approval_is_recorded():
+    from rest_framework.test import APIClient
+
+    from campaigns.api.auth import api_key_create
+    from campaigns.models import AuditEntry
+
+    factories.recipient()
+    _, secret = api_key_create(name="alerting", scopes=["read", "campaigns:write", "campaigns:send",
+                                                        "campaigns:approve"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    created = client.post("/api/v1/campaigns/", campaign_body(urgent=True, urgent_text="Evacuate building B"),
+                          format="json")
+
+    launched = client.post(f"/api/v1/campaigns/{created.json()['id']}/launch/")
+
+    assert launched.status_code == 200, launched.json()
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.APPROVE, campaign_id=created.json()["id"])
+    assert entry.api_key is not None and entry.api_key.name == "alerting"

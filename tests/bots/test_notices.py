@@ -80,8 +80,11 @@ def test_a_412_has_a_new_token_asked_for_and_the_call_made_again(monkeypatch, te
     (401, "GraphCredentialsRefused", False),
     (403, "NoticeConsentMissing", False),
     (400, "NoticeNotDeclared", False),
+    (404, "GraphRefused", False),  # nothing a later try changes: an administrator reads why
+    (429, "GraphUnavailable", True),
     (503, "GraphUnavailable", True),
-    (412, "GraphUnavailable", True),  # twice: the new token was no better
+    (502, "GraphNoAnswer", False),  # Graph may have carried it out: never made again
+    (412, "NoticeTokenTooShort", False),  # twice: the new token was no better
 ])
 def test_each_refusal_is_a_code_and_what_to_do(monkeypatch, status, code, transient):
     def post(url, body, *, needs=""):
@@ -114,3 +117,29 @@ def test_the_body_is_graphs_with_the_recipients_as_entra_users():
     assert body["topic"]["source"] == "text" and body["topic"]["webUrl"].startswith("https://teams.microsoft.com/l/chat/")
     assert [r["userId"] for r in body["recipients"]] == ["a", "b"]
     assert {r["@odata.type"] for r in body["recipients"]} == {"microsoft.graph.aadUserNotificationRecipient"}
+
+
+def test_a_call_whose_answer_is_lost_is_never_made_again(monkeypatch, teams):
+    from core import http
+
+    calls = []
+
+    def timed_out(*args, **kwargs):
+        calls.append(args)
+        raise http.HttpTimeout("read timed out")
+
+    monkeypatch.setattr(http, "request", timed_out)
+
+    with pytest.raises(NoticeRefused) as refused:
+        Notifier(pace=InstallPace(per_second=1000)).send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
+
+    assert (refused.value.code, refused.value.transient, len(calls)) == ("GraphNoAnswer", False, 1)
+
+
+def test_a_refused_call_is_made_again_after_graphs_wait(teams):
+    ids = people(teams, 2)
+    teams.client.graph_config(throttle_next=1, retry_after_seconds=1)
+
+    Notifier(pace=InstallPace(per_second=1000)).send(text="Office closed", aad_object_ids=ids)
+
+    assert teams.client.graph_stats()["activity_delivered"] == 2

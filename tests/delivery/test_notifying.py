@@ -259,3 +259,56 @@ def test_counters_lost_with_redis_are_rebuilt_with_the_notices(teams):
     counts = progress.read(campaign)
 
     assert (counts["notified"], counts["notice_failed"]) == (1, len(others))
+
+
+def test_a_notice_whose_answer_was_lost_is_counted_as_sent_and_never_sent_again(teams, monkeypatch):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+
+    def lost(**_):
+        raise NoticeRefused("GraphNoAnswer", "the answer was lost")
+
+    monkeypatch.setattr(notifying._notifier, "send", lost)
+    notifying.notices_run()
+
+    assert {row.notice for row in rows(campaign)} == {"unanswered"}
+    assert counter(campaign, "notified") == 1 and counter(campaign, "notice_failed") == 0
+    assert notifying._next_campaign() is None
+
+
+@pytest.mark.parametrize("withdraw", ["cancel", "recall"])
+def test_a_batch_on_its_way_when_the_campaign_is_cancelled_or_recalled_never_comes_back(teams, monkeypatch, withdraw):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    taken = notifying._take(campaign.pk)
+
+    if withdraw == "cancel":
+        control.campaign_cancel(campaign_id=campaign.pk)
+    else:
+        notifying.notices_drop(campaign_id=campaign.pk)
+    notifying._release(taken)  # Graph was unavailable for that batch
+
+    assert {row.notice for row in rows(campaign)} == {""}
+    assert notifying._next_campaign() is None and notifying.notices_run() == 0
+
+
+def test_a_campaign_paused_after_it_was_chosen_gives_no_rows(teams):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    assert notifying._next_campaign() == campaign.pk
+    control.campaign_pause(campaign_id=campaign.pk, reason="checking")
+
+    assert notifying._take(campaign.pk) == []
+
+
+def test_the_next_campaign_is_one_whose_notices_may_go_whatever_a_paused_one_holds(teams):
+    with_app(teams, 2)
+    paused, running = launched(audience=None), launched(audience=None)
+    sent_with_notices_due(paused)
+    sent_with_notices_due(running)
+    control.campaign_pause(campaign_id=paused.pk, reason="checking")
+
+    assert notifying._next_campaign() == running.pk
