@@ -86,6 +86,16 @@ def record(campaign_id: int, *, start: bool = False, **increments: int) -> None:
         pass
 
 
+def forget(campaign_id: int) -> None:
+    """Drops the campaign's counters and timeline, before its rows are written at its launch: what Redis holds for
+    its id then belongs to another database's campaign of that id (a database made afresh, or restored, while Redis
+    kept running), or to an earlier launch that wrote nothing. They are rebuilt from the rows when read."""
+    try:
+        client().delete(key(campaign_id), timeline_key(campaign_id))
+    except redis.RedisError:
+        pass
+
+
 def ended_per_second(seconds: int = 3) -> float:
     """Deliveries ended (sent or failed) per second by every campaign together, over the last
     ``seconds`` whole seconds."""

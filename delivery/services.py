@@ -67,6 +67,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         move = "launch_at_its_time" if only_if_scheduled else "launch"
         move_require(campaign, move)
         approval_require(campaign=campaign, actor=actor)
+        progress.forget(campaign.pk)  # before any of its rows can be sent and counted
         campaign.status = MOVES[move].target
         campaign.launched_at = timezone.now()
         campaign.status_reason = ""  # why it was paused or sent back before: over now
@@ -181,6 +182,7 @@ def campaign_send_direct(
             created_by=actor.user, api_key=actor.api_key, approved_at=now if approved else None,
             install_app=False,  # a notice or a test to named people installs nothing: no approval covers it
         )
+        progress.forget(campaign.pk)
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")

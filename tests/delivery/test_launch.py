@@ -235,3 +235,20 @@ def test_a_launch_waits_for_an_edit_of_its_template_under_way_so_no_unapproved_t
     template = MessageTemplate.objects.get(pk=campaign.template_id)
     assert template.text == "New words"
     assert template.updated_at <= campaign.launched_at  # the launch sent the text as it was when it began
+
+
+def test_counters_left_in_redis_for_the_same_campaign_id_by_an_earlier_database_count_for_nothing(redis_client):
+    from delivery import progress
+
+    factories.recipient()
+    factories.recipient(aad_object_id=None)  # skipped at the launch
+    campaign = factories.campaign()
+    # a database made afresh while Redis kept running: this campaign's id once was another campaign's
+    progress.record(campaign.pk, sent=402, failed=2, start=True)
+
+    services.campaign_launch(campaign_id=campaign.pk)
+    campaign.refresh_from_db()
+
+    counts = progress.read(campaign)
+    assert (counts["sent"], counts["failed"], counts["skipped"], counts["remaining"]) == (0, 0, 1, 1)
+    assert all(point["sent"] == 0 for point in progress.timeline(campaign.pk))  # 402 before
