@@ -248,8 +248,11 @@ def main() -> int:
            "APPROVAL_THRESHOLD": os.environ.get("APPROVAL_THRESHOLD", "100"),
            # The link in the Teams message that asks an approver to approve a campaign.
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
-           # People from Entra ID, through the emulator's Microsoft Graph: the directory owns their names.
-           "ENTRA_SYNC": "true", "ENTRA_SYNC_FIELDS": "display_name=displayName", "GRAPH_BASE_URL": info["graph_url"],
+           # People from Entra ID, through the emulator's Microsoft Graph, which owns what it says of them.
+           "ENTRA_SYNC": "true", "GRAPH_BASE_URL": info["graph_url"],
+           "ENTRA_SYNC_FIELDS": "display_name=displayName,first_name=givenName,last_name=surname,email=mail,"
+                                "upn=userPrincipalName,department=department,job_title=jobTitle,location=officeLocation,"
+                                "country=usageLocation,locale=preferredLanguage,start_date=employeeHireDate",
            "GRAPH_TOKEN_SCOPE": "https://graph.microsoft.com/.default",
            # Staff sign in with their work accounts, at the emulator's Entra ID (docs/going-live.md, section 10).
            "STAFF_SIGN_IN": "true"}
@@ -271,12 +274,25 @@ def main() -> int:
                         "PUBLIC_BASE_URL": "https://crier.example.com"}, capture_output=True)
     say(f"wrote the Teams app package an administrator would upload: {package.relative_to(ROOT)}")
 
-    say(f"seeding a demo organisation of {PEOPLE} people")
-    seeded = json.loads(subprocess.run([PYTHON, "manage.py", "seed_demo", "--people", str(PEOPLE)], cwd=ROOT, env=env,
-                                       check=True, capture_output=True, text=True).stdout)
-    people = seeded["people"]
+    # The organisation starts in Entra ID: its people, one new hire HR knows nothing of, and two comms staff. Crier
+    # learns of them by syncing, not by seeding; the demo seeds only what comms staff would make themselves.
+    directory = json.loads(subprocess.run([PYTHON, "manage.py", "seed_demo", "--people", str(PEOPLE), "--directory"],
+                                          cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout)
+    hire = {"id": "e0000000-0000-4000-8000-00000000d1e0", "displayName": "Dana Directory", "employeeId": "ENTRA-1"}
     emulator.reset()
-    emulator.register_users([{"aad_object_id": p["aad_object_id"], "name": p["name"]} for p in people])
+    emulator.graph_users(directory["users"] + [hire] + STAFF)
+    emulator.graph_config(sign_in_redirect_uris=[f"http://127.0.0.1:{WEB_PORT}/admin/sign-in/entra/callback/"])
+    say(f"an organisation of {PEOPLE} people in Entra ID (the emulator's Microsoft Graph), one new hire and two "
+        "comms staff")
+    synced = subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    say(f"people from Entra ID: {synced}")
+    say("seeding what comms staff make: categories, templates, audiences, a welcome campaign, an announcement")
+    seeded = json.loads(subprocess.run([PYTHON, "manage.py", "seed_demo", "--people", str(PEOPLE), "--synced"],
+                                       cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout)
+    people = seeded["people"]
+    emulator.register_users([{"aad_object_id": p["aad_object_id"], "name": p["name"]} for p in people]
+                            + [{"aad_object_id": hire["id"], "name": hire["displayName"]}])
     blocker = people[3]
     emulator.block(blocker["aad_object_id"])
     say(f"{blocker['name']} has blocked the bot in Teams")
@@ -285,15 +301,6 @@ def main() -> int:
         say(f"new starter {person['name']} installed the bot -> welcome message queued")
     emulator.say(people[7]["aad_object_id"], text="stop")
     say(f"{people[7]['name']} typed 'stop' -> opted out")
-
-    # The organisation's directory holds everyone HR sent, and one new hire HR has not sent yet.
-    hire = {"id": "e0000000-0000-4000-8000-00000000d1e0", "displayName": "Dana Directory", "employeeId": "ENTRA-1"}
-    emulator.graph_users([{"id": p["aad_object_id"], "displayName": p["name"]} for p in people] + [hire] + STAFF)
-    emulator.graph_config(sign_in_redirect_uris=[f"http://127.0.0.1:{WEB_PORT}/admin/sign-in/entra/callback/"])
-    emulator.register_users([{"aad_object_id": hire["id"], "name": hire["displayName"]}])
-    synced = subprocess.run([PYTHON, "manage.py", "sync_entra"], cwd=ROOT, env=env, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    say(f"people from Entra ID (the emulator's Graph): {synced}")
 
     key = seeded["api_key"]
     campaign_id = seeded["announcement_id"]

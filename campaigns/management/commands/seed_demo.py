@@ -1,4 +1,7 @@
-"""Seeds a demo organisation: people, categories, templates, audiences and campaigns."""
+"""Seeds a demo organisation: people, categories, templates, audiences and campaigns.
+
+``--directory`` writes nothing: it prints the demo's people as Microsoft Graph users, for the emulator's Entra ID,
+from which ``sync_entra`` then brings them in; ``--synced`` seeds the rest around the people already synced."""
 
 from __future__ import annotations
 
@@ -73,19 +76,44 @@ def demo_people(count: int) -> list[dict]:
     return people
 
 
+def directory_user(row: dict) -> dict:
+    """A demo person as Entra ID holds them: the Graph user ``sync_entra`` reads."""
+    return {
+        "id": str(row["aad_object_id"]), "displayName": row["display_name"], "givenName": row["first_name"],
+        "surname": row["last_name"], "mail": row["email"], "userPrincipalName": row["email"],
+        "department": row["department"], "jobTitle": row["job_title"], "officeLocation": row["location"],
+        "usageLocation": row["country"], "preferredLanguage": row["locale"], "employeeId": row["external_id"],
+        "employeeHireDate": f"{row['start_date'].isoformat()}T00:00:00Z", "accountEnabled": True,
+    }
+
+
+def _people(rows: list[dict]) -> list[dict]:
+    return [{"aad_object_id": str(r["aad_object_id"]), "name": r["display_name"],
+             "new_starter": r["start_date"] == timezone.localdate()} for r in rows]
+
+
 class Command(BaseCommand):
     help = "Creates a demo organisation and prints, as JSON, what the demo needs (ids, an API key)."
 
     def add_arguments(self, parser):
         parser.add_argument("--people", type=int, default=200)
+        parser.add_argument("--directory", action="store_true",
+                            help="Write nothing: print the people as Entra ID users, for the emulator's directory.")
+        parser.add_argument("--synced", action="store_true",
+                            help="The people came from Entra ID (sync_entra): seed everything else around them.")
 
-    def handle(self, *args, people: int, **options):
+    def handle(self, *args, people: int, directory: bool = False, synced: bool = False, **options):
         if settings.PRODUCTION:
             raise CommandError("seed_demo creates an admin/admin account: run it with CRIER_ENV=development only.")
         if not 10 <= people <= 100_000:
             raise CommandError("--people must be between 10 and 100000.")
         rows = demo_people(people)
-        result = recipients_bulk_upsert(rows=rows)
+        if directory:
+            self.stdout.write(json.dumps({"users": [directory_user(r) for r in rows], "people": _people(rows)}))
+            return
+        if synced and Recipient.objects.filter(external_id__in=[r["external_id"] for r in rows]).count() < len(rows):
+            raise CommandError("--synced: the demo's people are not all in Crier; run sync_entra first.")
+        created = 0 if synced else recipients_bulk_upsert(rows=rows).created
         User = get_user_model()
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@contoso.example", "admin")
@@ -101,7 +129,7 @@ class Command(BaseCommand):
                 user = User.objects.create_user(username, f"{username}@contoso.example", username, is_staff=True)
             if group:
                 user.groups.add(groups[group])
-            StaffProfile.objects.update_or_create(user=user, defaults={"recipient": person, "time_zone": person.time_zone})
+            StaffProfile.objects.update_or_create(user=user, defaults={"recipient": person, "time_zone": person.time_zone or ""})
         news, _ = Category.objects.get_or_create(slug="news", defaults={"name": "Company news"})
         security, _ = Category.objects.get_or_create(
             slug="security", defaults={"name": "IT security", "mandatory": True}
@@ -138,9 +166,8 @@ class Command(BaseCommand):
         # The demo's integration is trusted to approve the announcements it launches.
         _, secret = api_key_create(name=key_name, scopes=[*ApiKey.DEFAULT_SCOPES, ApiKey.Scope.CAMPAIGNS_APPROVE])
         self.stdout.write(json.dumps({
-            "people": [{"aad_object_id": str(r["aad_object_id"]), "name": r["display_name"],
-                        "new_starter": r["start_date"] == timezone.localdate()} for r in rows],
-            "created": result.created,
+            "people": _people(rows),
+            "created": created,
             "announcement_id": announcement.pk,
             "welcome_id": welcome.pk,
             "api_key": secret,
