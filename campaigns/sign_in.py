@@ -20,6 +20,7 @@ authorization code flow with PKCE, through msal (the bot's own app registration,
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from django.utils import timezone
 from bots.tokens import MICROSOFT_AUTHORITY_HOSTS
 
 from .audit import audit_record
-from .models import AuditEntry, StaffProfile
+from .models import AuditEntry, Recipient, StaffProfile
 from .roles import APPROVERS, AUTHORS, VIEWERS, roles_ensure
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ FLOW_KEY = "crier_sign_in_flow"
 ADMINISTRATOR = "administrator"
 ROLE_GROUPS = {"author": AUTHORS, "approver": APPROVERS, "viewer": VIEWERS}
 ROLES = (*ROLE_GROUPS, ADMINISTRATOR)
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # a group's object id
 BACKEND = "campaigns.sign_in.EntraBackend"
 
 
@@ -66,7 +68,6 @@ class Identity:
     object_id: str
     username: str
     name: str
-    email: str
     roles: frozenset[str]
 
 
@@ -84,12 +85,17 @@ def role_map(text: str | None = None) -> dict[str, str]:
     return mapping
 
 
+# msal's answers from Entra ID's discovery documents, kept for every sign-in: a visit to the sign-in link costs
+# no call to Entra ID. (Each sign-in has an application of its own, so that no person's tokens stay in memory.)
+_DISCOVERY: dict = {}
+
+
 def _app() -> msal.ConfidentialClientApplication:
     authority = settings.STAFF_SIGN_IN_AUTHORITY
     return msal.ConfidentialClientApplication(
         settings.BOT_APP_ID, client_credential=settings.BOT_APP_PASSWORD, authority=authority,
         instance_discovery=urlsplit(authority).hostname in MICROSOFT_AUTHORITY_HOSTS,
-        timeout=settings.BOT_HTTP_TIMEOUT_SECONDS, token_cache=msal.TokenCache(),  # nothing kept between sign-ins
+        timeout=settings.BOT_HTTP_TIMEOUT_SECONDS, token_cache=msal.TokenCache(), http_cache=_DISCOVERY,
     )
 
 
@@ -113,11 +119,13 @@ def sign_in_finish(*, session: Any, answer: dict[str, str]) -> tuple[Any, str]:
     pending = session.pop(FLOW_KEY, None)
     if not isinstance(pending, dict) or "flow" not in pending:
         raise SignInRefused("This sign-in was not started here, or it was already used: sign in again.")
+    if answer.get("state") != pending["flow"].get("state"):  # before anything of the answer is shown or used
+        raise SignInRefused("The answer from Entra ID does not belong to this sign-in: sign in again.")
     if answer.get("error"):
         raise SignInRefused(f"Entra ID did not sign you in: {answer.get('error_description') or answer['error']}"[:500])
     try:
         result = _app().acquire_token_by_auth_code_flow(pending["flow"], answer)
-    except ValueError as error:  # msal: the state does not match the flow
+    except (ValueError, RuntimeError) as error:  # msal: the state, or the id token's nonce, does not match
         raise SignInRefused("The answer from Entra ID does not belong to this sign-in: sign in again.") from error
     except requests.RequestException as error:
         raise SignInRefused(f"Entra ID could not be reached to finish signing in ({type(error).__name__}).") from error
@@ -143,12 +151,13 @@ def identity_of(claims: dict[str, Any]) -> Identity:
     mapping = role_map()
     values = [*(claims.get("roles") or []), *(claims.get("groups") or [])]
     roles = frozenset(mapping[str(value).lower()] for value in values if str(value).lower() in mapping)
-    if not roles and (claims.get("hasgroups") or "groups" in (claims.get("_claim_names") or {})):
+    maps_groups = any(_GUID.match(value) for value in mapping)
+    if maps_groups and (claims.get("hasgroups") or "groups" in (claims.get("_claim_names") or {})):
         raise SignInRefused("You are in too many groups for Entra ID to list them in the sign-in: ask an administrator "
                             "to give you one of Crier's app roles instead (docs/going-live.md).")
-    username = str(claims.get("preferred_username") or claims.get("email") or oid)[:150]
+    username = str(claims.get("preferred_username") or oid)[:150]
     return Identity(tenant_id=tenant, object_id=oid, username=username, name=str(claims.get("name") or "")[:150],
-                    email=str(claims.get("email") or "")[:254], roles=roles)
+                    roles=roles)
 
 
 def _free_username(wanted: str, object_id: str) -> str:
@@ -171,16 +180,19 @@ def staff_account_sync(identity: Identity) -> Any:
         if profile is None:
             profile = _account_create(identity)
         user = profile.user
+        if not user.is_active:  # blocked in Crier: it stays as it is
+            raise SignInRefused("This account is disabled in Crier: ask an administrator.")
         before = _roles_of(user)
         wanted = sorted(identity.roles)
         user.groups.remove(*(groups[name] for name in ROLE_GROUPS.values()))
         user.groups.add(*(groups[ROLE_GROUPS[role]] for role in wanted if role in ROLE_GROUPS))
         user.is_superuser = ADMINISTRATOR in identity.roles
         user.is_staff = bool(identity.roles)
-        user.email = identity.email or user.email
-        user.save(update_fields=["is_superuser", "is_staff", "email"])
+        user.save(update_fields=["is_superuser", "is_staff"])
         profile.signed_in_at = timezone.now()
-        profile.save(update_fields=["signed_in_at"])
+        if profile.recipient_id is None:  # who they are in Teams, as Entra ID vouches: their own tests reach them
+            profile.recipient = Recipient.objects.filter(aad_object_id=identity.object_id).first()
+        profile.save(update_fields=["signed_in_at", "recipient"])
         if before != wanted:
             audit_record(AuditEntry.Action.ROLES_FROM_ENTRA, user=user if identity.roles else None,
                          summary=f"{user.username}'s roles from Entra ID: {', '.join(wanted) or 'none'} "
@@ -196,8 +208,10 @@ def _account_create(identity: Identity) -> StaffProfile:
     first, _, last = identity.name.partition(" ")
     try:
         with transaction.atomic():
-            user = User(username=_free_username(identity.username, identity.object_id), email=identity.email,
-                        first_name=first[:150], last_name=last[:150])
+            # No e-mail address: the id token's is not checked by Entra ID for every account, and an address
+            # would let its holder link someone else in Teams (My profile).
+            user = User(username=_free_username(identity.username, identity.object_id), first_name=first[:150],
+                        last_name=last[:150])
             user.set_unusable_password()
             user.save()
             profile, _ = StaffProfile.objects.get_or_create(user=user)

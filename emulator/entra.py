@@ -237,12 +237,14 @@ def spend_code(sign_ins: SignIns, code: str, *, client_id: str, tenant_id: str, 
     elif redirect_key(redirect_uri) != redirect_key(grant.redirect_uri):
         raise Refused("invalid_grant", 500112, f"The reply address '{redirect_uri}' does not match the reply address "
                       f"'{grant.redirect_uri}' provided when requesting Authorization code.")
-    if not code_verifier:
-        raise Refused("invalid_request", 900144, missing("code_verifier"))
-    challenge = b64url(hashlib.sha256(code_verifier.encode("utf-8")).digest())
-    if not hmac.compare_digest(challenge, grant.code_challenge):
-        raise Refused("invalid_grant", 501481,
-                      "The Code_Verifier does not match the code_challenge supplied in the authorization request.")
+    if grant.code_challenge:  # the sign-in used PKCE: the verifier must match its challenge
+        method, _, expected = grant.code_challenge.partition(":")
+        if not code_verifier:
+            raise Refused("invalid_request", 900144, missing("code_verifier"))
+        sent = b64url(hashlib.sha256(code_verifier.encode("utf-8")).digest()) if method == "S256" else code_verifier
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise Refused("invalid_grant", 501481,
+                          "The Code_Verifier does not match the code_challenge supplied in the authorization request.")
     grant.redeemed = True
     sign_ins.codes_redeemed += 1
     return grant

@@ -48,6 +48,8 @@ RESPONSE_MODES = ("query", "fragment", "form_post")
 PARAMETERS = ("client_id", "response_type", "redirect_uri", "scope", "state", "nonce", "code_challenge",
               "code_challenge_method", "response_mode", "prompt", "login_hint", "client_info", "max_age")
 _CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # BASE64URL(SHA256(verifier)), unpadded
+_PLAIN_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # the verifier itself (RFC 7636)
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]")  # the only hosts Entra ID lets an http redirect URI name
 _HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
@@ -80,6 +82,8 @@ def _redirect_uri(value: Any, where: str) -> str:
             or "*" in value):
         raise ConfigError(f"{where} must be an absolute http(s) URL with a host, without fragment or wildcard: "
                           f"{value!r}")
+    if key[0] == "http" and urlsplit(value).netloc.lower().rsplit(":", 1)[0] not in LOOPBACK:
+        raise ConfigError(f"{where}: Entra ID accepts an http redirect URI only for localhost; use https: {value!r}")
     return value
 
 
@@ -126,7 +130,7 @@ class Grant:
     tenant_id: str
     redirect_uri: str
     redirect_given: bool  # the authorize request named it (else the app's first one was used)
-    code_challenge: str
+    code_challenge: str  # "method:challenge", or "" without PKCE
     nonce: str | None
     scope: str
     user_id: str
@@ -346,18 +350,22 @@ class SignIn:
         if "openid" not in value["scope"].split():
             raise refuse("invalid_scope", 70011, "The provided value for the input parameter 'scope' is not valid. "
                          f"The scope '{value['scope']}' does not include 'openid': the emulator signs people in only.")
-        if not value["code_challenge"]:
+        # PKCE, which Entra ID recommends to a web app and does not require: S256, or plain (the default).
+        challenge = value["code_challenge"]
+        method = value["code_challenge_method"] or ("plain" if challenge else "")
+        if method and not challenge:
             raise refuse("invalid_request", 900144, missing("code_challenge"))
-        if (value["code_challenge_method"] or "plain") != "S256":
-            raise refuse("invalid_request", 9002313, f"{malformed} code_challenge_method must be S256, not "
-                         f"'{value['code_challenge_method'] or 'plain'}'.")
-        if not _CHALLENGE.fullmatch(value["code_challenge"]):
+        if method not in ("", "S256", "plain"):
+            raise refuse("invalid_request", 9002313, f"{malformed} code_challenge_method must be S256 or plain, not "
+                         f"'{method}'.")
+        if challenge and not (_CHALLENGE if method == "S256" else _PLAIN_CHALLENGE).fullmatch(challenge):
             raise refuse("invalid_request", 501491, "Invalid size of Code_Challenge parameter.")
         if value["prompt"] == "none":
             raise refuse("login_required", 50058, "A silent sign-in request was sent but no user is signed in.")
         carried = {name: value[name] for name in PARAMETERS if name in params and name != "login_hint"}
         return Authorization(settings.tenant_id, client_id, target, bool(redirect_uri), mode, state, value["scope"],
-                             value["nonce"] or None, value["code_challenge"], value["client_info"] == "1",
+                             value["nonce"] or None, f"{method}:{challenge}" if challenge else "",
+                             value["client_info"] == "1",
                              bool(value["max_age"]), carried)
 
     async def authorize(self, request: web.Request) -> web.Response:

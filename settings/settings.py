@@ -320,19 +320,25 @@ STAFF_SIGN_IN_AUTHORITY = env_str("STAFF_SIGN_IN_AUTHORITY", GRAPH_AUTHORITY)
 STAFF_SIGN_IN_ROLES = env_str("STAFF_SIGN_IN_ROLES", "Crier.Administrator=administrator,Crier.Approver=approver,"
                               "Crier.Author=author,Crier.Viewer=viewer")
 LOCAL_PASSWORDS = env_bool("LOCAL_PASSWORDS", True)
+# How long a sign-in with Entra ID lasts: then the person signs in again, and their roles are read again.
+STAFF_SIGN_IN_SESSION_HOURS = env_float("STAFF_SIGN_IN_SESSION_HOURS", 8.0)
 if not LOCAL_PASSWORDS and not STAFF_SIGN_IN:
     raise ConfigurationError("LOCAL_PASSWORDS=false needs STAFF_SIGN_IN=true, or nobody could sign in")
 if not LOCAL_PASSWORDS:
     AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")
 AUTHENTICATION_BACKENDS.append("campaigns.sign_in.EntraBackend")  # keeps Entra ID's sessions, checks no password
-# The app package's personal tab opens the admin inside Teams: Teams' own sites may then frame it, and in
-# production the session's cookies are sent in that frame (SameSite=None; the CSRF token still guards writes).
-TEAMS_TAB = env_bool("TEAMS_TAB", True)
+# The app package's personal tab opens the admin inside Teams (on by default with STAFF_SIGN_IN): Teams' own sites
+# may then frame it, and in production the session's cookies are sent in that frame (SameSite=None, so Secure;
+# the CSRF token still guards writes).
+TEAMS_TAB = env_bool("TEAMS_TAB", STAFF_SIGN_IN)
 TEAMS_FRAME_ANCESTORS = env_list("TEAMS_FRAME_ANCESTORS", [
     "https://teams.microsoft.com", "https://*.teams.microsoft.com", "https://teams.cloud.microsoft",
     "https://*.cloud.microsoft", "https://*.office.com", "https://*.microsoft365.com", "https://*.skype.com",
     "https://teams.microsoft.us", "https://*.teams.microsoft.us"])
 if TEAMS_TAB and PRODUCTION:
+    if not (SESSION_COOKIE_SECURE and CSRF_COOKIE_SECURE):
+        raise ConfigurationError("TEAMS_TAB needs SESSION_COOKIE_SECURE and CSRF_COOKIE_SECURE: browsers drop a "
+                                 "SameSite=None cookie that is not Secure")
     SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "None"
 # People from Entra ID: on, beat syncs them every ENTRA_SYNC_INTERVAL_SECONDS, and these fields are Entra ID's.
 ENTRA_SYNC = env_bool("ENTRA_SYNC", False)

@@ -15,7 +15,8 @@ def directives(response) -> dict[str, list[str]]:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("url", ["/admin/login/", "/api/docs/", "/tab/"])
-def test_pages_allow_only_their_own_scripts(client, url):
+def test_pages_allow_only_their_own_scripts(client, url, settings):
+    settings.TEAMS_TAB = True
     response = client.get(url)
     policy = directives(response)
     assert policy["script-src"] == ["'self'"]
@@ -49,6 +50,7 @@ def test_no_template_of_crier_runs_inline_script():
 
 @pytest.mark.django_db
 def test_only_teams_may_frame_the_tab_and_the_admin_and_nobody_frames_anything_else(client, settings):
+    settings.TEAMS_TAB = True
     teams = ["'self'", *settings.TEAMS_FRAME_ANCESTORS]
     for url in ("/admin/login/", "/tab/"):
         response = client.get(url)

@@ -156,13 +156,16 @@ def test_switching_local_passwords_off_needs_staff_sign_in_and_then_no_backend_c
     assert "ModelBackend" not in started.stdout and "campaigns.sign_in.EntraBackend" in started.stdout
 
 
-def test_in_production_the_teams_tab_sends_the_session_cookies_into_teams_frames_and_can_be_switched_off():
+def test_in_production_the_teams_tab_sends_the_session_cookies_into_teams_frames_and_is_on_with_staff_sign_in():
     # unset, Django's default: Lax
-    shown = ("getattr(s, 'SESSION_COOKIE_SAMESITE', 'Lax'), getattr(s, 'CSRF_COOKIE_SAMESITE', 'Lax'), "
-             "s.SESSION_COOKIE_SECURE")
-    assert load_settings(show=shown, SECRET_KEY="k", BOT_APP_PASSWORD="p").stdout.split() == ["None", "None", "True"]
-    assert load_settings(show=shown, SECRET_KEY="k", BOT_APP_PASSWORD="p", TEAMS_TAB="false").stdout.split() == [
-        "Lax", "Lax", "True"]
+    shown = ("s.TEAMS_TAB, getattr(s, 'SESSION_COOKIE_SAMESITE', 'Lax'), getattr(s, 'CSRF_COOKIE_SAMESITE', 'Lax')")
+    base = {"SECRET_KEY": "k", "BOT_APP_PASSWORD": "p"}
+    assert load_settings(show=shown, **base).stdout.split() == ["False", "Lax", "Lax"]
+    assert load_settings(show=shown, **base, STAFF_SIGN_IN="true").stdout.split() == ["True", "None", "None"]
+    assert load_settings(show=shown, **base, STAFF_SIGN_IN="true", TEAMS_TAB="false").stdout.split() == [
+        "False", "Lax", "Lax"]
+    insecure = load_settings(show=shown, **base, TEAMS_TAB="true", SESSION_COOKIE_SECURE="false")
+    assert insecure.returncode != 0 and "TEAMS_TAB needs SESSION_COOKIE_SECURE" in insecure.stderr
 
 
 def test_a_pace_of_zero_is_refused_at_start():

@@ -4,11 +4,14 @@ Both answer 404 while ``STAFF_SIGN_IN`` is off."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -60,6 +63,8 @@ def sign_in_callback(request):
         messages.error(request, str(refused))
         return HttpResponseRedirect(reverse("admin:login"))
     login(request, user, backend=BACKEND)  # a new session key: nothing from before the sign-in carries over
+    # Then Entra ID is asked again, and the roles with it: a person disabled there is out within these hours.
+    request.session.set_expiry(timezone.now() + timedelta(hours=settings.STAFF_SIGN_IN_SESSION_HOURS))
     return HttpResponseRedirect(_safe_next(request, going))
 
 

@@ -14,14 +14,16 @@ from django.urls import reverse
 from campaigns.roles import AUTHORS
 
 pytestmark = pytest.mark.django_db
-CALLBACK = "http://testserver/admin/sign-in/entra/callback/"
+PUBLIC = "https://crier.contoso.test"  # Entra ID takes an http redirect URI only for localhost
+CALLBACK = f"{PUBLIC}/admin/sign-in/entra/callback/"
 
 
 @pytest.fixture
 def entra(teams, settings):
     """Staff sign-in on, against the emulator, with two people: an author and someone with no role in Crier."""
-    settings.STAFF_SIGN_IN = True
+    settings.STAFF_SIGN_IN = settings.TEAMS_TAB = True
     settings.STAFF_SIGN_IN_AUTHORITY = teams.authority
+    settings.PUBLIC_BASE_URL = PUBLIC
     teams.client.graph_users([
         {"id": str(uuid.uuid4()), "displayName": "Avery Stone", "userPrincipalName": "avery@contoso.com",
          "mail": "avery@contoso.com", "appRoles": ["Crier.Author"]},
@@ -67,10 +69,11 @@ def test_a_person_with_a_role_signs_in_with_pkce_and_lands_where_they_were_going
     assert set(user.groups.values_list("name", flat=True)) == {AUTHORS}
     assert client.get("/admin/campaigns/campaign/").status_code == 200
     assert int(client.session["_auth_user_id"]) == user.pk
-    # the answer is used once: the same code and state again sign nobody in
-    client.logout()
+    # the answer is used once: the flow it belonged to is gone, so Entra ID is not even asked to redeem it again
+    redeemed = entra.client.graph_stats()["codes_redeemed"]
     again = client.get(reverse("crier-sign-in-callback"), answer, follow=True)
-    assert "was not started here" in again.content.decode() and "_auth_user_id" not in client.session
+    assert "was not started here" in again.content.decode()
+    assert entra.client.graph_stats()["codes_redeemed"] == redeemed
 
 
 def test_a_person_without_a_role_is_refused_with_the_reason_on_the_login_page(client, entra):
@@ -117,3 +120,34 @@ def test_the_tab_shows_the_admin_to_signed_in_staff_and_otherwise_offers_to_sign
 
     signed_in_as(client, entra, "avery@contoso.com", going=reverse("crier-tab-signed-in"))
     assert client.get(reverse("crier-tab"))["Location"] == reverse("admin:index")
+
+
+def test_the_sign_in_lasts_a_working_day_then_entra_id_is_asked_again(client, entra, settings):
+    settings.STAFF_SIGN_IN_SESSION_HOURS = 8
+    signed_in_as(client, entra, "avery@contoso.com")
+
+    assert 8 * 3600 - 60 < client.session.get_expiry_age() <= 8 * 3600
+
+
+def test_an_error_in_an_answer_that_is_not_this_sign_ins_is_not_shown(client, entra):
+    client.get(reverse("crier-sign-in"))
+
+    forged = client.get(reverse("crier-sign-in-callback"), {"error": "access_denied", "state": "forged",
+                                                            "error_description": "Call 555-0100 to restore access"},
+                        follow=True)
+
+    page = forged.content.decode()
+    assert "does not belong to this sign-in" in page and "555-0100" not in page
+
+
+def test_an_account_disabled_in_crier_stays_disabled_and_keeps_no_role(client, entra):
+    signed_in_as(client, entra, "avery@contoso.com")
+    client.logout()
+    User.objects.filter(username="avery@contoso.com").update(is_active=False, is_staff=False)
+    User.objects.get(username="avery@contoso.com").groups.clear()
+
+    refused = signed_in_as(client, entra, "avery@contoso.com")
+
+    assert refused["Location"] == reverse("admin:login") and "_auth_user_id" not in client.session
+    user = User.objects.get(username="avery@contoso.com")
+    assert (user.is_active, user.is_staff, user.groups.count()) == (False, False, 0)

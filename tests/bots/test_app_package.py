@@ -252,6 +252,7 @@ def test_staff_who_are_not_superusers_cannot_download_it(client):
 
 
 def test_it_carries_a_personal_tab_that_opens_the_admin_over_https_unless_switched_off(settings):
+    settings.TEAMS_TAB = True
     [tab] = manifest()["staticTabs"]
     assert tab["contentUrl"] == "https://crier.contoso.com/tab/" and tab["scopes"] == ["personal"]
     assert tab["websiteUrl"] == "https://crier.contoso.com/admin/"

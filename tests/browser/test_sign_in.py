@@ -40,7 +40,7 @@ def test_a_comms_author_signs_in_with_their_work_account_and_reaches_the_admin(
 
 def test_the_tab_page_loads_the_teams_library_and_outside_teams_signs_in_in_the_same_window(
         chromium, live_server, settings, transactional_db):
-    settings.STAFF_SIGN_IN = True
+    settings.STAFF_SIGN_IN = settings.TEAMS_TAB = True
     context = chromium.new_context(base_url=live_server.url)
     problems: list[str] = []
     page = context.new_page()

@@ -66,14 +66,15 @@ def test_a_token_meant_for_another_app_issued_for_another_tenant_or_expired_is_r
 
 def test_too_many_groups_to_list_says_to_use_an_app_role():
     with pytest.raises(SignInRefused, match="app roles"):
-        identity_of(claims(hasgroups=True))
+        identity_of(claims(hasgroups=True))  # the organisation's mapping has a group
 
 
 def test_the_first_sign_in_makes_an_account_without_a_password_and_with_its_roles_and_records_them():
     user = staff_account_sync(identity_of(claims(roles=["Crier.Author"])))
 
-    assert (user.username, user.email, user.first_name, user.last_name) == (
-        "avery@contoso.com", "avery@contoso.com", "Avery", "Stone")
+    # no e-mail address from the id token: Entra ID does not check it for every account, and My profile links
+    # the person in Teams by it
+    assert (user.username, user.email, user.first_name, user.last_name) == ("avery@contoso.com", "", "Avery", "Stone")
     assert user.is_staff and not user.is_superuser and not user.has_usable_password()
     assert groups_of(user) == {AUTHORS}
     [entry] = AuditEntry.objects.filter(action=AuditEntry.Action.ROLES_FROM_ENTRA)
@@ -134,3 +135,23 @@ def test_the_checks_name_what_staff_sign_in_lacks(settings):
     settings.BOT_TENANT_ID = ""
     settings.STAFF_SIGN_IN_ROLES = "Crier.Author=boss"
     assert {found.id for found in staff_sign_in_check(None)} == {"crier.E003", "crier.E004"}
+
+
+def test_the_account_is_linked_to_the_person_entra_id_names_in_teams_and_never_by_an_address():
+    from tests import factories
+
+    oid = str(uuid.uuid4())
+    person = factories.recipient(aad_object_id=oid)
+    factories.recipient(email="avery@contoso.com")  # whoever has the address the token names
+
+    user = staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Author"])))
+
+    assert StaffProfile.objects.get(user=user).recipient == person
+
+
+def test_roles_from_groups_are_not_guessed_when_entra_id_could_not_list_the_groups(settings):
+    settings.STAFF_SIGN_IN_ROLES = "Crier.Author=author,aaaaaaaa-0000-4000-8000-000000000001=approver"
+    with pytest.raises(SignInRefused, match="too many groups"):
+        identity_of(claims(roles=["Crier.Author"], hasgroups=True))  # an approver, perhaps, by a group
+    settings.STAFF_SIGN_IN_ROLES = "Crier.Author=author"  # no group is mapped: the overage changes nothing
+    assert identity_of(claims(roles=["Crier.Author"], hasgroups=True)).roles == {"author"}

@@ -257,9 +257,9 @@ def test_an_unknown_app_or_tenant_is_refused_on_the_page(emu):
     ({"response_type": None}, "invalid_request", "AADSTS900144"),
     ({"response_type": "token"}, "unsupported_response_type", "AADSTS700054"),
     ({"scope": "profile User.Read"}, "invalid_scope", "AADSTS70011"),
-    ({"code_challenge": None}, "invalid_request", "AADSTS900144"),
-    ({"code_challenge_method": "plain"}, "invalid_request", "AADSTS9002313"),
-    ({"code_challenge_method": None}, "invalid_request", "AADSTS9002313"),
+    ({"code_challenge": None}, "invalid_request", "AADSTS900144"),  # a method without a challenge
+    ({"code_challenge_method": "S512"}, "invalid_request", "AADSTS9002313"),
+    ({"code_challenge_method": None, "code_challenge": "short"}, "invalid_request", "AADSTS501491"),
     ({"code_challenge": "short"}, "invalid_request", "AADSTS501491"),
     ({"prompt": "none"}, "login_required", "AADSTS50058"),
 ])
@@ -406,3 +406,25 @@ def test_a_reset_forgets_the_sign_in_settings_and_codes(emu):
     assert stats["sign_in_redirect_uris"] == [] and stats["group_claims"] is False
     assert stats["sign_in_code_seconds"] == 600 and stats["sign_ins"] == 0 and stats["codes_redeemed"] == 0
     assert redeem(emu, code=code, code_verifier=flow["code_verifier"])[1]["error_codes"] == [70000]
+
+
+@pytest.mark.parametrize("pkce", ["none", "plain"])
+def test_pkce_is_recommended_not_required_and_plain_is_taken_as_entra_takes_it(emu, pkce):
+    verifier = "v" * 50
+    overrides = ({"code_challenge": None, "code_challenge_method": None} if pkce == "none"
+                 else {"code_challenge": verifier, "code_challenge_method": "plain"})
+    response = pool(emu).request("GET", authorize_url(emu, **overrides))
+    assert response.status == 200  # the sign-in page: nothing refused
+    answer = emu.client.sign_in_as(authorize_url(emu, **overrides), "ada@contoso.test")
+
+    status, body = redeem(emu, code=answer["code"], **({} if pkce == "none" else {"code_verifier": verifier}))
+
+    assert status == 200 and body["id_token"], body
+
+
+def test_an_http_redirect_uri_is_registered_only_for_localhost(emu):
+    from emulator.client import EmulatorError
+
+    emu.client.graph_config(sign_in_redirect_uris=["http://127.0.0.1:8000/cb", "http://localhost/cb"])
+    with pytest.raises(EmulatorError, match="only for localhost"):
+        emu.client.graph_config(sign_in_redirect_uris=["http://crier.example.test/cb"])
