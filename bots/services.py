@@ -15,6 +15,7 @@ from django.utils import timezone
 from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
 from core.channels import Address, Deferred, TransportError
+from delivery.reads import reads_record
 from delivery.retry import retry_in
 
 from .models import TeamsAddress, TeamsTeam
@@ -74,6 +75,7 @@ def address_record(*, activity, state: str | None) -> TeamsAddress | None:
 # ``activity_key``. A new kind of activity (a read receipt, an ``Action.Execute`` invoke, a reaction) is
 # one more handler and, where its action is read from a new place, one more line in ``activity_key``.
 Handler = Callable[[Activity], list[str]]
+READ_RECEIPT = "application/vnd.microsoft.readReceipt"  # an event in a one-to-one chat: what the person read
 _HANDLERS: dict[tuple[str, str], Handler] = {}
 
 
@@ -125,6 +127,8 @@ def activity_key_personal(activity: Activity) -> tuple[str, str]:
         value = activity.value if isinstance(activity.value, dict) else {}
         action = value.get("crier_action")
         return kind, action if isinstance(action, str) else ""
+    if kind == "event":
+        return kind, activity.name or ""
     return kind, ""
 
 
@@ -225,6 +229,15 @@ def _mentioned_in_team(activity: Activity) -> list[str]:
     """Mentioned in a channel or a group chat: nothing is recorded (the address there is not the person's
     own chat, and an opt-out belongs in it), and the answer points there."""
     return [REPLY_ELSEWHERE.format(bot=settings.BOT_NAME)]
+
+
+@handles("event", READ_RECEIPT)
+def _read(activity: Activity) -> list[str]:
+    """Teams says the person read the bot's messages in their chat up to one of them (delivery.reads)."""
+    value = activity.value if isinstance(activity.value, dict) else {}
+    aad = getattr(activity.from_property, "aad_object_id", None)
+    reads_record(aad_object_id=str(aad or ""), last_read=str(value.get("lastReadMessageId") or ""))
+    return []
 
 
 def _sender(activity: Activity) -> Recipient | None:

@@ -124,6 +124,11 @@ class Delivery(models.Model):
         max_length=16, choices=Notice.choices, blank=True, db_default="",
         help_text="For an urgent campaign, once the message was sent: its pop-up in the person's Teams activity feed.",
     )
+    read_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When Teams first reported the person read it (a read receipt): a lower bound, since a person or an "
+        "organisation can turn read receipts off.",
+    )
     # Not a PositiveSmallIntegerField: its CHECK would make adding the column scan every row under an exclusive lock.
     install_attempts = models.SmallIntegerField(db_default=0)
     activity_id = models.CharField(max_length=500, blank=True, db_default="")

@@ -24,7 +24,8 @@ from .models import Delivery
 
 FINAL = tuple(str(status) for status in Delivery.FINAL)
 # installed: people Crier installed the app for; notified, notice_failed: urgent campaigns' pop-ups (delivery.notifying)
-COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed")
+# read: messages Teams reported read (delivery.reads), a lower bound
+COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read")
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
 # A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
@@ -115,6 +116,7 @@ def rebuild(campaign_id: int) -> dict[str, int]:
         counts[row["status"]] = row["n"]
     counts["ambiguous"] = Delivery.objects.of_campaign(campaign_id).filter(ambiguous=True).count()
     counts["installed"] = Delivery.objects.of_campaign(campaign_id).filter(install=Delivery.Install.INSTALLED).count()
+    counts["read"] = Delivery.objects.of_campaign(campaign_id).filter(read_at__isnull=False).count()
     notices = Delivery.objects.of_campaign(campaign_id).filter(notice__in=(
         Delivery.Notice.NOTIFIED, Delivery.Notice.UNANSWERED, Delivery.Notice.FAILED))
     for row in notices.values("notice").annotate(n=Count("id")).order_by():  # a call whose answer was lost went out

@@ -72,6 +72,18 @@ def message_activity(
     return activity
 
 
+READ_RECEIPT = "application/vnd.microsoft.readReceipt"
+
+
+def read_receipt_activity(user: User, conversation_id: str, service_url: str, app_id: str,
+                          last_read: str) -> dict[str, Any]:
+    """The user read the bot's messages up to ``last_read`` (an activity id) in their one-to-one chat."""
+    activity = base_activity("event", user, conversation_id, service_url, app_id)
+    activity["name"] = READ_RECEIPT
+    activity["value"] = {"lastReadMessageId": last_read}
+    return activity
+
+
 class BotClient:
     """One aiohttp session for every call to the bot (created on the running loop)."""
 

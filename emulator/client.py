@@ -147,6 +147,12 @@ class EmulatorClient:
     def delete_chat(self, aad: UserRef) -> dict[str, Any]:
         return self.request("POST", self._user_path(aad, "delete-chat"))
 
+    def read(self, aad: UserRef, activity_id: str | None = None) -> dict[str, Any]:
+        """The user reads the bot's messages up to ``activity_id`` (the latest by default): Teams' read receipt
+        goes to the bot. Returns the bot's status and the id read up to."""
+        return self.request("POST", self._user_path(aad, "read"), {} if activity_id is None else
+                            {"activity_id": activity_id})
+
     def say(self, aad: UserRef, text: str | None = None, value: Any = None) -> dict[str, Any]:
         """The user types ``text`` (or submits a card: ``value``); returns the bot's status and body."""
         body: dict[str, Any] = {}

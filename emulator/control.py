@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .bot_client import install_activities, message_activity, uninstall_activity
+from .bot_client import install_activities, message_activity, read_receipt_activity, uninstall_activity
 from .config import ConfigError
 from .context import Context
 from .responses import control_error, json_body, json_response
@@ -143,6 +143,7 @@ class Control:
             "unblock": self._unblock,
             "delete-chat": self._delete_chat,
             "say": self._say,
+            "read": self._read,
         }.get(action)
         if handler is None:
             return control_error(404, f"unknown action {action!r}")
@@ -218,6 +219,26 @@ class Control:
         activity = message_activity(user, conversation_id, ctx.service_url, ctx.settings.app_id, text, value)
         [(status, body)] = await self._post_to_bot([activity])
         return json_response(200, {"bot_status": status, "bot_body": body, "activity": activity})
+
+    async def _read(self, user: User, request: web.Request) -> web.Response:
+        """The user reads the bot's messages in their chat, up to ``activity_id`` (the latest by default): Teams
+        sends the bot a read receipt, as it does when a person opens the chat."""
+        ctx = self.ctx
+        data = await json_body(request) if request.can_read_body else {}
+        if not isinstance(data, dict):
+            raise ConfigError('the body must be {} or {"activity_id": ...}')
+        last_read = data.get("activity_id")
+        if last_read is None:
+            if not user.messages:
+                raise ConfigError("the bot has sent this user nothing to read")
+            last_read = ctx.store.log.activity_id(user.messages[-1])
+        if not isinstance(last_read, str) or not last_read.isdigit():
+            raise ConfigError("activity_id must be the id of one of the bot's messages (digits)")
+        conversation_id = ctx.store.conversation_for(user)
+        activity = read_receipt_activity(user, conversation_id, ctx.service_url, ctx.settings.app_id, last_read)
+        [(status, _)] = await self._post_to_bot([activity])
+        ctx.store.read_receipts += 1
+        return json_response(200, {"bot_status": status, "last_read": last_read})
 
     # Messages and stats ------------------------------------------------------------------------
 

@@ -139,6 +139,7 @@ class Store:
         self._seen: set[int] = set()
         self.requests = 0
         self.tokens_issued = 0
+        self.read_receipts = 0  # read receipts sent to the bot
         self.throttled = {"app": 0, "conversation": 0, "create": 0}
         # Of the "app" refusals, those over the limit by the moments their caller made the calls too.
         self.app_throttled_when_made = 0
@@ -287,6 +288,7 @@ class Store:
             "conversations_created": self.conversations_created,
             "requests": self.requests,
             "tokens_issued": self.tokens_issued,
+            "read_receipts": self.read_receipts,
             "throttled": dict(self.throttled),
             "app_throttled_when_made": self.app_throttled_when_made,
             "faults": dict(fault_counts),

@@ -220,7 +220,8 @@ class CampaignAdmin(admin.ModelAdmin):
     @admin.display(description="Deliveries by state")
     def counts(self, campaign: Campaign) -> str:
         counts = self._counts(campaign)
-        shown = [("Sent", "sent"), ("Failed", "failed"), ("Skipped", "skipped"), ("Still to do", "remaining"),
+        shown = [("Sent", "sent"), ("Read (where Teams reports reads)", "read"), ("Failed", "failed"),
+                 ("Skipped", "skipped"), ("Still to do", "remaining"),
                  ("Possibly sent twice", "ambiguous"),
                  *([("Crier installed the app for", "installed")] if campaign.install_app or counts["installed"] else []),
                  *([("Urgent notices sent", "notified"), ("Urgent notices refused", "notice_failed")]

@@ -232,7 +232,7 @@ def test_campaign_page_shows_counts_and_links_to_its_deliveries(comms_client):
 
     page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
 
-    assert "Sent: 1, Failed: 1, Skipped: 0, Still to do: 0" in page
+    assert "Sent: 1, Read (where Teams reports reads): 0, Failed: 1, Skipped: 0, Still to do: 0" in page
     url = f"{reverse('admin:delivery_delivery_changelist')}?campaign__id__exact={campaign.pk}"
     assert f'<a href="{url}">View 2 deliveries</a>' in page
 

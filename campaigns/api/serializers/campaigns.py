@@ -33,6 +33,9 @@ class CampaignCountsSerializer(serializers.Serializer):
     notified = serializers.IntegerField(help_text="Urgent campaigns: people whose activity feed was sent the pop-up.")
     notice_failed = serializers.IntegerField(
         help_text="Urgent campaigns: people whose pop-up Microsoft Graph refused (the audit log says why).")
+    read = serializers.IntegerField(
+        help_text="People Teams reported read it (read receipts): a lower bound, since a person or an organisation can "
+        "turn read receipts off.")
     rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
     eta_seconds = serializers.IntegerField(allow_null=True, help_text="Estimated seconds left at the current rate.")
 
@@ -163,6 +166,6 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
-            "attempts", "install", "notice", "activity_id", "created_at", "finished_at",
+            "attempts", "install", "notice", "read_at", "activity_id", "created_at", "finished_at",
         ]
         read_only_fields = fields

@@ -217,7 +217,7 @@
     }
     setText("progress-percent", percent);
     setText("progress-done", data.summary);
-    for (const name of ["sent", "failed", "skipped", "remaining", "ambiguous"]) {
+    for (const name of ["sent", "read", "failed", "skipped", "remaining", "ambiguous"]) {
       setText("count-" + name, number(progress[name]));
     }
     setText("rate", Number(progress.rate_per_second).toFixed(1));

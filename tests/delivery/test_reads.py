@@ -1,0 +1,91 @@
+"""Who read a message: Teams' read receipts, sent by the emulator as Teams sends them when a person opens the
+chat, through the bot's messaging endpoint. Every message of that person up to the one read is read, compared as
+integers, once; each campaign counts its reads."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from delivery import progress, reads, services
+from delivery.models import Delivery
+from delivery.sending import delivery_send
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def sent(person, **fields) -> Delivery:
+    campaign = factories.campaign(**fields)
+    services.campaign_launch(campaign_id=campaign.pk)
+    delivery = Delivery.objects.get(campaign=campaign, recipient=person)
+    assert delivery_send(delivery_id=delivery.pk).status == "sent"
+    delivery.refresh_from_db()
+    return delivery
+
+
+def counted(delivery: Delivery) -> int:
+    return int(progress.client().hget(progress.key(delivery.campaign_id), "read") or 0)
+
+
+@pytest.fixture
+def bot_endpoint(teams, live_server):
+    teams.client.config(bot_endpoint=f"{live_server.url}{reverse('bot-messages')}")
+
+
+def test_reading_the_chat_marks_every_message_up_to_the_last_one_read_once(teams, bot_endpoint, transactional_db):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    first, second, third = (sent(person, name=f"News {n}") for n in range(3))
+
+    answer = teams.client.read(str(person.aad_object_id), activity_id=second.activity_id)
+
+    assert answer["bot_status"] == 200
+    read = {d.pk: d.read_at for d in Delivery.objects.filter(pk__in=[first.pk, second.pk, third.pk])}
+    assert read[first.pk] and read[second.pk] and read[third.pk] is None
+    assert (counted(first), counted(second), counted(third)) == (1, 1, 0)
+    when = read[first.pk]
+    teams.client.read(str(person.aad_object_id))  # the latest: the third; the others keep their first read
+    assert Delivery.objects.get(pk=first.pk).read_at == when and Delivery.objects.get(pk=third.pk).read_at
+    assert counted(first) == 1 and counted(third) == 1
+
+
+def test_ids_are_compared_as_integers_not_as_text(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    shorter, longer = sent(person), sent(person)
+    Delivery.objects.filter(pk=shorter.pk).update(activity_id="999")  # "999" > "1000" as text
+    Delivery.objects.filter(pk=longer.pk).update(activity_id="1000")
+
+    assert reads.reads_record(aad_object_id=str(person.aad_object_id), last_read="999") == 1
+
+    assert Delivery.objects.get(pk=shorter.pk).read_at and Delivery.objects.get(pk=longer.pk).read_at is None
+
+
+def test_a_receipt_counts_only_for_the_person_who_read(teams):
+    reader, other = factories.recipient(), factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(p.aad_object_id), "installed": True} for p in (reader, other)])
+    theirs = sent(other)
+
+    assert reads.reads_record(aad_object_id=str(reader.aad_object_id), last_read="9" * 20) == 0
+    assert Delivery.objects.get(pk=theirs.pk).read_at is None
+
+
+@pytest.mark.parametrize("last_read", ["", "abc", "12a", "1" * 31, "-5"])
+def test_a_receipt_that_names_no_message_marks_nothing(teams, last_read):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    delivery = sent(person)
+
+    assert reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=last_read) == 0
+    assert Delivery.objects.get(pk=delivery.pk).read_at is None
+
+
+def test_reads_are_rebuilt_from_the_rows_when_the_counters_are_lost(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    delivery = sent(person)
+    reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=delivery.activity_id)
+    progress.client().delete(progress.key(delivery.campaign_id))
+
+    assert progress.read(delivery.campaign)["read"] == 1
