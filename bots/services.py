@@ -15,7 +15,7 @@ from django.utils import timezone
 from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
 from core.channels import Address, Deferred, TransportError
-from delivery.reads import reads_record
+from delivery.reads import reactions_record, reads_record
 from delivery.retry import retry_in
 
 from .models import TeamsAddress, TeamsTeam
@@ -237,6 +237,16 @@ def _read(activity: Activity) -> list[str]:
     value = activity.value if isinstance(activity.value, dict) else {}
     aad = getattr(activity.from_property, "aad_object_id", None)
     reads_record(aad_object_id=str(aad or ""), last_read=str(value.get("lastReadMessageId") or ""))
+    return []
+
+
+@handles("messageReaction")
+def _reacted(activity: Activity) -> list[str]:
+    """The person reacted to one of the bot's messages, or took a reaction back (delivery.reads)."""
+    aad = getattr(activity.from_property, "aad_object_id", None)
+    reactions_record(aad_object_id=str(aad or ""), activity_id=str(activity.reply_to_id or ""),
+                     added=[str(r.type or "") for r in activity.reactions_added or []],
+                     removed=[str(r.type or "") for r in activity.reactions_removed or []])
     return []
 
 

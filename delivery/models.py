@@ -181,6 +181,22 @@ class Delivery(models.Model):
 Delivery._meta.pk.register_lookup(Any)
 
 
+class Reaction(models.Model):
+    """A person's reaction to the message Crier sent them (Teams' ``messageReaction``): one row a kind, gone when
+    they take it back. Found by the delivery's id, so a campaign's are one range of the unique index."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.DO_NOTHING, related_name="reactions", db_constraint=False,
+                                 db_index=False)
+    kind = models.CharField(max_length=32, help_text="Teams' name for it: like, heart, laugh, surprised, sad, angry…")
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "kind"], name="one_reaction_of_a_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}: {self.kind}"
+
+
 class WebhookEndpoint(models.Model):
     """Where an HR system or a dashboard wants to hear about deliveries and opt-outs."""
 

@@ -20,6 +20,7 @@ from campaigns.models import Campaign
 
 from . import progress
 from .models import Delivery
+from .reads import reactions_count
 
 # More distinct reasons than this in one campaign is noise: the most frequent are shown.
 MAX_REASONS = 50
@@ -305,6 +306,7 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         "status_reason": campaign.status_reason,
         "finished": finished,
         "progress": counts,
+        "reactions": [{"kind": kind, "count": count} for kind, count in reactions_count(campaign_id=campaign.pk).items()],
         "done": done,
         "percent": percent,
         "summary": progress_summary(campaign=campaign, counts=counts),

@@ -131,13 +131,15 @@ def _after_listed_launch(campaign_id: int) -> None:
 
 
 def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:
-    """Deletes the delivery rows of a campaign or of a person, and the changes made to them, found
+    """Deletes the delivery rows of a campaign or of a person, and the changes made to them and the reactions to
+    them, found
     through the primary key (``of_campaign``, ``of_person``), before Django deletes the campaign or
     the person; returns how many rows. Raw deletes: Django's would load every row first."""
     rows = Delivery.objects.of_campaign(campaign_id) if campaign_id is not None else Delivery.objects.of_person(recipient_id)
     ids, params = rows.values("pk").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM delivery_deliverychange WHERE delivery_id IN ({ids})", params)
+        cursor.execute(f"DELETE FROM delivery_reaction WHERE delivery_id IN ({ids})", params)
         cursor.execute(f"DELETE FROM delivery_delivery WHERE id IN ({ids})", params)
         return cursor.rowcount
 

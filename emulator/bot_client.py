@@ -84,6 +84,15 @@ def read_receipt_activity(user: User, conversation_id: str, service_url: str, ap
     return activity
 
 
+def reaction_activity(user: User, conversation_id: str, service_url: str, app_id: str, reply_to_id: str,
+                      kind: str, *, removed: bool) -> dict[str, Any]:
+    """The user reacts to the bot's message ``reply_to_id`` (or takes the reaction back)."""
+    activity = base_activity("messageReaction", user, conversation_id, service_url, app_id)
+    activity["replyToId"] = reply_to_id
+    activity["reactionsRemoved" if removed else "reactionsAdded"] = [{"type": kind}]
+    return activity
+
+
 class BotClient:
     """One aiohttp session for every call to the bot (created on the running loop)."""
 

@@ -153,6 +153,14 @@ class EmulatorClient:
         return self.request("POST", self._user_path(aad, "read"), {} if activity_id is None else
                             {"activity_id": activity_id})
 
+    def react(self, aad: UserRef, kind: str = "like", activity_id: str | None = None, *,
+              removed: bool = False) -> dict[str, Any]:
+        """The user reacts to one of the bot's messages (the latest by default), or takes the reaction back."""
+        body: dict[str, Any] = {"type": kind, "removed": removed}
+        if activity_id is not None:
+            body["activity_id"] = activity_id
+        return self.request("POST", self._user_path(aad, "react"), body)
+
     def say(self, aad: UserRef, text: str | None = None, value: Any = None) -> dict[str, Any]:
         """The user types ``text`` (or submits a card: ``value``); returns the bot's status and body."""
         body: dict[str, Any] = {}

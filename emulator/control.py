@@ -12,7 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .bot_client import install_activities, message_activity, read_receipt_activity, uninstall_activity
+from .bot_client import (
+    install_activities, message_activity, reaction_activity, read_receipt_activity, uninstall_activity,
+)
 from .config import ConfigError
 from .context import Context
 from .responses import control_error, json_body, json_response
@@ -144,6 +146,7 @@ class Control:
             "delete-chat": self._delete_chat,
             "say": self._say,
             "read": self._read,
+            "react": self._react,
         }.get(action)
         if handler is None:
             return control_error(404, f"unknown action {action!r}")
@@ -227,18 +230,34 @@ class Control:
         data = await json_body(request) if request.can_read_body else {}
         if not isinstance(data, dict):
             raise ConfigError('the body must be {} or {"activity_id": ...}')
-        last_read = data.get("activity_id")
-        if last_read is None:
-            if not user.messages:
-                raise ConfigError("the bot has sent this user nothing to read")
-            last_read = ctx.store.log.activity_id(user.messages[-1])
-        if not isinstance(last_read, str) or not last_read.isdigit():
-            raise ConfigError("activity_id must be the id of one of the bot's messages (digits)")
+        last_read = self._latest_or(user, data.get("activity_id"))
         conversation_id = ctx.store.conversation_for(user)
         activity = read_receipt_activity(user, conversation_id, ctx.service_url, ctx.settings.app_id, last_read)
         [(status, _)] = await self._post_to_bot([activity])
         ctx.store.read_receipts += 1
         return json_response(200, {"bot_status": status, "last_read": last_read})
+
+    def _latest_or(self, user: User, given: Any) -> str:
+        if given is None:
+            if not user.messages:
+                raise ConfigError("the bot has sent this user nothing")
+            return self.ctx.store.log.activity_id(user.messages[-1])
+        if not isinstance(given, str) or not given.isdigit():
+            raise ConfigError("activity_id must be the id of one of the bot's messages (digits)")
+        return given
+
+    async def _react(self, user: User, request: web.Request) -> web.Response:
+        """The user reacts to one of the bot's messages (the latest by default): ``{"type": "like"}``, or takes a
+        reaction back (``"removed": true``)."""
+        ctx = self.ctx
+        data = await json_body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not data["type"]:
+            raise ConfigError('the body must be {"type": "like", "activity_id"?: ..., "removed"?: bool}')
+        reply_to = self._latest_or(user, data.get("activity_id"))
+        activity = reaction_activity(user, ctx.store.conversation_for(user), ctx.service_url, ctx.settings.app_id,
+                                     reply_to, data["type"], removed=bool(data.get("removed")))
+        [(status, _)] = await self._post_to_bot([activity])
+        return json_response(200, {"bot_status": status, "reply_to_id": reply_to})
 
     # Messages and stats ------------------------------------------------------------------------
 

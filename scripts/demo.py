@@ -327,7 +327,11 @@ def main() -> int:
     counts = api("GET", f"/api/v1/campaigns/{campaign_id}/", key)["counts"]
     say(f"{len(readers)} people read it in Teams; Crier counts {counts['read']} read of {counts['sent']} sent "
         "(where Teams reports reads: people and organisations can turn read receipts off)")
-    read_counted = counts["read"] == len(readers)
+    for n, person in enumerate(readers[:30]):  # and some of them react
+        emulator.react(person["aad_object_id"], ("like", "heart", "laugh")[n % 3])
+    reactions = api("GET", f"/api/v1/campaigns/{campaign_id}/", key)["counts"]["reactions"]
+    say(f"30 of them reacted: {', '.join(f'{kind} {count}' for kind, count in reactions.items())}")
+    read_counted = counts["read"] == len(readers) and sum(reactions.values()) == 30
     targeted = group_and_team(emulator, env, key, campaign, people)
     installed = install_for_new_joiners(emulator, env, key, campaign)
     urgent = urgent_notice(emulator, key, campaign)

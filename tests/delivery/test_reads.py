@@ -89,3 +89,35 @@ def test_reads_are_rebuilt_from_the_rows_when_the_counters_are_lost(teams):
     progress.client().delete(progress.key(delivery.campaign_id))
 
     assert progress.read(delivery.campaign)["read"] == 1
+
+
+def test_reactions_are_counted_by_kind_once_each_and_taken_back(teams, bot_endpoint, transactional_db):
+    people = [factories.recipient() for _ in range(3)]
+    teams.client.register_users([{"aad_object_id": str(p.aad_object_id), "installed": True} for p in people])
+    campaign = factories.campaign()
+    services.campaign_launch(campaign_id=campaign.pk)
+    for delivery in Delivery.objects.filter(campaign=campaign):
+        delivery_send(delivery_id=delivery.pk)
+    first, second, third = (str(p.aad_object_id) for p in people)
+
+    teams.client.react(first, "like")
+    teams.client.react(first, "like")  # Teams said it twice
+    teams.client.react(second, "like")
+    teams.client.react(second, "heart")
+    teams.client.react(third, "laugh")
+    teams.client.react(third, "laugh", removed=True)
+
+    assert reads.reactions_count(campaign_id=campaign.pk) == {"like": 2, "heart": 1}
+
+
+def test_a_reaction_counts_only_for_a_message_sent_to_the_person_who_reacted(teams):
+    reader, other = factories.recipient(), factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(p.aad_object_id), "installed": True} for p in (reader, other)])
+    theirs = sent(other)
+
+    changed = reads.reactions_record(aad_object_id=str(reader.aad_object_id), activity_id=theirs.activity_id,
+                                     added=["like"], removed=[])
+
+    assert changed == 0 and reads.reactions_count(campaign_id=theirs.campaign_id) == {}
+    assert reads.reactions_record(aad_object_id=str(other.aad_object_id), activity_id=theirs.activity_id,
+                                  added=["like", "<script>", "x" * 40], removed=[]) == 1  # odd names are not kept

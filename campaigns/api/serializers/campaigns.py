@@ -10,6 +10,7 @@ from campaigns.models import Audience, Campaign, Category, MessageTemplate
 from campaigns.models.content import WELCOME_NOT_LISTED, urgent_problems
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
+from delivery.reads import reactions_count
 from delivery.models import Delivery
 
 from .common import RejectUnknownFieldsMixin
@@ -36,6 +37,8 @@ class CampaignCountsSerializer(serializers.Serializer):
     read = serializers.IntegerField(
         help_text="People Teams reported read it (read receipts): a lower bound, since a person or an organisation can "
         "turn read receipts off.")
+    reactions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Reactions to the message by kind (like, heart…), most first.")
     rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
     eta_seconds = serializers.IntegerField(allow_null=True, help_text="Estimated seconds left at the current rate.")
 
@@ -89,7 +92,7 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     def get_counts(self, campaign: Campaign) -> dict[str, int] | None:
         if not self.context.get("with_counts"):
             return None
-        return campaign_progress(campaign)
+        return {**campaign_progress(campaign), "reactions": reactions_count(campaign_id=campaign.pk)}
 
     @extend_schema_field(MemberListingSerializer(allow_null=True))
     def get_listing(self, campaign: Campaign) -> dict | None:

@@ -220,6 +220,8 @@
     for (const name of ["sent", "read", "failed", "skipped", "remaining", "ambiguous"]) {
       setText("count-" + name, number(progress[name]));
     }
+    const reactions = (data.reactions || []).map((reaction) => reaction.kind + " " + number(reaction.count));
+    setText("reactions", reactions.length ? reactions.join(" · ") : "none yet");
     setText("rate", Number(progress.rate_per_second).toFixed(1));
     setText("time-left", data.time_left || "—");
     fillTable("failure-reasons", data.failure_reasons, teamsAnswer, "No failures.");
