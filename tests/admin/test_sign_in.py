@@ -151,3 +151,13 @@ def test_an_account_disabled_in_crier_stays_disabled_and_keeps_no_role(client, e
     assert refused["Location"] == reverse("admin:login") and "_auth_user_id" not in client.session
     user = User.objects.get(username="avery@contoso.com")
     assert (user.is_active, user.is_staff, user.groups.count()) == (False, False, 0)
+
+
+def test_starting_a_sign_in_warns_of_nothing_it_chose_on_purpose(client, entra):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        client.get(reverse("crier-sign-in"))
+
+    assert [str(w.message) for w in seen if "form_post" in str(w.message)] == []

@@ -143,3 +143,35 @@ def test_a_refused_call_is_made_again_after_graphs_wait(teams):
     Notifier(pace=InstallPace(per_second=1000)).send(text="Office closed", aad_object_ids=ids)
 
     assert teams.client.graph_stats()["activity_delivered"] == 2
+
+
+def test_its_pace_is_the_notices_own_setting_and_never_more_than_graphs_limit_in_a_second():
+    pace = Notifier().pace
+
+    assert (pace.setting, pace.most) == ("GRAPH_NOTICES_PER_SECOND", 2)
+
+
+@pytest.mark.parametrize(("status", "code", "said"), [
+    (None, "ConnectionError", None),  # out of reach: tried again later, with Graph's own words
+    (504, "GatewayTimeout", "Microsoft Graph's answer was lost (GatewayTimeout): the notification may have reached "
+                            "these people, so it is not sent again."),
+    (None, "Timeout", "Microsoft Graph's answer was lost (Timeout): the notification may have reached these people, "
+                      "so it is not sent again."),
+    (412, "PreconditionFailed", "Microsoft Graph's activity feed wants a token valid for 45 more minutes, and Entra ID's "
+                                "tokens for Crier last less: restore the default token lifetime (60 to 90 minutes) for "
+                                "the app registration."),
+    (400, "BadRequest", "Microsoft Graph refused the notification (BadRequest: no). If it names the activity type, the "
+                        "app in the organisation's catalog predates urgentAnnouncement: upload the current app package "
+                        "(python manage.py teams_app_package) in the Teams admin center."),
+    (403, "Forbidden", "Microsoft Graph refused (Forbidden): give the app registration the application permission "
+                       "TeamsActivity.Send and have an administrator grant consent (docs/going-live.md). no"),
+])
+def test_each_refusal_says_in_full_what_to_do(status, code, said):
+    from bots.notices import _refused
+
+    refused = _refused(GraphError(status=status, code=code, message="no"))
+
+    if said is None:
+        assert (refused.code, refused.transient) == ("GraphUnavailable", True)
+    else:
+        assert refused.message == said and str(refused) == said

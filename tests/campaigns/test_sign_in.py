@@ -155,3 +155,220 @@ def test_roles_from_groups_are_not_guessed_when_entra_id_could_not_list_the_grou
         identity_of(claims(roles=["Crier.Author"], hasgroups=True))  # an approver, perhaps, by a group
     settings.STAFF_SIGN_IN_ROLES = "Crier.Author=author"  # no group is mapped: the overage changes nothing
     assert identity_of(claims(roles=["Crier.Author"], hasgroups=True)).roles == {"author"}
+
+
+# --- the flow around msal, each refusal in the words a staff member reads -------------------------------------
+
+class FakeApp:
+    """msal's application as sign_in_start and sign_in_finish use it: what it was asked, and what it answers."""
+
+    def __init__(self, answer=None, raises: Exception | None = None) -> None:
+        self.answer, self.raises, self.asked = answer, raises, []
+
+    def initiate_auth_code_flow(self, **asked):
+        self.asked.append(asked)
+        if self.raises:
+            raise self.raises
+        return {"auth_uri": "https://login.example/authorize?x=1", "state": "the-state"}
+
+    def acquire_token_by_auth_code_flow(self, flow, answer):
+        self.asked.append({"flow": flow, "answer": answer})
+        if self.raises:
+            raise self.raises
+        return self.answer
+
+
+@pytest.fixture
+def fake_app(monkeypatch):
+    from campaigns import sign_in
+
+    made = FakeApp()
+    monkeypatch.setattr(sign_in, "_app", lambda: made)
+    return made
+
+
+def pending(**more) -> dict:
+    return {"crier_sign_in_flow": {"flow": {"state": "the-state"}, "next": "/admin/x/", **more}}
+
+
+def test_a_sign_in_asks_entra_id_to_let_the_person_choose_their_account_and_to_answer_in_the_query(fake_app):
+    from campaigns.sign_in import sign_in_start
+
+    session: dict = {}
+    address = sign_in_start(session=session, redirect_uri="https://crier.test/cb", next_url="/admin/y/")
+
+    assert address == "https://login.example/authorize?x=1"
+    assert fake_app.asked == [{"scopes": [], "redirect_uri": "https://crier.test/cb", "prompt": "select_account",
+                               "response_mode": "query"}]
+    assert session["crier_sign_in_flow"] == {"flow": {"auth_uri": address, "state": "the-state"}, "next": "/admin/y/"}
+
+
+def test_entra_id_out_of_reach_at_the_start_is_said_plainly(fake_app):
+    import requests
+
+    from campaigns.sign_in import sign_in_start
+
+    fake_app.raises = requests.ConnectionError("refused")
+    with pytest.raises(SignInRefused) as refused:
+        sign_in_start(session={}, redirect_uri="https://crier.test/cb", next_url="/")
+    assert str(refused.value) == "Entra ID could not be reached to sign in (ConnectionError); try again."
+
+
+@pytest.mark.parametrize(("session", "answer", "said"), [
+    ({}, {"state": "the-state", "code": "c"},
+     "This sign-in was not started here, or it was already used: sign in again."),
+    (pending(), {"state": "another", "code": "c"}, "The answer from Entra ID does not belong to this sign-in: sign in again."),
+    (pending(), {"state": "the-state", "error": "access_denied", "error_description": "The person cancelled."},
+     "Entra ID did not sign you in: The person cancelled."),
+    (pending(), {"state": "the-state", "error": "access_denied"}, "Entra ID did not sign you in: access_denied"),
+])
+def test_an_answer_that_signs_nobody_in_says_why(fake_app, session, answer, said):
+    from campaigns.sign_in import sign_in_finish
+
+    with pytest.raises(SignInRefused) as refused:
+        sign_in_finish(session=session, answer=answer)
+
+    assert str(refused.value) == said
+    assert fake_app.asked == []  # msal was not even asked
+    assert "crier_sign_in_flow" not in session  # and the flow is spent
+
+
+@pytest.mark.parametrize(("answer", "raises", "said"), [
+    ({"error": "invalid_grant", "error_description": "AADSTS70008: expired."}, None,
+     "Entra ID did not sign you in: AADSTS70008: expired."),
+    ({"error": "invalid_grant"}, None, "Entra ID did not sign you in: invalid_grant"),
+    (None, ValueError("state mismatch"), "The answer from Entra ID does not belong to this sign-in: sign in again."),
+    (None, RuntimeError("nonce mismatch"), "The answer from Entra ID does not belong to this sign-in: sign in again."),
+])
+def test_what_entra_id_refuses_when_the_code_is_redeemed_is_said(fake_app, answer, raises, said):
+    from campaigns.sign_in import sign_in_finish
+
+    fake_app.answer, fake_app.raises = answer, raises
+    with pytest.raises(SignInRefused) as refused:
+        sign_in_finish(session=pending(), answer={"state": "the-state", "code": "c"})
+
+    assert str(refused.value) == said
+    assert fake_app.asked == [{"flow": {"state": "the-state"}, "answer": {"state": "the-state", "code": "c"}}]
+
+
+def test_entra_id_out_of_reach_at_the_end_and_a_long_refusal_are_said_plainly(fake_app):
+    import requests
+
+    from campaigns.sign_in import sign_in_finish
+
+    fake_app.raises = requests.Timeout("slow")
+    with pytest.raises(SignInRefused) as refused:
+        sign_in_finish(session=pending(), answer={"state": "the-state"})
+    assert str(refused.value) == "Entra ID could not be reached to finish signing in (Timeout)."
+
+    fake_app.raises, fake_app.answer = None, {"error": "x", "error_description": "y" * 600}
+    with pytest.raises(SignInRefused) as refused:
+        sign_in_finish(session=pending(), answer={"state": "the-state"})
+    assert len(str(refused.value)) == 500
+
+
+def test_a_sign_in_lands_where_it_was_going_or_nowhere_in_particular(fake_app):
+    from campaigns.sign_in import sign_in_finish
+
+    fake_app.answer = {"id_token_claims": claims(roles=["Crier.Author"])}
+    user, going = sign_in_finish(session=pending(), answer={"state": "the-state"})
+    assert (user.username, going) == ("avery@contoso.com", "/admin/x/")
+
+    fake_app.answer = {"id_token_claims": claims(roles=["Crier.Author"])}
+    assert sign_in_finish(session={"crier_sign_in_flow": {"flow": {"state": "s"}}}, answer={"state": "s"})[1] == ""
+
+
+def test_msal_is_built_for_the_organisation_with_the_timeout_and_a_cache_of_its_own_each_time(settings, monkeypatch):
+    import msal
+
+    from campaigns import sign_in
+
+    built = []
+    monkeypatch.setattr(msal, "ConfidentialClientApplication", lambda *args, **kwargs: built.append((args, kwargs)))
+    settings.BOT_HTTP_TIMEOUT_SECONDS = 7.5
+    settings.STAFF_SIGN_IN_AUTHORITY = f"https://login.microsoftonline.com/{TENANT}"
+    sign_in._app()
+    settings.STAFF_SIGN_IN_AUTHORITY = f"https://127.0.0.1:9443/{TENANT}"
+    sign_in._app()
+
+    (args, first), (_, second) = built
+    assert args == (settings.BOT_APP_ID,) and first["client_credential"] == settings.BOT_APP_PASSWORD
+    assert (first["authority"], first["instance_discovery"], second["instance_discovery"]) == (
+        f"https://login.microsoftonline.com/{TENANT}", True, False)
+    assert first["timeout"] == 7.5 and first["http_cache"] is sign_in._DISCOVERY
+    assert isinstance(first["token_cache"], msal.TokenCache) and first["token_cache"] is not second["token_cache"]
+
+
+# --- the account ----------------------------------------------------------------------------------------------
+
+def test_the_same_object_id_in_another_tenant_or_another_in_this_one_is_another_account(settings):
+    from campaigns.sign_in import Identity
+
+    oid = str(uuid.uuid4())
+    mine = staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Author"])))
+    elsewhere = staff_account_sync(Identity(tenant_id="22222222-2222-2222-2222-222222222222", object_id=oid,
+                                            username="x@other.test", name="X", roles=frozenset({"viewer"})))
+    other = staff_account_sync(identity_of(claims(roles=["Crier.Author"])))
+
+    assert len({mine.pk, elsewhere.pk, other.pk}) == 3
+
+
+def test_refusals_about_the_account_say_what_to_do():
+    with pytest.raises(SignInRefused) as refused:
+        staff_account_sync(identity_of(claims()))
+    assert str(refused.value) == "Your account has no role in Crier: ask an administrator to assign you one (docs/going-live.md)."
+
+    oid = str(uuid.uuid4())
+    user = staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Author"])))
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    with pytest.raises(SignInRefused) as refused:
+        staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Author"])))
+    assert str(refused.value) == "This account is disabled in Crier: ask an administrator."
+
+
+def test_the_audit_entry_names_the_account_its_roles_now_and_before():
+    oid = str(uuid.uuid4())
+    user = staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Author", "Crier.Viewer"])))
+    with pytest.raises(SignInRefused):
+        staff_account_sync(identity_of(claims(oid=oid)))
+
+    first, lost = AuditEntry.objects.filter(action=AuditEntry.Action.ROLES_FROM_ENTRA).order_by("id")
+    assert (first.user, first.summary) == (user, "avery@contoso.com's roles from Entra ID: author, viewer (before: none)")
+    assert first.detail == {"before": [], "after": ["author", "viewer"], "object_id": oid}
+    assert (lost.user, lost.summary) == (None, "avery@contoso.com's roles from Entra ID: none (before: author, viewer)")
+
+
+def test_the_sign_in_is_recorded_on_the_profile():
+    user = staff_account_sync(identity_of(claims(roles=["Crier.Author"])))
+
+    assert StaffProfile.objects.get(user=user).signed_in_at is not None
+
+
+def test_names_are_split_at_the_first_space_and_kept_within_the_columns():
+    long_name = "Mary " + "A" * 200
+    user = staff_account_sync(identity_of(claims(name="Mary Ann Smith", roles=["Crier.Author"])))
+    assert (user.first_name, user.last_name) == ("Mary", "Ann Smith")
+
+    other = staff_account_sync(identity_of(claims(name=long_name, preferred_username="m@contoso.com",
+                                                  roles=["Crier.Author"])))
+    assert (other.first_name, len(other.last_name)) == ("Mary", 145)
+    assert len(User.objects.get(pk=other.pk).last_name) == 145
+
+
+def test_a_taken_username_gets_the_object_ids_start_within_djangos_length():
+    oid = str(uuid.uuid4())
+    wanted = "a" * 150
+    User.objects.create_user(wanted)
+
+    user = staff_account_sync(identity_of(claims(oid=oid, preferred_username=wanted, roles=["Crier.Author"])))
+
+    assert user.username == f"{'a' * 140}~{oid[:8]}"
+
+
+def test_two_first_sign_ins_at_once_give_one_account():
+    from campaigns.sign_in import _account_create
+
+    identity = identity_of(claims(roles=["Crier.Author"]))
+    made = staff_account_sync(identity)
+
+    assert _account_create(identity).user == made  # the other one got there first

@@ -4,6 +4,7 @@ stays on the row."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -312,3 +313,76 @@ def test_the_next_campaign_is_one_whose_notices_may_go_whatever_a_paused_one_hol
     control.campaign_pause(campaign_id=paused.pk, reason="checking")
 
     assert notifying._next_campaign() == running.pk
+
+
+def test_only_one_notifier_works_at_a_time_and_the_reconciler_starts_none_beside_it(teams, woken):
+    from django.db import connections
+
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    other = connections.create_connection("default")  # another worker's notifier, at work
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, 0)", [notifying.NOTIFIER_LOCK])
+
+        assert notifying.notices_run() == 0
+        assert notifying.notifier_check() is False and woken == []
+    finally:
+        other.close()
+    deadline = time.monotonic() + 5  # the other connection's backend lets go of the lock as it ends
+    while not notifying.notifier_check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert woken == [0.0]
+
+
+def test_a_notifier_is_woken_once_in_a_while_however_many_sends_ask(woken):
+    notifying.notifier_wake()
+    notifying.notifier_wake()
+
+    assert woken == [0.0]
+    assert 0 < progress.client().ttl(notifying.WAKE_KEY) <= notifying.WAKE_SECONDS
+
+
+def test_a_set_up_refusal_is_kept_a_while_then_graph_is_asked_again(monkeypatch):
+    refusals = notifying._Refusals(refused=NoticeRefused("NoticeConsentMissing", "grant it"), at=100.0)
+
+    monkeypatch.setattr(notifying.time, "monotonic", lambda: 100.0 + notifying.REFUSAL_KEPT_SECONDS - 0.001)
+    assert refusals.kept() is refusals.refused
+    monkeypatch.setattr(notifying.time, "monotonic", lambda: 100.0 + notifying.REFUSAL_KEPT_SECONDS)
+    assert refusals.kept() is None
+
+
+def test_the_stale_notices_are_counted_for_their_campaign_and_a_lost_answer_asks_no_pause(teams, monkeypatch):
+    with_app(teams, 2)
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign, sent_ago=timedelta(seconds=notifying.STALE_SECONDS + 60))
+    first, second = rows(campaign)
+    Delivery.objects.filter(pk=second.pk).update(finished_at=timezone.now())
+
+    def lost(**_):
+        raise NoticeRefused("GraphNoAnswer", "the answer was lost")
+
+    monkeypatch.setattr(notifying._notifier, "send", lost)
+
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), notifying._Refusals()) == 0.0
+    assert (counter(campaign, "notice_failed"), counter(campaign, "notified")) == (1, 1)
+
+
+def test_a_refusal_is_audited_once_an_hour_for_each_campaign_and_cause(teams):
+    with_app(teams)
+    campaign, other = launched(), launched()
+    consent = NoticeRefused("NoticeConsentMissing", "x" * 600)
+
+    notifying._audit_refusal(campaign.pk, consent)
+    notifying._audit_refusal(campaign.pk, consent)
+    notifying._audit_refusal(campaign.pk, NoticeRefused("GraphRefused", "another cause"))
+    notifying._audit_refusal(other.pk, consent)
+
+    entries = AuditEntry.objects.filter(action=AuditEntry.Action.NOTICE_REFUSED)
+    assert sorted((e.campaign_id, e.detail["code"]) for e in entries) == sorted(
+        [(campaign.pk, "NoticeConsentMissing"), (campaign.pk, "GraphRefused"), (other.pk, "NoticeConsentMissing")])
+    long = entries.get(campaign=campaign, detail__code="NoticeConsentMissing")
+    assert len(long.summary) == 500 and long.detail["message"] == "x" * 600
+    key = notifying.AUDITED_KEY.format(campaign=campaign.pk, code="NoticeConsentMissing")
+    assert 0 < progress.client().ttl(key) <= notifying.AUDITED_SECONDS
