@@ -25,6 +25,11 @@ class TeamsAddress(models.Model):
     installed_by_crier_at = models.DateTimeField(
         null=True, blank=True, help_text="When Crier last installed the app for them (for a campaign): that install "
         "is not theirs, so it sets off no welcome message.")
+    last_read_id = models.DecimalField(
+        max_digits=30, decimal_places=0, null=True, blank=True, editable=False,
+        help_text="The last of the bot's messages Teams reported the person read: a receipt at or below it is news "
+        "to nobody.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -234,6 +234,8 @@ def _mentioned_in_team(activity: Activity) -> list[str]:
 @handles("event", READ_RECEIPT)
 def _read(activity: Activity) -> list[str]:
     """Teams says the person read the bot's messages in their chat up to one of them (delivery.reads)."""
+    if _in_team(activity):  # Teams sends none there; one that came would not be about Crier's messages
+        return []
     value = activity.value if isinstance(activity.value, dict) else {}
     aad = getattr(activity.from_property, "aad_object_id", None)
     reads_record(aad_object_id=str(aad or ""), last_read=str(value.get("lastReadMessageId") or ""))
@@ -242,7 +244,10 @@ def _read(activity: Activity) -> list[str]:
 
 @handles("messageReaction")
 def _reacted(activity: Activity) -> list[str]:
-    """The person reacted to one of the bot's messages, or took a reaction back (delivery.reads)."""
+    """The person reacted to one of the bot's messages in their chat, or took a reaction back (delivery.reads).
+    Reactions in a team's channel or a group chat are to messages Crier never sends there."""
+    if _in_team(activity):
+        return []
     aad = getattr(activity.from_property, "aad_object_id", None)
     reactions_record(aad_object_id=str(aad or ""), activity_id=str(activity.reply_to_id or ""),
                      added=[str(r.type or "") for r in activity.reactions_added or []],

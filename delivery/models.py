@@ -187,7 +187,8 @@ class Reaction(models.Model):
 
     delivery = models.ForeignKey(Delivery, on_delete=models.DO_NOTHING, related_name="reactions", db_constraint=False,
                                  db_index=False)
-    kind = models.CharField(max_length=32, help_text="Teams' name for it: like, heart, laugh, surprised, sad, angry…")
+    kind = models.CharField(max_length=100, help_text="Teams' name for it: like, heart, laugh, or an emoji's id such as "
+                            "2705_whiteheavycheckmark")
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

@@ -20,12 +20,13 @@ from django.db.models.functions import TruncMinute
 
 from core.connections import redis_for
 
-from .models import Delivery
+from .models import Delivery, Reaction, campaign_ids
 
 FINAL = tuple(str(status) for status in Delivery.FINAL)
 # installed: people Crier installed the app for; notified, notice_failed: urgent campaigns' pop-ups (delivery.notifying)
 # read: messages Teams reported read (delivery.reads), a lower bound
 COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read")
+REACTION = "reaction:"  # and a counter for each kind of reaction: reaction:like, reaction:heart… (delivery.reads)
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
 # A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
@@ -108,7 +109,7 @@ def ended_per_second(seconds: int = 3) -> float:
     return sum(int(count) for count in counts if count) / seconds
 
 
-def rebuild(campaign_id: int) -> dict[str, int]:
+def rebuild(campaign_id: int) -> dict[str, Any]:
     """Counts the rows (one GROUP BY) and replaces the counters with the result."""
     counts = dict.fromkeys(COUNTERS, 0)
     rows = Delivery.objects.of_campaign(campaign_id).filter(status__in=FINAL)
@@ -121,15 +122,28 @@ def rebuild(campaign_id: int) -> dict[str, int]:
         Delivery.Notice.NOTIFIED, Delivery.Notice.UNANSWERED, Delivery.Notice.FAILED))
     for row in notices.values("notice").annotate(n=Count("id")).order_by():  # a call whose answer was lost went out
         counts["notice_failed" if row["notice"] == Delivery.Notice.FAILED else "notified"] += row["n"]
+    reactions = reactions_from_rows(campaign_id)
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))
-        pipe.hset(key(campaign_id), mapping={**counts, "built": 1})
+        pipe.hset(key(campaign_id), mapping={**counts, **{REACTION + kind: n for kind, n in reactions.items()},
+                                             "built": 1})
         pipe.expire(key(campaign_id), KEEP_SECONDS)
         pipe.execute()
     except redis.RedisError:
         pass
-    return counts
+    return {**counts, "reactions": reactions}
+
+
+def reactions_from_rows(campaign_id: int) -> dict[str, int]:
+    """The campaign's reactions by kind, most first, counted from the rows: one range of their index."""
+    lowest, end = campaign_ids(campaign_id)
+    rows = Reaction.objects.filter(delivery_id__gte=lowest, delivery_id__lt=end)
+    return _by_count({row["kind"]: row["n"] for row in rows.values("kind").annotate(n=Count("id")).order_by()})
+
+
+def _by_count(reactions: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(((kind, n) for kind, n in reactions.items() if n > 0), key=lambda item: (-item[1], item[0])))
 
 
 def timeline(campaign_id: int) -> list[dict[str, int]]:
@@ -200,7 +214,7 @@ def read(campaign: Any) -> dict[str, Any]:
     """Counts by end state, what is still to do, the rate over the last seconds and an estimate of
     the time left. One Redis round trip; a database count only when the counters were lost."""
     if campaign.launched_at is None:
-        counts = dict.fromkeys(COUNTERS, 0)
+        counts: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "reactions": {}}
         rates: list[Any] = []
     else:
         try:
@@ -213,7 +227,12 @@ def read(campaign: Any) -> dict[str, Any]:
             raw, rates = {}, []
         values = {k.decode(): int(v) for k, v in raw.items()}
         # Missing, or recreated by an increment after a Redis restart: the rows know.
-        counts = {name: values.get(name, 0) for name in COUNTERS} if "built" in values else rebuild(campaign.pk)
+        if "built" in values:
+            counts = {name: values.get(name, 0) for name in COUNTERS}
+            counts["reactions"] = _by_count({name[len(REACTION):]: n for name, n in values.items()
+                                             if name.startswith(REACTION)})
+        else:
+            counts = rebuild(campaign.pk)
     total = campaign.total_deliveries
     remaining = max(0, total - sum(counts[status] for status in FINAL))
     # Over the last ten seconds, or since the launch if that is sooner.

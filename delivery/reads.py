@@ -1,100 +1,128 @@
-"""Who read a message, and how they reacted to it: Teams' read receipts and reactions (bots.services hands each
-one here).
+"""Who read a message, and how they reacted to it: Teams' read receipts and reactions in a person's one-to-one
+chat with the bot (bots.services hands each one here).
 
-In a person's one-to-one chat with the bot, Teams tells the bot the last message the person has read
-(``lastReadMessageId``): every message of theirs whose activity id is at or below it, compared as integers, has
-been read. One receipt marks all of them at once, each with the time of its first read (``read_at``), and adds
-to each campaign's ``read`` counter by the rows it marked. A receipt repeated, or one about messages already
-read, marks nothing.
+Teams tells the bot the last message the person has read (``lastReadMessageId``): every message of theirs whose
+activity id is at or below it, compared as integers, has been read. A receipt is sent each time the person opens
+the chat, so most tell nothing new: the person's address keeps the last id reported (``last_read_id``), and a
+receipt at or below it costs one indexed update and nothing more. A new one marks, in one statement, the person's
+sent messages of the campaigns of the last ``READ_WINDOW_DAYS`` (and of a welcome campaign still running) that
+were not read yet, with the moment Teams first reported them read (``read_at``), and adds to each campaign's
+``read`` counter once the statement has committed.
 
 A read is a lower bound: a person, or their organisation, may turn read receipts off, and then Teams reports no
 read at all; and there are none outside one-to-one chats.
 
-A reaction (like, heart…) is kept once a kind for each delivery, and taken back when the person takes it back.
+A reaction (like, heart, or any emoji's id) is kept once a kind for each delivery, for a message Crier sent the
+person who reacted, and taken back when they take it back.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import uuid
 from collections import Counter
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import progress
-from .models import PERSON_BITS, campaign_ids
+from .models import PERSON_BITS
+
+logger = logging.getLogger(__name__)
 
 MOST_DIGITS = 30  # activity ids are integers: Teams' are epoch milliseconds with a few more digits
+READ_WINDOW_DAYS = 90  # older campaigns' reads are not looked for: a receipt would probe every campaign ever sent
 _DIGITS = re.compile(rf"^[0-9]{{1,{MOST_DIGITS}}}$")
 
-# The person's rows in every campaign that sent anything (one probe of the primary key each), sent and not read
-# yet, whose activity id is at or below the one read.
+# The campaigns whose messages a receipt or a reaction may concern, each with the person's row in it (one probe
+# of the primary key each).
+_PERSON_ROWS = f"""
+ARRAY(SELECT c.id * {1 << PERSON_BITS} + r.id
+        FROM campaigns_campaign AS c, campaigns_recipient AS r
+       WHERE r.aad_object_id = %(aad)s AND c.launched_at IS NOT NULL
+         AND (c.launched_at > %(now)s - make_interval(days => {READ_WINDOW_DAYS}) OR c.status = 'running'))
+"""
+# The receipt moves the person's last read id forward, or tells nothing new (their address knows of it already).
+ADVANCE = """
+WITH moved AS (
+  UPDATE bots_teamsaddress SET last_read_id = %(last)s::numeric
+   WHERE aad_object_id = %(aad)s AND (last_read_id IS NULL OR last_read_id < %(last)s::numeric)
+  RETURNING 1)
+SELECT (SELECT count(*) FROM moved), EXISTS (SELECT 1 FROM bots_teamsaddress WHERE aad_object_id = %(aad)s)
+"""
+# Ids are compared as integers only where they are integers: the CASE keeps the cast off any other id.
 MARK = f"""
 UPDATE delivery_delivery AS d SET read_at = %(now)s
- WHERE d.id = ANY(ARRAY(
-         SELECT c.id * {1 << PERSON_BITS} + r.id
-           FROM campaigns_campaign AS c, campaigns_recipient AS r
-          WHERE c.launched_at IS NOT NULL AND r.aad_object_id = %(aad)s))
+ WHERE d.id = ANY({_PERSON_ROWS})
    AND d.status = 'sent' AND d.read_at IS NULL
-   AND d.activity_id ~ '^[0-9]{{1,{MOST_DIGITS}}}$' AND d.activity_id::numeric <= %(last)s::numeric
+   AND CASE WHEN d.activity_id ~ '^[0-9]{{1,{MOST_DIGITS}}}$' THEN d.activity_id::numeric END <= %(last)s::numeric
 RETURNING d.campaign_id
 """
 
 
+def _person(aad_object_id: str) -> str | None:
+    try:
+        return str(uuid.UUID(aad_object_id))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def reads_record(*, aad_object_id: str, last_read: str) -> int:
     """Marks the person's messages read up to ``last_read`` (an activity id); returns how many it marked."""
-    if not aad_object_id or not isinstance(last_read, str) or not _DIGITS.match(last_read):
+    aad = _person(aad_object_id)
+    if aad is None or not isinstance(last_read, str) or not _DIGITS.match(last_read):
         return 0
+    now = timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(MARK, {"now": timezone.now(), "aad": aad_object_id, "last": last_read})
+        cursor.execute(ADVANCE, {"aad": aad, "last": last_read})
+        moved, known = cursor.fetchone()
+        if known and not moved:
+            return 0  # read already as far as this
+        cursor.execute(MARK, {"now": now, "aad": aad, "last": last_read})
         campaigns = Counter(campaign_id for (campaign_id,) in cursor.fetchall())
-    for campaign_id, read in campaigns.items():
-        progress.record(campaign_id, read=read)
+    # Counted once the marks are there for good: a rebuild of the counters in between would lose the increment.
+    transaction.on_commit(lambda: [progress.record(campaign, read=read) for campaign, read in campaigns.items()])
     return sum(campaigns.values())
 
 
 # --- Reactions -------------------------------------------------------------------------------------------------
 
-KIND = re.compile(r"^[A-Za-z0-9_+-]{1,32}$")  # Teams' names: like, heart, laugh, surprised, sad, angry, and more
-# The person's sent message with that activity id, in any campaign (one probe of the primary key each).
+MOST_KIND = 100
+KIND = re.compile(rf"^[A-Za-z0-9_+-]{{1,{MOST_KIND}}}$")  # like, heart, laugh, 2705_whiteheavycheckmark…
 MESSAGE = f"""
 SELECT d.id, d.campaign_id FROM delivery_delivery AS d
- WHERE d.id = ANY(ARRAY(
-         SELECT c.id * {1 << PERSON_BITS} + r.id
-           FROM campaigns_campaign AS c, campaigns_recipient AS r
-          WHERE c.launched_at IS NOT NULL AND r.aad_object_id = %(aad)s))
-   AND d.status = 'sent' AND d.activity_id = %(activity)s
+ WHERE d.id = ANY({_PERSON_ROWS}) AND d.status = 'sent' AND d.activity_id = %(activity)s
 """
 
 
 def reactions_record(*, aad_object_id: str, activity_id: str, added: list[str], removed: list[str]) -> int:
     """The person's reactions to one of the messages Crier sent them: kinds added (once each, however often
-    Teams says so) and taken back. A reaction to anything else, or from anyone else, counts for nothing. Returns
-    how many rows changed."""
-    if not aad_object_id or not activity_id:
+    Teams says so) and taken back. A reaction to anything else, or from anyone else, counts for nothing; a kind
+    that is no name is left out, and logged. Returns how many rows changed."""
+    aad = _person(aad_object_id)
+    if aad is None or not activity_id:
         return 0
+    kinds_added = {kind for kind in added if KIND.match(kind)}
+    kinds_removed = [kind for kind in removed if KIND.match(kind)]
+    if len(kinds_added) + len(kinds_removed) < len(set(added)) + len(removed):
+        logger.info("reactions left out, not being names: %r", [k for k in [*added, *removed] if not KIND.match(k)])
     with connection.cursor() as cursor:
-        cursor.execute(MESSAGE, {"aad": aad_object_id, "activity": activity_id[:500]})
+        cursor.execute(MESSAGE, {"aad": aad, "activity": activity_id[:500], "now": timezone.now()})
         found = cursor.fetchone()
         if found is None:
             return 0
-        delivery_id, _ = found
-        changed = 0
-        for kind in {kind for kind in added if KIND.match(kind)}:
+        delivery_id, campaign_id = found
+        counted: Counter = Counter()
+        for kind in sorted(kinds_added):
             cursor.execute("INSERT INTO delivery_reaction (delivery_id, kind, created_at) VALUES (%s, %s, now())"
-                           " ON CONFLICT DO NOTHING", [delivery_id, kind])
-            changed += cursor.rowcount
-        kinds = [kind for kind in removed if KIND.match(kind)]
-        if kinds:
-            cursor.execute("DELETE FROM delivery_reaction WHERE delivery_id = %s AND kind = ANY(%s)", [delivery_id, kinds])
-            changed += cursor.rowcount
-    return changed
-
-
-def reactions_count(*, campaign_id: int) -> dict[str, int]:
-    """The campaign's reactions by kind, most first: one range of the reactions' index."""
-    lowest, end = campaign_ids(campaign_id)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT kind, count(*) FROM delivery_reaction WHERE delivery_id >= %s AND delivery_id < %s"
-                       " GROUP BY kind ORDER BY count(*) DESC, kind", [lowest, end])
-        return dict(cursor.fetchall())
+                           " ON CONFLICT DO NOTHING RETURNING kind", [delivery_id, kind])
+            counted.update({row[0]: 1 for row in cursor.fetchall()})
+        if kinds_removed:
+            cursor.execute("DELETE FROM delivery_reaction WHERE delivery_id = %s AND kind = ANY(%s) RETURNING kind",
+                           [delivery_id, kinds_removed])
+            counted.update({row[0]: -1 for row in cursor.fetchall()})
+    if counted:  # the counters follow once the rows are there for good
+        transaction.on_commit(lambda: progress.record(
+            campaign_id, **{f"{progress.REACTION}{kind}": n for kind, n in counted.items()}))
+    return sum(abs(n) for n in counted.values())

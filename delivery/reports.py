@@ -20,7 +20,6 @@ from campaigns.models import Campaign
 
 from . import progress
 from .models import Delivery
-from .reads import reactions_count
 
 # More distinct reasons than this in one campaign is noise: the most frequent are shown.
 MAX_REASONS = 50
@@ -306,7 +305,7 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         "status_reason": campaign.status_reason,
         "finished": finished,
         "progress": counts,
-        "reactions": [{"kind": kind, "count": count} for kind, count in reactions_count(campaign_id=campaign.pk).items()],
+        "reactions": [{"kind": kind, "count": count} for kind, count in counts["reactions"].items()],
         "done": done,
         "percent": percent,
         "summary": progress_summary(campaign=campaign, counts=counts),
@@ -316,8 +315,13 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
     }
 
 
+def reasons_key(campaign_id: int) -> str:
+    """The watch page's failures and skips by reason, cached while the counts stay the same."""
+    return f"crier:reasons:{campaign_id}"
+
+
 def _reasons(campaign_id: int, *, failed: int, skipped: int) -> dict[str, list[dict[str, Any]]]:
-    key = f"crier:reasons:{campaign_id}"
+    key = reasons_key(campaign_id)
     try:
         cached = progress.client().get(key)
     except redis.RedisError:

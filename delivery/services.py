@@ -23,11 +23,12 @@ from campaigns.selectors import opted_out_sql
 from campaigns.states import MOVES, move_allowed, move_require
 from core.errors import ApplicationError
 
-from . import jobs, progress
+from . import feeding, jobs, progress
 from .control import campaign_cancel, campaign_installs_stop, campaign_pause, campaign_resume
-from .materialising import deliveries_materialise_chunk
-from .models import Delivery, delivery_id
+from .materialising import deliveries_materialise_chunk, materialising_key
+from .models import Delivery, campaign_ids, delivery_id
 from .reach import require_within_reach
+from .reports import reasons_key
 from .settled import first_unsettled
 
 __all__ = [
@@ -67,7 +68,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         move = "launch_at_its_time" if only_if_scheduled else "launch"
         move_require(campaign, move)
         approval_require(campaign=campaign, actor=actor)
-        progress.forget(campaign.pk)  # before any of its rows can be sent and counted
+        _stale_state_drop(campaign.pk)  # before any of its rows can be fed, sent and counted
         campaign.status = MOVES[move].target
         campaign.launched_at = timezone.now()
         campaign.status_reason = ""  # why it was paused or sent back before: over now
@@ -108,6 +109,19 @@ def _voiding_outgrown_approval(campaign_id: int):
         raise
 
 
+def _stale_state_drop(campaign_id: int) -> None:
+    """What Redis holds for the campaign's id before it has any row belongs to another database's campaign of that
+    id (a database made afresh, or restored, while Redis kept running), or to an earlier launch that wrote nothing:
+    its counters, the feeder's cursor and the reconciler's last look, the mark of a writing task, the cached
+    reasons. Dropped, each is made again from the rows."""
+    progress.forget(campaign_id)
+    try:
+        feeding.rewind(campaign_id)
+        progress.client().delete(materialising_key(campaign_id), reasons_key(campaign_id))
+    except redis.RedisError:
+        logger.warning("could not drop what Redis held for campaign %s before its launch", campaign_id)
+
+
 def _unstopped(campaign_id: int) -> None:
     """A campaign launched again (sent back to draft while paused) sends: a stop flag left from before goes."""
     try:
@@ -139,7 +153,11 @@ def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | Non
     ids, params = rows.values("pk").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM delivery_deliverychange WHERE delivery_id IN ({ids})", params)
-        cursor.execute(f"DELETE FROM delivery_reaction WHERE delivery_id IN ({ids})", params)
+        if campaign_id is not None:  # its whole range: a reaction made while the rows went goes too
+            cursor.execute("DELETE FROM delivery_reaction WHERE delivery_id >= %s AND delivery_id < %s",
+                           list(campaign_ids(campaign_id)))
+        else:
+            cursor.execute(f"DELETE FROM delivery_reaction WHERE delivery_id IN ({ids})", params)
         cursor.execute(f"DELETE FROM delivery_delivery WHERE id IN ({ids})", params)
         return cursor.rowcount
 
@@ -184,7 +202,7 @@ def campaign_send_direct(
             created_by=actor.user, api_key=actor.api_key, approved_at=now if approved else None,
             install_app=False,  # a notice or a test to named people installs nothing: no approval covers it
         )
-        progress.forget(campaign.pk)
+        _stale_state_drop(campaign.pk)
         with connection.cursor() as cursor:
             cursor.execute(DIRECT_DELIVERIES, [delivery_id(campaign.pk, 0), campaign.pk, category.mandatory, category.pk, wanted])
             skipped = sum(1 for (status,) in cursor.fetchall() if status == "skipped")

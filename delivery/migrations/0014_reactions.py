@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
             name='Reaction',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(help_text="Teams' name for it: like, heart, laugh, surprised, sad, angry…", max_length=32)),
+                ('kind', models.CharField(help_text="Teams' name for it: like, heart, laugh, or an emoji's id such as 2705_whiteheavycheckmark", max_length=100)),
                 ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
                 ('delivery', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='reactions', to='delivery.delivery')),
             ],

@@ -252,3 +252,17 @@ def test_counters_left_in_redis_for_the_same_campaign_id_by_an_earlier_database_
     counts = progress.read(campaign)
     assert (counts["sent"], counts["failed"], counts["skipped"], counts["remaining"]) == (0, 0, 1, 1)
     assert all(point["sent"] == 0 for point in progress.timeline(campaign.pk))  # 402 before
+
+
+
+def test_a_feeder_cursor_left_in_redis_for_the_campaign_id_by_an_earlier_database_feeds_nothing_wrong(redis_client):
+    from delivery import feeding
+
+    person = factories.recipient()
+    campaign = factories.campaign()
+    feeding.broker().set(feeding.cursor_key(campaign.pk), 10 ** 15)  # another database's campaign, fed far
+
+    services.campaign_launch(campaign_id=campaign.pk)
+
+    assert feeding.broker().get(feeding.cursor_key(campaign.pk)) is None
+    assert Delivery.objects.filter(campaign=campaign, recipient=person).exists()

@@ -50,7 +50,7 @@ def test_reading_the_chat_marks_every_message_up_to_the_last_one_read_once(teams
     assert counted(first) == 1 and counted(third) == 1
 
 
-def test_ids_are_compared_as_integers_not_as_text(teams):
+def test_ids_are_compared_as_integers_not_as_text(teams, django_capture_on_commit_callbacks):
     person = factories.recipient()
     teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
     shorter, longer = sent(person), sent(person)
@@ -107,7 +107,11 @@ def test_reactions_are_counted_by_kind_once_each_and_taken_back(teams, bot_endpo
     teams.client.react(third, "laugh")
     teams.client.react(third, "laugh", removed=True)
 
-    assert reads.reactions_count(campaign_id=campaign.pk) == {"like": 2, "heart": 1}
+    assert progress.reactions_from_rows(campaign.pk) == {"like": 2, "heart": 1}
+    campaign.refresh_from_db()
+    assert progress.read(campaign)["reactions"] == {"like": 2, "heart": 1}  # the counters, kept as they came
+    progress.client().delete(progress.key(campaign.pk))
+    assert progress.read(campaign)["reactions"] == {"like": 2, "heart": 1}  # and rebuilt from the rows
 
 
 def test_a_reaction_counts_only_for_a_message_sent_to_the_person_who_reacted(teams):
@@ -118,6 +122,99 @@ def test_a_reaction_counts_only_for_a_message_sent_to_the_person_who_reacted(tea
     changed = reads.reactions_record(aad_object_id=str(reader.aad_object_id), activity_id=theirs.activity_id,
                                      added=["like"], removed=[])
 
-    assert changed == 0 and reads.reactions_count(campaign_id=theirs.campaign_id) == {}
+    assert changed == 0 and progress.reactions_from_rows(theirs.campaign_id) == {}
     assert reads.reactions_record(aad_object_id=str(other.aad_object_id), activity_id=theirs.activity_id,
-                                  added=["like", "<script>", "x" * 40], removed=[]) == 1  # odd names are not kept
+                                  added=["like", "<script>", "x" * 101], removed=[]) == 1  # odd names are not kept
+
+
+
+def activity(person, kind: str, conversation_type: str = "personal", **more) -> dict:
+    return {"type": kind, "id": "1", "channelId": "msteams", "serviceUrl": "https://smba.example/",
+            "from": {"id": "29:x", "aadObjectId": str(person.aad_object_id)},
+            "conversation": {"id": "a:1", "conversationType": conversation_type, "tenantId": factories.TENANT},
+            "recipient": {"id": "28:bot"}, **more}
+
+
+def test_a_receipt_that_tells_nothing_new_marks_nothing_and_costs_no_search(teams, django_capture_on_commit_callbacks):
+    from bots.models import TeamsAddress
+
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    earlier, later = sent(person), sent(person)
+    Delivery.objects.filter(pk=earlier.pk).update(activity_id="5")
+    Delivery.objects.filter(pk=later.pk).update(activity_id="10")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reads.reads_record(aad_object_id=str(person.aad_object_id), last_read="10") == 2
+    assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).last_read_id == 10
+    Delivery.objects.filter(pk=earlier.pk).update(read_at=None)  # as if it had not been read
+
+    assert reads.reads_record(aad_object_id=str(person.aad_object_id), last_read="7") == 0  # older news
+    assert Delivery.objects.get(pk=earlier.pk).read_at is None
+    assert counted(earlier) == 1 and counted(later) == 1
+
+
+def test_reads_are_looked_for_in_recent_campaigns_and_a_running_welcome_campaign(teams):
+    import datetime
+
+    from django.utils import timezone
+
+    from campaigns.models import Campaign
+
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    old, welcome, recent = sent(person), sent(person), sent(person)
+    long_ago = timezone.now() - datetime.timedelta(days=reads.READ_WINDOW_DAYS + 1)
+    Campaign.objects.filter(pk=old.campaign_id).update(launched_at=long_ago, status="completed")
+    Campaign.objects.filter(pk=welcome.campaign_id).update(launched_at=long_ago, status="running")
+
+    assert reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=recent.activity_id) == 2
+
+    assert Delivery.objects.get(pk=old.pk).read_at is None
+    assert Delivery.objects.get(pk=welcome.pk).read_at and Delivery.objects.get(pk=recent.pk).read_at
+
+
+def test_an_activity_id_that_is_not_a_number_is_never_read_and_breaks_nothing(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    odd, plain = sent(person), sent(person)
+    Delivery.objects.filter(pk=odd.pk).update(activity_id="1:abc")
+
+    assert reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=plain.activity_id) == 1
+    assert Delivery.objects.get(pk=odd.pk).read_at is None
+
+
+@pytest.mark.parametrize("aad", ["not-a-guid", "", "0" * 40])
+def test_a_sender_that_is_no_entra_id_counts_for_nothing(aad):
+    assert reads.reads_record(aad_object_id=aad, last_read="5") == 0
+    assert reads.reactions_record(aad_object_id=aad, activity_id="5", added=["like"], removed=[]) == 0
+
+
+def test_receipts_and_reactions_from_a_channel_or_a_group_chat_count_for_nothing(teams):
+    from bots.services import activity_handle
+
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    delivery = sent(person)
+    for kind in ("channel", "groupChat"):
+        activity_handle(data=activity(person, "messageReaction", kind, replyToId=delivery.activity_id,
+                                      reactionsAdded=[{"type": "like"}]))
+        activity_handle(data=activity(person, "event", kind, name="application/vnd.microsoft.readReceipt",
+                                      value={"lastReadMessageId": delivery.activity_id}))
+
+    assert progress.reactions_from_rows(delivery.campaign_id) == {}
+    assert Delivery.objects.get(pk=delivery.pk).read_at is None
+    activity_handle(data=activity(person, "messageReaction", replyToId=delivery.activity_id,
+                                  reactionsAdded=[{"type": "2705_whiteheavycheckmark_mediumskintone"}]))
+    assert progress.reactions_from_rows(delivery.campaign_id) == {"2705_whiteheavycheckmark_mediumskintone": 1}
+
+
+def test_a_campaign_deleted_takes_its_reactions_with_it(teams):
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    delivery = sent(person)
+    reads.reactions_record(aad_object_id=str(person.aad_object_id), activity_id=delivery.activity_id,
+                           added=["like"], removed=[])
+
+    services.deliveries_delete(campaign_id=delivery.campaign_id)
+
+    assert progress.reactions_from_rows(delivery.campaign_id) == {}

@@ -10,7 +10,6 @@ from campaigns.models import Audience, Campaign, Category, MessageTemplate
 from campaigns.models.content import WELCOME_NOT_LISTED, urgent_problems
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
-from delivery.reads import reactions_count
 from delivery.models import Delivery
 
 from .common import RejectUnknownFieldsMixin
@@ -92,7 +91,7 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     def get_counts(self, campaign: Campaign) -> dict[str, int] | None:
         if not self.context.get("with_counts"):
             return None
-        return {**campaign_progress(campaign), "reactions": reactions_count(campaign_id=campaign.pk)}
+        return campaign_progress(campaign)
 
     @extend_schema_field(MemberListingSerializer(allow_null=True))
     def get_listing(self, campaign: Campaign) -> dict | None:
