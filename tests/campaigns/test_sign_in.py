@@ -368,7 +368,22 @@ def test_a_taken_username_gets_the_object_ids_start_within_djangos_length():
 def test_two_first_sign_ins_at_once_give_one_account():
     from campaigns.sign_in import _account_create
 
+    staff_account_sync(identity_of(claims(preferred_username="first@contoso.com", roles=["Crier.Viewer"])))
     identity = identity_of(claims(roles=["Crier.Author"]))
     made = staff_account_sync(identity)
 
     assert _account_create(identity).user == made  # the other one got there first
+
+
+
+def test_an_administrator_becoming_an_author_is_recorded_as_such_and_one_without_roles_is_told_so():
+    oid = str(uuid.uuid4())
+    staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Administrator"])))
+    staff_account_sync(identity_of(claims(oid=oid, roles=["Crier.Author"])))
+    with pytest.raises(SignInRefused) as refused:
+        staff_account_sync(identity_of(claims(oid=oid)))
+
+    entries = AuditEntry.objects.filter(action=AuditEntry.Action.ROLES_FROM_ENTRA).order_by("id")
+    assert [(e.detail["before"], e.detail["after"]) for e in entries] == [
+        ([], ["administrator"]), (["administrator"], ["author"]), (["author"], [])]
+    assert str(refused.value) == "Your account no longer has a role in Crier: ask an administrator to assign you one."
