@@ -1,5 +1,6 @@
 """The inbox pages people watch during the demo: ``/`` (stats and users) and ``/inbox/{aad}`` (what the
-bot sent one user, newest first). Every value from a user or the bot is HTML-escaped.
+bot sent one user, newest first, each message with what the person can do with it in Teams: read up to it, react).
+Every value from a user or the bot is HTML-escaped.
 
 Messages are drawn in the browser as Teams draws them: text as markdown and cards by Microsoft's
 Adaptive Cards renderer, with the admin's own preview script (campaigns/static/crier/card-preview.js),
@@ -18,7 +19,8 @@ from aiohttp import web
 
 from .context import Context
 from .messages import Message
-from .state import iso, normalize_aad
+from .bot_client import reaction_activity, read_receipt_activity
+from .state import User, iso, normalize_aad
 
 USERS_SHOWN = 500
 MESSAGES_SHOWN = 200
@@ -60,6 +62,8 @@ th { background: #ebebf5; }
 .card img { max-width: 100%; max-height: 12rem; display: block; margin: .3rem 0; }
 .card dl { display: grid; grid-template-columns: max-content auto; gap: .2rem .8rem; margin: .3rem 0; }
 .card dt { font-weight: 600; } .card dd { margin: 0; }
+.reading { margin-top: .5rem; } .reading form { display: inline; }
+.reading button { font-size: .8rem; margin-right: .3rem; }
 .action { display: inline-block; border: 1px solid #4f52b2; color: #4f52b2; border-radius: 4px;
           padding: .15rem .6rem; margin: .3rem .4rem 0 0; font-size: .85rem; }
 pre { background: #f0f0f3; padding: .5rem; overflow-x: auto; font-size: .8rem; }
@@ -70,7 +74,7 @@ pre { background: #f0f0f3; padding: .5rem; overflow-x: auto; font-size: .8rem; }
 # allow the page's own <style> and the renderer's style attributes; images, the https ones cards show.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
-    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
 
@@ -174,8 +178,24 @@ def render_attachment(attachment: Any) -> str:
     return f'<div class="card">{escape(str(attachment.get("contentType", "")))}<pre>{escape(dump)}</pre></div>'
 
 
-def render_message(message: Message, number: int = 0) -> str:
-    """One message; ``number`` keeps the ids of its parts unique on the page."""
+REACTIONS = ("like", "heart", "laugh", "surprised")
+
+
+def _reading(message: Message, inbox: str) -> str:
+    """What the person can do with a message, as in Teams: read up to it (Teams' read receipt) and react."""
+    activity_id = escape(message.activity_id)
+    read = (f'<form method="post" action="{inbox}/read"><input type="hidden" name="activity_id" value="{activity_id}">'
+            '<button type="submit">Read up to here</button></form>')
+    react = "".join(
+        f'<form method="post" action="{inbox}/react"><input type="hidden" name="activity_id" value="{activity_id}">'
+        f'<input type="hidden" name="type" value="{kind}"><button type="submit">{kind}</button></form>'
+        for kind in REACTIONS)
+    return f'<div class="reading">{read}{react}</div>'
+
+
+def render_message(message: Message, number: int = 0, inbox: str | None = None) -> str:
+    """One message; ``number`` keeps the ids of its parts unique on the page; ``inbox``, the page's address,
+    offers to read it and react to it."""
     badges = ""
     if message.updated:
         badges += f'<span class="badge updated">updated ×{message.updated}</span>'
@@ -200,7 +220,8 @@ def render_message(message: Message, number: int = 0) -> str:
                 )
     css = "message deleted" if message.deleted else "message"
     meta = f"{escape(iso(message.received_at))} · activity {escape(message.activity_id)}"
-    return f'<div class="{css}"><div class="meta">{meta}{badges}</div>{content}</div>'
+    reading = _reading(message, inbox) if inbox and not message.deleted else ""
+    return f'<div class="{css}"><div class="meta">{meta}{badges}</div>{content}{reading}</div>'
 
 
 class Pages:
@@ -208,7 +229,42 @@ class Pages:
         self.ctx = ctx
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/", self.index), web.get("/inbox/{aad}", self.inbox), web.get("/static/{name}", self.asset)]
+        return [web.get("/", self.index), web.get("/inbox/{aad}", self.inbox), web.get("/static/{name}", self.asset),
+                web.post("/inbox/{aad}/read", self.read), web.post("/inbox/{aad}/react", self.react)]
+
+    def _user(self, request: web.Request) -> User:
+        aad = normalize_aad(request.match_info["aad"])
+        user = self.ctx.store.users.get(aad) if aad else None
+        if user is None:
+            raise web.HTTPNotFound(text="unknown user")
+        return user
+
+    async def _sent_to_bot(self, request: web.Request, make) -> web.Response:
+        """Reads the form (an activity id of one of the bot's messages to this person), sends the bot what Teams
+        would, and goes back to the inbox."""
+        user = self._user(request)
+        form = await request.post()
+        activity_id = str(form.get("activity_id") or "")
+        seq = self.ctx.store.log.seq_of(activity_id) if activity_id.isdigit() else None
+        if seq is None or seq not in user.messages:
+            raise web.HTTPBadRequest(text="not one of the bot's messages to this person")
+        ctx = self.ctx
+        activity = make(user, ctx.store.conversation_for(user), ctx.service_url, ctx.settings.app_id, activity_id, form)
+        await ctx.bot.post(ctx.config.bot_endpoint, activity)
+        raise web.HTTPSeeOther(f"/inbox/{quote(user.aad_object_id)}")
+
+    async def read(self, request: web.Request) -> web.Response:
+        self.ctx.store.read_receipts += 1
+        return await self._sent_to_bot(request, lambda *args: read_receipt_activity(*args[:5]))
+
+    async def react(self, request: web.Request) -> web.Response:
+        def make(user, conversation_id, service_url, app_id, activity_id, form):
+            kind = str(form.get("type") or "")
+            if kind not in REACTIONS:
+                raise web.HTTPBadRequest(text="unknown reaction")
+            return reaction_activity(user, conversation_id, service_url, app_id, activity_id, kind, removed=False)
+
+        return await self._sent_to_bot(request, make)
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         """The renderer's scripts and style, from the project's files (``make`` installs node_modules)."""
@@ -250,7 +306,8 @@ class Pages:
         if user is None:
             raise web.HTTPNotFound(text="unknown user")
         newest = store.user_messages(user, newest_first=MESSAGES_SHOWN)
-        items = "".join(render_message(m, number) for number, m in enumerate(newest)) or "<p>No messages yet.</p>"
+        inbox = f"/inbox/{quote(user.aad_object_id)}"
+        items = "".join(render_message(m, number, inbox) for number, m in enumerate(newest)) or "<p>No messages yet.</p>"
         body = (
             '<p><a href="/">← all users</a></p>'
             f"<h1>{escape(user.name)}</h1>"

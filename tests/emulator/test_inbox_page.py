@@ -79,3 +79,35 @@ def test_the_inbox_allows_only_its_own_scripts(teams):
     assert policy["script-src"] == ["'self'"]  # no inline script, no other origin: a message cannot run one
     assert policy["default-src"] == ["'none'"] and policy["object-src"] == ["'none'"]
     assert policy["base-uri"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
+
+
+def test_a_tester_reads_and_reacts_from_the_inbox_and_the_bot_hears_it_as_from_teams(teams, live_server, transactional_db):
+    from django.urls import reverse
+
+    from delivery.models import Delivery
+    from delivery.progress import reactions_from_rows
+
+    teams.client.config(bot_endpoint=f"{live_server.url}{reverse('bot-messages')}")
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    sent_to(person, text="The office is closed.")
+    delivery = Delivery.objects.get(recipient=person)
+    page = get(teams, f"/inbox/{person.aad_object_id}").data.decode()
+    assert "Read up to here" in page and 'value="like"' in page
+    assert "form-action 'self'" in get(teams, f"/inbox/{person.aad_object_id}").headers["Content-Security-Policy"]
+
+    pool = urllib3.PoolManager(ca_certs=str(teams.ca_file))
+    inbox = f"{teams.url}/inbox/{person.aad_object_id}"
+    read = pool.request("POST", f"{inbox}/read", fields={"activity_id": delivery.activity_id}, encode_multipart=False,
+                        redirect=False)
+    liked = pool.request("POST", f"{inbox}/react", fields={"activity_id": delivery.activity_id, "type": "like"},
+                         encode_multipart=False, redirect=False)
+    odd = pool.request("POST", f"{inbox}/react", fields={"activity_id": delivery.activity_id, "type": "boo"},
+                       encode_multipart=False, redirect=False)
+    elsewhere = pool.request("POST", f"{inbox}/read", fields={"activity_id": "12345"}, encode_multipart=False,
+                             redirect=False)
+
+    assert (read.status, read.headers["Location"], liked.status) == (303, f"/inbox/{person.aad_object_id}", 303)
+    assert (odd.status, elsewhere.status) == (400, 400)
+    delivery.refresh_from_db()
+    assert delivery.read_at is not None and reactions_from_rows(delivery.campaign_id) == {"like": 1}
