@@ -3,6 +3,7 @@ account kept in step with them at every sign-in."""
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 
@@ -224,6 +225,8 @@ def test_entra_id_out_of_reach_at_the_start_is_said_plainly(fake_app):
 ])
 def test_an_answer_that_signs_nobody_in_says_why(fake_app, session, answer, said):
     from campaigns.sign_in import sign_in_finish
+
+    session = copy.deepcopy(session)  # the parameters are made once, and the sign-in spends the flow
 
     with pytest.raises(SignInRefused) as refused:
         sign_in_finish(session=session, answer=answer)
