@@ -31,7 +31,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import connection
 
@@ -39,10 +38,10 @@ from bots.addresses import address_join, addresses_crier_installs
 from bots.installs import CREDENTIALS, AppInstaller, InstallRefused
 from campaigns.selectors import opted_out_sql
 from core.channels import TransportError
-from core.locks import advisory_lock, advisory_lock_held
 
 from . import feeding, jobs, progress, webhooks
 from .models import Delivery
+from .one_at_a_time import OneAtATime
 
 logger = logging.getLogger(__name__)
 
@@ -116,41 +115,25 @@ class Row:
             self.address_state not in NEVER_INSTALL_FOR)
 
 
+_one = OneAtATime(lock=INSTALLER_LOCK, wake_key=WAKE_KEY, wake_seconds=WAKE_SECONDS,
+                  start=lambda **patience: jobs.install_apps(**patience), waiting=lambda: _waiting(),
+                  hand_on_patience=HAND_ON_PATIENCE)
+
+
 def installer_wake() -> None:
     """Starts an installer, unless one was started in the last ``WAKE_SECONDS`` (it takes every row due)."""
-    try:
-        if not progress.client().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
-            return
-    except redis.RedisError:
-        pass  # wake it anyway
-    jobs.install_apps()
+    _one.wake()
 
 
 def installer_check() -> bool:
     """For the reconciler: starts an installer when rows are due and none runs."""
-    if advisory_lock_held(INSTALLER_LOCK, 0) or not _waiting():
-        return False
-    jobs.install_apps()
-    return True
+    return _one.check()
 
 
 def installs_run(*, patience: float = 0.0) -> int:
     """Installs for the rows due, for ``RUN_SECONDS``; returns how many rows it took. ``patience``: how long to wait
     for the lock (the installer that hands on to this one lets go of it as it ends)."""
-    deadline = time.monotonic() + patience
-    while True:
-        with advisory_lock(INSTALLER_LOCK, 0) as held:
-            if held:
-                taken = _run()
-                handing_on = _waiting()
-        if held:
-            break
-        if time.monotonic() >= deadline:
-            return 0  # another installer runs: it takes these rows too
-        time.sleep(0.05)
-    if handing_on:
-        jobs.install_apps(patience=HAND_ON_PATIENCE)
-    return taken
+    return _one.run(_run, patience=patience)
 
 
 def _waiting() -> bool:
@@ -176,7 +159,7 @@ def _run() -> int:
             if now < deadline and len(in_flight) < BATCH and now >= next_look:
                 took = _take()
                 if not took and not in_flight:
-                    _wake_clear()  # a row handed over from now on wakes another installer
+                    _one.wake_clear()  # a row handed over from now on wakes another installer
                     took = _take()
                 next_look = 0.0 if took else now + 1.0  # none due: look again in a second, not at every answer
                 taken += len(took)
@@ -193,13 +176,6 @@ def _run() -> int:
                     _record(row, future.result())
                 except Exception:  # noqa: BLE001 - one row's trouble is its own: after the lease it is taken again
                     logger.exception("recording the install for delivery %s raised", row.id)
-
-
-def _wake_clear() -> None:
-    try:
-        progress.client().delete(WAKE_KEY)
-    except redis.RedisError:
-        pass
 
 
 def _started(rows: list[Row]) -> list[Row]:

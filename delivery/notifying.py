@@ -36,10 +36,10 @@ from django.db import connection
 from bots.notices import MOST_RECIPIENTS, UNANSWERED, NoticeRefused, Notifier
 from campaigns.audit import audit_record
 from campaigns.models import AuditEntry, Campaign
-from core.locks import advisory_lock, advisory_lock_held
 
 from . import jobs, progress
 from .models import PERSON_BITS, campaign_ids
+from .one_at_a_time import OneAtATime
 
 logger = logging.getLogger(__name__)
 
@@ -118,22 +118,19 @@ class _Refusals:
         return None
 
 
+_one = OneAtATime(lock=NOTIFIER_LOCK, wake_key=WAKE_KEY, wake_seconds=WAKE_SECONDS,
+                  start=lambda **patience: jobs.send_notices(**patience), waiting=lambda: _next_campaign() is not None,
+                  hand_on_patience=HAND_ON_PATIENCE)
+
+
 def notifier_wake() -> None:
     """Starts a notifier, unless one was started in the last ``WAKE_SECONDS`` (it takes every notice due)."""
-    try:
-        if not progress.client().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
-            return
-    except redis.RedisError:
-        pass  # wake it anyway
-    jobs.send_notices()
+    _one.wake()
 
 
 def notifier_check() -> bool:
     """For the reconciler: starts a notifier when notices are due and none runs."""
-    if advisory_lock_held(NOTIFIER_LOCK, 0) or _next_campaign() is None:
-        return False
-    jobs.send_notices()
-    return True
+    return _one.check()
 
 
 def notices_drop(*, campaign_id: int) -> int:
@@ -150,20 +147,7 @@ def notices_drop(*, campaign_id: int) -> int:
 def notices_run(*, patience: float = 0.0) -> int:
     """Sends the notices due, for ``RUN_SECONDS``; returns how many rows it took. ``patience``: how long to wait for
     the lock (the notifier that hands on to this one lets go of it as it ends)."""
-    deadline = time.monotonic() + patience
-    while True:
-        with advisory_lock(NOTIFIER_LOCK, 0) as held:
-            if held:
-                taken = _run()
-                handing_on = _next_campaign() is not None
-        if held:
-            break
-        if time.monotonic() >= deadline:
-            return 0  # another notifier runs: it takes these rows too
-        time.sleep(0.05)
-    if handing_on:
-        jobs.send_notices(patience=HAND_ON_PATIENCE)
-    return taken
+    return _one.run(_run, patience=patience)
 
 
 def _params(**more: Any) -> dict[str, Any]:
@@ -191,7 +175,7 @@ def _run() -> int:
     while time.monotonic() < deadline:
         campaign_id = _next_campaign()
         if campaign_id is None:
-            _wake_clear()  # a notice due from now on wakes another notifier
+            _one.wake_clear()  # a notice due from now on wakes another notifier
             campaign_id = _next_campaign()
             if campaign_id is None:
                 return taken
@@ -205,13 +189,6 @@ def _run() -> int:
         if pause:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
     return taken
-
-
-def _wake_clear() -> None:
-    try:
-        progress.client().delete(WAKE_KEY)
-    except redis.RedisError:
-        pass
 
 
 def _notify(campaign_id: int, rows: list[Row], refusals: _Refusals) -> float:

@@ -42,6 +42,7 @@ CRITICAL = [
     "delivery/installing.py",
     "bots/installs.py",
     "delivery/notifying.py",
+    "delivery/one_at_a_time.py",
     "bots/notices.py",
     "campaigns/sign_in.py",
     "bots/transport.py",
