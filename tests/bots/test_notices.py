@@ -39,7 +39,7 @@ def test_it_reaches_up_to_a_hundred_people_in_one_call_of_the_declared_activity_
 
     stats = teams.client.graph_stats()
     assert (stats["activity_calls"], stats["activity_delivered"]) == (1, MOST_RECIPIENTS)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a notification goes to 1 to 100 people, not 101"):
         Notifier().send(text="Office closed", aad_object_ids=[*ids, str(uuid.uuid4())])
 
 
@@ -61,7 +61,7 @@ def test_a_412_has_a_new_token_asked_for_and_the_call_made_again(monkeypatch, te
     posted = []
 
     def post(url, body, *, needs=""):
-        posted.append(body)
+        posted.append((url, body))
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -74,6 +74,8 @@ def test_a_412_has_a_new_token_asked_for_and_the_call_made_again(monkeypatch, te
     Notifier().send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
 
     assert (len(posted), invalidated) == (2, [1])
+    assert posted[0] == posted[1] and posted[0][0].endswith("/teamwork/sendActivityNotificationToRecipients")
+    assert posted[0][1]["previewText"] == {"content": "Office closed"}
 
 
 @pytest.mark.parametrize(("status", "code", "transient"), [
@@ -106,13 +108,15 @@ def test_an_empty_graph_authority_is_refused_before_any_call(settings):
     with pytest.raises(NoticeRefused) as refused:
         Notifier().send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
 
-    assert refused.value.code == "GraphCredentialsRefused" and "GRAPH_AUTHORITY" in refused.value.message
+    assert refused.value.code == "GraphCredentialsRefused" and refused.value.message == (
+        "GRAPH_AUTHORITY is empty: set BOT_TENANT_ID (or GRAPH_AUTHORITY) to the organisation's tenant, whose Graph "
+        "sends urgent notices (docs/configuration.md).")
 
 
 def test_the_body_is_graphs_with_the_recipients_as_entra_users():
     body = notice_body(text="Office closed", aad_object_ids=["a", "b"])
 
-    assert body["activityType"] == "urgentAnnouncement"
+    assert body["activityType"] == "urgentAnnouncement" and body["templateParameters"] == []
     assert body["previewText"] == {"content": "Office closed"}
     assert body["topic"]["source"] == "text" and body["topic"]["webUrl"].startswith("https://teams.microsoft.com/l/chat/")
     assert [r["userId"] for r in body["recipients"]] == ["a", "b"]
@@ -175,3 +179,19 @@ def test_each_refusal_says_in_full_what_to_do(status, code, said):
         assert (refused.code, refused.transient) == ("GraphUnavailable", True)
     else:
         assert refused.message == said and str(refused) == said
+
+
+def test_the_pace_is_kept_for_the_organisations_tenant_however_its_id_is_written(settings, teams):
+    settings.BOT_TENANT_ID = "ABCDEF01-2345-6789-ABCD-EF0123456789"
+    tenants = []
+
+    class Pace:
+        def wait(self, tenant):
+            tenants.append(tenant)
+
+    teams.client.register_users([{"aad_object_id": aad, "installed": True} for aad in [str(uuid.uuid4())]])
+    try:
+        Notifier(pace=Pace()).send(text="Office closed", aad_object_ids=[str(uuid.uuid4())])
+    except NoticeRefused:
+        pass  # the emulator knows another tenant: what matters is the pace's key
+    assert tenants[0] == "abcdef01-2345-6789-abcd-ef0123456789"

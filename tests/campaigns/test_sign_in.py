@@ -390,3 +390,35 @@ def test_an_administrator_becoming_an_author_is_recorded_as_such_and_one_without
     assert [(e.detail["before"], e.detail["after"]) for e in entries] == [
         ([], ["administrator"]), (["administrator"], ["author"]), (["author"], [])]
     assert str(refused.value) == "Your account no longer has a role in Crier: ask an administrator to assign you one."
+
+
+def test_the_answer_and_its_refusals_are_read_whatever_the_case_of_the_tenant(settings):
+    settings.BOT_TENANT_ID = "ABCDEF01-2345-6789-ABCD-EF0123456789"
+    tenant = settings.BOT_TENANT_ID.lower()
+    found = identity_of(claims(tid=tenant.upper(), iss=f"https://login.example/{tenant}/v2.0",
+                               aud=[settings.BOT_APP_ID], roles=["Crier.Author"]))
+    assert found.tenant_id == tenant  # an audience given as a list of one is Crier's too
+
+    with pytest.raises(SignInRefused) as refused:
+        identity_of(claims(tid="", roles=["Crier.Author"]))
+    assert str(refused.value) == "Entra ID's answer does not say who you are (no tenant or object id)."
+    with pytest.raises(SignInRefused) as refused:
+        identity_of(claims(tid=str(uuid.uuid4()), roles=["Crier.Author"]))
+    assert str(refused.value) == ("This account belongs to another organisation than Crier's: sign in with your work "
+                                  "account.")
+
+
+def test_a_role_mapping_entry_is_split_at_its_first_equals_sign():
+    with pytest.raises(ValueError) as refused:
+        role_map("Crier=Author=author")
+    assert str(refused.value) == ("STAFF_SIGN_IN_ROLES: 'Crier=Author=author' is not value=role with a role among "
+                                  "author, approver, viewer, administrator")
+
+
+def test_a_long_refusal_in_entra_ids_answer_is_cut_to_what_the_page_shows(fake_app):
+    from campaigns.sign_in import sign_in_finish
+
+    with pytest.raises(SignInRefused) as refused:
+        sign_in_finish(session=copy.deepcopy(pending()),
+                       answer={"state": "the-state", "error": "x", "error_description": "y" * 600})
+    assert len(str(refused.value)) == 500

@@ -386,3 +386,89 @@ def test_a_refusal_is_audited_once_an_hour_for_each_campaign_and_cause(teams):
     assert len(long.summary) == 500 and long.detail["message"] == "x" * 600
     key = notifying.AUDITED_KEY.format(campaign=campaign.pk, code="NoticeConsentMissing")
     assert 0 < progress.client().ttl(key) <= notifying.AUDITED_SECONDS
+
+
+
+class Clock:
+    """A clock the notifier's loop runs by: each sleep moves it on, and is recorded."""
+
+    def __init__(self) -> None:
+        self.now, self.slept = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_loop_pauses_as_asked_within_its_run_and_a_batch_that_raised_pauses_a_second(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(notifying, "time", clock)
+    monkeypatch.setattr(notifying, "RUN_SECONDS", 8.0)
+    answers = iter([5.0, RuntimeError("a bug"), 0.0])
+    campaigns = iter([7, 7, 7, None, None])
+    monkeypatch.setattr(notifying, "_next_campaign", lambda: next(campaigns))
+    monkeypatch.setattr(notifying, "_take", lambda campaign_id: [])
+
+    def notify(campaign_id, rows, refusals):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(notifying, "_notify", notify)
+
+    notifying._run()
+
+    assert clock.slept == [5.0, 1.0]  # the pause asked for, then a second after the batch that raised
+
+
+def test_the_last_pause_ends_with_the_run(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(notifying, "time", clock)
+    monkeypatch.setattr(notifying, "RUN_SECONDS", 3.0)
+    monkeypatch.setattr(notifying, "_next_campaign", lambda: 7)
+    monkeypatch.setattr(notifying, "_take", lambda campaign_id: [])
+    monkeypatch.setattr(notifying, "_notify", lambda campaign_id, rows, refusals: 30.0)
+
+    notifying._run()
+
+    assert clock.slept == [3.0]
+
+
+def test_every_batch_that_went_asks_no_pause_and_graph_back_starts_the_pauses_over(teams, monkeypatch):
+    with_app(teams, 3)
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign)
+    answers = iter([NoticeRefused("GraphUnavailable", "503", transient=True), None,
+                    NoticeRefused("GraphUnavailable", "503", transient=True)])
+
+    def send(**_):
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    monkeypatch.setattr(notifying._notifier, "send", send)
+    refusals = notifying._Refusals()
+
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), refusals) == notifying.BACKOFF_SECONDS[0]
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), refusals) == 0.0
+    Delivery.objects.of_campaign(campaign.pk).update(notice="due", claimed_at=None)
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), refusals) == notifying.BACKOFF_SECONDS[0]
+
+
+def test_a_set_up_refusal_and_a_batch_of_stale_notices_ask_no_pause(teams, monkeypatch):
+    with_app(teams, 2)
+    campaign = launched(audience=None)
+    sent_with_notices_due(campaign, sent_ago=timedelta(seconds=notifying.STALE_SECONDS + 60))
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), notifying._Refusals()) == 0.0
+
+    Delivery.objects.of_campaign(campaign.pk).update(notice="due", claimed_at=None, finished_at=timezone.now())
+
+    def refused(**_):
+        raise NoticeRefused("NoticeConsentMissing", "grant it")
+
+    monkeypatch.setattr(notifying._notifier, "send", refused)
+    assert notifying._notify(campaign.pk, notifying._take(campaign.pk), notifying._Refusals()) == 0.0
