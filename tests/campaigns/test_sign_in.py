@@ -422,3 +422,48 @@ def test_a_long_refusal_in_entra_ids_answer_is_cut_to_what_the_page_shows(fake_a
         sign_in_finish(session=copy.deepcopy(pending()),
                        answer={"state": "the-state", "error": "x", "error_description": "y" * 600})
     assert len(str(refused.value)) == 500
+
+
+def test_a_token_not_meant_for_crier_is_refused_in_words(settings):
+    with pytest.raises(SignInRefused) as refused:
+        identity_of(claims(aud="another-app", roles=["Crier.Author"]))
+    assert str(refused.value) == "Entra ID's answer was not meant for Crier, or has expired: sign in again."
+
+
+@pytest.mark.parametrize("overage", [{"hasgroups": True}, {"_claim_names": {"groups": "src1"}}])
+def test_both_ways_entra_id_says_it_could_not_list_the_groups_are_heard(overage):
+    with pytest.raises(SignInRefused) as refused:
+        identity_of(claims(roles=["Crier.Author"], **overage))
+    assert str(refused.value) == ("You are in too many groups for Entra ID to list them in the sign-in: ask an "
+                                  "administrator to give you one of Crier's app roles instead (docs/going-live.md).")
+
+
+def test_a_username_and_a_name_are_kept_within_djangos_columns_and_none_is_no_name():
+    found = identity_of(claims(preferred_username="p" * 160, name="", roles=["Crier.Author"]))
+    assert len(found.username) == 150 and found.name == ""
+
+    user = staff_account_sync(found)
+    assert (len(user.username), user.first_name, user.last_name) == (150, "", "")
+
+
+def test_an_account_that_cannot_be_made_is_a_refusal_to_try_again(monkeypatch):
+    from campaigns import sign_in
+
+    User.objects.create_user("taken@contoso.com")
+    monkeypatch.setattr(sign_in, "_free_username", lambda wanted, object_id: "taken@contoso.com")
+
+    with pytest.raises(SignInRefused) as refused:
+        staff_account_sync(identity_of(claims(roles=["Crier.Author"])))
+    assert str(refused.value) == "Your account could not be made just now: sign in again."
+
+
+def test_the_account_another_sign_in_made_is_found_by_tenant_and_object_id_both():
+    from campaigns.sign_in import Identity, _account_create
+
+    oid = str(uuid.uuid4())
+    staff_account_sync(Identity(tenant_id="22222222-2222-2222-2222-222222222222", object_id=oid,
+                                username="x@other.test", name="X", roles=frozenset({"viewer"})))
+    identity = identity_of(claims(oid=oid, roles=["Crier.Author"]))
+    made = staff_account_sync(identity)
+
+    assert _account_create(identity).user == made

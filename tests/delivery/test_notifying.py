@@ -425,17 +425,18 @@ def test_the_loop_pauses_as_asked_within_its_run_and_a_batch_that_raised_pauses_
     assert clock.slept == [5.0, 1.0]  # the pause asked for, then a second after the batch that raised
 
 
-def test_the_last_pause_ends_with_the_run(monkeypatch):
+@pytest.mark.parametrize("run_seconds", [3.0, 0.5])
+def test_the_last_pause_ends_with_the_run(monkeypatch, run_seconds):
     clock = Clock()
     monkeypatch.setattr(notifying, "time", clock)
-    monkeypatch.setattr(notifying, "RUN_SECONDS", 3.0)
+    monkeypatch.setattr(notifying, "RUN_SECONDS", run_seconds)
     monkeypatch.setattr(notifying, "_next_campaign", lambda: 7)
     monkeypatch.setattr(notifying, "_take", lambda campaign_id: [])
     monkeypatch.setattr(notifying, "_notify", lambda campaign_id, rows, refusals: 30.0)
 
     notifying._run()
 
-    assert clock.slept == [3.0]
+    assert clock.slept == [run_seconds]
 
 
 def test_every_batch_that_went_asks_no_pause_and_graph_back_starts_the_pauses_over(teams, monkeypatch):
