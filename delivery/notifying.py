@@ -200,7 +200,10 @@ def _notify(campaign_id: int, rows: list[Row], refusals: _Refusals) -> float:
         return 0.0
     refused = refusals.kept()
     if refused is None:
-        text = Campaign.objects.filter(pk=campaign_id).values_list("urgent_text", flat=True).first() or ""
+        text = Campaign.objects.filter(pk=campaign_id).values_list("urgent_text", flat=True).first()
+        if not text:  # the campaign or its words went meanwhile: nothing to pop up
+            _record(campaign_id, live, notice="failed")
+            return 0.0
         try:
             _notifier.send(text=text, aad_object_ids=[str(row.aad_object_id) for row in live])
         except NoticeRefused as error:

@@ -473,3 +473,16 @@ def test_a_set_up_refusal_and_a_batch_of_stale_notices_ask_no_pause(teams, monke
 
     monkeypatch.setattr(notifying._notifier, "send", refused)
     assert notifying._notify(campaign.pk, notifying._take(campaign.pk), notifying._Refusals()) == 0.0
+
+
+def test_a_campaign_whose_words_went_meanwhile_pops_nothing_up(teams):
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    taken = notifying._take(campaign.pk)
+    Campaign.objects.filter(pk=campaign.pk).update(urgent_text="")
+
+    assert notifying._notify(campaign.pk, taken, notifying._Refusals()) == 0.0
+
+    assert {row.notice for row in rows(campaign)} == {"failed"}
+    assert teams.client.graph_stats()["activity_calls"] == 0
