@@ -485,4 +485,21 @@ def test_a_campaign_whose_words_went_meanwhile_pops_nothing_up(teams):
     assert notifying._notify(campaign.pk, taken, notifying._Refusals()) == 0.0
 
     assert {row.notice for row in rows(campaign)} == {"failed"}
-    assert teams.client.graph_stats()["activity_calls"] == 0
+    assert teams.client.graph_stats()["activity_calls"] == 0 and counter(campaign, "notice_failed") == 1
+
+
+def test_a_notifier_handed_on_to_waits_for_the_lock_its_forerunner_lets_go_of(teams):
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    with_app(teams)
+    campaign = launched()
+    sent_with_notices_due(campaign)
+    forerunner = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    forerunner.execute("SELECT pg_advisory_lock(%s, 0)", [notifying.NOTIFIER_LOCK])
+    threading.Timer(0.5, forerunner.close).start()  # it ends a moment later
+
+    assert notifying.notices_run(patience=10.0) == 1
+    assert {row.notice for row in rows(campaign)} == {"notified"}
