@@ -8,6 +8,7 @@ with work left, it hands on to the next task, which waits for the lock to be let
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import redis
 from core.locks import advisory_lock, advisory_lock_held
 
 from . import progress
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,17 @@ class OneAtATime:
     hand_on_patience: float = 5.0
 
     def wake(self) -> None:
-        """Starts the task, unless it was started in the last ``wake_seconds`` (it takes all the work due)."""
+        """Starts the task, unless it was started in the last ``wake_seconds`` (it takes all the work due). Never
+        raises: whoever wakes it has recorded its own work, which the reconciler's check finds."""
         try:
             if not progress.client().set(self.wake_key, 1, nx=True, ex=self.wake_seconds):
                 return
         except redis.RedisError:
             pass  # wake it anyway
-        self.start()
+        try:
+            self.start()
+        except Exception:  # noqa: BLE001 - the broker away: the reconciler starts one when work waits and none runs
+            logger.exception("queuing the task woken by %s raised", self.wake_key)
 
     def wake_clear(self) -> None:
         """Nothing left: work due from now on wakes another task."""

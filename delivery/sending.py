@@ -236,10 +236,7 @@ def _sent(claim: tuple[int, int], campaign_id: int, fields: dict[str, Any], *, e
     """Records the message sent; an urgent campaign's row has its notice due, and a notifier is woken for it."""
     outcome = _finish(claim, campaign_id, Status.SENT, events=events, **fields)
     if "notice" in fields:
-        try:
-            notifier_wake()
-        except Exception:  # noqa: BLE001 - the broker away: the reconciler starts a notifier for the notices due
-            logger.exception("waking the notifier for delivery %s raised", claim[0])
+        notifier_wake()
     return outcome
 
 
