@@ -46,6 +46,20 @@ def launched(person, **fields) -> Delivery:
     return Delivery.objects.get(campaign=campaign, recipient=person)
 
 
+def welcome_waiting_for_install(person, monkeypatch):
+    """A running welcome campaign that installs the app, and the person's welcome, its send handed to the
+    installer; the campaign and the delivery's id."""
+    from campaigns.models import Campaign
+    from delivery import welcome
+
+    campaign = factories.campaign(kind=Campaign.Kind.WELCOME, install_app=True)
+    services.campaign_launch(campaign_id=campaign.pk)
+    monkeypatch.setattr(welcome, "welcome_enqueue", lambda ids: None)
+    [delivery_id] = welcome.welcome_on_install(aad_object_id=str(person.aad_object_id))
+    delivery_send(delivery_id=delivery_id)  # waiting for its install
+    return campaign, delivery_id
+
+
 def row(delivery: Delivery) -> Delivery:
     delivery.refresh_from_db()
     return delivery
@@ -681,16 +695,9 @@ def test_someone_crier_had_the_app_already_for_is_not_counted_as_installed_by_cr
 
 def test_a_welcome_handed_back_after_its_install_goes_to_the_queue_that_waits_behind_no_campaign(
         teams, lacking, monkeypatch):
-    from campaigns.models import Campaign
-    from delivery import welcome
-
     queued = []
     monkeypatch.setattr(installing.feeding, "publish", lambda ids, queue: queued.append((ids, queue)))
-    campaign = factories.campaign(kind=Campaign.Kind.WELCOME, install_app=True)
-    services.campaign_launch(campaign_id=campaign.pk)
-    monkeypatch.setattr(welcome, "welcome_enqueue", lambda ids: None)
-    [delivery_id] = welcome.welcome_on_install(aad_object_id=str(lacking.aad_object_id))
-    delivery_send(delivery_id=delivery_id)
+    _, delivery_id = welcome_waiting_for_install(lacking, monkeypatch)
 
     installing.installs_run()
 
@@ -906,13 +913,7 @@ def test_a_running_campaign_that_stops_installing_queues_its_waiting_rows_to_be_
 
     queued = []
     monkeypatch.setattr(control.feeding, "publish", lambda ids, queue: queued.append((ids, queue)))
-    welcome = factories.campaign(kind=Campaign.Kind.WELCOME, install_app=True)
-    services.campaign_launch(campaign_id=welcome.pk)
-    from delivery import welcome as welcoming
-
-    monkeypatch.setattr(welcoming, "welcome_enqueue", lambda ids: None)
-    [delivery_id] = welcoming.welcome_on_install(aad_object_id=str(lacking.aad_object_id))
-    delivery_send(delivery_id=delivery_id)  # waiting for its install
+    welcome, delivery_id = welcome_waiting_for_install(lacking, monkeypatch)
 
     with django_capture_on_commit_callbacks(execute=True):
         services.campaign_installs_stop(campaign_id=welcome.pk)
