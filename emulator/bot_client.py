@@ -10,11 +10,16 @@ from typing import Any
 
 import aiohttp
 
+from .cards import EXECUTE, action_data
 from .state import User, iso
 from .tokens import SigningKey, issue_channel_token
 
 BOT_TIMEOUT_SECONDS = 15.0
 BOT_NAME = "Crier"
+# Calls to the bot open at the same time, at most: as many as a bulk engagement runs at once.
+BOT_CONNECTIONS = 500
+ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
+TRIGGERS = ("manual", "automatic")
 
 _activity_counter = itertools.count(1)
 
@@ -93,6 +98,28 @@ def reaction_activity(user: User, conversation_id: str, service_url: str, app_id
     return activity
 
 
+def invoke_activity(user: User, conversation_id: str, service_url: str, app_id: str, reply_to_id: str,
+                    action: dict[str, Any], *, trigger: str = "manual",
+                    inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The person pressed the ``Action.Execute`` ``action`` of the card of the bot's message ``reply_to_id``
+    (``trigger`` "manual"), or Teams showed a card whose ``refresh.action`` it is ("automatic"): Teams' invoke
+    ``adaptiveCard/action``, whose ``data`` is the action's data with the card's ``inputs`` merged in. The bot
+    answers in the HTTP response itself."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"trigger must be one of {TRIGGERS}, not {trigger!r}")
+    activity = base_activity("invoke", user, conversation_id, service_url, app_id)
+    activity["name"] = ADAPTIVE_CARD_ACTION
+    activity["replyToId"] = reply_to_id
+    executed: dict[str, Any] = {"type": EXECUTE}
+    if isinstance(action.get("id"), str) and action["id"]:
+        executed["id"] = action["id"]
+    if isinstance(action.get("verb"), str):
+        executed["verb"] = action["verb"]
+    executed["data"] = action_data(action, inputs)
+    activity["value"] = {"action": executed, "trigger": trigger}
+    return activity
+
+
 class BotClient:
     """One aiohttp session for every call to the bot (created on the running loop)."""
 
@@ -108,7 +135,8 @@ class BotClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOT_TIMEOUT_SECONDS))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOT_TIMEOUT_SECONDS),
+                                                  connector=aiohttp.TCPConnector(limit=BOT_CONNECTIONS))
         return self._session
 
     async def post(self, endpoint: str, activity: dict[str, Any]) -> tuple[int | str, Any]:

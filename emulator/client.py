@@ -75,14 +75,17 @@ class EmulatorClient:
             retries=False,
         )
 
-    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
-        """One call; the decoded JSON answer. Raises EmulatorError on a status of 400 or more."""
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
+        """One call; the decoded JSON answer. Raises EmulatorError on a status of 400 or more. ``timeout``: seconds
+        to wait for the answer, instead of the client's own."""
         url = self.base_url + path
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        response = self._pool.request(method, url, body=data, headers=headers)
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": urllib3.Timeout(connect=5.0, read=timeout)}
+        response = self._pool.request(method, url, body=data, headers=headers, **extra)
         try:
             decoded: Any = json.loads(response.data) if response.data else None
         except ValueError:
@@ -160,6 +163,41 @@ class EmulatorClient:
         if activity_id is not None:
             body["activity_id"] = activity_id
         return self.request("POST", self._user_path(aad, "react"), body)
+
+    def execute(self, aad: UserRef, action: str | None = None, activity_id: str | None = None,
+                inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The user presses an ``Action.Execute`` button of the card of one of the bot's messages (the latest by
+        default): ``action`` is its id or title (the card's first by default), ``inputs`` the values the person
+        gave the card's inputs. Teams' invoke ``adaptiveCard/action`` reaches the bot; a card it answers takes the
+        place of the message's card for the person. Returns ``bot_status``, ``answer`` (the bot's body),
+        ``outcome`` ("card", "message", "error" or "unreachable"), ``card`` (the card the person sees now),
+        ``activity_id`` and ``invoke`` (what was sent)."""
+        body: dict[str, Any] = {}
+        if action is not None:
+            body["action"] = action
+        if activity_id is not None:
+            body["activity_id"] = activity_id
+        if inputs is not None:
+            body["inputs"] = inputs
+        return self.request("POST", self._user_path(aad, "execute"), body)
+
+    def refresh(self, aad: UserRef, activity_id: str | None = None) -> dict[str, Any]:
+        """Teams shows the card of one of the bot's messages (the latest by default): its ``refresh.action`` goes
+        to the bot as an invoke with the trigger ``automatic``. Answers as ``execute`` does."""
+        return self.request("POST", self._user_path(aad, "refresh"), {} if activity_id is None else
+                            {"activity_id": activity_id})
+
+    def engage(self, users: Iterable[UserRef] | str = "all", *, read: bool = False, execute: str | None = None,
+               react: str | None = None, concurrency: int = 50, timeout: float | None = None) -> dict[str, Any]:
+        """Many people act on their latest message from the bot, ``concurrency`` at a time (at most 500): each
+        reads it (``read``), presses its card's ``Action.Execute`` ``execute`` (id or title; skipped for a card
+        without it) and reacts (``react``: "like"...), in that order. ``users`` is "all" or Entra object ids
+        (at most 200,000). Returns ``users``, ``sent`` (per kind), ``bot_status`` (per HTTP status), ``errors``,
+        ``seconds``, ``invoke_ms`` (``p50``, ``p99``, ``max``) and ``invokes`` (per outcome). ``timeout``: how long
+        to wait for it, in seconds."""
+        body = {"users": users if isinstance(users, str) else [str(user) for user in users], "read": read,
+                "execute": execute, "react": react, "concurrency": concurrency}
+        return self.request("POST", "/_emulator/engage", body, timeout=timeout)
 
     def say(self, aad: UserRef, text: str | None = None, value: Any = None) -> dict[str, Any]:
         """The user types ``text`` (or submits a card: ``value``); returns the bot's status and body."""

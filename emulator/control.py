@@ -1,7 +1,8 @@
 """The control API under ``/_emulator/``: JSON, no auth (the emulator listens on loopback).
 
 Tests and the demo use it to register users, play what users do in Teams (install, uninstall, block,
-delete the chat, type a message), change the configuration, and read what the bot sent.
+delete the chat, type a message, read, react, press a card's ``Action.Execute``, many people at once with
+``engage``), change the configuration, and read what the bot sent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .bot_client import (
 )
 from .config import ConfigError
 from .context import Context
+from .invokes import DEFAULT_CONCURRENCY, InvokeResult, Invoker
 from .responses import control_error, json_body, json_response
 from .state import User, normalize_aad
 
@@ -51,6 +53,7 @@ def _optional_bool(entry: dict[str, Any], key: str, index: int) -> bool | None:
 class Control:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.invoker = Invoker(ctx)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -62,6 +65,7 @@ class Control:
             web.post("/_emulator/users", self.register_users),
             web.get("/_emulator/users/{aad}", self.get_user),
             web.post("/_emulator/users/{aad}/{action}", self.user_action),
+            web.post("/_emulator/engage", self.engage),
             web.get("/_emulator/messages", self.messages),
             web.get("/_emulator/stats", self.stats),
         ]
@@ -147,6 +151,8 @@ class Control:
             "say": self._say,
             "read": self._read,
             "react": self._react,
+            "execute": self._execute,
+            "refresh": self._refresh,
         }.get(action)
         if handler is None:
             return control_error(404, f"unknown action {action!r}")
@@ -258,6 +264,64 @@ class Control:
                                      reply_to, data["type"], removed=bool(data.get("removed")))
         [(status, _)] = await self._post_to_bot([activity])
         return json_response(200, {"bot_status": status, "reply_to_id": reply_to})
+
+    async def _execute(self, user: User, request: web.Request) -> web.Response:
+        """The user presses an ``Action.Execute`` of the card of one of the bot's messages (the latest by default):
+        ``{"action"?: id or title (the first by default), "inputs"?: {input id: value}}``. Teams' invoke
+        ``adaptiveCard/action`` goes to the bot; a card it answers takes the place of the message's card."""
+        data = await json_body(request)
+        if not isinstance(data, dict):
+            raise ConfigError('the body must be {"activity_id"?: ..., "action"?: ..., "inputs"?: {...}}')
+        selector, inputs = data.get("action"), data.get("inputs")
+        if selector is not None and (not isinstance(selector, str) or not selector):
+            raise ConfigError("action must be the id or the title of one of the card's Action.Execute")
+        if inputs is not None and not isinstance(inputs, dict):
+            raise ConfigError("inputs must be an object: {input id: value}")
+        seq = self.invoker.target(user, data.get("activity_id"))
+        return self._invoked(await self.invoker.execute(user, seq, selector, inputs), seq)
+
+    async def _refresh(self, user: User, request: web.Request) -> web.Response:
+        """Teams shows the card of one of the bot's messages (the latest by default) and, as the card has a
+        ``refresh``, sends its action as an invoke with the trigger ``automatic``."""
+        data = await json_body(request) if request.can_read_body else {}
+        if not isinstance(data, dict):
+            raise ConfigError('the body must be {} or {"activity_id": ...}')
+        seq = self.invoker.target(user, data.get("activity_id"))
+        return self._invoked(await self.invoker.refresh(user, seq), seq)
+
+    def _invoked(self, result: InvokeResult, seq: int) -> web.Response:
+        return json_response(200, {
+            "bot_status": result.status, "answer": result.answer, "card": result.card, "outcome": result.outcome,
+            "activity_id": self.ctx.store.log.activity_id(seq), "invoke": result.activity,
+        })
+
+    async def engage(self, request: web.Request) -> web.Response:
+        """Many people act on their latest message at once, for a benchmark: ``{"users": [ids] | "all", "read":
+        bool, "execute": id or title | null, "react": kind | null, "concurrency": 50}``."""
+        try:
+            data = await json_body(request)
+            if not isinstance(data, dict):
+                raise ConfigError('the body must be {"users": [...] | "all", "read"?, "execute"?, "react"?, '
+                                  '"concurrency"?}')
+            unknown = set(data) - {"users", "read", "execute", "react", "concurrency"}
+            if unknown:
+                raise ConfigError(f"unknown fields: {', '.join(sorted(unknown))}")
+            read = data.get("read", False)
+            if not isinstance(read, bool):
+                raise ConfigError("read must be true or false")
+            for key in ("execute", "react"):
+                if data.get(key) is not None and (not isinstance(data[key], str) or not data[key]):
+                    raise ConfigError(f"{key} must be a non-empty string or null")
+            concurrency = data.get("concurrency", DEFAULT_CONCURRENCY)
+            if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+                raise ConfigError("concurrency must be an integer")
+            users = self.invoker.engaged_users(data.get("users"))
+        except ConfigError as exc:
+            return control_error(400, str(exc))
+        report = await self.invoker.engage(users, read=read, execute=data.get("execute"), react=data.get("react"),
+                                           concurrency=concurrency)
+        logger.info("engaged %d users in %.1f s", report["users"], report["seconds"])
+        return json_response(200, report)
 
     # Messages and stats ------------------------------------------------------------------------
 

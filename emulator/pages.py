@@ -1,5 +1,6 @@
 """The inbox pages people watch during the demo: ``/`` (stats and users) and ``/inbox/{aad}`` (what the
-bot sent one user, newest first, each message with what the person can do with it in Teams: read up to it, react).
+bot sent one user, newest first, each message with what the person can do with it in Teams: read up to it, react,
+press its card's ``Action.Execute`` buttons, choosing among its choice inputs, and have its ``refresh`` sent).
 Every value from a user or the bot is HTML-escaped.
 
 Messages are drawn in the browser as Teams draws them: text as markdown and cards by Microsoft's
@@ -17,14 +18,18 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from .context import Context
-from .messages import Message
 from .bot_client import reaction_activity, read_receipt_activity
+from .cards import read_card
+from .config import ConfigError
+from .context import Context
+from .invokes import InvokeResult, Invoker, what_teams_shows
+from .messages import Message
 from .state import User, iso, normalize_aad
 
 USERS_SHOWN = 500
 MESSAGES_SHOWN = 200
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+INPUT_FIELD = "input:"  # form fields of a card's inputs: this and the input's id (no clash with the form's own)
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / "node_modules"
@@ -57,6 +62,8 @@ th { background: #ebebf5; }
 .meta { color: #666; font-size: .8rem; margin-bottom: .4rem; }
 .badge { display: inline-block; padding: 0 .4rem; border-radius: 4px; font-size: .75rem; margin-left: .4rem; }
 .badge.updated { background: #fff4ce; } .badge.deleted { background: #fde7e9; }
+.badge.answered { background: #dff6dd; }
+.note { background: #fff4ce; border-radius: 6px; padding: .5rem .8rem; max-width: 48rem; }
 .text { white-space: pre-wrap; }
 .card { border: 1px solid #e1e1e6; border-radius: 6px; padding: .6rem .8rem; margin-top: .5rem; }
 .card img { max-width: 100%; max-height: 12rem; display: block; margin: .3rem 0; }
@@ -64,6 +71,9 @@ th { background: #ebebf5; }
 .card dt { font-weight: 600; } .card dd { margin: 0; }
 .reading { margin-top: .5rem; } .reading form { display: inline; }
 .reading button { font-size: .8rem; margin-right: .3rem; }
+.reading form.execute { display: block; margin-top: .4rem; }
+.choices { border: 1px solid #e1e1e6; border-radius: 6px; margin: .3rem 0; font-size: .85rem; }
+.choices label { margin-right: .8rem; }
 .action { display: inline-block; border: 1px solid #4f52b2; color: #4f52b2; border-radius: 4px;
           padding: .15rem .6rem; margin: .3rem .4rem 0 0; font-size: .85rem; }
 pre { background: #f0f0f3; padding: .5rem; overflow-x: auto; font-size: .8rem; }
@@ -190,7 +200,46 @@ def _reading(message: Message, inbox: str) -> str:
         f'<form method="post" action="{inbox}/react"><input type="hidden" name="activity_id" value="{activity_id}">'
         f'<input type="hidden" name="type" value="{kind}"><button type="submit">{kind}</button></form>'
         for kind in REACTIONS)
-    return f'<div class="reading">{read}{react}</div>'
+    return f'<div class="reading">{read}{react}{_card_actions(message, inbox)}</div>'
+
+
+def _choice_set(element: dict[str, Any]) -> str:
+    """An ``Input.ChoiceSet`` as radio buttons (checkboxes when it is multi-select), its initial value chosen."""
+    kind = "checkbox" if element.get("isMultiSelect") is True else "radio"
+    initial = element.get("value")
+    chosen = set(str(initial).split(",")) if initial is not None else set()
+    name = escape(INPUT_FIELD + element["id"])
+    choices = element.get("choices") if isinstance(element.get("choices"), list) else []
+    options = ""
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("value") is None:
+            continue
+        value = str(choice["value"])
+        checked = " checked" if value in chosen else ""
+        options += (f'<label><input type="{kind}" name="{name}" value="{escape(value)}"{checked}> '
+                    f'{escape(str(choice.get("title") or value))}</label>')
+    legend = escape(str(element.get("label") or element["id"]))
+    return f'<fieldset class="choices"><legend>{legend}</legend>{options}</fieldset>'
+
+
+def _card_actions(message: Message, inbox: str) -> str:
+    """The buttons of the card the person sees: one per ``Action.Execute`` (with the card's choice inputs, in
+    the same form), and the refresh Teams sends when it shows a card that has one."""
+    actions = read_card(message.card)
+    hidden = f'<input type="hidden" name="activity_id" value="{escape(message.activity_id)}">'
+    parts = ""
+    if actions.executes:
+        choices = "".join(_choice_set(element) for element in actions.inputs
+                          if element.get("type") == "Input.ChoiceSet")
+        buttons = "".join(
+            f'<button type="submit" name="action" value="{escape(name)}">'
+            f'{escape(action["title"] if isinstance(action.get("title"), str) and action["title"] else name)}</button>'
+            for name, action in actions.executes)
+        parts += f'<form method="post" action="{inbox}/execute" class="execute">{hidden}{choices}{buttons}</form>'
+    if actions.refresh is not None:
+        parts += (f'<form method="post" action="{inbox}/refresh">{hidden}'
+                  '<button type="submit">Refresh, as Teams does when it shows the card</button></form>')
+    return parts
 
 
 def render_message(message: Message, number: int = 0, inbox: str | None = None) -> str:
@@ -199,9 +248,11 @@ def render_message(message: Message, number: int = 0, inbox: str | None = None) 
     badges = ""
     if message.updated:
         badges += f'<span class="badge updated">updated ×{message.updated}</span>'
+    if message.answered:
+        badges += f'<span class="badge answered">card updated by the bot\'s answer ×{message.answered}</span>'
     if message.deleted:
         badges += '<span class="badge deleted">deleted</span>'
-    activity = message.activity
+    activity = message.seen_activity
     if activity is None:
         content = f"<div class=meta>body not kept (sha256 {message.digest.hex()[:16]}…)</div>"
     else:
@@ -227,10 +278,12 @@ def render_message(message: Message, number: int = 0, inbox: str | None = None) 
 class Pages:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.invoker = Invoker(ctx)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/", self.index), web.get("/inbox/{aad}", self.inbox), web.get("/static/{name}", self.asset),
-                web.post("/inbox/{aad}/read", self.read), web.post("/inbox/{aad}/react", self.react)]
+                web.post("/inbox/{aad}/read", self.read), web.post("/inbox/{aad}/react", self.react),
+                web.post("/inbox/{aad}/execute", self.execute), web.post("/inbox/{aad}/refresh", self.refresh)]
 
     def _user(self, request: web.Request) -> User:
         aad = normalize_aad(request.match_info["aad"])
@@ -265,6 +318,47 @@ class Pages:
             return reaction_activity(user, conversation_id, service_url, app_id, activity_id, kind, removed=False)
 
         return await self._sent_to_bot(request, make)
+
+    async def execute(self, request: web.Request) -> web.Response:
+        """The person pressed one of the card's ``Action.Execute`` buttons, having chosen among its choices."""
+        user = self._user(request)
+        form = await request.post()
+        try:
+            seq = self.invoker.target(user, str(form.get("activity_id") or ""))
+            actions = self.invoker.card_actions(seq)
+            found = actions.find(str(form.get("action") or "") or None)
+            if found is None:
+                raise ConfigError("the card has no such Action.Execute")
+            action = found[1]
+            inputs = self.invoker.inputs_for(actions, action, None)
+            if action.get("associatedInputs") != "none":
+                for element in actions.inputs:
+                    if element.get("type") == "Input.ChoiceSet":
+                        chosen = [str(value) for value in form.getall(INPUT_FIELD + element["id"], [])]
+                        inputs.pop(element["id"], None)
+                        if chosen:
+                            inputs[element["id"]] = ",".join(chosen)  # a multi-select's values, as the renderer
+        except ConfigError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return self._answered(user, await self.invoker.invoke(user, seq, action, "manual", inputs))
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        """Teams showed the card again: its ``refresh.action`` goes to the bot."""
+        user = self._user(request)
+        form = await request.post()
+        try:
+            seq = self.invoker.target(user, str(form.get("activity_id") or ""))
+            result = await self.invoker.refresh(user, seq)
+        except ConfigError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return self._answered(user, result)
+
+    def _answered(self, user: User, result: InvokeResult) -> web.Response:
+        """Back to the inbox, where what Teams shows for an answer that is not a card appears once."""
+        note = what_teams_shows(result)
+        if note is not None:
+            self.ctx.store.notes[user.aad_object_id] = note
+        raise web.HTTPSeeOther(f"/inbox/{quote(user.aad_object_id)}")
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         """The renderer's scripts and style, from the project's files (``make`` installs node_modules)."""
@@ -308,10 +402,12 @@ class Pages:
         newest = store.user_messages(user, newest_first=MESSAGES_SHOWN)
         inbox = f"/inbox/{quote(user.aad_object_id)}"
         items = "".join(render_message(m, number, inbox) for number, m in enumerate(newest)) or "<p>No messages yet.</p>"
+        note = store.notes.pop(user.aad_object_id, None)
+        shown = f'<p class="note">{escape(note)}</p>' if note else ""
         body = (
             '<p><a href="/">← all users</a></p>'
             f"<h1>{escape(user.name)}</h1>"
             f'<p class="meta">{escape(user.aad_object_id)} · {escape(user.user_id)} · '
-            f"{len(user.messages)} messages</p>{items}"
+            f"{len(user.messages)} messages</p>{shown}{items}"
         )
         return _page(f"Inbox of {user.name}", body)

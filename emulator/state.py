@@ -9,12 +9,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import math
 import secrets
 import uuid
 from array import array
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cards import first_card, skeleton
 from .limits import RetryAfterTracker
 from .messages import Message, MessageLog, digest_of
 
@@ -62,6 +66,38 @@ def aad_from_user_id(user_id: str) -> str | None:
     if len(raw) != 16 or check != hashlib.sha256(_USER_ID_CHECK + raw).digest()[:8]:
         return None
     return str(uuid.UUID(bytes=raw))
+
+
+INVOKE_OUTCOMES = ("card", "message", "error", "unreachable")
+LATENCIES_KEPT = 50_000
+
+
+def latency_summary(values: Iterable[float]) -> dict[str, Any]:
+    """Count, median, 99th percentile and maximum (nearest rank) of latencies in milliseconds."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+
+    def rank(percent: int) -> float:
+        return round(ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)], 2)
+
+    return {"count": len(ordered), "p50": rank(50), "p99": rank(99), "max": round(ordered[-1], 2)}
+
+
+class Latencies:
+    """The bot's answer times to invokes: all of them counted, the latest ``LATENCIES_KEPT`` kept for the
+    percentiles."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: deque[float] = deque(maxlen=LATENCIES_KEPT)
+
+    def add(self, milliseconds: float) -> None:
+        self.count += 1
+        self.samples.append(milliseconds)
+
+    def summary(self) -> dict[str, Any]:
+        return {**latency_summary(self.samples), "count": self.count}
 
 
 class User:
@@ -146,6 +182,9 @@ class Store:
         self.duplicates = 0
         self.max_messages_per_user = 0
         self.retry_after = RetryAfterTracker()
+        self.invokes = dict.fromkeys(INVOKE_OUTCOMES, 0)  # adaptiveCard/action invokes sent, by the bot's answer
+        self.invoke_latency = Latencies()  # of those the bot answered
+        self.notes: dict[str, str] = {}  # per person: what the bot answered, shown once on the inbox page
 
     # Users -------------------------------------------------------------------------------------
 
@@ -234,7 +273,11 @@ class Store:
             self.duplicates += 1
         else:
             self._seen.add(key)
+        if not keep_body and user.messages:
+            self._forget_skeleton(user.messages[-1])
         seq = self.log.append(user.index, user.conversation_index, activity, digest, keep_body)
+        if not keep_body:
+            self._keep_skeleton(seq, activity)
         user.messages.append(seq)
         if len(user.messages) > self.max_messages_per_user:
             self.max_messages_per_user = len(user.messages)
@@ -249,6 +292,45 @@ class Store:
 
     def update_message(self, seq: int, activity: dict[str, Any], keep_body: bool) -> None:
         self.log.replace(seq, activity, digest_of(activity), keep_body)
+        self._forget_skeleton(seq)
+        if not keep_body and self.is_latest(seq):
+            self._keep_skeleton(seq, activity)
+
+    def is_latest(self, seq: int) -> bool:
+        """Whether the message is the latest the bot sent its person."""
+        messages = self.user_list[self.log.user_index[seq]].messages
+        return bool(messages) and messages[-1] == seq
+
+    def _keep_skeleton(self, seq: int, activity: dict[str, Any]) -> None:
+        """Without bodies, the buttons of a person's latest card are kept, for the person to press them."""
+        found = first_card(activity)
+        kept = skeleton(found[1]) if found else None
+        if kept is not None:
+            self.log.skeletons[seq] = kept
+
+    def _forget_skeleton(self, seq: int) -> None:
+        self.log.skeletons.pop(seq, None)
+        if seq not in self.log.activities:
+            self.log.answer_cards.pop(seq, None)
+
+    def answer_card(self, seq: int, card: dict[str, Any]) -> None:
+        """The bot answered an invoke on the message with ``card``: the person sees it in place of the message's
+        card (without bodies, only its skeleton is kept, and only for the person's latest message)."""
+        self.log.answered[seq] = self.log.answered.get(seq, 0) + 1
+        if seq in self.log.activities:
+            self.log.answer_cards[seq] = card
+            return
+        kept = skeleton(card) if self.is_latest(seq) else None
+        if kept is None:
+            self.log.answer_cards.pop(seq, None)
+            self.log.skeletons.pop(seq, None)  # the card the person sees has no buttons left
+        else:
+            self.log.answer_cards[seq] = kept
+
+    def count_invoke(self, outcome: str, milliseconds: float | None) -> None:
+        self.invokes[outcome] += 1
+        if milliseconds is not None:
+            self.invoke_latency.add(milliseconds)
 
     def delete_message(self, seq: int) -> None:
         self.log.deleted.add(seq)
@@ -279,6 +361,8 @@ class Store:
             "sha256": message.digest.hex(),
             "updated": message.updated,
             "deleted": message.deleted,
+            "card": message.card,
+            "answered": message.answered,
         }
 
     def stats(self, fault_counts: dict[str, int]) -> dict[str, Any]:
@@ -289,6 +373,8 @@ class Store:
             "requests": self.requests,
             "tokens_issued": self.tokens_issued,
             "read_receipts": self.read_receipts,
+            "invokes": {"sent": sum(self.invokes.values()), **self.invokes},
+            "invoke_ms": self.invoke_latency.summary(),
             "throttled": dict(self.throttled),
             "app_throttled_when_made": self.app_throttled_when_made,
             "faults": dict(fault_counts),
