@@ -12,9 +12,12 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from campaigns.card_actions import ACKNOWLEDGE, AGAIN, VERB_ACKNOWLEDGE, VERB_REFRESH
 from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
 from core.channels import Address, Deferred, TransportError
+from delivery.acknowledgements import Answer, acknowledgement_answer
+from delivery.models import Acknowledgement
 from delivery.reads import reactions_record, reads_record
 from delivery.retry import retry_in
 
@@ -253,6 +256,79 @@ def _reacted(activity: Activity) -> list[str]:
                      added=[str(r.type or "") for r in activity.reactions_added or []],
                      removed=[str(r.type or "") for r in activity.reactions_removed or []])
     return []
+
+
+# --- Cards' actions: Universal Actions' invokes, and the Action.Submit fallback -----------------------------------
+
+INVOKE_ACTION = "adaptiveCard/action"  # the invoke an Action.Execute (or a card's refresh) sends
+CARD = "application/vnd.microsoft.card.adaptive"
+ERROR = "application/vnd.microsoft.error"
+Invoker = Callable[[Activity, dict[str, Any]], dict[str, Any]]
+_INVOKES: dict[str, Invoker] = {}  # by the Action.Execute's verb
+
+
+def answers(verb: str) -> Callable[[Invoker], Invoker]:
+    """Registers the decorated function as the answer to the ``Action.Execute`` invokes of that verb."""
+    def register(invoker: Invoker) -> Invoker:
+        if verb in _INVOKES:
+            raise ValueError(f"two answers to {verb!r}")
+        _INVOKES[verb] = invoker
+        return invoker
+    return register
+
+
+def invoke_error(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"statusCode": status, "type": ERROR, "value": {"code": code, "message": message}}
+
+
+def invoke_handle(*, data: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """Answers one validated invoke: (HTTP status, body). An ``adaptiveCard/action`` is answered with HTTP 200 and,
+    in the body, the card the person now sees or an error with its own status (as Universal Actions have it);
+    other invokes are not Crier's (501, as the Bot Framework answers them)."""
+    activity = parse_activity(data)
+    if (activity.name or "") != INVOKE_ACTION:
+        return 501, None
+    value = activity.value if isinstance(activity.value, dict) else {}
+    action = value.get("action") if isinstance(value.get("action"), dict) else {}
+    invoker = _INVOKES.get(action.get("verb")) if action.get("type") == "Action.Execute" else None
+    if invoker is None:
+        return 200, invoke_error(400, "NotSupported", "Crier does not know this button.")
+    if _in_team(activity):  # Crier's cards go to one-to-one chats only
+        return 200, invoke_error(403, "Forbidden", "Crier answers its buttons in your one-to-one chat with it.")
+    return 200, invoker(activity, action.get("data") if isinstance(action.get("data"), dict) else {})
+
+
+def _card_answer(answer: Answer) -> dict[str, Any]:
+    if answer.card is None:
+        return invoke_error(answer.status, answer.code, answer.message)
+    return {"statusCode": 200, "type": CARD, "value": answer.card}
+
+
+@answers(VERB_ACKNOWLEDGE)
+def _acknowledge_pressed(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
+    aad = getattr(activity.from_property, "aad_object_id", None)
+    return _card_answer(acknowledgement_answer(aad_object_id=str(aad or ""), data=data, press=True))
+
+
+@answers(VERB_REFRESH)
+def _refreshed(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
+    aad = getattr(activity.from_property, "aad_object_id", None)
+    return _card_answer(acknowledgement_answer(aad_object_id=str(aad or ""), data=data, press=False))
+
+
+REPLY_ACKNOWLEDGED = "Thank you: your acknowledgement is recorded ({when} UTC)."
+
+
+@handles("message", ACKNOWLEDGE)
+def _acknowledge_submitted(activity: Activity) -> list[str]:
+    """The acknowledgement button on a Teams too old for Universal Actions: its fallback, an Action.Submit, arrives
+    as a message with the card's data. It records the same, and answers in words (the card stays as it is)."""
+    aad = getattr(activity.from_property, "aad_object_id", None)
+    answer = acknowledgement_answer(aad_object_id=str(aad or ""), data=activity.value, press=True,
+                                    via=Acknowledgement.Via.FALLBACK)
+    if answer.acknowledged_at is None:
+        return [answer.message or AGAIN]
+    return [REPLY_ACKNOWLEDGED.format(when=answer.acknowledged_at.strftime("%-d %B %Y, %H:%M"))]
 
 
 def _sender(activity: Activity) -> Recipient | None:

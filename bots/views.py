@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from core.errors import error_body
 
 from .auth import InboundAuthError, parse_body, validate_inbound
-from .services import activity_handle, activity_tenant
+from .services import activity_handle, activity_tenant, invoke_handle
 from .tasks import send_reply
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ def messages_endpoint(request: HttpRequest) -> HttpResponse:
     except InboundAuthError as exc:
         logger.warning("rejected an activity: %s", exc)
         return JsonResponse(error_body("unauthorized", str(exc)), status=exc.status)
+    if data.get("type") == "invoke":  # answered in the response itself: the card the person now sees
+        status, body = invoke_handle(data=data)
+        return JsonResponse(body, status=status) if body is not None else HttpResponse(status=status)
     with transaction.atomic():
         replies = activity_handle(data=data)
         conversation_id = (data.get("conversation") or {}).get("id")

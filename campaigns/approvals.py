@@ -47,7 +47,7 @@ class ApprovalOutgrown(ApplicationError):
 
 # Changing one of these after approval withdraws it.
 APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app",
-                   "urgent", "urgent_text")
+                   "urgent", "urgent_text", "acknowledgement")
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,15 @@ class ApprovalState:
 
 def approval_fingerprint(*, campaign: Campaign) -> str:
     """What an approval covers: the template, the audience and the category, as they are now, and whether Crier
-    installs the app for the people who lack it, and whether it is urgent, with its pop-up's words."""
+    installs the app for the people who lack it, whether it is urgent, with its pop-up's words, and whether it asks
+    for an acknowledgement (its card's button)."""
     template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
     audience = Audience.objects.filter(pk=campaign.audience_id).values_list("updated_at", flat=True).first()
     mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
     parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory,
              *(["install_app"] if campaign.install_app else []),
-             *(["urgent", campaign.urgent_text] if campaign.urgent else [])]
+             *(["urgent", campaign.urgent_text] if campaign.urgent else []),
+             *([f"acknowledgement:{campaign.acknowledgement}"] if campaign.acknowledgement else [])]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
@@ -265,7 +267,8 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
 def template_edit_require(*, template_id: int | None) -> None:
     """Raises unless the template may be edited: an announcement or direct campaign that is running
     or paused still sends it to people not reached yet, who would get text nobody approved. A
-    welcome campaign runs for ever, and its template stays editable.
+    welcome campaign runs for ever, and its template stays editable. A policy once launched keeps its
+    template as sent: what people acknowledged is that text (its edits are versions of their own).
 
     In a transaction, the template's row stays locked until it commits: a launch, which locks it
     too (``delivery.services.campaign_launch``), waits for the edit, then sees what it changed."""
@@ -284,6 +287,16 @@ def template_edit_require(*, template_id: int | None) -> None:
             f"“{sending}” is {sending.get_status_display().lower()} with this template: people it has not reached "
             "yet would get the new text. Wait until it completes or cancel it, or change what people already "
             "received with “Edit the sent message”.",
+            code="template_in_use", status=409,
+        )
+    policy = (
+        Campaign.objects.filter(template_id=template_id, acknowledgement=Campaign.Acknowledgement.POLICY,
+                                launched_at__isnull=False).exclude(status=Campaign.Status.DRAFT).order_by("pk").first()
+    )
+    if policy is not None:
+        raise ApplicationError(
+            f"“{policy}” is a policy people acknowledge as it was sent with this template: a new text must be a new "
+            "version they acknowledge again. Change it with “Edit the sent message”, or copy the template.",
             code="template_in_use", status=409,
         )
 

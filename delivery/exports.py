@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import QuerySet
 
-from .models import Delivery
+from .models import Acknowledgement, Delivery, campaign_ids
 
 COLUMNS = (
     ("external_id", "recipient__external_id"),
@@ -31,6 +31,17 @@ COLUMNS = (
     ("ambiguous", "ambiguous"),
     ("activity_id", "activity_id"),
     ("finished_at", "finished_at"),
+    ("read_at", "read_at"),
+    ("acknowledged_at", "acknowledged_at"),
+)
+# A policy's audit: who acknowledged which version of its message, when, and whether that is the version now.
+ACKNOWLEDGEMENT_COLUMNS = (
+    ("external_id", "delivery__recipient__external_id"),
+    ("email", "delivery__recipient__email"),
+    ("display_name", "delivery__recipient__display_name"),
+    ("version", "version"),
+    ("acknowledged_at", "acknowledged_at"),
+    ("via", "via"),
 )
 
 
@@ -62,3 +73,18 @@ def deliveries_csv(deliveries: QuerySet[Delivery]) -> Iterator[str]:
     )
     for row in rows:
         yield writer.writerow([csv_cell(value) for value in row])
+
+
+def acknowledgements_csv(*, campaign_id: int, current_version: int) -> Iterator[str]:
+    """CSV lines of every acknowledgement of the campaign's message, version by version (a person who acknowledged
+    three versions has three lines), oldest first; ``current`` says whether the line's version is the message as
+    it is now. Read in batches."""
+    writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
+    yield writer.writerow([*(name for name, _ in ACKNOWLEDGEMENT_COLUMNS), "current"])
+    lowest, end = campaign_ids(campaign_id)
+    rows = (Acknowledgement.objects.filter(delivery_id__gte=lowest, delivery_id__lt=end)
+            .order_by("acknowledged_at", "id").values_list(*(field for _, field in ACKNOWLEDGEMENT_COLUMNS))
+            .iterator(chunk_size=2000))
+    version_at = [field for _, field in ACKNOWLEDGEMENT_COLUMNS].index("version")
+    for row in rows:
+        yield writer.writerow([*(csv_cell(value) for value in row), row[version_at] == current_version])

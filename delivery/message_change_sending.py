@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from bots.addresses import ADDRESS_COLUMNS, address_join, address_of
 from bots.transport import TeamsTransport
+from campaigns.card_actions import ask_of, content_asking
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from core.channels import Address, Channel, Deferred, TransportError
 
@@ -114,14 +115,17 @@ def message_change_process(
     on_row: Callable[[], None] | None = None,
 ) -> ChunkResult:
     """Claims and processes the change's due rows for about ``budget_seconds`` (at least one row)."""
-    change = MessageChange.objects.filter(pk=change_id, status=MessageChange.Status.RUNNING).first()
+    change = MessageChange.objects.filter(pk=change_id, status=MessageChange.Status.RUNNING).select_related(
+        "campaign").first()
     if change is None:
         return ChunkResult(0, None)
     transport = transport or _transport
-    compiled = (
-        compile_message(kind=change.kind, text=change.text, card=change.card, wrap=transport.wrap)
-        if change.is_edit else None
-    )
+    compiled = None
+    if change.is_edit:  # the new words, with the campaign's request for an acknowledgement of this version
+        campaign = change.campaign
+        ask = ask_of(public_id=campaign.public_id, version=campaign.message_version, mode=campaign.acknowledgement)
+        kind, text, card = content_asking(kind=change.kind, text=change.text, card=change.card, ask=ask)
+        compiled = compile_message(kind=kind, text=text, card=card, wrap=transport.wrap)
     deadline = time.monotonic() + budget_seconds
     processed = 0
     while claims := _claim(change_id):

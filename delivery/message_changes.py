@@ -28,6 +28,7 @@ from core.connections import redis_for
 from core.errors import ApplicationError
 
 from . import jobs
+from .acknowledgements import acknowledgements_clear
 from .message_change_sending import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
 from .notifying import notices_drop
@@ -202,12 +203,21 @@ def message_change_start(
         change.total = total
         change.save(update_fields=["total"])
         if action == MessageChange.Action.EDIT:
+            # A new version of the message: a policy's people acknowledge it again.
+            cleared = (acknowledgements_clear(campaign_id=campaign.pk)
+                       if campaign.acknowledgement == Campaign.Acknowledgement.POLICY else 0)
+            campaign.message_version += 1
+            Campaign.objects.filter(pk=campaign.pk).update(message_version=campaign.message_version)
             audit_record(
                 AuditEntry.Action.EDIT_SENT,
-                summary=f"Edited the message of “{campaign}” for {total} people",
+                summary=f"Edited the message of “{campaign}” for {total} people"
+                        + (f": version {campaign.message_version}, which {cleared} people had acknowledged before "
+                           "are to acknowledge again" if campaign.acknowledgement == Campaign.Acknowledgement.POLICY
+                           else ""),
                 user=user,
                 campaign=campaign,
-                detail={"change_id": change.pk, "people": total, "kind": kind},
+                detail={"change_id": change.pk, "people": total, "kind": kind, "version": campaign.message_version,
+                        "acknowledgements_cleared": cleared},
             )
         else:
             notices_drop(campaign_id=campaign.pk)  # nothing pops up for a message taken back

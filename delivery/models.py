@@ -129,6 +129,11 @@ class Delivery(models.Model):
         help_text="When Teams first reported the person read it (a read receipt): a lower bound, since a person or an "
         "organisation can turn read receipts off.",
     )
+    acknowledged_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the person acknowledged the message as it is now (a campaign that asks for it). A policy's edit "
+        "clears it: they acknowledge the new version again (its history is in Acknowledgement).",
+    )
     # Not a PositiveSmallIntegerField: its CHECK would make adding the column scan every row under an exclusive lock.
     install_attempts = models.SmallIntegerField(db_default=0)
     activity_id = models.CharField(max_length=500, blank=True, db_default="")
@@ -198,6 +203,28 @@ class Reaction(models.Model):
         return f"{self.delivery_id}: {self.kind}"
 
 
+class Acknowledgement(models.Model):
+    """A person acknowledged one version of a campaign's message: the record a policy's audit export is made of. One
+    row a version; found by the delivery's id, so a campaign's are one range of the unique index."""
+
+    class Via(models.TextChoices):
+        BUTTON = "button", "The card's button"  # Action.Execute: Teams shows them the card Crier answers with
+        FALLBACK = "fallback", "The card's button, on an older Teams"  # Action.Submit: a message with the card's data
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.DO_NOTHING, related_name="acknowledgements",
+                                 db_constraint=False, db_index=False)
+    version = models.PositiveIntegerField(help_text="The campaign's message_version the person saw: 1, then one more "
+                                                    "for each edit.")
+    via = models.CharField(max_length=16, choices=Via.choices)
+    acknowledged_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "version"], name="one_acknowledgement_a_version")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}: version {self.version}"
+
+
 class WebhookEndpoint(models.Model):
     """Where an HR system or a dashboard wants to hear about deliveries and opt-outs."""
 
@@ -205,6 +232,9 @@ class WebhookEndpoint(models.Model):
         DELIVERY_SENT = "delivery.sent", "A message was sent"
         DELIVERY_FAILED = "delivery.failed", "A message failed"
         DELIVERY_SKIPPED = "delivery.skipped", "A person was skipped"
+        DELIVERY_READ = "delivery.read", "Teams reported a message read"
+        DELIVERY_ACKNOWLEDGED = "delivery.acknowledged", "Someone acknowledged a message"
+        REACTION_ADDED = "reaction.added", "Someone reacted to a message"
         OPT_OUT_CREATED = "opt_out.created", "Someone opted out"
         OPT_OUT_DELETED = "opt_out.deleted", "Someone opted back in"
 

@@ -24,8 +24,9 @@ from .models import Delivery, Reaction, campaign_ids
 
 FINAL = tuple(str(status) for status in Delivery.FINAL)
 # installed: people Crier installed the app for; notified, notice_failed: urgent campaigns' pop-ups (delivery.notifying)
-# read: messages Teams reported read (delivery.reads), a lower bound
-COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read")
+# read: messages Teams reported read (delivery.reads), a lower bound; acknowledged: of the message as it is now
+# (delivery.acknowledgements)
+COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read", "acknowledged")
 REACTION = "reaction:"  # and a counter for each kind of reaction: reaction:like, reaction:heart… (delivery.reads)
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
@@ -118,6 +119,7 @@ def rebuild(campaign_id: int) -> dict[str, Any]:
     counts["ambiguous"] = Delivery.objects.of_campaign(campaign_id).filter(ambiguous=True).count()
     counts["installed"] = Delivery.objects.of_campaign(campaign_id).filter(install=Delivery.Install.INSTALLED).count()
     counts["read"] = Delivery.objects.of_campaign(campaign_id).filter(read_at__isnull=False).count()
+    counts["acknowledged"] = Delivery.objects.of_campaign(campaign_id).filter(acknowledged_at__isnull=False).count()
     notices = Delivery.objects.of_campaign(campaign_id).filter(notice__in=(
         Delivery.Notice.NOTIFIED, Delivery.Notice.UNANSWERED, Delivery.Notice.FAILED))
     for row in notices.values("notice").annotate(n=Count("id")).order_by():  # a call whose answer was lost went out

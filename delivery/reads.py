@@ -14,6 +14,9 @@ read at all; and there are none outside one-to-one chats.
 
 A reaction (like, heart, or any emoji's id) is kept once a kind for each delivery, for a message Crier sent the
 person who reacted, and taken back when they take it back.
+
+An endpoint that subscribes hears of each message marked read (``delivery.read``) and of each reaction added
+(``reaction.added``), written in the same transaction as the marks and the reactions.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from collections import Counter
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import progress
+from campaigns.models import Recipient
+
+from . import progress, webhooks
 from .models import PERSON_BITS
 
 logger = logging.getLogger(__name__)
@@ -57,7 +62,17 @@ UPDATE delivery_delivery AS d SET read_at = %(now)s
  WHERE d.id = ANY({_PERSON_ROWS})
    AND d.status = 'sent' AND d.read_at IS NULL
    AND CASE WHEN d.activity_id ~ '^[0-9]{{1,{MOST_DIGITS}}}$' THEN d.activity_id::numeric END <= %(last)s::numeric
-RETURNING d.campaign_id
+RETURNING d.id, d.campaign_id, d.recipient_id, d.read_at
+"""
+# The marks and, when an endpoint subscribes, a ``delivery.read`` webhook event for each, in one statement.
+MARK_WITH_EVENTS = f"""
+WITH marked AS ({MARK}),
+     events AS (
+       INSERT INTO delivery_webhookevent (type, payload, created_at)
+       SELECT 'delivery.read', json_build_object('delivery', m.id, 'campaign', m.campaign_id,
+                                                 'recipient', r.external_id, 'read_at', m.read_at), now()
+         FROM marked AS m JOIN campaigns_recipient AS r ON r.id = m.recipient_id)
+SELECT id, campaign_id FROM marked
 """
 
 
@@ -79,8 +94,9 @@ def reads_record(*, aad_object_id: str, last_read: str) -> int:
         moved, known = cursor.fetchone()
         if known and not moved:
             return 0  # read already as far as this
-        cursor.execute(MARK, {"now": now, "aad": aad, "last": last_read})
-        campaigns = Counter(campaign_id for (campaign_id,) in cursor.fetchall())
+        sql = MARK_WITH_EVENTS if "delivery.read" in webhooks.wanted_types() else MARK
+        cursor.execute(sql, {"now": now, "aad": aad, "last": last_read})
+        campaigns = Counter(row[1] for row in cursor.fetchall())
     # Counted once the marks are there for good: a rebuild of the counters in between would lose the increment.
     transaction.on_commit(lambda: [progress.record(campaign, read=read) for campaign, read in campaigns.items()])
     return sum(campaigns.values())
@@ -118,6 +134,12 @@ def reactions_record(*, aad_object_id: str, activity_id: str, added: list[str], 
             cursor.execute("INSERT INTO delivery_reaction (delivery_id, kind, created_at) VALUES (%s, %s, now())"
                            " ON CONFLICT DO NOTHING RETURNING kind", [delivery_id, kind])
             counted.update({row[0]: 1 for row in cursor.fetchall()})
+    if any(n > 0 for n in counted.values()) and "reaction.added" in webhooks.wanted_types():
+        recipient = Recipient.objects.filter(aad_object_id=aad).values_list("external_id", flat=True).first()
+        for kind in sorted(kind for kind, n in counted.items() if n > 0):
+            webhooks.event_record(type="reaction.added", payload={
+                "delivery": delivery_id, "campaign": campaign_id, "recipient": recipient, "kind": kind})
+    with connection.cursor() as cursor:
         if kinds_removed:
             cursor.execute("DELETE FROM delivery_reaction WHERE delivery_id = %s AND kind = ANY(%s) RETURNING kind",
                            [delivery_id, kinds_removed])

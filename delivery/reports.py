@@ -299,7 +299,8 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
     else:
         percent = 100.0 if finished else 0.0
     return {
-        "campaign": {"id": campaign.pk, "name": campaign.name, "kind": campaign.kind},
+        "campaign": {"id": campaign.pk, "name": campaign.name, "kind": campaign.kind,
+                     "acknowledgement": campaign.acknowledgement, "message_version": campaign.message_version},
         "status": campaign.status,
         "status_display": campaign.get_status_display(),
         "status_reason": campaign.status_reason,

@@ -22,6 +22,7 @@ from django.utils import timezone
 from bots.addresses import ADDRESS_COLUMNS, REMEMBER_CONVERSATION, address_join, address_mark_blocked, address_of
 from bots.transport import TeamsTransport
 from campaigns.models import OptOut, Recipient
+from campaigns.card_actions import Ask, ask_of, content_asking
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from campaigns.selectors import opted_out_sql
 from campaigns.services import opt_out_record
@@ -48,7 +49,7 @@ UPDATE delivery_delivery AS d
   FROM campaigns_campaign AS c
  WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
 RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install,
-          c.urgent AND c.kind = 'announcement'
+          c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id, c.message_version
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -78,11 +79,13 @@ NOT_CLAIMED = Outcome("not_claimed")
 
 
 @lru_cache(maxsize=64)
-def _compiled(template_id: int, updated_at: str) -> CompiledMessage:
+def _compiled(template_id: int, updated_at: str, ask: Ask | None = None) -> CompiledMessage:
+    """The template compiled, with the campaign's request for an acknowledgement when it makes one."""
     from campaigns.models import MessageTemplate
 
     template = MessageTemplate.objects.get(pk=template_id)
-    return compile_message(kind=template.kind, text=template.text, card=template.card, wrap=_transport.wrap)
+    kind, text, card = content_asking(kind=template.kind, text=template.text, card=template.card, ask=ask)
+    return compile_message(kind=kind, text=text, card=card, wrap=_transport.wrap)
 
 
 def _write(sql: str, params: list[Any]) -> int:
@@ -135,14 +138,16 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         claimed = cursor.fetchone()
         if claimed is None:
             return NOT_CLAIMED
-        campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent = claimed
+        (campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent,
+         acknowledgement, public_id, version) = claimed
     claim = (delivery_id, attempts)
     try:
         with connection.cursor() as cursor:
             cursor.execute(CONTEXT, [template_id, category_id, recipient_id])
             row = cursor.fetchone()
         return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
-                             install=Install(allowed=install_app, done=install), urgent=urgent)
+                             install=Install(allowed=install_app, done=install), urgent=urgent,
+                             ask=ask_of(public_id=public_id, version=version, mode=acknowledgement))
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:
@@ -176,7 +181,7 @@ NO_INSTALL = Install(allowed=False, done="")
 
 def _send_claimed(
     claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel,
-    install: Install = NO_INSTALL, urgent: bool = False,
+    install: Install = NO_INSTALL, urgent: bool = False, ask: Ask | None = None,
 ) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
@@ -202,7 +207,7 @@ def _send_claimed(
         )
     if install.allowed and not install.done and _known_without_app(address_state, stored):
         return _hand_to_installer(claim)  # asking Teams first would spend a call of its pace to hear "not installed"
-    body = _compiled(template_id, template_updated.isoformat()).render(person)
+    body = _compiled(template_id, template_updated.isoformat(), ask).render(person)
     try:
         result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:

@@ -145,19 +145,20 @@ def _after_listed_launch(campaign_id: int) -> None:
 
 
 def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:
-    """Deletes the delivery rows of a campaign or of a person, and the changes made to them and the reactions to
-    them, found
+    """Deletes the delivery rows of a campaign or of a person, and the changes made to them, the reactions to them and
+    their acknowledgements, found
     through the primary key (``of_campaign``, ``of_person``), before Django deletes the campaign or
     the person; returns how many rows. Raw deletes: Django's would load every row first."""
     rows = Delivery.objects.of_campaign(campaign_id) if campaign_id is not None else Delivery.objects.of_person(recipient_id)
     ids, params = rows.values("pk").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM delivery_deliverychange WHERE delivery_id IN ({ids})", params)
-        if campaign_id is not None:  # its whole range: a reaction made while the rows went goes too
-            cursor.execute("DELETE FROM delivery_reaction WHERE delivery_id >= %s AND delivery_id < %s",
-                           list(campaign_ids(campaign_id)))
-        else:
-            cursor.execute(f"DELETE FROM delivery_reaction WHERE delivery_id IN ({ids})", params)
+        for table in ("delivery_reaction", "delivery_acknowledgement"):
+            if campaign_id is not None:  # its whole range: a reaction made while the rows went goes too
+                cursor.execute(f"DELETE FROM {table} WHERE delivery_id >= %s AND delivery_id < %s",
+                               list(campaign_ids(campaign_id)))
+            else:
+                cursor.execute(f"DELETE FROM {table} WHERE delivery_id IN ({ids})", params)
         cursor.execute(f"DELETE FROM delivery_delivery WHERE id IN ({ids})", params)
         return cursor.rowcount
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.errors import ApplicationError
 
 from ..models import Audience, Campaign
-from ..models.content import WELCOME_NOT_LISTED, urgent_problems
+from ..models.content import WELCOME_NOT_LISTED, acknowledgement_problems, urgent_problems
 from ..services import campaign_require_editable
 
 S = Campaign.Status
@@ -28,6 +28,12 @@ class CampaignForm(forms.ModelForm):
         text = cleaned.get("urgent_text", self.instance.urgent_text)
         for field, problem in urgent_problems(kind=kind, urgent=urgent, urgent_text=text).items():
             self.add_error(field if field in self.fields else None, problem)
+        category = cleaned.get("category", self.instance.category if self.instance.category_id else None)
+        for field, problem in acknowledgement_problems(
+                kind=kind, acknowledgement=cleaned.get("acknowledgement", self.instance.acknowledgement),
+                category_mandatory=category.mandatory if category is not None else None).items():
+            if field not in self.errors:
+                self.add_error(field if field in self.fields else None, problem)
         if self.instance.pk is None:
             return cleaned
         # Locked until the admin's transaction commits the save, so a launch cannot slip in between.

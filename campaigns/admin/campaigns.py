@@ -24,6 +24,7 @@ from delivery.staff_tests import staff_test_send
 from ..approvals import ApprovalState, approval_state
 from ..audit import Actor
 from ..models import Campaign
+from ..card_actions import ask_of, content_asking
 from ..rendering import compile_message
 from ..members import campaign_listing, listing_text
 from ..selectors import audience_recipients
@@ -50,7 +51,7 @@ class CampaignAdmin(admin.ModelAdmin):
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
     EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "urgent", "urgent_text",
-                "send_at")
+                "acknowledgement", "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
@@ -225,7 +226,8 @@ class CampaignAdmin(admin.ModelAdmin):
                  ("Possibly sent twice", "ambiguous"),
                  *([("Crier installed the app for", "installed")] if campaign.install_app or counts["installed"] else []),
                  *([("Urgent notices sent", "notified"), ("Urgent notices refused", "notice_failed")]
-                   if campaign.urgent else [])]
+                   if campaign.urgent else []),
+                 *([("Acknowledged", "acknowledged")] if campaign.acknowledgement else [])]
         return format_html_join(", ", "{}: {}", ((label, counts[key]) for label, key in shown))
 
     @admin.display(description="Pace")
@@ -272,6 +274,10 @@ class CampaignAdmin(admin.ModelAdmin):
         installs = "; Crier installs the app for those who lack it" if campaign.install_app else ""
         if campaign.urgent:
             installs += f"; URGENT: each person's Teams activity feed pops up “{campaign.urgent_text}”"
+        if campaign.acknowledgement:
+            installs += ("; a POLICY: everyone is asked to acknowledge it, and again after each edit"
+                         if campaign.acknowledgement == Campaign.Acknowledgement.POLICY
+                         else "; each person is asked to acknowledge it")
         waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
                  if name == "launch" and move_allowed(campaign, "edit") and self._approval(campaign).missing else "")
         return (
@@ -302,7 +308,9 @@ class CampaignAdmin(admin.ModelAdmin):
         people = list(audience_recipients(audience=campaign.audience).order_by("id")[:8])
         person = people[0] if people else SAMPLE_RECIPIENT
         template = campaign.template
-        message = compile_message(kind=template.kind, text=template.text or "", card=template.card)
+        ask = ask_of(public_id=campaign.public_id, version=campaign.message_version, mode=campaign.acknowledgement)
+        kind, text, card = content_asking(kind=template.kind, text=template.text or "", card=template.card, ask=ask)
+        message = compile_message(kind=kind, text=text, card=card)
         return {
             "campaign": campaign,
             "person": person,

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from delivery.admin import CAMPAIGN_PARAMETER
-from delivery.exports import deliveries_csv
+from delivery.exports import acknowledgements_csv, deliveries_csv
 from delivery.models import Delivery
 from delivery.reports import campaign_watch
 
@@ -39,6 +39,8 @@ def watch_urls(model_admin) -> list[URLPattern]:
         path("<path:object_id>/watch/", wrap(views.page), name="campaigns_campaign_watch"),
         path("<path:object_id>/watch/data/", wrap(views.data), name="campaigns_campaign_watch_data"),
         path("<path:object_id>/export.csv", wrap(views.export), name="campaigns_campaign_export"),
+        path("<path:object_id>/acknowledgements.csv", wrap(views.acknowledgements),
+             name="campaigns_campaign_acknowledgements"),
     ]
 
 
@@ -93,6 +95,8 @@ class CampaignWatch:
             poll=campaign.status in WATCHED,
             poll_seconds=POLL_SECONDS,
             export_url=reverse("admin:campaigns_campaign_export", args=[campaign.pk]) if deliveries else None,
+            acknowledgements_url=(reverse("admin:campaigns_campaign_acknowledgements", args=[campaign.pk])
+                                  if deliveries and campaign.acknowledgement else None),
             deliveries_url=listed(),
         )
         return payload
@@ -133,4 +137,19 @@ class CampaignWatch:
         response = StreamingHttpResponse(deliveries_csv(rows), content_type="text/csv; charset=utf-8")
         name = slugify(campaign.name)[:60] or "campaign"
         response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{name}-deliveries.csv"'
+        return response
+
+    def acknowledgements(self, request, object_id: str) -> StreamingHttpResponse:
+        """Who acknowledged which version of the message, when: a policy's audit record, streamed."""
+        campaign = self._campaign(request, object_id)
+        if not self._can_see_deliveries(request):
+            raise PermissionDenied
+        Actor(user=request.user).record(
+            AuditEntry.Action.EXPORT, campaign=campaign,
+            summary=f"Exported who acknowledged “{campaign}”, version by version")
+        response = StreamingHttpResponse(
+            acknowledgements_csv(campaign_id=campaign.pk, current_version=campaign.message_version),
+            content_type="text/csv; charset=utf-8")
+        name = slugify(campaign.name)[:60] or "campaign"
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{name}-acknowledgements.csv"'
         return response

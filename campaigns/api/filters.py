@@ -66,6 +66,10 @@ class CampaignFilter(filters.FilterSet):
 
 class DeliveryFilter(filters.FilterSet):
     ambiguous = StrictBooleanFilter(help_text="true: only people who may have received the message twice.")
+    read = StrictBooleanFilter(field_name="read_at", lookup_expr="isnull", exclude=True,
+                               help_text="true: only people Teams reported read it; false: the others.")
+    acknowledged = StrictBooleanFilter(field_name="acknowledged_at", lookup_expr="isnull", exclude=True,
+                                       help_text="true: only people who acknowledged it as it is now; false: the others.")
     finished_after = UtcIsoDateTimeFilter(
         field_name="finished_at", lookup_expr="gte", help_text="Ended at or after this time (ISO 8601)."
     )
@@ -75,7 +79,7 @@ class DeliveryFilter(filters.FilterSet):
 
     class Meta:
         model = Delivery
-        fields = ["status", "error_code", "ambiguous", "finished_after", "finished_before"]
+        fields = ["status", "error_code", "ambiguous", "read", "acknowledged", "finished_after", "finished_before"]
 
 
 class OptOutFilter(filters.FilterSet):

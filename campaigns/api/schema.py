@@ -76,11 +76,13 @@ _UNKNOWN = "names nothing that exists"
 _CURSOR = {"cursor": "is not a cursor this API gave out"}
 _SOURCE = ("is missing for kind entra_group or team, is given for another kind, or is not a group's object id or a "
            "team's Teams id")
-_URGENT = {"urgent": "is true for a campaign that is not an announcement",
-           "urgent_text": "is empty, or holds a placeholder, for an urgent campaign"}
+_CAMPAIGN_RULES = {"urgent": "is true for a campaign that is not an announcement",
+           "urgent_text": "is empty, or holds a placeholder, for an urgent campaign",
+           "acknowledgement": "is policy for a welcome campaign",
+           "category": f"{_UNKNOWN}, or is not mandatory for a policy (acknowledgement `policy`)"}
 BUSINESS_RULES: dict[str, dict[str, str]] = {
-    "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN, **_URGENT, **_CURSOR},
-    "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, "category": _UNKNOWN, **_URGENT,
+    "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, **_CAMPAIGN_RULES, **_CURSOR},
+    "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, **_CAMPAIGN_RULES,
                                 "kind": "differs from the kind the campaign was created with"},
     "/api/v1/campaigns/{id}/schedule/": {"send_at": "is not in the future"},
     "/api/v1/campaigns/{id}/test-send/": {"recipients": "holds an external id nobody has"},

@@ -271,6 +271,20 @@ def urgent_problems(*, kind: str, urgent: bool, urgent_text: str) -> dict[str, s
     return {}
 
 
+def acknowledgement_problems(*, kind: str, acknowledgement: str, category_mandatory: bool | None) -> dict[str, str]:
+    """What is wrong with asking a campaign's people to acknowledge it, by field; empty when nothing is (the admin and
+    the API alike). ``category_mandatory`` is None when the category is not known yet."""
+    if acknowledgement != Campaign.Acknowledgement.POLICY:
+        return {}
+    if kind == Campaign.Kind.WELCOME:
+        return {"acknowledgement": "A welcome campaign cannot be a policy: a policy is one message, edited for all "
+                                   "who have it and acknowledged again; ask for an acknowledgement instead."}
+    if category_mandatory is False:
+        return {"category": "Everyone must acknowledge a policy, so nobody may have opted out of it: choose a "
+                            "mandatory category."}
+    return {}
+
+
 def install_app_default() -> bool:
     return settings.INSTALL_APP_DEFAULT
 
@@ -283,6 +297,11 @@ class Campaign(models.Model):
 
     # Kinds whose deliveries are all written up front and fed to the queue, and which complete.
     FED_KINDS = (Kind.ANNOUNCEMENT, Kind.DIRECT)
+
+    class Acknowledgement(models.TextChoices):
+        NONE = "", "Not asked"
+        ASKED = "asked", "Ask people to acknowledge it"
+        POLICY = "policy", "A policy: everyone acknowledges it, again after each edit"
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -319,6 +338,15 @@ class Campaign(models.Model):
     urgent_text = models.CharField(
         "urgent notice", max_length=URGENT_TEXT_MOST, blank=True, db_default="",
         help_text="What the pop-up says, the same for everyone (no placeholders). Required when urgent.",
+    )
+    acknowledgement = models.CharField(
+        "acknowledgement", max_length=16, choices=Acknowledgement.choices, blank=True, default="", db_default="",
+        help_text="Ask each person to acknowledge the message with a button in its card (docs/engagement.md). A policy "
+        "must be acknowledged by everyone, its category mandatory, and again whenever the sent message is edited.",
+    )
+    message_version = models.PositiveIntegerField(
+        default=1, db_default=1, editable=False,
+        help_text="1 for the message as first sent, one more for each edit of it: what an acknowledgement was of.",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     send_at = models.DateTimeField(null=True, blank=True, help_text="When a scheduled campaign starts.")

@@ -131,6 +131,20 @@ def test_an_urgent_campaign_without_the_words_of_its_pop_up_is_a_form_error_and_
     assert "it is urgent" in page  # approval is needed, and why
 
 
+def test_a_policy_in_a_category_people_can_opt_out_of_is_a_form_error_and_in_a_mandatory_one_a_draft(comms_client):
+    template, optional, mandatory = factories.template(), factories.category(), factories.category(mandatory=True)
+    fields = {"kind": "announcement", "template": template.pk, "audience": "", "acknowledgement": "policy",
+              "name": "Security policy"}
+
+    refused = comms_client.post(reverse("admin:campaigns_campaign_add"), {**fields, "category": optional.pk})
+    made = comms_client.post(reverse("admin:campaigns_campaign_add"), {**fields, "category": mandatory.pk})
+
+    assert refused.status_code == 200
+    assert "choose a mandatory category" in refused.context["adminform"].form.errors["category"][0]
+    assert made.status_code == 302
+    assert Campaign.objects.get().acknowledgement == Campaign.Acknowledgement.POLICY
+
+
 def test_moving_a_scheduled_campaign_into_the_past_is_a_form_error(comms_client):
     send_at = timezone.now() + datetime.timedelta(hours=1)
     campaign = factories.campaign()

@@ -38,7 +38,7 @@ def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capt
     assert len(queued) == 1  # the feeding, queued for after the commit (not run here)
     assert retrieved.json()["counts"] == {
         "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0, "installed": 0, "notified": 0,
-        "notice_failed": 0, "read": 0, "reactions": {},
+        "notice_failed": 0, "read": 0, "acknowledged": 0, "reactions": {},
         "rate_per_second": 0.0, "eta_seconds": None,
     }
 
@@ -362,3 +362,44 @@ def test_an_integration_trusted_to_approve_launches_its_urgent_campaign_and_the_
     assert launched.status_code == 200, launched.json()
     entry = AuditEntry.objects.get(action=AuditEntry.Action.APPROVE, campaign_id=created.json()["id"])
     assert entry.api_key is not None and entry.api_key.name == "alerting"
+
+
+def test_a_policy_needs_a_mandatory_category_and_cannot_be_a_welcome(api):
+    news, rules = factories.category(slug="news").slug, factories.category(mandatory=True).slug
+    template = factories.template().pk
+
+    def made(**fields):
+        return api.post("/api/v1/campaigns/", {"name": "Policy", "template": template, "category": news, **fields},
+                        format="json")
+
+    optional = made(acknowledgement="policy")
+    welcome = made(acknowledgement="policy", kind="welcome", category=rules)
+    unknown = made(acknowledgement="maybe")
+    policy = made(acknowledgement="policy", category=rules)
+
+    assert optional.status_code == 400 and "mandatory category" in error_of(optional)["fields"]["category"][0]
+    assert welcome.status_code == 400 and "welcome" in error_of(welcome)["fields"]["acknowledgement"][0]
+    assert unknown.status_code == 400 and error_of(unknown)["fields"]["acknowledgement"]
+    assert policy.status_code == 201 and (policy.json()["acknowledgement"], policy.json()["message_version"]) == (
+        "policy", 1)
+    # The category cannot be made optional later either.
+    changed = api.patch(f"/api/v1/campaigns/{policy.json()['id']}/", {"category": news}, format="json")
+    assert changed.status_code == 400 and "mandatory category" in error_of(changed)["fields"]["category"][0]
+
+
+def test_the_acknowledgements_export_lists_who_acknowledged_which_version_and_is_audited(api):
+    from campaigns.models import AuditEntry
+    from delivery.models import Acknowledgement
+
+    person = factories.recipient(external_id="=HYPERLINK(1)")
+    campaign = factories.campaign(acknowledgement="asked")
+    Delivery.objects.create(id=(campaign.pk << 32) + person.pk, campaign=campaign, recipient=person, status="sent")
+    Acknowledgement.objects.create(delivery_id=(campaign.pk << 32) + person.pk, version=1, via="button")
+
+    answer = api.get(f"/api/v1/campaigns/{campaign.pk}/acknowledgements/")
+
+    assert answer.status_code == 200 and answer["Content-Type"].startswith("text/csv")
+    lines = b"".join(answer.streaming_content).decode().splitlines()
+    assert lines[0] == '"external_id","email","display_name","version","acknowledged_at","via","current"'
+    assert lines[1].startswith(f'"\'=HYPERLINK(1)","{person.email}","","1","') and lines[1].endswith('"button","True"')
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.EXPORT, campaign=campaign).exists()

@@ -218,3 +218,44 @@ def test_a_campaign_deleted_takes_its_reactions_with_it(teams):
     services.deliveries_delete(campaign_id=delivery.campaign_id)
 
     assert progress.reactions_from_rows(delivery.campaign_id) == {}
+
+
+def test_an_endpoint_that_subscribes_hears_of_each_message_read_and_each_reaction_added(teams):
+    from delivery import webhooks
+    from delivery.models import WebhookEndpoint, WebhookEvent
+
+    WebhookEndpoint.objects.create(name="hr", url="https://hr.example/hook", secret="s",
+                                   events=["delivery.read", "reaction.added"])
+    webhooks.forget_subscriptions()
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    first, second = sent(person), sent(person)
+
+    reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=second.activity_id)
+    reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=second.activity_id)  # nothing new
+    reads.reactions_record(aad_object_id=str(person.aad_object_id), activity_id=first.activity_id,
+                           added=["like", "heart"], removed=[])
+    reads.reactions_record(aad_object_id=str(person.aad_object_id), activity_id=first.activity_id,
+                           added=["like"], removed=["heart"])  # like again: no second event
+
+    read = sorted((e.payload["delivery"], e.payload["recipient"]) for e in WebhookEvent.objects.filter(
+        type="delivery.read"))
+    assert read == sorted([(first.pk, person.external_id), (second.pk, person.external_id)])
+    reacted = sorted(e.payload["kind"] for e in WebhookEvent.objects.filter(type="reaction.added"))
+    assert reacted == ["heart", "like"]
+    assert {e.payload["campaign"] for e in WebhookEvent.objects.filter(type="reaction.added")} == {first.campaign_id}
+
+
+def test_nothing_is_written_for_webhooks_nobody_subscribes_to(teams):
+    from delivery import webhooks
+    from delivery.models import WebhookEvent
+
+    webhooks.forget_subscriptions()
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    first = sent(person)
+    reads.reads_record(aad_object_id=str(person.aad_object_id), last_read=first.activity_id)
+    reads.reactions_record(aad_object_id=str(person.aad_object_id), activity_id=first.activity_id, added=["like"],
+                           removed=[])
+    assert Delivery.objects.get(pk=first.pk).read_at is not None
+    assert not WebhookEvent.objects.exists()

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from campaigns.members import campaign_listing
 from campaigns.models import Audience, Campaign, Category, MessageTemplate
-from campaigns.models.content import WELCOME_NOT_LISTED, urgent_problems
+from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, urgent_problems
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
@@ -36,6 +36,9 @@ class CampaignCountsSerializer(serializers.Serializer):
     read = serializers.IntegerField(
         help_text="People Teams reported read it (read receipts): a lower bound, since a person or an organisation can "
         "turn read receipts off.")
+    acknowledged = serializers.IntegerField(
+        help_text="Campaigns that ask for it: people who acknowledged the message as it is now (a policy's edit asks "
+        "everyone again).")
     reactions = serializers.DictField(
         child=serializers.IntegerField(), help_text="Reactions to the message by kind (like, heart…), most first.")
     rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
@@ -64,13 +67,13 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "urgent",
-            "urgent_text", "status",
+            "urgent_text", "acknowledgement", "message_version", "status",
             "status_reason", "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
         read_only_fields = [
-            "id", "public_id", "status", "status_reason", "send_at", "approved_at", "launched_at", "materialised_at",
-            "completed_at", "cancelled_at",
+            "id", "public_id", "message_version", "status", "status_reason", "send_at", "approved_at", "launched_at",
+            "materialised_at", "completed_at", "cancelled_at",
         ]
         extra_kwargs = {
             "send_at": {"help_text": "When a scheduled campaign starts; set it with the schedule action."},
@@ -85,6 +88,13 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "this or urgent_text withdraws one. Each delivery's `notice` says what came of it.")},
             "urgent_text": {"help_text": "What the pop-up says (up to 150 characters, the same for everyone: no "
                             "placeholders). Required when urgent."},
+            "acknowledgement": {"help_text": (
+                "`asked`: the card carries a button each person presses to acknowledge the message; `policy`: the "
+                "same, for a message everyone must acknowledge, in a mandatory category, acknowledged again after "
+                "each edit of the sent message (the audit export lists who acknowledged which version, when). A "
+                "markdown message is sent as a card to carry the button. \"\" asks nothing. Changing it withdraws an "
+                "approval.")},
+            "message_version": {"help_text": "1 for the message as first sent, one more for each edit of it."},
         }
 
     @extend_schema_field(CampaignCountsSerializer(allow_null=True))
@@ -112,6 +122,11 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         urgency = {name: attrs.get(name, getattr(self.instance, name) if self.instance else default)
                    for name, default in (("urgent", False), ("urgent_text", ""))}
         if problems := urgent_problems(kind=kind, **urgency):
+            raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
+        category = attrs.get("category", self.instance.category if self.instance else None)
+        acknowledgement = attrs.get("acknowledgement", self.instance.acknowledgement if self.instance else "")
+        if problems := acknowledgement_problems(kind=kind, acknowledgement=acknowledgement,
+                                                category_mandatory=category.mandatory if category else None):
             raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
         return attrs
 
@@ -168,6 +183,6 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = [
             "id", "recipient", "status", "skip_reason", "error_code", "error_message", "last_status_code",
-            "attempts", "install", "notice", "read_at", "activity_id", "created_at", "finished_at",
+            "attempts", "install", "notice", "read_at", "acknowledged_at", "activity_id", "created_at", "finished_at",
         ]
         read_only_fields = fields

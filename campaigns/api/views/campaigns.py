@@ -11,8 +11,8 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from delivery.exports import deliveries_csv
-from campaigns.models import ApiKey, Campaign
+from delivery.exports import acknowledgements_csv, deliveries_csv
+from campaigns.models import ApiKey, AuditEntry, Campaign
 from campaigns.audit import Actor
 from campaigns.services import campaign_require_editable, campaign_update
 from delivery.models import Delivery
@@ -139,6 +139,24 @@ class CampaignViewSet(
     @action(detail=True, methods=["post"], scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def cancel(self, request, pk=None):
         return self._answer(campaign_cancel(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
+
+    @extend_schema(
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="Who acknowledged which version of the campaign's message, and when, as CSV, oldest first (a "
+        "policy's audit record: one line a person and version; `current` says whether it is the version now). "
+        "Streamed; an audit entry records that the list was taken.",
+    )
+    @action(detail=True, methods=["get"])
+    def acknowledgements(self, request, pk=None):
+        campaign = self.get_object()
+        Actor(api_key=request.auth).record(
+            AuditEntry.Action.EXPORT, campaign=campaign,
+            summary=f"Exported who acknowledged “{campaign}”, version by version")
+        response = StreamingHttpResponse(
+            acknowledgements_csv(campaign_id=campaign.pk, current_version=campaign.message_version),
+            content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-acknowledgements.csv"'
+        return response
 
 
 @extend_schema_view(

@@ -1,0 +1,341 @@
+"""Acknowledgements: a campaign that asks for one sends its card with a button (Universal Actions' Action.Execute, an
+Action.Submit for older Teams); Teams sends Crier an invoke when the person presses it, and Crier answers with the card
+they now see. It counts only for the person the message was sent to, once; a policy's edit asks everyone again."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import TestCase
+
+from bots import services as bot
+from campaigns import card_actions
+from campaigns.models import Campaign, MessageTemplate
+from core.errors import ApplicationError
+from delivery import progress, services
+from delivery.acknowledgements import acknowledgement_answer
+from delivery.exports import acknowledgements_csv
+from delivery.message_changes import message_change_process, message_change_start
+from delivery.models import Acknowledgement, Delivery
+from delivery.sending import delivery_send
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+CARD = {"type": "AdaptiveCard", "version": "1.2", "body": [{"type": "TextBlock", "text": "Hi {{first_name}}"}]}
+
+
+@pytest.fixture
+def editor(db) -> User:
+    user = User.objects.create_user("edna", "edna@example.com", "pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["recall_campaign", "change_campaign"], content_type__app_label="campaigns"))
+    return User.objects.get(pk=user.pk)
+
+
+def sent(people: int = 1, mode: str = "asked", complete: bool = True, **fields) -> tuple[Campaign, list]:
+    recipients = [factories.recipient() for _ in range(people)]
+    fields.setdefault("template", factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD, card=CARD, text=""))
+    if mode == "policy":
+        fields.setdefault("category", factories.category(mandatory=True))
+    campaign = factories.campaign(acknowledgement=mode, **fields)
+    services.campaign_launch(campaign_id=campaign.pk)
+    for delivery in campaign.deliveries.all():
+        assert delivery_send(delivery_id=delivery.pk).status == "sent"
+    if complete:
+        assert services.campaigns_complete_finished() == [campaign.pk]
+    campaign.refresh_from_db()
+    return campaign, recipients
+
+
+def received_card(teams, person) -> dict:
+    [message] = teams.client.messages(user=str(person.aad_object_id))
+    return message["activity"]["attachments"][0]["content"]
+
+
+def invoke(person, verb: str, data, conversation_type: str = "personal") -> dict:
+    return {"type": "invoke", "name": "adaptiveCard/action", "id": "f:1", "channelId": "msteams",
+            "serviceUrl": "https://smba.example/", "replyToId": "1",
+            "from": {"id": "29:x", "aadObjectId": str(person.aad_object_id)},
+            "conversation": {"id": "a:1", "conversationType": conversation_type, "tenantId": factories.TENANT},
+            "recipient": {"id": "28:bot"},
+            "value": {"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": "manual"}}
+
+
+def pressed(person, campaign: Campaign, version: int | None = None) -> dict:
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id),
+            "version": campaign.message_version if version is None else version}
+    with TestCase.captureOnCommitCallbacks(execute=True):  # the counter follows once the press has committed
+        status, body = bot.invoke_handle(data=invoke(person, card_actions.VERB_ACKNOWLEDGE, data))
+    assert status == 200
+    return body
+
+
+def counted(campaign: Campaign) -> int:
+    return int(progress.client().hget(progress.key(campaign.pk), "acknowledged") or 0)
+
+
+def acknowledged_line(card: dict) -> str | None:
+    part = next(e for e in card["body"] if e.get("id") == card_actions.ACKNOWLEDGE_PART)
+    texts = [item.get("text", "") for item in part["items"] if item["type"] == "TextBlock"]
+    return next((text for text in texts if text.startswith("✅")), None)
+
+
+def button(card: dict) -> dict | None:
+    part = next(e for e in card["body"] if e.get("id") == card_actions.ACKNOWLEDGE_PART)
+    sets = [item for item in part["items"] if item["type"] == "ActionSet"]
+    return sets[0]["actions"][0] if sets else None
+
+
+def test_the_card_sent_carries_the_button_its_fallback_and_a_refresh(teams):
+    campaign, [person] = sent()
+
+    card = received_card(teams, person)
+
+    assert card["version"] == "1.5"  # Action.Execute needs 1.4 at least: the template's 1.2 is raised
+    assert card["body"][0]["text"] == f"Hi {person.first_name}"
+    execute = button(card)
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+    assert (execute["type"], execute["verb"], execute["data"]) == ("Action.Execute", "crier.acknowledge", data)
+    assert (execute["fallback"]["type"], execute["fallback"]["data"]) == ("Action.Submit", data)
+    assert card["refresh"]["action"]["verb"] == "crier.refresh"
+    assert card["refresh"]["action"]["data"]["campaign"] == str(campaign.public_id)
+
+
+def test_a_markdown_message_is_sent_as_a_card_to_carry_the_button(teams):
+    template = factories.template(text="**Read** the new policy, {{first_name}}")
+    campaign, [person] = sent(template=template)
+
+    [message] = teams.client.messages(user=str(person.aad_object_id))
+
+    assert not message["activity"].get("text")
+    card = message["activity"]["attachments"][0]["content"]
+    assert card["body"][0] == {"type": "TextBlock", "text": f"**Read** the new policy, {person.first_name}",
+                               "wrap": True}
+    assert button(card)["verb"] == "crier.acknowledge"
+
+
+def test_a_campaign_that_asks_nothing_sends_its_card_as_it_is(teams):
+    campaign, [person] = sent(mode="")
+    card = received_card(teams, person)
+    assert "refresh" not in card and card["version"] == "1.2"
+    assert all(element.get("id") != card_actions.ACKNOWLEDGE_PART for element in card["body"])
+
+
+def test_pressing_records_the_acknowledgement_once_and_answers_the_card_as_the_person_now_sees_it(teams):
+    campaign, [person] = sent()
+
+    answer = pressed(person, campaign)
+
+    assert answer["statusCode"] == 200 and answer["type"] == "application/vnd.microsoft.card.adaptive"
+    card = answer["value"]
+    assert card["body"][0]["text"] == f"Hi {person.first_name}"  # their own card, placeholders filled
+    delivery = Delivery.objects.get(campaign=campaign, recipient=person)
+    stamp = delivery.acknowledged_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert acknowledged_line(card) == f"✅ Acknowledged on {{{{DATE({stamp}, LONG)}}}} at {{{{TIME({stamp})}}}}"
+    assert button(card) is None
+    assert list(Acknowledgement.objects.values_list("delivery_id", "version", "via")) == [(delivery.pk, 1, "button")]
+    assert counted(campaign) == 1
+
+    again = pressed(person, campaign)  # a second press, or Teams sending the invoke twice
+
+    assert again == answer
+    assert Acknowledgement.objects.count() == 1 and counted(campaign) == 1
+
+
+def test_a_refresh_answers_the_persons_view_and_records_nothing(teams):
+    campaign, [person, other] = sent(2)
+    pressed(person, campaign)
+    data = {"crier_action": "refresh", "campaign": str(campaign.public_id), "version": 1}
+
+    _, theirs = bot.invoke_handle(data=invoke(person, card_actions.VERB_REFRESH, data))
+    _, others = bot.invoke_handle(data=invoke(other, card_actions.VERB_REFRESH, data))
+
+    assert acknowledged_line(theirs["value"]) and button(theirs["value"]) is None
+    assert acknowledged_line(others["value"]) is None and button(others["value"])["verb"] == "crier.acknowledge"
+    assert Delivery.objects.get(campaign=campaign, recipient=other).acknowledged_at is None
+    assert counted(campaign) == 1
+
+
+def test_nobody_acknowledges_for_someone_else_or_a_message_they_were_not_sent(teams):
+    campaign, [person] = sent()
+    stranger = factories.recipient()  # in the directory, not in the campaign
+
+    answer = pressed(stranger, campaign)
+
+    assert answer["statusCode"] == 403 and answer["type"] == "application/vnd.microsoft.error"
+    assert answer["value"]["code"] == "Forbidden"
+    assert not Acknowledgement.objects.exists() and counted(campaign) == 0
+    assert Delivery.objects.get(campaign=campaign, recipient=person).acknowledged_at is None
+
+
+@pytest.mark.parametrize("data, status", [
+    ({"crier_action": "acknowledge"}, 400),
+    ({"campaign": "not-a-uuid", "version": 1}, 400),
+    ({"campaign": "{id}", "version": 0}, 400),
+    ({"campaign": "{id}", "version": "1; DROP TABLE"}, 400),
+    ({"campaign": str(uuid.UUID(int=7)), "version": 1}, 404),
+])
+def test_a_button_that_names_no_message_of_crier_is_refused(teams, data, status):
+    campaign, [person] = sent()
+    data = {k: (str(campaign.public_id) if v == "{id}" else v) for k, v in data.items()}
+
+    _, answer = bot.invoke_handle(data=invoke(person, card_actions.VERB_ACKNOWLEDGE, data))
+
+    assert answer["statusCode"] == status and answer["type"] == "application/vnd.microsoft.error"
+    assert not Acknowledgement.objects.exists()
+
+
+def test_a_campaign_that_asks_nothing_cannot_be_acknowledged(teams):
+    campaign, [person] = sent(mode="")
+    assert pressed(person, campaign)["statusCode"] == 404
+    assert not Acknowledgement.objects.exists()
+
+
+def test_an_unknown_verb_an_invoke_in_a_channel_and_other_invokes_are_refused(teams):
+    campaign, [person] = sent()
+    data = {"campaign": str(campaign.public_id), "version": 1}
+
+    assert bot.invoke_handle(data=invoke(person, "delete.everything", data))[1]["statusCode"] == 400
+    channel = invoke(person, card_actions.VERB_ACKNOWLEDGE, data, conversation_type="channel")
+    assert bot.invoke_handle(data=channel)[1]["statusCode"] == 403
+    assert bot.invoke_handle(data={**invoke(person, card_actions.VERB_ACKNOWLEDGE, data), "name": "task/fetch"}) == (
+        501, None)
+    assert not Acknowledgement.objects.exists()
+
+
+def test_the_fallback_button_of_an_older_teams_records_the_same_and_answers_in_words(teams):
+    campaign, [person] = sent()
+    message = {**invoke(person, "", None), "type": "message", "name": None,
+               "value": {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}}
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        replies = bot.activity_handle(data=message)
+
+    assert len(replies) == 1 and replies[0].startswith("Thank you: your acknowledgement is recorded")
+    assert list(Acknowledgement.objects.values_list("version", "via")) == [(1, "fallback")]
+    assert counted(campaign) == 1
+    assert acknowledged_line(pressed(person, campaign)["value"])  # the card's view agrees
+
+
+def test_a_policys_edit_asks_everyone_again_and_keeps_who_acknowledged_which_version(teams, editor):
+    campaign, [first, second] = sent(2, mode="policy")
+    pressed(first, campaign)
+    assert counted(campaign) == 1
+
+    with TestCase.captureOnCommitCallbacks(execute=True):  # queues chains no worker takes: driven below
+        change = message_change_start(campaign_id=campaign.pk, action="edit", user=editor, kind="adaptive_card",
+                                      card={**CARD, "body": [{"type": "TextBlock", "text": "Version two"}]})
+    message_change_process(change_id=change.pk)
+    campaign.refresh_from_db()
+
+    assert campaign.message_version == 2
+    assert Delivery.objects.filter(campaign=campaign, acknowledged_at__isnull=False).count() == 0
+    assert counted(campaign) == 0
+    edited = received_card(teams, first)
+    assert edited["body"][0]["text"] == "Version two" and button(edited)["data"]["version"] == 2
+    # A press on the card as it was (version 1) records nothing: the answer is the new text, to acknowledge again.
+    stale = pressed(first, campaign, version=1)["value"]
+    assert stale["body"][0]["text"] == "Version two" and acknowledged_line(stale) is None
+    assert card_actions.AGAIN in [item.get("text") for item in stale["body"][-1]["items"]]
+    assert counted(campaign) == 0
+
+    pressed(first, campaign, version=2)
+    pressed(second, campaign, version=2)
+
+    assert counted(campaign) == 2
+    assert sorted(Acknowledgement.objects.values_list("version", flat=True)) == [1, 2, 2]
+    lines = list(csv.DictReader(io.StringIO("".join(acknowledgements_csv(campaign_id=campaign.pk, current_version=2)))))
+    assert [(line["external_id"], line["version"], line["current"]) for line in lines] == [
+        (first.external_id, "1", "False"), (first.external_id, "2", "True"), (second.external_id, "2", "True")]
+
+
+def test_an_edit_of_a_campaign_that_only_asks_keeps_its_acknowledgements(teams, editor):
+    campaign, [person] = sent(1, mode="asked")
+    pressed(person, campaign)
+
+    change = message_change_start(campaign_id=campaign.pk, action="edit", user=editor, kind="markdown", text="Corrected")
+    message_change_process(change_id=change.pk)
+
+    assert Delivery.objects.get(campaign=campaign, recipient=person).acknowledged_at is not None
+    assert counted(campaign) == 1
+    assert acknowledged_line(received_card(teams, person)) is None  # what Teams holds until it refreshes
+    refreshed = bot.invoke_handle(data=invoke(person, card_actions.VERB_REFRESH, {
+        "campaign": str(campaign.public_id), "version": 2}))[1]["value"]
+    assert refreshed["body"][0]["text"] == "Corrected" and acknowledged_line(refreshed)
+
+
+def test_a_launched_policys_template_cannot_be_edited_in_place(teams):
+    from campaigns.approvals import template_edit_require
+
+    campaign, _ = sent(mode="policy")
+
+    with pytest.raises(ApplicationError, match="Edit the sent message"):
+        template_edit_require(template_id=campaign.template_id)
+    template_edit_require(template_id=sent(mode="asked")[0].template_id)  # one that only asks: editable
+
+
+def test_acknowledgements_are_rebuilt_from_the_rows_when_the_counters_are_lost(teams):
+    campaign, [first, second] = sent(2)
+    pressed(first, campaign)
+    progress.client().delete(progress.key(campaign.pk))
+
+    assert progress.read(campaign)["acknowledged"] == 1
+
+
+def test_the_answer_is_what_the_service_says_for_the_person_from_teams_token(teams):
+    """The activity's sender is the person: whatever the data says, only their row is looked at."""
+    campaign, [person] = sent()
+    answer = acknowledgement_answer(aad_object_id=str(person.aad_object_id), press=True,
+                                    data={"campaign": str(campaign.public_id), "version": 1, "recipient": "emp-1"})
+    assert answer.recorded and answer.status == 200
+    assert json.dumps(answer.card).count("crier.acknowledge") == 0  # the button gave way
+
+
+def test_an_endpoint_that_subscribes_hears_of_each_acknowledgement_with_the_person_and_version(teams):
+    from delivery import webhooks
+    from delivery.models import WebhookEndpoint, WebhookEvent
+
+    WebhookEndpoint.objects.create(name="hr", url="https://hr.example/hook", secret="s",
+                                   events=["delivery.acknowledged"])
+    webhooks.forget_subscriptions()
+    campaign, [person] = sent()
+
+    pressed(person, campaign)
+    pressed(person, campaign)  # once only
+
+    [event] = WebhookEvent.objects.filter(type="delivery.acknowledged")
+    delivery = Delivery.objects.get(campaign=campaign, recipient=person)
+    assert {k: event.payload[k] for k in ("delivery", "campaign", "recipient", "version", "via")} == {
+        "delivery": delivery.pk, "campaign": campaign.pk, "recipient": person.external_id, "version": 1,
+        "via": "button"}
+
+
+@pytest.fixture
+def bot_endpoint(teams, live_server):
+    from django.urls import reverse
+
+    teams.client.config(bot_endpoint=f"{live_server.url}{reverse('bot-messages')}")
+
+
+def test_pressed_in_teams_the_person_sees_their_acknowledgement_and_crier_counts_it(teams, bot_endpoint,
+                                                                                      transactional_db):
+    """Through the bot's messaging endpoint, with Teams' token, as the emulator presses the button."""
+    campaign, [person, other] = sent(2)
+    aad = str(person.aad_object_id)
+
+    answer = teams.client.execute(aad, action="Acknowledge")
+
+    assert answer["bot_status"] == 200 and answer["outcome"] == "card"
+    assert acknowledged_line(answer["card"]).startswith("✅ Acknowledged on {{DATE(")
+    [message] = teams.client.messages(user=aad)
+    assert acknowledged_line(message["card"]) and message["answered"] == 1  # what Teams shows them now
+    assert counted(campaign) == 1
+    refreshed = teams.client.refresh(str(other.aad_object_id))  # the other person's view: still to acknowledge
+    assert refreshed["outcome"] == "card" and button(refreshed["card"])["verb"] == "crier.acknowledge"
+    assert Delivery.objects.filter(campaign=campaign, acknowledged_at__isnull=False).count() == 1
