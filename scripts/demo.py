@@ -187,6 +187,36 @@ def urgent_notice(emulator, key: str, announcement: dict) -> bool:
         graph["activity_delivered"] == counts["sent"])
 
 
+def policy_acknowledged(emulator, key: str) -> bool:
+    """A policy to the Leeds office that everyone must acknowledge: its card's button, pressed in Teams by two people
+    in three, sends Crier an invoke, and each sees the card Crier answers with. Returns whether Crier counted each
+    press once, and the others as still to acknowledge."""
+    leeds = next(a for a in api("GET", "/api/v1/audiences/?page_size=100", key)["results"] if a["name"] == "Leeds office")
+    template = api("POST", "/api/v1/templates/", key, {
+        "name": "Information security policy, December", "kind": "markdown",
+        "text": "Hello {{first_name}}, our **information security policy** changed: lock your screen when you leave "
+                "your desk, and report lost badges the same day. Please read it and acknowledge it below."})
+    body = launched_to_its_end(key, {
+        "name": "Information security policy", "kind": "announcement", "template": template["id"],
+        "audience": leeds["id"], "category": "security", "acknowledgement": "policy"})
+    sent = api("GET", f"/api/v1/campaigns/{body['id']}/deliveries/?status=sent&page_size=100", key)["results"]
+    wanted, people = {d["recipient"] for d in sent}, {}
+    page = api("GET", "/api/v1/recipients/?page_size=1000", key)
+    while True:
+        people.update({p["external_id"]: p["aad_object_id"] for p in page["results"] if p["external_id"] in wanted})
+        if not page.get("next") or len(people) == len(wanted):
+            break
+        following = urllib.parse.urlsplit(page["next"])
+        page = api("GET", f"{following.path}?{following.query}", key)
+    pressing = [people[d["recipient"]] for n, d in enumerate(sent) if n % 3 < 2]
+    cards = [emulator.execute(aad)["outcome"] for aad in pressing]
+    counts = api("GET", f"/api/v1/campaigns/{body['id']}/", key)["counts"]
+    say(f"a policy to Leeds office everyone must acknowledge: sent {counts['sent']}; {len(pressing)} pressed "
+        f"Acknowledge in Teams and saw Crier's answer ({cards.count('card')} cards); Crier counts "
+        f"{counts['acknowledged']} acknowledged (who, and which version: its Watch page's CSV)")
+    return body["status"] == "completed" and counts["acknowledged"] == len(pressing) == cards.count("card") > 0
+
+
 STAFF = [{"id": "a0000000-0000-4000-8000-0000000057a1", "displayName": "Morgan Comms",
           "userPrincipalName": "morgan@crier.example", "mail": "morgan@crier.example", "appRoles": ["Crier.Author"]},
          {"id": "a0000000-0000-4000-8000-0000000057a2", "displayName": "Riley Approves",
@@ -335,6 +365,7 @@ def main() -> int:
     targeted = group_and_team(emulator, env, key, campaign, people)
     installed = install_for_new_joiners(emulator, env, key, campaign)
     urgent = urgent_notice(emulator, key, campaign)
+    acknowledged = policy_acknowledged(emulator, key)
     signed_in = staff_sign_in(emulator)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
@@ -345,7 +376,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and signed_in and read_counted else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and signed_in and read_counted else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)
