@@ -12,11 +12,13 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns.card_actions import ACKNOWLEDGE, AGAIN, VERB_ACKNOWLEDGE, VERB_REFRESH
+from campaigns.card_actions import ACKNOWLEDGE, ANSWER, VERB_ACKNOWLEDGE, VERB_ANSWER, VERB_REFRESH
 from campaigns.models import Category, OptOut, Recipient
 from campaigns.services import opt_out_record, opt_out_remove_all
 from core.channels import Address, Deferred, TransportError
-from delivery.acknowledgements import Answer, acknowledgement_answer
+from delivery.acknowledgements import acknowledgement_answer
+from delivery.card_views import Answer, card_refresh
+from delivery.polls import poll_answer
 from delivery.models import Acknowledgement
 from delivery.reads import reactions_record, reads_record
 from delivery.retry import retry_in
@@ -264,6 +266,7 @@ INVOKE_ACTION = "adaptiveCard/action"  # the invoke an Action.Execute (or a card
 CARD = "application/vnd.microsoft.card.adaptive"
 ERROR = "application/vnd.microsoft.error"
 Invoker = Callable[[Activity, dict[str, Any]], dict[str, Any]]
+PRESSES = {VERB_ACKNOWLEDGE, VERB_ANSWER}  # verbs a person's press sends, never Teams by itself
 _INVOKES: dict[str, Invoker] = {}  # by the Action.Execute's verb
 
 
@@ -295,6 +298,8 @@ def invoke_handle(*, data: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         return 200, invoke_error(400, "NotSupported", "Crier does not know this button.")
     if _in_team(activity):  # Crier's cards go to one-to-one chats only
         return 200, invoke_error(403, "Forbidden", "Crier answers its buttons in your one-to-one chat with it.")
+    if action.get("verb") in PRESSES and value.get("trigger") == "automatic":  # as a refresh: nobody pressed it
+        return 200, invoke_error(400, "BadRequest", "This button answers a press only.")
     return 200, invoker(activity, action.get("data") if isinstance(action.get("data"), dict) else {})
 
 
@@ -304,31 +309,52 @@ def _card_answer(answer: Answer) -> dict[str, Any]:
     return {"statusCode": 200, "type": CARD, "value": answer.card}
 
 
+def _aad(activity: Activity) -> str:
+    """The sender's Entra object id: the person, as Teams' token vouches for the activity."""
+    return str(getattr(activity.from_property, "aad_object_id", None) or "")
+
+
 @answers(VERB_ACKNOWLEDGE)
 def _acknowledge_pressed(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
-    aad = getattr(activity.from_property, "aad_object_id", None)
-    return _card_answer(acknowledgement_answer(aad_object_id=str(aad or ""), data=data, press=True))
+    return _card_answer(acknowledgement_answer(aad_object_id=_aad(activity), data=data,
+                                               reply_to=str(activity.reply_to_id or "")))
+
+
+@answers(VERB_ANSWER)
+def _poll_answered(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
+    return _card_answer(poll_answer(aad_object_id=_aad(activity), data=data, reply_to=str(activity.reply_to_id or "")))
 
 
 @answers(VERB_REFRESH)
 def _refreshed(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
-    aad = getattr(activity.from_property, "aad_object_id", None)
-    return _card_answer(acknowledgement_answer(aad_object_id=str(aad or ""), data=data, press=False))
+    return _card_answer(card_refresh(aad_object_id=_aad(activity), data=data, reply_to=str(activity.reply_to_id or "")))
 
 
 REPLY_ACKNOWLEDGED = "Thank you: your acknowledgement is recorded ({when} UTC)."
+REPLY_ANSWERED = "Thank you: your answer is recorded."
+REPLY_CHANGED = "This message was changed since it reached you: read it again as it is now, and acknowledge it there."
+REPLY_CLOSED = "This poll is closed: your answer was not recorded."
 
 
 @handles("message", ACKNOWLEDGE)
 def _acknowledge_submitted(activity: Activity) -> list[str]:
     """The acknowledgement button on a Teams too old for Universal Actions: its fallback, an Action.Submit, arrives
     as a message with the card's data. It records the same, and answers in words (the card stays as it is)."""
-    aad = getattr(activity.from_property, "aad_object_id", None)
-    answer = acknowledgement_answer(aad_object_id=str(aad or ""), data=activity.value, press=True,
-                                    via=Acknowledgement.Via.FALLBACK)
+    answer = acknowledgement_answer(aad_object_id=_aad(activity), data=activity.value,
+                                    via=Acknowledgement.Via.FALLBACK, reply_to=activity.reply_to_id or None)
     if answer.acknowledged_at is None:
-        return [answer.message or AGAIN]
+        return [answer.message or REPLY_CHANGED]
     return [REPLY_ACKNOWLEDGED.format(when=answer.acknowledged_at.strftime("%-d %B %Y, %H:%M"))]
+
+
+@handles("message", ANSWER)
+def _answer_submitted(activity: Activity) -> list[str]:
+    """A poll's answer from a Teams too old for Universal Actions (the button's Action.Submit fallback, with the
+    card's choice in its data): recorded the same, answered in words."""
+    answer = poll_answer(aad_object_id=_aad(activity), data=activity.value, reply_to=activity.reply_to_id or None)
+    if answer.status != 200:
+        return [answer.message]
+    return [REPLY_CLOSED if answer.closed else REPLY_ANSWERED]
 
 
 def _sender(activity: Activity) -> Recipient | None:

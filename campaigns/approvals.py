@@ -47,7 +47,8 @@ class ApprovalOutgrown(ApplicationError):
 
 # Changing one of these after approval withdraws it.
 APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app",
-                   "urgent", "urgent_text", "acknowledgement")
+                   "urgent", "urgent_text", "acknowledgement", "poll_question", "poll_options", "poll_multiple",
+                   "poll_closes_at")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def approval_fingerprint(*, campaign: Campaign) -> str:
     parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory,
              *(["install_app"] if campaign.install_app else []),
              *(["urgent", campaign.urgent_text] if campaign.urgent else []),
-             *([f"acknowledgement:{campaign.acknowledgement}"] if campaign.acknowledgement else [])]
+             *([f"acknowledgement:{campaign.acknowledgement}"] if campaign.acknowledgement else []),
+             *(["poll", campaign.poll_question, *campaign.poll_options, campaign.poll_multiple, campaign.poll_closes_at]
+               if campaign.poll_question else [])]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
@@ -267,8 +270,10 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
 def template_edit_require(*, template_id: int | None) -> None:
     """Raises unless the template may be edited: an announcement or direct campaign that is running
     or paused still sends it to people not reached yet, who would get text nobody approved. A
-    welcome campaign runs for ever, and its template stays editable. A policy once launched keeps its
-    template as sent: what people acknowledged is that text (its edits are versions of their own).
+    welcome campaign runs for ever, and its template stays editable, unless it asks for something. A
+    campaign that asks people to acknowledge it or answer a poll, once launched, keeps its template as
+    sent: Teams asks Crier for each person's card again when it shows it (``delivery.card_views``), drawn
+    from that text, and what they acknowledged is that text (its edits are versions of their own).
 
     In a transaction, the template's row stays locked until it commits: a launch, which locks it
     too (``delivery.services.campaign_launch``), waits for the edit, then sees what it changed."""
@@ -289,14 +294,15 @@ def template_edit_require(*, template_id: int | None) -> None:
             "received with “Edit the sent message”.",
             code="template_in_use", status=409,
         )
-    policy = (
-        Campaign.objects.filter(template_id=template_id, acknowledgement=Campaign.Acknowledgement.POLICY,
+    asking = (
+        Campaign.objects.filter(Q(acknowledgement__gt="") | Q(poll_question__gt=""), template_id=template_id,
                                 launched_at__isnull=False).exclude(status=Campaign.Status.DRAFT).order_by("pk").first()
     )
-    if policy is not None:
+    if asking is not None:
         raise ApplicationError(
-            f"“{policy}” is a policy people acknowledge as it was sent with this template: a new text must be a new "
-            "version they acknowledge again. Change it with “Edit the sent message”, or copy the template.",
+            f"“{asking}” was sent with this template and asks people to acknowledge it or answer its poll: Teams "
+            "shows them their card again as Crier draws it from this text, so a new text would reach them "
+            "unapproved. Change what they received with “Edit the sent message”, or copy the template.",
             code="template_in_use", status=409,
         )
 

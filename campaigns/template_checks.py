@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from .card_actions import ACKNOWLEDGE, ACKNOWLEDGE_PART, ACTION_KEY, ANSWER, POLL_INPUT, POLL_PART, REFRESH
 from .cards import CARD_VERSION, card_problems
 from .rendering import MAX_ACTIVITY_BYTES, compile_message, placeholder_problem
 
@@ -37,6 +38,34 @@ def _card_placeholder_problems(card: Any) -> list[str]:
     return problems
 
 
+_CRIERS_OWN = (
+    "is Crier's own: ask for an acknowledgement or a poll in the campaign, and Crier adds its buttons to the card"
+)
+
+
+def _crier_parts_problems(card: dict[str, Any]) -> list[str]:
+    """What a card written by hand may not hold: Crier's own parts (``campaigns.card_actions``). A button of the
+    template's own with Crier's verb or data, or a refresh of its own, would answer for another message."""
+    problems = []
+    if "refresh" in card:
+        problems.append("refresh: Crier sets a card's refresh itself, to show each person what they did; leave it out.")
+    stack: list[tuple[str, Any]] = [("", card)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            verb, data = value.get("verb"), value.get("data")
+            if isinstance(verb, str) and verb.lower().startswith("crier."):
+                problems.append(f"{where}.verb: {verb!r} {_CRIERS_OWN}.")
+            if isinstance(data, dict) and data.get(ACTION_KEY) in (ACKNOWLEDGE, ANSWER, REFRESH):
+                problems.append(f"{where}.data: {ACTION_KEY} {data[ACTION_KEY]!r} {_CRIERS_OWN}.")
+            if value.get("id") in (ACKNOWLEDGE_PART, POLL_PART, POLL_INPUT):
+                problems.append(f"{where}.id: {value['id']!r} {_CRIERS_OWN}.")
+            stack.extend((f"{where}.{key}" if where else key, item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{n}]", item) for n, item in enumerate(value))
+    return problems
+
+
 def validate_template(*, kind: str, text: str, card: Any) -> None:
     """Raises ValidationError, keyed by field, for a template that could not be sent. Problems inside
     a card are listed together, each naming its place in the card (``body[2].url: ...``)."""
@@ -54,7 +83,7 @@ def validate_template(*, kind: str, text: str, card: Any) -> None:
             raise ValidationError({"card": 'An Adaptive Card needs a non-empty "body" list.'})
         if not isinstance(card.get("version", ""), str) or not card.get("version"):
             raise ValidationError({"card": f'An Adaptive Card needs a "version", such as "{CARD_VERSION}".'})
-        problems = card_problems(card) + _card_placeholder_problems(card)
+        problems = card_problems(card) + _card_placeholder_problems(card) + _crier_parts_problems(card)
         if problems:
             raise ValidationError({"card": problems})
     else:

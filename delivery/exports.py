@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import QuerySet
 
-from .models import Acknowledgement, Delivery, campaign_ids
+from .models import Acknowledgement, Delivery, PollAnswer, campaign_ids
 
 COLUMNS = (
     ("external_id", "recipient__external_id"),
@@ -75,10 +75,11 @@ def deliveries_csv(deliveries: QuerySet[Delivery]) -> Iterator[str]:
         yield writer.writerow([csv_cell(value) for value in row])
 
 
-def acknowledgements_csv(*, campaign_id: int, current_version: int) -> Iterator[str]:
+def acknowledgements_csv(*, campaign_id: int, current_version: int, policy: bool) -> Iterator[str]:
     """CSV lines of every acknowledgement of the campaign's message, version by version (a person who acknowledged
-    three versions has three lines), oldest first; ``current`` says whether the line's version is the message as
-    it is now. Read in batches."""
+    three versions has three lines), oldest first; ``current`` says whether the acknowledgement stands for the
+    message as it is now: a policy's only for its current version, any for a campaign that only asks (whose edits
+    keep them). Read in batches."""
     writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
     yield writer.writerow([*(name for name, _ in ACKNOWLEDGEMENT_COLUMNS), "current"])
     lowest, end = campaign_ids(campaign_id)
@@ -87,4 +88,24 @@ def acknowledgements_csv(*, campaign_id: int, current_version: int) -> Iterator[
             .iterator(chunk_size=2000))
     version_at = [field for _, field in ACKNOWLEDGEMENT_COLUMNS].index("version")
     for row in rows:
-        yield writer.writerow([*(csv_cell(value) for value in row), row[version_at] == current_version])
+        yield writer.writerow([*(csv_cell(value) for value in row), not policy or row[version_at] == current_version])
+
+
+POLL_COLUMNS = ("external_id", "email", "display_name", "answer", "answered_at", "changed_at")
+
+
+def poll_answers_csv(*, campaign_id: int, options: list[str]) -> Iterator[str]:
+    """CSV lines of every answer to the campaign's poll, one person a line, oldest first: the options chosen by
+    their text (several joined by "; "). Read in batches."""
+    writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
+    yield writer.writerow(POLL_COLUMNS)
+    lowest, end = campaign_ids(campaign_id)
+    rows = (PollAnswer.objects.filter(delivery_id__gte=lowest, delivery_id__lt=end)
+            .order_by("answered_at", "delivery_id")
+            .values_list("delivery__recipient__external_id", "delivery__recipient__email",
+                         "delivery__recipient__display_name", "choices", "answered_at", "changed_at")
+            .iterator(chunk_size=2000))
+    for external_id, email, name, choices, answered_at, changed_at in rows:
+        answer = "; ".join(options[n] if n < len(options) else f"option {n + 1}" for n in choices)
+        yield writer.writerow([csv_cell(value) for value in (external_id, email, name, answer, answered_at,
+                                                                  changed_at)])

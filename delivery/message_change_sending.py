@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from bots.addresses import ADDRESS_COLUMNS, address_join, address_of
 from bots.transport import TeamsTransport
-from campaigns.card_actions import ask_of, content_asking
+from campaigns.card_actions import campaign_ask, content_asking
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from core.channels import Address, Channel, Deferred, TransportError
 
@@ -122,8 +122,7 @@ def message_change_process(
     transport = transport or _transport
     compiled = None
     if change.is_edit:  # the new words, with the campaign's request for an acknowledgement of this version
-        campaign = change.campaign
-        ask = ask_of(public_id=campaign.public_id, version=campaign.message_version, mode=campaign.acknowledgement)
+        ask = campaign_ask(change.campaign)
         kind, text, card = content_asking(kind=change.kind, text=change.text, card=change.card, ask=ask)
         compiled = compile_message(kind=kind, text=text, card=card, wrap=transport.wrap)
     deadline = time.monotonic() + budget_seconds

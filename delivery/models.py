@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F
 from django.db.models.expressions import RawSQL
@@ -225,6 +226,20 @@ class Acknowledgement(models.Model):
         return f"{self.delivery_id}: version {self.version}"
 
 
+class PollAnswer(models.Model):
+    """A person's answer to a campaign's poll: the options they chose, by their place in the campaign's
+    ``poll_options``. One a delivery, changed in place while the poll is open."""
+
+    delivery = models.OneToOneField(Delivery, on_delete=models.DO_NOTHING, related_name="poll_answer",
+                                    db_constraint=False, primary_key=True)
+    choices = ArrayField(models.PositiveSmallIntegerField(), help_text="The options chosen, by their place (0 first).")
+    answered_at = models.DateTimeField(db_default=Now())
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="When they last changed their answer.")
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}: {self.choices}"
+
+
 class WebhookEndpoint(models.Model):
     """Where an HR system or a dashboard wants to hear about deliveries and opt-outs."""
 
@@ -235,6 +250,7 @@ class WebhookEndpoint(models.Model):
         DELIVERY_READ = "delivery.read", "Teams reported a message read"
         DELIVERY_ACKNOWLEDGED = "delivery.acknowledged", "Someone acknowledged a message"
         REACTION_ADDED = "reaction.added", "Someone reacted to a message"
+        POLL_ANSWERED = "poll.answered", "Someone answered a poll, or changed their answer"
         OPT_OUT_CREATED = "opt_out.created", "Someone opted out"
         OPT_OUT_DELETED = "opt_out.deleted", "Someone opted back in"
 

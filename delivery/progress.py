@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count
 from django.db.models.functions import TruncMinute
 
@@ -25,9 +26,10 @@ from .models import Delivery, Reaction, campaign_ids
 FINAL = tuple(str(status) for status in Delivery.FINAL)
 # installed: people Crier installed the app for; notified, notice_failed: urgent campaigns' pop-ups (delivery.notifying)
 # read: messages Teams reported read (delivery.reads), a lower bound; acknowledged: of the message as it is now
-# (delivery.acknowledgements)
-COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read", "acknowledged")
+# (delivery.acknowledgements); answered: people who answered its poll (delivery.polls)
+COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read", "acknowledged", "answered")
 REACTION = "reaction:"  # and a counter for each kind of reaction: reaction:like, reaction:heart… (delivery.reads)
+POLL = "poll:"  # and one for each option of a poll, by its place: poll:0, poll:1… (delivery.polls)
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
 # A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
@@ -125,16 +127,30 @@ def rebuild(campaign_id: int) -> dict[str, Any]:
     for row in notices.values("notice").annotate(n=Count("id")).order_by():  # a call whose answer was lost went out
         counts["notice_failed" if row["notice"] == Delivery.Notice.FAILED else "notified"] += row["n"]
     reactions = reactions_from_rows(campaign_id)
+    counts["answered"], poll = poll_counts_from_rows(campaign_id)
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))
         pipe.hset(key(campaign_id), mapping={**counts, **{REACTION + kind: n for kind, n in reactions.items()},
-                                             "built": 1})
+                                             **{f"{POLL}{n}": count for n, count in poll.items()}, "built": 1})
         pipe.expire(key(campaign_id), KEEP_SECONDS)
         pipe.execute()
     except redis.RedisError:
         pass
-    return {**counts, "reactions": reactions}
+    return {**counts, "reactions": reactions, "poll": poll}
+
+
+def poll_counts_from_rows(campaign_id: int) -> tuple[int, dict[int, int]]:
+    """How many people answered the campaign's poll, and how many chose each option (by place), counted from the
+    rows: one range of the primary key."""
+    lowest, end = campaign_ids(campaign_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM delivery_pollanswer WHERE delivery_id >= %s AND delivery_id < %s",
+                       [lowest, end])
+        answered = cursor.fetchone()[0]
+        cursor.execute("SELECT choice, count(*) FROM delivery_pollanswer, unnest(choices) AS choice "
+                       "WHERE delivery_id >= %s AND delivery_id < %s GROUP BY choice", [lowest, end])
+        return answered, dict(cursor.fetchall())
 
 
 def reactions_from_rows(campaign_id: int) -> dict[str, int]:
@@ -216,7 +232,7 @@ def read(campaign: Any) -> dict[str, Any]:
     """Counts by end state, what is still to do, the rate over the last seconds and an estimate of
     the time left. One Redis round trip; a database count only when the counters were lost."""
     if campaign.launched_at is None:
-        counts: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "reactions": {}}
+        counts: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "reactions": {}, "poll": {}}
         rates: list[Any] = []
     else:
         try:
@@ -233,6 +249,8 @@ def read(campaign: Any) -> dict[str, Any]:
             counts = {name: values.get(name, 0) for name in COUNTERS}
             counts["reactions"] = _by_count({name[len(REACTION):]: n for name, n in values.items()
                                              if name.startswith(REACTION)})
+            counts["poll"] = {int(name[len(POLL):]): n for name, n in values.items()
+                              if name.startswith(POLL) and name[len(POLL):].isdigit()}
         else:
             counts = rebuild(campaign.pk)
     total = campaign.total_deliveries

@@ -8,18 +8,21 @@ Selectors only. Every count starts from the campaign and one end state, so it is
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from django.db import connection
 from django.db.models import Count, Max
+from django.utils import timezone
 
 from bots.transport import BLOCKED_CODES, RETRYABLE_STATUSES
 from campaigns.models import Campaign
 
 from . import progress
-from .models import Delivery
+from .models import Delivery, campaign_ids
 
 # More distinct reasons than this in one campaign is noise: the most frequent are shown.
 MAX_REASONS = 50
@@ -283,6 +286,26 @@ def progress_summary(*, campaign: Campaign, counts: dict[str, Any]) -> str:
     return f"{done:,} of {counts['total']:,} people done"
 
 
+def poll_results(*, campaign: Campaign, counts: dict[str, Any]) -> dict[str, Any] | None:
+    """The campaign's poll as the Watch page shows it: each option with how many chose it, and their share of the
+    people who answered; None without a poll."""
+    if not campaign.poll_question:
+        return None
+    answered = counts.get("answered", 0)
+    by_place = counts.get("poll") or {}
+    closes_at = campaign.poll_closes_at
+    return {
+        "question": campaign.poll_question,
+        "multiple": campaign.poll_multiple,
+        "closes_at": closes_at.isoformat() if closes_at else None,
+        "closed": closes_at is not None and closes_at <= timezone.now(),
+        "answered": answered,
+        "options": [{"option": option, "count": by_place.get(n, 0),
+                     "percent": round(100 * by_place.get(n, 0) / answered, 1) if answered else 0.0}
+                    for n, option in enumerate(campaign.poll_options or [])],
+    }
+
+
 def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
     """Everything the watch page shows, read cheaply enough to poll every few seconds: counters and
     timeline from Redis, reasons from the failed and skipped rows of this campaign only."""
@@ -307,6 +330,7 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         "finished": finished,
         "progress": counts,
         "reactions": [{"kind": kind, "count": count} for kind, count in counts["reactions"].items()],
+        "poll_results": poll_results(campaign=campaign, counts=counts),
         "done": done,
         "percent": percent,
         "summary": progress_summary(campaign=campaign, counts=counts),
@@ -343,3 +367,63 @@ def _reasons(campaign_id: int, *, failed: int, skipped: int) -> dict[str, list[d
     except redis.RedisError:
         pass
     return reasons
+
+
+# --- The funnel: sent → read → acknowledged → answered, by an attribute of the people ------------------------------
+
+FUNNEL_FIELDS = ("department", "location", "country", "job_title", "locale")
+FUNNEL_ATTRIBUTE = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
+FUNNEL_GROUPS = 50  # groups shown; the rest are added up in one line
+FUNNEL_CACHE_SECONDS = 15
+NONE = "(none)"
+OTHERS = "(all others)"
+FUNNEL = """
+SELECT {value} AS value, count(*) AS sent, count(d.read_at) AS read, count(d.acknowledged_at) AS acknowledged,
+       count(p.delivery_id) AS answered
+  FROM delivery_delivery AS d
+  JOIN campaigns_recipient AS r ON r.id = d.recipient_id
+  LEFT JOIN delivery_pollanswer AS p ON p.delivery_id = d.id
+ WHERE d.id >= %(lowest)s AND d.id < %(end)s AND d.status = 'sent'
+ GROUP BY 1
+"""
+
+
+def funnel_problem(by: str) -> str | None:
+    """Why the people cannot be grouped by ``by``, or None."""
+    if by in FUNNEL_FIELDS or FUNNEL_ATTRIBUTE.match(by or ""):
+        return None
+    return f"Group by one of {', '.join(FUNNEL_FIELDS)}, or attributes.<key>."
+
+
+def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
+    """The people the campaign reached, grouped by one of their fields (``department``…) or attributes
+    (``attributes.site``): how many were sent it, read it, acknowledged it and answered its poll, the largest groups
+    first (``FUNNEL_GROUPS`` of them, the rest in one line). One GROUP BY over the campaign's rows, kept for a few
+    seconds: the Watch page asks again as it refreshes."""
+    if problem := funnel_problem(by):
+        raise ValueError(problem)
+    key = f"crier:funnel:{campaign.pk}:{by}"
+    try:
+        cached = progress.client().get(key)
+    except redis.RedisError:
+        cached = None
+    if cached:
+        return json.loads(cached)
+    value = f"r.{by}" if by in FUNNEL_FIELDS else "r.attributes ->> %(attribute)s"
+    lowest, end = campaign_ids(campaign.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(FUNNEL.format(value=f"COALESCE(NULLIF({value}, ''), %(none)s)"),
+                       {"lowest": lowest, "end": end, "none": NONE, "attribute": by.partition(".")[2]})
+        rows = [dict(zip(("value", "sent", "read", "acknowledged", "answered"), row)) for row in cursor.fetchall()]
+    rows.sort(key=lambda row: (-row["sent"], row["value"]))
+    shown, rest = rows[:FUNNEL_GROUPS], rows[FUNNEL_GROUPS:]
+    if rest:
+        shown.append({"value": OTHERS, **{name: sum(row[name] for row in rest)
+                                          for name in ("sent", "read", "acknowledged", "answered")}})
+    funnel = {"by": by, "groups": shown, "acknowledgement": bool(campaign.acknowledgement),
+              "poll": bool(campaign.poll_question)}
+    try:
+        progress.client().set(key, json.dumps(funnel), ex=FUNNEL_CACHE_SECONDS)
+    except redis.RedisError:
+        pass
+    return funnel

@@ -22,7 +22,7 @@ from django.utils import timezone
 from bots.addresses import ADDRESS_COLUMNS, REMEMBER_CONVERSATION, address_join, address_mark_blocked, address_of
 from bots.transport import TeamsTransport
 from campaigns.models import OptOut, Recipient
-from campaigns.card_actions import Ask, ask_of, content_asking
+from campaigns.card_actions import Ask, ask_of, content_asking, poll_of
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from campaigns.selectors import opted_out_sql
 from campaigns.services import opt_out_record
@@ -49,7 +49,8 @@ UPDATE delivery_delivery AS d
   FROM campaigns_campaign AS c
  WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
 RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install,
-          c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id, c.message_version
+          c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id, c.message_version,
+          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -139,7 +140,9 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         if claimed is None:
             return NOT_CLAIMED
         (campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent,
-         acknowledgement, public_id, version) = claimed
+         acknowledgement, public_id, version, question, options, multiple, closes_at) = claimed
+    poll = poll_of(question=question, options=json.loads(options) if isinstance(options, str) else options,
+                   multiple=multiple, closes_at=closes_at)
     claim = (delivery_id, attempts)
     try:
         with connection.cursor() as cursor:
@@ -147,7 +150,7 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
             row = cursor.fetchone()
         return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
                              install=Install(allowed=install_app, done=install), urgent=urgent,
-                             ask=ask_of(public_id=public_id, version=version, mode=acknowledgement))
+                             ask=ask_of(public_id=public_id, version=version, mode=acknowledgement, poll=poll))
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import redis
 from django.db import IntegrityError, connection, transaction
@@ -18,7 +19,7 @@ from campaigns.approvals import ApprovalOutgrown, approval_require, approval_voi
 from campaigns.audit import SYSTEM, Actor
 from campaigns.members import listing_start
 from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
-from campaigns.models.content import WELCOME_NOT_LISTED
+from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, poll_problems
 from campaigns.selectors import opted_out_sql
 from campaigns.states import MOVES, move_allowed, move_require
 from core.errors import ApplicationError
@@ -67,6 +68,7 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         move = "launch_at_its_time" if only_if_scheduled else "launch"
         move_require(campaign, move)
+        _asks_require(campaign)
         approval_require(campaign=campaign, actor=actor)
         _stale_state_drop(campaign.pk)  # before any of its rows can be fed, sent and counted
         campaign.status = MOVES[move].target
@@ -146,14 +148,14 @@ def _after_listed_launch(campaign_id: int) -> None:
 
 def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:
     """Deletes the delivery rows of a campaign or of a person, and the changes made to them, the reactions to them and
-    their acknowledgements, found
+    their acknowledgements and poll answers, found
     through the primary key (``of_campaign``, ``of_person``), before Django deletes the campaign or
     the person; returns how many rows. Raw deletes: Django's would load every row first."""
     rows = Delivery.objects.of_campaign(campaign_id) if campaign_id is not None else Delivery.objects.of_person(recipient_id)
     ids, params = rows.values("pk").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM delivery_deliverychange WHERE delivery_id IN ({ids})", params)
-        for table in ("delivery_reaction", "delivery_acknowledgement"):
+        for table in ("delivery_reaction", "delivery_acknowledgement", "delivery_pollanswer"):
             if campaign_id is not None:  # its whole range: a reaction made while the rows went goes too
                 cursor.execute(f"DELETE FROM {table} WHERE delivery_id >= %s AND delivery_id < %s",
                                list(campaign_ids(campaign_id)))
@@ -178,12 +180,14 @@ RETURNING status
 
 
 def campaign_send_direct(
-    *, name: str, template_id: int, category: Category, external_ids: list[str], actor: Actor = SYSTEM
+    *, name: str, template_id: int, category: Category, external_ids: list[str], actor: Actor = SYSTEM,
+    asking_like: Campaign | None = None,
 ) -> Campaign:
     """Sends a message to the people named, now: a transactional notice ("your laptop is ready") or
     a test of a campaign. Every person named gets a delivery row, so none is dropped silently: those
     who left, opted out or cannot be reached are skipped with the reason; names nobody knows are
-    refused before anything is sent."""
+    refused before anything is sent. A test of a campaign that asks for an acknowledgement or has a
+    poll (``asking_like``) asks the same, so the test is the message its people get."""
     wanted = list(dict.fromkeys(external_ids))
     known = dict(Recipient.objects.filter(external_id__in=wanted).values_list("external_id", "id"))
     unknown = [external_id for external_id in wanted if external_id not in known]
@@ -202,6 +206,7 @@ def campaign_send_direct(
             status=Campaign.Status.RUNNING, launched_at=now, materialised_at=now, total_deliveries=len(wanted),
             created_by=actor.user, api_key=actor.api_key, approved_at=now if approved else None,
             install_app=False,  # a notice or a test to named people installs nothing: no approval covers it
+            **asks_of(asking_like),
         )
         _stale_state_drop(campaign.pk)
         with connection.cursor() as cursor:
@@ -222,6 +227,7 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
     with _voiding_outgrown_approval(campaign_id), transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         move_require(campaign, "schedule")
+        _asks_require(campaign)
         approval_require(campaign=campaign, actor=actor)
         campaign.status = MOVES["schedule"].target
         campaign.send_at = send_at
@@ -258,6 +264,32 @@ def campaigns_complete_finished() -> list[int]:
     return done
 
 
+def _asks_require(campaign: Campaign) -> None:
+    """Raises unless what the campaign asks still holds as it goes out (checked when it was saved, but its category
+    may have been made optional since, or its poll's closing time passed): a policy reaches everyone, and a poll
+    is open."""
+    problems = {**acknowledgement_problems(kind=campaign.kind, acknowledgement=campaign.acknowledgement,
+                                           category_mandatory=campaign.category.mandatory),
+                **poll_problems(question=campaign.poll_question, options=campaign.poll_options,
+                                closes_at=campaign.poll_closes_at, closes_changed=True)}
+    if problems:
+        raise ApplicationError(f"“{campaign}” cannot be sent as it is: {next(iter(problems.values()))}",
+                               code="asks_invalid", status=409, fields={k: [v] for k, v in problems.items()})
+
+
+ASKING_FIELDS = ("acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at")
+
+
+def asks_of(campaign: Campaign | None) -> dict[str, Any]:
+    """The fields of what ``campaign`` asks of its people, to ask the same in another (its test)."""
+    if campaign is None:
+        return {}
+    fields = {name: getattr(campaign, name) for name in ASKING_FIELDS}
+    if fields["poll_closes_at"] is not None and fields["poll_closes_at"] <= timezone.now():
+        fields["poll_closes_at"] = None  # a test of a poll that closed can still be answered
+    return fields
+
+
 def launch_due_campaigns() -> list[int]:
     launched = []
     due = Campaign.objects.filter(
@@ -268,7 +300,8 @@ def launch_due_campaigns() -> list[int]:
             campaign_launch(campaign_id=campaign_id, only_if_scheduled=True)
             launched.append(campaign_id)
         except ApplicationError as exc:
-            if exc.code == "approval_required":  # its audience grew past the threshold since it was scheduled
+            # Its audience grew past the threshold since it was scheduled, or what it asks no longer holds.
+            if exc.code in ("approval_required", "asks_invalid"):
                 _unschedule(campaign_id, exc.message)
             else:
                 logger.info("campaign %s was launched or changed by someone else", campaign_id)

@@ -25,7 +25,8 @@ def _test_category() -> Category:
     return category
 
 
-def staff_test_send(*, user, template_id: int, category_id: int | None = None) -> Campaign:
+def staff_test_send(*, user, template_id: int, category_id: int | None = None,
+                    asking_like: Campaign | None = None) -> Campaign:
     """Sends the template, now, to the person the staff member linked as themselves in Teams: the
     exact message a recipient would get, rendered with their own fields."""
     recipient = staff_recipient(user)
@@ -39,7 +40,7 @@ def staff_test_send(*, user, template_id: int, category_id: int | None = None) -
     with transaction.atomic():
         campaign = campaign_send_direct(
             name=f"Test of {template.name}"[:200], template_id=template.pk, category=category,
-            external_ids=[recipient.external_id], actor=Actor(user=user),
+            external_ids=[recipient.external_id], actor=Actor(user=user), asking_like=asking_like,
         )
         Actor(user=user).record(
             AuditEntry.Action.TEST_SEND, campaign=campaign, summary=f"Sent a test of “{template}” to {recipient}",

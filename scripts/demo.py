@@ -200,14 +200,7 @@ def policy_acknowledged(emulator, key: str) -> bool:
         "name": "Information security policy", "kind": "announcement", "template": template["id"],
         "audience": leeds["id"], "category": "security", "acknowledgement": "policy"})
     sent = api("GET", f"/api/v1/campaigns/{body['id']}/deliveries/?status=sent&page_size=100", key)["results"]
-    wanted, people = {d["recipient"] for d in sent}, {}
-    page = api("GET", "/api/v1/recipients/?page_size=1000", key)
-    while True:
-        people.update({p["external_id"]: p["aad_object_id"] for p in page["results"] if p["external_id"] in wanted})
-        if not page.get("next") or len(people) == len(wanted):
-            break
-        following = urllib.parse.urlsplit(page["next"])
-        page = api("GET", f"{following.path}?{following.query}", key)
+    people = _aad_of(key, {d["recipient"] for d in sent})
     pressing = [people[d["recipient"]] for n, d in enumerate(sent) if n % 3 < 2]
     cards = [emulator.execute(aad)["outcome"] for aad in pressing]
     counts = api("GET", f"/api/v1/campaigns/{body['id']}/", key)["counts"]
@@ -215,6 +208,44 @@ def policy_acknowledged(emulator, key: str) -> bool:
         f"Acknowledge in Teams and saw Crier's answer ({cards.count('card')} cards); Crier counts "
         f"{counts['acknowledged']} acknowledged (who, and which version: its Watch page's CSV)")
     return body["status"] == "completed" and counts["acknowledged"] == len(pressing) == cards.count("card") > 0
+
+
+def poll_answered(emulator, key: str) -> bool:
+    """A poll to the Leeds office: most people answer it in their card (one changes their mind), and the results
+    follow live. Returns whether Crier counted each person once, by the option they chose last."""
+    leeds = next(a for a in api("GET", "/api/v1/audiences/?page_size=100", key)["results"] if a["name"] == "Leeds office")
+    template = api("POST", "/api/v1/templates/", key, {
+        "name": "Summer party", "kind": "markdown",
+        "text": "Hello {{first_name}}, the summer party is on 3 July. Tell us where you would like it."})
+    options = ["The Leeds office roof", "A boat on the canal", "The park"]
+    body = launched_to_its_end(key, {
+        "name": "Summer party: where?", "kind": "announcement", "template": template["id"], "audience": leeds["id"],
+        "category": "news", "poll_question": "Where should the summer party be?", "poll_options": options})
+    sent = api("GET", f"/api/v1/campaigns/{body['id']}/deliveries/?status=sent&page_size=100", key)["results"]
+    people = _aad_of(key, {d["recipient"] for d in sent})
+    voters = [people[d["recipient"]] for n, d in enumerate(sent) if n % 4 < 3]
+    for n, aad in enumerate(voters):
+        emulator.execute(aad, action="Answer", inputs={"crier_poll": str(n % 3)})
+    emulator.execute(voters[0], action="Change my answer", inputs={"crier_poll": "1"})  # a change of mind
+    counts = api("GET", f"/api/v1/campaigns/{body['id']}/", key)["counts"]
+    results = ", ".join(f"{choice['option']} {choice['count']}" for choice in counts["poll"])
+    say(f"a poll to Leeds office: sent {counts['sent']}; {len(voters)} answered in their card, one changed their "
+        f"mind; Crier counts {counts['answered']} answers: {results}")
+    expected = [sum(1 for n in range(1, len(voters)) if n % 3 == k) + (k == 1) for k in range(3)]
+    return body["status"] == "completed" and counts["answered"] == len(voters) and [
+        choice["count"] for choice in counts["poll"]] == expected
+
+
+def _aad_of(key: str, wanted: set[str]) -> dict[str, str]:
+    """The Entra object ids of the people with these external ids, from the API."""
+    people: dict[str, str] = {}
+    page = api("GET", "/api/v1/recipients/?page_size=1000", key)
+    while True:
+        people.update({p["external_id"]: p["aad_object_id"] for p in page["results"] if p["external_id"] in wanted})
+        if not page.get("next") or len(people) == len(wanted):
+            return people
+        following = urllib.parse.urlsplit(page["next"])
+        page = api("GET", f"{following.path}?{following.query}", key)
 
 
 STAFF = [{"id": "a0000000-0000-4000-8000-0000000057a1", "displayName": "Morgan Comms",
@@ -362,10 +393,14 @@ def main() -> int:
     reactions = api("GET", f"/api/v1/campaigns/{campaign_id}/", key)["counts"]["reactions"]
     say(f"30 of them reacted: {', '.join(f'{kind} {count}' for kind, count in reactions.items())}")
     read_counted = counts["read"] == len(readers) and sum(reactions.values()) == 30
+    funnel = api("GET", f"/api/v1/campaigns/{campaign_id}/funnel/?by=department", key)["groups"]
+    say("read, by department: " + "; ".join(f"{g['value']} {g['read']} of {g['sent']}" for g in funnel[:4])
+        + " (the Watch page shows it by department, location, country…)")
     targeted = group_and_team(emulator, env, key, campaign, people)
     installed = install_for_new_joiners(emulator, env, key, campaign)
     urgent = urgent_notice(emulator, key, campaign)
     acknowledged = policy_acknowledged(emulator, key)
+    polled = poll_answered(emulator, key)
     signed_in = staff_sign_in(emulator)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
@@ -376,7 +411,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and signed_in and read_counted else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and polled and signed_in and read_counted else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)

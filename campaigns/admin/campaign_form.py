@@ -11,13 +11,33 @@ from django.utils import timezone
 from core.errors import ApplicationError
 
 from ..models import Audience, Campaign
-from ..models.content import WELCOME_NOT_LISTED, acknowledgement_problems, urgent_problems
+from ..models.content import (
+    POLL_OPTION_MOST, POLL_OPTIONS, WELCOME_NOT_LISTED, acknowledgement_problems, poll_problems, urgent_problems,
+)
 from ..services import campaign_require_editable
 
 S = Campaign.Status
 
 
+class PollOptionsField(forms.CharField):
+    """A poll's options, one a line, kept as a list (blank lines left out)."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "cols": 60})
+
+    def prepare_value(self, value):
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 class CampaignForm(forms.ModelForm):
+    poll_options = PollOptionsField(
+        label="Poll options", required=False,
+        help_text=f"One answer a line, from {POLL_OPTIONS[0]} to {POLL_OPTIONS[1]}, each at most {POLL_OPTION_MOST} "
+        "characters. Results are counted by their place: the Watch page shows them live.")
+
     def clean(self):
         cleaned = super().clean()
         audience = cleaned.get("audience")
@@ -32,6 +52,13 @@ class CampaignForm(forms.ModelForm):
         for field, problem in acknowledgement_problems(
                 kind=kind, acknowledgement=cleaned.get("acknowledgement", self.instance.acknowledgement),
                 category_mandatory=category.mandatory if category is not None else None).items():
+            if field not in self.errors:
+                self.add_error(field if field in self.fields else None, problem)
+        for field, problem in poll_problems(
+                question=cleaned.get("poll_question", self.instance.poll_question),
+                options=cleaned.get("poll_options", self.instance.poll_options),
+                closes_at=cleaned.get("poll_closes_at", self.instance.poll_closes_at),
+                closes_changed="poll_closes_at" in self.changed_data).items():
             if field not in self.errors:
                 self.add_error(field if field in self.fields else None, problem)
         if self.instance.pk is None:

@@ -24,7 +24,7 @@ from delivery.staff_tests import staff_test_send
 from ..approvals import ApprovalState, approval_state
 from ..audit import Actor
 from ..models import Campaign
-from ..card_actions import ask_of, content_asking
+from ..card_actions import campaign_ask, content_asking
 from ..rendering import compile_message
 from ..members import campaign_listing, listing_text
 from ..selectors import audience_recipients
@@ -51,7 +51,7 @@ class CampaignAdmin(admin.ModelAdmin):
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
     EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "urgent", "urgent_text",
-                "acknowledgement", "send_at")
+                "acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at", "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
@@ -227,7 +227,8 @@ class CampaignAdmin(admin.ModelAdmin):
                  *([("Crier installed the app for", "installed")] if campaign.install_app or counts["installed"] else []),
                  *([("Urgent notices sent", "notified"), ("Urgent notices refused", "notice_failed")]
                    if campaign.urgent else []),
-                 *([("Acknowledged", "acknowledged")] if campaign.acknowledgement else [])]
+                 *([("Acknowledged", "acknowledged")] if campaign.acknowledgement else []),
+                 *([("Answered the poll", "answered")] if campaign.poll_question else [])]
         return format_html_join(", ", "{}: {}", ((label, counts[key]) for label, key in shown))
 
     @admin.display(description="Pace")
@@ -274,6 +275,8 @@ class CampaignAdmin(admin.ModelAdmin):
         installs = "; Crier installs the app for those who lack it" if campaign.install_app else ""
         if campaign.urgent:
             installs += f"; URGENT: each person's Teams activity feed pops up “{campaign.urgent_text}”"
+        if campaign.poll_question:
+            installs += f"; a poll: “{campaign.poll_question}”"
         if campaign.acknowledgement:
             installs += ("; a POLICY: everyone is asked to acknowledge it, and again after each edit"
                          if campaign.acknowledgement == Campaign.Acknowledgement.POLICY
@@ -308,7 +311,7 @@ class CampaignAdmin(admin.ModelAdmin):
         people = list(audience_recipients(audience=campaign.audience).order_by("id")[:8])
         person = people[0] if people else SAMPLE_RECIPIENT
         template = campaign.template
-        ask = ask_of(public_id=campaign.public_id, version=campaign.message_version, mode=campaign.acknowledgement)
+        ask = campaign_ask(campaign)
         kind, text, card = content_asking(kind=template.kind, text=template.text or "", card=template.card, ask=ask)
         message = compile_message(kind=kind, text=text, card=card)
         return {
@@ -357,7 +360,8 @@ class CampaignAdmin(admin.ModelAdmin):
         if request.method != "POST" or not self.has_change_permission(request, campaign):
             raise PermissionDenied
         try:
-            test = staff_test_send(user=request.user, template_id=campaign.template_id, category_id=campaign.category_id)
+            test = staff_test_send(user=request.user, template_id=campaign.template_id, category_id=campaign.category_id,
+                                   asking_like=campaign)
         except ApplicationError as exc:
             self.message_user(request, exc.message, messages.ERROR)
         else:

@@ -3,6 +3,8 @@ every two seconds while the campaign can still change; its data as JSON; its res
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,9 +17,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from delivery.admin import CAMPAIGN_PARAMETER
-from delivery.exports import acknowledgements_csv, deliveries_csv
+from delivery.exports import acknowledgements_csv, deliveries_csv, poll_answers_csv
 from delivery.models import Delivery
-from delivery.reports import campaign_watch
+from delivery.reads import READ_WINDOW_DAYS
+from delivery.reports import FUNNEL_FIELDS, campaign_funnel, campaign_watch, funnel_problem
 
 from ..audit import Actor
 from ..models import AuditEntry, Campaign
@@ -28,6 +31,14 @@ WATCHED = (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.P
 # The change-page buttons a person watching a send needs.
 CONTROLS = ("pause", "resume", "cancel")
 POLL_SECONDS = 2
+# A campaign that has ended still hears of its message for a while: reads, reactions, acknowledgements and
+# answers. Its page refreshes more slowly then, for as long as reads are looked for (delivery.reads).
+ENGAGEMENT_POLL_SECONDS = 10
+
+
+def _still_heard_of(campaign: Campaign) -> bool:
+    launched = campaign.launched_at
+    return launched is not None and timezone.now() - launched < timedelta(days=READ_WINDOW_DAYS)
 
 
 def watch_urls(model_admin) -> list[URLPattern]:
@@ -41,6 +52,8 @@ def watch_urls(model_admin) -> list[URLPattern]:
         path("<path:object_id>/export.csv", wrap(views.export), name="campaigns_campaign_export"),
         path("<path:object_id>/acknowledgements.csv", wrap(views.acknowledgements),
              name="campaigns_campaign_acknowledgements"),
+        path("<path:object_id>/poll.csv", wrap(views.poll), name="campaigns_campaign_poll"),
+        path("<path:object_id>/watch/funnel/", wrap(views.funnel), name="campaigns_campaign_watch_funnel"),
     ]
 
 
@@ -92,11 +105,13 @@ class CampaignWatch:
             reason["url"] = listed(status__exact=Delivery.Status.SKIPPED, skip_reason__exact=reason["skip_reason"])
         payload.update(
             actions=self._actions(request, campaign),
-            poll=campaign.status in WATCHED,
-            poll_seconds=POLL_SECONDS,
+            poll=campaign.status in WATCHED or _still_heard_of(campaign),
+            poll_seconds=POLL_SECONDS if campaign.status in WATCHED else ENGAGEMENT_POLL_SECONDS,
             export_url=reverse("admin:campaigns_campaign_export", args=[campaign.pk]) if deliveries else None,
             acknowledgements_url=(reverse("admin:campaigns_campaign_acknowledgements", args=[campaign.pk])
                                   if deliveries and campaign.acknowledgement else None),
+            poll_url=reverse("admin:campaigns_campaign_poll", args=[campaign.pk])
+            if deliveries and campaign.poll_question else None,
             deliveries_url=listed(),
         )
         return payload
@@ -115,6 +130,8 @@ class CampaignWatch:
             "bar_max": max(1, data["progress"]["total"]),
             "bar_value": data["done"] if data["progress"]["total"] else int(data["finished"]),
             "data_url": reverse("admin:campaigns_campaign_watch_data", args=[campaign.pk]),
+            "funnel_url": reverse("admin:campaigns_campaign_watch_funnel", args=[campaign.pk]),
+            "funnel_fields": FUNNEL_FIELDS,
             "time_zone": timezone.get_current_timezone_name(),  # the staff member's own, for the chart
             "has_view_permission": True,
         }
@@ -148,8 +165,31 @@ class CampaignWatch:
             AuditEntry.Action.EXPORT, campaign=campaign,
             summary=f"Exported who acknowledged “{campaign}”, version by version")
         response = StreamingHttpResponse(
-            acknowledgements_csv(campaign_id=campaign.pk, current_version=campaign.message_version),
+            acknowledgements_csv(campaign_id=campaign.pk, current_version=campaign.message_version,
+                                 policy=campaign.acknowledgement == Campaign.Acknowledgement.POLICY),
             content_type="text/csv; charset=utf-8")
         name = slugify(campaign.name)[:60] or "campaign"
         response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{name}-acknowledgements.csv"'
         return response
+
+    def poll(self, request, object_id: str) -> StreamingHttpResponse:
+        """Every answer to the campaign's poll, one person a line, streamed."""
+        campaign = self._campaign(request, object_id)
+        if not self._can_see_deliveries(request):
+            raise PermissionDenied
+        Actor(user=request.user).record(
+            AuditEntry.Action.EXPORT, campaign=campaign, summary=f"Exported the poll answers of “{campaign}”")
+        response = StreamingHttpResponse(
+            poll_answers_csv(campaign_id=campaign.pk, options=list(campaign.poll_options or [])),
+            content_type="text/csv; charset=utf-8")
+        name = slugify(campaign.name)[:60] or "campaign"
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-{name}-poll.csv"'
+        return response
+
+    def funnel(self, request, object_id: str) -> JsonResponse:
+        """Sent, read, acknowledged and answered, by one of the people's fields or attributes (``?by=``)."""
+        campaign = self._campaign(request, object_id)
+        by = request.GET.get("by", "department")
+        if problem := funnel_problem(by):
+            return JsonResponse({"error": problem}, status=400)
+        return JsonResponse(campaign_funnel(campaign=campaign, by=by))

@@ -79,12 +79,18 @@ _SOURCE = ("is missing for kind entra_group or team, is given for another kind, 
 _CAMPAIGN_RULES = {"urgent": "is true for a campaign that is not an announcement",
            "urgent_text": "is empty, or holds a placeholder, for an urgent campaign",
            "acknowledgement": "is policy for a welcome campaign",
-           "category": f"{_UNKNOWN}, or is not mandatory for a policy (acknowledgement `policy`)"}
+           "category": f"{_UNKNOWN}, or is not mandatory for a policy (acknowledgement `policy`)",
+           "poll_question": "is empty while poll_options are given, or holds a placeholder",
+           "poll_options": "are fewer than 2 or more than 10, or hold an empty, too long, repeated or placeholder "
+                           "option, for a poll",
+           "poll_closes_at": "is past when set, or is given without a poll"}
 BUSINESS_RULES: dict[str, dict[str, str]] = {
     "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, **_CAMPAIGN_RULES, **_CURSOR},
     "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, **_CAMPAIGN_RULES,
                                 "kind": "differs from the kind the campaign was created with"},
     "/api/v1/campaigns/{id}/schedule/": {"send_at": "is not in the future"},
+    "/api/v1/campaigns/{id}/funnel/": {"by": "is not department, location, country, job_title, locale or "
+                                             "attributes.<key>"},
     "/api/v1/campaigns/{id}/test-send/": {"recipients": "holds an external id nobody has"},
     "/api/v1/campaigns/{campaign_id}/deliveries/": _CURSOR,
     "/api/v1/messages/": {"template": _UNKNOWN, "category": _UNKNOWN, "recipients": "holds an external id nobody has"},

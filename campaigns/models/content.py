@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.utils import timezone
 
 from bots.models import TeamsTeam
 
@@ -285,6 +287,41 @@ def acknowledgement_problems(*, kind: str, acknowledgement: str, category_mandat
     return {}
 
 
+POLL_QUESTION_MOST = 300
+POLL_OPTION_MOST = 100
+POLL_OPTIONS = (2, 10)  # the fewest and the most options a poll has
+
+
+def poll_problems(*, question: str, options: Any, closes_at: Any = None, closes_changed: bool = False
+                  ) -> dict[str, str]:
+    """What is wrong with a campaign's poll, by field; empty when nothing is, or when it has none (the admin and the
+    API alike). A closing time is checked to be in the future when it is set or changed (``closes_changed``)."""
+    question = (question or "").strip()
+    if not question and not options:
+        return {"poll_closes_at": "Only a poll closes: write its question and options."} if closes_at else {}
+    if not question:
+        return {"poll_question": "A poll needs its question."}
+    if "{{" in question or "}}" in question:
+        return {"poll_question": "A poll's question is the same for everyone: it cannot hold placeholders."}
+    if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
+        return {"poll_options": "A poll's options are a list of texts."}
+    cleaned = [option.strip() for option in options]
+    fewest, most = POLL_OPTIONS
+    if not fewest <= len(cleaned) <= most:
+        return {"poll_options": f"A poll has from {fewest} to {most} options."}
+    if any(not option for option in cleaned):
+        return {"poll_options": "An option cannot be empty."}
+    if any(len(option) > POLL_OPTION_MOST for option in cleaned):
+        return {"poll_options": f"An option is at most {POLL_OPTION_MOST} characters."}
+    if any("{{" in option or "}}" in option for option in cleaned):
+        return {"poll_options": "Options are the same for everyone: they cannot hold placeholders."}
+    if len({option.casefold() for option in cleaned}) < len(cleaned):
+        return {"poll_options": "Two options are the same: each answer must be told apart."}
+    if closes_at is not None and closes_changed and closes_at <= timezone.now():
+        return {"poll_closes_at": "The poll would be closed already: choose a time in the future."}
+    return {}
+
+
 def install_app_default() -> bool:
     return settings.INSTALL_APP_DEFAULT
 
@@ -343,6 +380,22 @@ class Campaign(models.Model):
         "acknowledgement", max_length=16, choices=Acknowledgement.choices, blank=True, default="", db_default="",
         help_text="Ask each person to acknowledge the message with a button in its card (docs/engagement.md). A policy "
         "must be acknowledged by everyone, its category mandatory, and again whenever the sent message is edited.",
+    )
+    poll_question = models.CharField(
+        "poll question", max_length=POLL_QUESTION_MOST, blank=True, db_default="",
+        help_text="A question each person answers in the card (docs/engagement.md); empty for no poll.",
+    )
+    poll_options = models.JSONField(
+        "poll options", default=list, blank=True, db_default=Value([], output_field=models.JSONField()),
+        help_text=f"From {POLL_OPTIONS[0]} to {POLL_OPTIONS[1]} answers to choose from, each at most "
+        f"{POLL_OPTION_MOST} characters.",
+    )
+    poll_multiple = models.BooleanField(
+        "several answers", default=False, db_default=False, help_text="Each person may choose more than one option.",
+    )
+    poll_closes_at = models.DateTimeField(
+        "poll closes at", null=True, blank=True,
+        help_text="After this, answers are no longer taken or changed; empty to keep it open.",
     )
     message_version = models.PositiveIntegerField(
         default=1, db_default=1, editable=False,

@@ -311,3 +311,20 @@ def test_a_campaign_saved_under_its_own_name_gets_no_warning(comms_client):
 
     assert response.status_code == 200
     assert [level for level, _ in messages_of(response) if level == "warning"] == []
+
+
+def test_a_polls_options_are_written_one_a_line_and_kept_as_a_list(comms_client):
+    template, category = factories.template(), factories.category()
+    fields = {"kind": "announcement", "template": template.pk, "category": category.pk, "audience": "",
+              "name": "Summer party", "poll_question": "Where?"}
+
+    one = comms_client.post(reverse("admin:campaigns_campaign_add"), {**fields, "poll_options": "Leeds\n\n"})
+    two = comms_client.post(reverse("admin:campaigns_campaign_add"),
+                            {**fields, "poll_options": " Leeds \r\nLondon\r\n", "poll_multiple": "on"})
+
+    assert one.status_code == 200 and "from 2 to 10 options" in one.context["adminform"].form.errors["poll_options"][0]
+    assert two.status_code == 302
+    campaign = Campaign.objects.get()
+    assert (campaign.poll_options, campaign.poll_multiple) == (["Leeds", "London"], True)
+    page = comms_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert "Leeds\nLondon</textarea>" in page  # shown again one a line

@@ -5,15 +5,17 @@ a test sends itself."""
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 
 import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
+from django.utils import timezone
 
 from delivery import services
 from delivery.sending import delivery_send
-from campaigns.models import AuditEntry, StaffProfile
+from campaigns.models import AuditEntry, Campaign, StaffProfile
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -81,7 +83,7 @@ def test_the_chart_speaks_in_the_staff_members_own_time_zone(comms_client, comms
     assert 'data-zone="Asia/Kolkata"' in comms_client.get(watch(sending)).content.decode()
 
 
-def test_the_page_of_a_completed_campaign_offers_no_controls_and_does_not_refresh(comms_client, sending):
+def test_the_page_of_a_completed_campaign_offers_no_controls_and_refreshes_slowly_for_its_reads(comms_client, sending):
     delivery_send(delivery_id=sending.deliveries.get(recipient__external_id="watch-3").pk)
     assert services.campaigns_complete_finished() == [sending.pk]
 
@@ -92,7 +94,10 @@ def test_the_page_of_a_completed_campaign_offers_no_controls_and_does_not_refres
     assert '<strong id="progress-percent">100.0%</strong>' in page
     assert "Completed" in page
     assert "/do/" not in page  # no pause, resume or cancel
-    assert response.context["data"]["poll"] is False
+    # Reads, reactions, acknowledgements and answers still come in: every ten seconds, for as long as reads do.
+    assert (response.context["data"]["poll"], response.context["data"]["poll_seconds"]) == (True, 10)
+    Campaign.objects.filter(pk=sending.pk).update(launched_at=timezone.now() - datetime.timedelta(days=91))
+    assert comms_client.get(watch(sending)).context["data"]["poll"] is False
 
 
 def test_the_data_endpoint_gives_progress_timeline_reasons_and_actions(comms_client, sending):
@@ -187,7 +192,9 @@ def test_the_export_neutralises_a_hostile_external_id(comms_client):
 def test_staff_without_view_permission_on_campaigns_are_refused(client, sending):
     client.force_login(User.objects.create_user("nina", "nina@example.com", "not-a-superuser", is_staff=True))
 
-    for url in (watch(sending), data(sending), export(sending)):
+    for url in (watch(sending), data(sending), export(sending),
+                reverse("admin:campaigns_campaign_poll", args=[sending.pk]),
+                reverse("admin:campaigns_campaign_acknowledgements", args=[sending.pk])):
         assert client.get(url).status_code == 403, url
 
 
@@ -245,3 +252,47 @@ def test_the_export_quotes_every_cell_and_neutralises_a_formula_after_a_semicolo
     assert all(line.startswith('"') and line.endswith('"') for line in text.splitlines())
     [row] = list(csv.DictReader(io.StringIO(text, newline="")))
     assert row["external_id"] == "E1;'=cmd|' /C calc'!A0"
+
+
+def test_the_page_shows_the_acknowledgements_and_the_poll_live_with_their_exports(comms_client, teams):
+    from delivery.models import Acknowledgement, PollAnswer
+
+    person = factories.recipient(external_id="poll-0")
+    campaign = factories.campaign(name="Summer party", acknowledgement="asked", poll_question="Where <b>?</b>",
+                                  poll_options=["Leeds", "<script>x</script>"])
+    services.campaign_launch(campaign_id=campaign.pk)
+    delivery = campaign.deliveries.get(recipient=person)
+    delivery_send(delivery_id=delivery.pk)
+    PollAnswer.objects.create(delivery_id=delivery.pk, choices=[1])
+    Acknowledgement.objects.create(delivery_id=delivery.pk, version=1, via="button")
+    from delivery import progress
+
+    progress.rebuild(campaign.pk)
+
+    page = comms_client.get(watch(campaign)).content.decode()
+    payload = comms_client.get(data(campaign)).json()
+    answers = comms_client.get(reverse("admin:campaigns_campaign_poll", args=[campaign.pk]))
+    acknowledgements = comms_client.get(reverse("admin:campaigns_campaign_acknowledgements", args=[campaign.pk]))
+
+    assert "Poll: Where &lt;b&gt;?&lt;/b&gt;" in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert 'id="count-acknowledged"' in page and "Answers (CSV)" in page and "Who acknowledged (CSV)" in page
+    assert payload["poll_results"]["answered"] == 1
+    assert [(o["option"], o["count"], o["percent"]) for o in payload["poll_results"]["options"]] == [
+        ("Leeds", 0, 0.0), ("<script>x</script>", 1, 100.0)]
+    rows = list(csv.DictReader(io.StringIO(b"".join(answers.streaming_content).decode())))
+    assert [(r["external_id"], r["answer"]) for r in rows] == [("poll-0", "<script>x</script>")]
+    assert b"poll-0" in b"".join(acknowledgements.streaming_content)
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.EXPORT, campaign=campaign).count() == 2
+
+
+def test_the_funnel_is_given_by_the_field_asked_for_and_refuses_any_other(comms_client, sending):
+    url = reverse("admin:campaigns_campaign_watch_funnel", args=[sending.pk])
+
+    page = comms_client.get(watch(sending)).content.decode()
+    by_country = comms_client.get(url, {"by": "country"})
+    refused = comms_client.get(url, {"by": "email"})
+
+    assert 'id="watch-funnel"' in page and '<option value="department">' in page
+    assert by_country.status_code == 200
+    assert by_country.json()["groups"] == [{"value": "FR", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0}]
+    assert refused.status_code == 400 and "Group by one of" in refused.json()["error"]

@@ -38,7 +38,7 @@ def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capt
     assert len(queued) == 1  # the feeding, queued for after the commit (not run here)
     assert retrieved.json()["counts"] == {
         "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0, "installed": 0, "notified": 0,
-        "notice_failed": 0, "read": 0, "acknowledged": 0, "reactions": {},
+        "notice_failed": 0, "read": 0, "acknowledged": 0, "answered": 0, "poll": [], "reactions": {},
         "rate_per_second": 0.0, "eta_seconds": None,
     }
 
@@ -403,3 +403,53 @@ def test_the_acknowledgements_export_lists_who_acknowledged_which_version_and_is
     assert lines[0] == '"external_id","email","display_name","version","acknowledged_at","via","current"'
     assert lines[1].startswith(f'"\'=HYPERLINK(1)","{person.email}","","1","') and lines[1].endswith('"button","True"')
     assert AuditEntry.objects.filter(action=AuditEntry.Action.EXPORT, campaign=campaign).exists()
+
+
+@pytest.mark.parametrize("fields, field, says", [
+    ({"poll_question": "Where?", "poll_options": ["Leeds"]}, "poll_options", "from 2 to 10 options"),
+    ({"poll_question": "Where?", "poll_options": ["Leeds", "leeds "]}, "poll_options", "Two options are the same"),
+    ({"poll_question": "Where?", "poll_options": ["Leeds", ""]}, "poll_options", "cannot be empty"),
+    ({"poll_question": "Where?", "poll_options": ["Leeds", {"a": 1}]}, "poll_options", "Not a valid string"),
+    ({"poll_question": "Where?", "poll_options": "Leeds, London"}, "poll_options", "Expected a list"),
+    ({"poll_question": "Where?", "poll_options": ["Leeds", "x" * 101]}, "poll_options", "at most 100"),
+    ({"poll_question": "Where, {{first_name}}?", "poll_options": ["A", "B"]}, "poll_question", "placeholders"),
+    ({"poll_options": ["A", "B"]}, "poll_question", "needs its question"),
+    ({"poll_question": "Where?", "poll_options": ["A", "B"], "poll_closes_at": "2020-01-01T00:00:00Z"},
+     "poll_closes_at", "closed already"),
+    ({"poll_closes_at": "2999-01-01T00:00:00Z"}, "poll_closes_at", "Only a poll closes"),
+])
+def test_a_poll_that_cannot_be_answered_as_written_is_refused_naming_the_field(api, fields, field, says):
+    answer = api.post("/api/v1/campaigns/", campaign_body(**fields), format="json")
+
+    assert answer.status_code == 400
+    assert says in str(error_of(answer)["fields"][field])
+
+
+def test_a_polls_results_are_in_the_campaigns_counts_by_option(api):
+    from delivery import progress
+
+    made = api.post("/api/v1/campaigns/", campaign_body(
+        poll_question=" Where? ", poll_options=[" Leeds", "London "], poll_multiple=True), format="json")
+    campaign = Campaign.objects.get(pk=made.json()["id"])
+    campaign.launched_at = timezone.now()
+    campaign.save(update_fields=["launched_at"])
+    progress.record(campaign.pk, start=True, answered=3, **{"poll:1": 2, "poll:0": 1})
+
+    counts = api.get(f"/api/v1/campaigns/{campaign.pk}/").json()["counts"]
+
+    assert made.status_code == 201 and (campaign.poll_question, campaign.poll_options) == ("Where?", ["Leeds", "London"])
+    assert counts["answered"] == 3
+    assert counts["poll"] == [{"option": "Leeds", "count": 1}, {"option": "London", "count": 2}]
+
+
+def test_the_funnel_groups_the_people_reached_and_names_a_bad_field(api):
+    person = factories.recipient(department="Sales")
+    campaign = factories.campaign()
+    Delivery.objects.create(id=(campaign.pk << 32) + person.pk, campaign=campaign, recipient=person, status="sent")
+
+    funnel = api.get(f"/api/v1/campaigns/{campaign.pk}/funnel/")
+    refused = api.get(f"/api/v1/campaigns/{campaign.pk}/funnel/", {"by": "upn"})
+
+    assert funnel.status_code == 200 and funnel.json()["by"] == "department"
+    assert funnel.json()["groups"] == [{"value": "Sales", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0}]
+    assert refused.status_code == 400 and error_of(refused)["fields"]["by"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import uuid
 
 import pytest
@@ -18,7 +17,6 @@ from campaigns import card_actions
 from campaigns.models import Campaign, MessageTemplate
 from core.errors import ApplicationError
 from delivery import progress, services
-from delivery.acknowledgements import acknowledgement_answer
 from delivery.exports import acknowledgements_csv
 from delivery.message_changes import message_change_process, message_change_start
 from delivery.models import Acknowledgement, Delivery
@@ -58,9 +56,19 @@ def received_card(teams, person) -> dict:
     return message["activity"]["attachments"][0]["content"]
 
 
-def invoke(person, verb: str, data, conversation_type: str = "personal") -> dict:
+def sent_activity_id(person, data) -> str:
+    """The activity id of the message the button's data names, sent to ``person``: the card Teams says was pressed."""
+    try:
+        campaign = Campaign.objects.get(public_id=uuid.UUID(str(data["campaign"])))
+    except (KeyError, TypeError, ValueError, Campaign.DoesNotExist):
+        return "1"
+    delivery = Delivery.objects.filter(campaign=campaign, recipient=person).first()
+    return delivery.activity_id if delivery and delivery.activity_id else "1"
+
+
+def invoke(person, verb: str, data, conversation_type: str = "personal", reply_to: str | None = None) -> dict:
     return {"type": "invoke", "name": "adaptiveCard/action", "id": "f:1", "channelId": "msteams",
-            "serviceUrl": "https://smba.example/", "replyToId": "1",
+            "serviceUrl": "https://smba.example/", "replyToId": reply_to or sent_activity_id(person, data),
             "from": {"id": "29:x", "aadObjectId": str(person.aad_object_id)},
             "conversation": {"id": "a:1", "conversationType": conversation_type, "tenantId": factories.TENANT},
             "recipient": {"id": "28:bot"},
@@ -211,8 +219,8 @@ def test_an_unknown_verb_an_invoke_in_a_channel_and_other_invokes_are_refused(te
 
 def test_the_fallback_button_of_an_older_teams_records_the_same_and_answers_in_words(teams):
     campaign, [person] = sent()
-    message = {**invoke(person, "", None), "type": "message", "name": None,
-               "value": {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}}
+    value = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+    message = {**invoke(person, "", value), "type": "message", "name": None, "value": value}
 
     with TestCase.captureOnCommitCallbacks(execute=True):
         replies = bot.activity_handle(data=message)
@@ -250,7 +258,7 @@ def test_a_policys_edit_asks_everyone_again_and_keeps_who_acknowledged_which_ver
 
     assert counted(campaign) == 2
     assert sorted(Acknowledgement.objects.values_list("version", flat=True)) == [1, 2, 2]
-    lines = list(csv.DictReader(io.StringIO("".join(acknowledgements_csv(campaign_id=campaign.pk, current_version=2)))))
+    lines = list(csv.DictReader(io.StringIO("".join(acknowledgements_csv(campaign_id=campaign.pk, current_version=2, policy=True)))))
     assert [(line["external_id"], line["version"], line["current"]) for line in lines] == [
         (first.external_id, "1", "False"), (first.external_id, "2", "True"), (second.external_id, "2", "True")]
 
@@ -270,14 +278,16 @@ def test_an_edit_of_a_campaign_that_only_asks_keeps_its_acknowledgements(teams, 
     assert refreshed["body"][0]["text"] == "Corrected" and acknowledged_line(refreshed)
 
 
-def test_a_launched_policys_template_cannot_be_edited_in_place(teams):
+def test_a_launched_campaign_that_asks_keeps_its_template_as_sent(teams):
+    """Teams asks Crier for each person's card again whenever it shows it: drawn from an edited template, it would
+    show people words nobody approved, under an acknowledgement of others."""
     from campaigns.approvals import template_edit_require
 
-    campaign, _ = sent(mode="policy")
-
-    with pytest.raises(ApplicationError, match="Edit the sent message"):
-        template_edit_require(template_id=campaign.template_id)
-    template_edit_require(template_id=sent(mode="asked")[0].template_id)  # one that only asks: editable
+    for mode in ("policy", "asked"):
+        campaign, _ = sent(mode=mode)
+        with pytest.raises(ApplicationError, match="Edit the sent message"):
+            template_edit_require(template_id=campaign.template_id)
+    template_edit_require(template_id=sent(mode="")[0].template_id)  # one that asks nothing: editable
 
 
 def test_acknowledgements_are_rebuilt_from_the_rows_when_the_counters_are_lost(teams):
@@ -288,13 +298,20 @@ def test_acknowledgements_are_rebuilt_from_the_rows_when_the_counters_are_lost(t
     assert progress.read(campaign)["acknowledged"] == 1
 
 
-def test_the_answer_is_what_the_service_says_for_the_person_from_teams_token(teams):
-    """The activity's sender is the person: whatever the data says, only their row is looked at."""
+def test_a_card_of_another_message_cannot_press_for_this_one(teams):
+    """Teams says which message the pressed card belongs to (replyToId): a button whose data names another message,
+    even one sent to the same person, records nothing."""
     campaign, [person] = sent()
-    answer = acknowledgement_answer(aad_object_id=str(person.aad_object_id), press=True,
-                                    data={"campaign": str(campaign.public_id), "version": 1, "recipient": "emp-1"})
-    assert answer.recorded and answer.status == 200
-    assert json.dumps(answer.card).count("crier.acknowledge") == 0  # the button gave way
+    other, _ = sent(mode="")
+    elsewhere = Delivery.objects.get(campaign=other, recipient=person).activity_id
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+
+    _, answer = bot.invoke_handle(data=invoke(person, card_actions.VERB_ACKNOWLEDGE, data, reply_to=elsewhere))
+    _, missing = bot.invoke_handle(data={**invoke(person, card_actions.VERB_ACKNOWLEDGE, data), "replyToId": None})
+
+    assert answer["statusCode"] == 403 and missing["statusCode"] == 403
+    assert not Acknowledgement.objects.exists()
+    assert Delivery.objects.get(campaign=campaign, recipient=person).acknowledged_at is None
 
 
 def test_an_endpoint_that_subscribes_hears_of_each_acknowledgement_with_the_person_and_version(teams):
@@ -339,3 +356,150 @@ def test_pressed_in_teams_the_person_sees_their_acknowledgement_and_crier_counts
     refreshed = teams.client.refresh(str(other.aad_object_id))  # the other person's view: still to acknowledge
     assert refreshed["outcome"] == "card" and button(refreshed["card"])["verb"] == "crier.acknowledge"
     assert Delivery.objects.filter(campaign=campaign, acknowledged_at__isnull=False).count() == 1
+
+
+@pytest.mark.parametrize("card, where", [
+    ({**CARD, "refresh": {"action": {"type": "Action.Execute", "verb": "crier.acknowledge", "data": {}}}}, "refresh"),
+    ({**CARD, "actions": [{"type": "Action.Execute", "title": "Close", "verb": "Crier.Acknowledge"}]}, "verb"),
+    ({**CARD, "actions": [{"type": "Action.Submit", "title": "OK", "data": {"crier_action": "acknowledge"}}]}, "data"),
+    ({**CARD, "body": [*CARD["body"], {"type": "Container", "id": "crier-poll", "items": [
+        {"type": "TextBlock", "text": "x"}]}]}, "id"),
+])
+def test_a_template_cannot_hold_crier_s_own_buttons_or_refresh(card, where):
+    """Else a card of one message could acknowledge another, even by being shown (a refresh is sent unpressed)."""
+    from django.core.exceptions import ValidationError
+
+    from campaigns.template_checks import validate_template
+
+    with pytest.raises(ValidationError) as refused:
+        validate_template(kind="adaptive_card", text="", card=card)
+    assert any(where in problem and "Crier" in problem for problem in refused.value.message_dict["card"])
+    opt_out = {**CARD, "actions": [{"type": "Action.Submit", "title": "Stop", "data": {"crier_action": "opt_out"}}]}
+    validate_template(kind="adaptive_card", text="", card=opt_out)  # the opt-out button is the author's to add
+
+
+def test_a_press_sent_as_a_refresh_records_nothing(teams):
+    campaign, [person] = sent()
+    activity = invoke(person, card_actions.VERB_ACKNOWLEDGE, {"campaign": str(campaign.public_id), "version": 1})
+    activity["value"]["trigger"] = "automatic"
+
+    _, answer = bot.invoke_handle(data=activity)
+
+    assert answer["statusCode"] == 400 and not Acknowledgement.objects.exists()
+
+
+def test_a_recalled_message_can_no_longer_be_acknowledged_or_shown(teams, editor):
+    campaign, [person] = sent(mode="policy")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        change = message_change_start(campaign_id=campaign.pk, action="recall", user=editor)
+    message_change_process(change_id=change.pk)
+
+    pressed_answer = pressed(person, campaign)
+    refreshed = bot.invoke_handle(data=invoke(person, card_actions.VERB_REFRESH, {
+        "campaign": str(campaign.public_id), "version": 1}))[1]
+
+    assert pressed_answer["statusCode"] == 403 and refreshed["statusCode"] == 403
+    assert not Acknowledgement.objects.exists() and counted(campaign) == 0
+
+
+@pytest.mark.parametrize("version", [1e400, "1e400", 1.5, True, [1], None, 2**31])
+def test_a_version_that_is_no_version_is_a_bad_request(teams, version):
+    campaign, [person] = sent()
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": version}
+    assert bot.invoke_handle(data=invoke(person, card_actions.VERB_ACKNOWLEDGE, data))[1]["statusCode"] == 400
+
+
+def test_a_1_4_card_is_raised_to_1_5_and_a_markdown_message_keeps_its_start_as_the_preview(teams):
+    _, [person] = sent(template=factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD,
+                                                   card={**CARD, "version": "1.4"}, text=""))
+    assert received_card(teams, person)["version"] == "1.5"  # below 1.5 Teams draws no Action.Execute
+    text = "Hello {{first_name}}, read the new policy.\n\nIt is long: " + "words " * 200
+    _, [reader] = sent(template=factories.template(text=text))
+    [message] = teams.client.messages(user=str(reader.aad_object_id))
+    assert message["activity"]["summary"] == f"Hello {reader.first_name}, read the new policy."
+
+
+def test_the_summary_never_ends_inside_a_placeholder():
+    text = "x" * (card_actions.SUMMARY_MOST - 5) + "{{first_name}} and more"
+    kind, summary, _ = card_actions.content_asking(kind="markdown", text=text, card=None,
+                                                   ask=card_actions.Ask(campaign="c", version=1, mode="asked"))
+    assert summary == "x" * (card_actions.SUMMARY_MOST - 5)
+
+
+def test_a_policy_whose_category_was_made_optional_is_not_launched_and_a_scheduled_one_goes_back_to_draft(teams):
+    import datetime
+
+    from django.utils import timezone
+
+    category = factories.category(mandatory=True)
+    factories.recipient()
+    now, later = (factories.campaign(acknowledgement="policy", category=category) for _ in range(2))
+    services.campaign_schedule(campaign_id=later.pk, send_at=timezone.now() + datetime.timedelta(minutes=5))
+    category.mandatory = False
+    category.save()
+
+    with pytest.raises(ApplicationError, match="mandatory category"):
+        services.campaign_launch(campaign_id=now.pk)
+    Campaign.objects.filter(pk=later.pk).update(send_at=timezone.now() - datetime.timedelta(seconds=1))
+    assert services.launch_due_campaigns() == []
+
+    later.refresh_from_db()
+    assert later.status == Campaign.Status.DRAFT and "mandatory category" in later.status_reason
+    assert not Delivery.objects.exists()
+
+
+def test_a_test_of_a_campaign_that_asks_is_the_message_its_people_get(teams):
+    from delivery.services import campaign_send_direct
+
+    campaign = factories.campaign(acknowledgement="asked", poll_question="Where?", poll_options=["A", "B"],
+                                  template=factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD, card=CARD,
+                                                              text=""))
+    me = factories.recipient()
+    test = campaign_send_direct(name="Test", template_id=campaign.template_id, category=campaign.category,
+                                external_ids=[me.external_id], asking_like=campaign)
+    assert delivery_send(delivery_id=test.deliveries.get().pk).status == "sent"
+
+    card = received_card(teams, me)
+    ids = [element.get("id") for element in card["body"]]
+    assert card_actions.POLL_PART in ids and card_actions.ACKNOWLEDGE_PART in ids
+    assert (test.acknowledgement, test.poll_options) == ("asked", ["A", "B"])
+    assert pressed(me, test)["statusCode"] == 200  # the tester can try the button: it counts for the test only
+    assert counted(campaign) == 0
+
+
+def test_a_refresh_is_answered_while_an_edit_holds_the_campaign_and_a_press_asks_to_press_again(
+        teams, transactional_db, monkeypatch):
+    import threading
+
+    from django.db import connection, transaction
+
+    from delivery import card_views
+
+    monkeypatch.setattr(card_views, "LOCK_WAIT", "200ms")
+    campaign, [person] = sent()
+    held, release = threading.Event(), threading.Event()
+
+    def editing() -> None:  # as an edit does: the campaign's row locked for the length of its transaction
+        try:
+            with transaction.atomic():
+                list(Campaign.objects.select_for_update().filter(pk=campaign.pk))
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    editor_thread = threading.Thread(target=editing)
+    editor_thread.start()
+    try:
+        assert held.wait(10)
+        refreshed = bot.invoke_handle(data=invoke(person, card_actions.VERB_REFRESH, {
+            "campaign": str(campaign.public_id), "version": 1}))[1]
+        busy = pressed(person, campaign)
+    finally:
+        release.set()
+        editor_thread.join()
+
+    assert refreshed["statusCode"] == 200  # a view waits for nothing
+    assert busy["statusCode"] == 503 and "press again" in busy["value"]["message"]
+    assert pressed(person, campaign)["statusCode"] == 200  # once the edit is done
+    assert counted(campaign) == 1

@@ -407,7 +407,6 @@ def test_engage_acts_for_as_many_people_at_once_as_asked_and_no_more(emu, teams,
 
     assert report["sent"]["execute"] == 6 and report["invokes"]["card"] == 6
     assert bot.most_in_flight == 3
-    assert report["seconds"] < 4  # met at once, not after the bot's five-second wait
 
 
 def test_engage_is_bounded_and_checks_who_it_names(emu, teams, bot) -> None:

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from campaigns.members import campaign_listing
 from campaigns.models import Audience, Campaign, Category, MessageTemplate
-from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, urgent_problems
+from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, poll_problems, urgent_problems
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
@@ -16,6 +16,27 @@ from .common import RejectUnknownFieldsMixin
 from .content import MemberListingSerializer
 
 API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel", "stop_installing")  # what the API offers
+
+
+class PollCountSerializer(serializers.Serializer):
+    option = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class FunnelGroupSerializer(serializers.Serializer):
+    value = serializers.CharField(help_text='The field\'s value; "(none)" for people without one, "(all others)" past '
+                                  "the 50 largest groups.")
+    sent = serializers.IntegerField()
+    read = serializers.IntegerField()
+    acknowledged = serializers.IntegerField()
+    answered = serializers.IntegerField()
+
+
+class CampaignFunnelSerializer(serializers.Serializer):
+    by = serializers.CharField()
+    groups = FunnelGroupSerializer(many=True)
+    acknowledgement = serializers.BooleanField(help_text="Whether the campaign asks for an acknowledgement.")
+    poll = serializers.BooleanField(help_text="Whether the campaign has a poll.")
 
 
 class CampaignCountsSerializer(serializers.Serializer):
@@ -39,6 +60,10 @@ class CampaignCountsSerializer(serializers.Serializer):
     acknowledged = serializers.IntegerField(
         help_text="Campaigns that ask for it: people who acknowledged the message as it is now (a policy's edit asks "
         "everyone again).")
+    answered = serializers.IntegerField(help_text="Campaigns with a poll: people who answered it.")
+    poll = serializers.ListField(
+        child=PollCountSerializer(), help_text="Campaigns with a poll: how many people chose each option, in the "
+        "poll's order (several each, in a poll that takes several answers); empty without a poll.")
     reactions = serializers.DictField(
         child=serializers.IntegerField(), help_text="Reactions to the message by kind (like, heart…), most first.")
     rate_per_second = serializers.FloatField(help_text="Messages sent per second over the last 10 seconds.")
@@ -58,6 +83,10 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         "`pause`, `resume`, `cancel`, `stop_installing` (POST .../{action}/, the last as .../stop-installing/). Any "
         "other is refused with 409 `invalid_state`."
     )
+    poll_options = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False,
+        help_text="The answers to choose from: 2 to 10 texts of at most 100 characters, told apart regardless of case; "
+        "results are counted by their place in this list. [] for no poll.")
     listing = serializers.SerializerMethodField(
         help_text="For an audience that is an Entra ID group or a team: the members its launch listed, which are the "
         "people it is sent to (or why the listing failed). Given for a single campaign; null in lists and otherwise."
@@ -67,7 +96,8 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "urgent",
-            "urgent_text", "acknowledgement", "message_version", "status",
+            "urgent_text", "acknowledgement", "message_version", "poll_question", "poll_options", "poll_multiple",
+            "poll_closes_at", "status",
             "status_reason", "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
@@ -95,13 +125,24 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "markdown message is sent as a card to carry the button. \"\" asks nothing. Changing it withdraws an "
                 "approval.")},
             "message_version": {"help_text": "1 for the message as first sent, one more for each edit of it."},
+            "poll_question": {"help_text": (
+                "A question each person answers in the card (docs/engagement.md): with poll_options, a poll; empty "
+                "for none. The same for everyone: no placeholders.")},
+            "poll_multiple": {"help_text": "Each person may choose several options."},
+            "poll_closes_at": {"help_text": (
+                "When the poll stops taking answers (ISO 8601, in the future when set); until then a person may change "
+                "theirs. Null: open for as long as the message is there.")},
         }
 
     @extend_schema_field(CampaignCountsSerializer(allow_null=True))
     def get_counts(self, campaign: Campaign) -> dict[str, int] | None:
         if not self.context.get("with_counts"):
             return None
-        return campaign_progress(campaign)
+        counts = campaign_progress(campaign)
+        by_place = counts.get("poll") or {}
+        counts["poll"] = [{"option": option, "count": by_place.get(n, 0)}
+                          for n, option in enumerate(campaign.poll_options or []) if campaign.poll_question]
+        return counts
 
     @extend_schema_field(MemberListingSerializer(allow_null=True))
     def get_listing(self, campaign: Campaign) -> dict | None:
@@ -128,6 +169,15 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         if problems := acknowledgement_problems(kind=kind, acknowledgement=acknowledgement,
                                                 category_mandatory=category.mandatory if category else None):
             raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
+        poll = {name: attrs.get(name, getattr(self.instance, name) if self.instance else default)
+                for name, default in (("poll_question", ""), ("poll_options", []), ("poll_closes_at", None))}
+        if problems := poll_problems(question=poll["poll_question"], options=poll["poll_options"],
+                                     closes_at=poll["poll_closes_at"], closes_changed="poll_closes_at" in attrs):
+            raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
+        if "poll_options" in attrs and isinstance(attrs["poll_options"], list):
+            attrs["poll_options"] = [str(option).strip() for option in attrs["poll_options"]]
+        if "poll_question" in attrs:
+            attrs["poll_question"] = attrs["poll_question"].strip()
         return attrs
 
     def validate_kind(self, value: str) -> str:

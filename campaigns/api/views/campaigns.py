@@ -11,11 +11,13 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from delivery.exports import acknowledgements_csv, deliveries_csv
+from delivery.exports import acknowledgements_csv, deliveries_csv, poll_answers_csv
 from campaigns.models import ApiKey, AuditEntry, Campaign
 from campaigns.audit import Actor
 from campaigns.services import campaign_require_editable, campaign_update
+from core.errors import ApplicationError
 from delivery.models import Delivery
+from delivery.reports import campaign_funnel, funnel_problem
 from delivery.services import (
     campaign_cancel,
     campaign_installs_stop,
@@ -28,6 +30,7 @@ from delivery.services import (
 
 from ..filters import CampaignFilter, DeliveryFilter
 from ..serializers.campaigns import (
+    CampaignFunnelSerializer,
     CampaignSerializer,
     DirectMessageSerializer,
     TestSendSerializer,
@@ -102,7 +105,7 @@ class CampaignViewSet(
         body.is_valid(raise_exception=True)
         test = campaign_send_direct(
             name=f"Test of {campaign.name}"[:200], template_id=campaign.template_id, category=campaign.category,
-            external_ids=body.validated_data["recipients"], actor=Actor(api_key=request.auth),
+            external_ids=body.validated_data["recipients"], actor=Actor(api_key=request.auth), asking_like=campaign,
         )
         return Response(self.get_serializer(test).data, status=201)
 
@@ -153,9 +156,45 @@ class CampaignViewSet(
             AuditEntry.Action.EXPORT, campaign=campaign,
             summary=f"Exported who acknowledged “{campaign}”, version by version")
         response = StreamingHttpResponse(
-            acknowledgements_csv(campaign_id=campaign.pk, current_version=campaign.message_version),
+            acknowledgements_csv(campaign_id=campaign.pk, current_version=campaign.message_version,
+                                 policy=campaign.acknowledgement == Campaign.Acknowledgement.POLICY),
             content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-acknowledgements.csv"'
+        return response
+
+    @extend_schema(
+        parameters=[OpenApiParameter(
+            "by", str, OpenApiParameter.QUERY, required=False,
+            description="A field of the people (department, the default; location, country, job_title, locale) or "
+            "attributes.<key>.")],
+        responses=CampaignFunnelSerializer,
+        description="Who the campaign reached, by a field of the people: how many were sent it, read it (a lower "
+        "bound: Teams reports no read where read receipts are off), acknowledged it and answered its poll, the "
+        "largest groups first (50, the rest in one line, \"(all others)\"; people without a value: \"(none)\").",
+    )
+    @action(detail=True, methods=["get"])
+    def funnel(self, request, pk=None):
+        campaign = self.get_object()
+        by = request.query_params.get("by", "department")
+        if problem := funnel_problem(by):
+            raise ApplicationError(problem, fields={"by": [problem]})
+        return Response(campaign_funnel(campaign=campaign, by=by))
+
+    @extend_schema(
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        description="Every answer to the campaign's poll as CSV, one person a line, oldest first: the options they "
+        "chose by their text (several joined by \"; \"), when they answered and last changed it. Streamed; an "
+        "audit entry records that the list was taken. The counts per option are in `counts.poll`.",
+    )
+    @action(detail=True, methods=["get"])
+    def poll(self, request, pk=None):
+        campaign = self.get_object()
+        Actor(api_key=request.auth).record(
+            AuditEntry.Action.EXPORT, campaign=campaign, summary=f"Exported the poll answers of “{campaign}”")
+        response = StreamingHttpResponse(
+            poll_answers_csv(campaign_id=campaign.pk, options=list(campaign.poll_options or [])),
+            content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-poll.csv"'
         return response
 
 

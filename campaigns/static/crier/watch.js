@@ -222,12 +222,61 @@
     }
     const reactions = (data.reactions || []).map((reaction) => reaction.kind + " " + number(reaction.count));
     setText("reactions", reactions.length ? reactions.join(" · ") : "none yet");
+    if (data.poll_results) {
+      setText("poll-answered", number(data.poll_results.answered));
+      data.poll_results.options.forEach((option, n) => {
+        setText("poll-count-" + n, number(option.count));
+        setText("poll-percent-" + n, Number(option.percent).toFixed(1) + "%");
+        const bar = byId("poll-bar-" + n);
+        if (bar) {
+          bar.value = option.percent;
+        }
+      });
+    }
     setText("rate", Number(progress.rate_per_second).toFixed(1));
     setText("time-left", data.time_left || "—");
     fillTable("failure-reasons", data.failure_reasons, teamsAnswer, "No failures.");
     fillTable("skip-reasons", data.skip_reasons, (reason) => reason.label, "Nobody skipped.");
     fillActions(data.actions);
     drawChart(data.timeline);
+  }
+
+  // The funnel: sent, read, acknowledged and answered by the field chosen, a share of those sent.
+  const funnel = byId("watch-funnel");
+  function share(count, of) {
+    return number(count) + (of ? " (" + Math.round((100 * count) / of) + "%)" : "");
+  }
+  function drawFunnel(result) {
+    const body = byId("funnel-rows");
+    body.replaceChildren();
+    for (const group of result.groups) {
+      const row = document.createElement("tr");
+      const cells = [group.value, number(group.sent), share(group.read, group.sent)];
+      if (result.acknowledgement) {
+        cells.push(share(group.acknowledged, group.sent));
+      }
+      if (result.poll) {
+        cells.push(share(group.answered, group.sent));
+      }
+      for (const text of cells) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.appendChild(cell);
+      }
+      body.appendChild(row);
+    }
+  }
+  function loadFunnel() {
+    if (!funnel) {
+      return;
+    }
+    const select = byId("funnel-by");
+    setText("funnel-heading", select.options[select.selectedIndex].text);
+    fetch(funnel.dataset.url + "?by=" + encodeURIComponent(select.value),
+          { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
+      .then(drawFunnel)
+      .catch(() => setText("funnel-heading", "Could not load the funnel"));
   }
 
   function schedule(data) {
@@ -258,6 +307,7 @@
       .then((data) => {
         failuresInARow = 0;
         render(data);
+        loadFunnel();
         setText("watch-updated", data.poll ? "Updated " + new Date().toLocaleTimeString([], { timeZone: zone }) : "");
         schedule(data);
       })
@@ -271,6 +321,10 @@
   function start() {
     const data = JSON.parse(initial.textContent);
     render(data);
+    if (funnel) {
+      byId("funnel-by").addEventListener("change", loadFunnel);
+      loadFunnel();
+    }
     schedule(data);
   }
 

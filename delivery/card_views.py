@@ -1,0 +1,202 @@
+"""What a person does with a message's card (acknowledge it, answer its poll) and the card they see after: the
+person's message found from a button's data, and their view of it (bots.services hands each invoke to
+``delivery.acknowledgements``, ``delivery.polls`` or, for a refresh, ``card_refresh``).
+
+Whose press it is, Teams says: the invoke's sender, whose token Crier checked, and which message's card it was
+(``replyToId``). The button's data only names the campaign and the version of its message; the person's row is
+found from the two (its id is campaign and person: ``delivery.models``), and counts only when the message was sent
+to them, is the card pressed, and is still theirs (not recalled).
+
+A press reads the campaign's row with a share lock held to the end of its transaction (``FOR KEY SHARE``, which
+only an edit's lock conflicts with): a policy's edit waits for the presses under way, and those that follow see its
+version; presses never wait for each other, and one that waits ``LOCK_WAIT`` for an edit asks the person to press
+again. A refresh, sent each time Teams shows the card, takes no lock.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from campaigns.card_actions import (
+    Ask, Poll, ask_of, card_acknowledged, card_answered, card_asking_again, content_asking, poll_of,
+)
+from campaigns.models import Campaign, Recipient
+from campaigns.rendering import CompiledMessage, compile_message
+
+from .models import PERSON_BITS, Acknowledgement, Delivery, DeliveryChange, MessageChange, PollAnswer
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What Crier answers a press or a refresh with: the card the person sees now, or why there is none."""
+
+    status: int  # 200, or 400 / 403 / 404 as the invoke's statusCode
+    card: dict[str, Any] | None = None
+    code: str = ""
+    message: str = ""
+    acknowledged_at: datetime | None = field(default=None, compare=False)
+    recorded: bool = False  # this press recorded something
+    closed: bool = False  # the poll it answered had closed: nothing was recorded
+
+
+BAD = Answer(400, code="BadRequest", message="This button does not name a message of Crier's.")
+NOT_FOUND = Answer(404, code="NotFound", message="This message no longer asks anything of you.")
+NOT_YOURS = Answer(403, code="Forbidden", message="This message was not sent to you, so you cannot answer it.")
+
+
+@dataclass
+class Target:
+    """The person's message a press or a refresh is about."""
+
+    campaign_id: int
+    ask: Ask
+    version: int  # the version the card pressed was of
+    person: Recipient
+    delivery_id: int
+    acknowledged_at: datetime | None
+
+    @property
+    def current(self) -> int:
+        return self.ask.version
+
+
+_CAMPAIGN = """
+SELECT id, acknowledgement, message_version, poll_question, poll_options, poll_multiple, poll_closes_at
+  FROM campaigns_campaign
+ WHERE public_id = %s AND (acknowledgement <> '' OR poll_question <> '')
+"""
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer when lock_timeout ran out
+LOCK_WAIT = "2s"  # how long a press waits for an edit of its message before asking the person to press again
+BUSY = Answer(503, code="ServiceUnavailable", message="This message is being changed: press again in a moment.")
+
+
+def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bool) -> Target | Answer:
+    """The person's message the button's data names, or the answer that refuses it. ``reply_to`` is the activity
+    id Teams says the card belongs to (None when it did not say): it must be the person's message. With ``lock``
+    (a press), call within a transaction: the campaign's row stays share-locked until it ends."""
+    found = _campaign_and_version(data)
+    if found is None:
+        return BAD
+    public_id, version = found
+    with connection.cursor() as cursor:
+        if lock:
+            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+        try:
+            with transaction.atomic():  # a savepoint: a wait given up leaves the press's transaction usable
+                cursor.execute(_CAMPAIGN + (" FOR KEY SHARE" if lock else ""), [public_id])
+                row = cursor.fetchone()
+        except OperationalError as error:
+            if getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                return BUSY
+            raise
+        if lock:
+            cursor.execute("SET LOCAL lock_timeout = DEFAULT")
+    if row is None:
+        return NOT_FOUND
+    campaign_id, mode, current, question, options, multiple, closes_at = row
+    person = _person(aad_object_id)
+    if person is None:
+        return NOT_YOURS
+    delivery_id = (campaign_id << PERSON_BITS) + person.id
+    delivery = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SENT).only(
+        "id", "acknowledged_at", "activity_id").first()
+    if delivery is None or _recalled(delivery_id):
+        return NOT_YOURS
+    if reply_to is not None and reply_to != delivery.activity_id:  # a card of another message naming this one
+        return NOT_YOURS
+    if isinstance(options, str):  # jsonb read by raw SQL arrives as text
+        options = json.loads(options)
+    poll = poll_of(question=question, options=options, multiple=multiple, closes_at=closes_at)
+    ask = ask_of(public_id=public_id, version=current, mode=mode, poll=poll)
+    assert ask is not None  # the query asked for a campaign that asks something
+    return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at)
+
+
+def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        public_id = uuid.UUID(str(data.get("campaign")))
+        version = data.get("version")
+        if isinstance(version, bool) or not isinstance(version, (int, str)):
+            return None
+        version = int(version)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
+    return (public_id, version) if 0 < version < 2**31 else None
+
+
+def _person(aad_object_id: str) -> Recipient | None:
+    try:
+        aad = uuid.UUID(str(aad_object_id))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return Recipient.objects.filter(aad_object_id=aad).first()
+
+
+def _recalled(delivery_id: int) -> bool:
+    return DeliveryChange.objects.filter(delivery_id=delivery_id, status=DeliveryChange.Status.DONE,
+                                         change__action=MessageChange.Action.RECALL).exists()
+
+
+def card_view(target: Target) -> dict[str, Any]:
+    """The card as the person should see it now: their own, of the message's current version, with what they did."""
+    ask = target.ask
+    card = _card(target.campaign_id, ask, target.person)
+    if ask.mode:
+        if target.acknowledged_at is not None:
+            card = card_acknowledged(card, at=target.acknowledged_at, ask=ask)
+        elif ask.mode == Campaign.Acknowledgement.POLICY and Acknowledgement.objects.filter(
+                delivery_id=target.delivery_id).exists():
+            card = card_asking_again(card, ask=ask)
+    if ask.poll is not None:
+        answer = PollAnswer.objects.filter(delivery_id=target.delivery_id).values_list(
+            "choices", "answered_at", "changed_at").first()
+        chosen, answered_at, changed_at = answer if answer else ((), None, None)
+        card = card_answered(card, ask=ask, chosen=tuple(chosen), at=changed_at or answered_at, now=timezone.now())
+    return card
+
+
+def card_refresh(*, aad_object_id: str, data: Any, reply_to: str | None) -> Answer:
+    """Teams asks for the card as the person should see it now (the card's ``refresh``), each time it shows it:
+    nothing is recorded, and nothing locked (a view read in the instant an edit commits is put right by the next)."""
+    target = target_find(aad_object_id=aad_object_id, data=data, reply_to=reply_to, lock=False)
+    if isinstance(target, Answer):
+        return target
+    return Answer(200, card=card_view(target), acknowledged_at=target.acknowledged_at)
+
+
+def _card(campaign_id: int, ask: Ask, person: Recipient) -> dict[str, Any]:
+    """The campaign's card as sent to ``person`` in its current version, with what it asks."""
+    edit = MessageChange.objects.filter(campaign_id=campaign_id, action=MessageChange.Action.EDIT).order_by(
+        "-id").values_list("id", flat=True).first()
+    template_id, updated = Campaign.objects.filter(pk=campaign_id).values_list(
+        "template_id", "template__updated_at").get()
+    activity = json.loads(_compiled(campaign_id, ask, edit, template_id, updated.isoformat()).render(person))
+    return activity["attachments"][0]["content"]
+
+
+@lru_cache(maxsize=64)
+def _compiled(campaign_id: int, ask: Ask, edit_id: int | None, template_id: int, template_updated: str
+              ) -> CompiledMessage:
+    """The current message compiled: its latest edit, else its template (which a policy cannot change once sent:
+    ``campaigns.approvals.template_edit_require``)."""
+    if edit_id is not None:
+        change = MessageChange.objects.get(pk=edit_id)
+        kind, text, card = change.kind, change.text, change.card
+    else:
+        template = Campaign.objects.select_related("template").get(pk=campaign_id).template
+        kind, text, card = template.kind, template.text or "", template.card
+    kind, text, card = content_asking(kind=kind, text=text, card=card, ask=ask)
+    return compile_message(kind=kind, text=text, card=card)
+
+
+__all__ = ["Answer", "Poll", "Target", "card_refresh", "card_view", "target_find"]
