@@ -48,7 +48,7 @@ class ApprovalOutgrown(ApplicationError):
 # Changing one of these after approval withdraws it.
 APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app",
                    "urgent", "urgent_text", "acknowledgement", "poll_question", "poll_options", "poll_multiple",
-                   "poll_closes_at")
+                   "poll_closes_at", "track_clicks")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ def approval_fingerprint(*, campaign: Campaign) -> str:
              *(["urgent", campaign.urgent_text] if campaign.urgent else []),
              *([f"acknowledgement:{campaign.acknowledgement}"] if campaign.acknowledgement else []),
              *(["poll", campaign.poll_question, *campaign.poll_options, campaign.poll_multiple, campaign.poll_closes_at]
-               if campaign.poll_question else [])]
+               if campaign.poll_question else []),
+             *(["track_clicks"] if campaign.track_clicks else [])]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 

@@ -31,6 +31,7 @@ from campaigns.card_actions import (
 from campaigns.models import Campaign, Recipient
 from campaigns.rendering import CompiledMessage, compile_message
 
+from .clicks import card_tracked
 from .models import PERSON_BITS, Acknowledgement, Delivery, DeliveryChange, MessageChange, PollAnswer
 
 
@@ -62,6 +63,7 @@ class Target:
     person: Recipient
     delivery_id: int
     acknowledged_at: datetime | None
+    track_clicks: bool = False
 
     @property
     def current(self) -> int:
@@ -69,7 +71,7 @@ class Target:
 
 
 _CAMPAIGN = """
-SELECT id, acknowledgement, message_version, poll_question, poll_options, poll_multiple, poll_closes_at
+SELECT id, acknowledgement, message_version, poll_question, poll_options, poll_multiple, poll_closes_at, track_clicks
   FROM campaigns_campaign
  WHERE public_id = %s AND (acknowledgement <> '' OR poll_question <> '')
 """
@@ -101,7 +103,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
             cursor.execute("SET LOCAL lock_timeout = DEFAULT")
     if row is None:
         return NOT_FOUND
-    campaign_id, mode, current, question, options, multiple, closes_at = row
+    campaign_id, mode, current, question, options, multiple, closes_at, track_clicks = row
     person = _person(aad_object_id)
     if person is None:
         return NOT_YOURS
@@ -117,7 +119,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     poll = poll_of(question=question, options=options, multiple=multiple, closes_at=closes_at)
     ask = ask_of(public_id=public_id, version=current, mode=mode, poll=poll)
     assert ask is not None  # the query asked for a campaign that asks something
-    return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at)
+    return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at, track_clicks)
 
 
 def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:
@@ -162,6 +164,8 @@ def card_view(target: Target) -> dict[str, Any]:
             "choices", "answered_at", "changed_at").first()
         chosen, answered_at, changed_at = answer if answer else ((), None, None)
         card = card_answered(card, ask=ask, chosen=tuple(chosen), at=changed_at or answered_at, now=timezone.now())
+    if target.track_clicks:  # the links lead through Crier, as in the card sent
+        card = card_tracked(card, delivery_id=target.delivery_id)
     return card
 
 

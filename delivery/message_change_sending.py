@@ -35,6 +35,7 @@ from campaigns.card_actions import campaign_ask, content_asking
 from campaigns.rendering import PLACEHOLDER_FIELDS, CompiledMessage, compile_message
 from core.channels import Address, Channel, Deferred, TransportError
 
+from .clicks import activity_tracked
 from .models import DeliveryChange, MessageChange
 from .retry import retry_in
 
@@ -67,7 +68,7 @@ WITH claimed AS (
             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
     RETURNING r.id, r.delivery_id, r.attempts
 )
-SELECT claimed.id, claimed.attempts, d.activity_id, d.conversation_id, {ADDRESS_COLUMNS},
+SELECT claimed.id, claimed.attempts, d.id, d.activity_id, d.conversation_id, {ADDRESS_COLUMNS},
        {", ".join(f"p.{column}" for column in _PERSON)}
   FROM claimed
   JOIN delivery_delivery AS d ON d.id = claimed.delivery_id
@@ -99,6 +100,7 @@ class Claim:
     activity_id: str
     address: Address
     person: Any
+    delivery_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,21 +148,24 @@ def _claim(change_id: int) -> list[Claim]:
         cursor.execute(CLAIM, [change_id, BATCH])
         rows = cursor.fetchall()
     claims = []
-    for row_id, attempts, activity_id, conversation_id, *row in rows:
+    for row_id, attempts, delivery_id, activity_id, conversation_id, *row in rows:
         stored, person = row[:4], SimpleNamespace(**dict(zip(_PERSON, row[4:], strict=True)))
         # The message's own conversation, whatever the address says now.
         address = replace(
             address_of(aad_object_id=person.aad_object_id, tenant_id=person.tenant_id, stored=tuple(stored)),
             conversation_id=conversation_id,
         )
-        claims.append(Claim(row_id, attempts, activity_id, address, person))
+        claims.append(Claim(row_id, attempts, activity_id, address, person, delivery_id))
     return claims
 
 
 def _apply(change: MessageChange, claim: Claim, compiled: CompiledMessage | None, transport: Channel) -> str:
     try:
         if compiled is not None:
-            activity = json.loads(compiled.render(claim.person))
+            body = compiled.render(claim.person)
+            if change.campaign.track_clicks:
+                body = activity_tracked(body, delivery_id=claim.delivery_id)
+            activity = json.loads(body)
             activity["id"] = claim.activity_id  # the replacement names the activity it replaces
             body = json.dumps(activity, ensure_ascii=False, separators=(",", ":")).encode()
             transport.update(address=claim.address, activity_id=claim.activity_id, activity_json=body)

@@ -240,6 +240,24 @@ class PollAnswer(models.Model):
         return f"{self.delivery_id}: {self.choices}"
 
 
+class Click(models.Model):
+    """A person opened one of the link buttons of the message Crier sent them, through Crier's signed link (a campaign
+    that counts clicks): one row a delivery and link, with how often and when first and last."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.DO_NOTHING, related_name="clicks", db_constraint=False,
+                                 db_index=False)
+    link = models.PositiveSmallIntegerField(help_text="The link button's place in the card, 0 first.")
+    clicks = models.PositiveIntegerField(default=1)
+    first_at = models.DateTimeField(db_default=Now())
+    last_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "link"], name="one_click_row_a_link")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}: link {self.link} ×{self.clicks}"
+
+
 class WebhookEndpoint(models.Model):
     """Where an HR system or a dashboard wants to hear about deliveries and opt-outs."""
 

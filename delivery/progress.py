@@ -26,10 +26,13 @@ from .models import Delivery, Reaction, campaign_ids
 FINAL = tuple(str(status) for status in Delivery.FINAL)
 # installed: people Crier installed the app for; notified, notice_failed: urgent campaigns' pop-ups (delivery.notifying)
 # read: messages Teams reported read (delivery.reads), a lower bound; acknowledged: of the message as it is now
-# (delivery.acknowledgements); answered: people who answered its poll (delivery.polls)
-COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read", "acknowledged", "answered")
+# (delivery.acknowledgements); answered: people who answered its poll (delivery.polls); clicked: people who opened a
+# link button (delivery.clicks)
+COUNTERS = (*FINAL, "ambiguous", "installed", "notified", "notice_failed", "read", "acknowledged", "answered",
+            "clicked")
 REACTION = "reaction:"  # and a counter for each kind of reaction: reaction:like, reaction:heart… (delivery.reads)
 POLL = "poll:"  # and one for each option of a poll, by its place: poll:0, poll:1… (delivery.polls)
+CLICK = "click:"  # and one for each link button, by its place: the people who opened it (delivery.clicks)
 RATE_WINDOW_SECONDS = 10
 KEEP_SECONDS = 30 * 24 * 3600
 # A chart needs no more points than this; a welcome campaign that runs for months is sampled down.
@@ -128,16 +131,18 @@ def rebuild(campaign_id: int) -> dict[str, Any]:
         counts["notice_failed" if row["notice"] == Delivery.Notice.FAILED else "notified"] += row["n"]
     reactions = reactions_from_rows(campaign_id)
     counts["answered"], poll = poll_counts_from_rows(campaign_id)
+    counts["clicked"], clicks = click_counts_from_rows(campaign_id)
     try:
         pipe = client().pipeline()
         pipe.delete(key(campaign_id))
         pipe.hset(key(campaign_id), mapping={**counts, **{REACTION + kind: n for kind, n in reactions.items()},
-                                             **{f"{POLL}{n}": count for n, count in poll.items()}, "built": 1})
+                                             **{f"{POLL}{n}": count for n, count in poll.items()},
+                                             **{f"{CLICK}{n}": count for n, count in clicks.items()}, "built": 1})
         pipe.expire(key(campaign_id), KEEP_SECONDS)
         pipe.execute()
     except redis.RedisError:
         pass
-    return {**counts, "reactions": reactions, "poll": poll}
+    return {**counts, "reactions": reactions, "poll": poll, "clicks": clicks}
 
 
 def poll_counts_from_rows(campaign_id: int) -> tuple[int, dict[int, int]]:
@@ -151,6 +156,18 @@ def poll_counts_from_rows(campaign_id: int) -> tuple[int, dict[int, int]]:
         cursor.execute("SELECT choice, count(*) FROM delivery_pollanswer, unnest(choices) AS choice "
                        "WHERE delivery_id >= %s AND delivery_id < %s GROUP BY choice", [lowest, end])
         return answered, dict(cursor.fetchall())
+
+
+def click_counts_from_rows(campaign_id: int) -> tuple[int, dict[int, int]]:
+    """How many people opened any of the campaign's link buttons, and each, counted from the rows."""
+    lowest, end = campaign_ids(campaign_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(DISTINCT delivery_id) FROM delivery_click WHERE delivery_id >= %s "
+                       "AND delivery_id < %s", [lowest, end])
+        clicked = cursor.fetchone()[0]
+        cursor.execute("SELECT link, count(*) FROM delivery_click WHERE delivery_id >= %s AND delivery_id < %s "
+                       "GROUP BY link", [lowest, end])
+        return clicked, dict(cursor.fetchall())
 
 
 def reactions_from_rows(campaign_id: int) -> dict[str, int]:
@@ -232,7 +249,7 @@ def read(campaign: Any) -> dict[str, Any]:
     """Counts by end state, what is still to do, the rate over the last seconds and an estimate of
     the time left. One Redis round trip; a database count only when the counters were lost."""
     if campaign.launched_at is None:
-        counts: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "reactions": {}, "poll": {}}
+        counts: dict[str, Any] = {**dict.fromkeys(COUNTERS, 0), "reactions": {}, "poll": {}, "clicks": {}}
         rates: list[Any] = []
     else:
         try:
@@ -251,6 +268,8 @@ def read(campaign: Any) -> dict[str, Any]:
                                              if name.startswith(REACTION)})
             counts["poll"] = {int(name[len(POLL):]): n for name, n in values.items()
                               if name.startswith(POLL) and name[len(POLL):].isdigit()}
+            counts["clicks"] = {int(name[len(CLICK):]): n for name, n in values.items()
+                                if name.startswith(CLICK) and name[len(CLICK):].isdigit()}
         else:
             counts = rebuild(campaign.pk)
     total = campaign.total_deliveries

@@ -323,7 +323,8 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         percent = 100.0 if finished else 0.0
     return {
         "campaign": {"id": campaign.pk, "name": campaign.name, "kind": campaign.kind,
-                     "acknowledgement": campaign.acknowledgement, "message_version": campaign.message_version},
+                     "acknowledgement": campaign.acknowledgement, "message_version": campaign.message_version,
+                     "track_clicks": campaign.track_clicks},
         "status": campaign.status,
         "status_display": campaign.get_status_display(),
         "status_reason": campaign.status_reason,
@@ -427,3 +428,16 @@ def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
     except redis.RedisError:
         pass
     return funnel
+
+
+def campaign_clicks(*, campaign: Campaign, counts: dict[int, int]) -> list[dict[str, Any]]:
+    """The link buttons of a campaign that counts clicks, in the card's order, with the people who opened each; empty
+    for one that does not count them. The buttons are read from its message as it is now."""
+    if not campaign.track_clicks:
+        return []
+    from .clicks import open_urls
+    from .message_changes import message_current_content
+
+    _, _, card = message_current_content(campaign=campaign)
+    return [{"title": str(action.get("title") or ""), "url": action["url"], "people": counts.get(n, 0)}
+            for n, action in enumerate(open_urls(card or {}))]

@@ -29,6 +29,7 @@ from campaigns.services import opt_out_record
 from core.channels import Address, Channel, Deferred, Stopped, TransportError
 
 from . import progress, webhooks
+from .clicks import activity_tracked
 from .installing import NEVER_INSTALL_FOR, installer_wake
 from .notifying import notifier_wake
 from .models import Delivery
@@ -50,7 +51,7 @@ UPDATE delivery_delivery AS d
  WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
 RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install,
           c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id, c.message_version,
-          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at
+          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at, c.track_clicks
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -140,7 +141,7 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         if claimed is None:
             return NOT_CLAIMED
         (campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent,
-         acknowledgement, public_id, version, question, options, multiple, closes_at) = claimed
+         acknowledgement, public_id, version, question, options, multiple, closes_at, track_clicks) = claimed
     poll = poll_of(question=question, options=json.loads(options) if isinstance(options, str) else options,
                    multiple=multiple, closes_at=closes_at)
     claim = (delivery_id, attempts)
@@ -150,7 +151,8 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
             row = cursor.fetchone()
         return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
                              install=Install(allowed=install_app, done=install), urgent=urgent,
-                             ask=ask_of(public_id=public_id, version=version, mode=acknowledgement, poll=poll))
+                             ask=ask_of(public_id=public_id, version=version, mode=acknowledgement, poll=poll),
+                             track_clicks=track_clicks)
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:
@@ -184,7 +186,7 @@ NO_INSTALL = Install(allowed=False, done="")
 
 def _send_claimed(
     claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel,
-    install: Install = NO_INSTALL, urgent: bool = False, ask: Ask | None = None,
+    install: Install = NO_INSTALL, urgent: bool = False, ask: Ask | None = None, track_clicks: bool = False,
 ) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
@@ -211,6 +213,8 @@ def _send_claimed(
     if install.allowed and not install.done and _known_without_app(address_state, stored):
         return _hand_to_installer(claim)  # asking Teams first would spend a call of its pace to hear "not installed"
     body = _compiled(template_id, template_updated.isoformat(), ask).render(person)
+    if track_clicks:  # its link buttons lead through Crier, signed for this delivery
+        body = activity_tracked(body, delivery_id=claim[0])
     try:
         result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:

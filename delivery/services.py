@@ -277,7 +277,7 @@ def _asks_require(campaign: Campaign) -> None:
                                code="asks_invalid", status=409, fields={k: [v] for k, v in problems.items()})
 
 
-ASKING_FIELDS = ("acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at")
+ASKING_FIELDS = ("acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at", "track_clicks")
 
 
 def asks_of(campaign: Campaign | None) -> dict[str, Any]:

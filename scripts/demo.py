@@ -381,8 +381,9 @@ def main() -> int:
     stats = emulator.stats()
     say(f"done in {elapsed:.1f} s; the emulator accepted {stats['messages']} messages, "
         f"{stats['duplicates']} duplicates, {sum(stats['throttled'].values())} answered 429")
-    # Three people in five open the chat and read it: Teams sends the bot a read receipt for each.
-    readers = [p for n, p in enumerate(people) if n % 5 < 3 and n not in (3, 7)]
+    # Three people in five open the chat and read it (spread across departments): Teams sends the bot a read receipt
+    # for each.
+    readers = [p for n, p in enumerate(people) if (n * 31) % 23 < 14 and n not in (3, 7)]
     for person in readers:
         emulator.read(person["aad_object_id"])
     counts = api("GET", f"/api/v1/campaigns/{campaign_id}/", key)["counts"]

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from delivery.views import click_redirect
 from bots.views import messages_endpoint
 from campaigns.admin.profile import profile_urls
 from campaigns.admin.sign_in import sign_in_urls
@@ -20,6 +21,7 @@ urlpatterns = [
     path("admin/", include(sign_in_urls())),
     path("admin/", admin.site.urls),
     path("api/messages", messages_endpoint, name="bot-messages"),
+    path("c/<str:token>", click_redirect, name="click"),  # a counted link button (delivery.clicks)
     path("api/v1/", include("campaigns.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its start-up script as a file of its own, so the page needs no inline script.

@@ -12,7 +12,8 @@ from core.errors import ApplicationError
 
 from ..models import Audience, Campaign
 from ..models.content import (
-    POLL_OPTION_MOST, POLL_OPTIONS, WELCOME_NOT_LISTED, acknowledgement_problems, poll_problems, urgent_problems,
+    POLL_OPTION_MOST, POLL_OPTIONS, WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems, poll_problems,
+    urgent_problems,
 )
 from ..services import campaign_require_editable
 
@@ -54,6 +55,8 @@ class CampaignForm(forms.ModelForm):
                 category_mandatory=category.mandatory if category is not None else None).items():
             if field not in self.errors:
                 self.add_error(field if field in self.fields else None, problem)
+        for field, problem in clicks_problems(track_clicks=cleaned.get("track_clicks", False)).items():
+            self.add_error(field if field in self.fields else None, problem)
         for field, problem in poll_problems(
                 question=cleaned.get("poll_question", self.instance.poll_question),
                 options=cleaned.get("poll_options", self.instance.poll_options),

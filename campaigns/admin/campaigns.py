@@ -51,7 +51,8 @@ class CampaignAdmin(admin.ModelAdmin):
     list_select_related = ("category",)
     actions = ("launch_selected", "schedule_selected", "pause_selected", "resume_selected", "cancel_selected")
     EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "urgent", "urgent_text",
-                "acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at", "send_at")
+                "acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at", "track_clicks",
+                "send_at")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
@@ -228,7 +229,8 @@ class CampaignAdmin(admin.ModelAdmin):
                  *([("Urgent notices sent", "notified"), ("Urgent notices refused", "notice_failed")]
                    if campaign.urgent else []),
                  *([("Acknowledged", "acknowledged")] if campaign.acknowledgement else []),
-                 *([("Answered the poll", "answered")] if campaign.poll_question else [])]
+                 *([("Answered the poll", "answered")] if campaign.poll_question else []),
+                 *([("Opened a link", "clicked")] if campaign.track_clicks else [])]
         return format_html_join(", ", "{}: {}", ((label, counts[key]) for label, key in shown))
 
     @admin.display(description="Pace")

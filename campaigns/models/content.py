@@ -322,6 +322,14 @@ def poll_problems(*, question: str, options: Any, closes_at: Any = None, closes_
     return {}
 
 
+def clicks_problems(*, track_clicks: bool) -> dict[str, str]:
+    """What is wrong with counting a campaign's clicks, by field: its links lead through Crier's own address."""
+    if track_clicks and not settings.PUBLIC_BASE_URL:
+        return {"track_clicks": "Counting clicks leads each link through Crier: set PUBLIC_BASE_URL (where people "
+                                "reach Crier) first."}
+    return {}
+
+
 def install_app_default() -> bool:
     return settings.INSTALL_APP_DEFAULT
 
@@ -396,6 +404,11 @@ class Campaign(models.Model):
     poll_closes_at = models.DateTimeField(
         "poll closes at", null=True, blank=True,
         help_text="After this, answers are no longer taken or changed; empty to keep it open.",
+    )
+    track_clicks = models.BooleanField(
+        "count clicks", default=False, db_default=False,
+        help_text="Count who opens the card's link buttons, through links to Crier signed for each person "
+        "(docs/engagement.md). Off by default: people's clicks are theirs. Needs PUBLIC_BASE_URL.",
     )
     message_version = models.PositiveIntegerField(
         default=1, db_default=1, editable=False,

@@ -38,7 +38,8 @@ def test_campaign_is_created_launched_and_retrieved_with_counts(api, django_capt
     assert len(queued) == 1  # the feeding, queued for after the commit (not run here)
     assert retrieved.json()["counts"] == {
         "total": 3, "sent": 0, "failed": 0, "skipped": 1, "remaining": 2, "ambiguous": 0, "installed": 0, "notified": 0,
-        "notice_failed": 0, "read": 0, "acknowledged": 0, "answered": 0, "poll": [], "reactions": {},
+        "notice_failed": 0, "read": 0, "acknowledged": 0, "answered": 0, "poll": [], "clicked": 0, "clicks": [],
+        "reactions": {},
         "rate_per_second": 0.0, "eta_seconds": None,
     }
 

@@ -7,7 +7,10 @@ from rest_framework import serializers
 
 from campaigns.members import campaign_listing
 from campaigns.models import Audience, Campaign, Category, MessageTemplate
-from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, poll_problems, urgent_problems
+from campaigns.models.content import (
+    WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems, poll_problems, urgent_problems,
+)
+from delivery.reports import campaign_clicks
 from campaigns.states import moves_open
 from delivery.progress import read as campaign_progress
 from delivery.models import Delivery
@@ -16,6 +19,12 @@ from .common import RejectUnknownFieldsMixin
 from .content import MemberListingSerializer
 
 API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel", "stop_installing")  # what the API offers
+
+
+class ClickCountSerializer(serializers.Serializer):
+    title = serializers.CharField(help_text="The button's title.")
+    url = serializers.CharField(help_text="Where it leads, as the template writes it (placeholders unfilled).")
+    people = serializers.IntegerField()
 
 
 class PollCountSerializer(serializers.Serializer):
@@ -61,6 +70,10 @@ class CampaignCountsSerializer(serializers.Serializer):
         help_text="Campaigns that ask for it: people who acknowledged the message as it is now (a policy's edit asks "
         "everyone again).")
     answered = serializers.IntegerField(help_text="Campaigns with a poll: people who answered it.")
+    clicked = serializers.IntegerField(help_text="Campaigns that count clicks: people who opened a link button.")
+    clicks = serializers.ListField(
+        child=ClickCountSerializer(), help_text="Campaigns that count clicks: the people who opened each link button, "
+        "in the card's order; empty otherwise.")
     poll = serializers.ListField(
         child=PollCountSerializer(), help_text="Campaigns with a poll: how many people chose each option, in the "
         "poll's order (several each, in a poll that takes several answers); empty without a poll.")
@@ -97,7 +110,7 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "urgent",
             "urgent_text", "acknowledgement", "message_version", "poll_question", "poll_options", "poll_multiple",
-            "poll_closes_at", "status",
+            "poll_closes_at", "track_clicks", "status",
             "status_reason", "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
@@ -129,6 +142,10 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "A question each person answers in the card (docs/engagement.md): with poll_options, a poll; empty "
                 "for none. The same for everyone: no placeholders.")},
             "poll_multiple": {"help_text": "Each person may choose several options."},
+            "track_clicks": {"help_text": (
+                "Count who opens the card's link buttons (Action.OpenUrl): each leads through Crier, signed for the "
+                "one person (docs/engagement.md). Off by default, for privacy; needs PUBLIC_BASE_URL. Links inside the "
+                "text are not counted.")},
             "poll_closes_at": {"help_text": (
                 "When the poll stops taking answers (ISO 8601, in the future when set); until then a person may change "
                 "theirs. Null: open for as long as the message is there.")},
@@ -142,6 +159,7 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         by_place = counts.get("poll") or {}
         counts["poll"] = [{"option": option, "count": by_place.get(n, 0)}
                           for n, option in enumerate(campaign.poll_options or []) if campaign.poll_question]
+        counts["clicks"] = campaign_clicks(campaign=campaign, counts=counts.get("clicks") or {})
         return counts
 
     @extend_schema_field(MemberListingSerializer(allow_null=True))
@@ -173,6 +191,8 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 for name, default in (("poll_question", ""), ("poll_options", []), ("poll_closes_at", None))}
         if problems := poll_problems(question=poll["poll_question"], options=poll["poll_options"],
                                      closes_at=poll["poll_closes_at"], closes_changed="poll_closes_at" in attrs):
+            raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
+        if problems := clicks_problems(track_clicks=attrs.get("track_clicks", False)):
             raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
         if "poll_options" in attrs and isinstance(attrs["poll_options"], list):
             attrs["poll_options"] = [str(option).strip() for option in attrs["poll_options"]]

@@ -217,7 +217,7 @@
     }
     setText("progress-percent", percent);
     setText("progress-done", data.summary);
-    for (const name of ["sent", "read", "acknowledged", "failed", "skipped", "remaining", "ambiguous"]) {
+    for (const name of ["sent", "read", "acknowledged", "clicked", "failed", "skipped", "remaining", "ambiguous"]) {
       setText("count-" + name, number(progress[name]));
     }
     const reactions = (data.reactions || []).map((reaction) => reaction.kind + " " + number(reaction.count));
