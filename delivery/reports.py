@@ -376,11 +376,13 @@ FUNNEL_FIELDS = ("department", "location", "country", "job_title", "locale")
 FUNNEL_ATTRIBUTE = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
 FUNNEL_GROUPS = 50  # groups shown; the rest are added up in one line
 FUNNEL_CACHE_SECONDS = 15
+FUNNEL_COUNTS = ("sent", "read", "acknowledged", "answered", "clicked")
 NONE = "(none)"
 OTHERS = "(all others)"
 FUNNEL = """
 SELECT {value} AS value, count(*) AS sent, count(d.read_at) AS read, count(d.acknowledged_at) AS acknowledged,
-       count(p.delivery_id) AS answered
+       count(p.delivery_id) AS answered,
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM delivery_click AS k WHERE k.delivery_id = d.id)) AS clicked
   FROM delivery_delivery AS d
   JOIN campaigns_recipient AS r ON r.id = d.recipient_id
   LEFT JOIN delivery_pollanswer AS p ON p.delivery_id = d.id
@@ -398,7 +400,8 @@ def funnel_problem(by: str) -> str | None:
 
 def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
     """The people the campaign reached, grouped by one of their fields (``department``…) or attributes
-    (``attributes.site``): how many were sent it, read it, acknowledged it and answered its poll, the largest groups
+    (``attributes.site``): how many were sent it, read it, acknowledged it, answered its poll and opened one of its
+    links, the largest groups
     first (``FUNNEL_GROUPS`` of them, the rest in one line). One GROUP BY over the campaign's rows, kept for a few
     seconds: the Watch page asks again as it refreshes."""
     if problem := funnel_problem(by):
@@ -415,14 +418,13 @@ def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute(FUNNEL.format(value=f"COALESCE(NULLIF({value}, ''), %(none)s)"),
                        {"lowest": lowest, "end": end, "none": NONE, "attribute": by.partition(".")[2]})
-        rows = [dict(zip(("value", "sent", "read", "acknowledged", "answered"), row)) for row in cursor.fetchall()]
+        rows = [dict(zip(("value", *FUNNEL_COUNTS), row)) for row in cursor.fetchall()]
     rows.sort(key=lambda row: (-row["sent"], row["value"]))
     shown, rest = rows[:FUNNEL_GROUPS], rows[FUNNEL_GROUPS:]
     if rest:
-        shown.append({"value": OTHERS, **{name: sum(row[name] for row in rest)
-                                          for name in ("sent", "read", "acknowledged", "answered")}})
+        shown.append({"value": OTHERS, **{name: sum(row[name] for row in rest) for name in FUNNEL_COUNTS}})
     funnel = {"by": by, "groups": shown, "acknowledgement": bool(campaign.acknowledgement),
-              "poll": bool(campaign.poll_question)}
+              "poll": bool(campaign.poll_question), "clicks": campaign.track_clicks}
     try:
         progress.client().set(key, json.dumps(funnel), ex=FUNNEL_CACHE_SECONDS)
     except redis.RedisError:

@@ -294,5 +294,6 @@ def test_the_funnel_is_given_by_the_field_asked_for_and_refuses_any_other(comms_
 
     assert 'id="watch-funnel"' in page and '<option value="department">' in page
     assert by_country.status_code == 200
-    assert by_country.json()["groups"] == [{"value": "FR", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0}]
+    assert by_country.json()["groups"] == [
+        {"value": "FR", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0}]
     assert refused.status_code == 400 and "Group by one of" in refused.json()["error"]

@@ -452,5 +452,6 @@ def test_the_funnel_groups_the_people_reached_and_names_a_bad_field(api):
     refused = api.get(f"/api/v1/campaigns/{campaign.pk}/funnel/", {"by": "upn"})
 
     assert funnel.status_code == 200 and funnel.json()["by"] == "department"
-    assert funnel.json()["groups"] == [{"value": "Sales", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0}]
+    assert funnel.json()["groups"] == [
+        {"value": "Sales", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0}]
     assert refused.status_code == 400 and error_of(refused)["fields"]["by"]

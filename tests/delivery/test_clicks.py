@@ -178,3 +178,16 @@ def test_counting_clicks_needs_the_address_people_reach_crier_at(api, settings):
                                              "category": factories.category().slug, "track_clicks": True},
                       format="json")
     assert answer.status_code == 400 and "PUBLIC_BASE_URL" in answer.json()["error"]["fields"]["track_clicks"][0]
+
+
+def test_the_funnel_counts_the_people_who_opened_a_link_once_whatever_they_opened(teams, client):
+    from delivery.reports import campaign_funnel
+
+    campaign, [person, other] = sent(2)
+    details, enrol = links(received_card(teams, person))
+    opened(client, details)
+    opened(client, enrol)  # two buttons, one person
+
+    [group] = campaign_funnel(campaign=campaign, by="country")["groups"]
+
+    assert (group["sent"], group["clicked"]) == (2, 1)

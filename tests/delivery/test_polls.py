@@ -262,9 +262,9 @@ def test_the_funnel_groups_who_was_sent_read_acknowledged_and_answered_by_a_fiel
     by_site = reports.campaign_funnel(campaign=campaign, by="attributes.site")
 
     assert by_department["groups"] == [
-        {"value": "Sales", "sent": 2, "read": 1, "acknowledged": 1, "answered": 1},
-        {"value": "(none)", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0},
-        {"value": "Legal", "sent": 1, "read": 0, "acknowledged": 0, "answered": 1},
+        {"value": "Sales", "sent": 2, "read": 1, "acknowledged": 1, "answered": 1, "clicked": 0},
+        {"value": "(none)", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0},
+        {"value": "Legal", "sent": 1, "read": 0, "acknowledged": 0, "answered": 1, "clicked": 0},
     ]
     assert [(g["value"], g["sent"]) for g in by_site["groups"]] == [("Leeds", 2), ("(none)", 1), ("York", 1)]
     assert by_site["acknowledgement"] and by_site["poll"]

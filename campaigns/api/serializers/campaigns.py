@@ -39,6 +39,7 @@ class FunnelGroupSerializer(serializers.Serializer):
     read = serializers.IntegerField()
     acknowledged = serializers.IntegerField()
     answered = serializers.IntegerField()
+    clicked = serializers.IntegerField()
 
 
 class CampaignFunnelSerializer(serializers.Serializer):
@@ -46,6 +47,7 @@ class CampaignFunnelSerializer(serializers.Serializer):
     groups = FunnelGroupSerializer(many=True)
     acknowledgement = serializers.BooleanField(help_text="Whether the campaign asks for an acknowledgement.")
     poll = serializers.BooleanField(help_text="Whether the campaign has a poll.")
+    clicks = serializers.BooleanField(help_text="Whether the campaign counts clicks.")
 
 
 class CampaignCountsSerializer(serializers.Serializer):

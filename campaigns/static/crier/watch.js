@@ -258,6 +258,9 @@
       if (result.poll) {
         cells.push(share(group.answered, group.sent));
       }
+      if (result.clicks) {
+        cells.push(share(group.clicked, group.sent));
+      }
       for (const text of cells) {
         const cell = document.createElement("td");
         cell.textContent = text;
