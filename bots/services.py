@@ -317,17 +317,18 @@ def _aad(activity: Activity) -> str:
 @answers(VERB_ACKNOWLEDGE)
 def _acknowledge_pressed(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
     return _card_answer(acknowledgement_answer(aad_object_id=_aad(activity), data=data,
-                                               reply_to=str(activity.reply_to_id or "")))
+                                               reply_to=activity.reply_to_id or None))
 
 
 @answers(VERB_ANSWER)
 def _poll_answered(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
-    return _card_answer(poll_answer(aad_object_id=_aad(activity), data=data, reply_to=str(activity.reply_to_id or "")))
+    return _card_answer(poll_answer(aad_object_id=_aad(activity), data=data, reply_to=activity.reply_to_id or None))
 
 
 @answers(VERB_REFRESH)
 def _refreshed(activity: Activity, data: dict[str, Any]) -> dict[str, Any]:
-    return _card_answer(card_refresh(aad_object_id=_aad(activity), data=data, reply_to=str(activity.reply_to_id or "")))
+    # A refresh records nothing and shows the person only their own card: whichever message Teams says it is for.
+    return _card_answer(card_refresh(aad_object_id=_aad(activity), data=data, reply_to=None))
 
 
 REPLY_ACKNOWLEDGED = "Thank you: your acknowledgement is recorded ({when} UTC)."

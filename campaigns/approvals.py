@@ -274,7 +274,8 @@ def template_edit_require(*, template_id: int | None) -> None:
     welcome campaign runs for ever, and its template stays editable, unless it asks for something. A
     campaign that asks people to acknowledge it or answer a poll, once launched, keeps its template as
     sent: Teams asks Crier for each person's card again when it shows it (``delivery.card_views``), drawn
-    from that text, and what they acknowledged is that text (its edits are versions of their own).
+    from that text, and what they acknowledged is that text (its edits are versions of their own). Not a
+    test of one (a direct campaign), nor one that sent nobody anything.
 
     In a transaction, the template's row stays locked until it commits: a launch, which locks it
     too (``delivery.services.campaign_launch``), waits for the edit, then sees what it changed."""
@@ -295,10 +296,10 @@ def template_edit_require(*, template_id: int | None) -> None:
             "received with “Edit the sent message”.",
             code="template_in_use", status=409,
         )
-    asking = (
-        Campaign.objects.filter(Q(acknowledgement__gt="") | Q(poll_question__gt=""), template_id=template_id,
-                                launched_at__isnull=False).exclude(status=Campaign.Status.DRAFT).order_by("pk").first()
-    )
+    asking = next((campaign for campaign in Campaign.objects.filter(
+        Q(acknowledgement__gt="") | Q(poll_question__gt=""), template_id=template_id, launched_at__isnull=False,
+    ).exclude(status=Campaign.Status.DRAFT).exclude(kind=Campaign.Kind.DIRECT).order_by("pk") if _sent_any(campaign)),
+        None)
     if asking is not None:
         raise ApplicationError(
             f"“{asking}” was sent with this template and asks people to acknowledge it or answer its poll: Teams "
@@ -306,6 +307,15 @@ def template_edit_require(*, template_id: int | None) -> None:
             "unapproved. Change what they received with “Edit the sent message”, or copy the template.",
             code="template_in_use", status=409,
         )
+
+
+def _sent_any(campaign: Campaign) -> bool:
+    """Whether the campaign sent its message to anyone (one probe of its rows' range)."""
+    lowest = campaign.pk << 32
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM delivery_delivery WHERE id >= %s AND id < %s AND status = 'sent')",
+                       [lowest, lowest + (1 << 32)])
+        return cursor.fetchone()[0]
 
 
 # --- Direct messages and tests: reach within a window ------------------------------------------

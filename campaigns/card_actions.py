@@ -23,7 +23,7 @@ invoke's sender), never the data: ``delivery.card_views`` checks it.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -52,6 +52,11 @@ class Poll:
     options: tuple[str, ...]
     multiple: bool = False
     closes_at: datetime | None = None
+    sent_closed: bool = False  # it had closed when the message was sent: the card shows it closed
+
+    def as_sent(self, now: datetime) -> Poll:
+        """The poll as a message sent at ``now`` shows it."""
+        return replace(self, sent_closed=True) if self.closed(now) and not self.sent_closed else self
 
     def closed(self, now: datetime) -> bool:
         return self.closes_at is not None and now >= self.closes_at
@@ -86,10 +91,12 @@ def poll_of(*, question: str, options: Any, multiple: bool, closes_at: datetime 
                 closes_at=closes_at)
 
 
-def campaign_ask(campaign: Any) -> Ask | None:
-    """What a ``Campaign`` asks, from its fields."""
+def campaign_ask(campaign: Any, *, sent_at: datetime | None = None) -> Ask | None:
+    """What a ``Campaign`` asks, from its fields; as a message sent at ``sent_at`` shows it, when given."""
     poll = poll_of(question=campaign.poll_question, options=campaign.poll_options, multiple=campaign.poll_multiple,
                    closes_at=campaign.poll_closes_at)
+    if poll is not None and sent_at is not None:
+        poll = poll.as_sent(sent_at)
     return ask_of(public_id=campaign.public_id, version=campaign.message_version, mode=campaign.acknowledgement,
                   poll=poll)
 
@@ -106,7 +113,9 @@ def content_asking(*, kind: str, text: str, card: Any, ask: Ask | None) -> tuple
     if _version(card.get("version")) < LEAST_VERSION:
         card["version"] = CARD_VERSION
     body = card.get("body") if isinstance(card.get("body"), list) else []
-    parts = [*([_poll_part(ask)] if ask.poll is not None else []), *([_asking_part(ask)] if ask.mode else [])]
+    parts = [*([_poll_closed_part(ask.poll, said="") if ask.poll is not None and ask.poll.sent_closed
+                else _poll_part(ask)] if ask.poll is not None else []),
+             *([_asking_part(ask)] if ask.mode else [])]
     card["body"] = [*body, *parts]
     card["refresh"] = {"action": {"type": "Action.Execute", "title": "Refresh", "verb": VERB_REFRESH,
                                   "data": ask.data(REFRESH)}}
@@ -121,10 +130,13 @@ def _summary(text: str) -> str:
     return start[:opened] if opened > closed else start
 
 
-def _button(ask: Ask, *, title: str, verb: str, action: str, style: str = "positive") -> dict[str, Any]:
-    fallback = {"type": "Action.Submit", "title": title, "data": ask.data(action)}
+def _button(ask: Ask, *, title: str, verb: str, action: str, style: str = "positive",
+            inputs: str = "none") -> dict[str, Any]:
+    """A button of Crier's, with its fallback. ``inputs`` is which of the card's inputs it checks and sends: none
+    for the acknowledgement (an unanswered poll must not hold it back), all of them ("auto") for the poll's."""
+    fallback = {"type": "Action.Submit", "title": title, "data": ask.data(action), "associatedInputs": inputs}
     return {"type": "Action.Execute", "title": title, "verb": verb, "data": ask.data(action), "style": style,
-            "fallback": fallback}
+            "associatedInputs": inputs, "fallback": fallback}
 
 
 def _asking_part(ask: Ask, *, again: bool = False) -> dict[str, Any]:
@@ -140,8 +152,9 @@ def _asking_part(ask: Ask, *, again: bool = False) -> dict[str, Any]:
 def _poll_part(ask: Ask, *, chosen: tuple[int, ...] = (), note: str = "") -> dict[str, Any]:
     poll = ask.poll
     assert poll is not None
+    # Not isRequired: Teams would then hold back every other button of the card (the acknowledgement, the author's
+    # opt-out) until the poll is answered. An answer with no choice is refused by Crier instead.
     choices = {"type": "Input.ChoiceSet", "id": POLL_INPUT, "style": "expanded", "isMultiSelect": poll.multiple,
-               "isRequired": True, "errorMessage": "Choose an answer.",
                "choices": [{"title": option, "value": str(n)} for n, option in enumerate(poll.options)]}
     if chosen:
         choices["value"] = ",".join(str(n) for n in chosen)
@@ -151,8 +164,16 @@ def _poll_part(ask: Ask, *, chosen: tuple[int, ...] = (), note: str = "") -> dic
         items.append({"type": "TextBlock", "text": note, "wrap": True, "isSubtle": True})
     title = "Change my answer" if chosen else "Answer"
     items.append({"type": "ActionSet", "actions": [_button(ask, title=title, verb=VERB_ANSWER, action=ANSWER,
-                                                           style="default")]})
+                                                           style="default", inputs="auto")]})
     return {"type": "Container", "id": POLL_PART, "separator": True, "items": items}
+
+
+def _poll_closed_part(poll: Poll, *, said: str) -> dict[str, Any]:
+    """A poll that takes no more answers: its question, when it closed, and what the person said."""
+    return {"type": "Container", "id": POLL_PART, "separator": True, "items": [
+        {"type": "TextBlock", "text": poll.question, "wrap": True, "weight": "Bolder"},
+        {"type": "TextBlock", "text": f"This poll closed on {_stamp(poll.closes_at)}.{said}",  # type: ignore[arg-type]
+         "wrap": True}]}
 
 
 def _stamp(at: datetime) -> str:
@@ -183,12 +204,8 @@ def card_answered(card: dict[str, Any], *, ask: Ask, chosen: tuple[int, ...], at
     assert poll is not None
     titles = ", ".join(poll.options[n] for n in chosen if 0 <= n < len(poll.options))
     if poll.closed(now):
-        said = f"Your answer: {titles}." if chosen else "You did not answer."
-        part = {"type": "Container", "id": POLL_PART, "separator": True, "items": [
-            {"type": "TextBlock", "text": poll.question, "wrap": True, "weight": "Bolder"},
-            {"type": "TextBlock", "text": f"This poll closed on {_stamp(poll.closes_at)}. {said}",  # type: ignore[arg-type]
-             "wrap": True}]}
-        return _with_part(card, part)
+        return _with_part(card, _poll_closed_part(poll, said=f" Your answer: {titles}." if chosen
+                                                  else " You did not answer."))
     if not chosen:
         return card
     until = f" You can change it until {_stamp(poll.closes_at)}." if poll.closes_at else " You can change it."

@@ -53,11 +53,11 @@ def _crier_parts_problems(card: dict[str, Any]) -> list[str]:
     while stack:
         where, value = stack.pop()
         if isinstance(value, dict):
-            verb, data = value.get("verb"), value.get("data")
+            verb = value.get("verb")
             if isinstance(verb, str) and verb.lower().startswith("crier."):
                 problems.append(f"{where}.verb: {verb!r} {_CRIERS_OWN}.")
-            if isinstance(data, dict) and data.get(ACTION_KEY) in (ACKNOWLEDGE, ANSWER, REFRESH):
-                problems.append(f"{where}.data: {ACTION_KEY} {data[ACTION_KEY]!r} {_CRIERS_OWN}.")
+            if value.get(ACTION_KEY) in (ACKNOWLEDGE, ANSWER, REFRESH):  # in data, a messageBack's value, anywhere
+                problems.append(f"{where}: {ACTION_KEY} {value[ACTION_KEY]!r} {_CRIERS_OWN}.")
             if value.get("id") in (ACKNOWLEDGE_PART, POLL_PART, POLL_INPUT):
                 problems.append(f"{where}.id: {value['id']!r} {_CRIERS_OWN}.")
             stack.extend((f"{where}.{key}" if where else key, item) for key, item in value.items())

@@ -7,15 +7,17 @@ Whose press it is, Teams says: the invoke's sender, whose token Crier checked, a
 found from the two (its id is campaign and person: ``delivery.models``), and counts only when the message was sent
 to them, is the card pressed, and is still theirs (not recalled).
 
-A press reads the campaign's row with a share lock held to the end of its transaction (``FOR KEY SHARE``, which
-only an edit's lock conflicts with): a policy's edit waits for the presses under way, and those that follow see its
-version; presses never wait for each other, and one that waits ``LOCK_WAIT`` for an edit asks the person to press
-again. A refresh, sent each time Teams shows the card, takes no lock.
+An acknowledgement reads the campaign's row with a share lock held to the end of its transaction (``FOR KEY SHARE``,
+which only an edit's lock conflicts with): a policy's edit waits for the acknowledgements under way, and those that
+follow see its version; they never wait for each other, and one that finds an edit under way asks the person to press
+again at once (``NOWAIT``). A poll's answer does not depend on the message's version and takes no lock, nor does a
+refresh, sent each time Teams shows the card.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +35,8 @@ from campaigns.rendering import CompiledMessage, compile_message
 
 from .clicks import card_tracked
 from .models import PERSON_BITS, Acknowledgement, Delivery, DeliveryChange, MessageChange, PollAnswer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,32 +79,28 @@ SELECT id, acknowledgement, message_version, poll_question, poll_options, poll_m
   FROM campaigns_campaign
  WHERE public_id = %s AND (acknowledgement <> '' OR poll_question <> '')
 """
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer when lock_timeout ran out
-LOCK_WAIT = "2s"  # how long a press waits for an edit of its message before asking the person to press again
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer to NOWAIT when the row is locked
 BUSY = Answer(503, code="ServiceUnavailable", message="This message is being changed: press again in a moment.")
 
 
 def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bool) -> Target | Answer:
     """The person's message the button's data names, or the answer that refuses it. ``reply_to`` is the activity
-    id Teams says the card belongs to (None when it did not say): it must be the person's message. With ``lock``
-    (a press), call within a transaction: the campaign's row stays share-locked until it ends."""
+    id Teams says the card belongs to (None when it did not say): when said, it must be the person's message. With
+    ``lock`` (an acknowledgement), call within a transaction: the campaign's row stays share-locked until it ends,
+    and a row an edit holds answers at once that the person should press again (no web worker waits on it)."""
     found = _campaign_and_version(data)
     if found is None:
         return BAD
     public_id, version = found
     with connection.cursor() as cursor:
-        if lock:
-            cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
         try:
-            with transaction.atomic():  # a savepoint: a wait given up leaves the press's transaction usable
-                cursor.execute(_CAMPAIGN + (" FOR KEY SHARE" if lock else ""), [public_id])
+            with transaction.atomic():  # a savepoint: a refusal leaves the press's transaction usable
+                cursor.execute(_CAMPAIGN + (" FOR KEY SHARE NOWAIT" if lock else ""), [public_id])
                 row = cursor.fetchone()
         except OperationalError as error:
             if getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
                 return BUSY
             raise
-        if lock:
-            cursor.execute("SET LOCAL lock_timeout = DEFAULT")
     if row is None:
         return NOT_FOUND
     campaign_id, mode, current, question, options, multiple, closes_at, track_clicks = row
@@ -113,6 +113,8 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     if delivery is None or _recalled(delivery_id):
         return NOT_YOURS
     if reply_to is not None and reply_to != delivery.activity_id:  # a card of another message naming this one
+        logger.warning("a press on message %s named message %s of campaign %s: refused", reply_to[:40],
+                       delivery.activity_id, campaign_id)
         return NOT_YOURS
     if isinstance(options, str):  # jsonb read by raw SQL arrives as text
         options = json.loads(options)

@@ -124,7 +124,7 @@ def message_change_process(
     transport = transport or _transport
     compiled = None
     if change.is_edit:  # the new words, with the campaign's request for an acknowledgement of this version
-        ask = campaign_ask(change.campaign)
+        ask = campaign_ask(change.campaign, sent_at=timezone.now())
         kind, text, card = content_asking(kind=change.kind, text=change.text, card=change.card, ask=ask)
         compiled = compile_message(kind=kind, text=text, card=card, wrap=transport.wrap)
     deadline = time.monotonic() + budget_seconds

@@ -32,7 +32,7 @@ def poll_answer(*, aad_object_id: str, data: Any, reply_to: str | None) -> Answe
     message the button's ``data`` names (with the card's choice in it), and answers with the card they now see. A
     closed poll records nothing and answers the card as it closed."""
     with transaction.atomic():
-        target = target_find(aad_object_id=aad_object_id, data=data, reply_to=reply_to, lock=True)
+        target = target_find(aad_object_id=aad_object_id, data=data, reply_to=reply_to, lock=False)
         if isinstance(target, Answer):
             return target
         poll = target.ask.poll

@@ -375,7 +375,9 @@ def _reasons(campaign_id: int, *, failed: int, skipped: int) -> dict[str, list[d
 FUNNEL_FIELDS = ("department", "location", "country", "job_title", "locale")
 FUNNEL_ATTRIBUTE = re.compile(r"^attributes\.[A-Za-z0-9_\-]{1,64}$")
 FUNNEL_GROUPS = 50  # groups shown; the rest are added up in one line
-FUNNEL_CACHE_SECONDS = 15
+FUNNEL_CACHE_SECONDS = 15  # while it sends; once it has ended, what changes is reads and answers: a few minutes
+FUNNEL_CACHE_ENDED_SECONDS = 300
+FUNNEL_SMALLEST = 5  # a group of fewer people is added to "(all others)": a funnel shows no single person
 FUNNEL_COUNTS = ("sent", "read", "acknowledged", "answered", "clicked")
 NONE = "(none)"
 OTHERS = "(all others)"
@@ -385,7 +387,7 @@ SELECT {value} AS value, count(*) AS sent, count(d.read_at) AS read, count(d.ack
        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM delivery_click AS k WHERE k.delivery_id = d.id)) AS clicked
   FROM delivery_delivery AS d
   JOIN campaigns_recipient AS r ON r.id = d.recipient_id
-  LEFT JOIN delivery_pollanswer AS p ON p.delivery_id = d.id
+  LEFT JOIN delivery_pollanswer AS p ON p.delivery_id = d.id AND p.delivery_id >= %(lowest)s AND p.delivery_id < %(end)s
  WHERE d.id >= %(lowest)s AND d.id < %(end)s AND d.status = 'sent'
  GROUP BY 1
 """
@@ -402,8 +404,9 @@ def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
     """The people the campaign reached, grouped by one of their fields (``department``…) or attributes
     (``attributes.site``): how many were sent it, read it, acknowledged it, answered its poll and opened one of its
     links, the largest groups
-    first (``FUNNEL_GROUPS`` of them, the rest in one line). One GROUP BY over the campaign's rows, kept for a few
-    seconds: the Watch page asks again as it refreshes."""
+    first (``FUNNEL_GROUPS`` of them, the rest in one line, with every group of fewer than ``FUNNEL_SMALLEST``
+    people: no line shows one person). One GROUP BY over the campaign's rows, kept for a few seconds while it sends
+    and a few minutes after: the Watch page asks again as it refreshes."""
     if problem := funnel_problem(by):
         raise ValueError(problem)
     key = f"crier:funnel:{campaign.pk}:{by}"
@@ -420,13 +423,15 @@ def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
                        {"lowest": lowest, "end": end, "none": NONE, "attribute": by.partition(".")[2]})
         rows = [dict(zip(("value", *FUNNEL_COUNTS), row)) for row in cursor.fetchall()]
     rows.sort(key=lambda row: (-row["sent"], row["value"]))
-    shown, rest = rows[:FUNNEL_GROUPS], rows[FUNNEL_GROUPS:]
+    large = [row for row in rows if row["sent"] >= FUNNEL_SMALLEST]
+    shown, rest = large[:FUNNEL_GROUPS], large[FUNNEL_GROUPS:] + [row for row in rows if row["sent"] < FUNNEL_SMALLEST]
     if rest:
         shown.append({"value": OTHERS, **{name: sum(row[name] for row in rest) for name in FUNNEL_COUNTS}})
     funnel = {"by": by, "groups": shown, "acknowledgement": bool(campaign.acknowledgement),
               "poll": bool(campaign.poll_question), "clicks": campaign.track_clicks}
     try:
-        progress.client().set(key, json.dumps(funnel), ex=FUNNEL_CACHE_SECONDS)
+        ended = campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED)
+        progress.client().set(key, json.dumps(funnel), ex=FUNNEL_CACHE_ENDED_SECONDS if ended else FUNNEL_CACHE_SECONDS)
     except redis.RedisError:
         pass
     return funnel

@@ -144,6 +144,8 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
          acknowledgement, public_id, version, question, options, multiple, closes_at, track_clicks) = claimed
     poll = poll_of(question=question, options=json.loads(options) if isinstance(options, str) else options,
                    multiple=multiple, closes_at=closes_at)
+    if poll is not None:  # a poll that has closed (a welcome's, months on) is sent closed, with no button
+        poll = poll.as_sent(timezone.now())
     claim = (delivery_id, attempts)
     try:
         with connection.cursor() as cursor:

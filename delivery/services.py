@@ -228,6 +228,10 @@ def campaign_schedule(*, campaign_id: int, send_at: datetime, actor: Actor = SYS
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         move_require(campaign, "schedule")
         _asks_require(campaign)
+        if campaign.poll_question and campaign.poll_closes_at is not None and campaign.poll_closes_at <= send_at:
+            raise ApplicationError(
+                f"“{campaign}”'s poll closes before it would be sent: close it later, or send it sooner.",
+                code="asks_invalid", status=409, fields={"poll_closes_at": ["Before the time it is sent."]})
         approval_require(campaign=campaign, actor=actor)
         campaign.status = MOVES["schedule"].target
         campaign.send_at = send_at

@@ -189,6 +189,8 @@ class CampaignWatch:
     def funnel(self, request, object_id: str) -> JsonResponse:
         """Sent, read, acknowledged and answered, by one of the people's fields or attributes (``?by=``)."""
         campaign = self._campaign(request, object_id)
+        if not self._can_see_deliveries(request):  # who was sent what, as deliveries are: the same permission
+            raise PermissionDenied
         by = request.GET.get("by", "department")
         if problem := funnel_problem(by):
             return JsonResponse({"error": problem}, status=400)

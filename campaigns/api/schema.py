@@ -51,7 +51,7 @@ ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "404": ("No such object (code `not_found`).", _error("not_found", "No Campaign matches the given query.")),
     "409": (
-        "Not possible now (codes `invalid_state`, `approval_required`, `in_use`, `concurrent_update`, "
+        "Not possible now (codes `invalid_state`, `approval_required`, `asks_invalid`, `in_use`, `concurrent_update`, "
         "`empty_sync`, `idempotency_key_in_progress`).",
         _error("invalid_state", "Campaign 7 is completed; only a draft or scheduled campaign can be edited."),
     ),

@@ -453,5 +453,5 @@ def test_the_funnel_groups_the_people_reached_and_names_a_bad_field(api):
 
     assert funnel.status_code == 200 and funnel.json()["by"] == "department"
     assert funnel.json()["groups"] == [
-        {"value": "Sales", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0}]
+        {"value": "(all others)", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0}]
     assert refused.status_code == 400 and error_of(refused)["fields"]["by"]

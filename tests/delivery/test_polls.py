@@ -241,9 +241,11 @@ def test_answered_in_teams_the_person_sees_their_answer_and_crier_counts_it(team
     assert counts(campaign) == (1, {2: 1})
 
 
-def test_the_funnel_groups_who_was_sent_read_acknowledged_and_answered_by_a_field_or_an_attribute(teams):
+def test_the_funnel_groups_who_was_sent_read_acknowledged_and_answered_by_a_field_or_an_attribute(teams, monkeypatch):
     from delivery import reports
     from delivery.reads import reads_record
+
+    monkeypatch.setattr(reports, "FUNNEL_SMALLEST", 1)  # groups of one, to see each count
 
     campaign, people = sent(4, acknowledgement="asked")
     for person, department, site in zip(people, ["Sales", "Sales", "", "Legal"], ["Leeds", "Leeds", "York", None]):
@@ -277,6 +279,7 @@ def test_past_the_largest_groups_the_funnel_adds_the_rest_up_in_one_line(teams, 
     from delivery import reports
 
     monkeypatch.setattr(reports, "FUNNEL_GROUPS", 1)
+    monkeypatch.setattr(reports, "FUNNEL_SMALLEST", 1)
     campaign, people = sent(3)
     for person, department in zip(people, ["A", "A", "B"]):
         person.department = department
@@ -285,3 +288,114 @@ def test_past_the_largest_groups_the_funnel_adds_the_rest_up_in_one_line(teams, 
     groups = reports.campaign_funnel(campaign=campaign, by="department")["groups"]
 
     assert [(g["value"], g["sent"]) for g in groups] == [("A", 2), ("(all others)", 1)]
+
+
+def test_an_unanswered_poll_holds_back_no_other_button_of_the_card():
+    """Teams checks and sends every input a button names (all of them by default): the acknowledgement names none,
+    and the poll's choice is not required of the card, so an unanswered poll never blocks the acknowledgement or the
+    author's own opt-out button."""
+    ask = card_actions.ask_of(public_id="00000000-0000-0000-0000-000000000001", version=1, mode="policy",
+                              poll=card_actions.Poll(question="Q", options=("a", "b")))
+    _, _, card = card_actions.content_asking(kind="adaptive_card", text="", card=CARD, ask=ask)
+    poll, acknowledge = card["body"][-2:]
+    choices = next(item for item in poll["items"] if item["type"] == "Input.ChoiceSet")
+    [button] = acknowledge["items"][-1]["actions"]
+    [answer] = poll["items"][-1]["actions"]
+
+    assert "isRequired" not in choices
+    assert button["associatedInputs"] == button["fallback"]["associatedInputs"] == "none"
+    assert answer["associatedInputs"] == answer["fallback"]["associatedInputs"] == "auto"
+
+
+def test_a_poll_that_closed_before_its_message_was_sent_is_sent_closed(teams):
+    campaign, [person] = sent(poll_closes_at=timezone.now() + datetime.timedelta(hours=1))
+    welcome_later = factories.recipient()
+    Campaign.objects.filter(pk=campaign.pk).update(poll_closes_at=timezone.now() - datetime.timedelta(minutes=1))
+    Delivery.objects.create(id=(campaign.pk << 32) + welcome_later.pk, campaign=campaign, recipient=welcome_later)
+    assert delivery_send(delivery_id=(campaign.pk << 32) + welcome_later.pk).status == "sent"
+
+    card = received_card(teams, welcome_later)
+
+    assert choice_set(card) is None and all(item["type"] != "ActionSet" for item in poll_part(card)["items"])
+    assert texts(card)[-1].startswith("This poll closed on {{DATE(")
+
+
+def test_an_answer_is_taken_while_an_edit_holds_the_campaign(teams, transactional_db):
+    """An answer does not depend on the message's version: it waits for no edit."""
+    import threading
+
+    from django.db import connection, transaction
+
+    campaign, [person] = sent()
+    held, release = threading.Event(), threading.Event()
+
+    def editing() -> None:
+        try:
+            with transaction.atomic():
+                list(Campaign.objects.select_for_update().filter(pk=campaign.pk))
+                held.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=editing)
+    thread.start()
+    try:
+        assert held.wait(10)
+        answer = answered(person, campaign, "1")
+    finally:
+        release.set()
+        thread.join()
+    assert answer["statusCode"] == 200 and counts(campaign) == (1, {1: 1})
+
+
+def test_an_invoke_without_the_cards_message_is_taken_as_the_fallback_is(teams):
+    campaign, [person] = sent()
+    data = {"crier_action": "answer", "campaign": str(campaign.public_id), "version": 1, "crier_poll": "1"}
+    activity = invoke(person, card_actions.VERB_ANSWER, data)
+    del activity["replyToId"]
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        assert bot.invoke_handle(data=activity)[1]["statusCode"] == 200
+    assert counts(campaign) == (1, {1: 1})
+
+
+def test_scheduling_a_poll_that_closes_before_it_is_sent_is_refused(teams):
+    from core.errors import ApplicationError
+
+    campaign = factories.campaign(poll_question="Q?", poll_options=["a", "b"],
+                                  poll_closes_at=timezone.now() + datetime.timedelta(hours=1))
+    with pytest.raises(ApplicationError) as refused:
+        services.campaign_schedule(campaign_id=campaign.pk, send_at=timezone.now() + datetime.timedelta(days=2))
+    assert refused.value.code == "asks_invalid" and "closes before" in refused.value.message
+
+
+def test_a_test_send_or_a_campaign_that_sent_nothing_leaves_the_template_editable(teams):
+    from campaigns.approvals import template_edit_require
+
+    template = factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD, card=CARD, text="")
+    draft = factories.campaign(template=template, poll_question="Where?", poll_options=OPTIONS)
+    me = factories.recipient()
+    test = services.campaign_send_direct(name="Test", template_id=template.pk, category=draft.category,
+                                         external_ids=[me.external_id], asking_like=draft)
+    assert delivery_send(delivery_id=test.deliveries.get().pk).status == "sent"
+    assert test.pk in services.campaigns_complete_finished()
+    nothing = factories.campaign(template=template, poll_question="Where?", poll_options=OPTIONS)
+    services.campaign_launch(campaign_id=nothing.pk)
+    services.campaign_cancel(campaign_id=nothing.pk)  # cancelled before it sent anything
+
+    template_edit_require(template_id=template.pk)  # editable still
+
+
+def test_a_funnel_shows_no_group_of_fewer_than_five_people(teams):
+    from delivery import reports
+
+    campaign, people = sent(6)
+    for n, person in enumerate(people):
+        person.department = "Legal" if n == 0 else "Sales"  # Legal: one person, whose answer would show
+        person.save()
+    answered(people[0], campaign, "2")
+
+    groups = reports.campaign_funnel(campaign=campaign, by="department")["groups"]
+
+    assert [(g["value"], g["sent"], g["answered"]) for g in groups] == [("Sales", 5, 0), ("(all others)", 1, 1)]

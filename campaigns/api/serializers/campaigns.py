@@ -194,6 +194,8 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         if problems := poll_problems(question=poll["poll_question"], options=poll["poll_options"],
                                      closes_at=poll["poll_closes_at"], closes_changed="poll_closes_at" in attrs):
             raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
+        if attrs.get("poll_closes_at") is not None:  # to the second, as the admin shows and keeps it
+            attrs["poll_closes_at"] = attrs["poll_closes_at"].replace(microsecond=0)
         if problems := clicks_problems(track_clicks=attrs.get("track_clicks", False)):
             raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
         if "poll_options" in attrs and isinstance(attrs["poll_options"], list):

@@ -43,7 +43,9 @@ TEMPLATE_IN_USE = OpenApiResponse(
     ErrorSerializer,
     description="`template_in_use`: a running or paused announcement or direct message sends this template, and "
     "people it has not reached yet would get the new text. Wait until it completes or cancel it (a welcome "
-    "campaign's template stays editable).",
+    "campaign's template stays editable). Or a campaign that asks for an acknowledgement or has a poll sent it: "
+    "Teams shows each person their card again as Crier draws it from this text; change what they received with "
+    "the campaign's edit of its sent message, or copy the template.",
 )
 
 

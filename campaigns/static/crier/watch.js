@@ -269,17 +269,34 @@
       body.appendChild(row);
     }
   }
+  // One request at a time, every few refreshes: a funnel is a GROUP BY over the campaign's rows.
+  const FUNNEL_EVERY = 5;
+  let funnelLoading = false;
+  let refreshesSinceFunnel = 0;
   function loadFunnel() {
-    if (!funnel) {
+    if (!funnel || funnelLoading) {
       return;
     }
     const select = byId("funnel-by");
+    const by = select.value;
+    funnelLoading = true;
+    refreshesSinceFunnel = 0;
     setText("funnel-heading", select.options[select.selectedIndex].text);
-    fetch(funnel.dataset.url + "?by=" + encodeURIComponent(select.value),
+    fetch(funnel.dataset.url + "?by=" + encodeURIComponent(by),
           { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
-      .then(drawFunnel)
-      .catch(() => setText("funnel-heading", "Could not load the funnel"));
+      .then((result) => {
+        if (result.by === select.value) { // an answer for a grouping no longer chosen is dropped
+          drawFunnel(result);
+        }
+      })
+      .catch(() => setText("funnel-heading", "Could not load the funnel"))
+      .finally(() => {
+        funnelLoading = false;
+        if (select.value !== by) {
+          loadFunnel();
+        }
+      });
   }
 
   function schedule(data) {
@@ -310,7 +327,10 @@
       .then((data) => {
         failuresInARow = 0;
         render(data);
-        loadFunnel();
+        refreshesSinceFunnel += 1;
+        if (refreshesSinceFunnel >= FUNNEL_EVERY) {
+          loadFunnel();
+        }
         setText("watch-updated", data.poll ? "Updated " + new Date().toLocaleTimeString([], { timeZone: zone }) : "");
         schedule(data);
       })
