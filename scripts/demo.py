@@ -236,6 +236,42 @@ def poll_answered(emulator, key: str) -> bool:
         choice["count"] for choice in counts["poll"]] == expected
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # the link's 302 is read, not followed (the demo has no internet)
+        return None
+
+
+def clicks_counted(emulator, key: str) -> bool:
+    """A campaign that counts clicks, to the Leeds office: its card's button leads through Crier, signed for each
+    person. Ten people open it (one twice); returns whether Crier counted ten people and led each to the address."""
+    leeds = next(a for a in api("GET", "/api/v1/audiences/?page_size=100", key)["results"] if a["name"] == "Leeds office")
+    card = {"type": "AdaptiveCard", "version": "1.5",
+            "body": [{"type": "TextBlock", "text": "Hello {{first_name}}, the new benefits are out.", "wrap": True}],
+            "actions": [{"type": "Action.OpenUrl", "title": "See what changes",
+                         "url": "https://intranet.crier.example/benefits/{{external_id}}"}]}
+    template = api("POST", "/api/v1/templates/", key, {"name": "Benefits", "kind": "adaptive_card", "text": "",
+                                                      "card": card})
+    body = launched_to_its_end(key, {"name": "The new benefits", "kind": "announcement", "template": template["id"],
+                                     "audience": leeds["id"], "category": "news", "track_clicks": True})
+    sent = api("GET", f"/api/v1/campaigns/{body['id']}/deliveries/?status=sent&page_size=100", key)["results"]
+    people = _aad_of(key, {d["recipient"] for d in sent})
+    browser = urllib.request.build_opener(_NoRedirect)
+    led = []
+    for n, delivery in enumerate(sent[:10]):
+        [message] = [m for m in emulator.messages(user=people[delivery["recipient"]])
+                     if m["activity_id"] == delivery["activity_id"]]
+        link = message["activity"]["attachments"][0]["content"]["actions"][0]["url"]
+        for _ in range(2 if n == 0 else 1):
+            try:
+                browser.open(link, timeout=10)
+            except urllib.error.HTTPError as answer:  # the 302, not followed
+                led.append(answer.headers["Location"] == f"https://intranet.crier.example/benefits/{delivery['recipient']}")
+    counts = api("GET", f"/api/v1/campaigns/{body['id']}/", key)["counts"]
+    say(f"a campaign that counts clicks, to Leeds office: sent {counts['sent']}; 10 people opened its button (one "
+        f"twice), each through a link signed for them; Crier counts {counts['clicked']} people")
+    return body["status"] == "completed" and counts["clicked"] == 10 and len(led) == 11 and all(led)
+
+
 def _aad_of(key: str, wanted: set[str]) -> dict[str, str]:
     """The Entra object ids of the people with these external ids, from the API."""
     people: dict[str, str] = {}
@@ -402,6 +438,7 @@ def main() -> int:
     urgent = urgent_notice(emulator, key, campaign)
     acknowledged = policy_acknowledged(emulator, key)
     polled = poll_answered(emulator, key)
+    clicked = clicks_counted(emulator, key)
     signed_in = staff_sign_in(emulator)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
@@ -412,7 +449,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and polled and signed_in and read_counted else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and polled and clicked and signed_in and read_counted else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)
