@@ -297,7 +297,8 @@ def template_edit_require(*, template_id: int | None) -> None:
             code="template_in_use", status=409,
         )
     asking = next((campaign for campaign in Campaign.objects.filter(
-        Q(acknowledgement__gt="") | Q(poll_question__gt=""), template_id=template_id, launched_at__isnull=False,
+        Q(acknowledgement__gt="") | Q(poll_question__gt="") | Q(track_clicks=True), template_id=template_id,
+        launched_at__isnull=False,
     ).exclude(status=Campaign.Status.DRAFT).exclude(kind=Campaign.Kind.DIRECT).order_by("pk") if _sent_any(campaign)),
         None)
     if asking is not None:

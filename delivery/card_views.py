@@ -167,7 +167,7 @@ def card_view(target: Target) -> dict[str, Any]:
         chosen, answered_at, changed_at = answer if answer else ((), None, None)
         card = card_answered(card, ask=ask, chosen=tuple(chosen), at=changed_at or answered_at, now=timezone.now())
     if target.track_clicks:  # the links lead through Crier, as in the card sent
-        card = card_tracked(card, delivery_id=target.delivery_id)
+        card = card_tracked(card, delivery_id=target.delivery_id, version=target.ask.version)
     return card
 
 

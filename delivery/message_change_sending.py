@@ -164,7 +164,7 @@ def _apply(change: MessageChange, claim: Claim, compiled: CompiledMessage | None
         if compiled is not None:
             body = compiled.render(claim.person)
             if change.campaign.track_clicks:
-                body = activity_tracked(body, delivery_id=claim.delivery_id)
+                body = activity_tracked(body, delivery_id=claim.delivery_id, version=change.campaign.message_version)
             activity = json.loads(body)
             activity["id"] = claim.activity_id  # the replacement names the activity it replaces
             body = json.dumps(activity, ensure_ascii=False, separators=(",", ":")).encode()

@@ -383,8 +383,7 @@ NONE = "(none)"
 OTHERS = "(all others)"
 FUNNEL = """
 SELECT {value} AS value, count(*) AS sent, count(d.read_at) AS read, count(d.acknowledged_at) AS acknowledged,
-       count(p.delivery_id) AS answered,
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM delivery_click AS k WHERE k.delivery_id = d.id)) AS clicked
+       count(p.delivery_id) AS answered, {clicked} AS clicked
   FROM delivery_delivery AS d
   JOIN campaigns_recipient AS r ON r.id = d.recipient_id
   LEFT JOIN delivery_pollanswer AS p ON p.delivery_id = d.id AND p.delivery_id >= %(lowest)s AND p.delivery_id < %(end)s
@@ -419,14 +418,17 @@ def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
     value = f"r.{by}" if by in FUNNEL_FIELDS else "r.attributes ->> %(attribute)s"
     lowest, end = campaign_ids(campaign.pk)
     with connection.cursor() as cursor:
-        cursor.execute(FUNNEL.format(value=f"COALESCE(NULLIF({value}, ''), %(none)s)"),
+        clicked = ("count(*) FILTER (WHERE EXISTS (SELECT 1 FROM delivery_click AS k WHERE k.delivery_id = d.id))"
+                   if campaign.track_clicks else "0")  # a probe a row: only where clicks are counted
+        cursor.execute(FUNNEL.format(value=f"COALESCE(NULLIF({value}, ''), %(none)s)", clicked=clicked),
                        {"lowest": lowest, "end": end, "none": NONE, "attribute": by.partition(".")[2]})
         rows = [dict(zip(("value", *FUNNEL_COUNTS), row)) for row in cursor.fetchall()]
     rows.sort(key=lambda row: (-row["sent"], row["value"]))
     large = [row for row in rows if row["sent"] >= FUNNEL_SMALLEST]
     shown, rest = large[:FUNNEL_GROUPS], large[FUNNEL_GROUPS:] + [row for row in rows if row["sent"] < FUNNEL_SMALLEST]
-    if rest:
-        shown.append({"value": OTHERS, **{name: sum(row[name] for row in rest) for name in FUNNEL_COUNTS}})
+    others = {name: sum(row[name] for row in rest) for name in FUNNEL_COUNTS}
+    if rest and others["sent"] >= FUNNEL_SMALLEST:  # fewer would show one person: left out, the lines then add up to
+        shown.append({"value": OTHERS, **others})  # less than the whole
     funnel = {"by": by, "groups": shown, "acknowledgement": bool(campaign.acknowledgement),
               "poll": bool(campaign.poll_question), "clicks": campaign.track_clicks}
     try:

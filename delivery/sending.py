@@ -216,7 +216,7 @@ def _send_claimed(
         return _hand_to_installer(claim)  # asking Teams first would spend a call of its pace to hear "not installed"
     body = _compiled(template_id, template_updated.isoformat(), ask).render(person)
     if track_clicks:  # its link buttons lead through Crier, signed for this delivery
-        body = activity_tracked(body, delivery_id=claim[0])
+        body = activity_tracked(body, delivery_id=claim[0], version=ask.version if ask else 1)
     try:
         result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:

@@ -19,7 +19,7 @@ from campaigns.approvals import ApprovalOutgrown, approval_require, approval_voi
 from campaigns.audit import SYSTEM, Actor
 from campaigns.members import listing_start
 from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
-from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, poll_problems
+from campaigns.models.content import WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems, poll_problems
 from campaigns.selectors import opted_out_sql
 from campaigns.states import MOVES, move_allowed, move_require
 from core.errors import ApplicationError
@@ -148,14 +148,14 @@ def _after_listed_launch(campaign_id: int) -> None:
 
 def deliveries_delete(*, campaign_id: int | None = None, recipient_id: int | None = None) -> int:
     """Deletes the delivery rows of a campaign or of a person, and the changes made to them, the reactions to them and
-    their acknowledgements and poll answers, found
+    their acknowledgements, poll answers and clicks, found
     through the primary key (``of_campaign``, ``of_person``), before Django deletes the campaign or
     the person; returns how many rows. Raw deletes: Django's would load every row first."""
     rows = Delivery.objects.of_campaign(campaign_id) if campaign_id is not None else Delivery.objects.of_person(recipient_id)
     ids, params = rows.values("pk").query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM delivery_deliverychange WHERE delivery_id IN ({ids})", params)
-        for table in ("delivery_reaction", "delivery_acknowledgement", "delivery_pollanswer"):
+        for table in ("delivery_reaction", "delivery_acknowledgement", "delivery_pollanswer", "delivery_click"):
             if campaign_id is not None:  # its whole range: a reaction made while the rows went goes too
                 cursor.execute(f"DELETE FROM {table} WHERE delivery_id >= %s AND delivery_id < %s",
                                list(campaign_ids(campaign_id)))
@@ -275,7 +275,8 @@ def _asks_require(campaign: Campaign) -> None:
     problems = {**acknowledgement_problems(kind=campaign.kind, acknowledgement=campaign.acknowledgement,
                                            category_mandatory=campaign.category.mandatory),
                 **poll_problems(question=campaign.poll_question, options=campaign.poll_options,
-                                closes_at=campaign.poll_closes_at, closes_changed=True)}
+                                closes_at=campaign.poll_closes_at, closes_changed=True),
+                **clicks_problems(track_clicks=campaign.track_clicks)}
     if problems:
         raise ApplicationError(f"“{campaign}” cannot be sent as it is: {next(iter(problems.values()))}",
                                code="asks_invalid", status=409, fields={k: [v] for k, v in problems.items()})

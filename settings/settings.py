@@ -24,6 +24,8 @@ if PRODUCTION:
 else:
     SECRET_KEY = env_str("SECRET_KEY") or f"insecure-{CRIER_ENV}-only-key"
 DEBUG = env_bool("DEBUG", default=False)
+# Former keys, still accepted for what they signed: the links of sent messages that count clicks (delivery.clicks).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

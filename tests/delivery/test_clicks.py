@@ -65,8 +65,9 @@ def test_each_link_button_leads_through_crier_signed_for_the_person(teams):
     assert len(mine) == 2 and all(url.startswith("https://crier.example.com/c/") for url in mine)
     assert mine != theirs  # one person's links are theirs alone
     delivery = Delivery.objects.get(campaign=campaign, recipient=person)
-    assert signing.loads(mine[0].rsplit("/", 1)[1], salt=clicks.SALT) == [
-        delivery.pk, 0, f"https://intranet.example.com/benefits/{person.external_id}"]
+    # The token names the delivery, the version and the button: no address, none of the person's values.
+    assert signing.loads(mine[0].rsplit("/", 1)[1], salt=clicks.SALT) == [delivery.pk, 1, 0]
+    assert person.external_id not in mine[0] and "intranet" not in mine[0]
 
 
 def test_opening_a_link_counts_it_once_a_person_and_link_and_leads_on(teams, client):
@@ -91,8 +92,8 @@ def test_a_link_crier_did_not_sign_leads_nowhere_and_says_nothing_of_where(teams
     campaign, [person, other] = sent(2)
     delivery = Delivery.objects.get(campaign=campaign, recipient=person)
     token = {
-        "someone else": signing.dumps([delivery.pk, 0, "https://evil.example"], salt="another.salt", compress=True),
-        "another address": signing.dumps([delivery.pk, 0, "https://evil.example"], key="not-the-key", salt=clicks.SALT),
+        "someone else": signing.dumps([delivery.pk + 1, 1, 0], key="not-the-key", salt=clicks.SALT),
+        "another address": signing.dumps([delivery.pk, 1, "https://evil.example"], salt=clicks.SALT),
         "garbage": "abc:def",
     }[forge]
 
@@ -102,11 +103,12 @@ def test_a_link_crier_did_not_sign_leads_nowhere_and_says_nothing_of_where(teams
     assert not Click.objects.exists()
 
 
-def test_a_signed_link_that_is_not_a_web_address_leads_nowhere(teams, client):
+def test_a_signed_link_to_a_button_or_version_that_is_not_there_leads_nowhere(teams, client):
     campaign, [person] = sent()
     delivery = Delivery.objects.get(campaign=campaign, recipient=person)
-    token = signing.dumps([delivery.pk, 0, "javascript:alert(1)"], salt=clicks.SALT, compress=True)
-    assert client.get(reverse("click", args=[token])).status_code == 404
+    for version, link in ((1, 2), (2, 0), (0, 0), (1, -1)):
+        token = signing.dumps([delivery.pk, version, link], salt=clicks.SALT)
+        assert client.get(reverse("click", args=[token])).status_code == 404, (version, link)
 
 
 def test_a_recalled_messages_links_lead_nowhere(teams, client, editor):  # noqa: F811
@@ -180,9 +182,11 @@ def test_counting_clicks_needs_the_address_people_reach_crier_at(api, settings):
     assert answer.status_code == 400 and "PUBLIC_BASE_URL" in answer.json()["error"]["fields"]["track_clicks"][0]
 
 
-def test_the_funnel_counts_the_people_who_opened_a_link_once_whatever_they_opened(teams, client):
+def test_the_funnel_counts_the_people_who_opened_a_link_once_whatever_they_opened(teams, client, monkeypatch):
+    from delivery import reports
     from delivery.reports import campaign_funnel
 
+    monkeypatch.setattr(reports, "FUNNEL_SMALLEST", 1)
     campaign, [person, other] = sent(2)
     details, enrol = links(received_card(teams, person))
     opened(client, details)
@@ -191,3 +195,67 @@ def test_the_funnel_counts_the_people_who_opened_a_link_once_whatever_they_opene
     [group] = campaign_funnel(campaign=campaign, by="country")["groups"]
 
     assert (group["sent"], group["clicked"]) == (2, 1)
+
+
+def test_after_an_edit_each_link_leads_where_its_own_versions_button_did(teams, client, editor):  # noqa: F811
+    campaign, [person] = sent()
+    old_details, old_enrol = links(received_card(teams, person))
+    changed = {**CARD, "actions": [{"type": "Action.OpenUrl", "title": "Enrol now", "url": "https://hr.example.com/v2"}]}
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        change = message_change_start(campaign_id=campaign.pk, action="edit", user=editor, kind="adaptive_card",
+                                      card={**changed, "body": changed["body"][:1]})
+    message_change_process(change_id=change.pk)
+    [new_enrol] = links(received_card(teams, person))
+
+    assert opened(client, old_enrol)["Location"] == "https://hr.example.com/enrol"  # version 1's button
+    assert opened(client, new_enrol)["Location"] == "https://hr.example.com/v2"
+
+
+def test_deleting_a_person_takes_their_clicks_along(teams, client):
+    campaign, [person, other] = sent(2)
+    opened(client, links(received_card(teams, person))[0])
+
+    person.delete()
+
+    assert not Click.objects.exists()
+    assert progress.rebuild(campaign.pk)["clicked"] == 0
+
+
+def test_a_person_whose_row_is_not_marked_sent_is_still_led_on(teams, client):
+    """Teams may hold a message whose send was recorded failed (a worker stopped while Teams answered)."""
+    campaign, [person] = sent()
+    details = links(received_card(teams, person))[0]
+    Delivery.objects.filter(recipient=person).update(status=Delivery.Status.FAILED, ambiguous=True)
+
+    assert opened(client, details).status_code == 302
+
+
+def test_a_former_secret_key_still_leads_its_links(teams, client, settings):
+    campaign, [person] = sent()
+    details = links(received_card(teams, person))[0]
+    former = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-key", [former]
+    assert opened(client, details).status_code == 302
+    settings.SECRET_KEY_FALLBACKS = []
+    assert opened(client, details).status_code == 404
+
+
+def test_teams_own_deep_links_are_left_as_they_are(teams):
+    deep = "https://teams.microsoft.com/l/chat/0/0?users=someone@example.com"
+    card = {**CARD, "actions": [{"type": "Action.OpenUrl", "title": "Chat", "url": deep}, *CARD["actions"]]}
+    campaign, [person] = sent(template=factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD, card=card, text=""))
+
+    actions = received_card(teams, person)["actions"]
+
+    assert actions[0]["url"] == deep and actions[1]["url"].startswith("https://crier.example.com/c/")
+
+
+def test_a_campaign_that_counts_clicks_is_not_launched_without_the_address_people_reach_crier_at(teams, settings):
+    from core.errors import ApplicationError
+
+    factories.recipient()
+    campaign = factories.campaign(track_clicks=True)
+    settings.PUBLIC_BASE_URL = ""
+
+    with pytest.raises(ApplicationError, match="PUBLIC_BASE_URL"):
+        services.campaign_launch(campaign_id=campaign.pk)
