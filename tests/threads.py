@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 from django.db import connection
 
@@ -39,3 +40,26 @@ def until_waiting_or_done(done, pids: list[int], what: str, seconds: float = 30.
     while not done() and not (pids and waits_for_a_lock(pids[0])):
         assert time.monotonic() < deadline, f"{what} neither waited nor finished"
         time.sleep(0.01)
+
+
+@contextmanager
+def row_locked(model, pk: int):
+    """While the block runs, another connection holds the row ``pk`` of ``model`` FOR UPDATE, as an edit or a
+    control of a campaign does for the length of its transaction."""
+    from django.db import transaction
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            list(model.objects.select_for_update().filter(pk=pk))
+            held.set()
+            release.wait(30)
+
+    thread, outcome = in_thread(hold)
+    try:
+        assert held.wait(30), outcome.get("error")
+        yield
+    finally:
+        release.set()
+        thread.join()

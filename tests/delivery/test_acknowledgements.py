@@ -474,32 +474,13 @@ def test_a_test_of_a_campaign_that_asks_is_the_message_its_people_get(teams):
 
 def test_a_refresh_is_answered_while_an_edit_holds_the_campaign_and_a_press_asks_to_press_again(
         teams, transactional_db):
-    import threading
-
-    from django.db import connection, transaction
+    from tests.threads import row_locked
 
     campaign, [person] = sent()
-    held, release = threading.Event(), threading.Event()
-
-    def editing() -> None:  # as an edit does: the campaign's row locked for the length of its transaction
-        try:
-            with transaction.atomic():
-                list(Campaign.objects.select_for_update().filter(pk=campaign.pk))
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    editor_thread = threading.Thread(target=editing)
-    editor_thread.start()
-    try:
-        assert held.wait(10)
+    with row_locked(Campaign, campaign.pk):  # as an edit holds it
         refreshed = bot.invoke_handle(data=invoke(person, card_actions.VERB_REFRESH, {
             "campaign": str(campaign.public_id), "version": 1}))[1]
         busy = pressed(person, campaign)
-    finally:
-        release.set()
-        editor_thread.join()
 
     assert refreshed["statusCode"] == 200  # a view waits for nothing
     assert busy["statusCode"] == 503 and "press again" in busy["value"]["message"]

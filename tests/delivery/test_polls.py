@@ -322,30 +322,11 @@ def test_a_poll_that_closed_before_its_message_was_sent_is_sent_closed(teams):
 
 def test_an_answer_is_taken_while_an_edit_holds_the_campaign(teams, transactional_db):
     """An answer does not depend on the message's version: it waits for no edit."""
-    import threading
-
-    from django.db import connection, transaction
+    from tests.threads import row_locked
 
     campaign, [person] = sent()
-    held, release = threading.Event(), threading.Event()
-
-    def editing() -> None:
-        try:
-            with transaction.atomic():
-                list(Campaign.objects.select_for_update().filter(pk=campaign.pk))
-                held.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=editing)
-    thread.start()
-    try:
-        assert held.wait(10)
+    with row_locked(Campaign, campaign.pk):
         answer = answered(person, campaign, "1")
-    finally:
-        release.set()
-        thread.join()
     assert answer["statusCode"] == 200 and counts(campaign) == (1, {1: 1})
 
 
