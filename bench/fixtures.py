@@ -142,14 +142,18 @@ def answers(url: str) -> bool:
 
 
 @contextmanager
-def web_server(env: dict[str, str], extra: dict[str, str] | None = None) -> Iterator[str]:
-    """Crier's web server (gunicorn, two workers) on a free port of 127.0.0.1, for the test's length: its URL."""
+def web_server(env: dict[str, str], extra: dict[str, str] | None = None, *, workers: int = 2,
+               threads: int = 1, nice: int = 0) -> Iterator[str]:
+    """Crier's web server (gunicorn, two workers by default; with ``threads``, that many threads in each; ``nice``:
+    at that lower CPU priority) on a free port of 127.0.0.1, for the test's length: its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    layout = ["-w", str(workers), *(["--threads", str(threads)] if threads > 1 else [])]
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "settings.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "120"],
+        [sys.executable, "-m", "gunicorn", "settings.wsgi", "-b", f"127.0.0.1:{port}", *layout, "--timeout", "120"],
         cwd=ROOT, env={**env, **(extra or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
     )
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, "the web server")
