@@ -444,14 +444,16 @@ def test_a_polls_results_are_in_the_campaigns_counts_by_option(api):
 
 
 def test_the_funnel_groups_the_people_reached_and_names_a_bad_field(api):
-    person = factories.recipient(department="Sales")
     campaign = factories.campaign()
-    Delivery.objects.create(id=(campaign.pk << 32) + person.pk, campaign=campaign, recipient=person, status="sent")
+    for department in ["Sales"] * 5 + ["Legal"]:
+        person = factories.recipient(department=department)
+        Delivery.objects.create(id=(campaign.pk << 32) + person.pk, campaign=campaign, recipient=person, status="sent")
 
     funnel = api.get(f"/api/v1/campaigns/{campaign.pk}/funnel/")
     refused = api.get(f"/api/v1/campaigns/{campaign.pk}/funnel/", {"by": "upn"})
 
     assert funnel.status_code == 200 and funnel.json()["by"] == "department"
+    # Legal's one person is in no line: fewer than five, and an "(all others)" of one would show them.
     assert funnel.json()["groups"] == [
-        {"value": "(all others)", "sent": 1, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0}]
+        {"value": "Sales", "sent": 5, "read": 0, "acknowledged": 0, "answered": 0, "clicked": 0}]
     assert refused.status_code == 400 and error_of(refused)["fields"]["by"]
