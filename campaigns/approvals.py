@@ -48,7 +48,8 @@ class ApprovalOutgrown(ApplicationError):
 # Changing one of these after approval withdraws it.
 APPROVED_FIELDS = ("template", "template_id", "audience", "audience_id", "category", "category_id", "install_app",
                    "urgent", "urgent_text", "acknowledgement", "poll_question", "poll_options", "poll_multiple",
-                   "poll_closes_at", "track_clicks")
+                   "poll_closes_at", "track_clicks", "remind_who", "remind_after", "remind_times", "remind_template",
+                   "remind_template_id")
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,18 @@ def approval_fingerprint(*, campaign: Campaign) -> str:
              *([f"acknowledgement:{campaign.acknowledgement}"] if campaign.acknowledgement else []),
              *(["poll", campaign.poll_question, *campaign.poll_options, campaign.poll_multiple, campaign.poll_closes_at]
                if campaign.poll_question else []),
-             *(["track_clicks"] if campaign.track_clicks else [])]
+             *(["track_clicks"] if campaign.track_clicks else []),
+             *_reminders(campaign)]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def _reminders(campaign: Campaign) -> list[object]:
+    """What an approval covers of the campaign's reminders: whom, when, how often, and their message as it is now."""
+    if not campaign.remind_who:
+        return []
+    template = MessageTemplate.objects.filter(pk=campaign.remind_template_id).values_list("updated_at", flat=True).first()
+    return ["remind", campaign.remind_who, campaign.remind_after, campaign.remind_times, campaign.remind_template_id,
+            template]
 
 
 def _approved_as_it_stands(campaign: Campaign, fingerprint: str) -> bool:
@@ -92,6 +103,8 @@ def _outgrown(campaign: Campaign, people: int) -> bool:
 def approval_state(*, campaign: Campaign, fingerprint: str | None = None) -> ApprovalState:
     threshold = settings.APPROVAL_THRESHOLD
     fingerprint = fingerprint or approval_fingerprint(campaign=campaign)
+    if campaign.follows_id is not None:
+        return _follow_up_approval_state(campaign, fingerprint, threshold)
     # Only announcements need approval: a welcome greets one new starter at a time, and a direct
     # message is checked when it is sent (``direct_reach_require``).
     people = audience_count(audience=campaign.audience) if campaign.kind == Campaign.Kind.ANNOUNCEMENT else 0
@@ -99,6 +112,19 @@ def approval_state(*, campaign: Campaign, fingerprint: str | None = None) -> App
     return ApprovalState(
         needed=people > threshold or (campaign.urgent and campaign.kind == Campaign.Kind.ANNOUNCEMENT),
         approved=approved, people=people, threshold=threshold, fingerprint=fingerprint
+    )
+
+
+def _follow_up_approval_state(campaign: Campaign, fingerprint: str, threshold: int) -> ApprovalState:
+    """A follow-up (``delivery.follow_ups``) reaches some of the people of the campaign it follows, with what that
+    campaign's approval covered (its reminders' message included): it needs an approval when that campaign was
+    approved, or is urgent, and has one while that approval stands as given, or once it is approved itself."""
+    root = Campaign.objects.get(pk=campaign.follows_id)
+    covered = _approved_as_it_stands(root, approval_fingerprint(campaign=root))
+    return ApprovalState(
+        needed=root.approved_at is not None or campaign.urgent,
+        approved=covered or _approved_as_it_stands(campaign, fingerprint),
+        people=campaign.total_deliveries, threshold=threshold, fingerprint=fingerprint,
     )
 
 
@@ -122,6 +148,11 @@ def approval_require(*, campaign: Campaign, actor: Actor) -> None:
             f"“{campaign}” was approved for {campaign.approved_people} people and now reaches {state.people}: "
             "the approval is void, and a person with the approver role must approve it again.",
             code="approval_required", status=409,
+        )
+    if campaign.follows_id is not None:
+        raise ApplicationError(
+            f"“{campaign}” follows up a campaign whose approval no longer covers it (what it sends changed since): a "
+            "person with the approver role must approve it first.", code="approval_required", status=409,
         )
     again = " changed since it was approved (its template, audience or category), and" if campaign.approved_at else ""
     why = ("is urgent (it pops up in everyone's activity feed)" if state.people <= state.threshold
@@ -229,8 +260,8 @@ def campaign_changers(*, campaign: Campaign) -> set[int]:
     template, audience or category, whoever owns them and whenever it was (a template written for
     someone else's campaign is still what its writer would approve)."""
     touched = Q(campaign=campaign)
-    if campaign.template_id:
-        touched |= Q(detail__template=campaign.template_id)
+    for template_id in {campaign.template_id, campaign.remind_template_id} - {None}:  # the reminders' message too
+        touched |= Q(detail__template=template_id)
     if campaign.audience_id:
         touched |= Q(detail__audience=campaign.audience_id)
     if campaign.category_id:

@@ -43,7 +43,10 @@ NOT_SCHEDULED = "Only announcements are scheduled: a welcome campaign is launche
 
 MOVES: dict[str, Move] = {
     "edit": Move(EDITABLE, None, "campaigns.change_campaign",
-                 "“{name}” is {label}; only a draft or scheduled campaign can be edited."),
+                 "“{name}” is {label}; only a draft or scheduled campaign can be edited.",
+                 applies=lambda campaign: campaign.follows_id is None,
+                 not_applying="“{name}” follows up another campaign and sends what that campaign's approval covers: "
+                              "it is not edited. Change that campaign's reminders, or cancel this one."),
     "approve": Move(EDITABLE, None, "campaigns.approve_campaign",
                     "“{name}” is {label}; only a draft or scheduled campaign is approved."),
     "schedule": Move(EDITABLE, S.SCHEDULED, "campaigns.launch_campaign",
@@ -66,6 +69,12 @@ MOVES: dict[str, Move] = {
                      "Campaign {pk} is {status}; only a launched campaign goes back to draft before its rows are written.",
                      SCHEDULED_KINDS, NOT_SCHEDULED),
     "complete": Move(frozenset({S.RUNNING}), S.COMPLETED, None, "Campaign {pk} is {status}; only a running one completes."),
+    # A campaign of its own to the people a completed announcement failed for (delivery.follow_ups).
+    "send_again": Move(frozenset({S.COMPLETED}), None, "campaigns.launch_campaign",
+                       "“{name}” is {label}; it is sent again to those it failed for once it has completed.",
+                       frozenset({K.ANNOUNCEMENT}), "Only an announcement is sent again to those it failed for.",
+                       applies=lambda campaign: campaign.follows_id is None,
+                       not_applying="“{name}” follows up another campaign: send that one again."),
     # The way out of installing the app, for a campaign whose installs Graph refuses (delivery.installing).
     "stop_installing": Move(frozenset({S.RUNNING, S.PAUSED}), None, "campaigns.control_campaign",
                             "Campaign {pk} is {status}; only a running or paused campaign stops installing the app.",

@@ -1,7 +1,8 @@
 """Acknowledgements: a person presses the button of a message that asks for one (``campaigns.card_actions``), and
 Crier records it and answers with the card they now see (``delivery.card_views`` finds their message).
 
-Pressing again, or Teams sending the invoke twice, records nothing more and answers the same card. A policy's edit
+A press on a follow-up's card (``delivery.follow_ups``) acknowledges the campaign it follows, and is counted in the
+follow-up's results too (its row's ``acknowledged_at``). Pressing again, or Teams sending the invoke twice, records nothing more and answers the same card. A policy's edit
 is a new version (``Campaign.message_version``): it clears everyone's acknowledgement, and a press on a card of an
 older version records nothing and answers the card as it is now, to be acknowledged again. Each acknowledgement is
 also kept as a row of its own (``Acknowledgement``), version by version: what the audit export lists.
@@ -59,17 +60,24 @@ def _record(target: Target, version: int, via: str) -> tuple[datetime, bool]:
     """Records the acknowledgement of ``version``; returns when the person acknowledged it, and whether this did."""
     now = timezone.now()
     params = {"now": now, "delivery": target.delivery_id, "version": version, "via": via}
+    brought = False
     with connection.cursor() as cursor:
         cursor.execute(ACKNOWLEDGE, params)
         if cursor.fetchone() is None:  # a press in a race with this one recorded it
             cursor.execute("SELECT acknowledged_at FROM delivery_delivery WHERE id = %s", [target.delivery_id])
             return cursor.fetchone()[0], False
         cursor.execute(KEEP, params)
+        if target.follow_up:  # the follow-up's own results count what its card brought in
+            cursor.execute(ACKNOWLEDGE, {**params, "delivery": target.message_delivery_id})
+            brought = cursor.fetchone() is not None
     webhooks.event_record(type="delivery.acknowledged", payload={
         "delivery": target.delivery_id, "campaign": target.campaign_id, "recipient": target.person.external_id,
         "version": version, "via": via, "acknowledged_at": now})
     campaign_id = target.campaign_id
     transaction.on_commit(lambda: progress.record(campaign_id, acknowledged=1))
+    if target.follow_up and brought:
+        message_campaign_id = target.message_campaign_id
+        transaction.on_commit(lambda: progress.record(message_campaign_id, acknowledged=1))
     return now, True
 
 

@@ -59,7 +59,10 @@ NOT_YOURS = Answer(403, code="Forbidden", message="This message was not sent to 
 
 @dataclass
 class Target:
-    """The person's message a press or a refresh is about."""
+    """The person's message a press or a refresh is about. A follow-up's message (``delivery.follow_ups``) asks on
+    behalf of the campaign it follows: what the person does is recorded on their row of that campaign
+    (``campaign_id``, ``delivery_id``), and the card they see is the follow-up's own (``message_campaign_id``,
+    ``message_delivery_id``). For a campaign's own message, both are the same."""
 
     campaign_id: int
     ask: Ask
@@ -68,16 +71,33 @@ class Target:
     delivery_id: int
     acknowledged_at: datetime | None
     track_clicks: bool = False
+    message_campaign_id: int = 0
+    message_delivery_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.message_campaign_id = self.message_campaign_id or self.campaign_id
+        self.message_delivery_id = self.message_delivery_id or self.delivery_id
 
     @property
     def current(self) -> int:
         return self.ask.version
 
+    @property
+    def follow_up(self) -> bool:
+        return self.message_campaign_id != self.campaign_id
 
+    @property
+    def links_version(self) -> int:
+        """The version of the message whose links the card leads through (a follow-up's is never edited)."""
+        return 1 if self.follow_up else self.ask.version
+
+
+# The campaign a card names, and the one it asks for: itself, or the campaign it follows up.
 _CAMPAIGN = """
-SELECT id, acknowledgement, message_version, poll_question, poll_options, poll_multiple, poll_closes_at, track_clicks
-  FROM campaigns_campaign
- WHERE public_id = %s AND (acknowledgement <> '' OR poll_question <> '')
+SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.poll_question, asking.poll_options,
+       asking.poll_multiple, asking.poll_closes_at, c.track_clicks
+  FROM campaigns_campaign AS c JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
+ WHERE c.public_id = %s AND (asking.acknowledgement <> '' OR asking.poll_question <> '')
 """
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer to NOWAIT when the row is locked
 BUSY = Answer(503, code="ServiceUnavailable", message="This message is being changed: press again in a moment.")
@@ -95,7 +115,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     with connection.cursor() as cursor:
         try:
             with transaction.atomic():  # a savepoint: a refusal leaves the press's transaction usable
-                cursor.execute(_CAMPAIGN + (" FOR KEY SHARE NOWAIT" if lock else ""), [public_id])
+                cursor.execute(_CAMPAIGN + (" FOR KEY SHARE OF asking NOWAIT" if lock else ""), [public_id])
                 row = cursor.fetchone()
         except OperationalError as error:
             if getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
@@ -103,25 +123,32 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
             raise
     if row is None:
         return NOT_FOUND
-    campaign_id, mode, current, question, options, multiple, closes_at, track_clicks = row
+    message_campaign_id, campaign_id, mode, current, question, options, multiple, closes_at, track_clicks = row
     person = _person(aad_object_id)
     if person is None:
         return NOT_YOURS
-    delivery_id = (campaign_id << PERSON_BITS) + person.id
-    delivery = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SENT).only(
+    message_id = (message_campaign_id << PERSON_BITS) + person.id
+    message = Delivery.objects.filter(pk=message_id, status=Delivery.Status.SENT).only(
         "id", "acknowledged_at", "activity_id").first()
-    if delivery is None or _recalled(delivery_id):
+    if message is None or _recalled(message_id):
         return NOT_YOURS
-    if reply_to is not None and reply_to != delivery.activity_id:  # a card of another message naming this one
+    if reply_to is not None and reply_to != message.activity_id:  # a card of another message naming this one
         logger.warning("a press on message %s named message %s of campaign %s: refused", reply_to[:40],
-                       delivery.activity_id, campaign_id)
+                       message.activity_id, message_campaign_id)
         return NOT_YOURS
+    delivery_id, delivery = message_id, message
+    if campaign_id != message_campaign_id:  # a follow-up's: the person's row of the campaign it follows records it
+        delivery_id = (campaign_id << PERSON_BITS) + person.id
+        delivery = Delivery.objects.filter(pk=delivery_id).only("id", "acknowledged_at").first()
+        if delivery is None or _recalled(delivery_id):
+            return NOT_YOURS
     if isinstance(options, str):  # jsonb read by raw SQL arrives as text
         options = json.loads(options)
     poll = poll_of(question=question, options=options, multiple=multiple, closes_at=closes_at)
     ask = ask_of(public_id=public_id, version=current, mode=mode, poll=poll)
     assert ask is not None  # the query asked for a campaign that asks something
-    return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at, track_clicks)
+    return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at, track_clicks,
+                  message_campaign_id=message_campaign_id, message_delivery_id=message_id)
 
 
 def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:
@@ -154,7 +181,7 @@ def _recalled(delivery_id: int) -> bool:
 def card_view(target: Target) -> dict[str, Any]:
     """The card as the person should see it now: their own, of the message's current version, with what they did."""
     ask = target.ask
-    card = _card(target.campaign_id, ask, target.person)
+    card = _card(target.message_campaign_id, ask, target.person)
     if ask.mode:
         if target.acknowledged_at is not None:
             card = card_acknowledged(card, at=target.acknowledged_at, ask=ask)
@@ -167,7 +194,7 @@ def card_view(target: Target) -> dict[str, Any]:
         chosen, answered_at, changed_at = answer if answer else ((), None, None)
         card = card_answered(card, ask=ask, chosen=tuple(chosen), at=changed_at or answered_at, now=timezone.now())
     if target.track_clicks:  # the links lead through Crier, as in the card sent
-        card = card_tracked(card, delivery_id=target.delivery_id, version=target.ask.version)
+        card = card_tracked(card, delivery_id=target.message_delivery_id, version=target.links_version)
     return card
 
 

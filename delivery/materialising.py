@@ -23,6 +23,7 @@ from core.locks import advisory_lock
 from campaigns.selectors import campaign_people_known, campaign_recipients, opted_out_people_sql
 
 from . import progress
+from .follow_up_people import follow_up_people
 from .models import delivery_id
 from .reach import pause_outgrown, reach_limit
 
@@ -83,7 +84,7 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
     """Writes the rows of one range of recipient ids; returns (inserted, of which skipped). Must
     run in a transaction. ``reader``, a second connection to the database (``_reader``), computes
     the rows for COPY; without it one INSERT statement does both."""
-    people, params = campaign_recipients(campaign=campaign).values("id", "aad_object_id").query.sql_with_params()
+    people, params = _people(campaign).values("id", "aad_object_id").query.sql_with_params()
     rows = MATERIALISE_ROWS.format(people=people, opted_out=opted_out_people_sql(mandatory="%s", category="%s"))
     with connection.cursor() as cursor:
         # The planner prices the statement over 50,000 people high enough to compile it just in
@@ -107,6 +108,13 @@ def _deliveries_insert(*, campaign: Campaign, after: int, upper: int, reader=Non
         cursor.execute(SKIPPED_IN_RANGE, [campaign.pk, delivery_id(campaign.pk, after), delivery_id(campaign.pk, upper)])
         skipped = cursor.fetchone()[0]
     return inserted, skipped
+
+
+def _people(campaign: Campaign):
+    """Whom the campaign's rows are for: its audience's people, or a follow-up's of the campaign it follows."""
+    if campaign.follows_id is not None:
+        return follow_up_people(campaign=campaign)
+    return campaign_recipients(campaign=campaign)
 
 
 def _rows_copy(cursor, reader, rows: str, params: list) -> None:

@@ -159,6 +159,10 @@ def message_change_start(
         except Campaign.DoesNotExist:
             raise ApplicationError(f"No campaign {campaign_id}.", code="not_found", status=404) from None
         refusal = message_change_refusal(campaign=campaign)
+        if refusal is None and action == MessageChange.Action.EDIT and campaign.follows_id is not None:
+            # Its card asks on behalf of the campaign it follows, whose versions its buttons name.
+            refusal = (f"“{campaign}” follows up another campaign, and is not edited: edit that campaign's message, "
+                       "or recall this one.")
         if refusal:
             raise ApplicationError(refusal, code="invalid_state", status=409)
         fields: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """What an announcement may reach once launched: the people its approval showed or, not approved,
-``APPROVAL_THRESHOLD``. The launch's first rows and the task that writes the rest stop there, so
+``APPROVAL_THRESHOLD`` (a follow-up: the people of the campaign it follows). The launch's first rows and the task that writes the rest stop there, so
 people moved into the audience after the approval (or the launch's count) are not sent to."""
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ def reach_limit(*, campaign: Campaign) -> int | None:
     approval given before approvals counted people)."""
     if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
         return None
+    if campaign.follows_id is not None and campaign.approved_at is None:
+        # A follow-up (delivery.follow_ups) reaches some of the people the campaign it follows wrote rows for, with
+        # that campaign's approval.
+        return Campaign.objects.filter(pk=campaign.follows_id).values_list("total_deliveries", flat=True).get()
     if campaign.approved_at is not None:
         return campaign.approved_people
     return settings.APPROVAL_THRESHOLD

@@ -331,7 +331,9 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         "finished": finished,
         "progress": counts,
         "reactions": [{"kind": kind, "count": count} for kind, count in counts["reactions"].items()],
-        "poll_results": poll_results(campaign=campaign, counts=counts),
+        # A follow-up's answers count for the campaign it follows (delivery.follow_ups): its poll is that one's.
+        "poll_results": poll_results(campaign=campaign, counts=counts) if campaign.follows_id is None
+        else poll_results(campaign=campaign, counts=progress.read(campaign.follows)),
         "done": done,
         "percent": percent,
         "summary": progress_summary(campaign=campaign, counts=counts),
@@ -392,6 +394,51 @@ SELECT {value} AS value, count(*) AS sent, count(d.read_at) AS read, count(d.ack
 """
 
 
+# What happened when, hour by hour: a message sent, first read, acknowledged (as it is now), a poll first answered, a
+# first click. One pass over the campaign's rows, one over its answers and one over its clicks.
+OVER_TIME = """
+SELECT date_trunc('hour', e.at) AS hour, e.kind, count(*)
+  FROM delivery_delivery AS d
+ CROSS JOIN LATERAL (VALUES (d.finished_at, 'sent'), (d.read_at, 'read'), (d.acknowledged_at, 'acknowledged')) AS e(at, kind)
+ WHERE d.id >= %(lowest)s AND d.id < %(end)s AND d.status = 'sent' AND e.at IS NOT NULL
+ GROUP BY 1, 2
+UNION ALL
+SELECT date_trunc('hour', p.answered_at), 'answered', count(*)
+  FROM delivery_pollanswer AS p JOIN delivery_delivery AS d ON d.id = p.delivery_id AND d.status = 'sent'
+ WHERE p.delivery_id >= %(lowest)s AND p.delivery_id < %(end)s
+ GROUP BY 1
+UNION ALL
+SELECT hour, 'clicked', count(*)
+  FROM (SELECT date_trunc('hour', min(k.first_at)) AS hour FROM delivery_click AS k
+         WHERE k.delivery_id >= %(lowest)s AND k.delivery_id < %(end)s GROUP BY k.delivery_id) AS first_clicks
+ GROUP BY 1
+"""
+OVER_TIME_MOST_POINTS = 500
+
+
+def engagement_over_time(*, campaign: Campaign) -> list[dict[str, int]]:
+    """The funnel over time: for each hour in which something happened, how many people had by its end been sent the
+    message, read it, acknowledged it, answered its poll and opened a link (cumulative), oldest first; at most
+    ``OVER_TIME_MOST_POINTS`` points, evenly spaced and ending with the latest."""
+    lowest, end = campaign_ids(campaign.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(OVER_TIME, {"lowest": lowest, "end": end})
+        rows = cursor.fetchall()
+    hours: dict[int, dict[str, int]] = {}
+    for hour, kind, count in rows:
+        hours.setdefault(int(hour.timestamp()), {})[kind] = count
+    totals = dict.fromkeys(FUNNEL_COUNTS, 0)
+    points = []
+    for hour in sorted(hours):
+        for kind, count in hours[hour].items():
+            totals[kind] += count
+        points.append({"hour": hour, **totals})
+    if len(points) > OVER_TIME_MOST_POINTS:
+        step = (len(points) - 1) / (OVER_TIME_MOST_POINTS - 1)
+        points = [points[round(i * step)] for i in range(OVER_TIME_MOST_POINTS)]
+    return points
+
+
 def funnel_problem(by: str) -> str | None:
     """Why the people cannot be grouped by ``by``, or None."""
     if by in FUNNEL_FIELDS or FUNNEL_ATTRIBUTE.match(by or ""):
@@ -430,7 +477,8 @@ def campaign_funnel(*, campaign: Campaign, by: str) -> dict[str, Any]:
     if rest and others["sent"] >= FUNNEL_SMALLEST:  # fewer would show one person: left out, the lines then add up to
         shown.append({"value": OTHERS, **others})  # less than the whole
     funnel = {"by": by, "groups": shown, "acknowledgement": bool(campaign.acknowledgement),
-              "poll": bool(campaign.poll_question), "clicks": campaign.track_clicks}
+              "poll": bool(campaign.poll_question), "clicks": campaign.track_clicks,
+              "over_time": engagement_over_time(campaign=campaign)}
     try:
         ended = campaign.status in (Campaign.Status.COMPLETED, Campaign.Status.CANCELLED)
         progress.client().set(key, json.dumps(funnel), ex=FUNNEL_CACHE_ENDED_SECONDS if ended else FUNNEL_CACHE_SECONDS)

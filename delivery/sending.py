@@ -43,15 +43,18 @@ NOT_INSTALLED = frozenset({"ForbiddenOperationException", "BotNotInConversationR
 # The error code of a delivery whose send raised (a bug or bad data rather than an answer from Teams).
 CRIER_ERROR = "crier_error"
 
-# Claims the row only while its campaign runs: a paused or cancelled campaign's queued tasks claim nothing.
+# Claims the row only while its campaign runs: a paused or cancelled campaign's queued tasks claim nothing. What a
+# follow-up's card asks is of the version of the campaign it follows (delivery.follow_ups); its own message is
+# never edited, so its links are of its first version.
 CLAIM = """
 UPDATE delivery_delivery AS d
    SET status = 'sending', attempts = d.attempts + 1, claimed_at = now()
-  FROM campaigns_campaign AS c
+  FROM campaigns_campaign AS c LEFT JOIN campaigns_campaign AS followed ON followed.id = c.follows_id
  WHERE d.id = %s AND d.status IN ('pending', 'retrying') AND c.id = d.campaign_id AND c.status = 'running'
 RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install,
-          c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id, c.message_version,
-          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at, c.track_clicks
+          c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id,
+          COALESCE(followed.message_version, c.message_version),
+          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at, c.track_clicks, c.follows_id IS NOT NULL
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -141,7 +144,8 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         if claimed is None:
             return NOT_CLAIMED
         (campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent,
-         acknowledgement, public_id, version, question, options, multiple, closes_at, track_clicks) = claimed
+         acknowledgement, public_id, version, question, options, multiple, closes_at, track_clicks,
+         follow_up) = claimed
     poll = poll_of(question=question, options=json.loads(options) if isinstance(options, str) else options,
                    multiple=multiple, closes_at=closes_at)
     if poll is not None:  # a poll that has closed (a welcome's, months on) is sent closed, with no button
@@ -154,7 +158,7 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
                              install=Install(allowed=install_app, done=install), urgent=urgent,
                              ask=ask_of(public_id=public_id, version=version, mode=acknowledgement, poll=poll),
-                             track_clicks=track_clicks)
+                             track_clicks=track_clicks, links_version=1 if follow_up else None)
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:
@@ -189,6 +193,7 @@ NO_INSTALL = Install(allowed=False, done="")
 def _send_claimed(
     claim: tuple[int, int], campaign_id: int, template_id: int, recipient_id: int, row: Any, transport: Channel,
     install: Install = NO_INSTALL, urgent: bool = False, ask: Ask | None = None, track_clicks: bool = False,
+    links_version: int | None = None,
 ) -> Outcome:
     if row is None:  # the person was deleted while the campaign's rows were being written
         return _finish(claim, campaign_id, Status.SKIPPED, skip_reason=Delivery.SkipReason.INACTIVE)
@@ -216,7 +221,8 @@ def _send_claimed(
         return _hand_to_installer(claim)  # asking Teams first would spend a call of its pace to hear "not installed"
     body = _compiled(template_id, template_updated.isoformat(), ask).render(person)
     if track_clicks:  # its link buttons lead through Crier, signed for this delivery
-        body = activity_tracked(body, delivery_id=claim[0], version=ask.version if ask else 1)
+        version = links_version or (ask.version if ask else 1)
+        body = activity_tracked(body, delivery_id=claim[0], version=version)
     try:
         result = transport.send(address=address, activity_json=body, campaign_id=campaign_id)
     except Stopped as stopped:

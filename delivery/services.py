@@ -85,7 +85,9 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
             ) from exc
         when = " at its scheduled time" if only_if_scheduled else ""
         actor.record(AuditEntry.Action.LAUNCH, campaign=campaign, summary=f"Launched “{campaign}”{when}{_installs(campaign)}")
-        listed = campaign.audience_id is not None and campaign.audience.kind in Audience.LISTED_KINDS
+        # A follow-up's people are those of the campaign it follows, from its rows (delivery.follow_ups).
+        listed = (campaign.follows_id is None and campaign.audience_id is not None
+                  and campaign.audience.kind in Audience.LISTED_KINDS)
         if listed and campaign.kind == Campaign.Kind.WELCOME:
             raise ApplicationError(WELCOME_NOT_LISTED, code="invalid", status=400, fields={"audience": [WELCOME_NOT_LISTED]})
         if listed and campaign.kind == Campaign.Kind.ANNOUNCEMENT:
@@ -274,8 +276,9 @@ def _asks_require(campaign: Campaign) -> None:
     is open."""
     problems = {**acknowledgement_problems(kind=campaign.kind, acknowledgement=campaign.acknowledgement,
                                            category_mandatory=campaign.category.mandatory),
+                # A follow-up's poll is its campaign's, which may have closed: its card then shows it closed.
                 **poll_problems(question=campaign.poll_question, options=campaign.poll_options,
-                                closes_at=campaign.poll_closes_at, closes_changed=True),
+                                closes_at=campaign.poll_closes_at, closes_changed=campaign.follows_id is None),
                 **clicks_problems(track_clicks=campaign.track_clicks)}
     if problems:
         raise ApplicationError(f"“{campaign}” cannot be sent as it is: {next(iter(problems.values()))}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from . import feeding, installing, listing, materialising, notifying, recovery, services, webhooks, welcome
+from . import feeding, follow_ups, installing, listing, materialising, notifying, recovery, services, webhooks, welcome
 from .sending import delivery_send
 
 
@@ -54,6 +54,11 @@ def send_notices(patience: float = 0.0) -> int:
 @shared_task(ignore_result=True)
 def launch_due_campaigns() -> list[int]:
     return services.launch_due_campaigns()
+
+
+@shared_task(ignore_result=True)
+def send_due_reminders() -> list[int]:
+    return follow_ups.reminders_send_due()
 
 
 @shared_task(ignore_result=True)

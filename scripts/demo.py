@@ -187,18 +187,24 @@ def urgent_notice(emulator, key: str, announcement: dict) -> bool:
         graph["activity_delivered"] == counts["sent"])
 
 
-def policy_acknowledged(emulator, key: str) -> bool:
+def policy_acknowledged(emulator, key: str) -> tuple[bool, int]:
     """A policy to the Leeds office that everyone must acknowledge: its card's button, pressed in Teams by two people
-    in three, sends Crier an invoke, and each sees the card Crier answers with. Returns whether Crier counted each
-    press once, and the others as still to acknowledge."""
+    in three, sends Crier an invoke, and each sees the card Crier answers with. It reminds whoever has not
+    acknowledged it a minute after it has sent to everyone (``policy_reminded``). Returns whether Crier counted each
+    press once, and the others as still to acknowledge, and the policy's id."""
     leeds = next(a for a in api("GET", "/api/v1/audiences/?page_size=100", key)["results"] if a["name"] == "Leeds office")
     template = api("POST", "/api/v1/templates/", key, {
         "name": "Information security policy, December", "kind": "markdown",
         "text": "Hello {{first_name}}, our **information security policy** changed: lock your screen when you leave "
                 "your desk, and report lost badges the same day. Please read it and acknowledge it below."})
+    reminder = api("POST", "/api/v1/templates/", key, {
+        "name": "Information security policy, a reminder", "kind": "markdown",
+        "text": "{{first_name}}, a reminder: our **information security policy** changed, and you have not "
+                "acknowledged it yet. Lock your screen when you leave your desk; report lost badges the same day."})
     body = launched_to_its_end(key, {
         "name": "Information security policy", "kind": "announcement", "template": template["id"],
-        "audience": leeds["id"], "category": "security", "acknowledgement": "policy"})
+        "audience": leeds["id"], "category": "security", "acknowledgement": "policy",
+        "remind_who": "not_acknowledged", "remind_after": "PT1M", "remind_template": reminder["id"]})
     sent = api("GET", f"/api/v1/campaigns/{body['id']}/deliveries/?status=sent&page_size=100", key)["results"]
     people = _aad_of(key, {d["recipient"] for d in sent})
     pressing = [people[d["recipient"]] for n, d in enumerate(sent) if n % 3 < 2]
@@ -207,7 +213,34 @@ def policy_acknowledged(emulator, key: str) -> bool:
     say(f"a policy to Leeds office everyone must acknowledge: sent {counts['sent']}; {len(pressing)} pressed "
         f"Acknowledge in Teams and saw Crier's answer ({cards.count('card')} cards); Crier counts "
         f"{counts['acknowledged']} acknowledged (who, and which version: its Watch page's CSV)")
-    return body["status"] == "completed" and counts["acknowledged"] == len(pressing) == cards.count("card") > 0
+    return body["status"] == "completed" and counts["acknowledged"] == len(pressing) == cards.count("card") > 0, body["id"]
+
+
+def policy_reminded(emulator, key: str, policy_id: int) -> bool:
+    """The policy's reminder: Crier's scheduler sends it, a minute after the policy has sent to everyone, to those
+    who have not acknowledged it, and half of them acknowledge it on the reminder's card. Returns whether the reminder
+    reached exactly those, and their presses count for the policy."""
+    policy = api("GET", f"/api/v1/campaigns/{policy_id}/", key)
+    started = time.monotonic()
+    while not (found := api("GET", f"/api/v1/campaigns/?follows={policy_id}", key)["results"]) or found[0]["status"] \
+            not in ("completed", "cancelled", "paused", "draft"):
+        if time.monotonic() - started > 180:
+            say("the policy's reminder did not complete within three minutes")
+            return False
+        time.sleep(1)
+    reminder = api("GET", f"/api/v1/campaigns/{found[0]['id']}/", key)
+    sent = api("GET", f"/api/v1/campaigns/{reminder['id']}/deliveries/?status=sent&page_size=100", key)["results"]
+    people = _aad_of(key, {d["recipient"] for d in sent})
+    pressing = [d for n, d in enumerate(sent) if n % 2 == 0]
+    cards = [emulator.execute(people[d["recipient"]], activity_id=d["activity_id"])["outcome"] for d in pressing]
+    after = api("GET", f"/api/v1/campaigns/{policy_id}/", key)["counts"]
+    still = policy["counts"]["sent"] - policy["counts"]["acknowledged"]
+    say(f"a minute after the policy completed, Crier reminded the {reminder['counts']['sent']} people who had not "
+        f"acknowledged it (“{reminder['name']}”, a campaign of its own); {len(pressing)} acknowledged on the "
+        f"reminder's card; the policy now counts {after['acknowledged']} of {after['sent']} acknowledged")
+    return (reminder["status"] == "completed" and reminder["counts"]["sent"] == still > 0
+            and cards.count("card") == len(pressing)
+            and after["acknowledged"] == policy["counts"]["acknowledged"] + len(pressing))
 
 
 def poll_answered(emulator, key: str) -> bool:
@@ -436,10 +469,11 @@ def main() -> int:
     targeted = group_and_team(emulator, env, key, campaign, people)
     installed = install_for_new_joiners(emulator, env, key, campaign)
     urgent = urgent_notice(emulator, key, campaign)
-    acknowledged = policy_acknowledged(emulator, key)
+    acknowledged, policy_id = policy_acknowledged(emulator, key)
     polled = poll_answered(emulator, key)
     clicked = clicks_counted(emulator, key)
     signed_in = staff_sign_in(emulator)
+    reminded = policy_reminded(emulator, key, policy_id)
     print(f"""
   Admin            http://127.0.0.1:{WEB_PORT}/admin/        (users admin, author and approver; each one's
                    password is its name: demo only; or "Sign in with Microsoft" as morgan@crier.example,
@@ -449,7 +483,7 @@ def main() -> int:
   Teams app        {package.relative_to(ROOT)} (also in the admin: Teams addresses, as a superuser)
 """, flush=True)
     if os.environ.get("DEMO_EXIT") == "1":
-        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and polled and clicked and signed_in and read_counted else 1
+        return 0 if campaign["status"] == "completed" and targeted and installed and urgent and acknowledged and polled and clicked and signed_in and read_counted and reminded else 1
     say("running; press Ctrl-C to stop everything")
     while all(p.poll() is None for p in children):
         time.sleep(1)

@@ -250,6 +250,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "delivery.tasks.launch_due_campaigns",
         "schedule": env_float("SCHEDULER_INTERVAL_SECONDS", 5.0),
     },
+    "send-due-reminders": {
+        "task": "delivery.tasks.send_due_reminders",
+        "schedule": env_float("SCHEDULER_INTERVAL_SECONDS", 5.0),
+    },
     "complete-finished-campaigns": {
         "task": "delivery.tasks.complete_finished_campaigns",
         "schedule": env_float("COMPLETION_INTERVAL_SECONDS", 5.0),

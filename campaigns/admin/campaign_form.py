@@ -12,8 +12,8 @@ from core.errors import ApplicationError
 
 from ..models import Audience, Campaign
 from ..models.content import (
-    POLL_OPTION_MOST, POLL_OPTIONS, WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems, poll_problems,
-    urgent_problems,
+    POLL_OPTION_MOST, POLL_OPTIONS, REMIND_TIMES_MOST, WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems, poll_problems,
+    reminder_problems, urgent_problems,
 )
 from ..services import campaign_require_editable
 
@@ -39,6 +39,13 @@ class CampaignForm(forms.ModelForm):
         help_text=f"One answer a line, from {POLL_OPTIONS[0]} to {POLL_OPTIONS[1]}, each at most {POLL_OPTION_MOST} "
         "characters. Results are counted by their place: the Watch page shows them live.")
 
+    remind_times = forms.IntegerField(
+        label="Reminders", required=False, initial=1, min_value=1, max_value=REMIND_TIMES_MOST,
+        help_text=f"At most how many reminders, from 1 to {REMIND_TIMES_MOST}; each goes only to those still to do it.")
+
+    def clean_remind_times(self):
+        return self.cleaned_data.get("remind_times") or 1
+
     def clean(self):
         cleaned = super().clean()
         audience = cleaned.get("audience")
@@ -62,6 +69,11 @@ class CampaignForm(forms.ModelForm):
                 options=cleaned.get("poll_options", self.instance.poll_options),
                 closes_at=cleaned.get("poll_closes_at", self.instance.poll_closes_at),
                 closes_changed="poll_closes_at" in self.changed_data).items():
+            if field not in self.errors:
+                self.add_error(field if field in self.fields else None, problem)
+        for field, problem in reminder_problems(
+                kind=kind, **{name: cleaned.get(name, getattr(self.instance, name)) for name in (
+                    "remind_who", "remind_after", "remind_times", "acknowledgement", "poll_question")}).items():
             if field not in self.errors:
                 self.add_error(field if field in self.fields else None, problem)
         if self.instance.pk is None:

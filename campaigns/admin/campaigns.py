@@ -53,20 +53,31 @@ class CampaignAdmin(admin.ModelAdmin):
     EDITABLE = ("name", "kind", "template", "audience", "category", "install_app", "urgent", "urgent_text",
                 "acknowledgement", "poll_question", "poll_options", "poll_multiple", "poll_closes_at", "track_clicks",
                 "send_at")
+    REMINDERS = ("remind_who", "remind_after", "remind_times", "remind_template")
+    FOLLOWS = ("follows", "follow_up_who")
     STATE = ("status", "status_reason", "approval", "counts", "pace", "deliveries")
     DATES = ("launched_at", "materialised_at", "completed_at", "cancelled_at", "created_at", "updated_at")
 
     def get_fieldsets(self, request, obj=None):
+        reminders = ("Reminders", {"fields": self.REMINDERS, "description": (
+            "Each reminder is a campaign of its own, sent to the people it reached who have not done this yet, once "
+            "it (or the reminder before) has sent to everyone and the time has passed. See docs/engagement.md.")})
         if obj is None:
-            return [(None, {"fields": self.EDITABLE})]
+            return [(None, {"fields": self.EDITABLE}), reminders]
+        if obj.follows_id is not None:  # a follow-up is not followed up itself
+            return [(None, {"fields": (*self.FOLLOWS, *self.EDITABLE)}), ("Progress", {"fields": self.STATE}),
+                    ("Dates", {"fields": self.DATES})]
         return [
-            (None, {"fields": self.EDITABLE}), ("Progress", {"fields": self.STATE}), ("Dates", {"fields": self.DATES})
+            (None, {"fields": self.EDITABLE}), reminders, ("Progress", {"fields": self.STATE}),
+            ("Dates", {"fields": self.DATES})
         ]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        editable = ("kind",) if move_allowed(obj, "edit") else self.EDITABLE  # the kind is chosen once, as in the API
+        editable = ("kind",) if move_allowed(obj, "edit") else (*self.EDITABLE, *self.REMINDERS)  # kind is chosen once
+        if obj.follows_id is not None:  # what a follow-up sends, and to whom, is the campaign it follows'
+            editable = (*self.EDITABLE, *self.REMINDERS, *self.FOLLOWS)
         return (*editable, *self.STATE, *self.DATES)
 
     def has_delete_permission(self, request, obj=None):
@@ -82,7 +93,7 @@ class CampaignAdmin(admin.ModelAdmin):
             # A scheduled campaign's new time is set by scheduling it again, with the schedule's checks.
             moved = obj.status == S.SCHEDULED and "send_at" in form.changed_data
             changes = {name: form.cleaned_data[name] for name in form.changed_data
-                       if name in self.EDITABLE and not (moved and name == "send_at")}
+                       if name in (*self.EDITABLE, *self.REMINDERS) and not (moved and name == "send_at")}
             update = campaign_update(campaign_id=obj.pk, changes=changes, actor=actor)
             obj.refresh_from_db()
             if update.approval_withdrawn:
@@ -264,7 +275,9 @@ class CampaignAdmin(admin.ModelAdmin):
     @staticmethod
     def _after(campaign: Campaign, name: str, done: bool) -> HttpResponseRedirect:
         """Where a change leaves its author: a launched campaign's Watch page, else its change page."""
-        page = "watch" if name == "launch" and done else "change"
+        if name == "send_again" and done:  # watch the follow-up it made go out
+            campaign = campaign.follow_ups.order_by("-pk").first() or campaign
+        page = "watch" if name in ("launch", "send_again") and done else "change"
         return HttpResponseRedirect(reverse(f"admin:campaigns_campaign_{page}", args=[campaign.pk]))
 
     def _reach(self, campaign: Campaign, name: str) -> str:

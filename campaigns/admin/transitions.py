@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core.errors import ApplicationError
+from delivery.follow_ups import follow_up_send_again
 from delivery.services import (
     campaign_cancel, campaign_installs_stop, campaign_launch, campaign_pause, campaign_resume, campaign_schedule,
 )
@@ -81,6 +82,13 @@ TRANSITIONS = {
         "Stop installing the app for the people it reaches who lack it? Those waiting for it are sent to as they are, "
         "and Teams refuses those who lack the app.", "Yes, stop installing", "no longer installs the app",
         lambda campaign, user, data: campaign_installs_stop(campaign_id=campaign.pk, actor=Actor(user=user)),
+    ),
+    "send_again": Transition(
+        "send_again", "Send again to those it failed for",
+        "Send it again now to the people it failed for who have not had it since? Fix the cause first (the app "
+        "installed, a policy changed). It goes as a campaign of its own, with its own results; opt-outs are respected.",
+        "Yes, send it again", "is being sent again to those it failed for",
+        lambda campaign, user, data: follow_up_send_again(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "cancel": Transition(
         "cancel", "Cancel", "Cancel for good? Whoever has not received it yet will not; this cannot be undone.",

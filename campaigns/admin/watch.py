@@ -18,6 +18,7 @@ from django.utils.text import slugify
 
 from delivery.admin import CAMPAIGN_PARAMETER
 from delivery.exports import acknowledgements_csv, deliveries_csv, poll_answers_csv
+from delivery.follow_ups import follow_ups_summary
 from delivery.models import Delivery
 from delivery.reads import READ_WINDOW_DAYS
 from delivery.reports import FUNNEL_FIELDS, campaign_funnel, campaign_watch, funnel_problem
@@ -29,7 +30,7 @@ from .transitions import TRANSITIONS
 # Statuses in which a campaign still changes by itself: the page refreshes while in one of them.
 WATCHED = (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)
 # The change-page buttons a person watching a send needs.
-CONTROLS = ("pause", "resume", "cancel")
+CONTROLS = ("pause", "resume", "cancel", "send_again")
 POLL_SECONDS = 2
 # A campaign that has ended still hears of its message for a while: reads, reactions, acknowledgements and
 # answers. Its page refreshes more slowly then, for as long as reads are looked for (delivery.reads).
@@ -132,6 +133,7 @@ class CampaignWatch:
             "data_url": reverse("admin:campaigns_campaign_watch_data", args=[campaign.pk]),
             "funnel_url": reverse("admin:campaigns_campaign_watch_funnel", args=[campaign.pk]),
             "funnel_fields": FUNNEL_FIELDS,
+            "follow_ups": follow_ups_summary(campaign=campaign),
             "time_zone": timezone.get_current_timezone_name(),  # the staff member's own, for the chart
             "has_view_permission": True,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django_filters import fields as filter_fields
 from django_filters import rest_framework as filters
@@ -44,6 +45,21 @@ class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+ID_MOST = 2**31 - 1  # a campaign's id is a PostgreSQL integer
+
+
+class IdField(forms.IntegerField):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, min_value=1, max_value=ID_MOST, **kwargs)
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": ID_MOST})
+class IdFilter(filters.NumberFilter):
+    """A campaign's id: a whole number in the range ids have (anything else is a 400, not a database error)."""
+
+    field_class = IdField
+
+
 class RecipientFilter(filters.FilterSet):
     is_active = StrictBooleanFilter()
     country = filters.CharFilter(method="filter_country", help_text="Two-letter code, any case.")
@@ -58,10 +74,12 @@ class RecipientFilter(filters.FilterSet):
 
 class CampaignFilter(filters.FilterSet):
     category = filters.CharFilter(field_name="category__slug", help_text="A category slug.")
+    follows = IdFilter(field_name="follows_id",
+                                   help_text="A campaign's id: only its follow-ups (reminders, and sent again).")
 
     class Meta:
         model = Campaign
-        fields = ["status", "kind", "category"]
+        fields = ["status", "kind", "category", "follows"]
 
 
 class DeliveryFilter(filters.FilterSet):

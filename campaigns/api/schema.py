@@ -84,7 +84,11 @@ _CAMPAIGN_RULES = {"urgent": "is true for a campaign that is not an announcement
            "poll_options": "are fewer than 2 or more than 10, or hold an empty, too long, repeated or placeholder "
                            "option, for a poll",
            "poll_closes_at": "is past when set, or is given without a poll",
-           "track_clicks": "is true while PUBLIC_BASE_URL is not set"}
+           "track_clicks": "is true while PUBLIC_BASE_URL is not set",
+           "remind_who": "is set for a campaign that is not an announcement, or asks what it does not (an "
+                         "acknowledgement, a poll)",
+           "remind_after": "is missing while remind_who is set",
+           "remind_template": _UNKNOWN}
 BUSINESS_RULES: dict[str, dict[str, str]] = {
     "/api/v1/campaigns/": {"template": _UNKNOWN, "audience": _UNKNOWN, **_CAMPAIGN_RULES, **_CURSOR},
     "/api/v1/campaigns/{id}/": {"template": _UNKNOWN, "audience": _UNKNOWN, **_CAMPAIGN_RULES,

@@ -125,6 +125,7 @@ class AuditEntry(models.Model):
         OPT_OUT_ADDED = "opt_out_added", "Recorded an opt-out"
         OPT_OUT_REMOVED = "opt_out_removed", "Removed an opt-out"
         EXPORT = "export", "Exported per-person results"
+        FOLLOW_UP = "follow_up", "Followed up: a reminder, or sent again to those it failed for"
         NOTICE_REFUSED = "notice_refused", "Urgent notices refused by Microsoft Graph"
         ROLES_FROM_ENTRA = "roles_from_entra", "Roles set from Entra ID at sign-in"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -289,6 +290,9 @@ def acknowledgement_problems(*, kind: str, acknowledgement: str, category_mandat
 
 POLL_QUESTION_MOST = 300
 POLL_OPTION_MOST = 100
+REMIND_TIMES_MOST = 5  # reminders of one campaign: more is nagging
+REMIND_AFTER_LEAST = timedelta(minutes=1)
+REMIND_AFTER_MOST = timedelta(days=90)  # what a person's read receipts are looked for (delivery.reads)
 POLL_OPTIONS = (2, 10)  # the fewest and the most options a poll has
 
 
@@ -327,6 +331,27 @@ def clicks_problems(*, track_clicks: bool) -> dict[str, str]:
     if track_clicks and not settings.PUBLIC_BASE_URL:
         return {"track_clicks": "Counting clicks leads each link through Crier: set PUBLIC_BASE_URL (where people "
                                 "reach Crier) first."}
+    return {}
+
+
+def reminder_problems(*, kind: str | None, remind_who: str, remind_after: timedelta | None, remind_times: int | None,
+                      acknowledgement: str, poll_question: str) -> dict[str, str]:
+    """What is wrong with a campaign's reminders (``delivery.follow_ups``), by field."""
+    if not remind_who:
+        return {}
+    if kind != "announcement":
+        return {"remind_who": "Only an announcement sends reminders: a welcome greets each person on their own."}
+    if remind_who == "not_acknowledged" and not acknowledgement:
+        return {"remind_who": "It asks nobody to acknowledge it: ask for an acknowledgement, or remind whom has not "
+                              "read it."}
+    if remind_who == "not_answered" and not poll_question:
+        return {"remind_who": "It has no poll: add one, or remind whom has not read it."}
+    if remind_after is None:
+        return {"remind_after": "Say how long after it has sent to everyone, e.g. 2 days."}
+    if not REMIND_AFTER_LEAST <= remind_after <= REMIND_AFTER_MOST:
+        return {"remind_after": "From 1 minute to 90 days (read receipts are looked for over 90 days)."}
+    if remind_times is None or not 1 <= remind_times <= REMIND_TIMES_MOST:
+        return {"remind_times": f"From 1 to {REMIND_TIMES_MOST} reminders."}
     return {}
 
 
@@ -410,6 +435,42 @@ class Campaign(models.Model):
         help_text="Count who opens the card's link buttons, through links to Crier signed for each person "
         "(docs/engagement.md). Off by default: people's clicks are theirs. Needs PUBLIC_BASE_URL.",
     )
+    class FollowUp(models.TextChoices):
+        FAILED = "failed", "Those it failed for"
+        NOT_READ = "not_read", "Those who have not read it"
+        NOT_ACKNOWLEDGED = "not_acknowledged", "Those who have not acknowledged it"
+        NOT_ANSWERED = "not_answered", "Those who have not answered its poll"
+
+    follows = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="follow_ups", editable=False,
+        help_text="The campaign this one follows up: a reminder, or a send again to those it failed for "
+        "(docs/engagement.md). Its acknowledgements and answers count for that campaign.",
+    )
+    follow_up_who = models.CharField(
+        "sent to", max_length=16, choices=FollowUp.choices, blank=True, db_default="", editable=False,
+        help_text="Whom of the campaign it follows it is sent to.",
+    )
+    follow_up_number = models.PositiveSmallIntegerField(
+        null=True, blank=True, editable=False, help_text="Which reminder it is: 1 for the first (empty for a send again).",
+    )
+    remind_who = models.CharField(
+        "remind", max_length=16, blank=True, db_default="",
+        choices=[("", "Nobody"), *[(value, label) for value, label in FollowUp.choices if value != "failed"]],
+        help_text="Send a reminder, a campaign of its own, to the people who have not done this yet.",
+    )
+    remind_after = models.DurationField(
+        "remind after", null=True, blank=True,
+        help_text="How long after the campaign (or the reminder before) has sent to everyone, e.g. 2 days.",
+    )
+    remind_times = models.PositiveSmallIntegerField(
+        "reminders", default=1, db_default=1,
+        help_text=f"At most how many reminders, from 1 to {REMIND_TIMES_MOST}; each goes only to those still to do it.",
+    )
+    remind_template = models.ForeignKey(
+        MessageTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        verbose_name="reminder's message",
+        help_text="What the reminder says; empty to send the message again. It carries the same button and poll.",
+    )
     message_version = models.PositiveIntegerField(
         default=1, db_default=1, editable=False,
         help_text="1 for the message as first sent, one more for each edit of it: what an acknowledgement was of.",
@@ -465,6 +526,8 @@ class Campaign(models.Model):
         ]
         indexes = [models.Index(fields=["status", "send_at"], name="campaign_due_idx")]
         constraints = [
+            # A reminder is sent once, however many schedulers look at once (delivery.follow_ups).
+            models.UniqueConstraint(fields=["follows", "follow_up_number"], name="one_reminder_of_each_number"),
             # One welcome campaign runs at a time, so a new starter gets exactly one welcome.
             models.UniqueConstraint(
                 fields=["kind"],

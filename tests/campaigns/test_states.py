@@ -105,7 +105,8 @@ def test_the_moves_open_follow_the_state_the_kind_and_the_persons_role():
     assert moves_open(draft) == ["edit", "approve", "schedule", "launch", "cancel"]
     assert moves_open(welcome) == ["edit", "approve", "launch", "cancel"]
     assert moves_open(factories.campaign(status=S.RUNNING)) == ["pause", "cancel"]
-    assert moves_open(factories.campaign(status=S.COMPLETED)) == []
+    assert moves_open(factories.campaign(status=S.COMPLETED)) == ["send_again"]
+    assert moves_open(factories.campaign(status=S.COMPLETED, kind=K.WELCOME)) == []
     assert "approve" not in moves_open(draft, user=author) and "launch" in moves_open(draft, user=author)
     assert "approve" in moves_open(draft, user=approver) and "launch" not in moves_open(draft, user=approver)
 
@@ -119,6 +120,7 @@ BUTTONS = {
     "resume": ({"paused"}, "campaigns.launch_campaign"),
     "cancel": ({"scheduled", "running", "paused"}, "campaigns.control_campaign"),  # a draft is deleted
     "stop_installing": ({"running", "paused"}, "campaigns.control_campaign"),  # of one that installs the app
+    "send_again": ({"completed"}, "campaigns.launch_campaign"),  # to those it failed for
 }
 
 

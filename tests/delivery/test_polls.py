@@ -275,6 +275,32 @@ def test_the_funnel_groups_who_was_sent_read_acknowledged_and_answered_by_a_fiel
             reports.campaign_funnel(campaign=campaign, by=hostile)
 
 
+def test_the_funnel_over_time_counts_by_the_end_of_each_hour_what_people_did(teams):
+    from delivery import reports
+
+    campaign, people = sent(3, acknowledgement="asked")
+    rows = {p.pk: Delivery.objects.get(campaign=campaign, recipient=p) for p in people}
+    nine = datetime.datetime(2026, 12, 1, 9, 15, tzinfo=datetime.timezone.utc)
+    Delivery.objects.filter(campaign=campaign).update(finished_at=nine)
+    Delivery.objects.filter(pk=rows[people[0].pk].pk).update(read_at=nine + datetime.timedelta(minutes=20),
+                                                            acknowledged_at=nine + datetime.timedelta(hours=2))
+    Delivery.objects.filter(pk=rows[people[1].pk].pk).update(read_at=nine + datetime.timedelta(hours=2))
+    PollAnswer.objects.create(delivery=rows[people[2].pk], choices=[0], answered_at=nine + datetime.timedelta(hours=5))
+    failed = factories.recipient()  # a row that was never sent counts nowhere
+    Delivery.objects.create(id=(campaign.pk << 32) + failed.pk, campaign=campaign, recipient=failed,
+                            status=Delivery.Status.FAILED, finished_at=nine, read_at=nine)
+
+    points = reports.engagement_over_time(campaign=campaign)
+
+    hour = int(datetime.datetime(2026, 12, 1, 9, tzinfo=datetime.timezone.utc).timestamp())
+    assert points == [
+        {"hour": hour, "sent": 3, "read": 1, "acknowledged": 0, "answered": 0, "clicked": 0},
+        {"hour": hour + 7200, "sent": 3, "read": 2, "acknowledged": 1, "answered": 0, "clicked": 0},
+        {"hour": hour + 5 * 3600, "sent": 3, "read": 2, "acknowledged": 1, "answered": 1, "clicked": 0},
+    ]
+    assert reports.campaign_funnel(campaign=campaign, by="department")["over_time"] == points
+
+
 def test_past_the_largest_groups_the_funnel_adds_the_rest_up_in_one_line(teams, monkeypatch):
     from delivery import reports
 

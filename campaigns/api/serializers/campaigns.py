@@ -8,7 +8,8 @@ from rest_framework import serializers
 from campaigns.members import campaign_listing
 from campaigns.models import Audience, Campaign, Category, MessageTemplate
 from campaigns.models.content import (
-    WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems, poll_problems, urgent_problems,
+    REMIND_AFTER_LEAST, REMIND_AFTER_MOST, WELCOME_NOT_LISTED, acknowledgement_problems, clicks_problems,
+    poll_problems, reminder_problems, urgent_problems,
 )
 from delivery.reports import campaign_clicks
 from campaigns.states import moves_open
@@ -18,7 +19,7 @@ from delivery.models import Delivery
 from .common import RejectUnknownFieldsMixin
 from .content import MemberListingSerializer
 
-API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel", "stop_installing")  # what the API offers
+API_MOVES = ("edit", "schedule", "launch", "pause", "resume", "cancel", "stop_installing", "send_again")  # what the API offers
 
 
 class ClickCountSerializer(serializers.Serializer):
@@ -42,9 +43,21 @@ class FunnelGroupSerializer(serializers.Serializer):
     clicked = serializers.IntegerField()
 
 
+class FunnelHourSerializer(serializers.Serializer):
+    hour = serializers.IntegerField(help_text="The hour's start, in seconds since 1970 (UTC).")
+    sent = serializers.IntegerField(help_text="People sent it by the hour's end (each count is cumulative).")
+    read = serializers.IntegerField()
+    acknowledged = serializers.IntegerField()
+    answered = serializers.IntegerField()
+    clicked = serializers.IntegerField()
+
+
 class CampaignFunnelSerializer(serializers.Serializer):
     by = serializers.CharField()
     groups = FunnelGroupSerializer(many=True)
+    over_time = FunnelHourSerializer(many=True, help_text=(
+        "The whole funnel over time: each hour in which something happened, with how many people had been sent it, "
+        "read it, acknowledged it, answered and opened a link by its end; at most 500 points, evenly spaced."))
     acknowledgement = serializers.BooleanField(help_text="Whether the campaign asks for an acknowledgement.")
     poll = serializers.BooleanField(help_text="Whether the campaign has a poll.")
     clicks = serializers.BooleanField(help_text="Whether the campaign counts clicks.")
@@ -95,13 +108,22 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     )
     actions = serializers.SerializerMethodField(
         help_text="What can be done with it as it is now: `edit` (PATCH), and the actions `schedule`, `launch`, "
-        "`pause`, `resume`, `cancel`, `stop_installing` (POST .../{action}/, the last as .../stop-installing/). Any "
+        "`pause`, `resume`, `cancel`, `stop_installing`, `send_again` (POST .../{action}/, the last two as "
+        ".../stop-installing/ and .../send-again/). Any "
         "other is refused with 409 `invalid_state`."
     )
     poll_options = serializers.ListField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False,
         help_text="The answers to choose from: 2 to 10 texts of at most 100 characters, told apart regardless of case; "
         "results are counted by their place in this list. [] for no poll.")
+    remind_after = serializers.DurationField(
+        format="iso-8601", min_value=REMIND_AFTER_LEAST, max_value=REMIND_AFTER_MOST, allow_null=True, required=False,
+        help_text="How long after the campaign (or the reminder before) has sent to everyone a reminder goes, as an "
+        "ISO 8601 duration (P2D: 2 days; PT4H: 4 hours), from 1 minute to 90 days. Null with no reminders.")
+    follow_up_who = serializers.ChoiceField(
+        choices=[("", "It follows no campaign"), *Campaign.FollowUp.choices], read_only=True,
+        help_text="Whom of the campaign it follows (`follows`) it was sent to: `failed`, `not_read`, "
+        "`not_acknowledged` or `not_answered`; \"\" for a campaign that follows none.")
     listing = serializers.SerializerMethodField(
         help_text="For an audience that is an Entra ID group or a team: the members its launch listed, which are the "
         "people it is sent to (or why the listing failed). Given for a single campaign; null in lists and otherwise."
@@ -112,12 +134,14 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         fields = [
             "id", "public_id", "name", "kind", "template", "audience", "category", "install_app", "urgent",
             "urgent_text", "acknowledgement", "message_version", "poll_question", "poll_options", "poll_multiple",
-            "poll_closes_at", "track_clicks", "status",
+            "poll_closes_at", "track_clicks", "remind_who", "remind_after", "remind_times", "remind_template",
+            "follows", "follow_up_who", "status",
             "status_reason", "send_at", "approved_at", "launched_at", "materialised_at", "completed_at", "cancelled_at", "counts", "actions",
             "listing",
         ]
         read_only_fields = [
-            "id", "public_id", "message_version", "status", "status_reason", "send_at", "approved_at", "launched_at",
+            "id", "public_id", "message_version", "follows", "follow_up_who", "status", "status_reason", "send_at",
+            "approved_at", "launched_at",
             "materialised_at", "completed_at", "cancelled_at",
         ]
         extra_kwargs = {
@@ -148,6 +172,18 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
                 "Count who opens the card's link buttons (Action.OpenUrl): each leads through Crier, signed for the "
                 "one person (docs/engagement.md). Off by default, for privacy; needs PUBLIC_BASE_URL. Links inside the "
                 "text are not counted.")},
+            "remind_who": {"help_text": (
+                "Send reminders, each a campaign of its own (docs/engagement.md), to the people it reached who have not "
+                "read it (`not_read`: where Teams reports reads, so also those who turned read receipts off), "
+                "acknowledged it (`not_acknowledged`) or answered its poll (`not_answered`). \"\" for none. Only for "
+                "announcements; covered by the campaign's approval, so changing it withdraws one.")},
+            "remind_times": {"min_value": 1, "max_value": 5,
+                             "help_text": "At most how many reminders, 1 to 5; each waits until the one before completed."},
+            "remind_template": {"help_text": (
+                "The reminders' message: null sends the campaign's own again. It carries the same button and poll.")},
+            "follows": {"help_text": (
+                "The campaign this one follows up (a reminder, or sent again to those it failed for); null otherwise. "
+                "Acknowledgements and answers given on its card count for that campaign.")},
             "poll_closes_at": {"help_text": (
                 "When the poll stops taking answers (ISO 8601, in the future when set); until then a person may change "
                 "theirs. Null: open for as long as the message is there.")},
@@ -197,6 +233,11 @@ class CampaignSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         if attrs.get("poll_closes_at") is not None:  # to the second, as the admin shows and keeps it
             attrs["poll_closes_at"] = attrs["poll_closes_at"].replace(microsecond=0)
         if problems := clicks_problems(track_clicks=attrs.get("track_clicks", False)):
+            raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
+        reminders = {name: attrs.get(name, getattr(self.instance, name) if self.instance else default) for name, default in
+                     (("remind_who", ""), ("remind_after", None), ("remind_times", 1))}
+        if problems := reminder_problems(kind=kind, acknowledgement=acknowledgement,
+                                         poll_question=poll["poll_question"], **reminders):
             raise serializers.ValidationError({field: [problem] for field, problem in problems.items()})
         if "poll_options" in attrs and isinstance(attrs["poll_options"], list):
             attrs["poll_options"] = [str(option).strip() for option in attrs["poll_options"]]

@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from delivery.exports import acknowledgements_csv, deliveries_csv, poll_answers_csv
+from delivery.follow_ups import follow_up_send_again
 from campaigns.models import ApiKey, AuditEntry, Campaign
 from campaigns.audit import Actor
 from campaigns.services import campaign_require_editable, campaign_update
@@ -53,7 +54,8 @@ class CampaignViewSet(
     queryset = Campaign.objects.select_related("category")
     serializer_class = CampaignSerializer
     filterset_class = CampaignFilter
-    conflict_actions = frozenset({"update", "partial_update", "launch", "schedule", "pause", "resume", "cancel"})
+    conflict_actions = frozenset({"update", "partial_update", "launch", "schedule", "pause", "resume", "cancel",
+                                  "send_again"})
 
     def get_serializer_context(self):
         # Counts cost a Redis round trip per campaign: given for one campaign, null in lists.
@@ -132,6 +134,16 @@ class CampaignViewSet(
     @action(detail=True, methods=["post"], url_path="stop-installing", scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def stop_installing(self, request, pk=None):
         return self._answer(campaign_installs_stop(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth)))
+
+    @extend_schema(request=None, responses={201: CampaignSerializer}, description=(
+        "Sends a completed announcement again, now, to the people it failed for who have not had it since (once the "
+        "cause is fixed: the app installed, a policy changed), as a campaign of its own that follows it (`follows`), "
+        "with its own results; opt-outs are respected. Its approval covers it while what it sends is as approved. "
+        "Answers with the new campaign. 409 `follow_up_open` while another follow-up of it has not ended."))
+    @action(detail=True, methods=["post"], url_path="send-again", scope=ApiKey.Scope.CAMPAIGNS_SEND)
+    def send_again(self, request, pk=None):
+        again = follow_up_send_again(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth))
+        return Response(self.get_serializer(self.get_queryset().get(pk=again.pk)).data, status=201)
 
     @extend_schema(
         request=None,

@@ -269,6 +269,69 @@
       body.appendChild(row);
     }
   }
+  // The funnel over time: cumulative people by the end of each hour, drawn as steps.
+  const FUNNEL_COLORS = { sent: "#2e7d32", read: "#1565c0", acknowledged: "#6a1b9a", answered: "#ef6c00",
+                          clicked: "#00838f" };
+  const FUNNEL_LABELS = { sent: "Sent", read: "Read", acknowledged: "Acknowledged", answered: "Answered",
+                          clicked: "Opened a link" };
+  let funnelChart = null;
+  function drawFunnelOverTime(result) {
+    const canvas = byId("funnel-chart");
+    const points = result.over_time || [];
+    setText("funnel-chart-empty", points.length ? "" : "Nothing has happened yet.");
+    byId("funnel-chart-empty").hidden = points.length > 0;
+    if (!canvas || typeof window.Chart === "undefined") {
+      return;
+    }
+    canvas.parentNode.hidden = points.length === 0;
+    const kinds = ["sent", "read"].concat(result.acknowledgement ? ["acknowledged"] : [],
+                                          result.poll ? ["answered"] : [], result.clicks ? ["clicked"] : []);
+    const datasets = kinds.map((kind) => ({
+      label: FUNNEL_LABELS[kind],
+      data: points.map((point) => ({ x: (point.hour + 3600) * 1000, y: point[kind] })),
+      borderColor: FUNNEL_COLORS[kind],
+      backgroundColor: FUNNEL_COLORS[kind],
+      pointRadius: 0,
+      borderWidth: 2,
+      stepped: true,
+    }));
+    if (funnelChart) {
+      funnelChart.data.datasets = datasets;
+      funnelChart.update("none");
+      return;
+    }
+    funnelChart = new window.Chart(canvas, {
+      type: "line",
+      data: { datasets: datasets },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        parsing: false,
+        interaction: { mode: "nearest", axis: "x", intersect: false },
+        scales: {
+          x: {
+            type: "linear",
+            bounds: "data",
+            afterBuildTicks: minuteTicks,
+            ticks: {
+              callback: function (value) {
+                return timeLabel(value, this.max - this.min);
+              },
+            },
+          },
+          y: { beginAtZero: true, ticks: { precision: 0 } },
+        },
+        plugins: {
+          tooltip: {
+            callbacks: {
+              title: (items) => (items.length ? "By " + new Date(items[0].parsed.x).toLocaleString([], { timeZone: zone }) : ""),
+            },
+          },
+        },
+      },
+    });
+  }
   // One request at a time, every few refreshes: a funnel is a GROUP BY over the campaign's rows.
   const FUNNEL_EVERY = 5;
   let funnelLoading = false;
@@ -288,6 +351,7 @@
       .then((result) => {
         if (result.by === select.value) { // an answer for a grouping no longer chosen is dropped
           drawFunnel(result);
+          drawFunnelOverTime(result);
         }
       })
       .catch(() => setText("funnel-heading", "Could not load the funnel"))
