@@ -115,16 +115,31 @@ def approval_state(*, campaign: Campaign, fingerprint: str | None = None) -> App
     )
 
 
+def follow_ups_fingerprint(*, campaign: Campaign) -> str:
+    """What a campaign's approval covers of what its follow-ups send (``delivery.follow_ups``): its template and
+    category as they are now, what its card asks, its reminders. Not its audience: a follow-up's people are some of
+    those it was sent to. Kept when it is launched approved (``follow_ups_fingerprint``)."""
+    template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
+    mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
+    parts = [campaign.template_id, template, campaign.category_id, mandatory, campaign.install_app,
+             *(["urgent", campaign.urgent_text] if campaign.urgent else []), campaign.acknowledgement,
+             campaign.poll_question, *campaign.poll_options, campaign.poll_multiple, campaign.poll_closes_at,
+             campaign.track_clicks, *_reminders(campaign)]
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
 def _follow_up_approval_state(campaign: Campaign, fingerprint: str, threshold: int) -> ApprovalState:
     """A follow-up (``delivery.follow_ups``) reaches some of the people of the campaign it follows, with what that
     campaign's approval covered (its reminders' message included): it needs an approval when that campaign was
-    approved, or is urgent, and has one while that approval stands as given, or once it is approved itself."""
+    approved, or is urgent, and has one while what that approval covered of it stands, or once it is approved
+    itself. It reaches at most the people of that campaign's rows."""
     root = Campaign.objects.get(pk=campaign.follows_id)
-    covered = _approved_as_it_stands(root, approval_fingerprint(campaign=root))
+    covered = bool(root.follow_ups_fingerprint) and root.follow_ups_fingerprint == follow_ups_fingerprint(
+        campaign=root)
     return ApprovalState(
         needed=root.approved_at is not None or campaign.urgent,
         approved=covered or _approved_as_it_stands(campaign, fingerprint),
-        people=campaign.total_deliveries, threshold=threshold, fingerprint=fingerprint,
+        people=root.total_deliveries, threshold=threshold, fingerprint=fingerprint,
     )
 
 
@@ -223,7 +238,7 @@ def approval_withdraw(*, campaign: Campaign, actor: Actor, reason: str, outgrown
     campaign that now needs approval goes back to draft. ``outgrown``: the campaign reaches more
     people than the approval showed, and ``reason`` says so on the campaign. Returns whether
     anything changed."""
-    if campaign.approved_at is None or not move_allowed(campaign, "edit"):
+    if campaign.approved_at is None or not move_allowed(campaign, "approve"):
         return False
     campaign.approved_by = None
     campaign.approved_at = None
@@ -293,7 +308,8 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
         # Every campaign not sent yet, approved or not: an approval being given meanwhile is waited for
         # (it saw the old words), then withdrawn like the others.
         for campaign in Campaign.objects.select_for_update().filter(
-            template_id=template_id, status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED)
+            Q(template_id=template_id) | Q(remind_template_id=template_id),  # its reminders' words too
+            status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED),
         ):
             withdrawn += approval_withdraw(campaign=campaign, actor=actor, reason="its template was edited")
     return withdrawn

@@ -97,8 +97,9 @@ def campaign_ask(campaign: Any, *, sent_at: datetime | None = None) -> Ask | Non
                    closes_at=campaign.poll_closes_at)
     if poll is not None and sent_at is not None:
         poll = poll.as_sent(sent_at)
-    return ask_of(public_id=campaign.public_id, version=campaign.message_version, mode=campaign.acknowledgement,
-                  poll=poll)
+    # A follow-up's card asks on behalf of the campaign it follows, of that campaign's version (delivery.follow_ups).
+    version = campaign.follows.message_version if getattr(campaign, "follows_id", None) else campaign.message_version
+    return ask_of(public_id=campaign.public_id, version=version, mode=campaign.acknowledgement, poll=poll)
 
 
 def content_asking(*, kind: str, text: str, card: Any, ask: Ask | None) -> tuple[str, str, Any]:

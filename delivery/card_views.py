@@ -73,6 +73,7 @@ class Target:
     track_clicks: bool = False
     message_campaign_id: int = 0
     message_delivery_id: int = 0
+    message_version: int = 0  # a follow-up's own message's version: what its links lead through
 
     def __post_init__(self) -> None:
         self.message_campaign_id = self.message_campaign_id or self.campaign_id
@@ -88,14 +89,14 @@ class Target:
 
     @property
     def links_version(self) -> int:
-        """The version of the message whose links the card leads through (a follow-up's is never edited)."""
-        return 1 if self.follow_up else self.ask.version
+        """The version of the message whose links the card leads through."""
+        return self.message_version if self.follow_up else self.ask.version
 
 
 # The campaign a card names, and the one it asks for: itself, or the campaign it follows up.
 _CAMPAIGN = """
 SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.poll_question, asking.poll_options,
-       asking.poll_multiple, asking.poll_closes_at, c.track_clicks
+       asking.poll_multiple, asking.poll_closes_at, c.track_clicks, c.message_version
   FROM campaigns_campaign AS c JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
  WHERE c.public_id = %s AND (asking.acknowledgement <> '' OR asking.poll_question <> '')
 """
@@ -123,7 +124,8 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
             raise
     if row is None:
         return NOT_FOUND
-    message_campaign_id, campaign_id, mode, current, question, options, multiple, closes_at, track_clicks = row
+    (message_campaign_id, campaign_id, mode, current, question, options, multiple, closes_at, track_clicks,
+     message_version) = row
     person = _person(aad_object_id)
     if person is None:
         return NOT_YOURS
@@ -140,15 +142,17 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     if campaign_id != message_campaign_id:  # a follow-up's: the person's row of the campaign it follows records it
         delivery_id = (campaign_id << PERSON_BITS) + person.id
         delivery = Delivery.objects.filter(pk=delivery_id).only("id", "acknowledged_at").first()
-        if delivery is None or _recalled(delivery_id):
-            return NOT_YOURS
+        if delivery is None or MessageChange.objects.filter(campaign_id=campaign_id,
+                                                             action=MessageChange.Action.RECALL).exists():
+            return NOT_YOURS  # that campaign was recalled: from everyone, whomever it had reached
     if isinstance(options, str):  # jsonb read by raw SQL arrives as text
         options = json.loads(options)
     poll = poll_of(question=question, options=options, multiple=multiple, closes_at=closes_at)
     ask = ask_of(public_id=public_id, version=current, mode=mode, poll=poll)
     assert ask is not None  # the query asked for a campaign that asks something
     return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at, track_clicks,
-                  message_campaign_id=message_campaign_id, message_delivery_id=message_id)
+                  message_campaign_id=message_campaign_id, message_delivery_id=message_id,
+                  message_version=message_version)
 
 
 def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:

@@ -28,7 +28,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from campaigns.audit import SYSTEM, Actor
-from campaigns.models import AuditEntry, Campaign
+from campaigns.models import AuditEntry, Campaign, MessageTemplate
 from campaigns.selectors import opted_out_people_sql
 from campaigns.states import move_require
 from core.errors import ApplicationError
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 Who = Campaign.FollowUp
 S = Campaign.Status
-OPEN = (S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED)
+SENDING = (S.SCHEDULED, S.RUNNING, S.PAUSED)  # a follow-up that will send, or sends: the next one waits for it
 NAME_MOST = 200
 
 
@@ -50,7 +50,9 @@ NAME_MOST = 200
 
 def follow_up_send_again(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign:
     """Sends a completed announcement again, as a campaign of its own, to the people it failed for who have not
-    had it since: launched at once. Raises ApplicationError, saying why, when it cannot be (nothing is made)."""
+    had it since: launched at once. When the campaign's approval no longer covers it (what it sends changed since),
+    it is kept as a draft saying so, for an approver to approve and someone to launch. Raises ApplicationError,
+    saying why, when it cannot be made (nothing is)."""
     with transaction.atomic():
         root = _root_locked(campaign_id)
         move_require(root, "send_again")
@@ -62,7 +64,14 @@ def follow_up_send_again(*, campaign_id: int, actor: Actor = SYSTEM) -> Campaign
             raise ApplicationError(f"Nobody is left whom “{root}” failed for: each has had it since, has opted out or "
                                    "blocked the app, or none failed.",
                                    code="nobody_to_follow_up", status=409)
-        campaign_launch(campaign_id=follow_up.pk, actor=actor)
+        try:
+            with transaction.atomic():
+                campaign_launch(campaign_id=follow_up.pk, actor=actor)
+        except ApplicationError as refused:
+            if refused.code != "approval_required":
+                raise
+            follow_up.status_reason = f"Not sent: {refused.message}"[:500]
+            follow_up.save(update_fields=["status_reason", "updated_at"])
     follow_up.refresh_from_db()
     return follow_up
 
@@ -87,6 +96,8 @@ def reminders_send_due(*, now=None) -> list[int]:
     )
     launched = []
     for root in waiting.order_by("pk"):
+        if root.follow_ups.filter(status__in=SENDING).exists():
+            continue  # a send again, or a reminder, sends meanwhile: the reminder waits for it to end
         last = root.follow_ups.filter(follow_up_number__isnull=False).order_by("-follow_up_number").first()
         if last is not None and last.status != S.COMPLETED:
             continue  # the one before is still sending, or stopped: the next waits, or never comes
@@ -114,6 +125,8 @@ def _remind(root_id: int, *, number: int) -> int | None:
     except IntegrityError:
         return None
     except ApplicationError as refused:
+        if refused.code == "follow_up_open":  # another follow-up began to send meanwhile: the next look retries
+            return None
         logger.warning("reminder %s of campaign %s not sent: %s", number, root_id, refused.message)
         try:
             with transaction.atomic():
@@ -123,8 +136,8 @@ def _remind(root_id: int, *, number: int) -> int | None:
                 reminder = _follow_up_make(root, root.remind_who, number=number, actor=SYSTEM)
                 reminder.status_reason = f"Not sent: {refused.message}"[:500]
                 reminder.save(update_fields=["status_reason", "updated_at"])
-        except IntegrityError:
-            pass
+        except (IntegrityError, ApplicationError):
+            logger.warning("reminder %s of campaign %s could not be kept as a draft either", number, root_id)
         return None
 
 
@@ -148,6 +161,8 @@ def next_reminder_at(*, campaign: Campaign, made: list[dict[str, Any]] | None = 
     """When the campaign's next reminder is due, or None when none is coming (none asked, all sent, or one stopped)."""
     if not campaign.remind_who or campaign.remind_after is None or campaign.kind != Campaign.Kind.ANNOUNCEMENT:
         return None
+    if MessageChange.objects.filter(campaign_id=campaign.pk, action=MessageChange.Action.RECALL).exists():
+        return None
     reminders = [row["campaign"] for row in (made or []) if row["campaign"].follow_up_number is not None] \
         if made is not None else list(campaign.follow_ups.filter(follow_up_number__isnull=False))
     if len(reminders) >= campaign.remind_times or campaign.status != S.COMPLETED:
@@ -160,8 +175,11 @@ def next_reminder_at(*, campaign: Campaign, made: list[dict[str, Any]] | None = 
 
 
 def _root_locked(campaign_id: int) -> Campaign:
+    """The campaign's row, locked against another follow-up being made and a change of its message, but not against
+    the presses on its card (which share-lock it only against a change of its key: ``delivery.card_views``)."""
     try:
-        return Campaign.objects.select_for_update(of=("self",)).select_related("category").get(pk=campaign_id)
+        return Campaign.objects.select_for_update(no_key=True, of=("self",)).select_related("category").get(
+            pk=campaign_id)
     except Campaign.DoesNotExist:
         raise ApplicationError(f"No campaign {campaign_id}.", code="not_found", status=404) from None
 
@@ -177,7 +195,7 @@ def _refusal_raise(root: Campaign, who: str) -> None:
                                code="invalid_state", status=409)
     if MessageChange.objects.filter(campaign_id=root.pk, action=MessageChange.Action.RECALL).exists():
         raise ApplicationError(f"{name} was recalled: it is followed up no more.", code="invalid_state", status=409)
-    open_one = root.follow_ups.filter(status__in=OPEN).order_by("pk").first()
+    open_one = root.follow_ups.filter(status__in=SENDING).order_by("pk").first()
     if open_one is not None:
         raise ApplicationError(f"“{open_one}” follows {name} and has not ended: wait for it, or cancel it.",
                                code="follow_up_open", status=409)
@@ -191,9 +209,11 @@ def _refusal_raise(root: Campaign, who: str) -> None:
 
 
 def _follow_up_make(root: Campaign, who: str, *, number: int | None, actor: Actor) -> Campaign:
-    """The follow-up, as a draft: what the campaign sends (its reminder's message, for a reminder), to its audience's
-    category, with the same button, poll and counting of clicks, for the same approver."""
-    template_id = (root.remind_template_id if number is not None else None) or root.template_id
+    """The follow-up, as a draft: what the campaign sends (its reminder's own words, for a reminder that has them;
+    else its message as it is now, its latest edit included), to its audience's category, with the same button,
+    poll and counting of clicks."""
+    own_words = root.remind_template_id if number is not None else None
+    template_id = own_words or _message_now(root)
     label = f"Reminder {number}" if number is not None else "Sent again"
     follow_up = Campaign.objects.create(
         name=f"{label}: {root.name}"[:NAME_MOST], kind=Campaign.Kind.ANNOUNCEMENT, template_id=template_id,
@@ -201,11 +221,27 @@ def _follow_up_make(root: Campaign, who: str, *, number: int | None, actor: Acto
         urgent_text=root.urgent_text, acknowledgement=root.acknowledgement, poll_question=root.poll_question,
         poll_options=root.poll_options, poll_multiple=root.poll_multiple, poll_closes_at=root.poll_closes_at,
         track_clicks=root.track_clicks, follows=root, follow_up_who=who, follow_up_number=number,
+        follow_up_resends=own_words is None,
         created_by=actor.user if getattr(actor.user, "pk", None) else None,
     )
     actor.record(AuditEntry.Action.FOLLOW_UP, campaign=follow_up,
                  summary=f"{label} of “{root}” to {Who(who).label.lower()}")
     return follow_up
+
+
+def _message_now(root: Campaign) -> int:
+    """The template of the campaign's message as it is now: its own, or, once the sent message was edited, a copy of
+    the latest edit (kept as a template of its own, named for it)."""
+    edit = MessageChange.objects.filter(campaign_id=root.pk, action=MessageChange.Action.EDIT).order_by("-id").first()
+    if edit is None:
+        return root.template_id
+    name = f"{root.template.name} (as edited for “{root}”, version {root.message_version}, change {edit.pk})"
+    copy, _ = MessageTemplate.objects.get_or_create(
+        name=name[:NAME_MOST], defaults={"kind": edit.kind, "text": edit.text or "", "card": edit.card})
+    if (copy.kind, copy.text or "", copy.card) != (edit.kind, edit.text or "", edit.card):
+        raise ApplicationError(f"A template named “{copy.name}” is not the edited message: rename it, then try again.",
+                               code="invalid_state", status=409)
+    return copy.pk
 
 
 __all__ = ["follow_ups_summary", "next_reminder_at", "follow_up_send_again", "reminders_send_due"]

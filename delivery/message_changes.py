@@ -18,7 +18,7 @@ import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from campaigns.audit import audit_record
@@ -119,6 +119,11 @@ def message_change_refusal(*, campaign: Campaign) -> str | None:
             f"{name} still has messages on their way to Teams (its cancel stopped waiting for them): "
             "try again in a minute, so that they are changed too."
         )
+    sending = Campaign.objects.filter(follows_id=campaign.pk, status__in=(
+        Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)).order_by("pk").first()
+    if sending is not None:
+        return (f"“{sending}” follows up {name} and has not ended: cancel it (or let it complete) first; until then it "
+                "could still send the old message after the change.")
     running = campaign.message_changes.filter(status=MessageChange.Status.RUNNING).first()
     if running is not None:
         return (
@@ -234,7 +239,40 @@ def message_change_start(
             )
         # Robust: should Redis be away, the periodic pass starts the chains it finds missing.
         transaction.on_commit(lambda: chains_start(change_id=change.pk, total=total), robust=True)
+        _follow_ups_change(campaign, action=action, user=user, fields=fields)
     return change
+
+
+def _follow_ups_change(campaign: Campaign, *, action: str, user: Any, fields: dict[str, Any]) -> None:
+    """A campaign's change reaches its follow-ups' messages (``delivery.follow_ups``): a recall takes back every one;
+    an edit changes those that sent its message again, not a reminder's own words. In the campaign's change's
+    transaction; each is a change of its own, with its own rows and chains."""
+    follow_ups = Campaign.objects.filter(follows_id=campaign.pk).order_by("pk")
+    if action == MessageChange.Action.EDIT:
+        follow_ups = follow_ups.filter(follow_up_resends=True)
+    for follow_up in follow_ups:
+        if not message_reach(campaign_id=follow_up.pk):
+            continue  # nobody has its message (it reached nobody, or it was recalled)
+        try:
+            with transaction.atomic():
+                change = MessageChange.objects.create(campaign=follow_up, action=action, requested_by=user, **fields)
+        except IntegrityError:
+            raise ApplicationError(
+                f"An edit or recall of “{follow_up}”, which follows up “{campaign}”, is in progress; wait until it "
+                "completes.", code="invalid_state", status=409) from None
+        with connection.cursor() as cursor:
+            cursor.execute(WRITE_ROWS, {"change": change.pk, **_campaign_rows(follow_up.pk)})
+            change.total = total = cursor.rowcount
+        change.save(update_fields=["total"])
+        if action == MessageChange.Action.EDIT:  # its links' version (what its card asks is the campaign's version)
+            Campaign.objects.filter(pk=follow_up.pk).update(message_version=F("message_version") + 1)
+        audit_record(
+            AuditEntry.Action.EDIT_SENT if action == MessageChange.Action.EDIT else AuditEntry.Action.RECALL,
+            summary=f"{'Edited' if action == MessageChange.Action.EDIT else 'Recalled'} the message of “{follow_up}” "
+                    f"for {total} people, with that of “{campaign}”, which it follows up",
+            user=user, campaign=follow_up, detail={"change_id": change.pk, "people": total})
+        transaction.on_commit(lambda change_id=change.pk, rows=total: chains_start(change_id=change_id, total=rows),
+                              robust=True)
 
 
 # --- the chains of chunk tasks -------------------------------------------------------------------

@@ -19,9 +19,9 @@ def reach_limit(*, campaign: Campaign) -> int | None:
     approval given before approvals counted people)."""
     if campaign.kind != Campaign.Kind.ANNOUNCEMENT:
         return None
-    if campaign.follows_id is not None and campaign.approved_at is None:
+    if campaign.follows_id is not None:
         # A follow-up (delivery.follow_ups) reaches some of the people the campaign it follows wrote rows for, with
-        # that campaign's approval.
+        # that campaign's approval or its own (which showed as many).
         return Campaign.objects.filter(pk=campaign.follows_id).values_list("total_deliveries", flat=True).get()
     if campaign.approved_at is not None:
         return campaign.approved_people

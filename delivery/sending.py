@@ -44,8 +44,8 @@ NOT_INSTALLED = frozenset({"ForbiddenOperationException", "BotNotInConversationR
 CRIER_ERROR = "crier_error"
 
 # Claims the row only while its campaign runs: a paused or cancelled campaign's queued tasks claim nothing. What a
-# follow-up's card asks is of the version of the campaign it follows (delivery.follow_ups); its own message is
-# never edited, so its links are of its first version.
+# follow-up's card asks is of the version of the campaign it follows (delivery.follow_ups); its links are of its own
+# message's version.
 CLAIM = """
 UPDATE delivery_delivery AS d
    SET status = 'sending', attempts = d.attempts + 1, claimed_at = now()
@@ -54,7 +54,8 @@ UPDATE delivery_delivery AS d
 RETURNING d.campaign_id, d.recipient_id, d.attempts, c.template_id, c.category_id, c.install_app, d.install,
           c.urgent AND c.kind = 'announcement', c.acknowledgement, c.public_id,
           COALESCE(followed.message_version, c.message_version),
-          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at, c.track_clicks, c.follows_id IS NOT NULL
+          c.poll_question, c.poll_options, c.poll_multiple, c.poll_closes_at, c.track_clicks,
+          CASE WHEN c.follows_id IS NOT NULL THEN c.message_version END
 """
 
 _RECIPIENT_COLUMNS = ("is_active", "aad_object_id", "tenant_id", "attributes", *[
@@ -145,7 +146,7 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
             return NOT_CLAIMED
         (campaign_id, recipient_id, attempts, template_id, category_id, install_app, install, urgent,
          acknowledgement, public_id, version, question, options, multiple, closes_at, track_clicks,
-         follow_up) = claimed
+         links_version) = claimed
     poll = poll_of(question=question, options=json.loads(options) if isinstance(options, str) else options,
                    multiple=multiple, closes_at=closes_at)
     if poll is not None:  # a poll that has closed (a welcome's, months on) is sent closed, with no button
@@ -158,7 +159,7 @@ def delivery_send(*, delivery_id: int, transport: Channel | None = None) -> Outc
         return _send_claimed(claim, campaign_id, template_id, recipient_id, row, transport or _transport,
                              install=Install(allowed=install_app, done=install), urgent=urgent,
                              ask=ask_of(public_id=public_id, version=version, mode=acknowledgement, poll=poll),
-                             track_clicks=track_clicks, links_version=1 if follow_up else None)
+                             track_clicks=track_clicks, links_version=links_version)
     except (OperationalError, InterfaceError):
         raise  # the database is away: after the lease, the reconciler takes the row back
     except _Accepted as accepted:

@@ -15,7 +15,9 @@ from django.db.models import Min
 from django.utils import timezone
 
 from bots.pacing import pacer
-from campaigns.approvals import ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require
+from campaigns.approvals import (
+    ApprovalOutgrown, approval_require, approval_void_outgrown, direct_reach_require, follow_ups_fingerprint,
+)
 from campaigns.audit import SYSTEM, Actor
 from campaigns.members import listing_start
 from campaigns.models import Audience, AuditEntry, Campaign, Category, MessageTemplate, Recipient
@@ -70,13 +72,17 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         move_require(campaign, move)
         _asks_require(campaign)
         approval_require(campaign=campaign, actor=actor)
+        # What its approval covers of what its follow-ups will send, as launched (delivery.follow_ups).
+        campaign.follow_ups_fingerprint = (follow_ups_fingerprint(campaign=campaign)
+                                           if campaign.approved_at is not None and campaign.follows_id is None else "")
         _stale_state_drop(campaign.pk)  # before any of its rows can be fed, sent and counted
         campaign.status = MOVES[move].target
         campaign.launched_at = timezone.now()
         campaign.status_reason = ""  # why it was paused or sent back before: over now
         try:
             with transaction.atomic():
-                campaign.save(update_fields=["status", "launched_at", "status_reason", "updated_at"])
+                campaign.save(update_fields=["status", "launched_at", "status_reason", "follow_ups_fingerprint",
+                                             "updated_at"])
         except IntegrityError as exc:
             raise ApplicationError(
                 "Another welcome campaign is running; cancel it before launching this one.",

@@ -153,7 +153,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def _waits_for_approval(self, request, campaign: Campaign) -> str:
         """Why “Launch now” and “Schedule” are not offered, or ""."""
-        if not move_allowed(campaign, "edit") or not self._approval(campaign).missing:
+        if not move_allowed(campaign, "approve") or not self._approval(campaign).missing:
             return ""
         state = self._approval(campaign)
         asked = (f" Approval was requested {_when(campaign.approval_requested_at)}."
@@ -204,7 +204,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
     @admin.display(description="Approval")
     def approval(self, campaign: Campaign) -> str:
-        if not move_allowed(campaign, "edit"):
+        if not move_allowed(campaign, "approve"):
             return f"Approved by {campaign.approved_by or 'an API key'}, {_when(campaign.approved_at)}." if (
                 campaign.approved_at) else "—"
         state = self._approval(campaign)
@@ -297,7 +297,7 @@ class CampaignAdmin(admin.ModelAdmin):
                          if campaign.acknowledgement == Campaign.Acknowledgement.POLICY
                          else "; each person is asked to acknowledge it")
         waits = (" — not approved yet: it will be refused until a person with the approver role approves it"
-                 if name == "launch" and move_allowed(campaign, "edit") and self._approval(campaign).missing else "")
+                 if name == "launch" and move_allowed(campaign, "approve") and self._approval(campaign).missing else "")
         return (
             f"“{campaign.template}” to {people} people of {campaign.audience or 'everyone active'}, "
             f"category {campaign.category}{mandatory}{installs}{waits}"

@@ -87,7 +87,8 @@ TRANSITIONS = {
         "send_again", "Send again to those it failed for",
         "Send it again now to the people it failed for who have not had it since? Fix the cause first (the app "
         "installed, a policy changed). It goes as a campaign of its own, with its own results; opt-outs are respected.",
-        "Yes, send it again", "is being sent again to those it failed for",
+        "Yes, send it again", "is sent again to those it failed for, as a campaign of its own (kept as a draft when "
+        "it needs approval first)",
         lambda campaign, user, data: follow_up_send_again(campaign_id=campaign.pk, actor=Actor(user=user)),
     ),
     "cancel": Transition(

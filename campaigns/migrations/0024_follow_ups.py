@@ -20,8 +20,18 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='campaign',
+            name='follow_up_resends',
+            field=models.BooleanField(db_default=False, default=False, editable=False, help_text="It sends the campaign it follows's message again (its latest edit included, and each edit of that campaign edits it too), rather than a reminder's own words."),
+        ),
+        migrations.AddField(
+            model_name='campaign',
             name='follow_up_who',
             field=models.CharField(blank=True, choices=[('failed', 'Those it failed for'), ('not_read', 'Those who have not read it'), ('not_acknowledged', 'Those who have not acknowledged it'), ('not_answered', 'Those who have not answered its poll')], db_default='', editable=False, help_text='Whom of the campaign it follows it is sent to.', max_length=16, verbose_name='sent to'),
+        ),
+        migrations.AddField(
+            model_name='campaign',
+            name='follow_ups_fingerprint',
+            field=models.CharField(blank=True, db_default='', editable=False, help_text='What its approval covered, as it was launched, of what its follow-ups send: their approval.', max_length=64),
         ),
         migrations.AddField(
             model_name='campaign',
@@ -52,6 +62,10 @@ class Migration(migrations.Migration):
             model_name='auditentry',
             name='action',
             field=models.CharField(choices=[('launch', 'Launched'), ('schedule', 'Scheduled'), ('approve', 'Approved'), ('approve_direct', 'Approved a template for direct messages'), ('approval_requested', 'Asked for approval'), ('change', 'Changed what a campaign sends or whom it reaches'), ('approval_withdrawn', 'Approval withdrawn'), ('unlaunch', 'Sent back to draft before anything was sent'), ('pause', 'Paused'), ('resume', 'Resumed'), ('cancel', 'Cancelled'), ('test_send', 'Sent a test'), ('edit_sent', 'Edited the sent message'), ('recall', 'Recalled the sent message'), ('opt_out_added', 'Recorded an opt-out'), ('opt_out_removed', 'Removed an opt-out'), ('export', 'Exported per-person results'), ('follow_up', 'Followed up: a reminder, or sent again to those it failed for'), ('notice_refused', 'Urgent notices refused by Microsoft Graph'), ('roles_from_entra', 'Roles set from Entra ID at sign-in')], db_index=True, max_length=32),
+        ),
+        migrations.AddIndex(
+            model_name='campaign',
+            index=models.Index(condition=models.Q(('remind_who', ''), _negated=True), fields=['status'], name='campaign_reminding_idx'),
         ),
         migrations.AddConstraint(
             model_name='campaign',

@@ -453,6 +453,15 @@ class Campaign(models.Model):
     follow_up_number = models.PositiveSmallIntegerField(
         null=True, blank=True, editable=False, help_text="Which reminder it is: 1 for the first (empty for a send again).",
     )
+    follow_up_resends = models.BooleanField(
+        default=False, db_default=False, editable=False,
+        help_text="It sends the campaign it follows's message again (its latest edit included, and each edit of that "
+        "campaign edits it too), rather than a reminder's own words.",
+    )
+    follow_ups_fingerprint = models.CharField(
+        max_length=64, blank=True, db_default="", editable=False,
+        help_text="What its approval covered, as it was launched, of what its follow-ups send: their approval.",
+    )
     remind_who = models.CharField(
         "remind", max_length=16, blank=True, db_default="",
         choices=[("", "Nobody"), *[(value, label) for value, label in FollowUp.choices if value != "failed"]],
@@ -524,7 +533,9 @@ class Campaign(models.Model):
             ("launch_campaign", "Can launch, schedule or resume a campaign"),
             ("control_campaign", "Can pause or cancel a campaign"),
         ]
-        indexes = [models.Index(fields=["status", "send_at"], name="campaign_due_idx")]
+        indexes = [models.Index(fields=["status", "send_at"], name="campaign_due_idx"),
+                   # The scheduler's look, every few seconds, for the reminders due (delivery.follow_ups).
+                   models.Index(fields=["status"], condition=~Q(remind_who=""), name="campaign_reminding_idx")]
         constraints = [
             # A reminder is sent once, however many schedulers look at once (delivery.follow_ups).
             models.UniqueConstraint(fields=["follows", "follow_up_number"], name="one_reminder_of_each_number"),

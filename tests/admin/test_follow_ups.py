@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from campaigns.models import Campaign
 from delivery import follow_ups, services
@@ -95,3 +96,35 @@ def test_reminders_are_set_on_the_form_and_refused_by_field_when_they_cannot_be(
     campaign.refresh_from_db()
     assert (campaign.remind_who, campaign.remind_after, campaign.remind_times) == (
         "not_read", timedelta(days=2), 2)
+
+
+def test_the_follow_ups_show_for_a_campaign_that_failed_for_everyone_and_to_staff_who_may_not_see_deliveries(
+        client, viewer_user, teams):
+    lack = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(lack.aad_object_id), "name": "Lacks", "installed": False}])
+    teams.client.config(auto_install=False)
+    campaign = completed(factories.campaign(name="Office move"))
+    teams.client.install(str(lack.aad_object_id))
+    again = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    client.force_login(viewer_user)
+
+    page = client.get(watch(campaign)).content.decode()
+
+    assert 'id="watch-follow-ups"' in page and f'<a href="{watch(again)}">Sent again: Office move</a>' in page
+
+
+def test_a_reminder_kept_as_a_draft_says_it_waits_for_approval_and_an_approver_is_offered_to_approve_it(
+        comms_client, approver_user, client, settings):
+    settings.APPROVAL_THRESHOLD = 0
+    campaign = factories.campaign(name="Policy", status=Campaign.Status.COMPLETED,
+                                  approved_at=timezone.now(), follow_ups_fingerprint="as it was")
+    draft = factories.campaign(name="Reminder 1: Policy", follows=campaign, follow_up_who="not_read",
+                               follow_up_number=1, category=campaign.category, template=campaign.template)
+    url = reverse("admin:campaigns_campaign_change", args=[draft.pk])
+
+    page = comms_client.get(url).content.decode()
+    client.force_login(approver_user)
+    theirs = client.get(url).content.decode()
+
+    assert "Waits for approval" in page
+    assert reverse("admin:campaigns_campaign_transition", args=[draft.pk, "approve"]) in theirs

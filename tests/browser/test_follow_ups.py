@@ -37,7 +37,7 @@ def test_an_author_sends_a_campaign_again_to_those_it_failed_for_and_watches_it(
     page.get_by_role("link", name="Send again to those it failed for").click()
     page.click("input[value='Yes, send it again']")
 
-    expect(page.locator(".messagelist")).to_contain_text("is being sent again to those it failed for")
+    expect(page.locator(".messagelist")).to_contain_text("is sent again to those it failed for, as a campaign of its own")
     expect(page.locator("#watch-follows")).to_contain_text("Follows Office move: sent to those it failed for.")
     [again] = campaign.follow_ups.all()
     assert page.url.endswith(f"/admin/campaigns/campaign/{again.pk}/watch/")

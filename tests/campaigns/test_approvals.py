@@ -521,6 +521,17 @@ def test_a_change_is_recorded_against_what_was_changed():
 # --- Editing a template ----------------------------------------------------------------------
 
 
+def test_editing_the_words_of_a_campaign_s_reminders_withdraws_its_approval_at_once(three):
+    words = factories.template(text="Please read it")
+    scheduled = approved(factories.campaign(status=Campaign.Status.SCHEDULED, remind_who="not_read",
+                                            remind_after=datetime.timedelta(days=1), remind_template=words))
+
+    assert approvals_withdraw_for_template(template_id=words.pk, actor=SYSTEM) == 1
+
+    scheduled.refresh_from_db()
+    assert scheduled.approved_at is None and scheduled.status == Campaign.Status.DRAFT
+
+
 def test_editing_a_template_withdraws_the_approvals_it_carries_and_only_those(three):
     template = factories.template()
     MessageTemplate.objects.filter(pk=template.pk).update(direct_approved_at=timezone.now(),

@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from bots import services as bot
 from campaigns import card_actions
-from campaigns.approvals import approval_fingerprint
-from campaigns.models import Campaign, MessageTemplate, OptOut
+from campaigns.approvals import approval_fingerprint, campaign_approve
+from campaigns.audit import Actor
+from campaigns.models import ApiKey, Campaign, MessageTemplate, OptOut
 from core.errors import ApplicationError
 from delivery import follow_ups, progress, services, webhooks
 from delivery.message_changes import message_change_start
@@ -402,3 +403,210 @@ def test_once_its_poll_has_closed_a_campaign_reminds_nobody_to_answer_it_but_sti
     assert not_sent.status == Campaign.Status.DRAFT and "has closed" in not_sent.status_reason
     [reminder] = reminded(acknowledge)
     assert launched == [reminder.pk] and reminder.deliveries.count() == 2
+
+
+# --- the campaign edited or recalled, approvals, and what is sent again ----------------------------------------
+
+EDITED = {"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Version 2, {{first_name}}"}]}
+
+
+def texts(card: dict) -> list[str]:
+    return [element.get("text", "") for element in card["body"] if element.get("type") == "TextBlock"]
+
+
+def last_card(teams, person) -> dict:
+    return teams.client.messages(user=str(person.aad_object_id))[-1]["activity"]["attachments"][0]["content"]
+
+
+def edited(campaign: Campaign, user) -> Campaign:
+    message_change_start(campaign_id=campaign.pk, action="edit", user=user, card=EDITED,
+                         kind=MessageTemplate.Kind.ADAPTIVE_CARD)
+    campaign.refresh_from_db()
+    return campaign
+
+
+def test_a_reminder_made_after_the_campaign_s_message_was_edited_sends_it_as_edited(teams, django_user_model):
+    [person] = people(1)
+    campaign = launched_and_sent(asking("policy", remind_who=Who.NOT_ACKNOWLEDGED, remind_after=HOUR))
+    campaign = edited(campaign, django_user_model.objects.create_superuser("ed"))
+
+    [reminder_id] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+    reminder = sent_all(Campaign.objects.get(pk=reminder_id))
+
+    assert texts(last_card(teams, person))[0] == f"Version 2, {person.first_name}"
+    status, body = press(person, reminder, version=2)
+    assert status == 200 and texts(body["value"])[0] == f"Version 2, {person.first_name}"
+    assert Acknowledgement.objects.filter(delivery=row(campaign, person), version=2).exists()
+
+
+def test_an_edit_of_the_campaign_edits_the_messages_its_follow_ups_sent_again_and_not_a_reminder_s_own(
+        teams, django_user_model):
+    first, second = people(2)
+    campaign = launched_and_sent(asking(remind_who=Who.NOT_ACKNOWLEDGED, remind_after=HOUR, remind_times=2))
+    [again_id] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+    again = sent_all(Campaign.objects.get(pk=again_id))  # it sends the message again
+    Campaign.objects.filter(pk=campaign.pk).update(remind_template=factories.template(text="Please read it"))
+    [own_id] = follow_ups.reminders_send_due(now=again.completed_at + HOUR)
+    own = sent_all(Campaign.objects.get(pk=own_id))  # its own words
+
+    campaign = edited(campaign, django_user_model.objects.create_superuser("ed"))
+
+    changes = {change.campaign_id: change for change in MessageChange.objects.filter(action="edit")}
+    assert set(changes) == {campaign.pk, again.pk}  # not the reminder with its own words
+    assert changes[again.pk].card == EDITED
+    # What Teams shows when it refreshes the card sent again: the message as it is now.
+    status, body = press(first, again, version=2)
+    assert status == 200 and texts(body["value"])[0] == f"Version 2, {first.first_name}"
+    assert own.deliveries.exists()
+
+
+def test_the_campaign_is_neither_edited_nor_recalled_while_a_follow_up_of_it_sends(teams, django_user_model):
+    people(2)
+    campaign = launched_and_sent(asking(remind_who=Who.NOT_ACKNOWLEDGED, remind_after=HOUR))
+    [reminder_id] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+    user = django_user_model.objects.create_superuser("rc")
+
+    for action in ("recall", "edit"):
+        with pytest.raises(ApplicationError) as refused:
+            message_change_start(campaign_id=campaign.pk, action=action, user=user, card=EDITED,
+                                 kind=MessageTemplate.Kind.ADAPTIVE_CARD)
+        assert refused.value.code == "invalid_state" and "Reminder 1" in refused.value.message
+    assert not MessageChange.objects.exists()
+
+
+def test_a_recall_of_the_campaign_recalls_its_follow_ups_and_their_cards_acknowledge_nothing(teams, django_user_model):
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    campaign = launched_and_sent(asking("policy"))
+    teams.client.install(str(lacking.aad_object_id))
+    again = sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+
+    message_change_start(campaign_id=campaign.pk, action="recall",
+                         user=django_user_model.objects.create_superuser("rc"))
+
+    assert set(MessageChange.objects.filter(action="recall").values_list("campaign_id", flat=True)) == {
+        campaign.pk, again.pk}
+    status, _ = press(lacking, again)  # before the recall reached their chat: the campaign was recalled
+    assert status == 403 and row(campaign, lacking).acknowledged_at is None
+    assert follow_ups.next_reminder_at(campaign=campaign) is None
+
+
+def test_a_reminder_due_while_a_send_again_runs_waits_for_it(teams):
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    campaign = launched_and_sent(factories.campaign(remind_who=Who.NOT_READ, remind_after=HOUR))
+    teams.client.install(str(lacking.aad_object_id))
+    again = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+
+    assert follow_ups.reminders_send_due(now=campaign.completed_at + HOUR) == []
+    assert reminded(campaign) == []  # nothing made: it waits
+    sent_all(again)
+    [reminder] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+    assert set(Delivery.objects.filter(campaign_id=reminder).values_list("recipient_id", flat=True)) == {
+        installed.pk, lacking.pk}
+
+
+def approved(campaign: Campaign, people_count: int) -> Campaign:
+    Campaign.objects.filter(pk=campaign.pk).update(approved_at=timezone.now(), approved_people=people_count,
+                                                   approved_fingerprint=approval_fingerprint(campaign=campaign))
+    campaign.refresh_from_db()
+    return campaign
+
+
+def test_a_reminder_not_covered_by_the_approval_is_approved_then_launched(teams, settings, django_user_model):
+    settings.APPROVAL_THRESHOLD = 0
+    people(2)
+    words = factories.template(text="Please read it")
+    campaign = launched_and_sent(approved(asking(remind_who=Who.NOT_ACKNOWLEDGED, remind_after=HOUR,
+                                                 remind_template=words), 2))
+    words.text = "Please read it, now"
+    words.save()
+    assert follow_ups.reminders_send_due(now=campaign.completed_at + HOUR) == []
+    [draft] = reminded(campaign)
+
+    campaign_approve(campaign_id=draft.pk, actor=Actor(user=django_user_model.objects.create_superuser("avery")))
+    services.campaign_launch(campaign_id=draft.pk)
+
+    draft.refresh_from_db()
+    assert draft.status == Campaign.Status.RUNNING and draft.deliveries.count() == 2
+
+
+def test_sending_again_when_the_approval_no_longer_covers_it_makes_a_draft_to_approve(teams, settings):
+    settings.APPROVAL_THRESHOLD = 0
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    template = factories.template(text="Hello")
+    campaign = launched_and_sent(approved(factories.campaign(template=template), 2))
+    teams.client.install(str(lacking.aad_object_id))
+    template.text = "Hello again"  # not a campaign that asks: its template may change once sent
+    template.save()
+
+    draft = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+
+    assert draft.status == Campaign.Status.DRAFT and "approv" in draft.status_reason
+    key = ApiKey.objects.create(name="k", prefix="kk", key_hash="h" * 64,
+                                scopes=[ApiKey.Scope.CAMPAIGNS_SEND, ApiKey.Scope.CAMPAIGNS_APPROVE])
+    services.campaign_launch(campaign_id=draft.pk, actor=Actor(api_key=key))  # a key trusted to approve
+    assert list(draft.deliveries.values_list("recipient_id", flat=True)) == [lacking.pk]
+
+
+def test_an_edit_of_the_campaign_s_audience_after_it_was_sent_does_not_stop_its_reminders(teams, settings):
+    settings.APPROVAL_THRESHOLD = 0
+    people(2)
+    audience = factories.audience()
+    campaign = launched_and_sent(approved(factories.campaign(audience=audience, remind_who=Who.NOT_READ,
+                                                             remind_after=HOUR), 2))
+    audience.name = "Renamed"
+    audience.save()
+
+    assert len(follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)) == 1
+
+
+def test_sending_again_leaves_out_those_teams_may_have_had_it_for(teams):
+    crashed, failed = people(2)
+    lacking_the_app(teams, [crashed], [failed])
+    campaign = launched_and_sent(factories.campaign())
+    Delivery.objects.filter(pk=row(campaign, crashed).pk).update(status=Delivery.Status.FAILED, ambiguous=True,
+                                                                 error_code="crier_error")
+    teams.client.install(str(failed.aad_object_id))
+
+    again = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+
+    assert list(again.deliveries.values_list("recipient_id", flat=True)) == [failed.pk]
+
+
+def test_a_reminder_to_those_who_have_not_read_leaves_out_who_acknowledged_or_answered(teams):
+    acknowledged, answered, other = people(3)
+    campaign = launched_and_sent(asking(remind_who=Who.NOT_READ, remind_after=HOUR, poll_question="Where?",
+                                        poll_options=["Here", "There"]))
+    assert press(acknowledged, campaign)[0] == 200
+    assert press(answered, campaign, card_actions.VERB_ANSWER, **{card_actions.POLL_INPUT: "0"})[0] == 200
+
+    [reminder] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+
+    assert list(Delivery.objects.filter(campaign_id=reminder).values_list("recipient_id", flat=True)) == [other.pk]
+
+
+def test_a_press_on_the_campaign_s_card_is_taken_while_a_follow_up_of_it_is_made(teams, transactional_db,
+                                                                                 monkeypatch):
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    campaign = launched_and_sent(asking("policy"))
+    teams.client.install(str(lacking.aad_object_id))
+    inside, release = threading.Event(), threading.Event()
+    launch = follow_ups.campaign_launch
+
+    def slow_launch(**kwargs):  # as writing the first rows of a large audience takes a while
+        inside.set()
+        assert release.wait(30)
+        return launch(**kwargs)
+
+    monkeypatch.setattr(follow_ups, "campaign_launch", slow_launch)
+    thread, outcome = in_thread(lambda: follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+    try:
+        assert inside.wait(30)
+        status, _ = press(installed, campaign)
+    finally:
+        release.set()
+        thread.join(30)
+    assert status == 200 and "error" not in outcome

@@ -138,8 +138,10 @@ class CampaignViewSet(
     @extend_schema(request=None, responses={201: CampaignSerializer}, description=(
         "Sends a completed announcement again, now, to the people it failed for who have not had it since (once the "
         "cause is fixed: the app installed, a policy changed), as a campaign of its own that follows it (`follows`), "
-        "with its own results; opt-outs are respected. Its approval covers it while what it sends is as approved. "
-        "Answers with the new campaign. 409 `follow_up_open` while another follow-up of it has not ended."))
+        "with its own results; opt-outs are respected, and a failure after which Teams may have the message is never "
+        "sent again. Its approval covers it while what it sends is as approved; otherwise the new campaign is a "
+        "draft (`status_reason` says why) for an approver to approve, then to launch. Answers with the new campaign. "
+        "409 `follow_up_open` while another follow-up of it sends; 409 `nobody_to_follow_up` when nobody is left."))
     @action(detail=True, methods=["post"], url_path="send-again", scope=ApiKey.Scope.CAMPAIGNS_SEND)
     def send_again(self, request, pk=None):
         again = follow_up_send_again(campaign_id=self.get_object().pk, actor=Actor(api_key=request.auth))
