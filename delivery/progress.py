@@ -232,16 +232,21 @@ def _timeline_from_rows(campaign_id: int) -> dict[int, dict[str, int]]:
 
 
 def _points(buckets: dict[int, dict[str, int]]) -> list[dict[str, int]]:
-    totals = dict.fromkeys(FINAL, 0)
+    return cumulative_points(buckets, kinds=FINAL, key="minute", most=TIMELINE_MAX_POINTS)
+
+
+def cumulative_points(buckets: dict[int, dict[str, int]], *, kinds, key: str, most: int) -> list[dict[str, int]]:
+    """Counts by period (``{start: {kind: n}}``) as running totals, one point a period, oldest first: at most
+    ``most`` points, evenly spaced and always ending with the latest (cumulative values stay exact where shown)."""
+    totals = dict.fromkeys(kinds, 0)
     points = []
-    for minute in sorted(buckets):
-        for state, n in buckets[minute].items():
-            totals[state] += n
-        points.append({"minute": minute, **totals})
-    if len(points) > TIMELINE_MAX_POINTS:
-        # Evenly spaced, always ending with the latest: cumulative values stay exact where shown.
-        step = (len(points) - 1) / (TIMELINE_MAX_POINTS - 1)
-        points = [points[round(i * step)] for i in range(TIMELINE_MAX_POINTS)]
+    for start in sorted(buckets):
+        for kind, n in buckets[start].items():
+            totals[kind] += n
+        points.append({key: start, **totals})
+    if len(points) > most:
+        step = (len(points) - 1) / (most - 1)
+        points = [points[round(i * step)] for i in range(most)]
     return points
 
 

@@ -427,16 +427,7 @@ def engagement_over_time(*, campaign: Campaign) -> list[dict[str, int]]:
     hours: dict[int, dict[str, int]] = {}
     for hour, kind, count in rows:
         hours.setdefault(int(hour.timestamp()), {})[kind] = count
-    totals = dict.fromkeys(FUNNEL_COUNTS, 0)
-    points = []
-    for hour in sorted(hours):
-        for kind, count in hours[hour].items():
-            totals[kind] += count
-        points.append({"hour": hour, **totals})
-    if len(points) > OVER_TIME_MOST_POINTS:
-        step = (len(points) - 1) / (OVER_TIME_MOST_POINTS - 1)
-        points = [points[round(i * step)] for i in range(OVER_TIME_MOST_POINTS)]
-    return points
+    return progress.cumulative_points(hours, kinds=FUNNEL_COUNTS, key="hour", most=OVER_TIME_MOST_POINTS)
 
 
 def funnel_problem(by: str) -> str | None:

@@ -170,7 +170,12 @@
       chart.update("none");
       return;
     }
-    chart = new window.Chart(canvas, {
+    chart = timeChart(canvas, datasets, "");
+  }
+
+  /* A line chart over time, in the staff member's time zone; ``titlePrefix`` goes before a point's time. */
+  function timeChart(canvas, datasets, titlePrefix) {
+    return new window.Chart(canvas, {
       type: "line",
       data: { datasets: datasets },
       options: {
@@ -195,7 +200,8 @@
         plugins: {
           tooltip: {
             callbacks: {
-              title: (items) => (items.length ? new Date(items[0].parsed.x).toLocaleString([], { timeZone: zone }) : ""),
+              title: (items) => (items.length
+                ? titlePrefix + new Date(items[0].parsed.x).toLocaleString([], { timeZone: zone }) : ""),
             },
           },
         },
@@ -300,37 +306,7 @@
       funnelChart.update("none");
       return;
     }
-    funnelChart = new window.Chart(canvas, {
-      type: "line",
-      data: { datasets: datasets },
-      options: {
-        responsive: true,
-        maintainAspectRatio: false,
-        animation: false,
-        parsing: false,
-        interaction: { mode: "nearest", axis: "x", intersect: false },
-        scales: {
-          x: {
-            type: "linear",
-            bounds: "data",
-            afterBuildTicks: minuteTicks,
-            ticks: {
-              callback: function (value) {
-                return timeLabel(value, this.max - this.min);
-              },
-            },
-          },
-          y: { beginAtZero: true, ticks: { precision: 0 } },
-        },
-        plugins: {
-          tooltip: {
-            callbacks: {
-              title: (items) => (items.length ? "By " + new Date(items[0].parsed.x).toLocaleString([], { timeZone: zone }) : ""),
-            },
-          },
-        },
-      },
-    });
+    funnelChart = timeChart(canvas, datasets, "By ");
   }
   // One request at a time, every few refreshes: a funnel is a GROUP BY over the campaign's rows.
   const FUNNEL_EVERY = 5;
