@@ -134,8 +134,9 @@ def _follow_up_approval_state(campaign: Campaign, fingerprint: str, threshold: i
     approved, or is urgent, and has one while what that approval covered of it stands, or once it is approved
     itself. It reaches at most the people of that campaign's rows."""
     root = Campaign.objects.get(pk=campaign.follows_id)
-    covered = bool(root.follow_ups_fingerprint) and root.follow_ups_fingerprint == follow_ups_fingerprint(
-        campaign=root)
+    # What the approval saw: the campaign's own message or its reminders' words, not a copy of an edit made since.
+    covered = (bool(root.follow_ups_fingerprint) and campaign.template_id in (root.template_id, root.remind_template_id)
+               and root.follow_ups_fingerprint == follow_ups_fingerprint(campaign=root))
     return ApprovalState(
         needed=root.approved_at is not None or campaign.urgent,
         approved=covered or _approved_as_it_stands(campaign, fingerprint),
@@ -308,7 +309,7 @@ def approvals_withdraw_for_template(*, template_id: int, actor: Actor) -> int:
         # Every campaign not sent yet, approved or not: an approval being given meanwhile is waited for
         # (it saw the old words), then withdrawn like the others.
         for campaign in Campaign.objects.select_for_update().filter(
-            Q(template_id=template_id) | Q(remind_template_id=template_id),  # its reminders' words too
+            Q(template_id=template_id) | Q(remind_template_id=template_id, remind_who__gt=""),  # its reminders' words
             status__in=(Campaign.Status.DRAFT, Campaign.Status.SCHEDULED),
         ):
             withdrawn += approval_withdraw(campaign=campaign, actor=actor, reason="its template was edited")

@@ -84,9 +84,10 @@ def reminders_send_due(*, now=None) -> list[int]:
     Returns the ids of the reminders launched."""
     now = now or timezone.now()
     recalled = MessageChange.objects.filter(campaign_id=OuterRef("pk"), action=MessageChange.Action.RECALL)
-    # A reminder that was not sent (kept as a draft saying why) or was cancelled ends the campaign's reminders.
-    stopped = Campaign.objects.filter(follows_id=OuterRef("pk"), follow_up_number__isnull=False,
-                                      status__in=(S.DRAFT, S.SCHEDULED, S.CANCELLED))
+    # A reminder that was not sent (kept as a draft saying why) or was cancelled ends the campaign's reminders; a
+    # send again kept as a draft holds them until it is launched or deleted.
+    stopped = Campaign.objects.filter(Q(follow_up_number__isnull=False, status__in=(S.SCHEDULED, S.CANCELLED))
+                                      | Q(status=S.DRAFT), follows_id=OuterRef("pk"))
     waiting = (
         Campaign.objects.filter(kind=Campaign.Kind.ANNOUNCEMENT, status=S.COMPLETED, follows__isnull=True,
                                 remind_after__isnull=False)
@@ -133,7 +134,7 @@ def _remind(root_id: int, *, number: int) -> int | None:
                 root = _root_locked(root_id)
                 if root.follow_ups.filter(follow_up_number=number).exists():
                     return None
-                reminder = _follow_up_make(root, root.remind_who, number=number, actor=SYSTEM)
+                reminder = _follow_up_make(root, root.remind_who, number=number, actor=SYSTEM, kept=True)
                 reminder.status_reason = f"Not sent: {refused.message}"[:500]
                 reminder.save(update_fields=["status_reason", "updated_at"])
         except (IntegrityError, ApplicationError):
@@ -195,10 +196,11 @@ def _refusal_raise(root: Campaign, who: str) -> None:
                                code="invalid_state", status=409)
     if MessageChange.objects.filter(campaign_id=root.pk, action=MessageChange.Action.RECALL).exists():
         raise ApplicationError(f"{name} was recalled: it is followed up no more.", code="invalid_state", status=409)
-    open_one = root.follow_ups.filter(status__in=SENDING).order_by("pk").first()
+    open_one = root.follow_ups.filter(status__in=(S.DRAFT, *SENDING)).order_by("pk").first()
     if open_one is not None:
-        raise ApplicationError(f"“{open_one}” follows {name} and has not ended: wait for it, or cancel it.",
-                               code="follow_up_open", status=409)
+        what = ("is a draft: launch it (once approved), or delete it" if open_one.status == S.DRAFT
+                else "has not ended: wait for it, or cancel it")
+        raise ApplicationError(f"“{open_one}” follows {name} and {what}.", code="follow_up_open", status=409)
     if who == Who.NOT_ACKNOWLEDGED and not root.acknowledgement:
         raise ApplicationError(f"{name} asks nobody to acknowledge it.", code="invalid", status=400)
     if who == Who.NOT_ANSWERED and not root.poll_question:
@@ -208,12 +210,19 @@ def _refusal_raise(root: Campaign, who: str) -> None:
                                status=409)
 
 
-def _follow_up_make(root: Campaign, who: str, *, number: int | None, actor: Actor) -> Campaign:
+def _follow_up_make(root: Campaign, who: str, *, number: int | None, actor: Actor, kept: bool = False) -> Campaign:
     """The follow-up, as a draft: what the campaign sends (its reminder's own words, for a reminder that has them;
     else its message as it is now, its latest edit included), to its audience's category, with the same button,
     poll and counting of clicks."""
     own_words = root.remind_template_id if number is not None else None
-    template_id = own_words or _message_now(root)
+    unmade = False
+    try:
+        template_id = own_words or _message_now(root)
+    except ApplicationError:
+        if not kept:
+            raise
+        # Only kept, to say why it was not sent, and cancelled: never launched with words it was not to send.
+        template_id, unmade = root.template_id, True
     label = f"Reminder {number}" if number is not None else "Sent again"
     follow_up = Campaign.objects.create(
         name=f"{label}: {root.name}"[:NAME_MOST], kind=Campaign.Kind.ANNOUNCEMENT, template_id=template_id,
@@ -223,6 +232,7 @@ def _follow_up_make(root: Campaign, who: str, *, number: int | None, actor: Acto
         track_clicks=root.track_clicks, follows=root, follow_up_who=who, follow_up_number=number,
         follow_up_resends=own_words is None,
         created_by=actor.user if getattr(actor.user, "pk", None) else None,
+        **({"status": S.CANCELLED, "cancelled_at": timezone.now()} if unmade else {}),
     )
     actor.record(AuditEntry.Action.FOLLOW_UP, campaign=follow_up,
                  summary=f"{label} of “{root}” to {Who(who).label.lower()}")
@@ -235,7 +245,7 @@ def _message_now(root: Campaign) -> int:
     edit = MessageChange.objects.filter(campaign_id=root.pk, action=MessageChange.Action.EDIT).order_by("-id").first()
     if edit is None:
         return root.template_id
-    name = f"{root.template.name} (as edited for “{root}”, version {root.message_version}, change {edit.pk})"
+    name = f"Edit {edit.pk} of campaign {root.pk}, version {root.message_version}: {root.template.name}"
     copy, _ = MessageTemplate.objects.get_or_create(
         name=name[:NAME_MOST], defaults={"kind": edit.kind, "text": edit.text or "", "card": edit.card})
     if (copy.kind, copy.text or "", copy.card) != (edit.kind, edit.text or "", edit.card):

@@ -114,7 +114,8 @@ def message_change_refusal(*, campaign: Campaign) -> str | None:
     if campaign.status not in CHANGEABLE:
         status = campaign.get_status_display().lower()
         return f"{name} is {status}: nothing has been sent, so there is nothing to change."
-    if campaign.deliveries.filter(status=Delivery.Status.SENDING).exists():
+    if Delivery.objects.filter(campaign_id__in=[campaign.pk, *campaign.follow_ups.values_list("pk", flat=True)],
+                               status=Delivery.Status.SENDING).exists():  # its own, or a follow-up's (cancelled)
         return (
             f"{name} still has messages on their way to Teams (its cancel stopped waiting for them): "
             "try again in a minute, so that they are changed too."
@@ -172,9 +173,17 @@ def message_change_start(
             raise ApplicationError(refusal, code="invalid_state", status=409)
         fields: dict[str, Any] = {}
         if action == MessageChange.Action.EDIT:
+            draft = campaign.follow_ups.filter(status=Campaign.Status.DRAFT).order_by("pk").first()
+            if draft is not None:  # it would go out with the old words
+                raise ApplicationError(
+                    f"“{draft}” follows up “{campaign}” and is a draft: launch it (once approved) or delete it first.",
+                    code="invalid_state", status=409)
             # New words to many people are what approval is for: above the threshold only an approver
-            # edits (a recall, which only takes a message back, stays with the author).
-            reach = message_reach(campaign_id=campaign.pk)
+            # edits (a recall, which only takes a message back, stays with the author). The follow-ups that
+            # sent the message again are edited too (delivery.follow_ups): their people count.
+            reach = message_reach(campaign_id=campaign.pk) + sum(
+                message_reach(campaign_id=pk) for pk in campaign.follow_ups.filter(
+                    follow_up_resends=True).values_list("pk", flat=True))
             if reach > settings.APPROVAL_THRESHOLD and not user.has_perm("campaigns.approve_campaign"):
                 raise ApplicationError(
                     f"This edit reaches {reach} people, more than {settings.APPROVAL_THRESHOLD}: a person with the "
@@ -202,7 +211,7 @@ def message_change_start(
         with connection.cursor() as cursor:
             cursor.execute(WRITE_ROWS, {"change": change.pk, **_campaign_rows(campaign.pk)})
             total = cursor.rowcount
-        if not total:
+        if not total and not _follow_ups_reached(campaign, action):
             raise ApplicationError(
                 f"Nobody has the message of “{campaign}” any more (it reached nobody, or it was recalled): "
                 "there is nothing to change.",
@@ -215,6 +224,9 @@ def message_change_start(
             # A new version of the message: a policy's people acknowledge it again.
             cleared = (acknowledgements_clear(campaign_id=campaign.pk)
                        if campaign.acknowledgement == Campaign.Acknowledgement.POLICY else 0)
+            if campaign.acknowledgement == Campaign.Acknowledgement.POLICY:  # their cards ask again too
+                for follow_up in campaign.follow_ups.values_list("pk", flat=True):
+                    acknowledgements_clear(campaign_id=follow_up)
             campaign.message_version += 1
             Campaign.objects.filter(pk=campaign.pk).update(message_version=campaign.message_version)
             audit_record(
@@ -230,6 +242,10 @@ def message_change_start(
             )
         else:
             notices_drop(campaign_id=campaign.pk)  # nothing pops up for a message taken back
+            # A follow-up not launched yet never goes: nothing of a recalled campaign is sent after it.
+            campaign.follow_ups.filter(status=Campaign.Status.DRAFT).update(
+                status=Campaign.Status.CANCELLED, cancelled_at=timezone.now(),
+                status_reason="Cancelled: the campaign it follows was recalled.")
             audit_record(
                 AuditEntry.Action.RECALL,
                 summary=f"Recalled the message of “{campaign}” from {total} people",
@@ -241,6 +257,14 @@ def message_change_start(
         transaction.on_commit(lambda: chains_start(change_id=change.pk, total=total), robust=True)
         _follow_ups_change(campaign, action=action, user=user, fields=fields)
     return change
+
+
+def _follow_ups_reached(campaign: Campaign, action: str) -> bool:
+    """Whether a change of the campaign reaches anyone through its follow-ups (it may have reached nobody itself)."""
+    follow_ups = campaign.follow_ups.all()
+    if action == MessageChange.Action.EDIT:
+        follow_ups = follow_ups.filter(follow_up_resends=True)
+    return any(message_reach(campaign_id=pk) for pk in follow_ups.values_list("pk", flat=True))
 
 
 def _follow_ups_change(campaign: Campaign, *, action: str, user: Any, fields: dict[str, Any]) -> None:

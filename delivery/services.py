@@ -28,6 +28,7 @@ from core.errors import ApplicationError
 
 from . import feeding, jobs, progress
 from .control import campaign_cancel, campaign_installs_stop, campaign_pause, campaign_resume
+from .follow_up_people import follow_up_launch_require
 from .materialising import deliveries_materialise_chunk, materialising_key
 from .models import Delivery, campaign_ids, delivery_id
 from .reach import require_within_reach
@@ -70,6 +71,8 @@ def campaign_launch(*, campaign_id: int, only_if_scheduled: bool = False, actor:
         campaign = Campaign.objects.select_for_update().select_related("category").get(pk=campaign_id)
         move = "launch_at_its_time" if only_if_scheduled else "launch"
         move_require(campaign, move)
+        if campaign.follows_id is not None:
+            follow_up_launch_require(campaign=campaign)
         _asks_require(campaign)
         approval_require(campaign=campaign, actor=actor)
         # What its approval covers of what its follow-ups will send, as launched (delivery.follow_ups).

@@ -610,3 +610,220 @@ def test_a_press_on_the_campaign_s_card_is_taken_while_a_follow_up_of_it_is_made
         release.set()
         thread.join(30)
     assert status == 200 and "error" not in outcome
+
+
+# --- what no approver saw, what was sent twice, what was taken back ---------------------------------------------
+
+def an_author():
+    """May edit and recall a sent message, and is no approver."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("edna", "edna@example.com", "pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["recall_campaign", "change_campaign"], content_type__app_label="campaigns"))
+    return User.objects.get(pk=user.pk)
+
+
+def mostly_failed(teams, settings, *, approved_for: int = 4):
+    """An approved campaign (threshold 1) that reached one person of four: three lacked the app, installed since."""
+    settings.APPROVAL_THRESHOLD = 1
+    installed, *lacking = people(4)
+    lacking_the_app(teams, [installed], lacking)
+    campaign = launched_and_sent(approved(factories.campaign(), approved_for))
+    for person in lacking:
+        teams.client.install(str(person.aad_object_id))
+    return campaign, lacking
+
+
+def test_words_an_author_edited_in_are_not_sent_again_under_the_campaign_s_approval(teams, settings):
+    campaign, lacking = mostly_failed(teams, settings)
+    message_change_start(campaign_id=campaign.pk, action="edit", user=an_author(), text="Edited words")  # to 1
+
+    again = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+
+    assert again.status == Campaign.Status.DRAFT and "approv" in again.status_reason
+    assert not again.deliveries.exists()
+
+
+def test_an_edit_that_reaches_a_follow_up_s_people_too_needs_an_approver_past_the_threshold(teams, settings):
+    campaign, lacking = mostly_failed(teams, settings)
+    sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))  # 3 more have it now
+
+    with pytest.raises(ApplicationError) as refused:
+        message_change_start(campaign_id=campaign.pk, action="edit", user=an_author(), text="Edited words")
+
+    assert refused.value.code == "approval_required" and "4 people" in refused.value.message
+    assert not MessageChange.objects.exists()
+
+
+def test_a_follow_up_whose_message_teams_may_have_counts_as_had(teams):
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    campaign = launched_and_sent(factories.campaign())
+    teams.client.install(str(lacking.aad_object_id))
+    first = sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+    Delivery.objects.filter(pk=row(first, lacking).pk).update(status=Delivery.Status.FAILED, ambiguous=True,
+                                                              error_code="crier_error")
+
+    with pytest.raises(ApplicationError) as refused:
+        follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+
+    assert refused.value.code == "nobody_to_follow_up"
+
+
+def test_a_cancelled_follow_up_with_a_message_on_its_way_holds_the_next_and_the_campaign_s_recall(
+        teams, django_user_model):
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    campaign = launched_and_sent(factories.campaign())
+    teams.client.install(str(lacking.aad_object_id))
+    first = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    Delivery.objects.filter(pk=row(first, lacking).pk).update(status=Delivery.Status.SENDING, claimed_at=timezone.now())
+    user = django_user_model.objects.create_superuser("x")
+    services.campaign_cancel(campaign_id=first.pk, actor=Actor(user=user))
+
+    with pytest.raises(ApplicationError) as refused:
+        follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    assert refused.value.code == "nobody_to_follow_up"  # they may have it: not twice
+    with pytest.raises(ApplicationError) as refused:
+        message_change_start(campaign_id=campaign.pk, action="recall", user=user)
+    assert "on their way" in refused.value.message
+
+
+def test_a_draft_follow_up_blocks_another_and_is_launched_only_as_its_campaign_stands(teams, settings,
+                                                                                     django_user_model):
+    settings.APPROVAL_THRESHOLD = 0
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    template = factories.template(text="Hello")
+    campaign = launched_and_sent(approved(factories.campaign(template=template), 2))
+    teams.client.install(str(lacking.aad_object_id))
+    template.text = "Hello again"
+    template.save()
+    draft = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    assert draft.status == Campaign.Status.DRAFT
+
+    with pytest.raises(ApplicationError) as refused:
+        follow_ups.follow_up_send_again(campaign_id=campaign.pk)  # one draft, not two
+    assert refused.value.code == "follow_up_open"
+    with pytest.raises(ApplicationError) as refused:  # an edit would leave the draft with the old words
+        message_change_start(campaign_id=campaign.pk, action="edit", user=django_user_model.objects.create_superuser(
+            "ed"), text="New words")
+    assert draft.name in refused.value.message
+    # A recall cancels the draft: nothing of the campaign goes out after it.
+    message_change_start(campaign_id=campaign.pk, action="recall",
+                         user=django_user_model.objects.create_superuser("rc"))
+    draft.refresh_from_db()
+    assert draft.status == Campaign.Status.CANCELLED
+    with pytest.raises(ApplicationError):
+        services.campaign_launch(campaign_id=draft.pk)
+    assert len(teams.client.messages(user=str(lacking.aad_object_id))) == 0
+
+
+def test_a_draft_follow_up_of_a_recalled_campaign_is_not_launched(teams, settings, django_user_model):
+    settings.APPROVAL_THRESHOLD = 0
+    installed, lacking = people(2)
+    lacking_the_app(teams, [installed], [lacking])
+    template = factories.template(text="Hello")
+    campaign = launched_and_sent(approved(factories.campaign(template=template), 2))
+    teams.client.install(str(lacking.aad_object_id))
+    template.text = "Hello again"
+    template.save()
+    draft = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    MessageChange.objects.create(campaign=campaign, action=MessageChange.Action.RECALL, total=1,
+                                 status=MessageChange.Status.COMPLETED)  # recalled, the draft left behind
+
+    campaign_approve(campaign_id=draft.pk, actor=Actor(user=django_user_model.objects.create_superuser("avery")))
+    with pytest.raises(ApplicationError) as refused:
+        services.campaign_launch(campaign_id=draft.pk)
+
+    assert "recalled" in refused.value.message and not Campaign.objects.get(pk=draft.pk).deliveries.exists()
+
+
+def test_a_reminder_made_from_an_edit_is_its_own_to_approve_and_its_copy_s_edit_withdraws_that(
+        teams, settings, django_user_model):
+    settings.APPROVAL_THRESHOLD = 0
+    person, other = people(2)
+    campaign = launched_and_sent(approved(asking(remind_who=Who.NOT_ACKNOWLEDGED, remind_after=HOUR), 2))
+    message_change_start(campaign_id=campaign.pk, action="edit", user=django_user_model.objects.create_superuser("ed"),
+                         card=EDITED, kind=MessageTemplate.Kind.ADAPTIVE_CARD)
+    MessageChange.objects.filter(campaign=campaign).update(status=MessageChange.Status.COMPLETED)
+    campaign.refresh_from_db()
+
+    assert follow_ups.reminders_send_due(now=campaign.completed_at + HOUR) == []
+
+    [draft] = reminded(campaign)
+    assert draft.status == Campaign.Status.DRAFT and draft.template_id != campaign.template_id
+    campaign_approve(campaign_id=draft.pk, actor=Actor(user=django_user_model.objects.create_superuser("avery")))
+    copy = draft.template
+    copy.text, copy.card = "", {**EDITED, "body": [{"type": "TextBlock", "text": "Words nobody approved"}]}
+    copy.save()  # edited after the approval
+    with pytest.raises(ApplicationError) as refused:
+        services.campaign_launch(campaign_id=draft.pk)
+    assert refused.value.code == "approval_required"
+
+
+def test_a_second_edit_of_a_long_named_campaign_makes_its_own_copy_and_the_reminder_comes(teams, django_user_model):
+    people(2)
+    template = factories.template(name="T" * 120, text="Hello")
+    campaign = launched_and_sent(factories.campaign(name="C" * 100, template=template, remind_who=Who.NOT_READ,
+                                                    remind_after=HOUR, remind_times=3))
+    user = django_user_model.objects.create_superuser("ed")
+    message_change_start(campaign_id=campaign.pk, action="edit", user=user, text="Edit one")
+    MessageChange.objects.filter(campaign=campaign).update(status=MessageChange.Status.COMPLETED)
+    campaign.refresh_from_db()
+    [first] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+    first = sent_all(Campaign.objects.get(pk=first))
+    message_change_start(campaign_id=campaign.pk, action="edit", user=user, text="Edit two")
+    MessageChange.objects.update(status=MessageChange.Status.COMPLETED)
+
+    [second] = follow_ups.reminders_send_due(now=first.completed_at + 2 * HOUR)
+
+    assert Campaign.objects.get(pk=second).template.text == "Edit two"
+
+
+def test_a_campaign_that_reached_nobody_recalls_what_its_follow_ups_sent(teams, django_user_model):
+    lacking = people(2)
+    lacking_the_app(teams, [], lacking)
+    campaign = launched_and_sent(factories.campaign(remind_who=Who.NOT_READ, remind_after=HOUR))
+    for person in lacking:
+        teams.client.install(str(person.aad_object_id))
+    again = sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+
+    message_change_start(campaign_id=campaign.pk, action="recall", user=django_user_model.objects.create_superuser("rc"))
+
+    assert MessageChange.objects.get(campaign=again, action="recall").total == 2
+    assert follow_ups.reminders_send_due(now=campaign.completed_at + HOUR) == []
+
+
+def test_who_had_a_follow_up_s_message_taken_back_is_not_reminded_with_it(teams, django_user_model):
+    lacking = people(2)
+    lacking_the_app(teams, [], lacking)
+    campaign = launched_and_sent(factories.campaign(remind_who=Who.NOT_READ, remind_after=HOUR))
+    for person in lacking:
+        teams.client.install(str(person.aad_object_id))
+    again = sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+    change = message_change_start(campaign_id=again.pk, action="recall",
+                                  user=django_user_model.objects.create_superuser("rc"))
+    DeliveryChange.objects.filter(change=change).update(status=DeliveryChange.Status.DONE)
+    MessageChange.objects.filter(pk=change.pk).update(status=MessageChange.Status.COMPLETED)
+
+    [reminder] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+
+    assert not Delivery.objects.filter(campaign_id=reminder).exists()
+
+
+def test_a_policy_s_edit_asks_again_on_its_follow_ups_cards_too(teams, django_user_model):
+    [person] = people(1)
+    campaign = launched_and_sent(asking("policy", remind_who=Who.NOT_READ, remind_after=HOUR))
+    [reminder_id] = follow_ups.reminders_send_due(now=campaign.completed_at + HOUR)
+    reminder = sent_all(Campaign.objects.get(pk=reminder_id))
+    assert press(person, reminder)[0] == 200
+    assert progress.read(reminder)["acknowledged"] == 1
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        edited(campaign, django_user_model.objects.create_superuser("ed"))
+
+    assert row(reminder, person).acknowledged_at is None and progress.read(reminder)["acknowledged"] == 0
+    assert press(person, reminder, version=2)[0] == 200
+    assert progress.read(reminder)["acknowledged"] == 1
