@@ -531,17 +531,23 @@ def test_a_reminder_not_covered_by_the_approval_is_approved_then_launched(teams,
     assert draft.status == Campaign.Status.RUNNING and draft.deliveries.count() == 2
 
 
-def test_sending_again_when_the_approval_no_longer_covers_it_makes_a_draft_to_approve(teams, settings):
+def sent_again_as_a_draft(teams, settings) -> tuple[Campaign, object, Campaign]:
+    """An approved campaign (threshold 0) whose template changed since it was sent: sent again to the one it failed
+    for, once the cause was fixed, as a draft for an approver."""
     settings.APPROVAL_THRESHOLD = 0
     installed, lacking = people(2)
     lacking_the_app(teams, [installed], [lacking])
     template = factories.template(text="Hello")
     campaign = launched_and_sent(approved(factories.campaign(template=template), 2))
     teams.client.install(str(lacking.aad_object_id))
-    template.text = "Hello again"  # not a campaign that asks: its template may change once sent
+    template.text = "Hello again"
     template.save()
+    return campaign, lacking, follow_ups.follow_up_send_again(campaign_id=campaign.pk)
 
-    draft = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+
+def test_sending_again_when_the_approval_no_longer_covers_it_makes_a_draft_to_approve(teams, settings):
+    # Not a campaign that asks: its template may change once sent.
+    campaign, lacking, draft = sent_again_as_a_draft(teams, settings)
 
     assert draft.status == Campaign.Status.DRAFT and "approv" in draft.status_reason
     key = ApiKey.objects.create(name="k", prefix="kk", key_hash="h" * 64,
@@ -692,15 +698,7 @@ def test_a_cancelled_follow_up_with_a_message_on_its_way_holds_the_next_and_the_
 
 def test_a_draft_follow_up_blocks_another_and_is_launched_only_as_its_campaign_stands(teams, settings,
                                                                                      django_user_model):
-    settings.APPROVAL_THRESHOLD = 0
-    installed, lacking = people(2)
-    lacking_the_app(teams, [installed], [lacking])
-    template = factories.template(text="Hello")
-    campaign = launched_and_sent(approved(factories.campaign(template=template), 2))
-    teams.client.install(str(lacking.aad_object_id))
-    template.text = "Hello again"
-    template.save()
-    draft = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    campaign, lacking, draft = sent_again_as_a_draft(teams, settings)
     assert draft.status == Campaign.Status.DRAFT
 
     with pytest.raises(ApplicationError) as refused:
@@ -721,15 +719,7 @@ def test_a_draft_follow_up_blocks_another_and_is_launched_only_as_its_campaign_s
 
 
 def test_a_draft_follow_up_of_a_recalled_campaign_is_not_launched(teams, settings, django_user_model):
-    settings.APPROVAL_THRESHOLD = 0
-    installed, lacking = people(2)
-    lacking_the_app(teams, [installed], [lacking])
-    template = factories.template(text="Hello")
-    campaign = launched_and_sent(approved(factories.campaign(template=template), 2))
-    teams.client.install(str(lacking.aad_object_id))
-    template.text = "Hello again"
-    template.save()
-    draft = follow_ups.follow_up_send_again(campaign_id=campaign.pk)
+    campaign, lacking, draft = sent_again_as_a_draft(teams, settings)
     MessageChange.objects.create(campaign=campaign, action=MessageChange.Action.RECALL, total=1,
                                  status=MessageChange.Status.COMPLETED)  # recalled, the draft left behind
 
@@ -782,13 +772,19 @@ def test_a_second_edit_of_a_long_named_campaign_makes_its_own_copy_and_the_remin
     assert Campaign.objects.get(pk=second).template.text == "Edit two"
 
 
-def test_a_campaign_that_reached_nobody_recalls_what_its_follow_ups_sent(teams, django_user_model):
+def reached_only_when_sent_again(teams) -> tuple[Campaign, Campaign]:
+    """A campaign, reminding whoever has not read it, that failed for its two people (they lacked the app), then
+    reached both when it was sent again."""
     lacking = people(2)
     lacking_the_app(teams, [], lacking)
     campaign = launched_and_sent(factories.campaign(remind_who=Who.NOT_READ, remind_after=HOUR))
     for person in lacking:
         teams.client.install(str(person.aad_object_id))
-    again = sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+    return campaign, sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+
+
+def test_a_campaign_that_reached_nobody_recalls_what_its_follow_ups_sent(teams, django_user_model):
+    campaign, again = reached_only_when_sent_again(teams)
 
     message_change_start(campaign_id=campaign.pk, action="recall", user=django_user_model.objects.create_superuser("rc"))
 
@@ -797,12 +793,7 @@ def test_a_campaign_that_reached_nobody_recalls_what_its_follow_ups_sent(teams, 
 
 
 def test_who_had_a_follow_up_s_message_taken_back_is_not_reminded_with_it(teams, django_user_model):
-    lacking = people(2)
-    lacking_the_app(teams, [], lacking)
-    campaign = launched_and_sent(factories.campaign(remind_who=Who.NOT_READ, remind_after=HOUR))
-    for person in lacking:
-        teams.client.install(str(person.aad_object_id))
-    again = sent_all(follow_ups.follow_up_send_again(campaign_id=campaign.pk))
+    campaign, again = reached_only_when_sent_again(teams)
     change = message_change_start(campaign_id=again.pk, action="recall",
                                   user=django_user_model.objects.create_superuser("rc"))
     DeliveryChange.objects.filter(change=change).update(status=DeliveryChange.Status.DONE)
