@@ -5,12 +5,14 @@ they now see. It counts only for the person the message was sent to, once; a pol
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import uuid
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import TestCase
+from django.utils import timezone
 
 from bots import services as bot
 from campaigns import card_actions
@@ -330,9 +332,36 @@ def test_an_endpoint_that_subscribes_hears_of_each_acknowledgement_with_the_pers
 
     [event] = WebhookEvent.objects.filter(type="delivery.acknowledged")
     delivery = Delivery.objects.get(campaign=campaign, recipient=person)
-    assert {k: event.payload[k] for k in ("delivery", "campaign", "recipient", "version", "via")} == {
+    sent_at = datetime.datetime.fromisoformat(event.payload.pop("acknowledged_at").replace("Z", "+00:00"))
+    assert event.payload == {
         "delivery": delivery.pk, "campaign": campaign.pk, "recipient": person.external_id, "version": 1,
         "via": "button"}
+    assert abs(sent_at - delivery.acknowledged_at) < datetime.timedelta(milliseconds=1)  # to the millisecond
+
+
+def test_a_press_that_loses_the_race_to_another_records_nothing_and_answers_the_first_s_time(teams, monkeypatch):
+    """Two presses at once: both find the person's row not acknowledged; the first records it; the second's
+    update finds it done, records nothing more, and answers with when the first did."""
+    from delivery import acknowledgements
+
+    campaign, [person] = sent()
+    found = acknowledgements.target_find
+
+    def raced(**kwargs):
+        target = found(**kwargs)
+        if not isinstance(target, acknowledgements.Answer):  # the other press commits in between
+            Delivery.objects.filter(pk=target.delivery_id).update(acknowledged_at=timezone.now())
+        return target
+
+    monkeypatch.setattr(acknowledgements, "target_find", raced)
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+
+    answer = acknowledgements.acknowledgement_answer(aad_object_id=str(person.aad_object_id), data=data,
+                                                     reply_to=None)
+
+    first = Delivery.objects.get(campaign=campaign, recipient=person).acknowledged_at
+    assert (answer.status, answer.recorded, answer.acknowledged_at) == (200, False, first)
+    assert not Acknowledgement.objects.exists() and counted(campaign) == 0
 
 
 @pytest.fixture
