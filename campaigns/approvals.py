@@ -69,10 +69,17 @@ def approval_fingerprint(*, campaign: Campaign) -> str:
     """What an approval covers: the template, the audience and the category, as they are now, and whether Crier
     installs the app for the people who lack it, whether it is urgent, with its pop-up's words, and whether it asks
     for an acknowledgement (its card's button)."""
+    return _fingerprint(campaign, audience=True)
+
+
+def _fingerprint(campaign: Campaign, *, audience: bool) -> str:
+    """The fingerprint of what an approval covers, with or without the audience."""
     template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
-    audience = Audience.objects.filter(pk=campaign.audience_id).values_list("updated_at", flat=True).first()
     mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
-    parts = [campaign.template_id, template, campaign.audience_id, audience, campaign.category_id, mandatory,
+    whom = ([campaign.audience_id,
+             Audience.objects.filter(pk=campaign.audience_id).values_list("updated_at", flat=True).first()]
+            if audience else [])
+    parts = [campaign.template_id, template, *whom, campaign.category_id, mandatory,
              *(["install_app"] if campaign.install_app else []),
              *(["urgent", campaign.urgent_text] if campaign.urgent else []),
              *([f"acknowledgement:{campaign.acknowledgement}"] if campaign.acknowledgement else []),
@@ -119,13 +126,7 @@ def follow_ups_fingerprint(*, campaign: Campaign) -> str:
     """What a campaign's approval covers of what its follow-ups send (``delivery.follow_ups``): its template and
     category as they are now, what its card asks, its reminders. Not its audience: a follow-up's people are some of
     those it was sent to. Kept when it is launched approved (``follow_ups_fingerprint``)."""
-    template = MessageTemplate.objects.filter(pk=campaign.template_id).values_list("updated_at", flat=True).first()
-    mandatory = Category.objects.filter(pk=campaign.category_id).values_list("mandatory", flat=True).first()
-    parts = [campaign.template_id, template, campaign.category_id, mandatory, campaign.install_app,
-             *(["urgent", campaign.urgent_text] if campaign.urgent else []), campaign.acknowledgement,
-             campaign.poll_question, *campaign.poll_options, campaign.poll_multiple, campaign.poll_closes_at,
-             campaign.track_clicks, *_reminders(campaign)]
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+    return _fingerprint(campaign, audience=False)
 
 
 def _follow_up_approval_state(campaign: Campaign, fingerprint: str, threshold: int) -> ApprovalState:

@@ -2,9 +2,10 @@
 Crier records it and answers with the card they now see (``delivery.card_views`` finds their message).
 
 A press on a follow-up's card (``delivery.follow_ups``) acknowledges the campaign it follows, and is counted in the
-follow-up's results too (its row's ``acknowledged_at``). Pressing again, or Teams sending the invoke twice, records nothing more and answers the same card. A policy's edit
-is a new version (``Campaign.message_version``): it clears everyone's acknowledgement, and a press on a card of an
-older version records nothing and answers the card as it is now, to be acknowledged again. Each acknowledgement is
+follow-up's results too (its row's ``acknowledged_at``). Pressing again, or Teams sending the invoke twice, records
+nothing more and answers the same card. A policy's edit is a new version (``Campaign.message_version``): it clears
+everyone's acknowledgement, and a press on a card of an older version records nothing and answers the card as it is
+now, to be acknowledged again. Each acknowledgement is
 also kept as a row of its own (``Acknowledgement``), version by version: what the audit export lists.
 """
 

@@ -34,7 +34,9 @@ from campaigns.models import Campaign, Recipient
 from campaigns.rendering import CompiledMessage, compile_message
 
 from .clicks import card_tracked
-from .models import PERSON_BITS, Acknowledgement, Delivery, DeliveryChange, MessageChange, PollAnswer
+from .models import (
+    PERSON_BITS, Acknowledgement, Delivery, MessageChange, PollAnswer, campaign_recalled, delivery_recalled,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     message_id = (message_campaign_id << PERSON_BITS) + person.id
     message = Delivery.objects.filter(pk=message_id, status=Delivery.Status.SENT).only(
         "id", "acknowledged_at", "activity_id").first()
-    if message is None or _recalled(message_id):
+    if message is None or delivery_recalled(message_id):
         return NOT_YOURS
     if reply_to is not None and reply_to != message.activity_id:  # a card of another message naming this one
         logger.warning("a press on message %s named message %s of campaign %s: refused", reply_to[:40],
@@ -142,8 +144,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     if campaign_id != message_campaign_id:  # a follow-up's: the person's row of the campaign it follows records it
         delivery_id = (campaign_id << PERSON_BITS) + person.id
         delivery = Delivery.objects.filter(pk=delivery_id).only("id", "acknowledged_at").first()
-        if delivery is None or MessageChange.objects.filter(campaign_id=campaign_id,
-                                                             action=MessageChange.Action.RECALL).exists():
+        if delivery is None or campaign_recalled(campaign_id):
             return NOT_YOURS  # that campaign was recalled: from everyone, whomever it had reached
     if isinstance(options, str):  # jsonb read by raw SQL arrives as text
         options = json.loads(options)
@@ -175,11 +176,6 @@ def _person(aad_object_id: str) -> Recipient | None:
     except (TypeError, ValueError, AttributeError):
         return None
     return Recipient.objects.filter(aad_object_id=aad).first()
-
-
-def _recalled(delivery_id: int) -> bool:
-    return DeliveryChange.objects.filter(delivery_id=delivery_id, status=DeliveryChange.Status.DONE,
-                                         change__action=MessageChange.Action.RECALL).exists()
 
 
 def card_view(target: Target) -> dict[str, Any]:

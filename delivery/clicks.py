@@ -30,7 +30,7 @@ from campaigns.models import Campaign, Recipient
 from campaigns.rendering import compile_message
 
 from . import progress
-from .models import PERSON_BITS, DeliveryChange, MessageChange
+from .models import PERSON_BITS, MessageChange, delivery_recalled
 
 logger = logging.getLogger(__name__)
 SALT = "crier.click"
@@ -117,8 +117,7 @@ def click_follow(token: str) -> str | None:
         return None
     if not all(isinstance(value, int) and not isinstance(value, bool) for value in (delivery_id, version, link)):
         return None
-    if DeliveryChange.objects.filter(delivery_id=delivery_id, status=DeliveryChange.Status.DONE,
-                                     change__action=MessageChange.Action.RECALL).exists():
+    if delivery_recalled(delivery_id):
         return None
     target = _target(delivery_id, version, link)
     if target is None or not target.lower().startswith(("https://", "http://")):

@@ -13,11 +13,12 @@ from django.utils import timezone
 from campaigns.models import Campaign, Recipient
 from core.errors import ApplicationError
 
-from .models import PERSON_BITS, Delivery, DeliveryChange, MessageChange, PollAnswer
+from .models import PERSON_BITS, Delivery, DeliveryChange, MessageChange, PollAnswer, campaign_recalled
 
 Who = Campaign.FollowUp
 S = Campaign.Status
 UNENDED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
+SENDING = (S.SCHEDULED, S.RUNNING, S.PAUSED)  # a follow-up that will send, or sends: another waits for it
 
 
 def follow_up_people(*, campaign: Campaign) -> QuerySet[Recipient]:
@@ -72,14 +73,23 @@ def follow_up_launch_require(*, campaign: Campaign) -> None:
     not recalled, no other follow-up of it sends, and a reminder to answer has a poll still open. A follow-up made
     as a draft is launched later, when this may no longer hold."""
     root = Campaign.objects.select_for_update(no_key=True, of=("self",)).get(pk=campaign.follows_id)
-    name = f"“{root}”"
-    if MessageChange.objects.filter(campaign_id=root.pk, action=MessageChange.Action.RECALL).exists():
-        raise ApplicationError(f"{name} was recalled: nothing of it is sent any more.", code="invalid_state", status=409)
-    sending = root.follow_ups.filter(status__in=(S.SCHEDULED, S.RUNNING, S.PAUSED)).exclude(pk=campaign.pk).first()
+    recalled_refuse(root)
+    sending = root.follow_ups.filter(status__in=SENDING).exclude(pk=campaign.pk).first()
     if sending is not None:
-        raise ApplicationError(f"“{sending}” follows {name} and has not ended: wait for it.", code="follow_up_open",
+        raise ApplicationError(f"“{sending}” follows “{root}” and has not ended: wait for it.", code="follow_up_open",
                                status=409)
-    if campaign.follow_up_who == Who.NOT_ANSWERED and root.poll_closes_at is not None and (
-            root.poll_closes_at <= timezone.now()):
-        raise ApplicationError(f"The poll of {name} has closed: nobody can answer it now.", code="poll_closed",
+    poll_closed_refuse(root, campaign.follow_up_who)
+
+
+def recalled_refuse(root: Campaign) -> None:
+    """Raises once the campaign was recalled: nothing of it goes any more, a follow-up neither (made or launched)."""
+    if campaign_recalled(root.pk):
+        raise ApplicationError(f"“{root}” was recalled: nothing of it is sent any more.", code="invalid_state",
+                               status=409)
+
+
+def poll_closed_refuse(root: Campaign, who: str) -> None:
+    """Raises for a reminder to answer a poll that has closed (made or launched)."""
+    if who == Who.NOT_ANSWERED and root.poll_closes_at is not None and root.poll_closes_at <= timezone.now():
+        raise ApplicationError(f"The poll of “{root}” has closed: nobody can answer it now.", code="poll_closed",
                                status=409)

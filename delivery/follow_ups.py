@@ -34,15 +34,14 @@ from campaigns.states import move_require
 from core.errors import ApplicationError
 
 from . import progress
-from .follow_up_people import follow_up_people
-from .models import MessageChange
+from .follow_up_people import SENDING, follow_up_people, poll_closed_refuse, recalled_refuse
+from .models import MessageChange, campaign_recalled
 from .services import campaign_launch
 
 logger = logging.getLogger(__name__)
 
 Who = Campaign.FollowUp
 S = Campaign.Status
-SENDING = (S.SCHEDULED, S.RUNNING, S.PAUSED)  # a follow-up that will send, or sends: the next one waits for it
 NAME_MOST = 200
 
 
@@ -99,13 +98,10 @@ def reminders_send_due(*, now=None) -> list[int]:
     for root in waiting.order_by("pk"):
         if root.follow_ups.filter(status__in=SENDING).exists():
             continue  # a send again, or a reminder, sends meanwhile: the reminder waits for it to end
-        last = root.follow_ups.filter(follow_up_number__isnull=False).order_by("-follow_up_number").first()
-        if last is not None and last.status != S.COMPLETED:
-            continue  # the one before is still sending, or stopped: the next waits, or never comes
-        since = last.completed_at if last is not None else root.completed_at
-        if since is None or since + root.remind_after > now:
+        due = _next_reminder(root)
+        if due is None or due[1] > now:
             continue
-        reminder = _remind(root.pk, number=(last.follow_up_number if last else 0) + 1)
+        reminder = _remind(root.pk, number=due[0])
         if reminder is not None:
             launched.append(reminder)
     return launched
@@ -155,24 +151,33 @@ def follow_ups_summary(*, campaign: Campaign) -> dict[str, Any]:
         made.append({"campaign": follow_up, "who": follow_up.get_follow_up_who_display(), "sent": counts["sent"],
                      "failed": counts["failed"], "skipped": counts["skipped"], "acknowledged": counts["acknowledged"],
                      "read": counts["read"]})
-    return {"follow_ups": made, "next_reminder_at": next_reminder_at(campaign=campaign, made=made)}
+    return {"follow_ups": made, "next_reminder_at": next_reminder_at(campaign=campaign)}
 
 
-def next_reminder_at(*, campaign: Campaign, made: list[dict[str, Any]] | None = None) -> datetime | None:
+def next_reminder_at(*, campaign: Campaign) -> datetime | None:
     """When the campaign's next reminder is due, or None when none is coming (none asked, all sent, or one stopped)."""
+    due = _next_reminder(campaign)
+    return due[1] if due is not None else None
+
+
+def _next_reminder(campaign: Campaign) -> tuple[int, datetime] | None:
+    """The number of the campaign's next reminder and when it is due: ``remind_after`` after the campaign, or the
+    reminder before, completed; None when none is coming (none asked, all sent, one still sending or stopped, or the
+    campaign recalled)."""
     if not campaign.remind_who or campaign.remind_after is None or campaign.kind != Campaign.Kind.ANNOUNCEMENT:
         return None
-    if MessageChange.objects.filter(campaign_id=campaign.pk, action=MessageChange.Action.RECALL).exists():
+    if campaign.status != S.COMPLETED or campaign_recalled(campaign.pk):
         return None
-    reminders = [row["campaign"] for row in (made or []) if row["campaign"].follow_up_number is not None] \
-        if made is not None else list(campaign.follow_ups.filter(follow_up_number__isnull=False))
-    if len(reminders) >= campaign.remind_times or campaign.status != S.COMPLETED:
+    reminders = list(campaign.follow_ups.filter(follow_up_number__isnull=False).order_by("-follow_up_number"))
+    if len(reminders) >= campaign.remind_times:
         return None
-    last = max(reminders, key=lambda reminder: reminder.follow_up_number, default=None)
+    last = reminders[0] if reminders else None
     if last is not None and last.status != S.COMPLETED:
         return None
     since = last.completed_at if last is not None else campaign.completed_at
-    return since + campaign.remind_after if since is not None else None
+    if since is None:
+        return None
+    return (last.follow_up_number if last is not None else 0) + 1, since + campaign.remind_after
 
 
 def _root_locked(campaign_id: int) -> Campaign:
@@ -194,8 +199,7 @@ def _refusal_raise(root: Campaign, who: str) -> None:
     if root.status != S.COMPLETED:
         raise ApplicationError(f"{name} has not completed: it is followed up once it has sent to everyone.",
                                code="invalid_state", status=409)
-    if MessageChange.objects.filter(campaign_id=root.pk, action=MessageChange.Action.RECALL).exists():
-        raise ApplicationError(f"{name} was recalled: it is followed up no more.", code="invalid_state", status=409)
+    recalled_refuse(root)
     open_one = root.follow_ups.filter(status__in=(S.DRAFT, *SENDING)).order_by("pk").first()
     if open_one is not None:
         what = ("is a draft: launch it (once approved), or delete it" if open_one.status == S.DRAFT
@@ -205,9 +209,7 @@ def _refusal_raise(root: Campaign, who: str) -> None:
         raise ApplicationError(f"{name} asks nobody to acknowledge it.", code="invalid", status=400)
     if who == Who.NOT_ANSWERED and not root.poll_question:
         raise ApplicationError(f"{name} has no poll.", code="invalid", status=400)
-    if who == Who.NOT_ANSWERED and root.poll_closes_at is not None and root.poll_closes_at <= timezone.now():
-        raise ApplicationError(f"The poll of {name} has closed: nobody can answer it now.", code="poll_closed",
-                               status=409)
+    poll_closed_refuse(root, who)
 
 
 def _follow_up_make(root: Campaign, who: str, *, number: int | None, actor: Actor, kept: bool = False) -> Campaign:

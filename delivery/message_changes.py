@@ -29,6 +29,7 @@ from core.errors import ApplicationError
 
 from . import jobs
 from .acknowledgements import acknowledgements_clear
+from .follow_up_people import SENDING as FOLLOW_UP_SENDING
 from .message_change_sending import BATCH, ChunkResult, message_change_process, rows_take_back_expired
 from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
 from .notifying import notices_drop
@@ -120,8 +121,7 @@ def message_change_refusal(*, campaign: Campaign) -> str | None:
             f"{name} still has messages on their way to Teams (its cancel stopped waiting for them): "
             "try again in a minute, so that they are changed too."
         )
-    sending = Campaign.objects.filter(follows_id=campaign.pk, status__in=(
-        Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED)).order_by("pk").first()
+    sending = campaign.follow_ups.filter(status__in=FOLLOW_UP_SENDING).order_by("pk").first()
     if sending is not None:
         return (f"“{sending}” follows up {name} and has not ended: cancel it (or let it complete) first; until then it "
                 "could still send the old message after the change.")
@@ -172,6 +172,7 @@ def message_change_start(
         if refusal:
             raise ApplicationError(refusal, code="invalid_state", status=409)
         fields: dict[str, Any] = {}
+        follow_ups_reach = _follow_ups_reach(campaign, action)
         if action == MessageChange.Action.EDIT:
             draft = campaign.follow_ups.filter(status=Campaign.Status.DRAFT).order_by("pk").first()
             if draft is not None:  # it would go out with the old words
@@ -181,9 +182,7 @@ def message_change_start(
             # New words to many people are what approval is for: above the threshold only an approver
             # edits (a recall, which only takes a message back, stays with the author). The follow-ups that
             # sent the message again are edited too (delivery.follow_ups): their people count.
-            reach = message_reach(campaign_id=campaign.pk) + sum(
-                message_reach(campaign_id=pk) for pk in campaign.follow_ups.filter(
-                    follow_up_resends=True).values_list("pk", flat=True))
+            reach = message_reach(campaign_id=campaign.pk) + sum(follow_ups_reach.values())
             if reach > settings.APPROVAL_THRESHOLD and not user.has_perm("campaigns.approve_campaign"):
                 raise ApplicationError(
                     f"This edit reaches {reach} people, more than {settings.APPROVAL_THRESHOLD}: a person with the "
@@ -211,7 +210,7 @@ def message_change_start(
         with connection.cursor() as cursor:
             cursor.execute(WRITE_ROWS, {"change": change.pk, **_campaign_rows(campaign.pk)})
             total = cursor.rowcount
-        if not total and not _follow_ups_reached(campaign, action):
+        if not total and not follow_ups_reach:
             raise ApplicationError(
                 f"Nobody has the message of “{campaign}” any more (it reached nobody, or it was recalled): "
                 "there is nothing to change.",
@@ -255,28 +254,27 @@ def message_change_start(
             )
         # Robust: should Redis be away, the periodic pass starts the chains it finds missing.
         transaction.on_commit(lambda: chains_start(change_id=change.pk, total=total), robust=True)
-        _follow_ups_change(campaign, action=action, user=user, fields=fields)
+        _follow_ups_change(campaign, follow_ups_reach, action=action, user=user, fields=fields)
     return change
 
 
-def _follow_ups_reached(campaign: Campaign, action: str) -> bool:
-    """Whether a change of the campaign reaches anyone through its follow-ups (it may have reached nobody itself)."""
-    follow_ups = campaign.follow_ups.all()
+def _follow_ups_reach(campaign: Campaign, action: str) -> dict[int, int]:
+    """The follow-ups a change of the campaign reaches (``_follow_ups_change``), each with how many people have its
+    message now; those nobody has are left out."""
+    follow_ups = campaign.follow_ups.order_by("pk")
     if action == MessageChange.Action.EDIT:
         follow_ups = follow_ups.filter(follow_up_resends=True)
-    return any(message_reach(campaign_id=pk) for pk in follow_ups.values_list("pk", flat=True))
+    reach = {pk: message_reach(campaign_id=pk) for pk in follow_ups.values_list("pk", flat=True)}
+    return {pk: people for pk, people in reach.items() if people}
 
 
-def _follow_ups_change(campaign: Campaign, *, action: str, user: Any, fields: dict[str, Any]) -> None:
+def _follow_ups_change(campaign: Campaign, reach: dict[int, int], *, action: str, user: Any,
+                       fields: dict[str, Any]) -> None:
     """A campaign's change reaches its follow-ups' messages (``delivery.follow_ups``): a recall takes back every one;
-    an edit changes those that sent its message again, not a reminder's own words. In the campaign's change's
-    transaction; each is a change of its own, with its own rows and chains."""
-    follow_ups = Campaign.objects.filter(follows_id=campaign.pk).order_by("pk")
-    if action == MessageChange.Action.EDIT:
-        follow_ups = follow_ups.filter(follow_up_resends=True)
-    for follow_up in follow_ups:
-        if not message_reach(campaign_id=follow_up.pk):
-            continue  # nobody has its message (it reached nobody, or it was recalled)
+    an edit changes those that sent its message again, not a reminder's own words (``reach``: those that someone has
+    the message of). In the campaign's change's transaction; each is a change of its own, with its own rows and
+    chains."""
+    for follow_up in Campaign.objects.filter(pk__in=reach).order_by("pk"):
         try:
             with transaction.atomic():
                 change = MessageChange.objects.create(campaign=follow_up, action=action, requested_by=user, **fields)

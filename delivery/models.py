@@ -35,6 +35,17 @@ def campaign_ids(campaign_id: int | str) -> tuple[int, int]:
     return lowest, lowest + (1 << PERSON_BITS)
 
 
+def delivery_recalled(delivery_id: int) -> bool:
+    """Whether a recall took the person's message back (their row's change is done)."""
+    return DeliveryChange.objects.filter(delivery_id=delivery_id, status=DeliveryChange.Status.DONE,
+                                         change__action=MessageChange.Action.RECALL).exists()
+
+
+def campaign_recalled(campaign_id: int) -> bool:
+    """Whether the campaign's message was recalled (a recall was started: it takes the message back from everyone)."""
+    return MessageChange.objects.filter(campaign_id=campaign_id, action=MessageChange.Action.RECALL).exists()
+
+
 class Any(models.Lookup):
     """``column = ANY(array)``: each element one probe of the column's index."""
 

@@ -1,6 +1,7 @@
 """What an announcement may reach once launched: the people its approval showed or, not approved,
-``APPROVAL_THRESHOLD`` (a follow-up: the people of the campaign it follows). The launch's first rows and the task that writes the rest stop there, so
-people moved into the audience after the approval (or the launch's count) are not sent to."""
+``APPROVAL_THRESHOLD`` (a follow-up: the people of the campaign it follows). The launch's first rows and the
+task that writes the rest stop there, so people moved into the audience after the approval (or the launch's count)
+are not sent to."""
 
 from __future__ import annotations
 

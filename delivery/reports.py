@@ -332,8 +332,8 @@ def campaign_watch(*, campaign: Campaign) -> dict[str, Any]:
         "progress": counts,
         "reactions": [{"kind": kind, "count": count} for kind, count in counts["reactions"].items()],
         # A follow-up's answers count for the campaign it follows (delivery.follow_ups): its poll is that one's.
-        "poll_results": poll_results(campaign=campaign, counts=counts) if campaign.follows_id is None
-        else poll_results(campaign=campaign, counts=progress.read(campaign.follows)),
+        "poll_results": poll_results(campaign=campaign, counts=counts if campaign.follows_id is None
+                                     else progress.read(campaign.follows)),
         "done": done,
         "percent": percent,
         "summary": progress_summary(campaign=campaign, counts=counts),
