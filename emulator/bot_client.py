@@ -12,7 +12,7 @@ import aiohttp
 
 from .cards import EXECUTE, action_data
 from .state import User, iso
-from .tokens import SigningKey, issue_channel_token
+from .tokens import CHANNEL_TOKEN_SECONDS, SigningKey, issue_channel_token
 
 BOT_TIMEOUT_SECONDS = 15.0
 BOT_NAME = "Crier"
@@ -20,6 +20,9 @@ BOT_NAME = "Crier"
 BOT_CONNECTIONS = 500
 ADAPTIVE_CARD_ACTION = "adaptiveCard/action"
 TRIGGERS = ("manual", "automatic")
+# The channel keeps its token for the bot and puts it on every activity until this long before it expires, as the
+# Bot Framework's own clients keep theirs: signing one per activity would cost more than the bot's work on many.
+TOKEN_RENEW_BEFORE_SECONDS = 300
 
 _activity_counter = itertools.count(1)
 
@@ -127,6 +130,19 @@ class BotClient:
         self._key = key
         self._app_id = app_id
         self._session: aiohttp.ClientSession | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}  # service URL -> (token, when to sign a new one)
+
+    def token(self, service_url: str) -> str:
+        """The channel's token for activities naming ``service_url``: kept and reused until it nears its expiry."""
+        kept = self._tokens.get(service_url)
+        now = time.time()
+        if kept is not None and now < kept[1]:
+            return kept[0]
+        token = issue_channel_token(self._key, app_id=self._app_id, service_url=service_url)
+        if len(self._tokens) >= 100:  # service URLs are few: the emulator's own, and a test's
+            self._tokens.clear()
+        self._tokens[service_url] = (token, now + CHANNEL_TOKEN_SECONDS - TOKEN_RENEW_BEFORE_SECONDS)
+        return token
 
     async def close(self) -> None:
         if self._session is not None:
@@ -142,7 +158,7 @@ class BotClient:
     async def post(self, endpoint: str, activity: dict[str, Any]) -> tuple[int | str, Any]:
         """POSTs one activity. Returns (HTTP status, body: parsed JSON, text or None), or
         (error text, None) when the bot could not be reached."""
-        token = issue_channel_token(self._key, app_id=self._app_id, service_url=activity["serviceUrl"])
+        token = self.token(activity["serviceUrl"])
         headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json; charset=utf-8",

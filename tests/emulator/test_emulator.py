@@ -493,6 +493,28 @@ def test_install_say_and_uninstall_reach_the_bot_with_valid_tokens(emu: RunningE
     assert claims["serviceurl"] == emu.service_url and claims["aud"] == APP_ID
     assert bot.received[2][1]["text"] == "stop" and "text" not in bot.received[3][1]
     assert emu.client.user(aad)["uninstalled"] is True
+    # Like Teams, the channel keeps its token and puts it on each activity rather than signing one per activity.
+    assert len({headers["Authorization"] for headers, _, _ in bot.received}) == 1
+
+
+def test_the_channel_signs_a_new_token_as_the_one_it_keeps_nears_its_expiry(monkeypatch) -> None:
+    from emulator import bot_client
+    from emulator.tokens import CHANNEL_TOKEN_SECONDS, SigningKey
+
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(bot_client.time, "time", lambda: now[0])
+    monkeypatch.setattr("emulator.tokens.time.time", lambda: now[0])
+    client = bot_client.BotClient(SigningKey(rsa.generate_private_key(public_exponent=65537, key_size=2048)), APP_ID)
+    first = client.token("https://smba.example/amer/")
+    assert client.token("https://smba.example/amer/") == first
+    other = client.token("https://smba.example/emea/")
+    assert other != first and jwt.decode(other, options={"verify_signature": False})["serviceurl"].endswith("/emea/")
+    now[0] += CHANNEL_TOKEN_SECONDS - bot_client.TOKEN_RENEW_BEFORE_SECONDS - 1
+    assert client.token("https://smba.example/amer/") == first  # still well within its hour
+    now[0] += 2
+    renewed = client.token("https://smba.example/amer/")
+    assert renewed != first
+    assert jwt.decode(renewed, options={"verify_signature": False})["exp"] == int(now[0]) + CHANNEL_TOKEN_SECONDS
 
 
 # The inbox page and the command line --------------------------------------------------------------
