@@ -2,6 +2,11 @@
 
 Keys come from the OpenID metadata at ``BOT_OPENID_METADATA_URL`` (its ``jwks_uri``), are kept for a
 day, and fetched again when a token names a key we do not know (at most every few minutes).
+
+Teams puts the same token on every activity it sends until the token nears its expiry, so a token whose signature
+and claims passed is kept (``checked_tokens``) with the key that verified it: the next activity carrying it costs a
+lookup, not a signature check. Its lifetime, the key's endorsement of the channel and the service URL are still
+checked on each activity, and a token verified by a key since replaced is verified again.
 """
 
 from __future__ import annotations
@@ -60,6 +65,46 @@ class SigningKeys:
 signing_keys = SigningKeys()
 
 
+class CheckedTokens:
+    """Tokens whose signature and claims passed, each with its claims and the key that verified it; at most
+    ``LIMIT`` of them (all forgotten when full: a busy tenant's channel sends a few an hour)."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checked: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    @staticmethod
+    def _name(token: str) -> tuple[str, str, str]:
+        return token, settings.BOT_APP_ID, settings.BOT_TOKEN_ISSUER  # the audience and issuer it passed for
+
+    def get(self, token: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The claims of ``token`` if it passed with ``key`` (the very key the keys hold now) and has not expired."""
+        found = self._checked.get(self._name(token))
+        if found is None or found[1] is not key:
+            return None
+        claims = found[0]
+        if time.time() >= claims["exp"] + CLOCK_SKEW_SECONDS:  # expired, as jwt.decode would judge it now
+            with self._lock:
+                self._checked.pop(self._name(token), None)
+            return None
+        return claims
+
+    def put(self, token: str, key: dict[str, Any], claims: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._checked) >= self.LIMIT:
+                self._checked.clear()
+            self._checked[self._name(token)] = (claims, key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._checked.clear()
+
+
+checked_tokens = CheckedTokens()
+
+
 def validate_inbound(authorization: str, activity: dict[str, Any]) -> dict[str, Any]:
     """Returns the token's claims, or raises InboundAuthError (401 bad token, 403 wrong channel)."""
     scheme, _, token = (authorization or "").partition(" ")
@@ -75,18 +120,21 @@ def validate_inbound(authorization: str, activity: dict[str, Any]) -> dict[str, 
     channel = activity.get("channelId")
     if channel not in (key.get("endorsements") or []):
         raise InboundAuthError(f"The signing key is not endorsed for channel {channel!r}.", status=403)
-    try:
-        claims = jwt.decode(
-            token,
-            key=jwt.PyJWK(key).key,
-            algorithms=["RS256"],
-            audience=settings.BOT_APP_ID,
-            issuer=settings.BOT_TOKEN_ISSUER,
-            leeway=CLOCK_SKEW_SECONDS,
-            options={"require": ["exp", "iss", "aud"]},
-        )
-    except jwt.InvalidTokenError as exc:
-        raise InboundAuthError(f"Invalid token: {exc}") from exc
+    claims = checked_tokens.get(token, key)
+    if claims is None:
+        try:
+            claims = jwt.decode(
+                token,
+                key=jwt.PyJWK(key).key,
+                algorithms=["RS256"],
+                audience=settings.BOT_APP_ID,
+                issuer=settings.BOT_TOKEN_ISSUER,
+                leeway=CLOCK_SKEW_SECONDS,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InboundAuthError(f"Invalid token: {exc}") from exc
+        checked_tokens.put(token, key, claims)
     service_url = str(activity.get("serviceUrl") or "").rstrip("/")
     if not service_url or str(claims.get("serviceurl", "")).rstrip("/") != service_url:
         raise InboundAuthError("The token's serviceurl does not match the activity's serviceUrl.", status=403)

@@ -13,7 +13,7 @@ import redis
 from django.conf import settings
 
 from core import http
-from bots.auth import signing_keys
+from bots.auth import checked_tokens, signing_keys
 from bots.tokens import graph_token_provider, notice_token_provider, token_provider
 from tests.slots import NO_SLOT_STATUS, WAIT_SECONDS, take_slot, use_slot
 
@@ -80,6 +80,7 @@ def teams(emulator, settings, redis_client):
     graph_token_provider.invalidate()
     notice_token_provider.invalidate()
     signing_keys.clear()
+    checked_tokens.clear()
     yield emulator
     token_provider.invalidate()
     graph_token_provider.invalidate()

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
+from bots import auth
 from bots.auth import (
     CLOCK_SKEW_SECONDS,
     KEYS_MAX_AGE_SECONDS,
@@ -381,3 +382,71 @@ def test_a_new_process_fetches_the_keys_on_its_first_token(key_server, monkeypat
 
     assert validate_inbound(signed(private, "k"), ACTIVITY)["aud"] == settings.BOT_APP_ID
     assert key_server.hits["/keys"] == 1
+
+
+# --- A token that passed is kept: Teams sends the same one until it nears its expiry ------------------------------
+
+
+def test_a_token_that_passed_is_not_verified_again_on_the_next_activity(key, monkeypatch):
+    bearer = token(key)
+    validate_inbound(bearer, ACTIVITY)
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: pytest.fail("verified again"))
+    assert validate_inbound(bearer, ACTIVITY)["serviceurl"] == SERVICE_URL
+
+
+def test_a_kept_token_is_still_refused_for_another_service_url_or_channel(key):
+    bearer = token(key)
+    validate_inbound(bearer, ACTIVITY)
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(bearer, {**ACTIVITY, "serviceUrl": "https://attacker.example/"})
+    assert error.value.status == 403
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(bearer, {**ACTIVITY, "channelId": "webchat"})
+    assert error.value.status == 403
+
+
+def test_a_kept_token_expires_as_a_new_one_would(key, monkeypatch):
+    issued = int(time.time())
+    bearer = token(key, exp=issued + 60)
+    validate_inbound(bearer, ACTIVITY)
+    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS - 1)
+    assert validate_inbound(bearer, ACTIVITY)["exp"] == issued + 60  # within the allowed clock skew
+    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS + 1)
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: (_ for _ in ()).throw(jwt.ExpiredSignatureError("gone")))
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(bearer, ACTIVITY)
+    assert error.value.status == 401 and "gone" in str(error.value)
+
+
+def test_a_kept_token_is_verified_again_once_its_key_is_replaced_and_refused_once_its_key_is_gone(key):
+    bearer = token(key)
+    validate_inbound(bearer, ACTIVITY)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    replaced = jwt.algorithms.RSAAlgorithm.to_jwk(other.public_key(), as_dict=True)
+    replaced.update({"kid": "test-key", "use": "sig", "endorsements": ["msteams"]})
+    signing_keys._keys = {"test-key": replaced}  # the same kid, another key: the kept token's signature fails
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(bearer, ACTIVITY)
+    assert "Invalid token" in str(error.value)
+    signing_keys._keys = {"another-key": replaced}
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(bearer, ACTIVITY)
+    assert "unknown key" in str(error.value)
+
+
+def test_a_kept_token_is_refused_once_the_bot_s_app_id_is_another(key, settings):
+    bearer = token(key)
+    validate_inbound(bearer, ACTIVITY)
+    settings.BOT_APP_ID = "another-app"
+    with pytest.raises(InboundAuthError) as error:
+        validate_inbound(bearer, ACTIVITY)
+    assert error.value.status == 401
+
+
+def test_the_kept_tokens_are_bounded(key, monkeypatch):
+    monkeypatch.setattr(auth.CheckedTokens, "LIMIT", 3)
+    kept = auth.CheckedTokens()
+    monkeypatch.setattr(auth, "checked_tokens", kept)
+    for minutes in range(5):
+        validate_inbound(token(key, exp=int(time.time()) + 3600 + minutes), ACTIVITY)
+    assert 1 <= len(kept._checked) <= 3
