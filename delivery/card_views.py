@@ -34,9 +34,7 @@ from campaigns.models import Campaign, Recipient
 from campaigns.rendering import CompiledMessage, compile_message
 
 from .clicks import card_tracked
-from .models import (
-    PERSON_BITS, Acknowledgement, Delivery, MessageChange, PollAnswer, campaign_recalled, delivery_recalled,
-)
+from .models import PERSON_BITS, Acknowledgement, MessageChange, PollAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +74,9 @@ class Target:
     message_campaign_id: int = 0
     message_delivery_id: int = 0
     message_version: int = 0  # a follow-up's own message's version: what its links lead through
+    # What the message's card is drawn from now: its latest edit's id (None before any), its template's id and when
+    # the template last changed.
+    drawn_from: tuple[int | None, int, str] = (None, 0, "")
 
     def __post_init__(self) -> None:
         self.message_campaign_id = self.message_campaign_id or self.campaign_id
@@ -95,12 +96,31 @@ class Target:
         return self.message_version if self.follow_up else self.ask.version
 
 
-# The campaign a card names, and the one it asks for: itself, or the campaign it follows up.
-_CAMPAIGN = """
+# The campaign a card names, the one it asks for (itself, or the campaign it follows up), and in the same statement the
+# person (by the token's Entra object id), their message of the card's campaign (with whether a recall took it back:
+# ``delivery.models.delivery_recalled``), their row of the campaign asked for (with whether that campaign was
+# recalled: ``campaign_recalled``), and what the card is drawn from now (the message's latest edit, its template). A
+# press costs one round trip to find all it needs.
+_RECIPIENT_FIELDS = [field.attname for field in Recipient._meta.concrete_fields]
+_TARGET = f"""
 SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.poll_question, asking.poll_options,
-       asking.poll_multiple, asking.poll_closes_at, c.track_clicks, c.message_version
-  FROM campaigns_campaign AS c JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
- WHERE c.public_id = %s AND (asking.acknowledgement <> '' OR asking.poll_question <> '')
+       asking.poll_multiple, asking.poll_closes_at, c.track_clicks, c.message_version,
+       m.id, m.acknowledged_at, m.activity_id,
+       EXISTS (SELECT 1 FROM delivery_deliverychange AS dc JOIN delivery_messagechange AS mc ON mc.id = dc.change_id
+                WHERE dc.delivery_id = m.id AND dc.status = 'done' AND mc.action = 'recall'),
+       a.id, a.acknowledged_at,
+       EXISTS (SELECT 1 FROM delivery_messagechange AS ar WHERE ar.campaign_id = asking.id AND ar.action = 'recall'),
+       (SELECT e.id FROM delivery_messagechange AS e WHERE e.campaign_id = c.id AND e.action = 'edit'
+         ORDER BY e.id DESC LIMIT 1),
+       c.template_id, t.updated_at,
+       {", ".join(f"r.{name}" for name in _RECIPIENT_FIELDS)}
+  FROM campaigns_campaign AS c
+  JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
+  JOIN campaigns_messagetemplate AS t ON t.id = c.template_id
+  LEFT JOIN campaigns_recipient AS r ON r.aad_object_id = %(aad)s
+  LEFT JOIN delivery_delivery AS m ON m.id = c.id * {1 << PERSON_BITS} + r.id AND m.status = 'sent'
+  LEFT JOIN delivery_delivery AS a ON a.id = asking.id * {1 << PERSON_BITS} + r.id
+ WHERE c.public_id = %(campaign)s AND (asking.acknowledgement <> '' OR asking.poll_question <> '')
 """
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer to NOWAIT when the row is locked
 BUSY = Answer(503, code="ServiceUnavailable", message="This message is being changed: press again in a moment.")
@@ -109,51 +129,50 @@ BUSY = Answer(503, code="ServiceUnavailable", message="This message is being cha
 def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bool) -> Target | Answer:
     """The person's message the button's data names, or the answer that refuses it. ``reply_to`` is the activity
     id Teams says the card belongs to (None when it did not say): when said, it must be the person's message. With
-    ``lock`` (an acknowledgement), call within a transaction: the campaign's row stays share-locked until it ends,
-    and a row an edit holds answers at once that the person should press again (no web worker waits on it)."""
+    ``lock`` (an acknowledgement), call within a transaction, before anything else in it: the campaign's row stays
+    share-locked until it ends, and a row an edit holds answers at once that the person should press again (no web
+    worker waits on it), the transaction then rolled back."""
     found = _campaign_and_version(data)
     if found is None:
         return BAD
     public_id, version = found
     with connection.cursor() as cursor:
         try:
-            with transaction.atomic():  # a savepoint: a refusal leaves the press's transaction usable
-                cursor.execute(_CAMPAIGN + (" FOR KEY SHARE OF asking NOWAIT" if lock else ""), [public_id])
-                row = cursor.fetchone()
+            cursor.execute(_TARGET + (" FOR KEY SHARE OF asking NOWAIT" if lock else ""),
+                           {"campaign": public_id, "aad": _aad(aad_object_id)})
+            row = cursor.fetchone()
         except OperationalError as error:
-            if getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            if lock and getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                transaction.set_rollback(True)  # nothing came before it: the press's transaction ends unused
                 return BUSY
             raise
     if row is None:
         return NOT_FOUND
     (message_campaign_id, campaign_id, mode, current, question, options, multiple, closes_at, track_clicks,
-     message_version) = row
-    person = _person(aad_object_id)
-    if person is None:
+     message_version, message_id, message_acknowledged_at, activity_id, message_recalled, delivery_id,
+     acknowledged_at, campaign_is_recalled, edit_id, template_id, template_updated) = row[:20]
+    if row[20] is None:  # nobody of that name: the recipient's id is never null
         return NOT_YOURS
-    message_id = (message_campaign_id << PERSON_BITS) + person.id
-    message = Delivery.objects.filter(pk=message_id, status=Delivery.Status.SENT).only(
-        "id", "acknowledged_at", "activity_id").first()
-    if message is None or delivery_recalled(message_id):
+    person = Recipient.from_db(connection.alias, _RECIPIENT_FIELDS, row[20:])
+    if message_id is None or message_recalled:
         return NOT_YOURS
-    if reply_to is not None and reply_to != message.activity_id:  # a card of another message naming this one
+    if reply_to is not None and reply_to != activity_id:  # a card of another message naming this one
         logger.warning("a press on message %s named message %s of campaign %s: refused", reply_to[:40],
-                       message.activity_id, message_campaign_id)
+                       activity_id, message_campaign_id)
         return NOT_YOURS
-    delivery_id, delivery = message_id, message
-    if campaign_id != message_campaign_id:  # a follow-up's: the person's row of the campaign it follows records it
-        delivery_id = (campaign_id << PERSON_BITS) + person.id
-        delivery = Delivery.objects.filter(pk=delivery_id).only("id", "acknowledged_at").first()
-        if delivery is None or campaign_recalled(campaign_id):
-            return NOT_YOURS  # that campaign was recalled: from everyone, whomever it had reached
+    if campaign_id == message_campaign_id:
+        acknowledged_at = message_acknowledged_at
+    elif delivery_id is None or campaign_is_recalled:  # a follow-up's: the campaign it follows records it
+        return NOT_YOURS  # that campaign was recalled: from everyone, whomever it had reached
     if isinstance(options, str):  # jsonb read by raw SQL arrives as text
         options = json.loads(options)
     poll = poll_of(question=question, options=options, multiple=multiple, closes_at=closes_at)
     ask = ask_of(public_id=public_id, version=current, mode=mode, poll=poll)
     assert ask is not None  # the query asked for a campaign that asks something
-    return Target(campaign_id, ask, version, person, delivery_id, delivery.acknowledged_at, track_clicks,
+    return Target(campaign_id, ask, version, person, delivery_id or message_id, acknowledged_at, track_clicks,
                   message_campaign_id=message_campaign_id, message_delivery_id=message_id,
-                  message_version=message_version)
+                  message_version=message_version,
+                  drawn_from=(edit_id, template_id, template_updated.isoformat()))
 
 
 def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:
@@ -170,18 +189,17 @@ def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:
     return (public_id, version) if 0 < version < 2**31 else None
 
 
-def _person(aad_object_id: str) -> Recipient | None:
+def _aad(aad_object_id: str) -> uuid.UUID | None:
     try:
-        aad = uuid.UUID(str(aad_object_id))
+        return uuid.UUID(str(aad_object_id))
     except (TypeError, ValueError, AttributeError):
         return None
-    return Recipient.objects.filter(aad_object_id=aad).first()
 
 
 def card_view(target: Target) -> dict[str, Any]:
     """The card as the person should see it now: their own, of the message's current version, with what they did."""
     ask = target.ask
-    card = _card(target.message_campaign_id, ask, target.person)
+    card = _card(target)
     if ask.mode:
         if target.acknowledged_at is not None:
             card = card_acknowledged(card, at=target.acknowledged_at, ask=ask)
@@ -207,13 +225,9 @@ def card_refresh(*, aad_object_id: str, data: Any, reply_to: str | None) -> Answ
     return Answer(200, card=card_view(target), acknowledged_at=target.acknowledged_at)
 
 
-def _card(campaign_id: int, ask: Ask, person: Recipient) -> dict[str, Any]:
-    """The campaign's card as sent to ``person`` in its current version, with what it asks."""
-    edit = MessageChange.objects.filter(campaign_id=campaign_id, action=MessageChange.Action.EDIT).order_by(
-        "-id").values_list("id", flat=True).first()
-    template_id, updated = Campaign.objects.filter(pk=campaign_id).values_list(
-        "template_id", "template__updated_at").get()
-    activity = json.loads(_compiled(campaign_id, ask, edit, template_id, updated.isoformat()).render(person))
+def _card(target: Target) -> dict[str, Any]:
+    """The campaign's card as sent to the person in its current version, with what it asks."""
+    activity = json.loads(_compiled(target.message_campaign_id, target.ask, *target.drawn_from).render(target.person))
     return activity["attachments"][0]["content"]
 
 

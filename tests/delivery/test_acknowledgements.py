@@ -515,3 +515,24 @@ def test_a_refresh_is_answered_while_an_edit_holds_the_campaign_and_a_press_asks
     assert busy["statusCode"] == 503 and "press again" in busy["value"]["message"]
     assert pressed(person, campaign)["statusCode"] == 200  # once the edit is done
     assert counted(campaign) == 1
+
+
+def test_a_fallback_press_while_an_edit_holds_the_campaign_asks_to_press_again_and_leaves_the_rest_of_its_work(
+        teams, transactional_db):
+    from django.db import transaction
+
+    from bots.models import TeamsAddress
+    from tests.threads import row_locked
+
+    campaign, [person] = sent()
+    value = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+    message = {**invoke(person, "", value), "type": "message", "name": None, "value": value}
+    with row_locked(Campaign, campaign.pk):  # as an edit holds it
+        with transaction.atomic():  # as the messaging endpoint handles a message: one transaction
+            TeamsAddress.objects.filter(aad_object_id=person.aad_object_id).update(user_id="29:before-the-press")
+            replies = bot.activity_handle(data=message)
+
+    assert replies == ["This message is being changed: press again in a moment."]
+    assert not Acknowledgement.objects.exists() and counted(campaign) == 0
+    # Only the press was undone: what the same transaction did before it stands.
+    assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).user_id == "29:before-the-press"
