@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -36,11 +35,10 @@ def messages_endpoint(request: HttpRequest) -> HttpResponse:
     if data.get("type") == "invoke":  # answered in the response itself: the card the person now sees
         status, body = invoke_handle(data=data)
         return JsonResponse(body, status=status) if body is not None else HttpResponse(status=status)
-    with transaction.atomic():
-        replies = activity_handle(data=data)
-        conversation_id = (data.get("conversation") or {}).get("id")
-        service_url = data.get("serviceUrl")
-        tenant_id = activity_tenant(data=data)
-        for text in replies if conversation_id and service_url else []:
-            transaction.on_commit(lambda text=text: send_reply.delay(service_url, conversation_id, text, tenant_id))
+    replies = activity_handle(data=data)  # in its own transaction: committed when it returns
+    conversation_id = (data.get("conversation") or {}).get("id")
+    service_url = data.get("serviceUrl")
+    tenant_id = activity_tenant(data=data)
+    for text in replies if conversation_id and service_url else []:
+        send_reply.delay(service_url, conversation_id, text, tenant_id)
     return HttpResponse(status=200)

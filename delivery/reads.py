@@ -29,7 +29,6 @@ from collections import Counter
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import Recipient
 
 from . import progress, webhooks
 from .models import PERSON_BITS
@@ -48,30 +47,32 @@ ARRAY(SELECT c.id * {1 << PERSON_BITS} + r.id
        WHERE r.aad_object_id = %(aad)s AND c.launched_at IS NOT NULL
          AND (c.launched_at > %(now)s - make_interval(days => {READ_WINDOW_DAYS}) OR c.status = 'running'))
 """
-# The receipt moves the person's last read id forward, or tells nothing new (their address knows of it already).
-ADVANCE = """
+# The receipt moves the person's last read id forward; the marks follow only when that told something new (or the
+# person has no address to keep it). Ids are compared as integers only where they are integers: the CASE keeps the
+# cast off any other id. One statement: a receipt costs one round trip, in a transaction of its own.
+_MARK = f"""
 WITH moved AS (
   UPDATE bots_teamsaddress SET last_read_id = %(last)s::numeric
    WHERE aad_object_id = %(aad)s AND (last_read_id IS NULL OR last_read_id < %(last)s::numeric)
-  RETURNING 1)
-SELECT (SELECT count(*) FROM moved), EXISTS (SELECT 1 FROM bots_teamsaddress WHERE aad_object_id = %(aad)s)
+  RETURNING 1),
+     news AS (
+  SELECT EXISTS (SELECT 1 FROM moved)
+         OR NOT EXISTS (SELECT 1 FROM bots_teamsaddress WHERE aad_object_id = %(aad)s) AS told),
+     marked AS (
+  UPDATE delivery_delivery AS d SET read_at = %(now)s
+   WHERE (SELECT told FROM news) AND d.id = ANY({_PERSON_ROWS})
+     AND d.status = 'sent' AND d.read_at IS NULL
+     AND CASE WHEN d.activity_id ~ '^[0-9]{{1,{MOST_DIGITS}}}$' THEN d.activity_id::numeric END <= %(last)s::numeric
+  RETURNING d.id, d.campaign_id, d.recipient_id, d.read_at)
 """
-# Ids are compared as integers only where they are integers: the CASE keeps the cast off any other id.
-MARK = f"""
-UPDATE delivery_delivery AS d SET read_at = %(now)s
- WHERE d.id = ANY({_PERSON_ROWS})
-   AND d.status = 'sent' AND d.read_at IS NULL
-   AND CASE WHEN d.activity_id ~ '^[0-9]{{1,{MOST_DIGITS}}}$' THEN d.activity_id::numeric END <= %(last)s::numeric
-RETURNING d.id, d.campaign_id, d.recipient_id, d.read_at
-"""
-# The marks and, when an endpoint subscribes, a ``delivery.read`` webhook event for each, in one statement.
-MARK_WITH_EVENTS = f"""
-WITH marked AS ({MARK}),
+MARK = _MARK + "SELECT id, campaign_id FROM marked"
+# The marks and, when an endpoint subscribes, a ``delivery.read`` webhook event for each, in the same statement.
+MARK_WITH_EVENTS = _MARK + """,
      events AS (
-       INSERT INTO delivery_webhookevent (type, payload, created_at)
-       SELECT 'delivery.read', json_build_object('delivery', m.id, 'campaign', m.campaign_id,
-                                                 'recipient', r.external_id, 'read_at', m.read_at), now()
-         FROM marked AS m JOIN campaigns_recipient AS r ON r.id = m.recipient_id)
+  INSERT INTO delivery_webhookevent (type, payload, created_at)
+  SELECT 'delivery.read', json_build_object('delivery', m.id, 'campaign', m.campaign_id,
+                                            'recipient', r.external_id, 'read_at', m.read_at), now()
+    FROM marked AS m JOIN campaigns_recipient AS r ON r.id = m.recipient_id)
 SELECT id, campaign_id FROM marked
 """
 
@@ -88,15 +89,12 @@ def reads_record(*, aad_object_id: str, last_read: str) -> int:
     aad = _person(aad_object_id)
     if aad is None or not isinstance(last_read, str) or not _DIGITS.match(last_read):
         return 0
-    now = timezone.now()
+    sql = MARK_WITH_EVENTS if "delivery.read" in webhooks.wanted_types() else MARK
     with connection.cursor() as cursor:
-        cursor.execute(ADVANCE, {"aad": aad, "last": last_read})
-        moved, known = cursor.fetchone()
-        if known and not moved:
-            return 0  # read already as far as this
-        sql = MARK_WITH_EVENTS if "delivery.read" in webhooks.wanted_types() else MARK
-        cursor.execute(sql, {"now": now, "aad": aad, "last": last_read})
+        cursor.execute(sql, {"now": timezone.now(), "aad": aad, "last": last_read})
         campaigns = Counter(row[1] for row in cursor.fetchall())
+    if not campaigns:
+        return 0
     # Counted once the marks are there for good: a rebuild of the counters in between would lose the increment.
     transaction.on_commit(lambda: [progress.record(campaign, read=read) for campaign, read in campaigns.items()])
     return sum(campaigns.values())
@@ -106,9 +104,29 @@ def reads_record(*, aad_object_id: str, last_read: str) -> int:
 
 MOST_KIND = 100
 KIND = re.compile(rf"^[A-Za-z0-9_+-]{{1,{MOST_KIND}}}$")  # like, heart, laugh, 2705_whiteheavycheckmark…
-MESSAGE = f"""
-SELECT d.id, d.campaign_id FROM delivery_delivery AS d
- WHERE d.id = ANY({_PERSON_ROWS}) AND d.status = 'sent' AND d.activity_id = %(activity)s
+# The person's message the reaction is to, and the kinds added and taken back, in one statement (a kind both added
+# and taken back in one activity ends taken back: the caller leaves it out of those added). With ``events``, a
+# ``reaction.added`` webhook event for each kind added, in the same statement.
+REACT = f"""
+WITH message AS (
+  SELECT d.id, d.campaign_id, r.external_id FROM delivery_delivery AS d
+    JOIN campaigns_recipient AS r ON r.id = d.recipient_id
+   WHERE d.id = ANY({_PERSON_ROWS}) AND d.status = 'sent' AND d.activity_id = %(activity)s
+   ORDER BY d.id LIMIT 1),
+     added AS (
+  INSERT INTO delivery_reaction (delivery_id, kind, created_at)
+  SELECT m.id, kind, now() FROM message AS m, unnest(%(added)s::text[]) AS kind
+  ON CONFLICT DO NOTHING RETURNING kind),
+     removed AS (
+  DELETE FROM delivery_reaction WHERE delivery_id = (SELECT id FROM message) AND kind = ANY(%(removed)s::text[])
+  RETURNING kind),
+     events AS (
+  INSERT INTO delivery_webhookevent (type, payload, created_at)
+  SELECT 'reaction.added', json_build_object('delivery', m.id, 'campaign', m.campaign_id, 'recipient', m.external_id,
+                                             'kind', a.kind), now()
+    FROM message AS m, added AS a WHERE %(events)s)
+SELECT m.id, m.campaign_id, ARRAY(SELECT kind FROM added ORDER BY kind), ARRAY(SELECT kind FROM removed ORDER BY kind)
+  FROM message AS m
 """
 
 
@@ -119,31 +137,21 @@ def reactions_record(*, aad_object_id: str, activity_id: str, added: list[str], 
     aad = _person(aad_object_id)
     if aad is None or not activity_id:
         return 0
-    kinds_added = {kind for kind in added if KIND.match(kind)}
-    kinds_removed = [kind for kind in removed if KIND.match(kind)]
-    if len(kinds_added) + len(kinds_removed) < len(set(added)) + len(removed):
-        logger.info("reactions left out, not being names: %r", [k for k in [*added, *removed] if not KIND.match(k)])
+    kinds_removed = sorted({kind for kind in removed if KIND.match(kind)})
+    kinds_added = sorted({kind for kind in added if KIND.match(kind)} - set(kinds_removed))
+    named = [kind for kind in [*added, *removed] if not KIND.match(kind)]
+    if named:
+        logger.info("reactions left out, not being names: %r", named)
     with connection.cursor() as cursor:
-        cursor.execute(MESSAGE, {"aad": aad, "activity": activity_id[:500], "now": timezone.now()})
+        cursor.execute(REACT, {"aad": aad, "activity": activity_id[:500], "now": timezone.now(),
+                               "added": kinds_added, "removed": kinds_removed,
+                               "events": "reaction.added" in webhooks.wanted_types()})
         found = cursor.fetchone()
-        if found is None:
-            return 0
-        delivery_id, campaign_id = found
-        counted: Counter = Counter()
-        for kind in sorted(kinds_added):
-            cursor.execute("INSERT INTO delivery_reaction (delivery_id, kind, created_at) VALUES (%s, %s, now())"
-                           " ON CONFLICT DO NOTHING RETURNING kind", [delivery_id, kind])
-            counted.update({row[0]: 1 for row in cursor.fetchall()})
-    if any(n > 0 for n in counted.values()) and "reaction.added" in webhooks.wanted_types():
-        recipient = Recipient.objects.filter(aad_object_id=aad).values_list("external_id", flat=True).first()
-        for kind in sorted(kind for kind, n in counted.items() if n > 0):
-            webhooks.event_record(type="reaction.added", payload={
-                "delivery": delivery_id, "campaign": campaign_id, "recipient": recipient, "kind": kind})
-    with connection.cursor() as cursor:
-        if kinds_removed:
-            cursor.execute("DELETE FROM delivery_reaction WHERE delivery_id = %s AND kind = ANY(%s) RETURNING kind",
-                           [delivery_id, kinds_removed])
-            counted.update({row[0]: -1 for row in cursor.fetchall()})
+    if found is None:
+        return 0
+    _, campaign_id, kinds_in, kinds_out = found
+    counted: Counter = Counter({kind: 1 for kind in kinds_in})
+    counted.update({kind: -1 for kind in kinds_out})
     if counted:  # the counters follow once the rows are there for good
         transaction.on_commit(lambda: progress.record(
             campaign_id, **{f"{progress.REACTION}{kind}": n for kind, n in counted.items()}))

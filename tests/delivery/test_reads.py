@@ -259,3 +259,51 @@ def test_nothing_is_written_for_webhooks_nobody_subscribes_to(teams):
                            removed=[])
     assert Delivery.objects.get(pk=first.pk).read_at is not None
     assert not WebhookEvent.objects.exists()
+
+
+def _activity(person, delivery: Delivery, kind: str, **fields) -> dict:
+    return {"type": kind, "channelId": "msteams", "serviceUrl": "https://smba.example/",
+            "from": {"id": "29:x", "aadObjectId": str(person.aad_object_id)},
+            "conversation": {"id": "a:1", "conversationType": "personal"}, "recipient": {"id": "28:bot"}, **fields}
+
+
+def test_a_receipt_and_a_reaction_each_cost_one_statement_and_no_transaction_around_it(
+        teams, django_assert_num_queries, django_capture_on_commit_callbacks):
+    from bots import services as bot
+    from delivery import webhooks
+
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    delivery = sent(person)
+    webhooks.wanted_types()  # looked up every few seconds, not per activity
+    receipt = _activity(person, delivery, "event", name=bot.READ_RECEIPT,
+                        value={"lastReadMessageId": delivery.activity_id})
+    reaction = _activity(person, delivery, "messageReaction", replyToId=delivery.activity_id,
+                         reactionsAdded=[{"type": "like"}])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        with django_assert_num_queries(1):
+            bot.activity_handle(data=receipt)
+        with django_assert_num_queries(1):
+            bot.activity_handle(data=reaction)
+
+    delivery.refresh_from_db()
+    assert delivery.read_at is not None and counted(delivery) == 1
+    assert progress.reactions_from_rows(delivery.campaign_id) == {"like": 1}
+
+
+def test_a_kind_added_and_taken_back_in_one_activity_ends_taken_back(teams):
+    from delivery.models import Reaction
+
+    person = factories.recipient()
+    teams.client.register_users([{"aad_object_id": str(person.aad_object_id), "installed": True}])
+    delivery = sent(person)
+    aad = str(person.aad_object_id)
+    assert reads.reactions_record(aad_object_id=aad, activity_id=delivery.activity_id, added=["like"], removed=[]) == 1
+
+    assert reads.reactions_record(aad_object_id=aad, activity_id=delivery.activity_id, added=["like", "heart"],
+                                  removed=["like"]) == 2  # heart added, like taken back
+    assert set(Reaction.objects.values_list("kind", flat=True)) == {"heart"}
+    assert reads.reactions_record(aad_object_id=aad, activity_id=delivery.activity_id, added=["laugh"],
+                                  removed=["laugh"]) == 0
+    assert set(Reaction.objects.values_list("kind", flat=True)) == {"heart"}
