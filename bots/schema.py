@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from msrest.exceptions import DeserializationError
+
+import botbuilder.schema as schema
 from botbuilder.schema import Activity, ActivityTypes, Attachment, ChannelAccount, ConversationParameters
 from botbuilder.schema.teams import TeamsChannelData, TenantInfo
 
@@ -51,6 +55,103 @@ def message_activity(
     ).serialize()
 
 
+class ActivityShapeError(ValueError):
+    """An inbound activity a field of which has the wrong shape (``field``: where, as ``from.id`` or ``entities[0]``)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"The activity's {field!r} does not have the shape the Bot Framework gives it.")
+        self.field = field
+
+
+class _Unusual(Exception):
+    """What the quick reading below does not read as the library would: the library reads it."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+
 def parse_activity(data: dict[str, Any]) -> Activity:
-    """An inbound activity. ``from_dict`` accepts Teams' key casing (``conversation.tenantId``)."""
-    return Activity().from_dict(data)
+    """An inbound activity, as the library's ``from_dict`` reads it (which accepts Teams' key casing,
+    ``conversation.tenantId``), or ActivityShapeError. The library's reading costs about 0.5 ms, most of an inbound
+    event's time in Python: the activities Teams sends, in its own casing, are read by ``_model`` from the library's
+    own attribute maps in a tenth of that, to the same models; anything else is left to the library."""
+    try:
+        return _model(Activity, data, "")
+    except _Unusual as unusual:
+        try:
+            return Activity().from_dict(data)
+        except (DeserializationError, TypeError, ValueError) as error:
+            raise ActivityShapeError(unusual.field) from error
+
+
+def _model(cls: type, data: Any, where: str) -> Any:
+    """As the library reads a model: each key matched to its attribute whatever its casing (Teams writes
+    ``tenantId`` where the library has ``tenantID``), and every key not written exactly as the library has it kept
+    aside too, in ``additional_properties``."""
+    if not isinstance(data, dict):
+        raise _Unusual(where or "activity")
+    exact, by_case, attributes = _keys(cls)
+    prefix = f"{where}." if where else ""
+    model = cls()
+    extra, taken = {}, set()
+    for key, value in data.items():
+        if not isinstance(key, str) or key.lower() in attributes:
+            raise _Unusual(f"{prefix}{key}")  # a key named as a Python attribute: the library finds it its own way
+        found = by_case.get(key.lower())
+        if key not in exact:
+            extra[key] = value
+        if found is None:
+            continue
+        attribute, kind = found
+        if attribute in taken:
+            raise _Unusual(f"{prefix}{key}")  # twice, in two casings: which wins is the library's to say
+        taken.add(attribute)
+        if value is not None:
+            setattr(model, attribute, _value(kind, value, f"{prefix}{key}"))
+    model.additional_properties = extra
+    return model
+
+
+def _value(kind: str, value: Any, where: str) -> Any:
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+    elif kind == "object":
+        return value
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind == "iso-8601":
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise _Unusual(where) from None
+            if moment.tzinfo is not None:
+                return moment
+    elif kind.startswith("[") and kind.endswith("]"):
+        if isinstance(value, list):
+            return [_value(kind[1:-1], item, f"{where}[{n}]") for n, item in enumerate(value)]
+    elif kind.startswith("{") and kind.endswith("}"):
+        if isinstance(value, dict):
+            return {name: _value(kind[1:-1], item, f"{where}.{name}") for name, item in value.items()}
+    elif kind in _MODELS:
+        return _model(_MODELS[kind], value, where)
+    raise _Unusual(where)
+
+
+_MODELS = {cls.__name__: cls for cls in (Activity, *(getattr(schema, name) for name in dir(schema)))
+           if isinstance(cls, type) and hasattr(cls, "_attribute_map")}
+
+
+@lru_cache(maxsize=None)
+def _keys(cls: type) -> tuple[frozenset[str], dict[str, tuple[str, str]], frozenset[str]]:
+    """The model's keys as the library writes them; each key in lower case with its attribute and type; and its
+    attributes' names in lower case where they are not also keys."""
+    specs = {attribute: spec for attribute, spec in cls._attribute_map.items() if attribute != "additional_properties"}
+    by_case = {spec["key"].lower(): (attribute, spec["type"]) for attribute, spec in specs.items()}
+    attributes = frozenset(attribute.lower() for attribute in specs) - set(by_case)
+    return frozenset(spec["key"] for spec in specs.values()), by_case, attributes

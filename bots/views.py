@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from core.errors import error_body
 
 from .auth import InboundAuthError, parse_body, validate_inbound
+from .schema import ActivityShapeError
 from .services import activity_handle, activity_tenant, invoke_handle
 from .tasks import send_reply
 
@@ -32,10 +33,14 @@ def messages_endpoint(request: HttpRequest) -> HttpResponse:
     except InboundAuthError as exc:
         logger.warning("rejected an activity: %s", exc)
         return JsonResponse(error_body("unauthorized", str(exc)), status=exc.status)
-    if data.get("type") == "invoke":  # answered in the response itself: the card the person now sees
-        status, body = invoke_handle(data=data)
-        return JsonResponse(body, status=status) if body is not None else HttpResponse(status=status)
-    replies = activity_handle(data=data)  # in its own transaction: committed when it returns
+    try:
+        if data.get("type") == "invoke":  # answered in the response itself: the card the person now sees
+            status, body = invoke_handle(data=data)
+            return JsonResponse(body, status=status) if body is not None else HttpResponse(status=status)
+        replies = activity_handle(data=data)  # in its own transaction: committed when it returns
+    except ActivityShapeError as error:  # read before anything is done with it
+        logger.warning("refused an activity: %s", error)
+        return JsonResponse(error_body("invalid_activity", str(error), {error.field: [str(error)]}), status=400)
     conversation_id = (data.get("conversation") or {}).get("id")
     service_url = data.get("serviceUrl")
     tenant_id = activity_tenant(data=data)

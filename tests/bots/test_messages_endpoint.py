@@ -1,9 +1,13 @@
 """Activities from the emulator to the bot's endpoint on a live server: install, stop, start."""
 
 import json
+import time
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bots.auth import signing_keys
 from bots.models import TeamsAddress
 from campaigns.models import Campaign, OptOut
 from delivery import services
@@ -150,3 +154,28 @@ def test_a_reply_is_paced_in_the_tenant_the_person_wrote_from(bot, redis_client)
     queued = [json.loads(raw) for raw in redis_client.lrange("default", 0, -1)]
     [args] = [json.loads(base64.b64decode(m["body"]))[0] for m in queued if m["headers"]["task"] == "bots.tasks.send_reply"]
     assert args[3] == other_tenant
+
+
+@pytest.mark.parametrize("activity, field", [
+    ({"type": "event", "timestamp": "not a time"}, "timestamp"),
+    ({"type": "message", "from": "29:not-an-account"}, "from"),
+    ({"type": "messageReaction", "reactionsAdded": "like"}, "reactionsAdded"),
+    ({"type": "invoke", "name": "adaptiveCard/action", "conversation": ["a:1"]}, "conversation"),
+], ids=["timestamp", "from", "reactions", "conversation"])
+def test_an_activity_whose_fields_have_the_wrong_shape_is_a_400_naming_it_and_nothing_is_processed(
+        client, activity, field, redis_client):
+    from tests.bots.test_inbound_auth import SERVICE_URL, token
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    jwk.update({"kid": "test-key", "use": "sig", "endorsements": ["msteams"]})
+    signing_keys._keys, signing_keys._fetched_at = {"test-key": jwk}, time.monotonic()
+    body = {**activity, "channelId": "msteams", "serviceUrl": SERVICE_URL}
+
+    response = client.post("/api/messages", data=json.dumps(body), content_type="application/json",
+                           HTTP_AUTHORIZATION=token(private))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_activity"
+    assert list(response.json()["error"]["fields"]) == [field]
+    assert TeamsAddress.objects.count() == 0 and queued_replies(redis_client) == []
