@@ -45,32 +45,35 @@ def acknowledgement_answer(*, aad_object_id: str, data: Any, reply_to: str | Non
         return Answer(200, card=card_view(target), acknowledged_at=target.acknowledged_at, recorded=recorded)
 
 
-ACKNOWLEDGE = """
-UPDATE delivery_delivery SET acknowledged_at = %(now)s
- WHERE id = %(delivery)s AND acknowledged_at IS NULL
-RETURNING acknowledged_at
-"""
-KEEP = """
-INSERT INTO delivery_acknowledgement (delivery_id, version, via, acknowledged_at)
-VALUES (%(delivery)s, %(version)s, %(via)s, %(now)s)
-ON CONFLICT DO NOTHING
+# The acknowledgement on the person's row, kept as a row of its own, and (a follow-up's card) on the follow-up's row
+# too, in one statement; nothing when a press in a race with this one recorded it first.
+RECORD = """
+WITH acknowledged AS (
+  UPDATE delivery_delivery SET acknowledged_at = %(now)s
+   WHERE id = %(delivery)s AND acknowledged_at IS NULL
+  RETURNING id),
+     kept AS (
+  INSERT INTO delivery_acknowledgement (delivery_id, version, via, acknowledged_at)
+  SELECT id, %(version)s, %(via)s, %(now)s FROM acknowledged
+  ON CONFLICT DO NOTHING),
+     brought AS (
+  UPDATE delivery_delivery SET acknowledged_at = %(now)s
+   WHERE %(follow_up)s AND id = %(message)s AND acknowledged_at IS NULL AND EXISTS (SELECT 1 FROM acknowledged)
+  RETURNING id)
+SELECT EXISTS (SELECT 1 FROM acknowledged), EXISTS (SELECT 1 FROM brought)
 """
 
 
 def _record(target: Target, version: int, via: str) -> tuple[datetime, bool]:
     """Records the acknowledgement of ``version``; returns when the person acknowledged it, and whether this did."""
     now = timezone.now()
-    params = {"now": now, "delivery": target.delivery_id, "version": version, "via": via}
-    brought = False
     with connection.cursor() as cursor:
-        cursor.execute(ACKNOWLEDGE, params)
-        if cursor.fetchone() is None:  # a press in a race with this one recorded it
+        cursor.execute(RECORD, {"now": now, "delivery": target.delivery_id, "version": version, "via": via,
+                                "follow_up": target.follow_up, "message": target.message_delivery_id})
+        recorded, brought = cursor.fetchone()
+        if not recorded:  # the press it raced recorded it: its time, as committed (a statement of its own sees it)
             cursor.execute("SELECT acknowledged_at FROM delivery_delivery WHERE id = %s", [target.delivery_id])
             return cursor.fetchone()[0], False
-        cursor.execute(KEEP, params)
-        if target.follow_up:  # the follow-up's own results count what its card brought in
-            cursor.execute(ACKNOWLEDGE, {**params, "delivery": target.message_delivery_id})
-            brought = cursor.fetchone() is not None
     webhooks.event_record(type="delivery.acknowledged", payload={
         "delivery": target.delivery_id, "campaign": target.campaign_id, "recipient": target.person.external_id,
         "version": version, "via": via, "acknowledged_at": now})

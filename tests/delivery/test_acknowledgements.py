@@ -536,3 +536,25 @@ def test_a_fallback_press_while_an_edit_holds_the_campaign_asks_to_press_again_a
     assert not Acknowledgement.objects.exists() and counted(campaign) == 0
     # Only the press was undone: what the same transaction did before it stands.
     assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).user_id == "29:before-the-press"
+
+
+def test_a_press_costs_two_statements_the_lookup_and_the_record(teams):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from delivery import webhooks
+
+    campaign, [first, second] = sent(people=2)
+    webhooks.wanted_types()  # looked up every few seconds, not per press
+    pressed(first, campaign)  # the card's compiled form is kept from the first press on
+
+    activity = invoke(second, card_actions.VERB_ACKNOWLEDGE, {
+        "crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1})
+
+    with TestCase.captureOnCommitCallbacks(execute=True), CaptureQueriesContext(connection) as queries:
+        status, answer = bot.invoke_handle(data=activity)
+
+    assert status == 200 and answer["statusCode"] == 200 and acknowledged_line(answer["value"])
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]  # the test's own
+    assert len(statements) == 2, statements
+    assert counted(campaign) == 2
