@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.directory import bench_g  # noqa: E402
-from bench.engagement import ENGAGE_CONCURRENCY, ENGAGE_SENDING, ENGAGE_WEB, bench_i  # noqa: E402
+from bench.engagement import ENGAGE_CONCURRENCY, ENGAGE_SENDING, ENGAGE_WEB, ENGAGE_WEB_NICE, bench_i  # noqa: E402
 from bench.fixtures import RESULTS, prepare_database, setup_django  # noqa: E402
 from bench.harness import REDIS_URL, VAR, Processes, base_env  # noqa: E402
 from bench.installs import bench_h  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> int:
                         help="people the emulator has act at once in I")
     parser.add_argument("--engage-web", default=ENGAGE_WEB,
                         help="Crier's gunicorn in I: workers, or workers x threads (4, 4x8)")
-    parser.add_argument("--engage-web-nice", type=int, default=0,
+    parser.add_argument("--engage-web-nice", type=int, default=ENGAGE_WEB_NICE,
                         help="run I's web server at this lower CPU priority (nice), below the workers sending")
     parser.add_argument("--d-seconds", type=float, default=45.0, help="how long D sends before cancelling")
     parser.add_argument("--under-load", action="store_true",

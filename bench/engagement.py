@@ -11,6 +11,7 @@ person. Crier's counters and rows must equal what was sent, every call answered 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -24,7 +25,10 @@ EVENTS_PER_PERSON = 3  # the read receipt, the invoke, the reaction
 ENGAGED, SENDING = "IE", "IS"  # the departments of the engaged people and of the sending campaign's
 ENGAGE_SENDING = 6_000  # the sending campaign's people, sent to again by as many campaigns as it takes
 ENGAGE_CONCURRENCY = 16  # people acting at once: twice the web server's threads, enough to keep them all busy
-ENGAGE_WEB = "2x4"  # Crier's gunicorn: workers, or workers x threads (F and H run 2 workers without threads)
+ENGAGE_WEB = "3"  # Crier's gunicorn: workers, or workers x threads; 3 workers without threads, as its image runs it
+# Below the workers that send: a second of Teams' pace lost is never made up, while an activity can wait a few
+# milliseconds (docker/compose.yaml gives the web server a smaller CPU share for the same reason).
+ENGAGE_WEB_NICE = 5
 
 
 def bench_i(processes: Processes, emulator, n: int, sending: int, concurrency: int, web_workers: int,
@@ -40,6 +44,8 @@ def bench_i(processes: Processes, emulator, n: int, sending: int, concurrency: i
         client.config(bot_endpoint=f"{url}/api/messages")
         try:
             _engaging(processes, emulator, engaged, sending, concurrency, (web_workers, web_threads, web_nice))
+            processes.stop_all()
+            _ceiling(url, 3 * n, concurrency)
         finally:
             client.config(bot_endpoint="http://127.0.0.1:9/api/messages")
             processes.stop_all()
@@ -351,3 +357,32 @@ def _engaging(processes: Processes, emulator, engaged, sending: int, concurrency
           flush=True)
     for name, cpu in spent.items():
         print(f"        {name:<28} {cpu:8.1f} s  {1000 * cpu / max(events, 1):6.2f} ms", flush=True)
+
+
+def _ceiling(url: str, requests: int, concurrency: int) -> None:
+    """The most the web server could take on these cores: the same endpoint, as many calls at once, each refused at
+    its token's first check (no database, no Redis, nothing else running), sent from this process."""
+    import asyncio
+
+    import aiohttp
+
+    body = json.dumps({"type": "event", "channelId": "msteams", "serviceUrl": "https://smba.example/"})
+    statuses: dict[int, int] = {}
+
+    async def run() -> float:
+        calls = iter(range(requests))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            async def caller() -> None:
+                for _ in calls:
+                    async with session.post(f"{url}/api/messages", data=body, headers={
+                            "Authorization": "Bearer not.a.token", "Content-Type": "application/json"}) as answer:
+                        await answer.read()
+                        statuses[answer.status] = statuses.get(answer.status, 0) + 1
+
+            started = time.monotonic()
+            await asyncio.gather(*(caller() for _ in range(concurrency)))
+            return time.monotonic() - started
+
+    seconds = asyncio.run(run())
+    report("I", "  the web server refusing an unsigned activity, nothing else running: calls/s",
+           f"{requests / seconds:,.0f}/s", f"the most it could take here; answers {statuses}")

@@ -47,6 +47,11 @@ def test_production_services_need_their_secrets():
     assert "SECRET_KEY_FILE" in web and "BOT_APP_PASSWORD_FILE" in web
 
 
+def test_the_web_server_yields_the_cpu_to_the_workers_that_send():
+    services = compose()["services"]
+    assert services["web"]["cpu_shares"] < services["worker"].get("cpu_shares", 1024)
+
+
 def test_the_web_service_is_healthy_only_when_ready():
     probe = " ".join(compose()["services"]["web"]["healthcheck"]["test"])
     assert "http://127.0.0.1:8000/readyz" in probe
