@@ -73,7 +73,7 @@ class CheckedTokens:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._checked: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._checked: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, Any], int]] = {}
 
     @staticmethod
     def _name(token: str) -> tuple[str, str, str]:
@@ -84,8 +84,8 @@ class CheckedTokens:
         found = self._checked.get(self._name(token))
         if found is None or found[1] is not key:
             return None
-        claims = found[0]
-        if time.time() >= claims["exp"] + CLOCK_SKEW_SECONDS:  # expired, as jwt.decode would judge it now
+        claims, _, expires = found
+        if time.time() >= expires + CLOCK_SKEW_SECONDS:  # expired, as jwt.decode would judge it now
             with self._lock:
                 self._checked.pop(self._name(token), None)
             return None
@@ -95,7 +95,7 @@ class CheckedTokens:
         with self._lock:
             if len(self._checked) >= self.LIMIT:
                 self._checked.clear()
-            self._checked[self._name(token)] = (claims, key)
+            self._checked[self._name(token)] = (claims, key, int(claims["exp"]))  # as jwt.decode reads it
 
     def clear(self) -> None:
         with self._lock:

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from msrest.exceptions import DeserializationError
+from msrest.serialization import Deserializer
 
 import botbuilder.schema as schema
 from botbuilder.schema import Activity, ActivityTypes, Attachment, ChannelAccount, ConversationParameters
@@ -127,13 +127,13 @@ def _value(kind: str, value: Any, where: str) -> Any:
     elif kind == "iso-8601":
         if isinstance(value, str):
             try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
+                return Deserializer.deserialize_iso(value)  # the library's own reading of a moment
+            except DeserializationError:
                 raise _Unusual(where) from None
-            if moment.tzinfo is not None:
-                return moment
     elif kind.startswith("[") and kind.endswith("]"):
         if isinstance(value, list):
+            if kind[1:-1] in _MODELS and None in value:
+                raise ActivityShapeError(f"{where}[{value.index(None)}]")  # the library takes it; nobody could read it
             return [_value(kind[1:-1], item, f"{where}[{n}]") for n, item in enumerate(value)]
     elif kind.startswith("{") and kind.endswith("}"):
         if isinstance(value, dict):

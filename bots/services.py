@@ -144,8 +144,9 @@ def activity_key_personal(activity: Activity) -> tuple[str, str]:
 
 
 def activity_handle(*, data: dict[str, Any]) -> list[str]:
-    """Handles one validated activity; returns the replies to send the person (possibly none) once what it
-    recorded has committed."""
+    """Handles one validated activity; returns the replies to send the person (possibly none), once what it
+    recorded has committed (the messaging endpoint calls it outside any transaction: a caller inside one would
+    have to send them on its commit)."""
     activity = parse_activity(data)
     kind, action = activity_key(activity)
     # An action no handler knows is the type's plain activity (a message with an unknown card action

@@ -99,9 +99,10 @@ class Target:
 # The campaign a card names, the one it asks for (itself, or the campaign it follows up), and in the same statement the
 # person (by the token's Entra object id), their message of the card's campaign (with whether a recall took it back:
 # ``delivery.models.delivery_recalled``), their row of the campaign asked for (with whether that campaign was
-# recalled: ``campaign_recalled``), and what the card is drawn from now (the message's latest edit, its template). A
-# press costs one round trip to find all it needs.
-_RECIPIENT_FIELDS = [field.attname for field in Recipient._meta.concrete_fields]
+# recalled: ``campaign_recalled``), and what the card is drawn from now (the message's latest edit, its template): one
+# round trip finds all a press needs.
+_RECIPIENT_FIELDS = list(Recipient._meta.concrete_fields)
+assert _RECIPIENT_FIELDS[0].primary_key  # never null on a person found: the lookup's test of whether one was
 _TARGET = f"""
 SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.poll_question, asking.poll_options,
        asking.poll_multiple, asking.poll_closes_at, c.track_clicks, c.message_version,
@@ -113,7 +114,7 @@ SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.p
        (SELECT e.id FROM delivery_messagechange AS e WHERE e.campaign_id = c.id AND e.action = 'edit'
          ORDER BY e.id DESC LIMIT 1),
        c.template_id, t.updated_at,
-       {", ".join(f"r.{name}" for name in _RECIPIENT_FIELDS)}
+       {", ".join(f"r.{field.column}" for field in _RECIPIENT_FIELDS)}
   FROM campaigns_campaign AS c
   JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
   JOIN campaigns_messagetemplate AS t ON t.id = c.template_id
@@ -121,6 +122,14 @@ SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.p
   LEFT JOIN delivery_delivery AS m ON m.id = c.id * {1 << PERSON_BITS} + r.id AND m.status = 'sent'
   LEFT JOIN delivery_delivery AS a ON a.id = asking.id * {1 << PERSON_BITS} + r.id
  WHERE c.public_id = %(campaign)s AND (asking.acknowledgement <> '' OR asking.poll_question <> '')
+"""
+# An acknowledgement's share lock on the campaign asked for, taken by a statement of its own before the lookup: a
+# statement sees what had committed when it started, and only the row it locks is read again once the lock is had,
+# so a lookup that took the lock itself could pair an edit's version with what the edit had since cleared.
+_LOCK = """
+SELECT asking.id FROM campaigns_campaign AS c JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
+ WHERE c.public_id = %s
+   FOR KEY SHARE OF asking NOWAIT
 """
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer to NOWAIT when the row is locked
 BUSY = Answer(503, code="ServiceUnavailable", message="This message is being changed: press again in a moment.")
@@ -137,15 +146,16 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
         return BAD
     public_id, version = found
     with connection.cursor() as cursor:
-        try:
-            cursor.execute(_TARGET + (" FOR KEY SHARE OF asking NOWAIT" if lock else ""),
-                           {"campaign": public_id, "aad": _aad(aad_object_id)})
-            row = cursor.fetchone()
-        except OperationalError as error:
-            if lock and getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-                transaction.set_rollback(True)  # nothing came before it: the press's transaction ends unused
-                return BUSY
-            raise
+        if lock:
+            try:
+                cursor.execute(_LOCK, [public_id])
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                    transaction.set_rollback(True)  # nothing came before it: the press's transaction ends unused
+                    return BUSY
+                raise
+        cursor.execute(_TARGET, {"campaign": public_id, "aad": _aad(aad_object_id)})
+        row = cursor.fetchone()
     if row is None:
         return NOT_FOUND
     (message_campaign_id, campaign_id, mode, current, question, options, multiple, closes_at, track_clicks,
@@ -153,7 +163,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
      acknowledged_at, campaign_is_recalled, edit_id, template_id, template_updated) = row[:20]
     if row[20] is None:  # nobody of that name: the recipient's id is never null
         return NOT_YOURS
-    person = Recipient.from_db(connection.alias, _RECIPIENT_FIELDS, row[20:])
+    person = _recipient(row[20:])
     if message_id is None or message_recalled:
         return NOT_YOURS
     if reply_to is not None and reply_to != activity_id:  # a card of another message naming this one
@@ -187,6 +197,18 @@ def _campaign_and_version(data: Any) -> tuple[uuid.UUID, int] | None:
     except (TypeError, ValueError, AttributeError, OverflowError):
         return None
     return (public_id, version) if 0 < version < 2**31 else None
+
+
+def _recipient(values: tuple) -> Recipient:
+    """The person from their row's columns, each converted as the ORM converts it (a JSON field read by raw SQL
+    arrives as text)."""
+    converted = []
+    for column_field, value in zip(_RECIPIENT_FIELDS, values):
+        column = column_field.get_col(Recipient._meta.db_table)
+        for convert in connection.ops.get_db_converters(column) + column_field.get_db_converters(connection):
+            value = convert(value, column, connection)
+        converted.append(value)
+    return Recipient.from_db(connection.alias, [each.attname for each in _RECIPIENT_FIELDS], converted)
 
 
 def _aad(aad_object_id: str) -> uuid.UUID | None:

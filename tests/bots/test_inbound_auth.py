@@ -450,3 +450,15 @@ def test_the_kept_tokens_are_bounded(key, monkeypatch):
     for minutes in range(5):
         validate_inbound(token(key, exp=int(time.time()) + 3600 + minutes), ACTIVITY)
     assert 1 <= len(kept._checked) <= 3
+
+
+@pytest.mark.parametrize("exp", ["EXPIRY", "EXPIRY.9"], ids=["text", "fraction"])
+def test_a_kept_token_s_expiry_is_read_as_the_token_s_check_reads_it(key, monkeypatch, exp):
+    issued = int(time.time())
+    bearer = token(key, exp=exp.replace("EXPIRY", str(issued + 60)) if exp == "EXPIRY" else issued + 60.9)
+    validate_inbound(bearer, ACTIVITY)
+    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS + 0.5)
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: (_ for _ in ()).throw(jwt.ExpiredSignatureError("gone")))
+    with pytest.raises(InboundAuthError) as error:  # expired as the check would judge it, not a crash
+        validate_inbound(bearer, ACTIVITY)
+    assert error.value.status == 401

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from botbuilder.schema import Activity
+from msrest.exceptions import DeserializationError
 from msrest.serialization import Model
 
 from bots import schema
@@ -30,7 +31,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {name: _plain(item) for name, item in value.items()}
     if isinstance(value, datetime):
-        return ("moment", value.timestamp(), value.utcoffset())
+        return ("moment", value.isoformat(), value.tzname(), type(value.tzinfo).__name__)
     return value
 
 
@@ -98,3 +99,30 @@ def test_a_field_neither_reading_takes_is_named():
         parse_activity(activity)
     assert error.value.field == "reactionsAdded[1]"
     assert schema._keys(Activity)[1]["from"] == ("from_property", "ChannelAccount")
+
+
+@pytest.mark.parametrize("moment", [
+    "2024-01-02 03:04:05Z", "20240102T030405Z", "2024-W01-2T03:04:05Z", "2024-01-02T03:04Z",
+    "2024-01-02T03:04:05+05:30:15", "2024-01-02T03:04:05\x00Z", "9999-12-31T23:59:59-01:00",
+], ids=["space", "basic", "week", "minutes", "offset-seconds", "nul", "out-of-range"])
+def test_a_moment_the_library_refuses_is_refused_too(moment):
+    activity = bot_client.read_receipt_activity(*ARGS, "1733000000001")
+    activity["timestamp"] = moment
+    try:
+        expected = _plain(Activity().from_dict(copy.deepcopy(activity)))
+    except DeserializationError:
+        with pytest.raises(ActivityShapeError) as error:
+            parse_activity(activity)
+        assert error.value.field == "timestamp"
+    else:
+        assert _plain(parse_activity(activity)) == expected
+
+
+@pytest.mark.parametrize("field", ["reactionsAdded", "membersAdded", "membersRemoved", "entities"])
+def test_a_list_of_accounts_reactions_or_entities_with_a_null_in_it_is_refused(field):
+    activity = bot_client.reaction_activity(*ARGS, "1733000000001", "like", removed=False)
+    activity[field] = [{"type": "like", "id": "29:x"}, None]
+
+    with pytest.raises(ActivityShapeError) as error:
+        parse_activity(activity)
+    assert error.value.field == f"{field}[1]"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import time
 import uuid
 
 import pytest
@@ -538,13 +539,14 @@ def test_a_fallback_press_while_an_edit_holds_the_campaign_asks_to_press_again_a
     assert TeamsAddress.objects.get(aad_object_id=person.aad_object_id).user_id == "29:before-the-press"
 
 
-def test_a_press_costs_two_statements_the_lookup_and_the_record(teams):
+def test_a_press_costs_three_statements_the_lock_the_lookup_and_the_record(teams):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from delivery import webhooks
 
     campaign, [first, second] = sent(people=2)
+    webhooks.forget_subscriptions()  # another test's, kept for a few seconds
     webhooks.wanted_types()  # looked up every few seconds, not per press
     pressed(first, campaign)  # the card's compiled form is kept from the first press on
 
@@ -556,5 +558,50 @@ def test_a_press_costs_two_statements_the_lookup_and_the_record(teams):
 
     assert status == 200 and answer["statusCode"] == 200 and acknowledged_line(answer["value"])
     statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]  # the test's own
-    assert len(statements) == 2, statements
+    assert len(statements) == 3, statements
+    assert "FOR KEY SHARE" in statements[0] and "FOR KEY SHARE" not in statements[1]
     assert counted(campaign) == 2
+
+
+def test_a_card_drawn_with_the_person_s_attributes_is_answered_with_them_on_a_press_and_a_refresh(teams):
+    card = {"type": "AdaptiveCard", "version": "1.2", "body": [{"type": "TextBlock", "text": "Team {{attributes.team}}"}]}
+    template = factories.template(kind=MessageTemplate.Kind.ADAPTIVE_CARD, card=card, text="")
+    campaign, [person] = sent(template=template)
+    person.attributes = {"team": "Blue"}
+    person.save()
+    data = {"campaign": str(campaign.public_id), "version": 1}
+
+    refreshed = bot.invoke_handle(data=invoke(person, card_actions.VERB_REFRESH, data))[1]
+    answer = pressed(person, campaign)
+
+    assert refreshed["statusCode"] == 200 and refreshed["value"]["body"][0]["text"] == "Team Blue"
+    assert answer["statusCode"] == 200 and answer["value"]["body"][0]["text"] == "Team Blue"
+    assert acknowledged_line(answer["value"]) and counted(campaign) == 1
+
+
+def test_a_press_while_a_policy_s_edit_commits_never_answers_the_new_version_as_acknowledged(
+        teams, editor, transactional_db, monkeypatch):
+    """The edit commits while the press looks its message up (slowed here, as a busy machine may): the press either
+    finishes first, under the share lock, or sees the edit whole; never the edit's version with the acknowledgement
+    the edit cleared."""
+    from delivery import acknowledgements, card_views
+    from tests.threads import in_thread
+
+    campaign, [person] = sent(mode="policy")
+    pressed(person, campaign)  # version 1 acknowledged
+    monkeypatch.setattr(card_views, "_TARGET", card_views._TARGET.replace(
+        "WHERE c.public_id", "WHERE pg_sleep(1) IS NOT NULL AND c.public_id"))
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+    thread, outcome = in_thread(lambda: acknowledgements.acknowledgement_answer(
+        aad_object_id=str(person.aad_object_id), data=data, reply_to=None))
+    time.sleep(0.3)  # the press is looking its message up
+
+    change = message_change_start(campaign_id=campaign.pk, action="edit", user=editor, kind="adaptive_card",
+                                  card={**CARD, "body": [{"type": "TextBlock", "text": "Version two"}]})
+    message_change_process(change_id=change.pk)
+    thread.join(10)
+
+    answer = outcome["result"]
+    answered_version = answer.card["refresh"]["action"]["data"]["version"]
+    assert (answered_version, answer.acknowledged_at is not None) in {(1, True), (2, False)}
+    assert Campaign.objects.get(pk=campaign.pk).message_version == 2
