@@ -405,17 +405,20 @@ def test_a_kept_token_is_still_refused_for_another_service_url_or_channel(key):
     assert error.value.status == 403
 
 
-def test_a_kept_token_expires_as_a_new_one_would(key, monkeypatch):
+def test_a_kept_token_expires_as_a_new_one_would_and_is_then_forgotten(key, monkeypatch):
+    kept = auth.CheckedTokens()
+    monkeypatch.setattr(auth, "checked_tokens", kept)
     issued = int(time.time())
     bearer = token(key, exp=issued + 60)
     validate_inbound(bearer, ACTIVITY)
-    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS - 1)
-    assert validate_inbound(bearer, ACTIVITY)["exp"] == issued + 60  # within the allowed clock skew
-    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS + 1)
     monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: (_ for _ in ()).throw(jwt.ExpiredSignatureError("gone")))
+    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS - 0.001)
+    assert validate_inbound(bearer, ACTIVITY)["exp"] == issued + 60  # kept: within the allowed clock skew
+    monkeypatch.setattr(auth.time, "time", lambda: issued + 60 + CLOCK_SKEW_SECONDS)  # where jwt.decode says expired
     with pytest.raises(InboundAuthError) as error:
         validate_inbound(bearer, ACTIVITY)
     assert error.value.status == 401 and "gone" in str(error.value)
+    assert kept._checked == {}  # an expired token is not kept
 
 
 def test_a_kept_token_is_verified_again_once_its_key_is_replaced_and_refused_once_its_key_is_gone(key):
@@ -447,9 +450,11 @@ def test_the_kept_tokens_are_bounded(key, monkeypatch):
     monkeypatch.setattr(auth.CheckedTokens, "LIMIT", 3)
     kept = auth.CheckedTokens()
     monkeypatch.setattr(auth, "checked_tokens", kept)
+    sizes = []
     for minutes in range(5):
         validate_inbound(token(key, exp=int(time.time()) + 3600 + minutes), ACTIVITY)
-    assert 1 <= len(kept._checked) <= 3
+        sizes.append(len(kept._checked))
+    assert sizes == [1, 2, 3, 1, 2]  # full at three: all forgotten, the new one kept
 
 
 @pytest.mark.parametrize("exp", ["EXPIRY", "EXPIRY.9"], ids=["text", "fraction"])

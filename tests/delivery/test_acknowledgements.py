@@ -605,3 +605,19 @@ def test_a_press_while_a_policy_s_edit_commits_never_answers_the_new_version_as_
     answered_version = answer.card["refresh"]["action"]["data"]["version"]
     assert (answered_version, answer.acknowledged_at is not None) in {(1, True), (2, False)}
     assert Campaign.objects.get(pk=campaign.pk).message_version == 2
+
+
+def test_the_answer_says_whether_the_press_recorded_the_acknowledgement(teams):
+    from delivery import acknowledgements
+
+    campaign, [person] = sent()
+    data = {"crier_action": "acknowledge", "campaign": str(campaign.public_id), "version": 1}
+
+    def press():
+        return acknowledgements.acknowledgement_answer(aad_object_id=str(person.aad_object_id), data=data,
+                                                       reply_to=None)
+
+    first, again = press(), press()
+
+    assert first.recorded is True and first.acknowledged_at is not None
+    assert again.recorded is False and again.acknowledged_at == first.acknowledged_at
