@@ -34,7 +34,10 @@ from campaigns.models import Campaign, Recipient
 from campaigns.rendering import CompiledMessage, compile_message
 
 from .clicks import card_tracked
-from .models import PERSON_BITS, Acknowledgement, MessageChange, PollAnswer
+from .models import (
+    PERSON_BITS, Acknowledgement, MessageChange, PollAnswer, campaign_recalled_sql, delivery_recalled_sql,
+    entra_object_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +106,17 @@ class Target:
 # round trip finds all a press needs.
 _RECIPIENT_FIELDS = list(Recipient._meta.concrete_fields)
 assert _RECIPIENT_FIELDS[0].primary_key  # never null on a person found: the lookup's test of whether one was
+_ASKING = "campaigns_campaign AS c JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)"
 _TARGET = f"""
 SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.poll_question, asking.poll_options,
        asking.poll_multiple, asking.poll_closes_at, c.track_clicks, c.message_version,
-       m.id, m.acknowledged_at, m.activity_id,
-       EXISTS (SELECT 1 FROM delivery_deliverychange AS dc JOIN delivery_messagechange AS mc ON mc.id = dc.change_id
-                WHERE dc.delivery_id = m.id AND dc.status = 'done' AND mc.action = 'recall'),
-       a.id, a.acknowledged_at,
-       EXISTS (SELECT 1 FROM delivery_messagechange AS ar WHERE ar.campaign_id = asking.id AND ar.action = 'recall'),
+       m.id, m.acknowledged_at, m.activity_id, {delivery_recalled_sql("m.id")},
+       a.id, a.acknowledged_at, {campaign_recalled_sql("asking.id")},
        (SELECT e.id FROM delivery_messagechange AS e WHERE e.campaign_id = c.id AND e.action = 'edit'
          ORDER BY e.id DESC LIMIT 1),
        c.template_id, t.updated_at,
        {", ".join(f"r.{field.column}" for field in _RECIPIENT_FIELDS)}
-  FROM campaigns_campaign AS c
-  JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
+  FROM {_ASKING}
   JOIN campaigns_messagetemplate AS t ON t.id = c.template_id
   LEFT JOIN campaigns_recipient AS r ON r.aad_object_id = %(aad)s
   LEFT JOIN delivery_delivery AS m ON m.id = c.id * {1 << PERSON_BITS} + r.id AND m.status = 'sent'
@@ -126,11 +126,7 @@ SELECT c.id, asking.id, asking.acknowledgement, asking.message_version, asking.p
 # An acknowledgement's share lock on the campaign asked for, taken by a statement of its own before the lookup: a
 # statement sees what had committed when it started, and only the row it locks is read again once the lock is had,
 # so a lookup that took the lock itself could pair an edit's version with what the edit had since cleared.
-_LOCK = """
-SELECT asking.id FROM campaigns_campaign AS c JOIN campaigns_campaign AS asking ON asking.id = COALESCE(c.follows_id, c.id)
- WHERE c.public_id = %s
-   FOR KEY SHARE OF asking NOWAIT
-"""
+_LOCK = f"SELECT asking.id FROM {_ASKING} WHERE c.public_id = %s FOR KEY SHARE OF asking NOWAIT"
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's answer to NOWAIT when the row is locked
 BUSY = Answer(503, code="ServiceUnavailable", message="This message is being changed: press again in a moment.")
 
@@ -154,7 +150,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
                     transaction.set_rollback(True)  # nothing came before it: the press's transaction ends unused
                     return BUSY
                 raise
-        cursor.execute(_TARGET, {"campaign": public_id, "aad": _aad(aad_object_id)})
+        cursor.execute(_TARGET, {"campaign": public_id, "aad": entra_object_id(aad_object_id)})
         row = cursor.fetchone()
     if row is None:
         return NOT_FOUND
@@ -171,7 +167,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
                        activity_id, message_campaign_id)
         return NOT_YOURS
     if campaign_id == message_campaign_id:
-        acknowledged_at = message_acknowledged_at
+        delivery_id, acknowledged_at = message_id, message_acknowledged_at
     elif delivery_id is None or campaign_is_recalled:  # a follow-up's: the campaign it follows records it
         return NOT_YOURS  # that campaign was recalled: from everyone, whomever it had reached
     if isinstance(options, str):  # jsonb read by raw SQL arrives as text
@@ -179,7 +175,7 @@ def target_find(*, aad_object_id: str, data: Any, reply_to: str | None, lock: bo
     poll = poll_of(question=question, options=options, multiple=multiple, closes_at=closes_at)
     ask = ask_of(public_id=public_id, version=current, mode=mode, poll=poll)
     assert ask is not None  # the query asked for a campaign that asks something
-    return Target(campaign_id, ask, version, person, delivery_id or message_id, acknowledged_at, track_clicks,
+    return Target(campaign_id, ask, version, person, delivery_id, acknowledged_at, track_clicks,
                   message_campaign_id=message_campaign_id, message_delivery_id=message_id,
                   message_version=message_version,
                   drawn_from=(edit_id, template_id, template_updated.isoformat()))
@@ -203,19 +199,19 @@ def _recipient(values: tuple) -> Recipient:
     """The person from their row's columns, each converted as the ORM converts it (a JSON field read by raw SQL
     arrives as text)."""
     converted = []
-    for column_field, value in zip(_RECIPIENT_FIELDS, values):
-        column = column_field.get_col(Recipient._meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + column_field.get_db_converters(connection):
+    for value, (column, converters) in zip(values, _recipient_converters()):
+        for convert in converters:
             value = convert(value, column, connection)
         converted.append(value)
     return Recipient.from_db(connection.alias, [each.attname for each in _RECIPIENT_FIELDS], converted)
 
 
-def _aad(aad_object_id: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(aad_object_id))
-    except (TypeError, ValueError, AttributeError):
-        return None
+@lru_cache(maxsize=1)
+def _recipient_converters() -> list[tuple[Any, list]]:
+    """Each column of the person's row with the ORM's converters for it (the database's, then the field's)."""
+    columns = [field.get_col(Recipient._meta.db_table) for field in _RECIPIENT_FIELDS]
+    return [(column, connection.ops.get_db_converters(column) + field.get_db_converters(connection))
+            for field, column in zip(_RECIPIENT_FIELDS, columns)]
 
 
 def card_view(target: Target) -> dict[str, Any]:

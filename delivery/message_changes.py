@@ -31,7 +31,7 @@ from . import jobs
 from .acknowledgements import acknowledgements_clear
 from .follow_up_people import SENDING as FOLLOW_UP_SENDING
 from .message_change_sending import BATCH, ChunkResult, message_change_process, rows_take_back_expired
-from .models import Delivery, DeliveryChange, MessageChange, campaign_ids
+from .models import Delivery, DeliveryChange, MessageChange, campaign_ids, delivery_recalled_sql
 from .notifying import notices_drop
 
 logger = logging.getLogger(__name__)
@@ -67,13 +67,11 @@ def concurrency() -> int:
 
 # The people who have the campaign's message now: sent, with the ids Teams gave, and not recalled
 # (the campaign's rows found through the primary key's range: see delivery.models).
-HAVE_THE_MESSAGE = """
+HAVE_THE_MESSAGE = f"""
   FROM delivery_delivery AS d
  WHERE d.id >= %(lowest)s AND d.id < %(end)s AND d.campaign_id = %(campaign)s
    AND d.status = 'sent' AND d.activity_id <> '' AND d.conversation_id <> ''
-   AND NOT EXISTS (
-       SELECT 1 FROM delivery_deliverychange AS r JOIN delivery_messagechange AS m ON m.id = r.change_id
-        WHERE r.delivery_id = d.id AND m.action = 'recall' AND r.status = 'done')
+   AND NOT {delivery_recalled_sql("d.id")}
 """
 WRITE_ROWS = f"INSERT INTO delivery_deliverychange (change_id, delivery_id) SELECT %(change)s, d.id {HAVE_THE_MESSAGE}"
 

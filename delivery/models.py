@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -35,6 +37,14 @@ def campaign_ids(campaign_id: int | str) -> tuple[int, int]:
     return lowest, lowest + (1 << PERSON_BITS)
 
 
+def entra_object_id(value: object) -> uuid.UUID | None:
+    """A person's Entra object id as an inbound activity gives it (``from.aadObjectId``), or None for anything else."""
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 def delivery_recalled(delivery_id: int) -> bool:
     """Whether a recall took the person's message back (their row's change is done)."""
     return DeliveryChange.objects.filter(delivery_id=delivery_id, status=DeliveryChange.Status.DONE,
@@ -44,6 +54,21 @@ def delivery_recalled(delivery_id: int) -> bool:
 def campaign_recalled(campaign_id: int) -> bool:
     """Whether the campaign's message was recalled (a recall was started: it takes the message back from everyone)."""
     return MessageChange.objects.filter(campaign_id=campaign_id, action=MessageChange.Action.RECALL).exists()
+
+
+def delivery_recalled_sql(delivery: str) -> str:
+    """``delivery_recalled`` inside a statement: true when a recall took back the message of the row whose id is the
+    SQL expression ``delivery``."""
+    return f"""EXISTS (
+       SELECT 1 FROM delivery_deliverychange AS recalled_row
+         JOIN delivery_messagechange AS recall ON recall.id = recalled_row.change_id
+        WHERE recalled_row.delivery_id = {delivery} AND recall.action = 'recall' AND recalled_row.status = 'done')"""
+
+
+def campaign_recalled_sql(campaign: str) -> str:
+    """``campaign_recalled`` inside a statement, for the campaign whose id is the SQL expression ``campaign``."""
+    return f"EXISTS (SELECT 1 FROM delivery_messagechange AS recall WHERE recall.campaign_id = {campaign}" \
+           " AND recall.action = 'recall')"
 
 
 class Any(models.Lookup):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections import Counter
 
 from django.db import connection, transaction
@@ -31,7 +30,7 @@ from django.utils import timezone
 
 
 from . import progress, webhooks
-from .models import PERSON_BITS
+from .models import PERSON_BITS, entra_object_id
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +76,9 @@ SELECT id, campaign_id FROM marked
 """
 
 
-def _person(aad_object_id: str) -> str | None:
-    try:
-        return str(uuid.UUID(aad_object_id))
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
 def reads_record(*, aad_object_id: str, last_read: str) -> int:
     """Marks the person's messages read up to ``last_read`` (an activity id); returns how many it marked."""
-    aad = _person(aad_object_id)
+    aad = entra_object_id(aad_object_id)
     if aad is None or not isinstance(last_read, str) or not _DIGITS.match(last_read):
         return 0
     sql = MARK_WITH_EVENTS if "delivery.read" in webhooks.wanted_types() else MARK
@@ -134,7 +126,7 @@ def reactions_record(*, aad_object_id: str, activity_id: str, added: list[str], 
     """The person's reactions to one of the messages Crier sent them: kinds added (once each, however often
     Teams says so) and taken back. A reaction to anything else, or from anyone else, counts for nothing; a kind
     that is no name is left out, and logged. Returns how many rows changed."""
-    aad = _person(aad_object_id)
+    aad = entra_object_id(aad_object_id)
     if aad is None or not activity_id:
         return 0
     kinds_removed = sorted({kind for kind in removed if KIND.match(kind)})
