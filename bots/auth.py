@@ -81,13 +81,14 @@ class CheckedTokens:
 
     def get(self, token: str, key: dict[str, Any]) -> dict[str, Any] | None:
         """The claims of ``token`` if it passed with ``key`` (the very key the keys hold now) and has not expired."""
-        found = self._checked.get(self._name(token))
+        name = self._name(token)
+        found = self._checked.get(name)
         if found is None or found[1] is not key:
             return None
         claims, _, expires = found
         if time.time() >= expires + CLOCK_SKEW_SECONDS:  # expired, as jwt.decode would judge it now
             with self._lock:
-                self._checked.pop(self._name(token), None)
+                self._checked.pop(name, None)
             return None
         return claims
 
