@@ -20,18 +20,9 @@ from bots.auth import (
     validate_inbound,
 )
 
+from .conftest import published
+
 SERVICE_URL = "https://smba.trafficmanager.net/emea/"
-
-
-@pytest.fixture
-def key():
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    jwk.update({"kid": "test-key", "use": "sig", "endorsements": ["msteams"]})
-    signing_keys._keys = {"test-key": jwk}
-    signing_keys._fetched_at = time.monotonic()
-    yield private
-    signing_keys.clear()
 
 
 MISSING = object()
@@ -425,8 +416,7 @@ def test_a_kept_token_is_verified_again_once_its_key_is_replaced_and_refused_onc
     bearer = token(key)
     validate_inbound(bearer, ACTIVITY)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    replaced = jwt.algorithms.RSAAlgorithm.to_jwk(other.public_key(), as_dict=True)
-    replaced.update({"kid": "test-key", "use": "sig", "endorsements": ["msteams"]})
+    replaced = published(other)
     signing_keys._keys = {"test-key": replaced}  # the same kid, another key: the kept token's signature fails
     with pytest.raises(InboundAuthError) as error:
         validate_inbound(bearer, ACTIVITY)

@@ -1,13 +1,9 @@
 """Activities from the emulator to the bot's endpoint on a live server: install, stop, start."""
 
 import json
-import time
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bots.auth import signing_keys
 from bots.models import TeamsAddress
 from campaigns.models import Campaign, OptOut
 from delivery import services
@@ -163,17 +159,13 @@ def test_a_reply_is_paced_in_the_tenant_the_person_wrote_from(bot, redis_client)
     ({"type": "invoke", "name": "adaptiveCard/action", "conversation": ["a:1"]}, "conversation"),
 ], ids=["timestamp", "from", "reactions", "conversation"])
 def test_an_activity_whose_fields_have_the_wrong_shape_is_a_400_naming_it_and_nothing_is_processed(
-        client, activity, field, redis_client):
+        client, key, activity, field, redis_client):
     from tests.bots.test_inbound_auth import SERVICE_URL, token
 
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    jwk.update({"kid": "test-key", "use": "sig", "endorsements": ["msteams"]})
-    signing_keys._keys, signing_keys._fetched_at = {"test-key": jwk}, time.monotonic()
     body = {**activity, "channelId": "msteams", "serviceUrl": SERVICE_URL}
 
     response = client.post("/api/messages", data=json.dumps(body), content_type="application/json",
-                           HTTP_AUTHORIZATION=token(private))
+                           HTTP_AUTHORIZATION=token(key))
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_activity"
